@@ -1,0 +1,1 @@
+//! Persistent Linux network namespaces.

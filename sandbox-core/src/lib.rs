@@ -1,0 +1,1 @@
+//! The pod and container domain model.

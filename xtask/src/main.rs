@@ -1,0 +1,47 @@
+//! Project automation, run as `cargo xtask <command>`.
+//!
+//! Everything CI and a developer need beyond `cargo` itself lives here rather
+//! than in shell scripts: installing the machine's packages, the CI pipeline,
+//! and (as the crates grow) test fixtures and benchmarks.
+
+mod ci;
+mod command;
+mod setup;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+/// `cargo xtask`: setup, CI and benchmarks for the workspace.
+#[derive(Parser)]
+#[command(name = "cargo xtask", about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Install, idempotently, the Debian packages the project needs.
+    Setup,
+    /// The whole CI pipeline: setup, fmt, clippy, docs, every test.
+    Ci,
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let root = workspace_root();
+    match cli.command {
+        Command::Setup => setup::run(),
+        Command::Ci => ci::run(&root),
+    }
+}
+
+/// The workspace root: xtask's manifest lives one level below it.
+fn workspace_root() -> PathBuf {
+    let manifest_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    manifest_dir
+        .parent()
+        .map(PathBuf::from)
+        .unwrap_or(manifest_dir)
+}
