@@ -4,7 +4,7 @@
 //! then the tests, which need root and the packages `setup` installs.
 
 use crate::command::exec;
-use crate::setup;
+use crate::{fixtures, setup};
 use anyhow::Result;
 use std::path::Path;
 use std::process::Command;
@@ -32,6 +32,7 @@ pub fn run(root: &Path) -> Result<()> {
             .args(["doc", "--workspace", "--no-deps"])
             .env("RUSTDOCFLAGS", "-D warnings"),
     )?;
+    fixtures::prepare(root)?;
     exec(cargo().args(["test", "--workspace"]))?;
     Ok(())
 }

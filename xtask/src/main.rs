@@ -4,8 +4,10 @@
 //! than in shell scripts: installing the machine's packages, the CI pipeline,
 //! and (as the crates grow) test fixtures and benchmarks.
 
+mod bench;
 mod ci;
 mod command;
+mod fixtures;
 mod setup;
 
 use anyhow::Result;
@@ -26,6 +28,10 @@ enum Command {
     Setup,
     /// The whole CI pipeline: setup, fmt, clippy, docs, every test.
     Ci,
+    /// Start the local registry and push the test images to it.
+    Fixtures,
+    /// Measure performance against the real components.
+    Bench,
 }
 
 fn main() -> Result<()> {
@@ -34,6 +40,8 @@ fn main() -> Result<()> {
     match cli.command {
         Command::Setup => setup::run(),
         Command::Ci => ci::run(&root),
+        Command::Fixtures => fixtures::prepare(&root),
+        Command::Bench => bench::run(&root),
     }
 }
 
