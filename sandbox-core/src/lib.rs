@@ -1,1 +1,65 @@
-//! The pod and container domain model.
+//! The pod and container domain model of a CRI runtime.
+//!
+//! This crate knows what a pod sandbox and a container *are* and how to keep
+//! track of many of them; it does not run anything. It has no kernel calls,
+//! no I/O and no async, so servers, tools and tests can all use it.
+//!
+//! - [`Sandbox`] and [`Container`]: plain serialisable records of
+//!   everything a runtime remembers about a pod or container, with their
+//!   lifecycle rules ([`SandboxState`], [`ContainerState`]).
+//! - [`id`]: 64-hex-digit ids from the OS CSPRNG.
+//! - [`PrefixIndex`]: resolving the short id prefixes people type.
+//! - [`NameRegistrar`]: making kubelet-style names unique, reporting who
+//!   holds a taken name.
+//! - [`kube_name`]: those names, `k8s_POD_<pod>_<namespace>_<uid>_<attempt>`
+//!   and `k8s_<container>_<pod>_<namespace>_<uid>_<attempt>`.
+//! - [`Store`] ([`SandboxStore`], [`ContainerStore`]): concurrent stores
+//!   looked up by id prefix and listed with CRI filters ([`SandboxFilter`],
+//!   [`ContainerFilter`]).
+//!
+//! # Examples
+//!
+//! What a `RunPodSandbox` handler does with this crate, minus the actual
+//! running:
+//!
+//! ```
+//! use sandbox_core::{id, kube_name, Error, NameRegistrar, PodMetadata, Sandbox, SandboxStore};
+//!
+//! let names = NameRegistrar::new();
+//! let sandboxes = SandboxStore::new();
+//!
+//! let metadata = PodMetadata::new("web", "default", "6f1a", 0);
+//! let id = id::generate()?;
+//! match names.reserve(&kube_name::pod_name(&metadata), &id) {
+//!     Ok(()) => {}
+//!     // A retry of a request already being served: answer with its id.
+//!     Err(Error::NameReserved { holder, .. }) => return Ok(println!("already {holder}")),
+//!     Err(other) => return Err(other),
+//! }
+//! let mut sandbox = Sandbox::new(id.clone(), metadata);
+//! sandbox.trusted = true;
+//! sandboxes.add(sandbox)?;
+//! sandboxes.try_update(&id, |s| s.mark_ready(sandbox_core::timestamp::now()))?;
+//! # Ok::<(), Error>(())
+//! ```
+
+pub mod container;
+pub mod error;
+pub mod filter;
+pub mod id;
+pub mod kube_name;
+pub mod name_registrar;
+pub mod prefix_index;
+pub mod sandbox;
+pub mod store;
+pub mod timestamp;
+
+pub use container::{Container, ContainerMetadata, ContainerState, Mount, MountPropagation};
+pub use error::{Error, ObjectKind, Result};
+pub use filter::{All, ContainerFilter, Filter, SandboxFilter};
+pub use name_registrar::NameRegistrar;
+pub use prefix_index::PrefixIndex;
+pub use sandbox::{
+    NamespaceMode, NamespaceOptions, PodMetadata, PortMapping, Protocol, Sandbox, SandboxState,
+};
+pub use store::{ContainerStore, Record, SandboxStore, Store};
