@@ -8,6 +8,9 @@ use crate::error::DecisionError;
 
 /// The trust annotation CRI-O introduced; kept so existing pod specs work.
 ///
+/// Its value must be `true` or `false` (ASCII case ignored, as CRI-O did);
+/// anything else makes the decision fail rather than count as trusted.
+///
 /// # Examples
 ///
 /// ```
@@ -16,7 +19,8 @@ use crate::error::DecisionError;
 pub const CRIO_TRUSTED_SANDBOX_ANNOTATION: &str = "io.kubernetes.cri-o.TrustedSandbox";
 
 /// This runtime's own trust annotation, equivalent to
-/// [`CRIO_TRUSTED_SANDBOX_ANNOTATION`].
+/// [`CRIO_TRUSTED_SANDBOX_ANNOTATION`] and read with the same rules; when a
+/// pod carries both, they must agree.
 ///
 /// # Examples
 ///

@@ -268,7 +268,7 @@ impl TrustPolicy {
                          (privileged_untrusted={mode})",
                         join(privilege)
                     );
-                    tracing::warn!("{reason}");
+                    tracing::warn!(handler = %trusted_handler, "{reason}");
                     Ok(Decision {
                         handler: trusted_handler.clone(),
                         trusted,
