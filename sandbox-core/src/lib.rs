@@ -30,18 +30,20 @@
 //!
 //! let metadata = PodMetadata::new("web", "default", "6f1a", 0);
 //! let id = id::generate()?;
-//! match names.reserve(&kube_name::pod_name(&metadata), &id) {
-//!     Ok(()) => {}
-//!     // A retry of a request already being served: answer with its id.
-//!     Err(Error::NameReserved { holder, .. }) => return Ok(println!("already {holder}")),
-//!     Err(other) => return Err(other),
+//! if let Err(err) = names.reserve(&kube_name::pod_name(&metadata), &id) {
+//!     // On `Error::NameReserved { holder, .. }` a real server looks at
+//!     // `holder`: a kubelet retry of a request it already served.
+//!     return Err(err);
 //! }
 //! let mut sandbox = Sandbox::new(id.clone(), metadata);
 //! sandbox.trusted = true;
 //! sandboxes.add(sandbox)?;
 //! sandboxes.try_update(&id, |s| s.mark_ready(sandbox_core::timestamp::now()))?;
+//! assert!(sandboxes.get(&id[..6])?.state == sandbox_core::SandboxState::Ready);
 //! # Ok::<(), Error>(())
 //! ```
+
+#![warn(missing_docs)]
 
 pub mod container;
 pub mod error;

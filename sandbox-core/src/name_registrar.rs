@@ -6,7 +6,7 @@
 //! doing any work makes the retry fail fast with the id of the first
 //! attempt, which the server can then inspect, finish or clean up.
 
-use crate::error::{Error, Result};
+use crate::error::{Error, ObjectKind, Result};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
@@ -85,7 +85,8 @@ impl NameRegistrar {
     /// # Errors
     ///
     /// [`Error::NameReserved`] carrying the holder's id when another id holds
-    /// the name; [`Error::EmptyName`] for an empty name.
+    /// the name; [`Error::EmptyName`] for an empty name; [`Error::InvalidId`]
+    /// for an empty id (a conflicting caller could not recover with it).
     ///
     /// # Examples
     ///
@@ -98,6 +99,13 @@ impl NameRegistrar {
     pub fn reserve(&self, name: &str, id: &str) -> Result<()> {
         if name.is_empty() {
             return Err(Error::EmptyName { id: id.to_owned() });
+        }
+        if id.is_empty() {
+            return Err(Error::InvalidId {
+                kind: ObjectKind::Id,
+                id: String::new(),
+                reason: "must not be empty",
+            });
         }
         let mut registry = self.lock();
         match registry.holder_of.get(name) {
@@ -244,6 +252,16 @@ mod tests {
             names.reserve("", "c1").unwrap_err().to_string(),
             r#"name reservation for id "c1": empty name"#
         );
+    }
+
+    #[test]
+    fn empty_id_is_refused() {
+        let names = NameRegistrar::new();
+        assert!(matches!(
+            names.reserve("web", ""),
+            Err(Error::InvalidId { .. })
+        ));
+        assert_eq!(names.get("web"), None);
     }
 
     #[test]

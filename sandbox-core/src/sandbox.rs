@@ -201,7 +201,7 @@ pub struct PortMapping {
 /// assert_eq!(sandbox.state, SandboxState::Ready);
 /// # Ok::<(), sandbox_core::Error>(())
 /// ```
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Sandbox {
     /// The sandbox id (64 lowercase hex digits).
