@@ -45,17 +45,22 @@ impl NetNs {
     /// ```
     pub fn open_with(sys: Arc<dyn Syscall>, path: impl AsRef<Path>) -> Result<NetNs> {
         let given = path.as_ref();
-        let link = match sys.read_link(given) {
-            Ok(_) => Some(given.to_path_buf()),
-            Err(Errno::EINVAL) => None,
+        let is_symlink = match sys.read_link(given) {
+            Ok(_) => true,
+            Err(Errno::EINVAL) => false,
             Err(e) => return Err(Error::sys(given, Op::Open, e)),
         };
-        let pin = sys
-            .canonicalize(given)
-            .map_err(|e| Error::sys(given, Op::Resolve, e))?;
+        let (pin, link) = match sys.canonicalize(given) {
+            Ok(resolved) => (resolved, is_symlink.then(|| given.to_path_buf())),
+            // A kernel "magic" link such as /proc/<pid>/ns/net resolves to no
+            // path, yet open() follows it. It is not ours to remove, so it is
+            // not remembered as a link; a dangling link fails at open below.
+            Err(_) if is_symlink => (given.to_path_buf(), None),
+            Err(e) => return Err(Error::sys(given, Op::Resolve, e)),
+        };
         let (fd, id) = open_pin(&*sys, &pin).map_err(|err| match err {
             // Name what the caller asked for, not only where it led.
-            Error::NotNetNs { found, .. } if link.is_some() => Error::NotNetNs {
+            Error::NotNetNs { found, .. } if pin != given => Error::NotNetNs {
                 path: given.to_path_buf(),
                 found: format!("{found}, via symlink to {}", pin.display()),
             },
@@ -112,6 +117,17 @@ mod tests {
         assert_eq!(
             err.to_string(),
             "/l: not a network namespace (a pid namespace, via symlink to /etc/hosts)"
+        );
+    }
+
+    #[test]
+    fn dangling_symlink_names_the_link() {
+        let sys = Arc::new(RecordingSyscall::new());
+        sys.add_symlink("/infra/link", "/pins/gone");
+        let err = NetNs::open_with(sys, "/infra/link").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "network namespace pin /infra/link: open: ENOENT: No such file or directory"
         );
     }
 
