@@ -17,6 +17,20 @@
 //!   looked up by id prefix and listed with CRI filters ([`SandboxFilter`],
 //!   [`ContainerFilter`]).
 //!
+//! # Design
+//!
+//! - Plain Rust types, not the generated CRI messages: the server maps at
+//!   its edge, and this model can be saved as JSON and evolve on its own.
+//!   Times are `i64` nanoseconds since the Unix epoch, as CRI sends them.
+//! - The network namespace is kept as a path only, so this crate does not
+//!   depend on the `netns` crate.
+//! - Lifecycle rules live on the records ([`Sandbox::mark_ready`],
+//!   [`Container::mark_exited`], ...) and refuse impossible moves with
+//!   [`Error::InvalidTransition`] without changing anything.
+//! - Stores hand out `Arc` snapshots and replace records whole, so readers
+//!   never wait on a slow writer for long nor see half an update, and a lock
+//!   poisoned by a panicking caller still guards consistent data.
+//!
 //! # Examples
 //!
 //! What a `RunPodSandbox` handler does with this crate, minus the actual
