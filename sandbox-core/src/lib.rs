@@ -27,9 +27,10 @@
 //! - Lifecycle rules live on the records ([`Sandbox::mark_ready`],
 //!   [`Container::mark_exited`], ...) and refuse impossible moves with
 //!   [`Error::InvalidTransition`] without changing anything.
-//! - Stores hand out `Arc` snapshots and replace records whole, so readers
-//!   never wait on a slow writer for long nor see half an update, and a lock
-//!   poisoned by a panicking caller still guards consistent data.
+//! - Stores hand out `Arc` snapshots and replace records whole, so a reader
+//!   keeps its snapshot without holding the lock and never sees half an
+//!   update, and a lock poisoned by a panicking caller still guards
+//!   consistent data.
 //!
 //! # Examples
 //!
