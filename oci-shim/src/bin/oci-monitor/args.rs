@@ -1,0 +1,88 @@
+//! Command line of `oci-monitor` (hand-parsed to keep the binary small).
+
+use std::path::PathBuf;
+
+/// What the daemon told the monitor to do.
+#[derive(Debug)]
+pub struct Args {
+    pub id: String,
+    pub bundle: PathBuf,
+    pub state_dir: PathBuf,
+    pub log_path: PathBuf,
+    pub runtime: PathBuf,
+    pub runtime_args: Vec<String>,
+    pub terminal: bool,
+    pub stdin: bool,
+    pub stdin_once: bool,
+}
+
+pub const USAGE: &str = "usage: oci-monitor --id ID --bundle DIR --state-dir DIR --log-path FILE \
+--runtime PATH [--runtime-arg ARG]... [--terminal] [--stdin] [--stdin-once]";
+
+impl Args {
+    pub fn parse(mut argv: impl Iterator<Item = String>) -> Result<Args, String> {
+        let (mut id, mut bundle, mut state_dir, mut log_path, mut runtime) =
+            (None, None, None, None, None);
+        let mut args = Args {
+            id: String::new(),
+            bundle: PathBuf::new(),
+            state_dir: PathBuf::new(),
+            log_path: PathBuf::new(),
+            runtime: PathBuf::new(),
+            runtime_args: Vec::new(),
+            terminal: false,
+            stdin: false,
+            stdin_once: false,
+        };
+        while let Some(flag) = argv.next() {
+            let mut value = || argv.next().ok_or_else(|| format!("{flag} needs a value"));
+            match flag.as_str() {
+                "--id" => id = Some(value()?),
+                "--bundle" => bundle = Some(value()?),
+                "--state-dir" => state_dir = Some(value()?),
+                "--log-path" => log_path = Some(value()?),
+                "--runtime" => runtime = Some(value()?),
+                "--runtime-arg" => args.runtime_args.push(value()?),
+                "--terminal" => args.terminal = true,
+                "--stdin" => args.stdin = true,
+                "--stdin-once" => args.stdin_once = true,
+                other => return Err(format!("unknown argument {other:?}")),
+            }
+        }
+        let missing = |name: &str| format!("missing {name}");
+        args.id = id.ok_or_else(|| missing("--id"))?;
+        args.bundle = bundle.ok_or_else(|| missing("--bundle"))?.into();
+        args.state_dir = state_dir.ok_or_else(|| missing("--state-dir"))?.into();
+        args.log_path = log_path.ok_or_else(|| missing("--log-path"))?.into();
+        args.runtime = runtime.ok_or_else(|| missing("--runtime"))?.into();
+        Ok(args)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(s: &str) -> Result<Args, String> {
+        Args::parse(s.split_whitespace().map(String::from))
+    }
+
+    #[test]
+    fn full_command_line() {
+        let a = parse(
+            "--id c1 --bundle /b --state-dir /s --log-path /l --runtime /r \
+             --runtime-arg --root --runtime-arg /x --stdin --stdin-once",
+        )
+        .unwrap();
+        assert_eq!(a.id, "c1");
+        assert_eq!(a.runtime_args, ["--root", "/x"]);
+        assert!(a.stdin && a.stdin_once && !a.terminal);
+    }
+
+    #[test]
+    fn missing_and_unknown_are_errors() {
+        assert!(parse("--id c1").unwrap_err().contains("--bundle"));
+        assert!(parse("--bogus").is_err());
+        assert!(parse("--id").unwrap_err().contains("needs a value"));
+    }
+}

@@ -1,0 +1,129 @@
+//! `oci-monitor`: the small per-container process that outlives the daemon.
+//!
+//! It detaches from the daemon, runs the OCI runtime's `create` with pipes (or
+//! a terminal) as the container's stdio, writes the CRI log, serves the
+//! control socket and records the exit. The protocol is documented in
+//! `oci_shim::monitor::protocol`. Deliberately std + libc only, one thread,
+//! one poll loop: there is one of these per running container.
+
+mod args;
+mod console;
+mod create;
+mod cri_log;
+mod serve;
+mod sys;
+mod timestamp;
+
+use oci_shim::monitor::protocol::{ExitRecord, EXIT_FILE_NAME, SOCKET_NAME};
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixListener;
+use std::path::Path;
+
+fn main() {
+    let args = match args::Args::parse(std::env::args().skip(1)) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("oci-monitor: {e}\n{}", args::USAGE);
+            std::process::exit(2);
+        }
+    };
+    // SAFETY: still single-threaded; the parent only exits.
+    match unsafe { libc::fork() } {
+        -1 => {
+            eprintln!("oci-monitor: fork: {}", std::io::Error::last_os_error());
+            std::process::exit(1);
+        }
+        0 => {}
+        // The daemon waits for this process; the grandchild is re-parented to
+        // init (or the nearest subreaper) and survives the daemon.
+        _ => unsafe { libc::_exit(0) },
+    }
+    // SAFETY: plain syscalls without pointers.
+    unsafe {
+        libc::setsid();
+        // Container processes orphaned by the runtime re-parent to us, so we
+        // can reap init and learn its exit status.
+        libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
+    }
+    let code = match run(&args) {
+        Ok(()) => 0,
+        Err(reason) => {
+            report(&format!("error {}", reason.replace('\n', " ")), false);
+            1
+        }
+    };
+    std::process::exit(code);
+}
+
+/// Writes the one start-up line to the daemon's pipe (our stdout), then (if
+/// we keep running) points stdio away from the daemon so its death cannot hurt
+/// us. On failure the pipe stays open until we exit, so the daemon's EOF means
+/// we are gone.
+fn report(line: &str, detach: bool) {
+    let mut out = std::io::stdout();
+    let _ = out.write_all(format!("{line}\n").as_bytes());
+    let _ = out.flush();
+    if !detach {
+        return;
+    }
+    if let Ok(null) = OpenOptions::new().read(true).write(true).open("/dev/null") {
+        // SAFETY: dup2 onto our own standard descriptors.
+        unsafe {
+            libc::dup2(null.as_raw_fd(), 0);
+            libc::dup2(null.as_raw_fd(), 1);
+        }
+    }
+}
+
+fn run(args: &args::Args) -> Result<(), String> {
+    // Our own diagnostics go to a file in the state dir, not the daemon's stderr.
+    let diag = args.state_dir.join("monitor.log");
+    if let Ok(f) = OpenOptions::new().create(true).append(true).open(&diag) {
+        // SAFETY: dup2 onto our own stderr.
+        unsafe { libc::dup2(f.as_raw_fd(), 2) };
+    }
+    let sigchld = sys::sigchld_fd().map_err(|e| format!("signalfd: {e}"))?;
+    let sock_path = args.state_dir.join(SOCKET_NAME);
+    let _ = std::fs::remove_file(&sock_path);
+    let listener =
+        UnixListener::bind(&sock_path).map_err(|e| format!("bind {}: {e}", sock_path.display()))?;
+    let log = cri_log::CriLog::open(args.log_path.clone())
+        .map_err(|e| format!("log {}: {e}", args.log_path.display()))?;
+
+    let (pid, io) = match create::create(args) {
+        Ok(v) => v,
+        Err(e) => {
+            let _ = std::fs::remove_file(&sock_path);
+            return Err(e);
+        }
+    };
+    report(&format!("ready {pid} {}", std::process::id()), true);
+
+    let mut monitor = serve::Monitor::new(pid, log, io, listener, sigchld, args.stdin_once);
+    let record = match monitor.run() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("oci-monitor {}: poll loop: {e}", args.id);
+            let _ = std::fs::remove_file(&sock_path);
+            return Ok(());
+        }
+    };
+    if let Err(e) = write_exit(&args.state_dir, &record) {
+        eprintln!("oci-monitor {}: {e}", args.id);
+    }
+    // Remove the socket first: from now on a reconnecting daemon reads exit.json.
+    let _ = std::fs::remove_file(&sock_path);
+    monitor.notify_exit(record);
+    Ok(())
+}
+
+/// Writes `exit.json` so that readers see either nothing or the whole record.
+fn write_exit(state_dir: &Path, record: &ExitRecord) -> std::io::Result<()> {
+    let tmp = state_dir.join(".exit.json.tmp");
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(record.to_json().as_bytes())?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, state_dir.join(EXIT_FILE_NAME))
+}

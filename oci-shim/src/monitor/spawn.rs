@@ -1,0 +1,312 @@
+//! Starting a monitor (which creates the container) and finding it again.
+
+use super::client::MonitorClient;
+use super::protocol::{self, ExitRecord};
+use crate::error::{Error, Result};
+use crate::runtime::RuntimeHandlerConfig;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use tokio::io::AsyncReadExt;
+
+/// Everything the monitor needs to create and watch one container.
+///
+/// # Examples
+///
+/// ```
+/// use oci_shim::monitor::MonitorConfig;
+/// use oci_shim::runtime::RuntimeHandlerConfig;
+///
+/// let mut cfg = MonitorConfig::new("c1", "/b", "/run/c1", "/var/log/c1.log",
+///     RuntimeHandlerConfig::runc("/run/oci/runc"));
+/// cfg.stdin = true;
+/// assert!(cfg.monitor_args().contains(&"--stdin".to_string()));
+/// ```
+#[derive(Debug, Clone)]
+pub struct MonitorConfig {
+    /// Container id, as given to the runtime.
+    pub id: String,
+    /// Bundle directory holding `config.json`.
+    pub bundle: PathBuf,
+    /// Directory for the socket, pid file, exit record and runtime log.
+    /// Created if missing, removed if creating the container fails.
+    pub state_dir: PathBuf,
+    /// Container log file (CRI format).
+    pub log_path: PathBuf,
+    /// The runtime handler to create the container with.
+    pub runtime: RuntimeHandlerConfig,
+    /// Give the container a terminal (through `--console-socket`).
+    pub terminal: bool,
+    /// Keep the container's stdin open for attach.
+    pub stdin: bool,
+    /// Close stdin when the first attach ends.
+    pub stdin_once: bool,
+    /// Path of the `oci-monitor` binary.
+    pub monitor_binary: PathBuf,
+}
+
+impl MonitorConfig {
+    /// A config with no terminal or stdin, using the `oci-monitor` next to the
+    /// current executable (override [`MonitorConfig::monitor_binary`] as needed).
+    pub fn new(
+        id: impl Into<String>,
+        bundle: impl Into<PathBuf>,
+        state_dir: impl Into<PathBuf>,
+        log_path: impl Into<PathBuf>,
+        runtime: RuntimeHandlerConfig,
+    ) -> Self {
+        let monitor_binary = std::env::current_exe()
+            .ok()
+            .and_then(|p| p.parent().map(|d| d.join("oci-monitor")))
+            .unwrap_or_else(|| PathBuf::from("oci-monitor"));
+        MonitorConfig {
+            id: id.into(),
+            bundle: bundle.into(),
+            state_dir: state_dir.into(),
+            log_path: log_path.into(),
+            runtime,
+            terminal: false,
+            stdin: false,
+            stdin_once: false,
+            monitor_binary,
+        }
+    }
+
+    /// The monitor's command line (without the binary).
+    pub fn monitor_args(&self) -> Vec<String> {
+        let s = |p: &Path| p.to_string_lossy().into_owned();
+        let mut args = vec![
+            "--id".into(),
+            self.id.clone(),
+            "--bundle".into(),
+            s(&self.bundle),
+            "--state-dir".into(),
+            s(&self.state_dir),
+            "--log-path".into(),
+            s(&self.log_path),
+            "--runtime".into(),
+            s(&self.runtime.path),
+        ];
+        let log = self.state_dir.join(protocol::RUNTIME_LOG_NAME);
+        for a in self.runtime.global_args(&log) {
+            args.push("--runtime-arg".into());
+            args.push(a);
+        }
+        for (on, flag) in [
+            (self.terminal, "--terminal"),
+            (self.stdin, "--stdin"),
+            (self.stdin_once, "--stdin-once"),
+        ] {
+            if on {
+                args.push(flag.into());
+            }
+        }
+        args
+    }
+}
+
+/// A container's monitor, started by [`Monitor::spawn`] or found by [`Monitor::reconnect`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Monitor {
+    id: String,
+    state_dir: PathBuf,
+    container_pid: i32,
+    monitor_pid: i32,
+}
+
+/// What [`Monitor::reconnect`] found in a state directory.
+#[derive(Debug)]
+pub enum MonitorStatus {
+    /// The monitor is alive; the container is running (or not yet started).
+    Running(MonitorClient),
+    /// The container has exited (its monitor may be gone).
+    Exited(ExitRecord),
+}
+
+impl Monitor {
+    /// Starts the monitor, which creates the container (not yet started).
+    ///
+    /// On failure the error carries the runtime's explanation, and nothing is
+    /// left behind: no runtime state, no state directory.
+    pub async fn spawn(cfg: &MonitorConfig) -> Result<Monitor> {
+        let created_dir = !cfg.state_dir.exists();
+        std::fs::create_dir_all(&cfg.state_dir)
+            .map_err(|e| Error::io("monitor state dir", &cfg.state_dir, "create", e))?;
+        let result = spawn_inner(cfg).await;
+        if result.is_err() {
+            // The runtime may have half-created the container; forget it.
+            let runtime = crate::runtime::CliRuntime::new(cfg.runtime.clone());
+            let _ = crate::runtime::OciRuntime::delete(&runtime, &cfg.id, true).await;
+            if created_dir {
+                let _ = std::fs::remove_dir_all(&cfg.state_dir);
+            }
+        }
+        result
+    }
+
+    /// Finds the monitor of container `id` in `state_dir`: connected if it is
+    /// alive, else the exit it recorded.
+    pub async fn reconnect(id: &str, state_dir: impl AsRef<Path>) -> Result<MonitorStatus> {
+        let state_dir = state_dir.as_ref();
+        let sock = state_dir.join(protocol::SOCKET_NAME);
+        if let Ok(client) = MonitorClient::connect(id, &sock).await {
+            return Ok(MonitorStatus::Running(client));
+        }
+        read_exit(id, state_dir).map(MonitorStatus::Exited)
+    }
+
+    /// Container id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The container's init pid on the host (for runsc: the sandbox process).
+    pub fn container_pid(&self) -> i32 {
+        self.container_pid
+    }
+
+    /// The monitor's pid.
+    pub fn monitor_pid(&self) -> i32 {
+        self.monitor_pid
+    }
+
+    /// The state directory.
+    pub fn state_dir(&self) -> &Path {
+        &self.state_dir
+    }
+
+    /// Opens a control connection to this monitor.
+    pub async fn connect(&self) -> Result<MonitorClient> {
+        MonitorClient::connect(&self.id, &self.state_dir.join(protocol::SOCKET_NAME)).await
+    }
+
+    /// Waits for the container to exit and returns how it ended.
+    ///
+    /// Works however late it is called: a monitor that already exited left
+    /// its record in `exit.json`.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo(monitor: oci_shim::monitor::Monitor) -> Result<(), oci_shim::Error> {
+    /// let exit = monitor.wait().await?;
+    /// assert!(exit.exit_code >= 0);
+    /// # Ok(()) }
+    /// ```
+    pub async fn wait(&self) -> Result<ExitRecord> {
+        match self.connect().await {
+            Ok(mut client) => client.wait().await,
+            // The monitor exits only after writing exit.json.
+            Err(e) => read_exit(&self.id, &self.state_dir).map_err(|_| e),
+        }
+    }
+
+    /// The exit record, if the container has exited and the monitor wrote it.
+    pub fn exit_record(&self) -> Option<ExitRecord> {
+        read_exit(&self.id, &self.state_dir).ok()
+    }
+}
+
+fn read_exit(id: &str, state_dir: &Path) -> Result<ExitRecord> {
+    let path = state_dir.join(protocol::EXIT_FILE_NAME);
+    let text = std::fs::read_to_string(&path).map_err(|e| {
+        Error::monitor(
+            id,
+            format!("no live monitor and no exit record {}: {e}", path.display()),
+        )
+    })?;
+    ExitRecord::from_json(&text)
+        .ok_or_else(|| Error::monitor(id, format!("unparsable exit record {}", path.display())))
+}
+
+async fn spawn_inner(cfg: &MonitorConfig) -> Result<Monitor> {
+    let id = &cfg.id;
+    let log = cfg.state_dir.join(protocol::RUNTIME_LOG_NAME);
+    let _ = std::fs::remove_file(&log);
+    let mut child = tokio::process::Command::new(&cfg.monitor_binary)
+        .args(cfg.monitor_args())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(false)
+        .spawn()
+        .map_err(|e| {
+            Error::monitor(
+                id,
+                format!("cannot run {}: {e}", cfg.monitor_binary.display()),
+            )
+        })?;
+    let mut line = String::new();
+    if let Some(mut out) = child.stdout.take() {
+        // The detached monitor writes one line and then lets go of the pipe.
+        let mut buf = Vec::new();
+        let mut byte = [0u8; 1];
+        while out
+            .read(&mut byte)
+            .await
+            .map_err(|e| Error::monitor(id, e.to_string()))?
+            == 1
+        {
+            if byte[0] == b'\n' {
+                break;
+            }
+            buf.push(byte[0]);
+        }
+        line = String::from_utf8_lossy(&buf).into_owned();
+        if !line.starts_with("ready") {
+            // A failed monitor holds the pipe until it exits: EOF means it is gone.
+            let mut rest = Vec::new();
+            let _ = out.read_to_end(&mut rest).await;
+        }
+    }
+    let mut stderr = String::new();
+    if let Some(mut err) = child.stderr.take() {
+        let _ = err.read_to_string(&mut stderr).await;
+    }
+    // The first process exits right after forking the real monitor.
+    let _ = child.wait().await;
+
+    let mut words = line.split_ascii_whitespace();
+    match words.next() {
+        Some("ready") => {
+            let pid = |w: Option<&str>| w.and_then(|s| s.parse::<i32>().ok());
+            match (pid(words.next()), pid(words.next())) {
+                (Some(container_pid), Some(monitor_pid)) => Ok(Monitor {
+                    id: id.clone(),
+                    state_dir: cfg.state_dir.clone(),
+                    container_pid,
+                    monitor_pid,
+                }),
+                _ => Err(Error::monitor(id, format!("bad ready line {line:?}"))),
+            }
+        }
+        Some("error") => {
+            let reason = line["error".len()..].trim().to_owned();
+            let runtime_log = crate::runtime::read_runtime_log(&log);
+            let command = format!(
+                "{} {} create --bundle {} {id}",
+                cfg.runtime.path.display(),
+                cfg.runtime.args.join(" "),
+                cfg.bundle.display()
+            );
+            Err(Error::RuntimeFailed {
+                id: id.clone(),
+                runtime: cfg.runtime.name.clone(),
+                command,
+                status: "create".into(),
+                detail: join_details(&reason, &runtime_log),
+            })
+        }
+        _ => Err(Error::monitor(
+            id,
+            format!("monitor exited without reporting: {}", stderr.trim()),
+        )),
+    }
+}
+
+fn join_details(a: &str, b: &str) -> String {
+    match (a.is_empty(), b.is_empty()) {
+        (_, true) => a.to_owned(),
+        (true, false) => b.to_owned(),
+        (false, false) => format!("{a}; runtime log: {b}"),
+    }
+}

@@ -1,0 +1,229 @@
+//! [`CliRuntime`]: running a runtime binary and turning failures into errors
+//! that say why.
+
+use super::{ContainerState, ExecSyncResult, OciRuntime, RuntimeHandlerConfig};
+use crate::error::{Error, Result};
+use async_trait::async_trait;
+use oci_spec::runtime::LinuxResources;
+use std::path::Path;
+use std::process::{Output, Stdio};
+use std::time::Duration;
+
+/// An [`OciRuntime`] that runs a runc-compatible command line.
+///
+/// # Examples
+///
+/// ```no_run
+/// use oci_shim::runtime::{CliRuntime, OciRuntime, RuntimeHandlerConfig};
+///
+/// # async fn demo() -> Result<(), oci_shim::Error> {
+/// let runc = CliRuntime::new(RuntimeHandlerConfig::runc("/run/oci-shim/runc"));
+/// for c in runc.list().await? {
+///     println!("{} {:?}", c.id, c.status);
+/// }
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct CliRuntime {
+    pub(super) config: RuntimeHandlerConfig,
+}
+
+impl CliRuntime {
+    /// A driver for `config`.
+    pub fn new(config: RuntimeHandlerConfig) -> Self {
+        CliRuntime { config }
+    }
+
+    /// The handler configuration.
+    pub fn config(&self) -> &RuntimeHandlerConfig {
+        &self.config
+    }
+
+    /// Runs `<runtime> <global args> <args>` about container `id` and returns
+    /// its output, or an error with its stderr and log when it fails.
+    pub(super) async fn run(
+        &self,
+        id: &str,
+        args: &[&str],
+        stdin: Option<&Path>,
+    ) -> Result<Output> {
+        let log = tempfile::Builder::new()
+            .prefix("oci-shim-runtime-log")
+            .tempfile()
+            .map_err(|e| Error::io("runtime log", std::env::temp_dir(), "create", e))?;
+        let mut cmd = tokio::process::Command::new(&self.config.path);
+        cmd.args(self.config.global_args(log.path()))
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        match stdin {
+            Some(p) => {
+                let f =
+                    std::fs::File::open(p).map_err(|e| Error::io("runtime input", p, "open", e))?;
+                cmd.stdin(f);
+            }
+            None => {
+                cmd.stdin(Stdio::null());
+            }
+        }
+        let output = cmd.output().await.map_err(|source| Error::RuntimeSpawn {
+            id: id.to_owned(),
+            runtime: self.config.name.clone(),
+            command: self.describe(args),
+            source,
+        })?;
+        if output.status.success() {
+            return Ok(output);
+        }
+        Err(self.failure(
+            id,
+            args,
+            &output.status.to_string(),
+            &output.stderr,
+            log.path(),
+        ))
+    }
+
+    pub(super) fn failure(
+        &self,
+        id: &str,
+        args: &[&str],
+        status: &str,
+        stderr: &[u8],
+        log: &Path,
+    ) -> Error {
+        let stderr = String::from_utf8_lossy(stderr).trim().to_owned();
+        let log = read_runtime_log(log);
+        let detail = match (stderr.is_empty(), log.is_empty()) {
+            (true, true) => "no output".to_owned(),
+            (false, true) => stderr,
+            (true, false) => log,
+            (false, false) if stderr.contains(&log) => stderr,
+            (false, false) => format!("{stderr}; log: {log}"),
+        };
+        Error::RuntimeFailed {
+            id: id.to_owned(),
+            runtime: self.config.name.clone(),
+            command: self.describe(args),
+            status: status.to_owned(),
+            detail,
+        }
+    }
+
+    pub(super) fn describe(&self, args: &[&str]) -> String {
+        let mut s = self.config.path.display().to_string();
+        for a in self
+            .config
+            .args
+            .iter()
+            .map(String::as_str)
+            .chain(args.iter().copied())
+        {
+            s.push(' ');
+            s.push_str(a);
+        }
+        s
+    }
+}
+
+/// The messages of a runtime's log file: `msg` of each JSON line at warning
+/// level or above (runc, runsc with `--log-format json`), or the raw text.
+/// Capped to the last 4 KiB, where the fatal error is.
+pub fn read_runtime_log(path: &Path) -> String {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return String::new();
+    };
+    let mut msgs = Vec::new();
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        match serde_json::from_str::<serde_json::Value>(line) {
+            Ok(v) => {
+                let level = v["level"].as_str().unwrap_or("error");
+                if matches!(level, "warning" | "error" | "fatal" | "panic") {
+                    if let Some(m) = v["msg"].as_str() {
+                        msgs.push(m.to_owned());
+                    }
+                }
+            }
+            Err(_) => msgs.push(line.to_owned()),
+        }
+    }
+    let joined = msgs.join("; ");
+    match joined.char_indices().rev().nth(4095) {
+        Some((i, _)) => format!("...{}", &joined[i..]),
+        None => joined,
+    }
+}
+
+#[async_trait]
+impl OciRuntime for CliRuntime {
+    fn name(&self) -> &str {
+        &self.config.name
+    }
+    async fn create(&self, id: &str, bundle: &Path) -> Result<()> {
+        self.create_container(id, bundle).await
+    }
+    async fn start(&self, id: &str) -> Result<()> {
+        self.start_container(id).await
+    }
+    async fn state(&self, id: &str) -> Result<ContainerState> {
+        self.container_state(id).await
+    }
+    async fn kill(&self, id: &str, signal: i32, all: bool) -> Result<()> {
+        self.kill_container(id, signal, all).await
+    }
+    async fn delete(&self, id: &str, force: bool) -> Result<()> {
+        self.delete_container(id, force).await
+    }
+    async fn exec_sync(
+        &self,
+        id: &str,
+        args: &[String],
+        timeout: Duration,
+    ) -> Result<ExecSyncResult> {
+        self.exec_in_container(id, args, timeout).await
+    }
+    async fn update(&self, id: &str, resources: &LinuxResources) -> Result<()> {
+        self.update_container(id, resources).await
+    }
+    async fn pause(&self, id: &str) -> Result<()> {
+        self.pause_container(id).await
+    }
+    async fn resume(&self, id: &str) -> Result<()> {
+        self.resume_container(id).await
+    }
+    async fn list(&self) -> Result<Vec<ContainerState>> {
+        self.list_containers().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runtime_log_keeps_errors_only() {
+        let f = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(
+            f.path(),
+            "{\"level\":\"info\",\"msg\":\"noise\"}\n{\"level\":\"error\",\"msg\":\"exec: \\\"nope\\\": not found\"}\nplain text\n",
+        )
+        .unwrap();
+        assert_eq!(
+            read_runtime_log(f.path()),
+            "exec: \"nope\": not found; plain text"
+        );
+        assert_eq!(read_runtime_log(Path::new("/nonexistent")), "");
+    }
+
+    #[tokio::test]
+    async fn missing_binary_names_runtime_and_command() {
+        let mut cfg = RuntimeHandlerConfig::runc("/tmp/none");
+        cfg.path = "/nonexistent/runc".into();
+        let err = CliRuntime::new(cfg).start("c9").await.unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("c9") && text.contains("/nonexistent/runc start c9"),
+            "{text}"
+        );
+    }
+}

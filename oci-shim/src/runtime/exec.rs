@@ -1,0 +1,222 @@
+//! `exec` for ExecSync: run a command, capture its output, enforce a timeout.
+
+use super::{process_tree, CliRuntime, RuntimeKind};
+use crate::bundle::Bundle;
+use crate::error::{Error, Result};
+use std::io::Write;
+use std::process::Stdio;
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncReadExt};
+
+/// Output kept per stream, like kubelet: beyond it, output is read and dropped
+/// so the process never blocks on a full pipe.
+pub const EXEC_OUTPUT_CAP: usize = 16 * 1024 * 1024;
+
+/// What an ExecSync produced.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExecSyncResult {
+    /// Captured stdout (at most [`EXEC_OUTPUT_CAP`] bytes).
+    pub stdout: Vec<u8>,
+    /// Captured stderr (at most [`EXEC_OUTPUT_CAP`] bytes).
+    pub stderr: Vec<u8>,
+    /// Exit status; `128 + signal` when killed.
+    pub exit_code: i32,
+    /// The timeout expired and the process tree was killed.
+    pub timed_out: bool,
+}
+
+async fn read_capped(mut r: impl AsyncRead + Unpin) -> Vec<u8> {
+    let mut kept = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    while let Ok(n @ 1..) = r.read(&mut buf).await {
+        let room = EXEC_OUTPUT_CAP.saturating_sub(kept.len());
+        kept.extend_from_slice(&buf[..n.min(room)]);
+    }
+    kept
+}
+
+impl CliRuntime {
+    /// Runs `args` in container `id` with the container's own process
+    /// settings (user, env, cwd, capabilities).
+    pub(super) async fn exec_in_container(
+        &self,
+        id: &str,
+        args: &[String],
+        timeout: Duration,
+    ) -> Result<ExecSyncResult> {
+        if args.is_empty() {
+            return Err(Error::Spec(format!("exec in {id}: empty command")));
+        }
+        let state = self.container_state(id).await?;
+        let spec = Bundle::open(&state.bundle).read_spec()?;
+        let mut process = spec
+            .process()
+            .clone()
+            .ok_or_else(|| Error::Spec(format!("container {id} has no process in its config")))?;
+        process.set_args(Some(args.to_vec()));
+        process.set_terminal(Some(false));
+
+        let dir = tempfile::Builder::new()
+            .prefix("oci-shim-exec")
+            .tempdir()
+            .map_err(|e| Error::io("exec dir", std::env::temp_dir(), "create", e))?;
+        let process_path = dir.path().join("process.json");
+        let pid_path = dir.path().join("exec.pid");
+        let internal_pid_path = dir.path().join("exec.internal.pid");
+        let log = dir.path().join("runtime.log");
+        let json = serde_json::to_vec(&process).map_err(|e| Error::Spec(e.to_string()))?;
+        std::fs::File::create(&process_path)
+            .and_then(|mut f| f.write_all(&json))
+            .map_err(|e| Error::io("exec process", &process_path, "write", e))?;
+
+        let p = |p: &std::path::Path| p.to_string_lossy().into_owned();
+        let mut verb = vec![
+            "exec".to_owned(),
+            "--process".into(),
+            p(&process_path),
+            "--pid-file".into(),
+            p(&pid_path),
+        ];
+        if self.config.kind == RuntimeKind::Runsc {
+            verb.extend(["--internal-pid-file".into(), p(&internal_pid_path)]);
+        }
+        verb.push(id.to_owned());
+        let verb_refs: Vec<&str> = verb.iter().map(String::as_str).collect();
+
+        let mut child = tokio::process::Command::new(&self.config.path)
+            .args(self.config.global_args(&log))
+            .args(&verb)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|source| Error::RuntimeSpawn {
+                id: id.to_owned(),
+                runtime: self.config.name.clone(),
+                command: self.describe(&verb_refs),
+                source,
+            })?;
+        let stdout = tokio::spawn(read_capped(child.stdout.take().expect("piped")));
+        let stderr = tokio::spawn(read_capped(child.stderr.take().expect("piped")));
+
+        let (status, timed_out) = match tokio::time::timeout(timeout, child.wait()).await {
+            Ok(status) => (status, false),
+            Err(_) => {
+                self.kill_exec_tree(id, &pid_path, &internal_pid_path).await;
+                let _ = child.start_kill();
+                (child.wait().await, true)
+            }
+        };
+        let status = status.map_err(|source| Error::RuntimeSpawn {
+            id: id.to_owned(),
+            runtime: self.config.name.clone(),
+            command: self.describe(&verb_refs),
+            source,
+        })?;
+        // After a kill, a survivor holding the pipe must not hang us forever.
+        let collect = |h: tokio::task::JoinHandle<Vec<u8>>| async move {
+            tokio::time::timeout(Duration::from_secs(5), h)
+                .await
+                .ok()
+                .and_then(|r| r.ok())
+                .unwrap_or_default()
+        };
+        let (stdout, stderr) = (collect(stdout).await, collect(stderr).await);
+        use std::os::unix::process::ExitStatusExt;
+        let exit_code = status
+            .code()
+            .or_else(|| status.signal().map(|s| 128 + s))
+            .unwrap_or(-1);
+        // The runtime itself failing (not the command) is an error, not an exit code.
+        if !timed_out && exit_code != 0 && !pid_path.exists() {
+            return Err(self.failure(id, &verb_refs, &status.to_string(), &stderr, &log));
+        }
+        Ok(ExecSyncResult {
+            stdout,
+            stderr,
+            exit_code,
+            timed_out,
+        })
+    }
+
+    async fn kill_exec_tree(
+        &self,
+        id: &str,
+        pid_path: &std::path::Path,
+        internal_pid_path: &std::path::Path,
+    ) {
+        match self.config.kind {
+            RuntimeKind::Runc => {
+                let Some(pid) = read_pid(pid_path).await else {
+                    return;
+                };
+                let killed = tokio::task::spawn_blocking(move || process_tree::kill_tree(pid))
+                    .await
+                    .unwrap_or(0);
+                tracing::debug!(
+                    container = id,
+                    pid,
+                    killed,
+                    "exec timed out; process tree killed"
+                );
+            }
+            RuntimeKind::Runsc => {
+                let Some(pid) = read_pid(internal_pid_path).await else {
+                    return;
+                };
+                self.kill_sandbox_tree(id, pid).await;
+            }
+        }
+    }
+
+    /// Kills a process inside a gVisor sandbox and its descendants, found with
+    /// `runsc ps` (sandbox processes are invisible in the host's /proc).
+    async fn kill_sandbox_tree(&self, id: &str, root: i32) {
+        #[derive(serde::Deserialize)]
+        #[serde(rename_all = "UPPERCASE")]
+        struct Ps {
+            pid: i32,
+            ppid: i32,
+        }
+        // Repeat: a process may fork between listing and killing.
+        for _ in 0..10 {
+            let Ok(out) = self.run(id, &["ps", "--format", "json", id], None).await else {
+                return;
+            };
+            let procs: Vec<Ps> = serde_json::from_slice(&out.stdout).unwrap_or_default();
+            let mut tree = vec![root];
+            let mut i = 0;
+            while i < tree.len() {
+                let p = tree[i];
+                tree.extend(procs.iter().filter(|x| x.ppid == p).map(|x| x.pid));
+                i += 1;
+            }
+            let alive: Vec<i32> = tree
+                .into_iter()
+                .filter(|p| procs.iter().any(|x| x.pid == *p))
+                .collect();
+            if alive.is_empty() {
+                return;
+            }
+            for pid in alive.iter().rev() {
+                let pid = pid.to_string();
+                let _ = self.run(id, &["kill", "--pid", &pid, id, "9"], None).await;
+            }
+        }
+    }
+}
+
+/// Reads a pid file, waiting briefly: the runtime writes it just after starting
+/// the process, which may be after a very short timeout expired.
+async fn read_pid(path: &std::path::Path) -> Option<i32> {
+    for _ in 0..50 {
+        if let Ok(text) = tokio::fs::read_to_string(path).await {
+            if let Ok(pid) = text.trim().parse() {
+                return Some(pid);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    None
+}

@@ -1,0 +1,222 @@
+//! Containers on runc through the monitor (needs root, runc and busybox-static).
+
+mod common;
+
+use common::*;
+use oci_shim::monitor::{ContainerStatus, Monitor, MonitorStatus};
+use oci_shim::runtime::{ContainerStatus as RtStatus, OciRuntime};
+use std::time::Duration;
+
+#[tokio::test]
+async fn log_lines_partials_and_exit_code() {
+    let h = Harness::runc();
+    let id = h.id("log");
+    let spec = h.spec(
+        &id,
+        &[
+            "sh",
+            "-c",
+            "echo out1; echo err1 >&2; printf part; sleep 0.3; echo ial; exit 3",
+        ],
+    );
+    let m = h.spawn(&id, &spec).await.unwrap();
+    assert!(alive(m.monitor_pid()) && alive(m.container_pid()));
+    h.runtime.start(&id).await.unwrap();
+    let exit = m.wait().await.unwrap();
+    assert_eq!((exit.exit_code, exit.signal), (3, 0));
+
+    let entries = h.log_entries(&id);
+    let want = [
+        ("stdout", "F", "out1"),
+        ("stderr", "F", "err1"),
+        ("stdout", "P", "part"),
+        ("stdout", "F", "ial"),
+    ];
+    for w in want {
+        assert!(
+            entries
+                .iter()
+                .any(|(s, t, x)| (s.as_str(), t.as_str(), x.as_str()) == w),
+            "{w:?} missing from {entries:?}"
+        );
+    }
+    let out: Vec<_> = entries.iter().filter(|e| e.0 == "stdout").collect();
+    let p = out.iter().position(|e| e.2 == "part").unwrap();
+    assert_eq!(
+        out[p + 1].2,
+        "ial",
+        "partial must be followed by its end: {out:?}"
+    );
+
+    // exit.json agrees with what wait said, and the monitor is gone.
+    assert_eq!(m.exit_record(), Some(exit));
+    assert!(
+        eventually(Duration::from_secs(5), || (!alive(m.monitor_pid()))
+            .then_some(()))
+        .await
+        .is_some()
+    );
+    match Monitor::reconnect(&id, m.state_dir()).await.unwrap() {
+        MonitorStatus::Exited(r) => assert_eq!(r, exit),
+        MonitorStatus::Running(_) => panic!("monitor of an exited container still answers"),
+    }
+    h.runtime.delete(&id, false).await.unwrap();
+    assert!(!std::path::Path::new(&format!("/sys/fs/cgroup/memory/oci-shim-test/{id}")).exists());
+}
+
+#[tokio::test]
+async fn long_and_unterminated_output_is_split() {
+    let h = Harness::runc();
+    let id = h.id("long");
+    let spec = h.spec(
+        &id,
+        &[
+            "sh",
+            "-c",
+            "head -c 100000 /dev/zero | tr '\\0' x; echo; printf tail",
+        ],
+    );
+    let m = h.spawn(&id, &spec).await.unwrap();
+    h.runtime.start(&id).await.unwrap();
+    assert_eq!(m.wait().await.unwrap().exit_code, 0);
+    let entries = h.log_entries(&id);
+    let first_f = entries.iter().position(|e| e.1 == "F").unwrap();
+    assert!(
+        first_f >= 1,
+        "a 100000-byte line must arrive in partials: {}",
+        entries.len()
+    );
+    let line: String = entries[..=first_f].iter().map(|e| e.2.as_str()).collect();
+    assert_eq!(line.len(), 100_000);
+    assert!(line.bytes().all(|b| b == b'x'));
+    assert!(entries[..first_f].iter().all(|e| e.1 == "P"));
+    // The unterminated "tail" is a partial closed by an empty F at EOF.
+    let rest: Vec<_> = entries[first_f + 1..]
+        .iter()
+        .map(|e| (e.1.as_str(), e.2.as_str()))
+        .collect();
+    assert_eq!(rest, [("P", "tail"), ("F", "")]);
+}
+
+#[tokio::test]
+async fn exit_zero_and_sigkill() {
+    let h = Harness::runc();
+    let ok = h.id("true");
+    let m = h.spawn(&ok, &h.spec(&ok, &["true"])).await.unwrap();
+    h.runtime.start(&ok).await.unwrap();
+    let exit = m.wait().await.unwrap();
+    assert_eq!((exit.exit_code, exit.signal), (0, 0));
+
+    let killed = h.id("kill");
+    let m = h
+        .spawn(&killed, &h.spec(&killed, &["sleep", "1000"]))
+        .await
+        .unwrap();
+    h.runtime.start(&killed).await.unwrap();
+    let mut client = m.connect().await.unwrap();
+    assert_eq!(
+        client.state().await.unwrap(),
+        ContainerStatus::Running(m.container_pid())
+    );
+    assert_eq!(
+        h.runtime.state(&killed).await.unwrap().status,
+        RtStatus::Running
+    );
+    h.runtime.kill(&killed, libc::SIGKILL, false).await.unwrap();
+    let exit = client.wait().await.unwrap();
+    assert_eq!((exit.exit_code, exit.signal), (137, 9));
+    assert!(exit.finished_at_unix_nanos > 0);
+    h.runtime.delete(&killed, false).await.unwrap();
+    assert!(h
+        .runtime
+        .list()
+        .await
+        .unwrap()
+        .iter()
+        .all(|c| c.id != killed));
+}
+
+#[tokio::test]
+async fn reopen_log_after_rotation() {
+    let h = Harness::runc();
+    let id = h.id("rotate");
+    let spec = h.spec(&id, &["sh", "-c", "echo before; read x; echo after"]);
+    let mut cfg = h.monitor_config(&id, &spec);
+    cfg.stdin = true;
+    cfg.stdin_once = true;
+    let m = h.spawn_with(cfg).await.unwrap();
+    h.runtime.start(&id).await.unwrap();
+    let log = h.log_path(&id);
+    assert!(
+        eventually(Duration::from_secs(5), || std::fs::read_to_string(&log)
+            .ok()
+            .filter(|t| t.contains("before")))
+        .await
+        .is_some()
+    );
+    let rotated = log.with_extension("log.1");
+    std::fs::rename(&log, &rotated).unwrap();
+    let mut ctl = m.connect().await.unwrap();
+    ctl.reopen_log().await.unwrap();
+    // Attach, send a line to stdin, then end input (stdin_once closes it).
+    let mut att = m.connect().await.unwrap();
+    att.attach().await.unwrap();
+    att.write_stdin(b"go\n").await.unwrap();
+    att.close_stdin().await.unwrap();
+    let mut seen = Vec::new();
+    loop {
+        match att.next_frame().await.unwrap() {
+            oci_shim::monitor::AttachFrame::Stdout(d) => seen.extend(d),
+            oci_shim::monitor::AttachFrame::Stderr(_) => {}
+            oci_shim::monitor::AttachFrame::Exit(r) => {
+                assert_eq!(r.exit_code, 0);
+                break;
+            }
+        }
+    }
+    assert_eq!(String::from_utf8_lossy(&seen), "after\n");
+    let entries = h.log_entries(&id);
+    assert_eq!(entries, [("stdout".into(), "F".into(), "after".into())]);
+    assert!(std::fs::read_to_string(&rotated)
+        .unwrap()
+        .contains("stdout F before"));
+}
+
+#[tokio::test]
+async fn failed_create_explains_and_leaves_nothing() {
+    let h = Harness::runc();
+    let id = h.id("badargs");
+    let err = h
+        .spawn(&id, &h.spec(&id, &["/no/such/binary"]))
+        .await
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains(&id) && text.contains("runc") && text.contains("/no/such/binary"),
+        "{text}"
+    );
+    assert_nothing_left(&h, &id).await;
+
+    let mut h2 = Harness::runc();
+    h2.handler.path = "/nonexistent/runc".into();
+    let id = h2.id("nobinary");
+    let spec = h2.spec(&id, &["true"]);
+    let err = h2.spawn(&id, &spec).await.unwrap_err();
+    assert!(err.to_string().contains("/nonexistent/runc"), "{err}");
+    assert_nothing_left(&h2, &id).await;
+}
+
+async fn assert_nothing_left(h: &Harness, id: &str) {
+    assert!(!h.state_dir(id).exists(), "state dir left behind");
+    assert!(
+        !h.handler.root.join(id).exists(),
+        "runtime state left behind"
+    );
+    assert!(
+        processes_mentioning(id).is_empty(),
+        "processes left: {:?}",
+        processes_mentioning(id)
+    );
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mounts.contains(id), "mount left behind");
+}
