@@ -54,6 +54,10 @@ impl NetNs {
             Errno::EEXIST => Error::AlreadyExists { path: pin.clone() },
             e => Error::sys(&pin, Op::CreatePin, e),
         })?;
+        // The exclusive create proved any earlier pin of this name is gone, so
+        // a leftover parked marker is stale; left in place, a later
+        // retry_parked would remove this new, live namespace.
+        crate::park::unpark(&*sys, &pin)?;
 
         let pinned = on_dedicated_thread("netns-create", &pin, || pin_new_namespace(&*sys, &pin))
             .and_then(|()| open_pin(&*sys, &pin));
@@ -114,6 +118,7 @@ mod tests {
             sys.kinds(),
             [
                 CallKind::Open,
+                CallKind::Unlink,
                 CallKind::Unshare,
                 CallKind::InterfaceUp,
                 CallKind::Mount,
@@ -125,12 +130,12 @@ mod tests {
         );
         let calls = sys.calls();
         let me = std::thread::current().id();
-        for c in &calls[1..4] {
+        for c in &calls[2..5] {
             assert_ne!(c.thread, me, "{:?} ran on the caller's thread", c.call);
         }
-        assert_eq!(calls[2].call, Call::InterfaceUp("lo".into()));
+        assert_eq!(calls[3].call, Call::InterfaceUp("lo".into()));
         assert_eq!(
-            calls[3].call,
+            calls[4].call,
             Call::Mount {
                 source: Some(PathBuf::from(THREAD_NETNS)),
                 target: PathBuf::from("/pins/a"),
@@ -179,6 +184,17 @@ mod tests {
         );
         assert!(!sys.exists("/pins/a"));
         assert_eq!(sys.mount_count("/pins/a"), 0);
+    }
+
+    #[test]
+    fn recreating_a_parked_name_clears_the_stale_marker() {
+        let (sys, dir) = dir();
+        sys.add_file("/pins/.parked/a");
+        let ns = NetNs::create(&dir, "a").unwrap();
+        assert!(dir.parked().unwrap().is_empty());
+        let report = dir.retry_parked().unwrap();
+        assert!(report.removed.is_empty());
+        assert_eq!(sys.mount_count(ns.path()), 1, "live namespace untouched");
     }
 
     #[test]

@@ -53,7 +53,7 @@
 //! Every kernel call goes through the [`syscall::Syscall`] trait;
 //! [`syscall::RecordingSyscall`] records calls and injects errors.
 
-#![warn(missing_docs)]
+#![deny(missing_docs)]
 
 mod create;
 mod error;
@@ -72,3 +72,14 @@ pub use error::{Error, Op, Result};
 pub use netns::NetNs;
 pub use pin_dir::{Cleanup, PinDir, IPROUTE2_PIN_DIR};
 pub use remove::Removal;
+
+#[cfg(test)]
+mod tests {
+    // Later layers hold these across threads and await points.
+    const fn assert_send_sync<T: Send + Sync>() {}
+    const _: () = {
+        assert_send_sync::<crate::NetNs>();
+        assert_send_sync::<crate::PinDir>();
+        assert_send_sync::<crate::Error>();
+    };
+}

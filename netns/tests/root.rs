@@ -445,3 +445,87 @@ fn cleanup_stale_removes_all_but_the_kept() {
     let kept = dir.open("b").unwrap();
     assert_ne!(kept.inode(), host_netns_inode());
 }
+
+#[test]
+fn deep_stack_from_a_peer_is_parked_and_retries_finish() {
+    if !root() {
+        return;
+    }
+    let scratch = Scratch::new();
+    let path = scratch.path().join("pins");
+    fs::create_dir(&path).unwrap();
+    mount(
+        Some(&path),
+        &path,
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .unwrap();
+    mount(
+        None::<&str>,
+        &path,
+        None::<&str>,
+        MsFlags::MS_SHARED,
+        None::<&str>,
+    )
+    .unwrap();
+    let dir = PinDir::unmanaged(&path).unwrap();
+    let mut ns = NetNs::create(&dir, "pod-a").unwrap();
+    let pin = ns.path().to_path_buf();
+
+    // A peer mount namespace (a thread of ours that unshared its mounts)
+    // stacks many mounts onto its copy of the pin; each propagates back onto
+    // ours. The peer stays alive during the removal.
+    const PEER_MOUNTS: usize = 600;
+    let (stacked_tx, stacked_rx) = std::sync::mpsc::channel();
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+    let peer = std::thread::spawn({
+        let pin = pin.clone();
+        move || {
+            unshare(CloneFlags::CLONE_NEWNS).unwrap();
+            for _ in 0..PEER_MOUNTS {
+                let null = Path::new("/dev/null");
+                mount(
+                    Some(null),
+                    &pin,
+                    None::<&str>,
+                    MsFlags::MS_BIND,
+                    None::<&str>,
+                )
+                .unwrap();
+            }
+            stacked_tx.send(()).unwrap();
+            let _ = done_rx.recv();
+        }
+    });
+    stacked_rx.recv().unwrap();
+    assert_eq!(mount_count(&pin), PEER_MOUNTS + 1);
+
+    // Removal peels a bounded batch, then parks instead of failing.
+    assert_eq!(ns.remove().unwrap(), Removal::Parked);
+    assert!(ns.is_removed());
+    assert_eq!(dir.parked().unwrap(), ["pod-a"]);
+    assert!(dir.list().unwrap().is_empty(), "parked pins are not listed");
+    drop(done_tx);
+    peer.join().unwrap();
+
+    // Each retry peels another batch; all of them succeed, and they finish.
+    let mut tries = 0;
+    loop {
+        let report = dir.retry_parked().unwrap();
+        assert!(report.failed.is_empty(), "{report:?}");
+        if report.removed == ["pod-a"] {
+            break;
+        }
+        assert_eq!(report.parked, ["pod-a"]);
+        tries += 1;
+        assert!(
+            tries <= PEER_MOUNTS / 64,
+            "retries make no progress: {report:?}"
+        );
+    }
+    assert!(!pin.exists());
+    assert_eq!(mount_count(&pin), 0);
+    assert!(dir.parked().unwrap().is_empty());
+}

@@ -61,7 +61,12 @@ impl Syscall for LinuxSyscall {
     }
 
     fn create_dir_all(&self, path: &Path) -> nix::Result<()> {
-        std::fs::create_dir_all(path).map_err(errno_of)
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(path)
+            .map_err(errno_of)
     }
 
     fn canonicalize(&self, path: &Path) -> nix::Result<PathBuf> {
