@@ -1,6 +1,60 @@
 //! Pulling, storing and unpacking OCI images, and container root filesystems.
 //!
-//! This crate will own the content-addressed blob store, the unpacked layer
-//! snapshots shared between images, image metadata (tags, digests, ids) and
-//! the per-container writable overlay root filesystem. It is filled in by the
-//! image-store issue.
+//! [`ImageStore`] is the whole API, shaped for CRI's ImageService with plain
+//! Rust types: [`ImageStore::pull`], [`ImageStore::list`],
+//! [`ImageStore::status`], [`ImageStore::remove`], [`ImageStore::fs_info`],
+//! and per-container overlay root filesystems with
+//! [`ImageStore::create_rootfs`] / [`ImageStore::remove_rootfs`].
+//!
+//! How it fits together, bottom up:
+//!
+//! - [`mod@reference`] parses and normalises image references;
+//!   [`registries`] maps them to endpoints (mirrors first).
+//! - `pull` fetches manifests, configs and layers with `oci-client`,
+//!   verifying each digest, into the [`blob_store`].
+//! - [`layer_unpack`] turns a layer tarball into an overlayfs lower directory
+//!   without ever writing outside it; [`layer_store`] keeps those directories
+//!   by chain id so images share them.
+//! - [`metadata`] records images (names, layers, blobs) atomically; an image
+//!   becomes visible only when its record is written, after everything it
+//!   needs is complete.
+//! - `rootfs` mounts a container's overlay and remembers which image it uses,
+//!   so images in use cannot be removed.
+//!
+//! # Examples
+//!
+//! ```no_run
+//! use image_store::{ImageStore, RegistriesConfig, RegistryConfig};
+//! # async fn demo() -> Result<(), image_store::Error> {
+//! let registries = RegistriesConfig { registries: vec![RegistryConfig {
+//!     prefix: "registry.k8s.io".into(),
+//!     mirrors: vec!["127.0.0.1:5000".into()],
+//!     insecure: true,
+//! }]};
+//! let store = ImageStore::open("/var/lib/cri-server/images", registries).await?;
+//! let image = store.pull("registry.k8s.io/e2e-test-images/busybox:1.29-2", None).await?;
+//! assert_eq!(store.status(&image.id)?.map(|i| i.id), Some(image.id));
+//! # Ok(()) }
+//! ```
+
+pub mod blob_store;
+mod credentials;
+mod error;
+pub mod image;
+pub mod layer_store;
+pub mod layer_unpack;
+pub mod metadata;
+mod pull;
+pub mod reference;
+pub mod registries;
+mod rootfs;
+mod store;
+mod temp;
+
+pub use credentials::Credentials;
+pub use error::{Error, Result};
+pub use image::Image;
+pub use reference::{ImageReference, ReferenceError};
+pub use registries::{Endpoint, RegistriesConfig, RegistryConfig};
+pub use rootfs::RootFs;
+pub use store::{FsUsage, ImageStore};

@@ -1,0 +1,129 @@
+//! Registry credentials as CRI's `AuthConfig` carries them.
+
+use base64::Engine;
+use oci_client::secrets::RegistryAuth;
+
+/// Credentials for one pull, mirroring CRI's `AuthConfig`. Empty strings
+/// mean "not given".
+///
+/// # Examples
+///
+/// ```
+/// use image_store::Credentials;
+/// let creds = Credentials { username: "me".into(), password: "secret".into(), ..Default::default() };
+/// assert!(format!("{creds:?}").contains("<redacted>"));
+/// ```
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Credentials {
+    /// User name for basic authentication.
+    pub username: String,
+    /// Password for basic authentication.
+    pub password: String,
+    /// `base64(username:password)`, as in docker's `config.json`.
+    pub auth: String,
+    /// An identity (refresh) token. oci-client cannot exchange refresh
+    /// tokens, so it is presented as a bearer token.
+    pub identity_token: String,
+    /// A bearer token sent to the registry as is.
+    pub registry_token: String,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("username", &self.username)
+            .field("password", &"<redacted>")
+            .finish_non_exhaustive()
+    }
+}
+
+impl Credentials {
+    /// The oci-client authentication these credentials amount to; the error
+    /// says why an `auth` field cannot be decoded.
+    pub(crate) fn to_registry_auth(&self) -> Result<RegistryAuth, String> {
+        if !self.registry_token.is_empty() {
+            return Ok(RegistryAuth::Bearer(self.registry_token.clone()));
+        }
+        if !self.identity_token.is_empty() {
+            return Ok(RegistryAuth::Bearer(self.identity_token.clone()));
+        }
+        if !self.auth.is_empty() {
+            let decoded = base64::engine::general_purpose::STANDARD
+                .decode(self.auth.trim())
+                .map_err(|e| format!("auth field is not base64: {e}"))?;
+            let decoded =
+                String::from_utf8(decoded).map_err(|_| "auth field is not UTF-8".to_string())?;
+            let (user, password) = decoded
+                .split_once(':')
+                .ok_or_else(|| "auth field is not user:password".to_string())?;
+            return Ok(RegistryAuth::Basic(user.into(), password.into()));
+        }
+        if !self.username.is_empty() {
+            return Ok(RegistryAuth::Basic(
+                self.username.clone(),
+                self.password.clone(),
+            ));
+        }
+        Ok(RegistryAuth::Anonymous)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_form_maps_to_an_auth() {
+        let basic = Credentials {
+            username: "u".into(),
+            password: "p".into(),
+            ..Default::default()
+        };
+        assert_eq!(
+            basic.to_registry_auth().unwrap(),
+            RegistryAuth::Basic("u".into(), "p".into())
+        );
+        let auth = Credentials {
+            auth: base64::engine::general_purpose::STANDARD.encode("u2:p:2"),
+            ..Default::default()
+        };
+        assert_eq!(
+            auth.to_registry_auth().unwrap(),
+            RegistryAuth::Basic("u2".into(), "p:2".into())
+        );
+        let token = Credentials {
+            registry_token: "t".into(),
+            ..Default::default()
+        };
+        assert_eq!(
+            token.to_registry_auth().unwrap(),
+            RegistryAuth::Bearer("t".into())
+        );
+        let identity = Credentials {
+            identity_token: "i".into(),
+            ..Default::default()
+        };
+        assert_eq!(
+            identity.to_registry_auth().unwrap(),
+            RegistryAuth::Bearer("i".into())
+        );
+        assert_eq!(
+            Credentials::default().to_registry_auth().unwrap(),
+            RegistryAuth::Anonymous
+        );
+    }
+
+    #[test]
+    fn malformed_auth_field_is_an_error() {
+        for bad in [
+            "%%%",
+            &base64::engine::general_purpose::STANDARD.encode("nocolon"),
+        ] {
+            let c = Credentials {
+                auth: bad.to_string(),
+                ..Default::default()
+            };
+            assert!(c.to_registry_auth().is_err());
+        }
+    }
+}

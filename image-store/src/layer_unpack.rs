@@ -1,0 +1,891 @@
+//! Unpacking one layer tarball into a directory in overlayfs's format.
+//!
+//! Every path in the archive is resolved *inside* the layer directory:
+//! names are cleaned lexically (so `../../etc/passwd` lands on
+//! `<layer>/etc/passwd`, like containerd does) and parent directories are
+//! opened with `openat2(RESOLVE_IN_ROOT)`, so a symlink in the archive that
+//! points at `/` or `../..` resolves to the layer directory itself, never to
+//! the host. The final component is always created or replaced with an
+//! `*at` call that does not follow symlinks.
+//!
+//! OCI whiteouts are converted to overlayfs's own: `.wh.NAME` becomes a 0/0
+//! character device `NAME`, and `.wh..wh..opq` sets `trusted.overlay.opaque`
+//! on its directory. Each layer is unpacked on its own into an empty
+//! directory, so layers can be stacked as overlay lower directories.
+
+use nix::errno::Errno;
+use nix::fcntl::{openat, openat2, AtFlags, OFlag, OpenHow, ResolveFlag};
+use nix::sys::stat::{
+    fchmodat, fstatat, makedev, mknodat, utimensat, FchmodatFlags, Mode, SFlag, UtimensatFlags,
+};
+use nix::sys::time::TimeSpec;
+use nix::unistd::UnlinkatFlags;
+use nix::unistd::{fchownat, linkat, symlinkat, unlinkat, Gid, Uid};
+use sha2::{Digest, Sha256};
+use std::fs::File;
+use std::io::{self, Read};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::path::{Component, Path, PathBuf};
+
+const WHITEOUT_PREFIX: &str = ".wh.";
+const OPAQUE_MARKER: &str = ".wh..wh..opq";
+const OPAQUE_XATTR: &str = "trusted.overlay.opaque";
+const PAX_XATTR_PREFIX: &str = "SCHILY.xattr.";
+
+/// How a layer blob is compressed, from its media type.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Compression {
+    /// A plain tar.
+    None,
+    /// gzip (`tar+gzip`, Docker's `diff.tar.gzip`).
+    Gzip,
+    /// zstd (`tar+zstd`).
+    Zstd,
+}
+
+impl Compression {
+    /// The compression a layer media type declares, or `None` for a media
+    /// type that is not a layer we can unpack.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use image_store::layer_unpack::Compression;
+    /// assert_eq!(
+    ///     Compression::from_media_type("application/vnd.oci.image.layer.v1.tar+zstd"),
+    ///     Some(Compression::Zstd)
+    /// );
+    /// assert_eq!(Compression::from_media_type("text/plain"), None);
+    /// ```
+    pub fn from_media_type(media_type: &str) -> Option<Self> {
+        match media_type {
+            "application/vnd.oci.image.layer.v1.tar"
+            | "application/vnd.oci.image.layer.nondistributable.v1.tar"
+            | "application/vnd.docker.image.rootfs.diff.tar" => Some(Self::None),
+            "application/vnd.oci.image.layer.v1.tar+gzip"
+            | "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip"
+            | "application/vnd.docker.image.rootfs.diff.tar.gzip"
+            | "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip" => Some(Self::Gzip),
+            "application/vnd.oci.image.layer.v1.tar+zstd"
+            | "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd" => Some(Self::Zstd),
+            _ => None,
+        }
+    }
+}
+
+/// Why a layer could not be unpacked.
+#[derive(Debug, thiserror::Error)]
+pub enum UnpackError {
+    /// The compressed stream or the tar framing is broken (truncated or
+    /// corrupt data).
+    #[error("reading archive: {0}")]
+    Read(#[source] io::Error),
+    /// Creating `entry` in the layer directory failed.
+    #[error("entry {entry}: {op}: {errno}")]
+    Create {
+        /// The archive entry, as named in the tar.
+        entry: String,
+        /// The operation that failed.
+        op: &'static str,
+        /// The kernel's answer.
+        errno: Errno,
+    },
+    /// Writing a regular file's content failed (for example, a full disk).
+    #[error("entry {entry}: writing content: {source}")]
+    Write {
+        /// The archive entry, as named in the tar.
+        entry: String,
+        /// The underlying error.
+        source: io::Error,
+    },
+    /// An entry type we do not unpack (for example, GNU sparse files).
+    #[error("entry {entry}: unsupported tar entry type {kind:?}")]
+    Unsupported {
+        /// The archive entry, as named in the tar.
+        entry: String,
+        /// The tar entry type.
+        kind: tar::EntryType,
+    },
+    /// The destination directory could not be opened.
+    #[error("layer directory {path}: {errno}")]
+    Destination {
+        /// The directory.
+        path: PathBuf,
+        /// The kernel's answer.
+        errno: Errno,
+    },
+}
+
+/// What unpacking produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unpacked {
+    /// `sha256:<hex>` of the uncompressed tar, to check against the image
+    /// config's `rootfs.diff_ids`.
+    pub diff_id: String,
+    /// Number of tar entries applied.
+    pub entries: u64,
+}
+
+/// Unpacks the layer read from `blob` (compressed as `compression`) into the
+/// existing, empty directory `dest`.
+///
+/// Blocking: run it on a blocking thread. On error `dest` holds whatever was
+/// unpacked so far; callers unpack into a temporary directory and discard it.
+///
+/// # Examples
+///
+/// ```no_run
+/// use image_store::layer_unpack::{unpack, Compression};
+/// let blob = std::fs::File::open("/tmp/layer.tar.gz")?;
+/// let unpacked = unpack(blob, Compression::Gzip, std::path::Path::new("/tmp/layer"))?;
+/// println!("diff id {}", unpacked.diff_id);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn unpack(
+    blob: impl Read,
+    compression: Compression,
+    dest: &Path,
+) -> Result<Unpacked, UnpackError> {
+    let decompressed: Box<dyn Read> = match compression {
+        Compression::None => Box::new(blob),
+        Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(blob)),
+        Compression::Zstd => {
+            Box::new(zstd::stream::read::Decoder::new(blob).map_err(UnpackError::Read)?)
+        }
+    };
+    let mut hashing = HashingReader {
+        inner: decompressed,
+        hasher: Sha256::new(),
+    };
+    let root = open_root(dest)?;
+    let mut entries = 0;
+    let mut dir_times = Vec::new();
+    {
+        let mut archive = tar::Archive::new(&mut hashing);
+        for entry in archive.entries().map_err(UnpackError::Read)? {
+            let mut entry = entry.map_err(UnpackError::Read)?;
+            if let Some(time) = apply(&root, &mut entry)? {
+                dir_times.push(time);
+            }
+            entries += 1;
+        }
+    }
+    // The tar reader stops at the end-of-archive marker; the diff id covers
+    // the whole stream, padding included, and reading to the end also
+    // surfaces a truncated compressed stream.
+    io::copy(&mut hashing, &mut io::sink()).map_err(UnpackError::Read)?;
+    // Directory times last: creating entries inside a directory bumps its
+    // mtime.
+    for (path, mtime) in dir_times.into_iter().rev() {
+        if let Ok((parent, name)) = open_parent(&root, &path, false) {
+            let t = TimeSpec::new(mtime, 0);
+            let _ = utimensat(
+                Some(parent.as_raw_fd()),
+                name.as_os_str(),
+                &t,
+                &t,
+                UtimensatFlags::NoFollowSymlink,
+            );
+        }
+    }
+    Ok(Unpacked {
+        diff_id: format!("sha256:{}", hex::encode(hashing.hasher.finalize())),
+        entries,
+    })
+}
+
+struct HashingReader<R> {
+    inner: R,
+    hasher: Sha256,
+}
+
+impl<R: Read> Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+}
+
+fn open_root(dest: &Path) -> Result<OwnedFd, UnpackError> {
+    let fd = nix::fcntl::open(
+        dest,
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|errno| UnpackError::Destination {
+        path: dest.to_path_buf(),
+        errno,
+    })?;
+    // SAFETY: `open` just returned this descriptor and nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// The archive path cleaned lexically as if rooted at `/`: `.` and empty
+/// components vanish and `..` never climbs above the root. Returns the
+/// components relative to the layer directory (empty for the root itself).
+///
+/// # Examples
+///
+/// ```
+/// use image_store::layer_unpack::clean_path;
+/// use std::path::{Path, PathBuf};
+/// assert_eq!(clean_path(Path::new("../../etc/passwd")), PathBuf::from("etc/passwd"));
+/// assert_eq!(clean_path(Path::new("/a/./b/../c")), PathBuf::from("a/c"));
+/// ```
+pub fn clean_path(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for component in path.components() {
+        match component {
+            Component::Normal(c) => out.push(c),
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::RootDir | Component::CurDir | Component::Prefix(_) => {}
+        }
+    }
+    out
+}
+
+fn how(flags: OFlag) -> OpenHow {
+    OpenHow::new()
+        .flags(flags | OFlag::O_CLOEXEC)
+        .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS)
+}
+
+fn owned(fd: RawFd) -> OwnedFd {
+    // SAFETY: callers pass a descriptor the kernel just returned to us.
+    unsafe { OwnedFd::from_raw_fd(fd) }
+}
+
+/// Opens the directory `rel` inside `root`, resolving symlinks as if `root`
+/// were `/`; with `create`, missing directories are made (mode 0755, like
+/// tar implementations do for implied parents).
+fn open_dir(root: &OwnedFd, rel: &Path, create: bool) -> Result<OwnedFd, Errno> {
+    let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY;
+    let target = if rel.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        rel
+    };
+    match openat2(root.as_raw_fd(), target, how(flags)) {
+        Ok(fd) => return Ok(owned(fd)),
+        Err(Errno::ENOENT) if create => {}
+        Err(e) => return Err(e),
+    }
+    let mut dir = open_dir(root, Path::new(""), false)?;
+    let mut so_far = PathBuf::new();
+    for component in rel.components() {
+        so_far.push(component);
+        match openat2(root.as_raw_fd(), &so_far, how(flags)) {
+            Ok(fd) => dir = owned(fd),
+            Err(Errno::ENOENT) => {
+                match nix::sys::stat::mkdirat(
+                    Some(dir.as_raw_fd()),
+                    component.as_os_str(),
+                    Mode::from_bits_truncate(0o755),
+                ) {
+                    Ok(()) | Err(Errno::EEXIST) => {}
+                    Err(e) => return Err(e),
+                }
+                dir = owned(openat2(root.as_raw_fd(), &so_far, how(flags))?);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(dir)
+}
+
+/// Opens the parent of `rel` (creating it when asked) and returns it with the
+/// final component's name.
+fn open_parent(
+    root: &OwnedFd,
+    rel: &Path,
+    create: bool,
+) -> Result<(OwnedFd, std::ffi::OsString), Errno> {
+    let name = rel.file_name().ok_or(Errno::EINVAL)?.to_os_string();
+    let parent = rel.parent().unwrap_or(Path::new(""));
+    Ok((open_dir(root, parent, create)?, name))
+}
+
+/// Removes whatever `name` in `dir` is, unless it is a directory and
+/// `keep_dir` is set. Returns whether a directory was kept.
+fn clear(dir: &OwnedFd, name: &std::ffi::OsStr, keep_dir: bool) -> Result<bool, Errno> {
+    let stat = match fstatat(Some(dir.as_raw_fd()), name, AtFlags::AT_SYMLINK_NOFOLLOW) {
+        Ok(stat) => stat,
+        Err(Errno::ENOENT) => return Ok(false),
+        Err(e) => return Err(e),
+    };
+    let is_dir = stat.st_mode & libc::S_IFMT == libc::S_IFDIR;
+    if is_dir && keep_dir {
+        return Ok(true);
+    }
+    if is_dir {
+        // std's remove_dir_all does not follow symlinks, and the path goes
+        // through our own descriptor, not a host path.
+        let path = PathBuf::from(format!("/proc/self/fd/{}", dir.as_raw_fd())).join(name);
+        std::fs::remove_dir_all(path)
+            .map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)))?;
+    } else {
+        unlinkat(Some(dir.as_raw_fd()), name, UnlinkatFlags::NoRemoveDir)?;
+    }
+    Ok(false)
+}
+
+type DirTime = (PathBuf, i64);
+
+fn apply<R: Read>(
+    root: &OwnedFd,
+    entry: &mut tar::Entry<R>,
+) -> Result<Option<DirTime>, UnpackError> {
+    let raw_path = entry.path().map_err(UnpackError::Read)?.into_owned();
+    let shown = raw_path.display().to_string();
+    let fail = |op: &'static str| {
+        let entry = shown.clone();
+        move |errno: Errno| UnpackError::Create { entry, op, errno }
+    };
+    let rel = clean_path(&raw_path);
+    let header = entry.header().clone();
+    let kind = header.entry_type();
+    let mode = header.mode().map_err(UnpackError::Read)? & 0o7777;
+    let uid = header.uid().map_err(UnpackError::Read)?;
+    let gid = header.gid().map_err(UnpackError::Read)?;
+    let mtime = header.mtime().map_err(UnpackError::Read)? as i64;
+
+    if kind.is_pax_global_extensions()
+        || kind.is_pax_local_extensions()
+        || kind.is_gnu_longname()
+        || kind.is_gnu_longlink()
+    {
+        return Ok(None);
+    }
+
+    if rel.as_os_str().is_empty() {
+        // The layer root itself (`./`): only its metadata matters.
+        if kind.is_dir() {
+            let t = |op| fail(op);
+            fchownat(
+                Some(root.as_raw_fd()),
+                ".",
+                Some(Uid::from_raw(uid as u32)),
+                Some(Gid::from_raw(gid as u32)),
+                AtFlags::AT_SYMLINK_NOFOLLOW,
+            )
+            .map_err(t("chown"))?;
+            fchmodat(
+                Some(root.as_raw_fd()),
+                ".",
+                Mode::from_bits_truncate(mode as libc::mode_t),
+                FchmodatFlags::FollowSymlink,
+            )
+            .map_err(fail("chmod"))?;
+        }
+        return Ok(None);
+    }
+
+    let (parent, name) = open_parent(root, &rel, true).map_err(fail("open parent directory"))?;
+    let name_str = name.to_string_lossy();
+
+    if name_str == OPAQUE_MARKER {
+        set_xattr_at(&parent, None, OPAQUE_XATTR, b"y").map_err(fail("mark directory opaque"))?;
+        return Ok(None);
+    }
+    if let Some(hidden) = name_str.strip_prefix(WHITEOUT_PREFIX) {
+        if hidden.is_empty() || hidden == "." || hidden == ".." {
+            return Ok(None);
+        }
+        let hidden = std::ffi::OsString::from(hidden);
+        clear(&parent, &hidden, false).map_err(fail("remove before whiteout"))?;
+        mknodat(
+            Some(parent.as_raw_fd()),
+            hidden.as_os_str(),
+            SFlag::S_IFCHR,
+            Mode::empty(),
+            makedev(0, 0),
+        )
+        .map_err(fail("create whiteout device"))?;
+        return Ok(None);
+    }
+
+    let pfd = Some(parent.as_raw_fd());
+    let n = name.as_os_str();
+    let perm = Mode::from_bits_truncate(mode as libc::mode_t);
+    let mut dir_time = None;
+    match kind {
+        tar::EntryType::Directory => {
+            if !clear(&parent, n, true).map_err(fail("replace"))? {
+                nix::sys::stat::mkdirat(pfd, n, perm).map_err(fail("mkdir"))?;
+            }
+            dir_time = Some((rel.clone(), mtime));
+        }
+        tar::EntryType::Regular | tar::EntryType::Continuous => {
+            clear(&parent, n, false).map_err(fail("replace"))?;
+            let fd = openat(
+                pfd,
+                n,
+                OFlag::O_WRONLY
+                    | OFlag::O_CREAT
+                    | OFlag::O_EXCL
+                    | OFlag::O_NOFOLLOW
+                    | OFlag::O_CLOEXEC,
+                Mode::from_bits_truncate(0o600),
+            )
+            .map_err(fail("create file"))?;
+            // SAFETY: openat just returned this descriptor.
+            let mut file = unsafe { File::from_raw_fd(fd) };
+            io::copy(entry, &mut file).map_err(|source| {
+                if source.kind() == io::ErrorKind::UnexpectedEof
+                    || source.kind() == io::ErrorKind::InvalidData
+                    || source.kind() == io::ErrorKind::InvalidInput
+                {
+                    UnpackError::Read(source)
+                } else {
+                    UnpackError::Write {
+                        entry: shown.clone(),
+                        source,
+                    }
+                }
+            })?;
+        }
+        tar::EntryType::Symlink => {
+            let target = entry
+                .link_name()
+                .map_err(UnpackError::Read)?
+                .ok_or(UnpackError::Create {
+                    entry: shown.clone(),
+                    op: "symlink without target",
+                    errno: Errno::EINVAL,
+                })?
+                .into_owned();
+            clear(&parent, n, false).map_err(fail("replace"))?;
+            // The target is stored verbatim: it is only ever followed inside
+            // the container's root (or by us with RESOLVE_IN_ROOT).
+            symlinkat(target.as_path(), pfd, n).map_err(fail("symlink"))?;
+        }
+        tar::EntryType::Link => {
+            let target = entry
+                .link_name()
+                .map_err(UnpackError::Read)?
+                .ok_or(UnpackError::Create {
+                    entry: shown.clone(),
+                    op: "hard link without target",
+                    errno: Errno::EINVAL,
+                })?
+                .into_owned();
+            let target = clean_path(&target);
+            let (tparent, tname) =
+                open_parent(root, &target, false).map_err(fail("resolve hard link target"))?;
+            clear(&parent, n, false).map_err(fail("replace"))?;
+            linkat(
+                Some(tparent.as_raw_fd()),
+                tname.as_os_str(),
+                pfd,
+                n,
+                AtFlags::empty(),
+            )
+            .map_err(fail("hard link"))?;
+            // A hard link shares the target's inode: its metadata is the
+            // target's, already applied.
+            return Ok(None);
+        }
+        tar::EntryType::Fifo => {
+            clear(&parent, n, false).map_err(fail("replace"))?;
+            mknodat(pfd, n, SFlag::S_IFIFO, perm, 0).map_err(fail("mknod"))?;
+        }
+        tar::EntryType::Char | tar::EntryType::Block => {
+            let major = header
+                .device_major()
+                .map_err(UnpackError::Read)?
+                .unwrap_or(0);
+            let minor = header
+                .device_minor()
+                .map_err(UnpackError::Read)?
+                .unwrap_or(0);
+            let kind_flag = match kind {
+                tar::EntryType::Char => SFlag::S_IFCHR,
+                _ => SFlag::S_IFBLK,
+            };
+            clear(&parent, n, false).map_err(fail("replace"))?;
+            mknodat(pfd, n, kind_flag, perm, makedev(major.into(), minor.into()))
+                .map_err(fail("mknod"))?;
+        }
+        other => {
+            return Err(UnpackError::Unsupported {
+                entry: shown,
+                kind: other,
+            })
+        }
+    }
+
+    fchownat(
+        pfd,
+        n,
+        Some(Uid::from_raw(uid as u32)),
+        Some(Gid::from_raw(gid as u32)),
+        AtFlags::AT_SYMLINK_NOFOLLOW,
+    )
+    .map_err(fail("chown"))?;
+    if kind != tar::EntryType::Symlink {
+        // After chown, which clears setuid/setgid bits.
+        fchmodat(pfd, n, perm, FchmodatFlags::FollowSymlink).map_err(fail("chmod"))?;
+    }
+    if let Some(extensions) = entry.pax_extensions().map_err(UnpackError::Read)? {
+        for ext in extensions {
+            let ext = ext.map_err(UnpackError::Read)?;
+            let Ok(key) = ext.key() else { continue };
+            if let Some(attr) = key.strip_prefix(PAX_XATTR_PREFIX) {
+                set_xattr_at(&parent, Some(n), attr, ext.value_bytes())
+                    .map_err(fail("set xattr"))?;
+            }
+        }
+    }
+    if dir_time.is_none() {
+        let t = TimeSpec::new(mtime, 0);
+        utimensat(pfd, n, &t, &t, UtimensatFlags::NoFollowSymlink).map_err(fail("set times"))?;
+    }
+    Ok(dir_time)
+}
+
+/// Sets an extended attribute on `name` inside `dir` (or on `dir` itself),
+/// without following a symlink in the last component.
+fn set_xattr_at(
+    dir: &OwnedFd,
+    name: Option<&std::ffi::OsStr>,
+    attr: &str,
+    value: &[u8],
+) -> Result<(), Errno> {
+    let mut path = PathBuf::from(format!("/proc/self/fd/{}", dir.as_raw_fd()));
+    // `/proc/self/fd/N/.` names the directory; `/proc/self/fd/N` alone would
+    // be the magic link, which lsetxattr does not follow.
+    path.push(name.unwrap_or(std::ffi::OsStr::new(".")));
+    xattr::set(&path, attr, value)
+        .map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::fs;
+    use std::io::Write;
+    use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+
+    /// An entry written with raw header bytes, so names the tar crate's
+    /// builder would refuse (`..`, absolute paths) can be tested.
+    fn raw(
+        b: &mut tar::Builder<Vec<u8>>,
+        kind: tar::EntryType,
+        name: &str,
+        link: &str,
+        data: &[u8],
+    ) {
+        let mut h = tar::Header::new_old();
+        {
+            let old = h.as_old_mut();
+            old.name[..name.len()].copy_from_slice(name.as_bytes());
+            old.linkname[..link.len()].copy_from_slice(link.as_bytes());
+        }
+        h.set_entry_type(kind);
+        h.set_mode(0o644);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_size(data.len() as u64);
+        h.set_mtime(1_000_000);
+        h.set_cksum();
+        b.append(&h, data).unwrap();
+    }
+
+    fn header(kind: tar::EntryType, mode: u32, size: u64) -> tar::Header {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(kind);
+        h.set_mode(mode);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_size(size);
+        h.set_mtime(1_000_000);
+        h
+    }
+
+    struct Sandbox {
+        _dir: tempfile::TempDir,
+        outer: PathBuf,
+        layer: PathBuf,
+    }
+
+    /// `<tmp>/outer/layer`, plus a sentinel in `outer` that must survive.
+    fn sandbox() -> Sandbox {
+        let dir = tempfile::tempdir().unwrap();
+        let outer = dir.path().join("outer");
+        let layer = outer.join("layer");
+        fs::create_dir_all(&layer).unwrap();
+        fs::write(outer.join("sentinel"), b"untouched").unwrap();
+        Sandbox {
+            _dir: dir,
+            outer,
+            layer,
+        }
+    }
+
+    impl Sandbox {
+        fn assert_outside_untouched(&self) {
+            let mut names: Vec<_> = fs::read_dir(&self.outer)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().into_string().unwrap())
+                .collect();
+            names.sort();
+            assert_eq!(names, ["layer", "sentinel"]);
+            assert_eq!(fs::read(self.outer.join("sentinel")).unwrap(), b"untouched");
+        }
+    }
+
+    #[test]
+    fn files_keep_owner_mode_setuid_links_devices_and_xattrs() {
+        let sb = sandbox();
+        let mut b = tar::Builder::new(Vec::new());
+        b.append_data(
+            &mut header(tar::EntryType::Directory, 0o750, 0),
+            "d/",
+            io::empty(),
+        )
+        .unwrap();
+        let mut h = header(tar::EntryType::Regular, 0o4755, 5);
+        h.set_uid(1234);
+        h.set_gid(5678);
+        b.append_pax_extensions([("SCHILY.xattr.user.test", b"v".as_slice())])
+            .unwrap();
+        b.append_data(&mut h, "d/suid", b"hello".as_slice())
+            .unwrap();
+        let mut h = header(tar::EntryType::Symlink, 0o777, 0);
+        b.append_link(&mut h, "d/link", "suid").unwrap();
+        let mut h = header(tar::EntryType::Link, 0o644, 0);
+        b.append_link(&mut h, "hard", "d/suid").unwrap();
+        let mut h = header(tar::EntryType::Char, 0o600, 0);
+        h.set_device_major(1).unwrap();
+        h.set_device_minor(3).unwrap();
+        b.append_data(&mut h, "null", io::empty()).unwrap();
+        let mut h = header(tar::EntryType::Fifo, 0o600, 0);
+        b.append_data(&mut h, "fifo", io::empty()).unwrap();
+        let tar = b.into_inner().unwrap();
+
+        let unpacked = unpack(tar.as_slice(), Compression::None, &sb.layer).unwrap();
+        assert_eq!(unpacked.diff_id, crate::blob_store::sha256_digest(&tar));
+
+        let suid = fs::metadata(sb.layer.join("d/suid")).unwrap();
+        assert_eq!(suid.permissions().mode() & 0o7777, 0o4755);
+        assert_eq!((suid.uid(), suid.gid()), (1234, 5678));
+        assert_eq!(suid.mtime(), 1_000_000);
+        assert_eq!(
+            xattr::get(sb.layer.join("d/suid"), "user.test").unwrap(),
+            Some(b"v".to_vec())
+        );
+        assert_eq!(
+            fs::metadata(sb.layer.join("d"))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o7777,
+            0o750
+        );
+        assert_eq!(
+            fs::read_link(sb.layer.join("d/link")).unwrap(),
+            Path::new("suid")
+        );
+        let hard = fs::metadata(sb.layer.join("hard")).unwrap();
+        assert_eq!(hard.ino(), suid.ino());
+        let null = fs::metadata(sb.layer.join("null")).unwrap();
+        assert!(null.file_type().is_char_device());
+        assert_eq!(null.rdev(), makedev(1, 3));
+        assert!(fs::metadata(sb.layer.join("fifo"))
+            .unwrap()
+            .file_type()
+            .is_fifo());
+        sb.assert_outside_untouched();
+    }
+
+    #[test]
+    fn whiteouts_become_overlay_whiteouts() {
+        let sb = sandbox();
+        let mut b = tar::Builder::new(Vec::new());
+        for (path, kind) in [
+            ("gone/", tar::EntryType::Directory),
+            ("dir/", tar::EntryType::Directory),
+        ] {
+            b.append_data(&mut header(kind, 0o755, 0), path, io::empty())
+                .unwrap();
+        }
+        b.append_data(
+            &mut header(tar::EntryType::Regular, 0o644, 0),
+            ".wh.gone",
+            io::empty(),
+        )
+        .unwrap();
+        b.append_data(
+            &mut header(tar::EntryType::Regular, 0o644, 0),
+            "dir/.wh..wh..opq",
+            io::empty(),
+        )
+        .unwrap();
+        b.append_data(
+            &mut header(tar::EntryType::Regular, 0o644, 0),
+            "dir/.wh.file",
+            io::empty(),
+        )
+        .unwrap();
+        let tar = b.into_inner().unwrap();
+        unpack(tar.as_slice(), Compression::None, &sb.layer).unwrap();
+        for whiteout in ["gone", "dir/file"] {
+            let m = fs::symlink_metadata(sb.layer.join(whiteout)).unwrap();
+            assert!(m.file_type().is_char_device(), "{whiteout}");
+            assert_eq!(m.rdev(), 0);
+        }
+        assert_eq!(
+            xattr::get(sb.layer.join("dir"), OPAQUE_XATTR).unwrap(),
+            Some(b"y".to_vec())
+        );
+        assert!(!sb.layer.join(".wh.gone").exists());
+        assert!(!sb.layer.join("dir/.wh..wh..opq").exists());
+    }
+
+    #[test]
+    fn traversal_attempts_stay_inside_the_layer() {
+        let sb = sandbox();
+        let mut b = tar::Builder::new(Vec::new());
+        raw(&mut b, tar::EntryType::Regular, "../dotdot", "", b"x");
+        raw(&mut b, tar::EntryType::Regular, "/absolute", "", b"x");
+        raw(&mut b, tar::EntryType::Regular, "a/../../../deep", "", b"x");
+        raw(&mut b, tar::EntryType::Symlink, "root-link", "/", b"");
+        raw(
+            &mut b,
+            tar::EntryType::Regular,
+            "root-link/via-abs-link",
+            "",
+            b"x",
+        );
+        raw(&mut b, tar::EntryType::Symlink, "up-link", "../../..", b"");
+        raw(
+            &mut b,
+            tar::EntryType::Regular,
+            "up-link/via-rel-link",
+            "",
+            b"x",
+        );
+        raw(
+            &mut b,
+            tar::EntryType::Symlink,
+            "sentinel-link",
+            "../sentinel",
+            b"",
+        );
+        raw(&mut b, tar::EntryType::Link, "hard-out", "../sentinel", b"");
+        let tar = b.into_inner().unwrap();
+        // The hard link's target resolves inside the layer, where there is
+        // no `sentinel`: an error, and nothing outside touched.
+        let err = unpack(tar.as_slice(), Compression::None, &sb.layer).unwrap_err();
+        assert!(err.to_string().contains("hard-out"), "{err}");
+        for inside in ["dotdot", "absolute", "deep", "via-abs-link", "via-rel-link"] {
+            assert!(sb.layer.join(inside).is_file(), "{inside}");
+        }
+        sb.assert_outside_untouched();
+    }
+
+    #[test]
+    fn gzip_and_zstd_layers_unpack_to_the_same_diff_id() {
+        let mut b = tar::Builder::new(Vec::new());
+        b.append_data(
+            &mut header(tar::EntryType::Regular, 0o644, 2),
+            "f",
+            b"hi".as_slice(),
+        )
+        .unwrap();
+        let tar = b.into_inner().unwrap();
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(&tar).unwrap();
+        let gz = gz.finish().unwrap();
+        let zst = zstd::encode_all(tar.as_slice(), 1).unwrap();
+        for (blob, c) in [(gz, Compression::Gzip), (zst, Compression::Zstd)] {
+            let sb = sandbox();
+            let u = unpack(blob.as_slice(), c, &sb.layer).unwrap();
+            assert_eq!(u.diff_id, crate::blob_store::sha256_digest(&tar));
+            assert_eq!(fs::read(sb.layer.join("f")).unwrap(), b"hi");
+        }
+    }
+
+    #[test]
+    fn truncated_and_corrupt_streams_are_read_errors() {
+        let mut b = tar::Builder::new(Vec::new());
+        let data = vec![7u8; 100_000];
+        b.append_data(
+            &mut header(tar::EntryType::Regular, 0o644, data.len() as u64),
+            "big",
+            data.as_slice(),
+        )
+        .unwrap();
+        let tar = b.into_inner().unwrap();
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(&tar).unwrap();
+        let gz = gz.finish().unwrap();
+        let sb = sandbox();
+        let err = unpack(&gz[..gz.len() / 2], Compression::Gzip, &sb.layer).unwrap_err();
+        assert!(matches!(err, UnpackError::Read(_)), "{err}");
+        let sb = sandbox();
+        let err = unpack(b"not gzip".as_slice(), Compression::Gzip, &sb.layer).unwrap_err();
+        assert!(matches!(err, UnpackError::Read(_)), "{err}");
+        let sb = sandbox();
+        let err = unpack(&tar[..700], Compression::None, &sb.layer).unwrap_err();
+        assert!(matches!(err, UnpackError::Read(_)), "{err}");
+    }
+
+    fn component() -> impl Strategy<Value = String> {
+        prop_oneof![
+            Just("..".to_string()),
+            Just(".".to_string()),
+            Just("".to_string()),
+            Just("sentinel".to_string()),
+            Just("layer".to_string()),
+            Just(".wh.a".to_string()),
+            Just(".wh..wh..opq".to_string()),
+            "[a-c]{1,2}",
+        ]
+    }
+
+    fn path() -> impl Strategy<Value = String> {
+        (any::<bool>(), proptest::collection::vec(component(), 1..5)).prop_map(|(abs, parts)| {
+            let p = parts.join("/");
+            if abs {
+                format!("/{p}")
+            } else {
+                p
+            }
+        })
+    }
+
+    fn entry() -> impl Strategy<Value = (u8, String, String)> {
+        (0u8..5, path(), path())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(200))]
+        // Fuzz: whatever the archive holds, unpacking never panics and never
+        // creates or changes anything outside the layer directory.
+        #[test]
+        fn arbitrary_archives_never_escape(entries in proptest::collection::vec(entry(), 1..12)) {
+            let sb = sandbox();
+            let mut b = tar::Builder::new(Vec::new());
+            for (kind, name, link) in &entries {
+                let (kind, data): (_, &[u8]) = match kind {
+                    0 => (tar::EntryType::Regular, b"data"),
+                    1 => (tar::EntryType::Directory, b""),
+                    2 => (tar::EntryType::Symlink, b""),
+                    3 => (tar::EntryType::Link, b""),
+                    _ => (tar::EntryType::Fifo, b""),
+                };
+                if name.len() < 100 && link.len() < 100 {
+                    raw(&mut b, kind, name, link, data);
+                }
+            }
+            let tar = b.into_inner().unwrap();
+            let _ = unpack(tar.as_slice(), Compression::None, &sb.layer);
+            sb.assert_outside_untouched();
+        }
+    }
+}

@@ -1,0 +1,459 @@
+//! [`ImageStore`]: the CRI ImageService's verbs over the blob, layer,
+//! metadata and rootfs directories of one store root.
+//!
+//! Layout under the root:
+//!
+//! ```text
+//! blobs/sha256/<hex>      manifests, configs, compressed layers
+//! layers/<chain id hex>/  unpacked layers (overlayfs lower directories)
+//! images/<id hex>.json    image records (names, layers, blobs)
+//! containers/<id>/        per-container upper, work, rootfs mount, image.json
+//! tmp/                    anything half-written; emptied by open
+//! ```
+
+use crate::blob_store::BlobStore;
+use crate::credentials::Credentials;
+use crate::error::{io, Error, Result};
+use crate::image::Image;
+use crate::layer_store::LayerStore;
+use crate::metadata::{ImageRecord, MetadataStore};
+use crate::pull;
+use crate::reference::{image_id_of, ImageReference};
+use crate::registries::RegistriesConfig;
+use crate::rootfs::{RootFs, RootFsDir};
+use futures_util::future::{BoxFuture, FutureExt, Shared};
+use std::collections::{HashMap, HashSet};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+type SharedPull = Shared<BoxFuture<'static, std::result::Result<Image, Arc<Error>>>>;
+
+/// Bytes and inodes the store uses, for CRI's `ImageFsInfo`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FsUsage {
+    /// The store's root directory.
+    pub mountpoint: PathBuf,
+    /// Bytes allocated to blobs, layers and metadata.
+    pub used_bytes: u64,
+    /// Inodes they use (hard links counted once).
+    pub inodes_used: u64,
+}
+
+/// A store of images, their layers and container root filesystems.
+///
+/// Cheap to clone: clones share the store.
+///
+/// # Examples
+///
+/// ```no_run
+/// use image_store::{ImageStore, RegistriesConfig};
+/// # async fn demo() -> Result<(), image_store::Error> {
+/// let store = ImageStore::open("/var/lib/cri-server/images", RegistriesConfig::default()).await?;
+/// let image = store.pull("registry.k8s.io/pause:3.9", None).await?;
+/// let rootfs = store.create_rootfs(&image.id, "container-1", false).await?;
+/// println!("rootfs at {}", rootfs.path.display());
+/// store.remove_rootfs("container-1").await?;
+/// store.remove(&image.id).await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct ImageStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    root: PathBuf,
+    registries: RegistriesConfig,
+    blobs: BlobStore,
+    layers: LayerStore,
+    metadata: MetadataStore,
+    rootfs: RootFsDir,
+    /// Image records and their config JSON, by image id.
+    state: Mutex<HashMap<String, (ImageRecord, String)>>,
+    /// Pulls in progress by normalised reference; joiners share the result.
+    in_flight: Mutex<HashMap<String, SharedPull>>,
+    /// Pulls hold it shared, removal exclusively: garbage collection must not
+    /// delete blobs a pull has fetched but not yet recorded.
+    gc: tokio::sync::RwLock<()>,
+}
+
+impl ImageStore {
+    /// Opens (creating if needed) the store at `root`: deletes whatever a
+    /// previous process left half-written, and blobs and layers no image
+    /// references (a pull that died after fetching them).
+    pub async fn open(root: impl AsRef<Path>, registries: RegistriesConfig) -> Result<Self> {
+        let root = root.as_ref().to_path_buf();
+        let inner = tokio::task::spawn_blocking(move || Inner::open(root, registries))
+            .await
+            .map_err(|_| Error::Task("opening the image store"))??;
+        Ok(Self {
+            inner: Arc::new(inner),
+        })
+    }
+
+    /// The store's root directory.
+    pub fn root(&self) -> &Path {
+        &self.inner.root
+    }
+
+    /// Pulls `reference` (fetching only what is missing) and records it
+    /// under its tag and digest. Concurrent pulls of the same reference share
+    /// one download.
+    pub async fn pull(&self, reference: &str, credentials: Option<Credentials>) -> Result<Image> {
+        let parsed: ImageReference = reference.parse()?;
+        let key = parsed.to_string();
+        let shared = {
+            let mut in_flight = lock(&self.inner.in_flight);
+            match in_flight.get(&key) {
+                Some(existing) => existing.clone(),
+                None => {
+                    let inner = Arc::clone(&self.inner);
+                    let task_key = key.clone();
+                    // A task of its own: a caller that gives up (kubelet
+                    // timing out) must not cancel a download others share.
+                    let task = tokio::spawn(async move {
+                        let result = Arc::clone(&inner)
+                            .pull(parsed, credentials)
+                            .await
+                            .map_err(Arc::new);
+                        lock(&inner.in_flight).remove(&task_key);
+                        result
+                    });
+                    let fut: BoxFuture<'static, _> = async move {
+                        task.await
+                            .unwrap_or_else(|_| Err(Arc::new(Error::Task("pulling an image"))))
+                    }
+                    .boxed();
+                    let shared = fut.shared();
+                    in_flight.insert(key.clone(), shared.clone());
+                    shared
+                }
+            }
+        };
+        shared.await.map_err(|e| match Arc::try_unwrap(e) {
+            Ok(e) => e,
+            Err(source) => Error::SharedPull { image: key, source },
+        })
+    }
+
+    /// Every image, once each, ordered by id.
+    pub fn list(&self) -> Vec<Image> {
+        let state = lock(&self.inner.state);
+        let mut images: Vec<Image> = state
+            .values()
+            .map(|(record, config)| Image::from_record(record, config.clone()))
+            .collect();
+        images.sort_by(|a, b| a.id.cmp(&b.id));
+        images
+    }
+
+    /// The image named by `reference_or_id` (a reference, `name@digest`, or
+    /// an image id), or `None` if no such image is stored. Only a malformed
+    /// reference is an error.
+    pub fn status(&self, reference_or_id: &str) -> Result<Option<Image>> {
+        let state = lock(&self.inner.state);
+        let id = find(&state, reference_or_id)?;
+        Ok(id.and_then(|id| {
+            state
+                .get(&id)
+                .map(|(record, config)| Image::from_record(record, config.clone()))
+        }))
+    }
+
+    /// Removes the image named by `reference_or_id` with all its names, and
+    /// any blobs and layers no other image uses. Absent is Ok; an image a
+    /// container's root filesystem uses is refused.
+    pub async fn remove(&self, reference_or_id: &str) -> Result<()> {
+        let _exclusive = self.inner.gc.write().await;
+        let inner = Arc::clone(&self.inner);
+        let wanted = reference_or_id.to_string();
+        tokio::task::spawn_blocking(move || inner.remove(&wanted))
+            .await
+            .map_err(|_| Error::Task("removing an image"))?
+    }
+
+    /// Bytes and inodes used by blobs, layers and metadata.
+    pub async fn fs_info(&self) -> Result<FsUsage> {
+        let root = self.inner.root.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut seen = HashSet::new();
+            let mut bytes = 0;
+            for sub in ["blobs", "layers", "images"] {
+                usage(&root.join(sub), &mut seen, &mut bytes)?;
+            }
+            Ok(FsUsage {
+                mountpoint: root,
+                used_bytes: bytes,
+                inodes_used: seen.len() as u64,
+            })
+        })
+        .await
+        .map_err(|_| Error::Task("measuring the image store"))?
+    }
+
+    /// Mounts a writable (or read-only) overlay root filesystem for
+    /// `container_id` from the image `image_id` (an id or a reference).
+    /// While it exists the image cannot be removed. Calling it again for a
+    /// mounted container returns the existing one.
+    pub async fn create_rootfs(
+        &self,
+        image_id: &str,
+        container_id: &str,
+        readonly: bool,
+    ) -> Result<RootFs> {
+        let (id, lower) = {
+            let state = lock(&self.inner.state);
+            let id = find(&state, image_id)?.ok_or_else(|| Error::NotFound(image_id.into()))?;
+            let record = &state
+                .get(&id)
+                .ok_or_else(|| Error::NotFound(image_id.into()))?
+                .0;
+            let lower: Vec<PathBuf> = record
+                .layers
+                .iter()
+                .map(|c| self.inner.layers.path(c))
+                .collect();
+            (id, lower)
+        };
+        let inner = Arc::clone(&self.inner);
+        let container = container_id.to_string();
+        tokio::task::spawn_blocking(move || inner.rootfs.create(&id, &lower, &container, readonly))
+            .await
+            .map_err(|_| Error::Task("creating a root filesystem"))?
+    }
+
+    /// The root filesystem of `container_id`, if it has one.
+    pub async fn rootfs(&self, container_id: &str) -> Result<Option<RootFs>> {
+        let inner = Arc::clone(&self.inner);
+        let container = container_id.to_string();
+        tokio::task::spawn_blocking(move || inner.rootfs.get(&container))
+            .await
+            .map_err(|_| Error::Task("reading a root filesystem"))?
+    }
+
+    /// Unmounts and deletes the root filesystem of `container_id`; absent is
+    /// Ok.
+    pub async fn remove_rootfs(&self, container_id: &str) -> Result<()> {
+        let inner = Arc::clone(&self.inner);
+        let container = container_id.to_string();
+        tokio::task::spawn_blocking(move || inner.rootfs.remove(&container))
+            .await
+            .map_err(|_| Error::Task("removing a root filesystem"))?
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding the lock leaves plain data, still consistent
+    // with the files on disk (which are written before the map changes).
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// The id of the image `reference_or_id` names, if stored.
+fn find(
+    state: &HashMap<String, (ImageRecord, String)>,
+    reference_or_id: &str,
+) -> Result<Option<String>> {
+    if let Some(id) = image_id_of(reference_or_id) {
+        return Ok(state.contains_key(&id).then_some(id));
+    }
+    let reference: ImageReference = reference_or_id.parse()?;
+    let found = match reference.digest() {
+        Some(digest) => {
+            let wanted = reference.repo_digest(digest);
+            state
+                .values()
+                .find(|(r, _)| r.repo_digests.contains(&wanted))
+        }
+        None => reference
+            .repo_tag()
+            .and_then(|wanted| state.values().find(|(r, _)| r.repo_tags.contains(&wanted))),
+    };
+    Ok(found.map(|(r, _)| r.id.clone()))
+}
+
+fn usage(path: &Path, seen: &mut HashSet<(u64, u64)>, bytes: &mut u64) -> Result<()> {
+    let meta = match std::fs::symlink_metadata(path) {
+        Ok(m) => m,
+        // Removed while we walk: no longer used.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(io(path, "stat")(e)),
+    };
+    if seen.insert((meta.dev(), meta.ino())) {
+        *bytes += meta.blocks() * 512;
+    }
+    if meta.is_dir() {
+        let entries = match std::fs::read_dir(path) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(io(path, "list")(e)),
+        };
+        for entry in entries {
+            let entry = entry.map_err(io(path, "list"))?;
+            usage(&entry.path(), seen, bytes)?;
+        }
+    }
+    Ok(())
+}
+
+impl Inner {
+    fn open(root: PathBuf, registries: RegistriesConfig) -> Result<Self> {
+        for sub in ["blobs/sha256", "layers", "images", "containers", "tmp"] {
+            let dir = root.join(sub);
+            std::fs::create_dir_all(&dir).map_err(io(&dir, "create"))?;
+        }
+        let tmp = root.join("tmp");
+        for entry in std::fs::read_dir(&tmp).map_err(io(&tmp, "list"))? {
+            let path = entry.map_err(io(&tmp, "list"))?.path();
+            tracing::info!(path = %path.display(), "removing leftover of an interrupted operation");
+            let removed = if path.is_dir() && !path.is_symlink() {
+                std::fs::remove_dir_all(&path)
+            } else {
+                std::fs::remove_file(&path)
+            };
+            removed.map_err(io(&path, "remove leftover"))?;
+        }
+        let blobs = BlobStore::new(&root);
+        let metadata = MetadataStore::new(&root);
+        let mut state = HashMap::new();
+        for record in metadata.load_all()? {
+            let config = blobs.read(&record.id)?;
+            let config = String::from_utf8_lossy(&config).into_owned();
+            state.insert(record.id.clone(), (record, config));
+        }
+        let inner = Self {
+            blobs,
+            layers: LayerStore::new(&root),
+            metadata,
+            rootfs: RootFsDir::new(&root),
+            root,
+            registries,
+            state: Mutex::new(state),
+            in_flight: Mutex::new(HashMap::new()),
+            gc: tokio::sync::RwLock::new(()),
+        };
+        inner.collect_garbage()?;
+        Ok(inner)
+    }
+
+    async fn pull(
+        self: Arc<Self>,
+        reference: ImageReference,
+        credentials: Option<Credentials>,
+    ) -> Result<Image> {
+        let _shared = self.gc.read().await;
+        let auth = credentials
+            .unwrap_or_default()
+            .to_registry_auth()
+            .map_err(|reason| Error::BadImage {
+                image: reference.to_string(),
+                reason: format!("credentials: {reason}"),
+            })?;
+        let endpoints = self.registries.endpoints(&reference);
+        let fetched = pull::fetch(&self.blobs, &self.layers, &reference, &endpoints, &auth).await?;
+        let this = Arc::clone(&self);
+        tokio::task::spawn_blocking(move || {
+            let config = this.blobs.read(&fetched.id)?;
+            let config = String::from_utf8_lossy(&config).into_owned();
+            this.record(&reference, fetched, config)
+        })
+        .await
+        .map_err(|_| Error::Task("recording a pulled image"))?
+    }
+
+    /// Makes a fetched image visible under its names: the tag moves here
+    /// from whichever image had it.
+    fn record(
+        &self,
+        reference: &ImageReference,
+        fetched: pull::Fetched,
+        config: String,
+    ) -> Result<Image> {
+        let mut state = lock(&self.state);
+        let tag = reference.repo_tag();
+        let digest = reference.repo_digest(&fetched.top_digest);
+        if let Some(tag) = &tag {
+            let losers: Vec<String> = state
+                .values()
+                .filter(|(r, _)| r.id != fetched.id && r.repo_tags.contains(tag))
+                .map(|(r, _)| r.id.clone())
+                .collect();
+            for id in losers {
+                if let Some((record, _)) = state.get_mut(&id) {
+                    record.repo_tags.retain(|t| t != tag);
+                    self.metadata.save(record)?;
+                }
+            }
+        }
+        let (record, _) = state.entry(fetched.id.clone()).or_insert_with(|| {
+            (
+                ImageRecord {
+                    id: fetched.id.clone(),
+                    repo_tags: Vec::new(),
+                    repo_digests: Vec::new(),
+                    size: fetched.size,
+                    layers: fetched.layers.clone(),
+                    blobs: Vec::new(),
+                },
+                config.clone(),
+            )
+        });
+        if let Some(tag) = tag {
+            if !record.repo_tags.contains(&tag) {
+                record.repo_tags.push(tag);
+            }
+        }
+        if !record.repo_digests.contains(&digest) {
+            record.repo_digests.push(digest);
+        }
+        for blob in fetched.blobs {
+            if !record.blobs.contains(&blob) {
+                record.blobs.push(blob);
+            }
+        }
+        self.metadata.save(record)?;
+        Ok(Image::from_record(record, config))
+    }
+
+    fn remove(&self, wanted: &str) -> Result<()> {
+        let id = {
+            let state = lock(&self.state);
+            match find(&state, wanted)? {
+                Some(id) => id,
+                None => return Ok(()),
+            }
+        };
+        let users = self.rootfs.users_of(&id)?;
+        if !users.is_empty() {
+            return Err(Error::InUse {
+                image: id,
+                containers: users,
+            });
+        }
+        self.metadata.remove(&id)?;
+        lock(&self.state).remove(&id);
+        self.collect_garbage()
+    }
+
+    /// Deletes blobs and layers no recorded image refers to.
+    fn collect_garbage(&self) -> Result<()> {
+        let (blobs, layers): (HashSet<String>, HashSet<String>) = {
+            let state = lock(&self.state);
+            (
+                state.values().flat_map(|(r, _)| r.blobs.clone()).collect(),
+                state.values().flat_map(|(r, _)| r.layers.clone()).collect(),
+            )
+        };
+        for chain in self.layers.list()? {
+            if !layers.contains(&chain) {
+                self.layers.remove(&chain)?;
+            }
+        }
+        for digest in self.blobs.list()? {
+            if !blobs.contains(&digest) {
+                self.blobs.remove(&digest)?;
+            }
+        }
+        Ok(())
+    }
+}
