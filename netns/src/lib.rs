@@ -30,23 +30,28 @@
 //! On many hosts `/run` (and so `/run/netns`) is a *shared* mount. Every
 //! mount namespace created later — a container, a systemd unit with
 //! `PrivateTmp=`, `unshare -m` — then receives a copy of every pin, and a
-//! mount made on top of a pin inside such a peer propagates back into ours.
-//! A single unmount then leaves a layer behind, and `unlink` fails with
-//! `EBUSY`, forever. containerd 1.6 fails pod removal right there
-//! (`unlinkat /var/run/netns/cni-…: device or resource busy`) and the pod can
-//! never be removed.
+//! mount made on top of a pin inside such a peer propagates back onto ours.
+//! One unmount then only removes the top layer, and `unlink` fails with
+//! `EBUSY` while any layer is left in our mount namespace. containerd 1.6
+//! fails pod removal right there (`unlinkat /var/run/netns/cni-…: device or
+//! resource busy`) and the pod can never be removed.
+//!
+//! (A copy merely *held* by another mount namespace does not block `unlink`:
+//! since Linux 3.18 the kernel detaches such copies with the file. The root
+//! tests of this crate check both facts.)
 //!
 //! This crate defends twice:
 //!
 //! 1. [`PinDir::prepare`] makes the pin directory a private mount of its own
 //!    (bind-mounted onto itself if needed), so mount events cross in neither
-//!    direction; other namespaces' copies then disappear when the pin is
-//!    unlinked.
-//! 2. [`NetNs::remove`] unmounts until nothing is left, then unlinks. If the
-//!    kernel still says `EBUSY`, the namespace is already released for the
-//!    pod; only an empty file is stuck, so it is *parked* (recorded under
-//!    `.parked/`) and [`PinDir::retry_parked`] / [`PinDir::cleanup_stale`]
-//!    finish later. Removal reports [`Removal::Parked`], not an error.
+//!    direction and no foreign layer can land on a pin.
+//! 2. [`NetNs::remove`] unmounts layer after layer until the kernel says
+//!    "not a mount point", then unlinks. If the kernel still says `EBUSY`
+//!    (a layer arrived in between), or the stack is deeper than one call
+//!    should peel, the pin is *parked* (recorded under `.parked/`) and
+//!    [`PinDir::retry_parked`] / [`PinDir::cleanup_stale`] finish later.
+//!    Removal reports [`Removal::Parked`], not an error, so the pod's
+//!    removal goes on.
 //!
 //! # Testing without root
 //!

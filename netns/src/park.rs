@@ -1,8 +1,9 @@
 //! The ledger of pins that could not be unlinked yet.
 //!
-//! When the kernel refuses to unlink a pin (`EBUSY`), the namespace has
-//! already been unmounted in our mount namespace, so it is released for the
-//! pod; only the empty file is stuck. We note its name as an empty marker
+//! When the kernel refuses to unlink a pin (`EBUSY`) or a peer has stacked
+//! more layers on it than one removal peels, the pod must not wait: its
+//! namespace is (or will be, once the layers are gone) released, and only
+//! the pin is stuck. We note its name as an empty marker
 //! file in `<pin dir>/.parked/` so a later [`PinDir::retry_parked`] (or a
 //! restart's [`PinDir::cleanup_stale`]) can finish the job, and the pod's
 //! removal goes on. A marker is one `open(O_CREAT)`, which is atomic, so a

@@ -204,23 +204,89 @@ impl PinDir {
     }
 
     /// Shorthand for [`NetNs::create`] in this directory.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn main() -> netns::Result<()> {
+    /// use std::sync::Arc;
+    /// use netns::{syscall::RecordingSyscall, PinDir};
+    ///
+    /// // The recording double stands in for the kernel; with
+    /// // `PinDir::prepare` the same calls work for real (as root).
+    /// let dir = PinDir::unmanaged_with(Arc::new(RecordingSyscall::new()), "/pins")?;
+    /// let ns = dir.create("pod-1")?;
+    /// assert_eq!(ns.path().to_str(), Some("/pins/pod-1"));
+    /// # Ok(()) }
+    /// ```
     pub fn create(&self, name: &str) -> Result<NetNs> {
         NetNs::create(self, name)
     }
 
     /// Restores the pin called `name`; see [`NetNs::open`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn main() -> netns::Result<()> {
+    /// use std::sync::Arc;
+    /// use netns::{syscall::RecordingSyscall, PinDir};
+    ///
+    /// // The recording double stands in for the kernel; with
+    /// // `PinDir::prepare` the same calls work for real (as root).
+    /// let dir = PinDir::unmanaged_with(Arc::new(RecordingSyscall::new()), "/pins")?;
+    /// let inode = dir.create("pod-1")?.inode();
+    /// let ns = dir.open("pod-1")?;
+    /// assert!(ns.is_restored());
+    /// assert_eq!(ns.inode(), inode);
+    /// # Ok(()) }
+    /// ```
     pub fn open(&self, name: &str) -> Result<NetNs> {
         NetNs::open_with(Arc::clone(&self.sys), self.pin_path(name)?)
     }
 
     /// Removes the pin called `name`, whether or not a handle is open;
     /// idempotent, with the same `EBUSY` handling as [`NetNs::remove`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn main() -> netns::Result<()> {
+    /// use std::sync::Arc;
+    /// use netns::{syscall::RecordingSyscall, PinDir};
+    ///
+    /// // The recording double stands in for the kernel; with
+    /// // `PinDir::prepare` the same calls work for real (as root).
+    /// let dir = PinDir::unmanaged_with(Arc::new(RecordingSyscall::new()), "/pins")?;
+    /// use netns::Removal;
+    ///
+    /// dir.create("pod-1")?;
+    /// assert_eq!(dir.remove("pod-1")?, Removal::Removed);
+    /// assert_eq!(dir.remove("pod-1")?, Removal::AlreadyRemoved);
+    /// # Ok(()) }
+    /// ```
     pub fn remove(&self, name: &str) -> Result<Removal> {
         remove_pin(&*self.sys, &self.pin_path(name)?)
     }
 
     /// Names of the pins in this directory, sorted, without parked ones and
     /// without entries that could not be pin names (dot files, non-UTF-8).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn main() -> netns::Result<()> {
+    /// use std::sync::Arc;
+    /// use netns::{syscall::RecordingSyscall, PinDir};
+    ///
+    /// // The recording double stands in for the kernel; with
+    /// // `PinDir::prepare` the same calls work for real (as root).
+    /// let dir = PinDir::unmanaged_with(Arc::new(RecordingSyscall::new()), "/pins")?;
+    /// dir.create("b")?;
+    /// dir.create("a")?;
+    /// assert_eq!(dir.list()?, ["a", "b"]);
+    /// # Ok(()) }
+    /// ```
     pub fn list(&self) -> Result<Vec<String>> {
         let parked: BTreeSet<String> = self.parked()?.into_iter().collect();
         let entries = self
@@ -242,12 +308,37 @@ impl PinDir {
         Ok(names)
     }
 
-    /// Names of parked pins: released, but not yet unlinked.
+    /// Names of parked pins: removal was requested but is not finished.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn main() -> netns::Result<()> {
+    /// use std::sync::Arc;
+    /// use netns::{syscall::RecordingSyscall, PinDir};
+    ///
+    /// // The recording double stands in for the kernel; with
+    /// // `PinDir::prepare` the same calls work for real (as root).
+    /// use netns::syscall::CallKind;
+    /// use nix::errno::Errno;
+    ///
+    /// let sys = Arc::new(RecordingSyscall::new());
+    /// let dir = PinDir::unmanaged_with(sys.clone(), "/pins")?;
+    /// dir.create("pod-1")?;
+    /// sys.fail_next(CallKind::Unlink, Errno::EBUSY);
+    /// dir.remove("pod-1")?;
+    /// assert_eq!(dir.parked()?, ["pod-1"]);
+    /// assert!(dir.list()?.is_empty());
+    /// assert_eq!(dir.retry_parked()?.removed, ["pod-1"]);
+    /// assert!(dir.parked()?.is_empty());
+    /// # Ok(()) }
+    /// ```
     pub fn parked(&self) -> Result<Vec<String>> {
         park::parked_names(&*self.sys, &self.path)
     }
 
-    /// Tries again to remove every parked pin.
+    /// Tries again to remove every parked pin; see [`PinDir::parked`] for an
+    /// example. Call it periodically: each call makes progress.
     pub fn retry_parked(&self) -> Result<Cleanup> {
         let mut report = Cleanup::default();
         for name in self.parked()? {
@@ -262,7 +353,28 @@ impl PinDir {
     /// one bad pin does not stop the sweep.
     ///
     /// On a directory shared with other tools (such as
-    /// [`IPROUTE2_PIN_DIR`]) `keep` must also keep their pins.
+    /// [`IPROUTE2_PIN_DIR`]) `keep` must also keep their pins. Pins being
+    /// created meanwhile are only safe if `keep` covers them, so run it
+    /// before serving requests.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn main() -> netns::Result<()> {
+    /// use std::sync::Arc;
+    /// use netns::{syscall::RecordingSyscall, PinDir};
+    ///
+    /// // The recording double stands in for the kernel; with
+    /// // `PinDir::prepare` the same calls work for real (as root).
+    /// let dir = PinDir::unmanaged_with(Arc::new(RecordingSyscall::new()), "/pins")?;
+    /// for name in ["gone-1", "live", "gone-2"] {
+    ///     dir.create(name)?;
+    /// }
+    /// let report = dir.cleanup_stale(|name| name == "live")?;
+    /// assert_eq!(report.removed, ["gone-1", "gone-2"]);
+    /// assert_eq!(dir.list()?, ["live"]);
+    /// # Ok(()) }
+    /// ```
     pub fn cleanup_stale(&self, keep: impl Fn(&str) -> bool) -> Result<Cleanup> {
         let mut report = self.retry_parked()?;
         for name in self.list()? {

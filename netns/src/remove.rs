@@ -22,11 +22,10 @@ use crate::syscall::Syscall;
 
 /// Upper bound on layers peeled off one pin in one call.
 ///
-/// Each unmount costs about a millisecond (the kernel waits for an RCU grace
-/// period), and a peer that keeps mounting onto its copy of a pin in a
-/// *shared* directory stacks layers onto ours faster than that. The bound
-/// keeps one removal in the tens of milliseconds; past it we park, and every
-/// retry peels another batch. Only unmanaged, propagating directories can get
+/// A peer that keeps mounting onto its copy of a pin in a *shared* directory
+/// can stack layers onto ours as fast as we peel them (and each unmount gets
+/// slower the more mounts the namespace has). The bound keeps one removal
+/// short; past it we park, and every retry peels another batch. Only unmanaged, propagating directories can get
 /// here: a private [`PinDir`](crate::PinDir) receives no foreign layers.
 const MAX_UNMOUNTS: usize = 64;
 
@@ -87,7 +86,7 @@ pub(crate) fn remove_pin(sys: &dyn Syscall, pin: &Path) -> Result<Removal> {
         Err(Errno::EBUSY) => {
             warn!(
                 pin = %pin.display(),
-                "unlink: EBUSY (another mount namespace holds a copy); namespace released, pin parked"
+                "unlink: EBUSY (a mount from another mount namespace landed on the pin); parked"
             );
             Ok(park_or_warn(sys, pin))
         }
@@ -126,8 +125,8 @@ impl NetNs {
     /// through a symlink, the symlink goes too.
     ///
     /// Idempotent: a second call returns `Ok(Removal::AlreadyRemoved)`.
-    /// An `EBUSY` from unlink — another mount namespace still holding a copy
-    /// of the pin — is not an error: the result is [`Removal::Parked`] and
+    /// An `EBUSY` from unlink — mounts that another mount namespace keeps
+    /// propagating onto the pin — is not an error: the result is [`Removal::Parked`] and
     /// [`PinDir::retry_parked`](crate::PinDir::retry_parked) finishes later.
     /// On error the handle stays usable and the call can be repeated.
     ///
