@@ -120,8 +120,13 @@ fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
 /// Starts `sh -c script` in a new mount namespace (propagation unchanged) and
 /// waits until the script has touched `ready`.
 fn hold_in_new_mount_ns(script: &str, ready: &Path) -> Holder {
+    hold_in_new_mount_ns_with("unchanged", script, ready)
+}
+
+/// [`hold_in_new_mount_ns`] with a given `unshare --propagation` mode.
+fn hold_in_new_mount_ns_with(propagation: &str, script: &str, ready: &Path) -> Holder {
     let child = Command::new("unshare")
-        .args(["--mount", "--propagation", "unchanged", "sh", "-c", script])
+        .args(["--mount", "--propagation", propagation, "sh", "-c", script])
         .stdin(Stdio::null())
         .spawn()
         .expect("spawn unshare");
@@ -444,6 +449,53 @@ fn cleanup_stale_removes_all_but_the_kept() {
     assert_eq!(mount_count(&dir.path().join("a")), 0);
     let kept = dir.open("b").unwrap();
     assert_ne!(kept.inode(), host_netns_inode());
+}
+
+#[test]
+fn slave_copy_on_a_shared_dir_cannot_block_removal() {
+    if !root() {
+        return;
+    }
+    let scratch = Scratch::new();
+    let path = scratch.path().join("pins");
+    fs::create_dir(&path).unwrap();
+    mount(
+        Some(&path),
+        &path,
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .unwrap();
+    mount(
+        None::<&str>,
+        &path,
+        None::<&str>,
+        MsFlags::MS_SHARED,
+        None::<&str>,
+    )
+    .unwrap();
+    let dir = PinDir::unmanaged(&path).unwrap();
+    let mut ns = NetNs::create(&dir, "pod-a").unwrap();
+    let pin = ns.path().to_path_buf();
+    let ready = scratch.path().join("ready");
+    let holder = hold_in_new_mount_ns_with(
+        "slave",
+        &format!(
+            "mount --bind /dev/null {} && touch {} && exec sleep 600",
+            pin.display(),
+            ready.display()
+        ),
+        &ready,
+    );
+    let theirs = format!("/proc/{}/mountinfo", holder.0.id());
+    let in_child = || mounts_of(&theirs).iter().filter(|(p, _)| *p == pin).count();
+    assert_eq!(in_child(), 2, "the slave stacked onto its copy");
+    assert_eq!(mount_count(&pin), 1, "nothing flows back from a slave");
+
+    assert_eq!(ns.remove().unwrap(), Removal::Removed);
+    assert!(!pin.exists());
+    assert_eq!(in_child(), 0, "the child's layers went with the file");
 }
 
 #[test]
