@@ -118,6 +118,7 @@ impl BlobStore {
             temp,
             hasher: Sha256::new(),
             size: 0,
+            failed: None,
         })
     }
 
@@ -178,12 +179,21 @@ pub struct BlobWriter {
     temp: PathBuf,
     hasher: Sha256,
     size: u64,
+    /// The first local write failure, kept because the HTTP client that
+    /// drives the writer reports it only as an opaque error of its own.
+    failed: Option<(std::io::ErrorKind, String)>,
 }
 
 impl BlobWriter {
-    /// Abandons the download, deleting the temporary file.
-    pub fn discard(self) {
+    /// Abandons the download, deleting the temporary file. Returns the local
+    /// write error, if writing (rather than downloading) is what failed.
+    pub fn discard(self) -> Option<Error> {
         let _ = fs::remove_file(&self.temp);
+        self.failed.map(|(kind, message)| Error::Io {
+            path: self.temp,
+            op: "write",
+            source: std::io::Error::new(kind, message),
+        })
     }
 }
 
@@ -195,9 +205,15 @@ impl AsyncWrite for BlobWriter {
     ) -> Poll<std::io::Result<usize>> {
         let this = &mut *self;
         let poll = Pin::new(&mut this.file).poll_write(cx, buf);
-        if let Poll::Ready(Ok(n)) = &poll {
-            this.hasher.update(&buf[..*n]);
-            this.size += *n as u64;
+        match &poll {
+            Poll::Ready(Ok(n)) => {
+                this.hasher.update(&buf[..*n]);
+                this.size += *n as u64;
+            }
+            Poll::Ready(Err(e)) if this.failed.is_none() => {
+                this.failed = Some((e.kind(), e.to_string()));
+            }
+            _ => {}
         }
         poll
     }

@@ -103,6 +103,15 @@ pub enum Error {
         #[source]
         source: Arc<Error>,
     },
+    /// Storing a pulled image failed locally (for example, a full disk).
+    #[error("pull {image}: {source}")]
+    Store {
+        /// The image as asked for.
+        image: String,
+        /// What failed.
+        #[source]
+        source: Box<Error>,
+    },
     /// A blocking task died (a panic in the store's own code).
     #[error("{0}: background task failed")]
     Task(&'static str),

@@ -84,6 +84,12 @@ pub(crate) async fn fetch(
         let scheme = if endpoint.insecure { "http" } else { "https" };
         match fetch_from(&client, &at, auth, blobs, layers, &image).await {
             Ok(fetched) => return Ok(fetched),
+            Err(Failure::Local(e @ (Error::Io { .. } | Error::Metadata { .. }))) => {
+                return Err(Error::Store {
+                    image,
+                    source: Box::new(e),
+                })
+            }
             Err(Failure::Local(e)) => return Err(e),
             Err(Failure::Remote(why)) => {
                 tracing::info!(%image, endpoint = %endpoint.host, %why, "endpoint failed");
@@ -258,8 +264,11 @@ async fn download(
 ) -> std::result::Result<(), Failure> {
     let mut writer = blobs.writer().await?;
     if let Err(e) = client.pull_blob(at, layer, &mut writer).await {
-        writer.discard();
-        return Err(remote(format!("layer {}: {e}", layer.digest)));
+        // A full disk is ours, not the endpoint's: no point trying a mirror.
+        return Err(match writer.discard() {
+            Some(local) => Failure::Local(local),
+            None => remote(format!("layer {}: {e}", layer.digest)),
+        });
     }
     blobs
         .commit(writer, &layer.digest)
@@ -293,9 +302,12 @@ async fn unpack_layer(
             Ok(u) => u,
             Err(source) => {
                 crate::layer_store::discard(&staging);
-                // The blob verified but does not unpack; keeping it would
-                // only make the next attempt fail the same way.
-                let _ = blobs.remove(&digest);
+                // A blob that verified but does not decode would only make
+                // the next attempt fail the same way; a full disk is no
+                // fault of the blob's.
+                if matches!(source, crate::layer_unpack::UnpackError::Read(_)) {
+                    let _ = blobs.remove(&digest);
+                }
                 return Err(Error::Unpack {
                     image,
                     digest,

@@ -53,6 +53,11 @@ impl std::str::FromStr for ImageReference {
             return Err(fail("is an image id, not a reference".into()));
         }
         let inner: Reference = s.parse().map_err(|e| fail(format!("{e}")))?;
+        // oci-spec's grammar lets an uppercase first component through as a
+        // repository on docker.io; distribution rejects it.
+        if inner.repository().bytes().any(|b| b.is_ascii_uppercase()) {
+            return Err(fail("repository name must be lowercase".into()));
+        }
         Ok(Self { inner })
     }
 }

@@ -1,0 +1,109 @@
+//! Container root filesystems from pulled fixture images: layers stacked
+//! with whiteouts applied, writable or read-only, and images in use kept.
+
+mod common;
+
+use common::*;
+use image_store::Error;
+use std::fs;
+
+#[tokio::test]
+async fn multi_layer_rootfs_applies_whiteouts_and_opaque_dirs() {
+    let (_dir, store) = store().await;
+    let image = store.pull(MULTI_LAYER, None).await.unwrap();
+    let rootfs = store
+        .create_rootfs(&image.id, "ctr-multi", false)
+        .await
+        .unwrap();
+    let root = &rootfs.path;
+    assert!(root.join("bin/busybox").is_file());
+    assert_eq!(
+        fs::read_link(root.join("bin/sh")).unwrap().to_str(),
+        Some("busybox")
+    );
+    assert!(!root.join("gone").exists(), "whited out by layer 3");
+    assert!(!root.join("data/a").exists(), "whited out by layer 3");
+    assert_eq!(fs::read(root.join("data/b")).unwrap(), b"b from layer 2\n");
+    assert_eq!(
+        entries(&root.join("opaque")),
+        ["z"],
+        "opaque dir hides x and y"
+    );
+    let tmp = fs::metadata(root.join("tmp")).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(tmp.permissions().mode() & 0o7777, 0o1777);
+
+    fs::write(root.join("written"), b"w").unwrap();
+    let other = store
+        .create_rootfs(MULTI_LAYER, "ctr-other", false)
+        .await
+        .unwrap();
+    assert!(
+        !other.path.join("written").exists(),
+        "upper dirs are per container"
+    );
+
+    let err = store.remove(&image.id).await.unwrap_err();
+    assert!(matches!(err, Error::InUse { .. }), "{err}");
+    assert!(err.to_string().contains("ctr-multi"), "{err}");
+    store.remove_rootfs("ctr-multi").await.unwrap();
+    store.remove_rootfs("ctr-multi").await.unwrap();
+    assert!(!rootfs.path.exists());
+    assert!(
+        store.remove(MULTI_LAYER).await.is_err(),
+        "ctr-other still uses it"
+    );
+    store.remove_rootfs("ctr-other").await.unwrap();
+    store.remove(MULTI_LAYER).await.unwrap();
+    assert!(store.list().is_empty());
+}
+
+#[tokio::test]
+async fn readonly_rootfs() {
+    let (_dir, store) = store().await;
+    let image = store.pull(BUSYBOX, None).await.unwrap();
+    let rootfs = store
+        .create_rootfs(&image.id, "ctr-ro", true)
+        .await
+        .unwrap();
+    assert!(rootfs.readonly);
+    assert!(rootfs.path.join("bin/busybox").is_file());
+    let err = fs::write(rootfs.path.join("x"), b"x").unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EROFS));
+    assert_eq!(store.rootfs("ctr-ro").await.unwrap(), Some(rootfs));
+    store.remove_rootfs("ctr-ro").await.unwrap();
+    assert_eq!(store.rootfs("ctr-ro").await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn rootfs_of_unknown_image_or_bad_container_id_is_refused() {
+    let (_dir, store) = store().await;
+    let err = store
+        .create_rootfs(&"d".repeat(64), "ctr", false)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::NotFound(_)), "{err}");
+    let image = store.pull(USER_IMAGES[3].0, None).await.unwrap();
+    let err = store
+        .create_rootfs(&image.id, "../escape", false)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::BadContainerId(_)), "{err}");
+}
+
+#[tokio::test]
+async fn in_use_survives_a_restart() {
+    let (dir, store) = store().await;
+    let image = store.pull(USER_IMAGES[1].0, None).await.unwrap();
+    store
+        .create_rootfs(&image.id, "ctr-kept", false)
+        .await
+        .unwrap();
+    drop(store);
+    let store = image_store::ImageStore::open(dir.path().join("store"), registries())
+        .await
+        .unwrap();
+    assert!(store.remove(&image.id).await.is_err());
+    store.remove_rootfs("ctr-kept").await.unwrap();
+    store.remove(&image.id).await.unwrap();
+}
