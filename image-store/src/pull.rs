@@ -130,9 +130,7 @@ async fn fetch_from(
         .await
         .map_err(remote)?;
     let mut held = vec![top_digest.clone()];
-    blobs
-        .write(&top_digest, &bytes)
-        .map_err(|e| named(e, image))?;
+    store_blob(blobs, &top_digest, bytes.clone(), image).await?;
     let (manifest_bytes, manifest_digest) = match media_type_of(&bytes) {
         Some(t) if t == OCI_IMAGE_INDEX_MEDIA_TYPE || t == IMAGE_MANIFEST_LIST_MEDIA_TYPE => {
             let index: OciImageIndex = serde_json::from_slice(&bytes)
@@ -151,7 +149,7 @@ async fn fetch_from(
                     actual,
                 }));
             }
-            blobs.write(&digest, &bytes).map_err(|e| named(e, image))?;
+            store_blob(blobs, &digest, bytes.clone(), image).await?;
             held.push(digest.clone());
             (bytes, digest)
         }
@@ -164,17 +162,26 @@ async fn fetch_from(
         .map_err(|e| bad(format!("manifest {manifest_digest}: {e}")))?;
 
     let config_digest = manifest.config.digest.clone();
-    let config = if blobs.contains(&config_digest) {
-        blobs.read(&config_digest)?
+    let cached = {
+        let (blobs, digest) = (blobs.clone(), config_digest.clone());
+        blocking(move || {
+            Ok(if blobs.contains(&digest) {
+                Some(blobs.read(&digest)?)
+            } else {
+                None
+            })
+        })
+        .await?
+    };
+    let config = if let Some(config) = cached {
+        config
     } else {
         let mut buf = Vec::new();
         client
             .pull_blob(at, &manifest.config, &mut buf)
             .await
             .map_err(remote)?;
-        blobs
-            .write(&config_digest, &buf)
-            .map_err(|e| named(e, image))?;
+        store_blob(blobs, &config_digest, buf.clone().into(), image).await?;
         buf
     };
     held.push(config_digest.clone());
@@ -201,7 +208,12 @@ async fn fetch_from(
     for ((layer, diff_id), chain_id) in manifest.layers.iter().zip(&diff_ids).zip(&chain) {
         size += u64::try_from(layer.size).unwrap_or(0);
         held.push(layer.digest.clone());
-        if layers.contains(chain_id) && blobs.contains(&layer.digest) {
+        let (have_layer, have_blob) = {
+            let (blobs, layers) = (blobs.clone(), layers.clone());
+            let (chain_id, digest) = (chain_id.clone(), layer.digest.clone());
+            blocking(move || Ok((layers.contains(&chain_id), blobs.contains(&digest)))).await?
+        };
+        if have_layer && have_blob {
             continue;
         }
         let compression = Compression::from_media_type(&layer.media_type).ok_or_else(|| {
@@ -210,10 +222,10 @@ async fn fetch_from(
                 layer.digest, layer.media_type
             ))
         })?;
-        if !blobs.contains(&layer.digest) {
+        if !have_blob {
             download(client, at, layer, blobs, image).await?;
         }
-        if !layers.contains(chain_id) {
+        if !have_layer {
             unpack_layer(blobs, layers, layer, compression, diff_id, chain_id, image).await?;
         }
     }
@@ -235,6 +247,26 @@ fn media_type_of(manifest: &[u8]) -> Option<String> {
     // `manifests`.
     v.get("manifests")
         .map(|_| OCI_IMAGE_INDEX_MEDIA_TYPE.to_string())
+}
+
+/// Runs store file work on a blocking thread, never on a tokio worker.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|_| Error::Task("storing pulled content"))?
+}
+
+/// Stores `bytes` as blob `digest` (verifying it) on a blocking thread.
+async fn store_blob(
+    blobs: &BlobStore,
+    digest: &str,
+    bytes: bytes::Bytes,
+    image: &str,
+) -> Result<()> {
+    let (blobs, digest) = (blobs.clone(), digest.to_string());
+    blocking(move || blobs.write(&digest, &bytes))
+        .await
+        .map_err(|e| named(e, image))
 }
 
 /// Puts the image name on errors raised below the level that knows it.

@@ -4,10 +4,10 @@
 
 mod common;
 
+use common::fake_registry;
+
 use common::*;
-use image_store::{Error, ImageStore, RegistriesConfig, RegistryConfig};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
+use image_store::{Error, ImageStore};
 
 fn assert_nothing_left(root: &std::path::Path) {
     for sub in ["tmp", "layers", "images", "blobs/sha256"] {
@@ -73,54 +73,10 @@ async fn truncated_and_corrupt_layers_fail_cleanly() {
     }
 }
 
-/// What the fake registry answers: status, headers, body.
-type Response = (u16, Vec<(&'static str, String)>, Vec<u8>);
-
-/// A one-shot-per-connection HTTP server answering from `route`.
-async fn fake_registry(route: fn(&str) -> Response) -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap().to_string();
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut socket, _)) = listener.accept().await else {
-                return;
-            };
-            tokio::spawn(async move {
-                let mut buf = vec![0; 8192];
-                let n = socket.read(&mut buf).await.unwrap_or(0);
-                let request = String::from_utf8_lossy(&buf[..n]).to_string();
-                let path = request.split_whitespace().nth(1).unwrap_or("/").to_string();
-                let (status, headers, body) = route(&path);
-                let mut response = format!(
-                    "HTTP/1.1 {status} X\r\nContent-Length: {}\r\nConnection: close\r\n",
-                    body.len()
-                );
-                for (k, v) in headers {
-                    response.push_str(&format!("{k}: {v}\r\n"));
-                }
-                response.push_str("\r\n");
-                let _ = socket.write_all(response.as_bytes()).await;
-                let _ = socket.write_all(&body).await;
-            });
-        }
-    });
-    address
-}
-
-fn insecure(address: &str) -> RegistriesConfig {
-    RegistriesConfig {
-        registries: vec![RegistryConfig {
-            prefix: address.into(),
-            mirrors: vec![],
-            insecure: true,
-        }],
-    }
-}
-
 const CONFIG: &[u8] =
     br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#;
 
-fn lying_registry(path: &str) -> Response {
+fn lying_registry(path: &str) -> fake_registry::Response {
     let config_digest = image_store::blob_store::sha256_digest(CONFIG);
     if path == "/v2/" {
         return (200, vec![], vec![]);
@@ -148,10 +104,12 @@ fn lying_registry(path: &str) -> Response {
 
 #[tokio::test]
 async fn digest_mismatch_is_refused() {
-    let address = fake_registry(lying_registry).await;
+    let address = fake_registry::serve(lying_registry).await;
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("store");
-    let store = ImageStore::open(&root, insecure(&address)).await.unwrap();
+    let store = ImageStore::open(&root, fake_registry::insecure(&address))
+        .await
+        .unwrap();
     let image = format!("{address}/liar:latest");
     let err = store.pull(&image, None).await.unwrap_err();
     let text = err.to_string();
@@ -164,7 +122,7 @@ async fn digest_mismatch_is_refused() {
     assert_nothing_left(&root);
 }
 
-fn locked_registry(_path: &str) -> Response {
+fn locked_registry(_path: &str) -> fake_registry::Response {
     (
         401,
         vec![("WWW-Authenticate", "Basic realm=\"fixtures\"".into())],
@@ -174,9 +132,9 @@ fn locked_registry(_path: &str) -> Response {
 
 #[tokio::test]
 async fn unauthorized_is_reported() {
-    let address = fake_registry(locked_registry).await;
+    let address = fake_registry::serve(locked_registry).await;
     let dir = tempfile::tempdir().unwrap();
-    let store = ImageStore::open(dir.path().join("s"), insecure(&address))
+    let store = ImageStore::open(dir.path().join("s"), fake_registry::insecure(&address))
         .await
         .unwrap();
     let image = format!("{address}/private:latest");

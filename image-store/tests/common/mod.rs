@@ -3,6 +3,8 @@
 //! `xtask/src/fixtures/mod.rs`) and stores configured to reach it.
 #![allow(dead_code)]
 
+pub mod fake_registry;
+
 use image_store::{ImageStore, RegistriesConfig, RegistryConfig};
 use std::net::TcpStream;
 use std::time::Duration;
