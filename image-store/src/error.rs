@@ -112,6 +112,12 @@ pub enum Error {
         #[source]
         source: Box<Error>,
     },
+    /// Another process has the store open.
+    #[error("image store {}: in use by another process", path.display())]
+    Locked {
+        /// The store's lock file.
+        path: PathBuf,
+    },
     /// A blocking task died (a panic in the store's own code).
     #[error("{0}: background task failed")]
     Task(&'static str),

@@ -69,6 +69,151 @@ fn is_mounted(path: &Path) -> bool {
     }
 }
 
+/// The legacy `mount(2)` data string is limited to one page; past this we
+/// switch to the new mount API, which takes lower directories one by one.
+const MAX_MOUNT_DATA: usize = 4000;
+
+/// Mounts overlayfs on `target`; `lower` is bottom first, as images list
+/// layers.
+fn mount_overlay(
+    target: &Path,
+    lower: &[PathBuf],
+    upper: &Path,
+    work: &Path,
+    readonly: bool,
+) -> Result<(), (&'static str, nix::errno::Errno)> {
+    let lowerdir = lower
+        .iter()
+        .rev()
+        .map(|p| p.display().to_string())
+        .collect::<Vec<_>>()
+        .join(":");
+    let options = format!(
+        "lowerdir={lowerdir},upperdir={},workdir={}",
+        upper.display(),
+        work.display()
+    );
+    if options.len() > MAX_MOUNT_DATA {
+        return new_api::mount_overlay(target, lower, upper, work, readonly);
+    }
+    let mut flags = MsFlags::empty();
+    if readonly {
+        flags |= MsFlags::MS_RDONLY;
+    }
+    mount(
+        Some("overlay"),
+        target,
+        Some("overlay"),
+        flags,
+        Some(options.as_str()),
+    )
+    .map_err(|errno| ("mount overlay", errno))
+}
+
+/// fsopen/fsconfig/fsmount/move_mount (Linux 5.2+, `lowerdir+` 6.8+),
+/// which nix does not wrap yet.
+mod new_api {
+    use nix::errno::Errno;
+    use std::ffi::CString;
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    use std::os::unix::ffi::OsStrExt;
+    use std::path::{Path, PathBuf};
+
+    const FSOPEN_CLOEXEC: libc::c_uint = 1;
+    const FSCONFIG_SET_STRING: libc::c_uint = 1;
+    const FSCONFIG_CMD_CREATE: libc::c_uint = 6;
+    const FSMOUNT_CLOEXEC: libc::c_uint = 1;
+    const MOUNT_ATTR_RDONLY: libc::c_uint = 1;
+    const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 4;
+
+    type Failure = (&'static str, Errno);
+
+    fn cstring(bytes: &[u8], op: &'static str) -> Result<CString, Failure> {
+        CString::new(bytes).map_err(|_| (op, Errno::EINVAL))
+    }
+
+    fn fd(ret: libc::c_long, op: &'static str) -> Result<OwnedFd, Failure> {
+        let raw = Errno::result(ret).map_err(|e| (op, e))?;
+        // SAFETY: the syscall succeeded and returned a new descriptor we own.
+        Ok(unsafe { OwnedFd::from_raw_fd(raw as i32) })
+    }
+
+    fn set(fs: &OwnedFd, key: &str, value: &Path) -> Result<(), Failure> {
+        let key = cstring(key.as_bytes(), "overlay option")?;
+        let value = cstring(value.as_os_str().as_bytes(), "overlay option")?;
+        // SAFETY: valid descriptor and NUL-terminated strings that outlive
+        // the call.
+        let ret = unsafe {
+            libc::syscall(
+                libc::SYS_fsconfig,
+                fs.as_raw_fd(),
+                FSCONFIG_SET_STRING,
+                key.as_ptr(),
+                value.as_ptr(),
+                0,
+            )
+        };
+        Errno::result(ret)
+            .map(drop)
+            .map_err(|e| ("fsconfig overlay", e))
+    }
+
+    pub(super) fn mount_overlay(
+        target: &Path,
+        lower: &[PathBuf],
+        upper: &Path,
+        work: &Path,
+        readonly: bool,
+    ) -> Result<(), Failure> {
+        let name = cstring(b"overlay", "fsopen overlay")?;
+        // SAFETY: NUL-terminated string, plain flags.
+        let fs = fd(
+            unsafe { libc::syscall(libc::SYS_fsopen, name.as_ptr(), FSOPEN_CLOEXEC) },
+            "fsopen overlay",
+        )?;
+        // `lowerdir+` appends top-down, like the leftmost entry of lowerdir=.
+        for layer in lower.iter().rev() {
+            set(&fs, "lowerdir+", layer)?;
+        }
+        set(&fs, "upperdir", upper)?;
+        set(&fs, "workdir", work)?;
+        // SAFETY: valid descriptor; CREATE takes no key or value.
+        let ret = unsafe {
+            libc::syscall(
+                libc::SYS_fsconfig,
+                fs.as_raw_fd(),
+                FSCONFIG_CMD_CREATE,
+                std::ptr::null::<libc::c_char>(),
+                std::ptr::null::<libc::c_void>(),
+                0,
+            )
+        };
+        Errno::result(ret).map_err(|e| ("create overlay superblock", e))?;
+        let attrs = if readonly { MOUNT_ATTR_RDONLY } else { 0 };
+        // SAFETY: valid descriptor, plain flags.
+        let mnt = fd(
+            unsafe { libc::syscall(libc::SYS_fsmount, fs.as_raw_fd(), FSMOUNT_CLOEXEC, attrs) },
+            "fsmount overlay",
+        )?;
+        let empty = cstring(b"", "move_mount")?;
+        let target = cstring(target.as_os_str().as_bytes(), "move_mount")?;
+        // SAFETY: valid descriptors and NUL-terminated strings.
+        let ret = unsafe {
+            libc::syscall(
+                libc::SYS_move_mount,
+                mnt.as_raw_fd(),
+                empty.as_ptr(),
+                libc::AT_FDCWD,
+                target.as_ptr(),
+                MOVE_MOUNT_F_EMPTY_PATH,
+            )
+        };
+        Errno::result(ret)
+            .map(drop)
+            .map_err(|e| ("move_mount overlay", e))
+    }
+}
+
 impl RootFsDir {
     pub(crate) fn new(root: &Path) -> Self {
         Self {
@@ -127,32 +272,14 @@ impl RootFsDir {
                 errno: nix::errno::Errno::EINVAL,
             });
         }
-        let lowerdir = lower
-            .iter()
-            .rev()
-            .map(|p| p.display().to_string())
-            .collect::<Vec<_>>()
-            .join(":");
-        let options = format!(
-            "lowerdir={lowerdir},upperdir={},workdir={}",
-            dir.join("upper").display(),
-            dir.join("work").display()
-        );
-        let mut flags = MsFlags::empty();
-        if readonly {
-            flags |= MsFlags::MS_RDONLY;
-        }
-        mount(
-            Some("overlay"),
-            &rootfs.path,
-            Some("overlay"),
-            flags,
-            Some(options.as_str()),
-        )
-        .map_err(|errno| Error::Mount {
-            container: container_id.into(),
-            op: "mount overlay",
-            errno,
+        let upper = dir.join("upper");
+        let work = dir.join("work");
+        mount_overlay(&rootfs.path, lower, &upper, &work, readonly).map_err(|(op, errno)| {
+            Error::Mount {
+                container: container_id.into(),
+                op,
+                errno,
+            }
         })?;
         Ok(rootfs)
     }
@@ -265,6 +392,28 @@ mod tests {
         dir.remove("c1").unwrap();
         assert!(!rootfs.path.exists());
         assert!(dir.users_of(&id).unwrap().is_empty());
+    }
+
+    #[test]
+    fn many_layers_beyond_the_mount_data_limit() {
+        let (root, dir, _) = setup();
+        // 80 layers with long paths: ~8 KiB of lowerdir, twice a page.
+        let lower: Vec<PathBuf> = (0..80)
+            .map(|i| {
+                let layer = root.path().join(format!("{i:02}-{}", "l".repeat(90)));
+                fs::create_dir_all(&layer).unwrap();
+                fs::write(layer.join("which"), format!("{i}")).unwrap();
+                fs::write(layer.join(format!("only-{i}")), b"").unwrap();
+                layer
+            })
+            .collect();
+        let id = format!("sha256:{}", "e".repeat(64));
+        let rootfs = dir.create(&id, &lower, "deep", true).unwrap();
+        assert_eq!(fs::read_to_string(rootfs.path.join("which")).unwrap(), "79");
+        assert!(rootfs.path.join("only-0").exists());
+        assert!(fs::write(rootfs.path.join("x"), b"").is_err(), "read-only");
+        dir.remove("deep").unwrap();
+        assert!(!rootfs.path.exists());
     }
 
     #[test]

@@ -63,6 +63,9 @@ pub struct ImageStore {
 }
 
 struct Inner {
+    /// Held for the store's life: cleaning `tmp/` at open would destroy a
+    /// second process's downloads in flight.
+    _lock: nix::fcntl::Flock<std::fs::File>,
     root: PathBuf,
     registries: RegistriesConfig,
     blobs: BlobStore,
@@ -302,6 +305,15 @@ impl Inner {
             let dir = root.join(sub);
             std::fs::create_dir_all(&dir).map_err(io(&dir, "create"))?;
         }
+        let lock_path = root.join("lock");
+        let lock_file = std::fs::File::create(&lock_path).map_err(io(&lock_path, "create"))?;
+        let lock = nix::fcntl::Flock::lock(lock_file, nix::fcntl::FlockArg::LockExclusiveNonblock)
+            .map_err(|(_, errno)| match errno {
+                nix::errno::Errno::EWOULDBLOCK => Error::Locked {
+                    path: lock_path.clone(),
+                },
+                other => io(&lock_path, "lock")(other.into()),
+            })?;
         let tmp = root.join("tmp");
         for entry in std::fs::read_dir(&tmp).map_err(io(&tmp, "list"))? {
             let path = entry.map_err(io(&tmp, "list"))?.path();
@@ -322,6 +334,7 @@ impl Inner {
             state.insert(record.id.clone(), (record, config));
         }
         let inner = Self {
+            _lock: lock,
             blobs,
             layers: LayerStore::new(&root),
             metadata,

@@ -206,3 +206,16 @@ async fn reopening_keeps_images_and_cleans_partial_files() {
     assert!(!orphan_blob.exists());
     assert_eq!(store.list(), vec![image]);
 }
+
+#[tokio::test]
+async fn a_second_open_of_the_same_root_is_refused() {
+    let (dir, store) = store().await;
+    let root = dir.path().join("store");
+    let err = ImageStore::open(&root, registries()).await.err().unwrap();
+    assert!(
+        err.to_string().contains("in use by another process"),
+        "{err}"
+    );
+    drop(store);
+    ImageStore::open(&root, registries()).await.unwrap();
+}
