@@ -104,7 +104,7 @@ fn lying_registry(path: &str) -> fake_registry::Response {
 
 #[tokio::test]
 async fn digest_mismatch_is_refused() {
-    let address = fake_registry::serve(lying_registry).await;
+    let address = fake_registry::serve(lying_registry, None).await;
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("store");
     let store = ImageStore::open(&root, fake_registry::insecure(&address))
@@ -132,7 +132,7 @@ fn locked_registry(_path: &str) -> fake_registry::Response {
 
 #[tokio::test]
 async fn unauthorized_is_reported() {
-    let address = fake_registry::serve(locked_registry).await;
+    let address = fake_registry::serve(locked_registry, None).await;
     let dir = tempfile::tempdir().unwrap();
     let store = ImageStore::open(dir.path().join("s"), fake_registry::insecure(&address))
         .await

@@ -2,15 +2,20 @@
 //! misbehaves in ways the real one cannot be made to (wrong bytes, 401s), or
 //! that counts requests.
 
+use image_store::blob_store::sha256_digest;
 use image_store::{RegistriesConfig, RegistryConfig};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::OnceLock;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
 /// What the fake registry answers: status, headers, body.
 pub type Response = (u16, Vec<(&'static str, String)>, Vec<u8>);
 
-/// A one-shot-per-connection HTTP server answering from `route`.
-pub async fn serve(route: fn(&str) -> Response) -> String {
+/// A one-shot-per-connection HTTP server answering from `route`; with
+/// `required_auth`, requests without exactly that `Authorization` header get
+/// a 401 with a Basic challenge instead.
+pub async fn serve(route: fn(&str) -> Response, required_auth: Option<&'static str>) -> String {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap().to_string();
     tokio::spawn(async move {
@@ -25,7 +30,23 @@ pub async fn serve(route: fn(&str) -> Response) -> String {
                 let path = request.split_whitespace().nth(1).unwrap_or("/").to_string();
                 // Slow enough that concurrent pulls overlap.
                 tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                let (status, headers, body) = route(&path);
+                let authorized = required_auth.is_none_or(|wanted| {
+                    request.lines().any(|line| {
+                        line.split_once(':').is_some_and(|(k, v)| {
+                            k.eq_ignore_ascii_case("authorization") && v.trim() == wanted
+                        })
+                    })
+                });
+                let (status, headers, body) = if authorized {
+                    route(&path)
+                } else {
+                    (
+                        401,
+                        vec![("WWW-Authenticate", "Basic realm=\"fake\"".to_string())],
+                        br#"{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}"#
+                            .to_vec(),
+                    )
+                };
                 let mut response = format!(
                     "HTTP/1.1 {status} X\r\nContent-Length: {}\r\nConnection: close\r\n",
                     body.len()
@@ -50,5 +71,79 @@ pub fn insecure(address: &str) -> RegistriesConfig {
             mirrors: vec![],
             insecure: true,
         }],
+    }
+}
+
+/// Manifest requests [`tiny_registry`] answered.
+pub static MANIFEST_GETS: AtomicUsize = AtomicUsize::new(0);
+/// Blob requests [`tiny_registry`] answered.
+pub static BLOB_GETS: AtomicUsize = AtomicUsize::new(0);
+
+/// A one-layer image: its manifest, config and layer (a file `hi`).
+pub struct Tiny {
+    pub manifest: Vec<u8>,
+    pub config: Vec<u8>,
+    pub layer: Vec<u8>,
+}
+
+/// The tiny image, built once.
+pub fn tiny() -> &'static Tiny {
+    static TINY: OnceLock<Tiny> = OnceLock::new();
+    TINY.get_or_init(|| {
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Regular);
+        h.set_mode(0o644);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_size(3);
+        b.append_data(&mut h, "hi", b"hi\n".as_slice()).unwrap();
+        let layer = b.into_inner().unwrap();
+        let config = serde_json::to_vec(&serde_json::json!({
+            "architecture": "amd64", "os": "linux",
+            "rootfs": {"type": "layers", "diff_ids": [sha256_digest(&layer)]},
+        }))
+        .unwrap();
+        let manifest = serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                       "digest": sha256_digest(&config), "size": config.len()},
+            "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar",
+                        "digest": sha256_digest(&layer), "size": layer.len()}],
+        }))
+        .unwrap();
+        Tiny {
+            manifest,
+            config,
+            layer,
+        }
+    })
+}
+
+/// Serves [`tiny`] under any repository and tag, counting requests.
+pub fn tiny_registry(path: &str) -> Response {
+    let t = tiny();
+    if path == "/v2/" {
+        return (200, vec![], vec![]);
+    }
+    if path.contains("/manifests/") {
+        MANIFEST_GETS.fetch_add(1, Ordering::SeqCst);
+        return (
+            200,
+            vec![(
+                "Content-Type",
+                "application/vnd.oci.image.manifest.v1+json".into(),
+            )],
+            t.manifest.clone(),
+        );
+    }
+    BLOB_GETS.fetch_add(1, Ordering::SeqCst);
+    if path.ends_with(&sha256_digest(&t.config)) {
+        (200, vec![], t.config.clone())
+    } else if path.ends_with(&sha256_digest(&t.layer)) {
+        (200, vec![], t.layer.clone())
+    } else {
+        (404, vec![], vec![])
     }
 }
