@@ -21,7 +21,7 @@ async fn log_lines_partials_and_exit_code() {
     );
     let m = h.spawn(&id, &spec).await.unwrap();
     assert!(alive(m.monitor_pid()) && alive(m.container_pid()));
-    h.runtime.start(&id).await.unwrap();
+    m.start().await.unwrap();
     let exit = m.wait().await.unwrap();
     assert_eq!((exit.exit_code, exit.signal), (3, 0));
 

@@ -71,6 +71,11 @@ impl MonitorClient {
         Ok(client)
     }
 
+    /// Starts the container through its monitor (see [`super::Monitor::start`]).
+    pub async fn start(&mut self) -> Result<()> {
+        self.expect_ok(Request::Start).await
+    }
+
     /// Asks for the container's state.
     pub async fn state(&mut self) -> Result<ContainerStatus> {
         let reply = self.round_trip(&Request::State.to_line()).await?;

@@ -14,6 +14,7 @@
 //!
 //! | request            | reply                                                   |
 //! |--------------------|---------------------------------------------------------|
+//! | `start`            | `ok` once the runtime's `start` succeeded, or `error <reason>` |
 //! | `state`            | `running <container pid>` or `exited <code> <signal> <finished_at_unix_nanos>` |
 //! | `wait`             | `exited <code> <signal> <finished_at_unix_nanos>` once the container has exited |
 //! | `reopen_log`       | `ok` once the log file was reopened (after rotation), or `error <reason>` |
@@ -130,6 +131,9 @@ impl ExitRecord {
 /// A request line from the daemon.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Request {
+    /// Run the runtime's `start` (runsc takes a joining container's stdio
+    /// from the `start` process, so the monitor must run it).
+    Start,
     /// Ask for the container state.
     State,
     /// Reply when the container has exited.
@@ -151,6 +155,7 @@ impl Request {
     /// The request line, without newline.
     pub fn to_line(&self) -> String {
         match self {
+            Request::Start => "start".into(),
             Request::State => "state".into(),
             Request::Wait => "wait".into(),
             Request::ReopenLog => "reopen_log".into(),
@@ -163,6 +168,7 @@ impl Request {
     pub fn parse(line: &str) -> Option<Self> {
         let mut words = line.split_ascii_whitespace();
         let req = match words.next()? {
+            "start" => Request::Start,
             "state" => Request::State,
             "wait" => Request::Wait,
             "reopen_log" => Request::ReopenLog,

@@ -179,6 +179,30 @@ impl Monitor {
         MonitorClient::connect(&self.id, &self.state_dir.join(protocol::SOCKET_NAME)).await
     }
 
+    /// Starts the created container: the monitor runs the runtime's `start`.
+    ///
+    /// Prefer this to [`crate::runtime::OciRuntime::start`]: gVisor hands a
+    /// container joining a pod sandbox the stdio of the `start` process, which
+    /// only the monitor holds.
+    pub async fn start(&self) -> Result<()> {
+        self.connect().await?.start().await.map_err(|e| match e {
+            Error::Monitor { reason, .. } => {
+                let log = crate::runtime::read_runtime_log(
+                    &self.state_dir.join(protocol::RUNTIME_LOG_NAME),
+                );
+                Error::monitor(
+                    &self.id,
+                    if log.is_empty() {
+                        reason
+                    } else {
+                        format!("{reason}; runtime log: {log}")
+                    },
+                )
+            }
+            other => other,
+        })
+    }
+
     /// Waits for the container to exit and returns how it ended.
     ///
     /// Works however late it is called: a monitor that already exited left

@@ -19,6 +19,10 @@ pub struct ContainerIo {
     pub stdin: Option<OwnedFd>,
     /// The terminal master, for resizing.
     pub terminal: Option<OwnedFd>,
+    /// The container's ends of the stdio pipes (stdin, stdout, stderr), kept
+    /// only for runtimes that take a joining container's stdio at `start`
+    /// (runsc) rather than at `create`.
+    pub held: Option<[OwnedFd; 3]>,
 }
 
 /// Runs `<runtime> <args> create ...` and returns the container's init pid
@@ -29,10 +33,25 @@ pub fn create(args: &Args) -> Result<(libc::pid_t, ContainerIo), String> {
     let (err_r, err_w) = sys::pipe().map_err(|e| format!("pipe: {e}"))?;
     let (in_r, in_w) = if args.stdin && !args.terminal {
         let (r, w) = sys::pipe().map_err(|e| format!("pipe: {e}"))?;
-        (Stdio::from(r), Some(w))
+        (Some(r), Some(w))
     } else {
-        (Stdio::null(), None)
+        (None, None)
     };
+    let dup = |fd: &OwnedFd| fd.try_clone().map_err(|e| format!("dup: {e}"));
+    let null = || {
+        std::fs::File::open("/dev/null")
+            .map(OwnedFd::from)
+            .map_err(|e| format!("/dev/null: {e}"))
+    };
+    let held = [
+        match &in_r {
+            Some(r) => dup(r)?,
+            None => null()?,
+        },
+        dup(&out_w)?,
+        dup(&err_w)?,
+    ];
+    let in_r = in_r.map_or_else(Stdio::null, Stdio::from);
 
     let mut cmd = Command::new(&args.runtime);
     cmd.args(&args.runtime_args)
@@ -121,21 +140,20 @@ pub fn create(args: &Args) -> Result<(libc::pid_t, ContainerIo), String> {
         .map_err(|e| format!("pid file {}: {e}", pid_file.display()))?;
 
     let io = match master {
-        Some(m) => {
-            let dup = |fd: &OwnedFd| fd.try_clone().map_err(|e| format!("dup: {e}"));
-            ContainerIo {
-                stdout: Some(dup(&m)?),
-                stderr: Some(err_r),
-                stdin: if args.stdin { Some(dup(&m)?) } else { None },
-                terminal: Some(m),
-            }
-        }
+        Some(m) => ContainerIo {
+            stdout: Some(dup(&m)?),
+            stderr: Some(err_r),
+            stdin: if args.stdin { Some(dup(&m)?) } else { None },
+            terminal: Some(m),
+            held: None,
+        },
         None if args.terminal => return Err("runtime never sent the terminal".into()),
         None => ContainerIo {
             stdout: Some(out_r),
             stderr: Some(err_r),
             stdin: in_w,
             terminal: None,
+            held: Some(held),
         },
     };
     Ok((pid, io))

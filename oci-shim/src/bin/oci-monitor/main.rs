@@ -10,6 +10,7 @@ mod args;
 mod console;
 mod create;
 mod cri_log;
+mod runtime_wait;
 mod serve;
 mod sys;
 mod timestamp;
@@ -101,7 +102,26 @@ fn run(args: &args::Args) -> Result<(), String> {
     };
     report(&format!("ready {pid} {}", std::process::id()), true);
 
-    let mut monitor = serve::Monitor::new(pid, log, io, listener, sigchld, args.stdin_once);
+    let mut io = io;
+    let foreign = !runtime_wait::is_our_child(pid);
+    if !foreign {
+        // Our child got its stdio at create: drop our copies so EOF comes.
+        io.held = None;
+    }
+    let start = serve::StartCommand {
+        runtime: args.runtime.clone(),
+        args: args.runtime_args.clone(),
+        id: args.id.clone(),
+    };
+    let mut monitor = serve::Monitor::new(pid, log, io, listener, sigchld, args.stdin_once, start);
+    if foreign {
+        monitor.wait_with_runtime(runtime_wait::RuntimeWait {
+            runtime: args.runtime.clone(),
+            args: args.runtime_args.clone(),
+            id: args.id.clone(),
+            out: args.state_dir.join("runtime-wait.json"),
+        });
+    }
     let record = match monitor.run() {
         Ok(r) => r,
         Err(e) => {

@@ -3,6 +3,7 @@
 
 use crate::create::ContainerIo;
 use crate::cri_log::{CriLog, Stream};
+use crate::runtime_wait::RuntimeWait;
 use crate::sys;
 use crate::timestamp::now_nanos;
 use oci_shim::monitor::protocol::{
@@ -19,6 +20,8 @@ const MAX_REQUEST: usize = 512;
 /// How long output may keep flowing after init exited (processes outside its
 /// PID namespace can hold the pipes forever).
 const DRAIN_GRACE: Duration = Duration::from_secs(2);
+/// Pause between attempts to run `runtime wait`.
+const WAITER_RETRY: Duration = Duration::from_millis(200);
 /// A client that cannot take a reply within this is dropped, never waited for.
 const CLIENT_WRITE_TIMEOUT: Duration = Duration::from_millis(200);
 
@@ -32,7 +35,62 @@ struct Client {
     input_closed: bool,
 }
 
+/// How to run the runtime's `start` for this container.
+pub struct StartCommand {
+    pub runtime: std::path::PathBuf,
+    pub args: Vec<String>,
+    pub id: String,
+}
+
+impl StartCommand {
+    /// Runs `start`, handing the container the held stdio if there is any.
+    fn run(&self, held: Option<[OwnedFd; 3]>) -> Result<(), String> {
+        use std::process::{Command, Stdio};
+        let mut cmd = Command::new(&self.runtime);
+        cmd.args(&self.args).arg("start").arg(&self.id);
+        let capture = held.is_none();
+        match held {
+            Some([i, o, e]) => {
+                cmd.stdin(Stdio::from(i))
+                    .stdout(Stdio::from(o))
+                    .stderr(Stdio::from(e));
+            }
+            None => {
+                cmd.stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::piped());
+            }
+        }
+        // SAFETY: only sigprocmask between fork and exec.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(&mut cmd, sys::unblock_signals);
+        }
+        let child = cmd
+            .spawn()
+            .map_err(|e| format!("cannot run {}: {e}", self.runtime.display()))?;
+        let pid = child.id() as libc::pid_t;
+        let mut err = String::new();
+        if let (true, Some(mut e)) = (capture, child.stderr) {
+            let _ = e.read_to_string(&mut err);
+        }
+        // Reaped here, not by the loop: SIGCHLD is blocked and this is the only
+        // waitpid for this pid.
+        let mut status = 0;
+        // SAFETY: valid out pointer.
+        while unsafe { libc::waitpid(pid, &mut status, 0) } < 0 {
+            if io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
+                return Err("waitpid on start failed".into());
+            }
+        }
+        match sys::decode_wait_status(status) {
+            (0, _) => Ok(()),
+            (code, _) => Err(format!("start failed (exit status {code}): {}", err.trim())),
+        }
+    }
+}
+
 pub struct Monitor {
+    start: StartCommand,
     pub container_pid: libc::pid_t,
     pub log: CriLog,
     pub io: ContainerIo,
@@ -41,6 +99,9 @@ pub struct Monitor {
     pub stdin_once: bool,
     clients: Vec<Client>,
     exit: Option<ExitRecord>,
+    /// For a container that is not our child: the `runtime wait` helper,
+    /// its pid, and when to restart it after it failed.
+    waiter: Option<(RuntimeWait, Option<libc::pid_t>, Option<Instant>)>,
     buf: Box<[u8]>,
 }
 
@@ -52,8 +113,10 @@ impl Monitor {
         listener: UnixListener,
         sigchld: OwnedFd,
         stdin_once: bool,
+        start: StartCommand,
     ) -> Monitor {
         Monitor {
+            start,
             container_pid,
             log,
             io,
@@ -62,7 +125,31 @@ impl Monitor {
             stdin_once,
             clients: Vec::new(),
             exit: None,
+            waiter: None,
             buf: vec![0u8; 8192].into_boxed_slice(),
+        }
+    }
+
+    /// Learns the exit through `runtime wait` instead of waitpid.
+    pub fn wait_with_runtime(&mut self, waiter: RuntimeWait) {
+        self.waiter = Some((waiter, None, Some(Instant::now())));
+    }
+
+    /// Starts the runtime waiter when it is due.
+    fn tend_waiter(&mut self) {
+        if self.exit.is_some() {
+            return;
+        }
+        if let Some((w, pid, due)) = &mut self.waiter {
+            if pid.is_none() && due.is_some_and(|d| Instant::now() >= d) {
+                match w.spawn() {
+                    Ok(p) => (*pid, *due) = (Some(p), None),
+                    Err(e) => {
+                        eprintln!("oci-monitor: runtime wait: {e}");
+                        *due = Some(Instant::now() + WAITER_RETRY);
+                    }
+                }
+            }
         }
     }
 
@@ -107,7 +194,13 @@ impl Monitor {
                     c.stream.as_raw_fd()
                 });
             }
-            let timeout = if self.exit.is_some() { 100 } else { -1 };
+            self.tend_waiter();
+            let waiter_due = self.waiter.as_ref().is_some_and(|w| w.2.is_some());
+            let timeout = if self.exit.is_some() || waiter_due {
+                100
+            } else {
+                -1
+            };
             sys::poll(&mut fds, timeout)?;
             let ready = |i: usize| fds[i].revents != 0;
             if ready(0) {
@@ -148,7 +241,30 @@ impl Monitor {
 
     fn reap(&mut self) {
         while let Some((pid, status)) = sys::reap_any() {
-            if pid == self.container_pid {
+            if let Some((w, waiter_pid @ Some(_), due)) = &mut self.waiter {
+                if *waiter_pid == Some(pid) {
+                    *waiter_pid = None;
+                    match w.result() {
+                        Some(code) => {
+                            // runsc reports 128+signal for killed processes.
+                            let signal = if (129..=128 + 64).contains(&code) {
+                                code - 128
+                            } else {
+                                0
+                            };
+                            self.exit = Some(ExitRecord {
+                                exit_code: code,
+                                signal,
+                                finished_at_unix_nanos: now_nanos(),
+                            });
+                        }
+                        // Not started yet, or the runtime hiccuped: ask again.
+                        None => *due = Some(Instant::now() + WAITER_RETRY),
+                    }
+                    continue;
+                }
+            }
+            if pid == self.container_pid && self.waiter.is_none() {
                 let (exit_code, signal) = sys::decode_wait_status(status);
                 self.exit = Some(ExitRecord {
                     exit_code,
@@ -294,6 +410,13 @@ impl Monitor {
                 },
                 None => "error no-terminal\n".to_owned(),
             },
+            Some(Request::Start) => {
+                let held = self.io.held.take();
+                match self.start.run(held) {
+                    Ok(()) => "ok\n".to_owned(),
+                    Err(e) => format!("error {}\n", one_line(&e)),
+                }
+            }
             Some(Request::Attach) => {
                 client.attached = true;
                 "ok\n".to_owned()
