@@ -27,5 +27,8 @@ fuzz_target!(|data: &[u8]| {
         .collect();
     names.sort();
     assert_eq!(names, ["layer", "sentinel"], "something escaped the layer");
-    assert_eq!(fs::read(dir.path().join("sentinel")).expect("sentinel"), b"untouched");
+    assert_eq!(
+        fs::read(dir.path().join("sentinel")).expect("sentinel"),
+        b"untouched"
+    );
 });
