@@ -31,6 +31,7 @@ const WHITEOUT_PREFIX: &str = ".wh.";
 const OPAQUE_MARKER: &str = ".wh..wh..opq";
 const OPAQUE_XATTR: &str = "trusted.overlay.opaque";
 const PAX_XATTR_PREFIX: &str = "SCHILY.xattr.";
+const OVERLAY_XATTR_PREFIX: &str = "trusted.overlay.";
 
 /// How a layer blob is compressed, from its media type.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -533,9 +534,23 @@ fn apply<R: Read>(
         for ext in extensions {
             let ext = ext.map_err(UnpackError::Read)?;
             let Ok(key) = ext.key() else { continue };
-            if let Some(attr) = key.strip_prefix(PAX_XATTR_PREFIX) {
-                set_xattr_at(&parent, Some(n), attr, ext.value_bytes())
-                    .map_err(fail("set xattr"))?;
+            let Some(attr) = key.strip_prefix(PAX_XATTR_PREFIX) else {
+                continue;
+            };
+            // overlayfs reads its own attributes (opaque, redirect, metacopy)
+            // from lower layers; only our whiteout conversion may set them.
+            if attr.starts_with(OVERLAY_XATTR_PREFIX) {
+                tracing::warn!(entry = %shown, %attr, "ignoring overlayfs xattr from archive");
+                continue;
+            }
+            match set_xattr_at(&parent, Some(n), attr, ext.value_bytes()) {
+                Ok(()) => {}
+                // The kernel refuses `user.` attributes on symlinks; losing
+                // one there is better than failing the whole image.
+                Err(errno) if kind == tar::EntryType::Symlink => {
+                    tracing::warn!(entry = %shown, %attr, %errno, "xattr on symlink not kept");
+                }
+                Err(errno) => return Err(fail("set xattr")(errno)),
             }
         }
     }
@@ -651,8 +666,11 @@ mod tests {
         let mut h = header(tar::EntryType::Regular, 0o4755, 5);
         h.set_uid(1234);
         h.set_gid(5678);
-        b.append_pax_extensions([("SCHILY.xattr.user.test", b"v".as_slice())])
-            .unwrap();
+        b.append_pax_extensions([
+            ("SCHILY.xattr.user.test", b"v".as_slice()),
+            ("SCHILY.xattr.trusted.overlay.redirect", b"/etc".as_slice()),
+        ])
+        .unwrap();
         b.append_data(&mut h, "d/suid", b"hello".as_slice())
             .unwrap();
         let mut h = header(tar::EntryType::Symlink, 0o777, 0);
@@ -677,6 +695,11 @@ mod tests {
         assert_eq!(
             xattr::get(sb.layer.join("d/suid"), "user.test").unwrap(),
             Some(b"v".to_vec())
+        );
+        assert_eq!(
+            xattr::get(sb.layer.join("d/suid"), "trusted.overlay.redirect").unwrap(),
+            None,
+            "overlay attributes from archives are dropped"
         );
         assert_eq!(
             fs::metadata(sb.layer.join("d"))

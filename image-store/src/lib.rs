@@ -37,6 +37,8 @@
 //! # Ok(()) }
 //! ```
 
+#![warn(missing_docs)]
+
 pub mod blob_store;
 mod credentials;
 mod error;

@@ -205,6 +205,9 @@ impl ImageStore {
         container_id: &str,
         readonly: bool,
     ) -> Result<RootFs> {
+        // Shared with pulls, exclusive with removal: the image's layers
+        // cannot be collected between the lookup and the mount.
+        let _shared = self.inner.gc.read().await;
         let (id, lower) = {
             let state = lock(&self.inner.state);
             let id = find(&state, image_id)?.ok_or_else(|| Error::NotFound(image_id.into()))?;
