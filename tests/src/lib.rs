@@ -1,6 +1,14 @@
 //! End-to-end tests against the real daemon.
 //!
-//! The tests in `tests/tests/` start the real `cri-server` as root with real
-//! runc, runsc, CNI plugins and the local registry, and speak CRI over gRPC
-//! with the `k8s-cri` client types. This library will hold what those tests
-//! share: starting and stopping the daemon, a CRI client, and fixtures.
+//! The tests in `tests/tests/` start the real `cri-server` binary as root with
+//! real runc, runsc, CNI plugins and the local registry, and speak CRI over
+//! gRPC with the `k8s-cri` client types. This library holds what they share:
+//! starting and stopping a daemon on a private socket and state directories,
+//! and connecting a CRI client to it.
+//!
+//! The binaries are found beside the test executable (`target/<profile>/`);
+//! `cargo xtask ci` builds them before running the tests.
+
+pub mod daemon;
+
+pub use daemon::Daemon;

@@ -33,6 +33,9 @@ pub fn run(root: &Path) -> Result<()> {
             .env("RUSTDOCFLAGS", "-D warnings"),
     )?;
     fixtures::prepare(root)?;
+    // The end-to-end tests run the workspace's binaries (the daemon, the
+    // monitor) from target/debug, which `cargo test` alone does not build.
+    exec(cargo().args(["build", "--workspace", "--bins"]))?;
     exec(cargo().args(["test", "--workspace"]))?;
     Ok(())
 }

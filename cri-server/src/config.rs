@@ -1,0 +1,363 @@
+//! The daemon's configuration: a TOML file whose key names are a contract with
+//! operators and tooling, and the embedded default used when no file is given.
+//!
+//! Unknown keys are refused rather than ignored, so a typo never silently
+//! falls back to a default.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use trust_policy::{PrivilegedUntrusted, TrustConfig, TrustPolicy, WorkloadTrust};
+
+/// The whole configuration file.
+///
+/// # Examples
+///
+/// ```
+/// use cri_server::config::Config;
+///
+/// let config: Config = toml::from_str("socket = \"/tmp/cri.sock\"").unwrap();
+/// assert_eq!(config.socket.to_str(), Some("/tmp/cri.sock"));
+/// assert_eq!(config.runtime.default_handler, "runc");
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// The unix socket the gRPC server listens on.
+    pub socket: PathBuf,
+    /// Persistent state: images, pod and container records.
+    pub root: PathBuf,
+    /// Runtime state that does not survive a reboot: bundles, monitors, netns pins.
+    pub state: PathBuf,
+    /// OCI runtimes and the trust policy.
+    pub runtime: RuntimeConfig,
+    /// Images and registries.
+    pub image: ImageConfig,
+    /// Pod networking.
+    pub network: NetworkConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            socket: PathBuf::from("/run/cri-server/cri-server.sock"),
+            root: PathBuf::from("/var/lib/cri-server"),
+            state: PathBuf::from("/run/cri-server"),
+            runtime: RuntimeConfig::default(),
+            image: ImageConfig::default(),
+            network: NetworkConfig::default(),
+        }
+    }
+}
+
+/// The `[runtime]` table: the trust policy's keys and the handlers themselves.
+///
+/// The four policy keys keep the names operators know; their values are the
+/// `trust-policy` crate's types, so a bad value is refused while parsing.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RuntimeConfig {
+    /// The handler trusted workloads run on.
+    pub default_handler: String,
+    /// The handler untrusted workloads run on; empty means none is configured.
+    pub untrusted_handler: String,
+    /// The trust of a pod that carries no hint.
+    pub default_workload_trust: WorkloadTrust,
+    /// What happens to a privileged pod that is untrusted.
+    pub privileged_untrusted: PrivilegedUntrusted,
+    /// Every runtime handler, by name (the name RuntimeClass refers to).
+    pub handlers: BTreeMap<String, HandlerConfig>,
+}
+
+impl RuntimeConfig {
+    /// The trust policy's view of this table.
+    pub fn trust_config(&self) -> TrustConfig {
+        TrustConfig {
+            default_handler: self.default_handler.clone(),
+            untrusted_handler: Some(self.untrusted_handler.clone()).filter(|h| !h.is_empty()),
+            default_workload_trust: self.default_workload_trust,
+            privileged_untrusted: self.privileged_untrusted,
+        }
+    }
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        let mut handlers = BTreeMap::new();
+        handlers.insert(
+            "runc".to_string(),
+            HandlerConfig {
+                path: PathBuf::from("/usr/sbin/runc"),
+                args: Vec::new(),
+            },
+        );
+        handlers.insert(
+            "runsc".to_string(),
+            HandlerConfig {
+                path: PathBuf::from("/usr/bin/runsc"),
+                // gVisor's own network stack and its KVM platform do not work
+                // on this kernel; host network and ptrace do.
+                args: vec!["--network=host".into(), "--platform=ptrace".into()],
+            },
+        );
+        RuntimeConfig {
+            default_handler: "runc".into(),
+            untrusted_handler: "runsc".into(),
+            default_workload_trust: WorkloadTrust::Trusted,
+            privileged_untrusted: PrivilegedUntrusted::TrustedRuntime,
+            handlers,
+        }
+    }
+}
+
+/// One `[runtime.handlers.NAME]` table: a runc-compatible command-line runtime.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HandlerConfig {
+    /// The runtime binary.
+    pub path: PathBuf,
+    /// Global arguments given before every subcommand.
+    #[serde(default)]
+    pub args: Vec<String>,
+}
+
+/// The `[image]` table.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ImageConfig {
+    /// The image infra containers run; empty means the built-in pause program,
+    /// which needs no pull.
+    pub pause_image: String,
+    /// Registry mirrors and insecure registries, by reference prefix.
+    pub registries: Vec<RegistryConfig>,
+}
+
+impl Default for ImageConfig {
+    fn default() -> Self {
+        ImageConfig {
+            pause_image: String::new(),
+            registries: vec![RegistryConfig {
+                prefix: "registry.k8s.io".into(),
+                mirrors: vec!["127.0.0.1:5000".into()],
+                insecure: true,
+            }],
+        }
+    }
+}
+
+/// One `[[image.registries]]` entry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistryConfig {
+    /// The reference prefix this entry applies to, e.g. `registry.k8s.io`.
+    pub prefix: String,
+    /// Mirrors tried in order before the registry itself.
+    #[serde(default)]
+    pub mirrors: Vec<String>,
+    /// Whether plain HTTP is allowed for the registry and its mirrors.
+    #[serde(default)]
+    pub insecure: bool,
+}
+
+/// The `[network]` table.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NetworkConfig {
+    /// Where CNI network configurations are read from.
+    pub conf_dir: PathBuf,
+    /// Where CNI plugin binaries are searched, in order.
+    pub plugin_dirs: Vec<PathBuf>,
+}
+
+impl Default for NetworkConfig {
+    fn default() -> Self {
+        NetworkConfig {
+            conf_dir: PathBuf::from("/etc/cni/net.d"),
+            plugin_dirs: vec![PathBuf::from("/usr/lib/cni"), PathBuf::from("/opt/cni/bin")],
+        }
+    }
+}
+
+/// Why a configuration cannot be used. Each message is one line that names
+/// the key or path at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why it could not be read.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for this schema (an unknown key among others).
+    #[error("config file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message, folded onto one line.
+        message: String,
+    },
+    /// A key holds a value that is not allowed.
+    #[error("config key {key}: {message}")]
+    Invalid {
+        /// The dotted key, e.g. `runtime.default_handler`.
+        key: String,
+        /// What is wrong with it.
+        message: String,
+    },
+}
+
+impl Config {
+    /// Reads and validates the file at `path`, or returns the embedded default
+    /// when `path` is `None`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use cri_server::config::Config;
+    ///
+    /// let config = Config::load(None).unwrap();
+    /// assert_eq!(config, Config::default());
+    /// ```
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        let config = match path {
+            None => Config::default(),
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.to_path_buf(),
+                    source,
+                })?;
+                Config::parse(&text).map_err(|message| ConfigError::Parse {
+                    path: path.to_path_buf(),
+                    message,
+                })?
+            }
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Parses TOML text, folding the parser's message onto one line.
+    fn parse(text: &str) -> Result<Config, String> {
+        toml::from_str(text).map_err(|e| {
+            e.to_string()
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+    }
+
+    /// Checks what the schema alone cannot: handler names refer to
+    /// configured handlers and the default handler's binary exists. Other
+    /// handlers with a missing binary are allowed, and reported by Status.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key: &str, message: String| ConfigError::Invalid {
+            key: key.to_string(),
+            message,
+        };
+        let runtime = &self.runtime;
+        TrustPolicy::new(runtime.trust_config(), runtime.handlers.keys().cloned()).map_err(
+            |e| match e {
+                trust_policy::ConfigError::UnknownHandler { key, .. } => {
+                    invalid(&format!("runtime.{key}"), e.to_string())
+                }
+                other => invalid("runtime", other.to_string()),
+            },
+        )?;
+        let default_name = &runtime.default_handler;
+        if let Some(default) = runtime.handlers.get(default_name) {
+            if !default.path.is_file() {
+                return Err(invalid(
+                    &format!("runtime.handlers.{default_name}.path"),
+                    format!("runtime binary {} does not exist", default.path.display()),
+                ));
+            }
+        }
+        for key in ["socket", "root", "state"] {
+            let path = match key {
+                "socket" => &self.socket,
+                "root" => &self.root,
+                _ => &self.state,
+            };
+            if !path.is_absolute() {
+                return Err(invalid(
+                    key,
+                    format!("{} is not an absolute path", path.display()),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The configuration as TOML, as `cri-server config` prints it.
+    pub fn to_toml(&self) -> String {
+        // Serializing plain structs of strings, paths and maps cannot fail.
+        toml::to_string_pretty(self).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_round_trips_through_toml() {
+        let text = Config::default().to_toml();
+        assert_eq!(Config::parse(&text).unwrap(), Config::default());
+    }
+
+    #[test]
+    fn unknown_runtime_key_is_refused_naming_it() {
+        let err = Config::parse("[runtime]\nbogus = 1\n").unwrap_err();
+        assert!(err.contains("bogus"), "{err}");
+    }
+
+    #[test]
+    fn unknown_key_is_refused_naming_it() {
+        let err = Config::parse("[runtime]\ndefault_handlr = \"runc\"\n").unwrap_err();
+        assert!(err.contains("default_handlr"), "{err}");
+        assert!(!err.contains('\n'));
+    }
+
+    #[test]
+    fn unknown_default_handler_is_refused() {
+        let mut config = Config::default();
+        config.runtime.default_handler = "kata".into();
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("runtime.default_handler"), "{err}");
+        assert!(err.contains("runc, runsc"), "{err}");
+    }
+
+    #[test]
+    fn missing_default_runtime_binary_is_refused() {
+        let mut config = Config::default();
+        config.runtime.handlers.get_mut("runc").unwrap().path = "/nonexistent/runc".into();
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("runtime.handlers.runc.path"), "{err}");
+    }
+
+    #[test]
+    fn missing_untrusted_binary_is_allowed() {
+        let mut config = Config::default();
+        if !config.runtime.handlers["runc"].path.is_file() {
+            return; // needs `cargo xtask setup`; covered by CI.
+        }
+        config.runtime.handlers.get_mut("runsc").unwrap().path = "/nonexistent/runsc".into();
+        config.validate().unwrap();
+    }
+
+    #[test]
+    fn bad_trust_values_are_refused() {
+        let err = Config::parse("[runtime]\ndefault_workload_trust = \"maybe\"\n").unwrap_err();
+        assert!(err.contains("maybe"), "{err}");
+    }
+
+    #[test]
+    fn unreadable_file_names_the_path() {
+        let err = Config::load(Some(Path::new("/nonexistent/cri.toml"))).unwrap_err();
+        assert!(err.to_string().contains("/nonexistent/cri.toml"));
+    }
+}

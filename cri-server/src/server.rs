@@ -1,0 +1,51 @@
+//! Serving CRI over the unix socket until SIGTERM or SIGINT.
+
+use crate::config::Config;
+use crate::image_service::ImageService;
+use crate::runtime_service::RuntimeService;
+use crate::socket;
+use k8s_cri::v1::image_service_server::ImageServiceServer;
+use k8s_cri::v1::runtime_service_server::RuntimeServiceServer;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio_stream::wrappers::UnixListenerStream;
+
+/// Why the daemon stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The socket could not be bound.
+    #[error(transparent)]
+    Socket(#[from] socket::SocketError),
+    /// A signal handler could not be installed.
+    #[error("installing signal handlers: {0}")]
+    Signals(std::io::Error),
+    /// The gRPC server failed.
+    #[error("gRPC server: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// Serves the RuntimeService and ImageService on `config.socket`.
+///
+/// Returns after SIGTERM or SIGINT once in-flight requests have finished.
+/// Containers are not touched on the way out: they outlive the daemon.
+pub async fn serve(config: Config) -> Result<(), ServeError> {
+    let listener = socket::bind(&config.socket).await?;
+    let mut term = signal(SignalKind::terminate()).map_err(ServeError::Signals)?;
+    let mut int = signal(SignalKind::interrupt()).map_err(ServeError::Signals)?;
+    let shutdown = async move {
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+            _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+        }
+    };
+    tracing::info!(socket = %config.socket.display(), "serving CRI v1");
+    let socket_path = config.socket.clone();
+    let result = tonic::transport::Server::builder()
+        .trace_fn(|request| tracing::info_span!("rpc", method = %request.uri().path()))
+        .add_service(RuntimeServiceServer::new(RuntimeService::new(config)))
+        .add_service(ImageServiceServer::new(ImageService))
+        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
+        .await;
+    // A socket file left behind would look like a crashed daemon's; remove it.
+    let _ = std::fs::remove_file(&socket_path);
+    result.map_err(ServeError::from)
+}

@@ -1,0 +1,117 @@
+//! critest "Runtime info": version info and runtime conditions, plus the
+//! daemon's command line and socket handling.
+
+use k8s_cri::v1 as cri;
+use tests::daemon::{run_cli, Daemon};
+
+#[tokio::test]
+async fn returns_version_info() {
+    let daemon = Daemon::start("").await;
+    let v = daemon
+        .runtime()
+        .await
+        .version(cri::VersionRequest {
+            version: "v1".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(v.runtime_name, "cri-server");
+    assert_eq!(v.runtime_api_version, "v1");
+    assert!(!v.runtime_version.is_empty());
+}
+
+#[tokio::test]
+async fn returns_runtime_conditions() {
+    let daemon = Daemon::start("").await;
+    let status = daemon
+        .runtime()
+        .await
+        .status(cri::StatusRequest { verbose: true })
+        .await
+        .unwrap()
+        .into_inner();
+    let conditions = status.status.unwrap().conditions;
+    let runtime_ready = conditions
+        .iter()
+        .find(|c| c.r#type == "RuntimeReady")
+        .unwrap();
+    assert!(runtime_ready.status);
+    assert!(conditions.iter().any(|c| c.r#type == "NetworkReady"));
+    assert!(status.info["config"].contains("default_handler"));
+    let handlers: Vec<_> = status
+        .runtime_handlers
+        .iter()
+        .map(|h| h.name.as_str())
+        .collect();
+    assert!(handlers.contains(&"runc"), "{handlers:?}");
+}
+
+#[tokio::test]
+async fn missing_handler_binary_is_reported_in_status() {
+    let daemon = Daemon::start(
+        "[runtime]\nuntrusted_handler = \"kata\"\n\
+         [runtime.handlers.runc]\npath = \"/usr/sbin/runc\"\n\
+         [runtime.handlers.kata]\npath = \"/nonexistent/kata-runtime\"\n",
+    )
+    .await;
+    let status = daemon
+        .runtime()
+        .await
+        .status(cri::StatusRequest { verbose: false })
+        .await
+        .unwrap()
+        .into_inner();
+    let conditions = status.status.unwrap().conditions;
+    let runtime_ready = conditions
+        .iter()
+        .find(|c| c.r#type == "RuntimeReady")
+        .unwrap();
+    assert!(
+        runtime_ready.message.contains("/nonexistent/kata-runtime"),
+        "{runtime_ready:?}"
+    );
+    assert!(!status.runtime_handlers.iter().any(|h| h.name == "kata"));
+}
+
+#[tokio::test]
+async fn a_live_socket_is_not_taken_over_and_sigterm_exits_cleanly() {
+    let mut daemon = Daemon::start("").await;
+    let second = run_cli(&["--config", daemon.config_path().to_str().unwrap()]);
+    assert!(!second.status.success());
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(stderr.contains("another daemon"), "{stderr}");
+    // The first daemon still answers.
+    daemon
+        .runtime()
+        .await
+        .version(cri::VersionRequest::default())
+        .await
+        .unwrap();
+    assert!(daemon.terminate().await.success(), "{}", daemon.log());
+    assert!(!daemon.socket().exists());
+}
+
+#[test]
+fn bad_config_is_refused_with_one_line_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    std::fs::write(&path, "[runtime]\ndefault_handler = \"kata\"\n").unwrap();
+    let out = run_cli(&["--config", path.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("runtime.default_handler"), "{stderr}");
+}
+
+#[test]
+fn config_command_prints_effective_toml() {
+    let out = run_cli(&["config"]);
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("socket = \"/run/cri-server/cri-server.sock\""),
+        "{text}"
+    );
+    assert!(text.contains("[runtime.handlers.runsc]"), "{text}");
+}
