@@ -220,3 +220,84 @@ async fn assert_nothing_left(h: &Harness, id: &str) {
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     assert!(!mounts.contains(id), "mount left behind");
 }
+
+#[tokio::test]
+async fn privileged_and_low_oom_score_adj_still_run() {
+    let h = Harness::runc();
+    let id = h.id("priv");
+    let mut spec = h.spec(
+        &id,
+        &[
+            "sh",
+            "-c",
+            "cat /proc/self/oom_score_adj; grep CapEff /proc/self/status",
+        ],
+    );
+    spec.privileged = true;
+    // Below the daemon's own value: runc would die without the clamp.
+    spec.process.oom_score_adj = Some(-998);
+    let m = h.spawn(&id, &spec).await.unwrap();
+    m.start().await.unwrap();
+    assert_eq!(m.wait().await.unwrap().exit_code, 0);
+    let out: Vec<String> = h.log_entries(&id).into_iter().map(|e| e.2).collect();
+    let own = std::fs::read_to_string("/proc/self/oom_score_adj").unwrap();
+    assert_eq!(out[0], own.trim());
+    let held = std::fs::read_to_string("/proc/self/status").unwrap();
+    let held = held.lines().find(|l| l.starts_with("CapBnd:")).unwrap();
+    assert_eq!(
+        out[1].split_whitespace().nth(1),
+        held.split_whitespace().nth(1),
+        "privileged container must get exactly the daemon's capabilities"
+    );
+}
+
+#[tokio::test]
+async fn terminal_output_is_logged() {
+    let h = Harness::runc();
+    let id = h.id("tty");
+    let mut spec = h.spec(&id, &["sh", "-c", "tty; echo hello"]);
+    spec.process.terminal = true;
+    let mut cfg = h.monitor_config(&id, &spec);
+    cfg.terminal = true;
+    let m = h.spawn_with(cfg).await.unwrap();
+    let mut ctl = m.connect().await.unwrap();
+    ctl.resize(100, 40).await.unwrap();
+    m.start().await.unwrap();
+    assert_eq!(m.wait().await.unwrap().exit_code, 0);
+    let out: Vec<String> = h
+        .log_entries(&id)
+        .into_iter()
+        .map(|e| e.2.trim_end_matches('\r').to_owned())
+        .collect();
+    assert!(out.iter().any(|l| l.starts_with("/dev/pts/")), "{out:?}");
+    assert!(out.iter().any(|l| l == "hello"), "{out:?}");
+}
+
+#[tokio::test]
+async fn pause_resume_and_update() {
+    let h = Harness::runc();
+    let id = h.id("pause");
+    let m = h
+        .spawn(&id, &h.spec(&id, &["sleep", "1000"]))
+        .await
+        .unwrap();
+    m.start().await.unwrap();
+    h.runtime.pause(&id).await.unwrap();
+    assert_eq!(h.runtime.state(&id).await.unwrap().status, RtStatus::Paused);
+    h.runtime.resume(&id).await.unwrap();
+    assert_eq!(
+        h.runtime.state(&id).await.unwrap().status,
+        RtStatus::Running
+    );
+
+    let resources: oci_spec::runtime::LinuxResources =
+        serde_json::from_str(r#"{"memory":{"limit":67108864},"cpu":{"shares":256}}"#).unwrap();
+    h.runtime.update(&id, &resources).await.unwrap();
+    let limit = std::fs::read_to_string(format!(
+        "/sys/fs/cgroup/memory/oci-shim-test/{id}/memory.limit_in_bytes"
+    ))
+    .unwrap();
+    assert_eq!(limit.trim(), "67108864");
+    h.runtime.kill(&id, libc::SIGKILL, true).await.unwrap();
+    assert_eq!(m.wait().await.unwrap().exit_code, 137);
+}

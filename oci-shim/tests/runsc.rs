@@ -84,3 +84,58 @@ async fn pod_containers_share_one_sandbox() {
     h.runtime.delete(&sandbox, true).await.unwrap();
     drop(sm);
 }
+
+#[tokio::test]
+async fn exec_in_gvisor_and_timeout_kills_the_tree() {
+    let h = Harness::runsc();
+    let id = h.id("gexec");
+    let m = h
+        .spawn(
+            &id,
+            &h.spec(&id, &["sh", "-c", "while :; do sleep 1; done"]),
+        )
+        .await
+        .unwrap();
+    m.start().await.unwrap();
+    let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let r = h
+        .runtime
+        .exec_sync(&id, &args(&["uname", "-r"]), Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!(
+        (String::from_utf8_lossy(&r.stdout).trim(), r.exit_code),
+        ("4.4.0", 0)
+    );
+    let r = h
+        .runtime
+        .exec_sync(
+            &id,
+            &args(&["sh", "-c", "sleep 77 & sleep 77"]),
+            Duration::from_secs(2),
+        )
+        .await
+        .unwrap();
+    assert!(r.timed_out);
+    let left = h
+        .runtime
+        .exec_sync(
+            &id,
+            &args(&["sh", "-c", "ps -o args | grep '[s]leep 77'"]),
+            Duration::from_secs(30),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        left.exit_code,
+        1,
+        "left running: {}",
+        String::from_utf8_lossy(&left.stdout)
+    );
+    h.runtime.kill(&id, libc::SIGKILL, false).await.unwrap();
+    let exit = tokio::time::timeout(Duration::from_secs(30), m.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(exit.exit_code, 137);
+}

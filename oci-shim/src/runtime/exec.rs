@@ -173,28 +173,23 @@ impl CliRuntime {
     /// Kills a process inside a gVisor sandbox and its descendants, found with
     /// `runsc ps` (sandbox processes are invisible in the host's /proc).
     async fn kill_sandbox_tree(&self, id: &str, root: i32) {
-        #[derive(serde::Deserialize)]
-        #[serde(rename_all = "UPPERCASE")]
-        struct Ps {
-            pid: i32,
-            ppid: i32,
-        }
         // Repeat: a process may fork between listing and killing.
         for _ in 0..10 {
-            let Ok(out) = self.run(id, &["ps", "--format", "json", id], None).await else {
+            // The table format, because runsc's JSON format lists pids only.
+            let Ok(out) = self.run(id, &["ps", id], None).await else {
                 return;
             };
-            let procs: Vec<Ps> = serde_json::from_slice(&out.stdout).unwrap_or_default();
+            let procs = parse_ps_table(&String::from_utf8_lossy(&out.stdout));
             let mut tree = vec![root];
             let mut i = 0;
             while i < tree.len() {
                 let p = tree[i];
-                tree.extend(procs.iter().filter(|x| x.ppid == p).map(|x| x.pid));
+                tree.extend(procs.iter().filter(|x| x.1 == p).map(|x| x.0));
                 i += 1;
             }
             let alive: Vec<i32> = tree
                 .into_iter()
-                .filter(|p| procs.iter().any(|x| x.pid == *p))
+                .filter(|p| procs.iter().any(|x| x.0 == *p))
                 .collect();
             if alive.is_empty() {
                 return;
@@ -205,6 +200,18 @@ impl CliRuntime {
             }
         }
     }
+}
+
+/// `(pid, ppid)` pairs from `runsc ps` table output
+/// (`UID PID PPID C TTY STIME TIME CMD`).
+fn parse_ps_table(text: &str) -> Vec<(i32, i32)> {
+    text.lines()
+        .skip(1)
+        .filter_map(|l| {
+            let mut f = l.split_whitespace().skip(1);
+            Some((f.next()?.parse().ok()?, f.next()?.parse().ok()?))
+        })
+        .collect()
 }
 
 /// Reads a pid file, waiting briefly: the runtime writes it just after starting
@@ -219,4 +226,16 @@ async fn read_pid(path: &std::path::Path) -> Option<i32> {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn parses_runsc_ps_table() {
+        let t = "UID       PID       PPID      C         TTY       STIME     TIME      CMD\n\
+                 0         1         0         0         ?         14:50     10ms      sh\n\
+                 0         4         3         0         ?         14:50     0s        sleep\n";
+        assert_eq!(super::parse_ps_table(t), [(1, 0), (4, 3)]);
+        assert!(super::parse_ps_table("").is_empty());
+    }
 }

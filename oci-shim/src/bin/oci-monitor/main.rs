@@ -48,6 +48,8 @@ fn main() {
         // can reap init and learn its exit status.
         libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
     }
+    // Do not pin whatever directory (or mount) the daemon ran in.
+    let _ = std::env::set_current_dir("/");
     let code = match run(&args) {
         Ok(()) => 0,
         Err(reason) => {
