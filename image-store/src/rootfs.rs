@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// A container's mounted root filesystem.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -40,6 +41,7 @@ struct Usage {
 pub(crate) struct RootFsDir {
     dir: PathBuf,
     tmp: PathBuf,
+    mounts: Arc<dyn Mounts>,
 }
 
 const USAGE: &str = "image.json";
@@ -60,12 +62,55 @@ pub(crate) fn check_container_id(id: &str) -> Result<()> {
     }
 }
 
-fn is_mounted(path: &Path) -> bool {
-    // An overlay mount has its own device number; the empty directory under
-    // it shares its parent's.
-    match (fs::metadata(path), path.parent().map(fs::metadata)) {
-        (Ok(m), Some(Ok(parent))) => m.dev() != parent.dev(),
-        _ => false,
+/// One overlay mount, as the kernel wants it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Overlay {
+    /// The mount point.
+    pub target: PathBuf,
+    /// Lower directories, **top first** (overlayfs order; images list layers
+    /// bottom first).
+    pub lower: Vec<PathBuf>,
+    /// The container's writable layer.
+    pub upper: PathBuf,
+    /// overlayfs's scratch directory, on the upper's filesystem.
+    pub work: PathBuf,
+    /// Mount read-only.
+    pub readonly: bool,
+}
+
+/// Every kernel call root filesystems make: [`KernelMounts`] makes them;
+/// tests substitute a recording double.
+pub(crate) trait Mounts: Send + Sync + std::fmt::Debug {
+    /// Mounts `overlay`; on failure, the step that failed and the errno.
+    fn mount_overlay(&self, overlay: &Overlay) -> Result<(), (&'static str, nix::errno::Errno)>;
+    /// Lazily unmounts `target`.
+    fn unmount(&self, target: &Path) -> Result<(), nix::errno::Errno>;
+    /// Whether something is mounted on `path`.
+    fn is_mounted(&self, path: &Path) -> bool;
+}
+
+/// The real kernel.
+#[derive(Debug)]
+pub(crate) struct KernelMounts;
+
+impl Mounts for KernelMounts {
+    fn mount_overlay(&self, overlay: &Overlay) -> Result<(), (&'static str, nix::errno::Errno)> {
+        mount_overlay(overlay)
+    }
+
+    fn unmount(&self, target: &Path) -> Result<(), nix::errno::Errno> {
+        // Detach so a process still holding a file open cannot keep the
+        // container from being removed; the kernel finishes when it lets go.
+        umount2(target, MntFlags::MNT_DETACH)
+    }
+
+    fn is_mounted(&self, path: &Path) -> bool {
+        // An overlay mount has its own device number; the empty directory
+        // under it shares its parent's.
+        match (fs::metadata(path), path.parent().map(fs::metadata)) {
+            (Ok(m), Some(Ok(parent))) => m.dev() != parent.dev(),
+            _ => false,
+        }
     }
 }
 
@@ -73,36 +118,28 @@ fn is_mounted(path: &Path) -> bool {
 /// switch to the new mount API, which takes lower directories one by one.
 const MAX_MOUNT_DATA: usize = 4000;
 
-/// Mounts overlayfs on `target`; `lower` is bottom first, as images list
-/// layers.
-fn mount_overlay(
-    target: &Path,
-    lower: &[PathBuf],
-    upper: &Path,
-    work: &Path,
-    readonly: bool,
-) -> Result<(), (&'static str, nix::errno::Errno)> {
-    let lowerdir = lower
+fn mount_overlay(overlay: &Overlay) -> Result<(), (&'static str, nix::errno::Errno)> {
+    let lowerdir = overlay
+        .lower
         .iter()
-        .rev()
         .map(|p| p.display().to_string())
         .collect::<Vec<_>>()
         .join(":");
     let options = format!(
         "lowerdir={lowerdir},upperdir={},workdir={}",
-        upper.display(),
-        work.display()
+        overlay.upper.display(),
+        overlay.work.display()
     );
     if options.len() > MAX_MOUNT_DATA {
-        return new_api::mount_overlay(target, lower, upper, work, readonly);
+        return new_api::mount_overlay(overlay);
     }
     let mut flags = MsFlags::empty();
-    if readonly {
+    if overlay.readonly {
         flags |= MsFlags::MS_RDONLY;
     }
     mount(
         Some("overlay"),
-        target,
+        &overlay.target,
         Some("overlay"),
         flags,
         Some(options.as_str()),
@@ -117,7 +154,7 @@ mod new_api {
     use std::ffi::CString;
     use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
     use std::os::unix::ffi::OsStrExt;
-    use std::path::{Path, PathBuf};
+    use std::path::Path;
 
     const FSOPEN_CLOEXEC: libc::c_uint = 1;
     const FSCONFIG_SET_STRING: libc::c_uint = 1;
@@ -158,25 +195,19 @@ mod new_api {
             .map_err(|e| ("fsconfig overlay", e))
     }
 
-    pub(super) fn mount_overlay(
-        target: &Path,
-        lower: &[PathBuf],
-        upper: &Path,
-        work: &Path,
-        readonly: bool,
-    ) -> Result<(), Failure> {
+    pub(super) fn mount_overlay(overlay: &super::Overlay) -> Result<(), Failure> {
         let name = cstring(b"overlay", "fsopen overlay")?;
         // SAFETY: NUL-terminated string, plain flags.
         let fs = fd(
             unsafe { libc::syscall(libc::SYS_fsopen, name.as_ptr(), FSOPEN_CLOEXEC) },
             "fsopen overlay",
         )?;
-        // `lowerdir+` appends top-down, like the leftmost entry of lowerdir=.
-        for layer in lower.iter().rev() {
+        // `lowerdir+` appends top-down, like lowerdir='s left to right.
+        for layer in &overlay.lower {
             set(&fs, "lowerdir+", layer)?;
         }
-        set(&fs, "upperdir", upper)?;
-        set(&fs, "workdir", work)?;
+        set(&fs, "upperdir", &overlay.upper)?;
+        set(&fs, "workdir", &overlay.work)?;
         // SAFETY: valid descriptor; CREATE takes no key or value.
         let ret = unsafe {
             libc::syscall(
@@ -189,14 +220,18 @@ mod new_api {
             )
         };
         Errno::result(ret).map_err(|e| ("create overlay superblock", e))?;
-        let attrs = if readonly { MOUNT_ATTR_RDONLY } else { 0 };
+        let attrs = if overlay.readonly {
+            MOUNT_ATTR_RDONLY
+        } else {
+            0
+        };
         // SAFETY: valid descriptor, plain flags.
         let mnt = fd(
             unsafe { libc::syscall(libc::SYS_fsmount, fs.as_raw_fd(), FSMOUNT_CLOEXEC, attrs) },
             "fsmount overlay",
         )?;
         let empty = cstring(b"", "move_mount")?;
-        let target = cstring(target.as_os_str().as_bytes(), "move_mount")?;
+        let target = cstring(overlay.target.as_os_str().as_bytes(), "move_mount")?;
         // SAFETY: valid descriptors and NUL-terminated strings.
         let ret = unsafe {
             libc::syscall(
@@ -216,9 +251,14 @@ mod new_api {
 
 impl RootFsDir {
     pub(crate) fn new(root: &Path) -> Self {
+        Self::with_mounts(root, Arc::new(KernelMounts))
+    }
+
+    pub(crate) fn with_mounts(root: &Path, mounts: Arc<dyn Mounts>) -> Self {
         Self {
             dir: root.join("containers"),
             tmp: root.join("tmp"),
+            mounts,
         }
     }
 
@@ -248,23 +288,10 @@ impl RootFsDir {
                     errno: nix::errno::Errno::EEXIST,
                 });
             }
-            if is_mounted(&existing.path) {
+            if self.mounts.is_mounted(&existing.path) {
                 return Ok(existing);
             }
         }
-        for sub in ["upper", "work", MOUNT] {
-            let p = dir.join(sub);
-            fs::create_dir_all(&p).map_err(io(&p, "create"))?;
-        }
-        let usage = serde_json::to_vec(&Usage {
-            image_id: image_id.into(),
-            readonly,
-        })
-        .map_err(|source| Error::Metadata {
-            path: dir.join(USAGE),
-            source,
-        })?;
-        write_atomic(&self.tmp, &dir.join(USAGE), &usage)?;
         if lower.is_empty() {
             return Err(Error::Mount {
                 container: container_id.into(),
@@ -272,16 +299,57 @@ impl RootFsDir {
                 errno: nix::errno::Errno::EINVAL,
             });
         }
-        let upper = dir.join("upper");
-        let work = dir.join("work");
-        mount_overlay(&rootfs.path, lower, &upper, &work, readonly).map_err(|(op, errno)| {
-            Error::Mount {
-                container: container_id.into(),
+        // After a reboot the directory exists with the container's upper
+        // layer in it: a failed remount must not throw that away.
+        let fresh = !dir.exists();
+        let made = self.prepare_and_mount(&dir, &rootfs, lower);
+        if made.is_err() && fresh {
+            // Nothing half-made stays behind, and above all no image.json
+            // that would keep the image "in use" forever.
+            let _ = self.discard(&dir);
+        }
+        made?;
+        Ok(rootfs)
+    }
+
+    fn prepare_and_mount(&self, dir: &Path, rootfs: &RootFs, lower: &[PathBuf]) -> Result<()> {
+        for sub in ["upper", "work", MOUNT] {
+            let p = dir.join(sub);
+            fs::create_dir_all(&p).map_err(io(&p, "create"))?;
+        }
+        let usage = serde_json::to_vec(&Usage {
+            image_id: rootfs.image_id.clone(),
+            readonly: rootfs.readonly,
+        })
+        .map_err(|source| Error::Metadata {
+            path: dir.join(USAGE),
+            source,
+        })?;
+        // Recorded before the mount: a crash in between leaves the image
+        // marked in use (safe), never a mount of an unrecorded image.
+        write_atomic(&self.tmp, &dir.join(USAGE), &usage)?;
+        let overlay = Overlay {
+            target: rootfs.path.clone(),
+            lower: lower.iter().rev().cloned().collect(),
+            upper: dir.join("upper"),
+            work: dir.join("work"),
+            readonly: rootfs.readonly,
+        };
+        self.mounts
+            .mount_overlay(&overlay)
+            .map_err(|(op, errno)| Error::Mount {
+                container: rootfs.container_id.clone(),
                 op,
                 errno,
-            }
-        })?;
-        Ok(rootfs)
+            })
+    }
+
+    /// Moves `dir` out of `containers/` (so it stops counting as an image
+    /// user at once) and deletes it.
+    fn discard(&self, dir: &Path) -> Result<()> {
+        let doomed = temp::path(&self.tmp, "removed-container");
+        fs::rename(dir, &doomed).map_err(io(dir, "move out"))?;
+        fs::remove_dir_all(&doomed).map_err(io(&doomed, "remove"))
     }
 
     /// The recorded root filesystem of `container_id`, if any.
@@ -313,20 +381,19 @@ impl RootFsDir {
             return Ok(());
         }
         let mountpoint = dir.join(MOUNT);
-        // Detach so a process still holding a file open cannot keep the
-        // container from being removed; the kernel finishes when it lets go.
-        while is_mounted(&mountpoint) {
-            umount2(&mountpoint, MntFlags::MNT_DETACH).map_err(|errno| Error::Mount {
-                container: container_id.into(),
-                op: "unmount",
-                errno,
-            })?;
+        // Stacked mounts (a create raced with another) come off one by one.
+        while self.mounts.is_mounted(&mountpoint) {
+            self.mounts
+                .unmount(&mountpoint)
+                .map_err(|errno| Error::Mount {
+                    container: container_id.into(),
+                    op: "unmount",
+                    errno,
+                })?;
         }
         // Out of containers/ first: a crash mid-way must not leave a
         // half-deleted container that still counts as an image user.
-        let doomed = temp::path(&self.tmp, "removed-container");
-        fs::rename(&dir, &doomed).map_err(io(&dir, "move out"))?;
-        fs::remove_dir_all(&doomed).map_err(io(&doomed, "remove"))
+        self.discard(&dir)
     }
 
     /// Containers whose root filesystem comes from `image_id`.
@@ -351,6 +418,155 @@ impl RootFsDir {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A recording double for [`Mounts`]: remembers every call, keeps a
+    /// set of "mounted" targets, and fails mounts on request.
+    #[derive(Debug, Default)]
+    struct Recording {
+        calls: std::sync::Mutex<Vec<Call>>,
+        mounted: std::sync::Mutex<Vec<PathBuf>>,
+        fail_mount: Option<nix::errno::Errno>,
+    }
+
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    enum Call {
+        Mount(Overlay),
+        Unmount(PathBuf),
+    }
+
+    impl Mounts for Recording {
+        fn mount_overlay(
+            &self,
+            overlay: &Overlay,
+        ) -> Result<(), (&'static str, nix::errno::Errno)> {
+            self.calls
+                .lock()
+                .unwrap()
+                .push(Call::Mount(overlay.clone()));
+            if let Some(errno) = self.fail_mount {
+                return Err(("mount overlay", errno));
+            }
+            self.mounted.lock().unwrap().push(overlay.target.clone());
+            Ok(())
+        }
+
+        fn unmount(&self, target: &Path) -> Result<(), nix::errno::Errno> {
+            self.calls
+                .lock()
+                .unwrap()
+                .push(Call::Unmount(target.to_path_buf()));
+            let mut mounted = self.mounted.lock().unwrap();
+            let at = mounted
+                .iter()
+                .rposition(|m| m == target)
+                .ok_or(nix::errno::Errno::EINVAL)?;
+            mounted.remove(at);
+            Ok(())
+        }
+
+        fn is_mounted(&self, path: &Path) -> bool {
+            self.mounted.lock().unwrap().iter().any(|m| m == path)
+        }
+    }
+
+    fn recorded(
+        fail_mount: Option<nix::errno::Errno>,
+    ) -> (tempfile::TempDir, RootFsDir, Arc<Recording>) {
+        let root = tempfile::tempdir().unwrap();
+        for d in ["containers", "tmp"] {
+            fs::create_dir_all(root.path().join(d)).unwrap();
+        }
+        let mounts = Arc::new(Recording {
+            fail_mount,
+            ..Default::default()
+        });
+        let dir = RootFsDir::with_mounts(root.path(), mounts.clone());
+        (root, dir, mounts)
+    }
+
+    #[test]
+    fn layers_are_handed_to_overlayfs_top_first() {
+        let (root, dir, mounts) = recorded(None);
+        let lower = vec![
+            PathBuf::from("/l/bottom"),
+            PathBuf::from("/l/middle"),
+            PathBuf::from("/l/top"),
+        ];
+        let rootfs = dir.create("sha256:x", &lower, "c", true).unwrap();
+        let container = root.path().join("containers/c");
+        assert_eq!(
+            *mounts.calls.lock().unwrap(),
+            [Call::Mount(Overlay {
+                target: container.join("rootfs"),
+                lower: vec!["/l/top".into(), "/l/middle".into(), "/l/bottom".into()],
+                upper: container.join("upper"),
+                work: container.join("work"),
+                readonly: true,
+            })]
+        );
+        assert_eq!(rootfs.path, container.join("rootfs"));
+        // Mounted already: no second mount.
+        dir.create("sha256:x", &lower, "c", true).unwrap();
+        assert_eq!(mounts.calls.lock().unwrap().len(), 1);
+        let err = dir.create("sha256:other", &lower, "c", true).unwrap_err();
+        assert!(err.to_string().contains("another image"), "{err}");
+    }
+
+    #[test]
+    fn a_failed_mount_leaves_nothing_and_no_user() {
+        let (root, dir, _mounts) = recorded(Some(nix::errno::Errno::ENODEV));
+        let err = dir
+            .create("sha256:x", &[PathBuf::from("/l")], "c", false)
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "rootfs of container c: mount overlay: ENODEV: No such device"
+        );
+        assert!(!root.path().join("containers/c").exists());
+        assert!(dir.users_of("sha256:x").unwrap().is_empty());
+        assert_eq!(fs::read_dir(root.path().join("tmp")).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn a_failed_remount_keeps_the_upper_layer() {
+        let (root, dir, mounts) = recorded(None);
+        dir.create("sha256:x", &[PathBuf::from("/l")], "c", false)
+            .unwrap();
+        let upper_file = root.path().join("containers/c/upper/data");
+        fs::write(&upper_file, b"container state").unwrap();
+        // As after a reboot: nothing mounted any more, and mounting fails.
+        mounts.mounted.lock().unwrap().clear();
+        let failing = RootFsDir::with_mounts(
+            root.path(),
+            Arc::new(Recording {
+                fail_mount: Some(nix::errno::Errno::EIO),
+                ..Default::default()
+            }),
+        );
+        assert!(failing
+            .create("sha256:x", &[PathBuf::from("/l")], "c", false)
+            .is_err());
+        assert_eq!(fs::read(&upper_file).unwrap(), b"container state");
+        assert_eq!(dir.users_of("sha256:x").unwrap(), ["c".to_string()]);
+    }
+
+    #[test]
+    fn remove_unmounts_every_stacked_mount_before_deleting() {
+        let (root, dir, mounts) = recorded(None);
+        dir.create("sha256:x", &[PathBuf::from("/l")], "c", false)
+            .unwrap();
+        let target = root.path().join("containers/c/rootfs");
+        mounts.mounted.lock().unwrap().push(target.clone());
+        dir.remove("c").unwrap();
+        let calls = mounts.calls.lock().unwrap().clone();
+        assert_eq!(
+            calls[1..],
+            [Call::Unmount(target.clone()), Call::Unmount(target)]
+        );
+        assert!(!root.path().join("containers/c").exists());
+        dir.remove("c").unwrap();
+        assert_eq!(mounts.calls.lock().unwrap().len(), 3, "absent: no calls");
+    }
 
     #[test]
     fn container_ids_are_checked() {
