@@ -473,3 +473,84 @@ impl Inner {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fetched(id: char, top: char) -> pull::Fetched {
+        pull::Fetched {
+            id: format!("sha256:{}", id.to_string().repeat(64)),
+            top_digest: format!("sha256:{}", top.to_string().repeat(64)),
+            size: 10,
+            layers: vec![],
+            blobs: vec![],
+        }
+    }
+
+    fn open() -> (tempfile::TempDir, Inner) {
+        let dir = tempfile::tempdir().unwrap();
+        let inner = Inner::open(dir.path().to_path_buf(), RegistriesConfig::default()).unwrap();
+        (dir, inner)
+    }
+
+    fn tags(inner: &Inner, id: char) -> Vec<String> {
+        let id = format!("sha256:{}", id.to_string().repeat(64));
+        lock(&inner.state).get(&id).unwrap().0.repo_tags.clone()
+    }
+
+    #[test]
+    fn a_tag_moves_to_the_image_pulled_last_and_the_old_one_keeps_its_digest() {
+        let (_dir, inner) = open();
+        let r: ImageReference = "example.com/app:v1".parse().unwrap();
+        let old = inner.record(&r, fetched('1', 'a'), "{}".into()).unwrap();
+        let new = inner.record(&r, fetched('2', 'b'), "{}".into()).unwrap();
+        assert!(tags(&inner, '1').is_empty());
+        assert_eq!(tags(&inner, '2'), ["example.com/app:v1"]);
+        let state = lock(&inner.state);
+        assert_eq!(find(&state, "example.com/app:v1").unwrap(), Some(new.id));
+        assert_eq!(
+            find(&state, &old.repo_digests[0]).unwrap(),
+            Some(old.id.clone()),
+            "still reachable by digest"
+        );
+        drop(state);
+        // And that survives a restart: records are on disk.
+        let records = inner.metadata.load_all().unwrap();
+        assert_eq!(records.len(), 2);
+    }
+
+    #[test]
+    fn names_accumulate_without_duplicates() {
+        let (_dir, inner) = open();
+        for reference in [
+            "example.com/app:v1",
+            "example.com/app:v2",
+            "example.com/app:v1",
+        ] {
+            let r: ImageReference = reference.parse().unwrap();
+            inner.record(&r, fetched('1', 'a'), "{}".into()).unwrap();
+        }
+        assert_eq!(
+            tags(&inner, '1'),
+            ["example.com/app:v1", "example.com/app:v2"]
+        );
+        let id = format!("sha256:{}", "1".repeat(64));
+        let state = lock(&inner.state);
+        assert_eq!(state.get(&id).unwrap().0.repo_digests.len(), 1);
+    }
+
+    #[test]
+    fn ids_are_found_in_both_forms_and_unknown_ids_are_none() {
+        let (_dir, inner) = open();
+        let r: ImageReference = "example.com/app:v1".parse().unwrap();
+        inner.record(&r, fetched('1', 'a'), "{}".into()).unwrap();
+        let state = lock(&inner.state);
+        let hex = "1".repeat(64);
+        let id = format!("sha256:{hex}");
+        assert_eq!(find(&state, &hex).unwrap(), Some(id.clone()));
+        assert_eq!(find(&state, &id).unwrap(), Some(id));
+        assert_eq!(find(&state, &"2".repeat(64)).unwrap(), None);
+        assert!(find(&state, "Bad Reference").is_err());
+    }
+}
