@@ -191,6 +191,7 @@ async fn failed_create_explains_and_leaves_nothing() {
         .await
         .unwrap_err();
     let text = err.to_string();
+    eprintln!("bad args error: {text}");
     assert!(
         text.contains(&id) && text.contains("runc") && text.contains("/no/such/binary"),
         "{text}"
@@ -300,4 +301,35 @@ async fn pause_resume_and_update() {
     assert_eq!(limit.trim(), "67108864");
     h.runtime.kill(&id, libc::SIGKILL, true).await.unwrap();
     assert_eq!(m.wait().await.unwrap().exit_code, 137);
+}
+
+#[tokio::test]
+async fn stdin_once_closes_stdin_when_attach_ends() {
+    let h = Harness::runc();
+    let id = h.id("stdinonce");
+    let spec = h.spec(&id, &["sh", "-c", "cat; echo done"]);
+    let mut cfg = h.monitor_config(&id, &spec);
+    cfg.stdin = true;
+    cfg.stdin_once = true;
+    let m = h.spawn_with(cfg).await.unwrap();
+    let mut att = m.connect().await.unwrap();
+    att.attach().await.unwrap();
+    m.start().await.unwrap();
+    att.write_stdin(b"abc\n").await.unwrap();
+    att.close_stdin().await.unwrap();
+    let mut out = Vec::new();
+    // Without stdin_once, cat would wait for input forever.
+    let exit = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            match att.next_frame().await.unwrap() {
+                oci_shim::monitor::AttachFrame::Stdout(d) => out.extend(d),
+                oci_shim::monitor::AttachFrame::Stderr(_) => {}
+                oci_shim::monitor::AttachFrame::Exit(r) => break r,
+            }
+        }
+    })
+    .await
+    .expect("stdin was not closed");
+    assert_eq!(exit.exit_code, 0);
+    assert_eq!(String::from_utf8_lossy(&out), "abc\ndone\n");
 }

@@ -100,7 +100,8 @@ impl MonitorClient {
             }
             Err(_) => {
                 let path = self.state_dir.join(protocol::EXIT_FILE_NAME);
-                std::fs::read_to_string(&path)
+                tokio::fs::read_to_string(&path)
+                    .await
                     .ok()
                     .and_then(|t| ExitRecord::from_json(&t))
                     .ok_or_else(|| {

@@ -128,8 +128,9 @@ impl Monitor {
     /// On failure the error carries the runtime's explanation, and nothing is
     /// left behind: no runtime state, no state directory.
     pub async fn spawn(cfg: &MonitorConfig) -> Result<Monitor> {
-        let created_dir = !cfg.state_dir.exists();
-        std::fs::create_dir_all(&cfg.state_dir)
+        let created_dir = tokio::fs::metadata(&cfg.state_dir).await.is_err();
+        tokio::fs::create_dir_all(&cfg.state_dir)
+            .await
             .map_err(|e| Error::io("monitor state dir", &cfg.state_dir, "create", e))?;
         let result = spawn_inner(cfg).await;
         if result.is_err() {
@@ -137,7 +138,7 @@ impl Monitor {
             let runtime = crate::runtime::CliRuntime::new(cfg.runtime.clone());
             let _ = crate::runtime::OciRuntime::delete(&runtime, &cfg.id, true).await;
             if created_dir {
-                let _ = std::fs::remove_dir_all(&cfg.state_dir);
+                let _ = tokio::fs::remove_dir_all(&cfg.state_dir).await;
             }
         }
         result
@@ -151,7 +152,9 @@ impl Monitor {
         if let Ok(client) = MonitorClient::connect(id, &sock).await {
             return Ok(MonitorStatus::Running(client));
         }
-        read_exit(id, state_dir).map(MonitorStatus::Exited)
+        read_exit_async(id, state_dir)
+            .await
+            .map(MonitorStatus::Exited)
     }
 
     /// Container id.
@@ -185,22 +188,21 @@ impl Monitor {
     /// container joining a pod sandbox the stdio of the `start` process, which
     /// only the monitor holds.
     pub async fn start(&self) -> Result<()> {
-        self.connect().await?.start().await.map_err(|e| match e {
-            Error::Monitor { reason, .. } => {
-                let log = crate::runtime::read_runtime_log(
+        match self.connect().await?.start().await {
+            Err(Error::Monitor { reason, .. }) => {
+                let log = crate::runtime::cli::read_runtime_log_async(
                     &self.state_dir.join(protocol::RUNTIME_LOG_NAME),
-                );
-                Error::monitor(
-                    &self.id,
-                    if log.is_empty() {
-                        reason
-                    } else {
-                        format!("{reason}; runtime log: {log}")
-                    },
                 )
+                .await;
+                let reason = if log.is_empty() {
+                    reason
+                } else {
+                    format!("{reason}; runtime log: {log}")
+                };
+                Err(Error::monitor(&self.id, reason))
             }
             other => other,
-        })
+        }
     }
 
     /// Waits for the container to exit and returns how it ended.
@@ -220,7 +222,9 @@ impl Monitor {
         match self.connect().await {
             Ok(mut client) => client.wait().await,
             // The monitor exits only after writing exit.json.
-            Err(e) => read_exit(&self.id, &self.state_dir).map_err(|_| e),
+            Err(e) => read_exit_async(&self.id, &self.state_dir)
+                .await
+                .map_err(|_| e),
         }
     }
 
@@ -230,9 +234,20 @@ impl Monitor {
     }
 }
 
+async fn read_exit_async(id: &str, state_dir: &Path) -> Result<ExitRecord> {
+    let path = state_dir.join(protocol::EXIT_FILE_NAME);
+    let text = tokio::fs::read_to_string(&path).await;
+    parse_exit(id, &path, text)
+}
+
 fn read_exit(id: &str, state_dir: &Path) -> Result<ExitRecord> {
     let path = state_dir.join(protocol::EXIT_FILE_NAME);
-    let text = std::fs::read_to_string(&path).map_err(|e| {
+    let text = std::fs::read_to_string(&path);
+    parse_exit(id, &path, text)
+}
+
+fn parse_exit(id: &str, path: &Path, text: std::io::Result<String>) -> Result<ExitRecord> {
+    let text = text.map_err(|e| {
         Error::monitor(
             id,
             format!("no live monitor and no exit record {}: {e}", path.display()),
@@ -245,7 +260,7 @@ fn read_exit(id: &str, state_dir: &Path) -> Result<ExitRecord> {
 async fn spawn_inner(cfg: &MonitorConfig) -> Result<Monitor> {
     let id = &cfg.id;
     let log = cfg.state_dir.join(protocol::RUNTIME_LOG_NAME);
-    let _ = std::fs::remove_file(&log);
+    let _ = tokio::fs::remove_file(&log).await;
     let mut child = tokio::process::Command::new(&cfg.monitor_binary)
         .args(cfg.monitor_args())
         .stdin(Stdio::null())
@@ -304,20 +319,24 @@ async fn spawn_inner(cfg: &MonitorConfig) -> Result<Monitor> {
             }
         }
         Some("error") => {
-            let reason = line["error".len()..].trim().to_owned();
-            let runtime_log = crate::runtime::read_runtime_log(&log);
-            let command = format!(
-                "{} {} create --bundle {} {id}",
-                cfg.runtime.path.display(),
-                cfg.runtime.args.join(" "),
-                cfg.bundle.display()
-            );
+            let reason = line["error".len()..].trim();
+            // The monitor says "create failed (<how>): <runtime's stderr>".
+            let (status, stderr) = reason
+                .strip_prefix("create failed (")
+                .and_then(|r| r.split_once("): "))
+                .unwrap_or(("monitor error", reason));
+            let runtime_log = crate::runtime::cli::read_runtime_log_async(&log).await;
+            let mut command = cfg.runtime.path.display().to_string();
+            for a in &cfg.runtime.args {
+                command = format!("{command} {a}");
+            }
+            command = format!("{command} create --bundle {} {id}", cfg.bundle.display());
             Err(Error::RuntimeFailed {
                 id: id.clone(),
                 runtime: cfg.runtime.name.clone(),
                 command,
-                status: "create".into(),
-                detail: join_details(&reason, &runtime_log),
+                status: status.to_owned(),
+                detail: join_details(stderr, &runtime_log),
             })
         }
         _ => Err(Error::monitor(
@@ -331,6 +350,7 @@ fn join_details(a: &str, b: &str) -> String {
     match (a.is_empty(), b.is_empty()) {
         (_, true) => a.to_owned(),
         (true, false) => b.to_owned(),
+        (false, false) if a.contains(b) => a.to_owned(),
         (false, false) => format!("{a}; runtime log: {b}"),
     }
 }

@@ -41,46 +41,38 @@ impl CliRuntime {
 
     /// Runs `<runtime> <global args> <args>` about container `id` and returns
     /// its output, or an error with its stderr and log when it fails.
-    pub(super) async fn run(
-        &self,
-        id: &str,
-        args: &[&str],
-        stdin: Option<&Path>,
-    ) -> Result<Output> {
-        let log = tempfile::Builder::new()
-            .prefix("oci-shim-runtime-log")
-            .tempfile()
-            .map_err(|e| Error::io("runtime log", std::env::temp_dir(), "create", e))?;
-        let mut cmd = tokio::process::Command::new(&self.config.path);
-        cmd.args(self.config.global_args(log.path()))
+    pub(super) async fn run(&self, id: &str, args: &[&str]) -> Result<Output> {
+        let log = blocking(|| {
+            tempfile::Builder::new()
+                .prefix("oci-shim-runtime-log")
+                .tempfile()
+                .map_err(|e| Error::io("runtime log", std::env::temp_dir(), "create", e))
+        })
+        .await?;
+        let output = tokio::process::Command::new(&self.config.path)
+            .args(self.config.global_args(log.path()))
             .args(args)
+            .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        match stdin {
-            Some(p) => {
-                let f =
-                    std::fs::File::open(p).map_err(|e| Error::io("runtime input", p, "open", e))?;
-                cmd.stdin(f);
-            }
-            None => {
-                cmd.stdin(Stdio::null());
-            }
-        }
-        let output = cmd.output().await.map_err(|source| Error::RuntimeSpawn {
-            id: id.to_owned(),
-            runtime: self.config.name.clone(),
-            command: self.describe(args),
-            source,
-        })?;
+            .stderr(Stdio::piped())
+            .output()
+            .await
+            .map_err(|source| Error::RuntimeSpawn {
+                id: id.to_owned(),
+                runtime: self.config.name.clone(),
+                command: self.describe(args),
+                source,
+            })?;
         if output.status.success() {
             return Ok(output);
         }
+        let log_text = read_runtime_log_async(log.path()).await;
         Err(self.failure(
             id,
             args,
             &output.status.to_string(),
             &output.stderr,
-            log.path(),
+            &log_text,
         ))
     }
 
@@ -90,10 +82,10 @@ impl CliRuntime {
         args: &[&str],
         status: &str,
         stderr: &[u8],
-        log: &Path,
+        log: &str,
     ) -> Error {
         let stderr = String::from_utf8_lossy(stderr).trim().to_owned();
-        let log = read_runtime_log(log);
+        let log = log.to_owned();
         let detail = match (stderr.is_empty(), log.is_empty()) {
             (true, true) => "no output".to_owned(),
             (false, true) => stderr,
@@ -124,6 +116,22 @@ impl CliRuntime {
         }
         s
     }
+}
+
+/// Runs blocking work (file system, /proc) on tokio's blocking threads, never
+/// on a worker.
+pub(crate) async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(v) => v,
+        // Only a panic in `f` gets here (blocking tasks are never cancelled).
+        Err(e) => std::panic::resume_unwind(e.into_panic()),
+    }
+}
+
+/// [`read_runtime_log`] off the async workers.
+pub(crate) async fn read_runtime_log_async(path: &Path) -> String {
+    let path = path.to_owned();
+    blocking(move || read_runtime_log(&path)).await
 }
 
 /// The messages of a runtime's log file: `msg` of each JSON line at warning

@@ -11,7 +11,7 @@ impl CliRuntime {
             args.push("--force");
         }
         args.push(id);
-        match self.run(id, &args, None).await {
+        match self.run(id, &args).await {
             Ok(_) => Ok(()),
             Err(Error::RuntimeFailed { detail, .. }) if is_not_found(&detail) => Ok(()),
             Err(e) => Err(e),

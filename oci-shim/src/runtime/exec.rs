@@ -1,5 +1,6 @@
 //! `exec` for ExecSync: run a command, capture its output, enforce a timeout.
 
+use super::cli::{blocking, read_runtime_log_async};
 use super::{process_tree, CliRuntime, RuntimeKind};
 use crate::bundle::Bundle;
 use crate::error::{Error, Result};
@@ -48,26 +49,31 @@ impl CliRuntime {
             return Err(Error::Spec(format!("exec in {id}: empty command")));
         }
         let state = self.container_state(id).await?;
-        let spec = Bundle::open(&state.bundle).read_spec()?;
-        let mut process = spec
-            .process()
-            .clone()
-            .ok_or_else(|| Error::Spec(format!("container {id} has no process in its config")))?;
-        process.set_args(Some(args.to_vec()));
-        process.set_terminal(Some(false));
-
-        let dir = tempfile::Builder::new()
-            .prefix("oci-shim-exec")
-            .tempdir()
-            .map_err(|e| Error::io("exec dir", std::env::temp_dir(), "create", e))?;
+        let args = args.to_vec();
+        let bundle = state.bundle.clone();
+        let prepared = blocking(move || -> Result<_> {
+            let spec = Bundle::open(&bundle).read_spec()?;
+            let mut process = spec.process().clone().ok_or_else(|| {
+                Error::Spec(format!("bundle {} has no process", bundle.display()))
+            })?;
+            process.set_args(Some(args));
+            process.set_terminal(Some(false));
+            let dir = tempfile::Builder::new()
+                .prefix("oci-shim-exec")
+                .tempdir()
+                .map_err(|e| Error::io("exec dir", std::env::temp_dir(), "create", e))?;
+            let path = dir.path().join("process.json");
+            let json = serde_json::to_vec(&process).map_err(|e| Error::Spec(e.to_string()))?;
+            std::fs::File::create(&path)
+                .and_then(|mut f| f.write_all(&json))
+                .map_err(|e| Error::io("exec process", &path, "write", e))?;
+            Ok(dir)
+        });
+        let dir = prepared.await?;
         let process_path = dir.path().join("process.json");
         let pid_path = dir.path().join("exec.pid");
         let internal_pid_path = dir.path().join("exec.internal.pid");
         let log = dir.path().join("runtime.log");
-        let json = serde_json::to_vec(&process).map_err(|e| Error::Spec(e.to_string()))?;
-        std::fs::File::create(&process_path)
-            .and_then(|mut f| f.write_all(&json))
-            .map_err(|e| Error::io("exec process", &process_path, "write", e))?;
 
         let p = |p: &std::path::Path| p.to_string_lossy().into_owned();
         let mut verb = vec![
@@ -129,7 +135,8 @@ impl CliRuntime {
             .or_else(|| status.signal().map(|s| 128 + s))
             .unwrap_or(-1);
         // The runtime itself failing (not the command) is an error, not an exit code.
-        if !timed_out && exit_code != 0 && !pid_path.exists() {
+        if !timed_out && exit_code != 0 && tokio::fs::metadata(&pid_path).await.is_err() {
+            let log = read_runtime_log_async(&log).await;
             return Err(self.failure(id, &verb_refs, &status.to_string(), &stderr, &log));
         }
         Ok(ExecSyncResult {
@@ -151,9 +158,11 @@ impl CliRuntime {
                 let Some(pid) = read_pid(pid_path).await else {
                     return;
                 };
-                let killed = tokio::task::spawn_blocking(move || process_tree::kill_tree(pid))
-                    .await
-                    .unwrap_or(0);
+                let killed = tokio::task::spawn_blocking(move || {
+                    process_tree::kill_tree(&process_tree::HostSyscall, pid)
+                })
+                .await
+                .unwrap_or(0);
                 tracing::debug!(
                     container = id,
                     pid,
@@ -176,7 +185,7 @@ impl CliRuntime {
         // Repeat: a process may fork between listing and killing.
         for _ in 0..10 {
             // The table format, because runsc's JSON format lists pids only.
-            let Ok(out) = self.run(id, &["ps", id], None).await else {
+            let Ok(out) = self.run(id, &["ps", id]).await else {
                 return;
             };
             let procs = parse_ps_table(&String::from_utf8_lossy(&out.stdout));
@@ -196,7 +205,7 @@ impl CliRuntime {
             }
             for pid in alive.iter().rev() {
                 let pid = pid.to_string();
-                let _ = self.run(id, &["kill", "--pid", &pid, id, "9"], None).await;
+                let _ = self.run(id, &["kill", "--pid", &pid, id, "9"]).await;
             }
         }
     }

@@ -12,6 +12,6 @@ impl CliRuntime {
             args.push("--all");
         }
         args.extend([id, sig.as_str()]);
-        self.run(id, &args, None).await.map(drop)
+        self.run(id, &args).await.map(drop)
     }
 }

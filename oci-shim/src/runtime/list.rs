@@ -6,7 +6,7 @@ use crate::error::{Error, Result};
 impl CliRuntime {
     /// Lists the containers under this handler's root.
     pub(super) async fn list_containers(&self) -> Result<Vec<ContainerState>> {
-        let out = self.run("*", &["list", "--format", "json"], None).await?;
+        let out = self.run("*", &["list", "--format", "json"]).await?;
         let text = String::from_utf8_lossy(&out.stdout);
         // runc prints `null` for no containers.
         if text.trim().is_empty() || text.trim() == "null" {

@@ -5,7 +5,7 @@
 //! trait implementation (in `cli.rs`) only forwards, so a newcomer looking for
 //! "how do we kill" opens `kill.rs`.
 
-mod cli;
+pub(crate) mod cli;
 mod create;
 mod delete;
 mod exec;

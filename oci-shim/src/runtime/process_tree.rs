@@ -18,32 +18,51 @@ pub(crate) fn parse_ppid(stat: &str) -> Option<i32> {
     fields.next()?.parse().ok()
 }
 
-fn parent_map() -> HashMap<i32, Vec<i32>> {
-    let mut children: HashMap<i32, Vec<i32>> = HashMap::new();
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return children;
-    };
-    for entry in dir.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<i32>().ok())
-        else {
-            continue;
+/// The kernel calls tree killing makes, behind a trait so the order of
+/// operations can be checked against a recording double.
+pub(crate) trait Syscall {
+    /// Every process's children, from the process table.
+    fn children(&self) -> HashMap<i32, Vec<i32>>;
+    /// kill(2); errors (the process already gone) are irrelevant here.
+    fn kill(&self, pid: i32, signal: i32);
+}
+
+/// The real host.
+pub(crate) struct HostSyscall;
+
+impl Syscall for HostSyscall {
+    fn children(&self) -> HashMap<i32, Vec<i32>> {
+        let mut children: HashMap<i32, Vec<i32>> = HashMap::new();
+        let Ok(dir) = std::fs::read_dir("/proc") else {
+            return children;
         };
-        if let Some(ppid) = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .ok()
-            .and_then(|s| parse_ppid(&s))
-        {
-            children.entry(ppid).or_default().push(pid);
+        for entry in dir.flatten() {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|s| s.parse::<i32>().ok())
+            else {
+                continue;
+            };
+            if let Some(ppid) = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|s| parse_ppid(&s))
+            {
+                children.entry(ppid).or_default().push(pid);
+            }
         }
+        children
     }
-    children
+
+    fn kill(&self, pid: i32, signal: i32) {
+        // SAFETY: kill(2) has no memory effects.
+        unsafe { libc::kill(pid, signal) };
+    }
 }
 
 /// `root` and every live descendant.
-pub(crate) fn tree_of(root: i32) -> BTreeSet<i32> {
-    let children = parent_map();
+pub(crate) fn tree_of(sys: &dyn Syscall, root: i32) -> BTreeSet<i32> {
+    let children = sys.children();
     let mut tree = BTreeSet::new();
     let mut todo = vec![root];
     while let Some(p) = todo.pop() {
@@ -54,24 +73,22 @@ pub(crate) fn tree_of(root: i32) -> BTreeSet<i32> {
     tree
 }
 
-/// Freezes then kills `root` and all its descendants. Blocking (scans /proc);
-/// call from a blocking thread.
-pub(crate) fn kill_tree(root: i32) -> usize {
+/// Freezes then kills `root` and all its descendants; returns how many.
+/// Blocking (scans /proc): call from a blocking thread.
+pub(crate) fn kill_tree(sys: &dyn Syscall, root: i32) -> usize {
     let mut stopped = BTreeSet::new();
     for _ in 0..100 {
-        let fresh: Vec<i32> = tree_of(root).difference(&stopped).copied().collect();
+        let fresh: Vec<i32> = tree_of(sys, root).difference(&stopped).copied().collect();
         if fresh.is_empty() {
             break;
         }
         for pid in fresh {
-            // SAFETY: kill(2) has no memory effects.
-            unsafe { libc::kill(pid, libc::SIGSTOP) };
+            sys.kill(pid, libc::SIGSTOP);
             stopped.insert(pid);
         }
     }
     for &pid in &stopped {
-        // SAFETY: as above.
-        unsafe { libc::kill(pid, libc::SIGKILL) };
+        sys.kill(pid, libc::SIGKILL);
     }
     stopped.len()
 }
@@ -79,6 +96,48 @@ pub(crate) fn kill_tree(root: i32) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::cell::RefCell;
+
+    /// A process table where 11 forks 13 after the first scan, recording signals.
+    struct Recording {
+        scans: RefCell<usize>,
+        calls: RefCell<Vec<(i32, i32)>>,
+    }
+
+    impl Syscall for Recording {
+        fn children(&self) -> HashMap<i32, Vec<i32>> {
+            let mut scans = self.scans.borrow_mut();
+            *scans += 1;
+            let mut m = HashMap::from([(1, vec![10, 99]), (10, vec![11]), (11, vec![12])]);
+            if *scans > 1 {
+                m.get_mut(&11).unwrap().push(13);
+            }
+            m
+        }
+        fn kill(&self, pid: i32, signal: i32) {
+            self.calls.borrow_mut().push((pid, signal));
+        }
+    }
+
+    #[test]
+    fn everything_is_stopped_before_anything_is_killed() {
+        let rec = Recording {
+            scans: RefCell::new(0),
+            calls: RefCell::new(Vec::new()),
+        };
+        assert_eq!(kill_tree(&rec, 10), 4);
+        let calls = rec.calls.into_inner();
+        let first_kill = calls.iter().position(|c| c.1 == libc::SIGKILL).unwrap();
+        let stopped: BTreeSet<i32> = calls[..first_kill].iter().map(|c| c.0).collect();
+        let killed: BTreeSet<i32> = calls[first_kill..].iter().map(|c| c.0).collect();
+        assert!(calls[..first_kill].iter().all(|c| c.1 == libc::SIGSTOP));
+        assert!(calls[first_kill..].iter().all(|c| c.1 == libc::SIGKILL));
+        assert_eq!(stopped, BTreeSet::from([10, 11, 12, 13]));
+        assert_eq!(
+            killed, stopped,
+            "the late fork (13) and nothing outside the tree (99)"
+        );
+    }
 
     #[test]
     fn ppid_after_odd_command_names() {
@@ -95,12 +154,15 @@ mod tests {
             .unwrap();
         let root = child.id() as i32;
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-        while tree_of(root).len() < 3 {
+        while tree_of(&HostSyscall, root).len() < 3 {
             assert!(std::time::Instant::now() < deadline, "tree never formed");
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
-        let grandchildren: Vec<i32> = tree_of(root).into_iter().filter(|&p| p != root).collect();
-        assert_eq!(kill_tree(root), 3);
+        let grandchildren: Vec<i32> = tree_of(&HostSyscall, root)
+            .into_iter()
+            .filter(|&p| p != root)
+            .collect();
+        assert_eq!(kill_tree(&HostSyscall, root), 3);
         child.wait().unwrap();
         // Orphaned sleeps re-parent to us (or init) and get reaped there;
         // they must at least no longer be running.

@@ -6,6 +6,6 @@ use crate::error::Result;
 impl CliRuntime {
     /// Starts the user process of a created container.
     pub(super) async fn start_container(&self, id: &str) -> Result<()> {
-        self.run(id, &["start", id], None).await.map(drop)
+        self.run(id, &["start", id]).await.map(drop)
     }
 }

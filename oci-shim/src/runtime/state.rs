@@ -45,7 +45,7 @@ pub struct ContainerState {
 impl CliRuntime {
     /// Runs `state` and parses its JSON.
     pub(super) async fn container_state(&self, id: &str) -> Result<ContainerState> {
-        let out = self.run(id, &["state", id], None).await?;
+        let out = self.run(id, &["state", id]).await?;
         serde_json::from_slice(&out.stdout).map_err(|e| Error::RuntimeOutput {
             id: id.to_owned(),
             runtime: self.config.name.clone(),
