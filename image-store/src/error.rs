@@ -95,7 +95,7 @@ pub enum Error {
     #[error("container id {0:?}: must be non-empty [A-Za-z0-9_.-] and not start with '.'")]
     BadContainerId(String),
     /// A concurrent pull of the same reference, which this call joined, failed.
-    #[error("pull {image}: {source}")]
+    #[error("{source} (in a concurrent pull of {image} this one joined)")]
     SharedPull {
         /// The image as asked for.
         image: String,
