@@ -435,20 +435,18 @@ impl ContainerSpec {
                     .map(|(k, v)| (k.clone(), v.clone()))
                     .collect::<HashMap<_, _>>(),
             )
-            .devices(self.devices.clone());
-        if let Some(p) = &self.cgroups_path {
-            linux = linux.cgroups_path(PathBuf::from(p));
-        }
-        if let Some(r) = &self.resources {
-            linux = linux.resources(r.clone());
-        }
-        if let Some(s) = &self.seccomp {
-            linux = linux.seccomp(s.clone());
-        }
-        if let Some(p) = rootfs_propagation {
-            linux = linux.rootfs_propagation(p);
-        }
-        let linux = linux.build().map_err(spec_err)?;
+            .devices(self.devices.clone())
+            .build()
+            .map_err(spec_err)?;
+        // oci-spec's builders start from its own opinionated defaults (resources,
+        // hostname "youki", ...): every optional field is set explicitly so the
+        // config says exactly what the ContainerSpec says.
+        linux.set_cgroups_path(self.cgroups_path.as_ref().map(PathBuf::from));
+        linux.set_resources(self.resources.clone());
+        linux.set_seccomp(self.seccomp.clone());
+        linux.set_rootfs_propagation(rootfs_propagation.map(str::to_owned));
+        linux.set_uid_mappings(None);
+        linux.set_gid_mappings(None);
 
         let mut annotations: HashMap<String, String> = self
             .annotations
@@ -464,17 +462,18 @@ impl ContainerSpec {
             .readonly(self.root.readonly)
             .build()
             .map_err(spec_err)?;
-        let mut spec = SpecBuilder::default()
+        let spec = SpecBuilder::default()
             .version("1.0.2")
             .root(root)
             .mounts(mounts)
             .process(process)
             .linux(linux)
             .annotations(annotations);
-        if let Some(h) = &self.hostname {
-            spec = spec.hostname(h.clone());
-        }
-        spec.build().map_err(spec_err)
+        let mut spec = spec.build().map_err(spec_err)?;
+        spec.set_hostname(self.hostname.clone());
+        spec.set_domainname(None);
+        spec.set_hooks(None);
+        Ok(spec)
     }
 }
 
@@ -587,6 +586,21 @@ mod tests {
         assert_eq!(json["linux"]["rootfsPropagation"], "rshared");
         assert_eq!(json["mounts"][0]["options"][1], "rslave");
         assert_eq!(json["mounts"][1]["options"][1], "rshared");
+    }
+
+    #[test]
+    fn no_defaults_sneak_in() {
+        let mut spec = ContainerSpec::new("/r", ["true"]);
+        spec.masked_paths.clear();
+        let json = serde_json::to_value(spec.to_oci(&host()).unwrap()).unwrap();
+        assert!(json.get("hostname").is_none(), "{json}");
+        assert!(json["linux"].get("resources").is_none(), "{json}");
+        assert!(json["linux"].get("cgroupsPath").is_none(), "{json}");
+        assert_eq!(json["linux"]["maskedPaths"], serde_json::json!([]));
+        assert_eq!(json["process"]["rlimits"], serde_json::json!([]));
+        assert_eq!(json["process"]["noNewPrivileges"], false);
+        assert!(json["process"].get("oomScoreAdj").is_none(), "{json}");
+        assert_eq!(json["mounts"].as_array().unwrap().len(), 5);
     }
 
     #[test]

@@ -75,12 +75,10 @@ impl Harness {
         id
     }
 
-    /// A spec running `args` in the shared rootfs, in its own cgroup for runc.
+    /// A spec running `args` in the shared rootfs, in its own cgroup.
     pub fn spec(&self, id: &str, args: &[&str]) -> ContainerSpec {
         let mut spec = ContainerSpec::new(self.dir.path().join("rootfs"), args.iter().copied());
-        if self.handler.kind == oci_shim::runtime::RuntimeKind::Runc {
-            spec.cgroups_path = Some(format!("/oci-shim-test/{id}"));
-        }
+        spec.cgroups_path = Some(format!("/oci-shim-test/{id}"));
         spec
     }
 
