@@ -99,13 +99,15 @@ async fn long_and_unterminated_output_is_split() {
 }
 
 #[tokio::test]
-async fn exit_zero_and_sigkill() {
+async fn exit_codes_zero_one_and_sigkill() {
     let h = Harness::runc();
-    let ok = h.id("true");
-    let m = h.spawn(&ok, &h.spec(&ok, &["true"])).await.unwrap();
-    h.runtime.start(&ok).await.unwrap();
-    let exit = m.wait().await.unwrap();
-    assert_eq!((exit.exit_code, exit.signal), (0, 0));
+    for (cmd, code) in [("true", 0), ("false", 1)] {
+        let id = h.id(cmd);
+        let m = h.spawn(&id, &h.spec(&id, &[cmd])).await.unwrap();
+        h.runtime.start(&id).await.unwrap();
+        let exit = m.wait().await.unwrap();
+        assert_eq!((exit.exit_code, exit.signal), (code, 0), "{cmd}");
+    }
 
     let killed = h.id("kill");
     let m = h

@@ -139,3 +139,58 @@ async fn exec_in_gvisor_and_timeout_kills_the_tree() {
         .unwrap();
     assert_eq!(exit.exit_code, 137);
 }
+
+#[tokio::test]
+async fn bad_command_fails_clearly_and_cleans_up() {
+    let h = Harness::runsc();
+    let id = h.id("gbad");
+    let spec = h.spec(&id, &["/no/such/binary"]);
+    // gVisor may accept the create and fail at start; either way the error
+    // must say why, and deleting must leave nothing behind.
+    let err = match h.spawn(&id, &spec).await {
+        Err(e) => e,
+        Ok(m) => {
+            let e = m.start().await.unwrap_err();
+            h.runtime.delete(&id, true).await.unwrap();
+            let exit = tokio::time::timeout(Duration::from_secs(30), m.wait())
+                .await
+                .unwrap();
+            assert!(exit.is_ok());
+            e
+        }
+    };
+    assert!(err.to_string().contains("/no/such/binary"), "{err}");
+    assert!(
+        eventually(Duration::from_secs(10), || processes_mentioning(&id)
+            .is_empty()
+            .then_some(()))
+        .await
+        .is_some(),
+        "left: {:?}",
+        processes_mentioning(&id)
+    );
+    assert!(!h.handler.root.join(&id).exists());
+}
+
+#[tokio::test]
+async fn deleted_before_start_ends_the_monitor() {
+    let h = Harness::runsc();
+    let sandbox = h.id("gsb");
+    let mut spec = h.spec(&sandbox, &["sleep", "1000"]);
+    spec.pod_role = Some(PodRole::Sandbox);
+    let sm = h.spawn(&sandbox, &spec).await.unwrap();
+    sm.start().await.unwrap();
+    let app = h.id("gnever");
+    let mut spec = h.spec(&app, &["true"]);
+    spec.pod_role = Some(PodRole::Container {
+        sandbox_id: sandbox.clone(),
+    });
+    let am = h.spawn(&app, &spec).await.unwrap();
+    h.runtime.delete(&app, true).await.unwrap();
+    let exit = tokio::time::timeout(Duration::from_secs(30), am.wait())
+        .await
+        .expect("monitor of a deleted container kept waiting")
+        .unwrap();
+    assert_eq!(exit.exit_code, 255);
+    h.runtime.delete(&sandbox, true).await.unwrap();
+}

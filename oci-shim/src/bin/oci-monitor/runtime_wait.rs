@@ -21,13 +21,14 @@ impl RuntimeWait {
     /// Starts the waiter; returns its pid.
     pub fn spawn(&self) -> std::io::Result<libc::pid_t> {
         let out = File::create(&self.out)?;
+        let err = out.try_clone()?;
         let mut cmd = Command::new(&self.runtime);
         cmd.args(&self.args)
             .arg("wait")
             .arg(&self.id)
             .stdin(Stdio::null())
             .stdout(out)
-            .stderr(Stdio::null());
+            .stderr(err);
         // SAFETY: only sigprocmask between fork and exec.
         unsafe {
             std::os::unix::process::CommandExt::pre_exec(&mut cmd, crate::sys::unblock_signals);
@@ -35,10 +36,30 @@ impl RuntimeWait {
         Ok(cmd.spawn()?.id() as libc::pid_t)
     }
 
-    /// The exit status the waiter printed, if it printed one.
-    pub fn result(&self) -> Option<i32> {
-        parse_exit_status(&std::fs::read_to_string(&self.out).ok()?)
+    /// What the waiter found out.
+    pub fn result(&self) -> WaitResult {
+        let text = std::fs::read_to_string(&self.out).unwrap_or_default();
+        match parse_exit_status(&text) {
+            Some(code) => WaitResult::Exited(code),
+            // runsc: "loading container: file does not exist".
+            None if text.contains("does not exist") || text.contains("not found") => {
+                WaitResult::Gone
+            }
+            // Typically "not started" yet.
+            None => WaitResult::Retry,
+        }
     }
+}
+
+/// Outcome of one `runtime wait`.
+#[derive(Debug, PartialEq, Eq)]
+pub enum WaitResult {
+    /// The container exited with this status.
+    Exited(i32),
+    /// The runtime no longer knows the container (deleted unseen).
+    Gone,
+    /// Ask again later.
+    Retry,
 }
 
 /// Extracts `exitStatus` from runsc's wait output without a JSON library.

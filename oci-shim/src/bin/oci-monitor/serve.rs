@@ -3,7 +3,7 @@
 
 use crate::create::ContainerIo;
 use crate::cri_log::{CriLog, Stream};
-use crate::runtime_wait::RuntimeWait;
+use crate::runtime_wait::{RuntimeWait, WaitResult};
 use crate::sys;
 use crate::timestamp::now_nanos;
 use oci_shim::monitor::protocol::{
@@ -22,6 +22,19 @@ const MAX_REQUEST: usize = 512;
 const DRAIN_GRACE: Duration = Duration::from_secs(2);
 /// Pause between attempts to run `runtime wait`.
 const WAITER_RETRY: Duration = Duration::from_millis(200);
+/// Longest pause between attempts (a container created and never started).
+const WAITER_RETRY_MAX: Duration = Duration::from_secs(5);
+/// Exit code recorded for a container the runtime forgot before we saw it end.
+const EXIT_CODE_UNKNOWN: i32 = 255;
+
+/// The `runtime wait` helper of a container that is not our child.
+struct Waiter {
+    command: RuntimeWait,
+    pid: Option<libc::pid_t>,
+    /// When to (re)start it; `None` while it runs.
+    due: Option<Instant>,
+    backoff: Duration,
+}
 /// A client that cannot take a reply within this is dropped, never waited for.
 const CLIENT_WRITE_TIMEOUT: Duration = Duration::from_millis(200);
 
@@ -101,7 +114,7 @@ pub struct Monitor {
     exit: Option<ExitRecord>,
     /// For a container that is not our child: the `runtime wait` helper,
     /// its pid, and when to restart it after it failed.
-    waiter: Option<(RuntimeWait, Option<libc::pid_t>, Option<Instant>)>,
+    waiter: Option<Waiter>,
     buf: Box<[u8]>,
 }
 
@@ -132,7 +145,14 @@ impl Monitor {
 
     /// Learns the exit through `runtime wait` instead of waitpid.
     pub fn wait_with_runtime(&mut self, waiter: RuntimeWait) {
-        self.waiter = Some((waiter, None, Some(Instant::now())));
+        // Normally started right after `start`; this is the fallback for a
+        // daemon that started the container some other way.
+        self.waiter = Some(Waiter {
+            command: waiter,
+            pid: None,
+            due: Some(Instant::now() + Duration::from_secs(1)),
+            backoff: WAITER_RETRY,
+        });
     }
 
     /// Starts the runtime waiter when it is due.
@@ -140,13 +160,14 @@ impl Monitor {
         if self.exit.is_some() {
             return;
         }
-        if let Some((w, pid, due)) = &mut self.waiter {
-            if pid.is_none() && due.is_some_and(|d| Instant::now() >= d) {
-                match w.spawn() {
-                    Ok(p) => (*pid, *due) = (Some(p), None),
+        if let Some(w) = &mut self.waiter {
+            if w.pid.is_none() && w.due.is_some_and(|d| Instant::now() >= d) {
+                match w.command.spawn() {
+                    Ok(p) => (w.pid, w.due) = (Some(p), None),
                     Err(e) => {
                         eprintln!("oci-monitor: runtime wait: {e}");
-                        *due = Some(Instant::now() + WAITER_RETRY);
+                        w.due = Some(Instant::now() + w.backoff);
+                        w.backoff = (w.backoff * 2).min(WAITER_RETRY_MAX);
                     }
                 }
             }
@@ -195,7 +216,7 @@ impl Monitor {
                 });
             }
             self.tend_waiter();
-            let waiter_due = self.waiter.as_ref().is_some_and(|w| w.2.is_some());
+            let waiter_due = self.waiter.as_ref().is_some_and(|w| w.due.is_some());
             let timeout = if self.exit.is_some() || waiter_due {
                 100
             } else {
@@ -241,28 +262,29 @@ impl Monitor {
 
     fn reap(&mut self) {
         while let Some((pid, status)) = sys::reap_any() {
-            if let Some((w, waiter_pid @ Some(_), due)) = &mut self.waiter {
-                if *waiter_pid == Some(pid) {
-                    *waiter_pid = None;
-                    match w.result() {
-                        Some(code) => {
-                            // runsc reports 128+signal for killed processes.
-                            let signal = if (129..=128 + 64).contains(&code) {
-                                code - 128
-                            } else {
-                                0
-                            };
-                            self.exit = Some(ExitRecord {
-                                exit_code: code,
-                                signal,
-                                finished_at_unix_nanos: now_nanos(),
-                            });
-                        }
-                        // Not started yet, or the runtime hiccuped: ask again.
-                        None => *due = Some(Instant::now() + WAITER_RETRY),
+            if let Some(w) = self.waiter.as_mut().filter(|w| w.pid == Some(pid)) {
+                w.pid = None;
+                let code = match w.command.result() {
+                    WaitResult::Exited(code) => code,
+                    WaitResult::Gone => EXIT_CODE_UNKNOWN,
+                    WaitResult::Retry => {
+                        w.due = Some(Instant::now() + w.backoff);
+                        w.backoff = (w.backoff * 2).min(WAITER_RETRY_MAX);
+                        continue;
                     }
-                    continue;
-                }
+                };
+                // runsc reports 128+signal for killed processes.
+                let signal = if (129..=128 + 64).contains(&code) {
+                    code - 128
+                } else {
+                    0
+                };
+                self.exit = Some(ExitRecord {
+                    exit_code: code,
+                    signal,
+                    finished_at_unix_nanos: now_nanos(),
+                });
+                continue;
             }
             if pid == self.container_pid && self.waiter.is_none() {
                 let (exit_code, signal) = sys::decode_wait_status(status);
@@ -413,7 +435,12 @@ impl Monitor {
             Some(Request::Start) => {
                 let held = self.io.held.take();
                 match self.start.run(held) {
-                    Ok(()) => "ok\n".to_owned(),
+                    Ok(()) => {
+                        if let Some(w) = self.waiter.as_mut().filter(|w| w.pid.is_none()) {
+                            (w.due, w.backoff) = (Some(Instant::now()), WAITER_RETRY);
+                        }
+                        "ok\n".to_owned()
+                    }
                     Err(e) => format!("error {}\n", one_line(&e)),
                 }
             }
