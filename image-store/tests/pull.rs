@@ -219,3 +219,26 @@ async fn a_second_open_of_the_same_root_is_refused() {
     drop(store);
     ImageStore::open(&root, registries()).await.unwrap();
 }
+
+#[tokio::test]
+async fn a_dead_mirror_falls_back_to_the_next_endpoint() {
+    require_registry();
+    let dir = tempfile::tempdir().unwrap();
+    let registries = image_store::RegistriesConfig {
+        registries: vec![image_store::RegistryConfig {
+            prefix: REGISTRY.into(),
+            // Nothing listens on port 1; the registry itself is next.
+            mirrors: vec!["127.0.0.1:1".into()],
+            insecure: true,
+        }],
+    };
+    let store = ImageStore::open(dir.path().join("s"), registries)
+        .await
+        .unwrap();
+    let image = store
+        .pull("127.0.0.1:5000/user-name:latest", None)
+        .await
+        .unwrap();
+    assert_eq!(image.repo_tags, ["127.0.0.1:5000/user-name:latest"]);
+    assert_eq!(image.username, "www-data");
+}
