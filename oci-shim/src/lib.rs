@@ -31,6 +31,40 @@
 //! println!("exit code {}", exit.exit_code);
 //! # Ok(()) }
 //! ```
+//!
+//! # Architecture
+//!
+//! ```text
+//!  daemon (tokio)                         one per container (std + libc, 1 thread)
+//!  ──────────────                         ─────────────────────────────────────────
+//!  ContainerSpec ─to_oci─▶ Bundle::write
+//!  Monitor::spawn ──exec──▶ oci-monitor ──fork──▶ oci-monitor (setsid, subreaper)
+//!        ▲                     exits              │ runtime create (stdio = pipes/pty)
+//!        └──── "ready <pid> <pid>" on the pipe ───┤ CRI log ◀── container stdout/stderr
+//!  MonitorClient ◀════ monitor.sock (protocol) ═══▶ start / state / wait / attach / reopen_log
+//!  CliRuntime ──▶ runc|runsc kill/delete/exec/update/pause/resume/list/state
+//! ```
+//!
+//! Invariants the pieces rely on:
+//!
+//! - The monitor is never the daemon's child once `Monitor::spawn` returns: a
+//!   daemon crash or restart cannot take containers down, and
+//!   [`monitor::Monitor::reconnect`] finds them again.
+//! - The monitor is the container init's reaper (child subreaper), so the exit
+//!   status it records is the real one. For gVisor containers joining a pod
+//!   sandbox (no host process of their own) it asks `runsc wait` instead.
+//! - `exit.json` is complete before the socket disappears and before any
+//!   `wait` is answered, and the log is drained before both: whoever learns of
+//!   an exit can read the whole log and the record.
+//! - A failed create leaves no state directory, runtime state, process or mount.
+//! - The daemon side never blocks a tokio worker: runtime commands run as child
+//!   processes and file work goes to blocking threads.
+//!
+//! # Tests
+//!
+//! `tests/` holds real tests that need root, runc (`/usr/sbin/runc`), runsc
+//! (`/usr/bin/runsc`) and busybox-static: containers are run for real, with
+//! state under a temporary directory and cleanup guaranteed by a guard.
 
 pub mod bundle;
 mod error;

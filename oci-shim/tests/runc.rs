@@ -61,7 +61,10 @@ async fn log_lines_partials_and_exit_code() {
         MonitorStatus::Running(_) => panic!("monitor of an exited container still answers"),
     }
     h.runtime.delete(&id, false).await.unwrap();
-    assert!(!std::path::Path::new(&format!("/sys/fs/cgroup/memory/oci-shim-test/{id}")).exists());
+    assert!(
+        !std::path::Path::new(&format!("/sys/fs/cgroup/memory/{}/{id}", h.cgroup_parent()))
+            .exists()
+    );
 }
 
 #[tokio::test]
@@ -119,6 +122,17 @@ async fn exit_codes_zero_one_and_sigkill() {
     assert_eq!(
         client.state().await.unwrap(),
         ContainerStatus::Running(m.container_pid())
+    );
+    assert_eq!(
+        raw_exchange(m.state_dir(), "hello 2\n").await,
+        "error unsupported-version\n"
+    );
+    assert_eq!(
+        raw_exchange(m.state_dir(), "hello 1\nfly away\nstate\n").await,
+        format!(
+            "ok 1\nerror unknown-request\nrunning {}\n",
+            m.container_pid()
+        )
     );
     assert_eq!(
         h.runtime.state(&killed).await.unwrap().status,
@@ -297,7 +311,8 @@ async fn pause_resume_and_update() {
         serde_json::from_str(r#"{"memory":{"limit":67108864},"cpu":{"shares":256}}"#).unwrap();
     h.runtime.update(&id, &resources).await.unwrap();
     let limit = std::fs::read_to_string(format!(
-        "/sys/fs/cgroup/memory/oci-shim-test/{id}/memory.limit_in_bytes"
+        "/sys/fs/cgroup/memory/{}/{id}/memory.limit_in_bytes",
+        h.cgroup_parent()
     ))
     .unwrap();
     assert_eq!(limit.trim(), "67108864");
@@ -334,4 +349,20 @@ async fn stdin_once_closes_stdin_when_attach_ends() {
     .expect("stdin was not closed");
     assert_eq!(exit.exit_code, 0);
     assert_eq!(String::from_utf8_lossy(&out), "abc\ndone\n");
+}
+
+/// Sends `text` on a fresh monitor connection and returns everything the
+/// monitor answers until it has said one line per line sent.
+async fn raw_exchange(state_dir: &std::path::Path, text: &str) -> String {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+    let sock = state_dir.join(oci_shim::monitor::protocol::SOCKET_NAME);
+    let mut s = tokio::io::BufReader::new(tokio::net::UnixStream::connect(sock).await.unwrap());
+    s.get_mut().write_all(text.as_bytes()).await.unwrap();
+    let mut out = String::new();
+    for _ in 0..text.lines().count() {
+        if s.read_line(&mut out).await.unwrap() == 0 {
+            break;
+        }
+    }
+    out
 }

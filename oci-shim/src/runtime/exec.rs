@@ -103,8 +103,8 @@ impl CliRuntime {
                 command: self.describe(&verb_refs),
                 source,
             })?;
-        let stdout = tokio::spawn(read_capped(child.stdout.take().expect("piped")));
-        let stderr = tokio::spawn(read_capped(child.stderr.take().expect("piped")));
+        let stdout = child.stdout.take().map(|o| tokio::spawn(read_capped(o)));
+        let stderr = child.stderr.take().map(|e| tokio::spawn(read_capped(e)));
 
         let (status, timed_out) = match tokio::time::timeout(timeout, child.wait()).await {
             Ok(status) => (status, false),
@@ -121,7 +121,8 @@ impl CliRuntime {
             source,
         })?;
         // After a kill, a survivor holding the pipe must not hang us forever.
-        let collect = |h: tokio::task::JoinHandle<Vec<u8>>| async move {
+        let collect = |h: Option<tokio::task::JoinHandle<Vec<u8>>>| async move {
+            let Some(h) = h else { return Vec::new() };
             tokio::time::timeout(Duration::from_secs(5), h)
                 .await
                 .ok()

@@ -78,8 +78,15 @@ impl Harness {
     /// A spec running `args` in the shared rootfs, in its own cgroup.
     pub fn spec(&self, id: &str, args: &[&str]) -> ContainerSpec {
         let mut spec = ContainerSpec::new(self.dir.path().join("rootfs"), args.iter().copied());
-        spec.cgroups_path = Some(format!("/oci-shim-test/{id}"));
+        spec.cgroups_path = Some(format!("/{}/{id}", self.cgroup_parent()));
         spec
+    }
+
+    /// A parent cgroup of this harness's own, so removing it races with no
+    /// other test.
+    pub fn cgroup_parent(&self) -> String {
+        let tmp = self.dir.path().file_name().unwrap_or_default();
+        format!("oci-shim-test-{}", tmp.to_string_lossy())
     }
 
     pub fn state_dir(&self, id: &str) -> PathBuf {
@@ -153,6 +160,12 @@ impl Drop for Harness {
         for &pid in self.monitors.lock().unwrap().iter() {
             // SAFETY: kill(2) has no memory effects.
             unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+        // This harness's parent cgroups (empty once its containers are deleted).
+        if let Ok(controllers) = std::fs::read_dir("/sys/fs/cgroup") {
+            for c in controllers.flatten() {
+                let _ = std::fs::remove_dir(c.path().join(self.cgroup_parent()));
+            }
         }
     }
 }

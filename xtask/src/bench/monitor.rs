@@ -51,6 +51,11 @@ pub fn run(root: &Path) -> Result<()> {
         }
     });
     let _ = std::fs::remove_dir_all(&dir);
+    if let Ok(controllers) = std::fs::read_dir("/sys/fs/cgroup") {
+        for c in controllers.flatten() {
+            let _ = std::fs::remove_dir(c.path().join("oci-monitor-bench"));
+        }
+    }
     let (pss, rss) = result?;
     let n = CONTAINERS as u64;
     let per_pss = pss / n;
