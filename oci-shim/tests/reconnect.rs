@@ -125,8 +125,11 @@ async fn driver_killed_by_sigkill() {
         client.state().await.unwrap(),
         oci_shim::monitor::ContainerStatus::Running(_)
     ));
+    let reopened = Monitor::open(&slow, h.state_dir(&slow)).await.unwrap();
+    assert_eq!(reopened.monitor_pid(), monitor_pids[1]);
     runtime.kill(&slow, libc::SIGTERM, false).await.unwrap();
     assert_eq!(client.wait().await.unwrap().exit_code, 7);
+    assert_eq!(reopened.wait().await.unwrap().exit_code, 7);
     runtime.delete(&slow, false).await.unwrap();
     runtime.delete(&quick, false).await.unwrap();
 }

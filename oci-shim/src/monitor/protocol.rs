@@ -42,6 +42,7 @@
 //!   `{"exit_code":137,"signal":9,"finished_at_unix_nanos":1700000000000000000}`.
 //!   A client that finds no live socket reads this instead.
 //! - `container.pid`: the pid file the runtime wrote on create.
+//! - `monitor.pid`: the monitor's pid.
 //! - `runtime.log`: the runtime's own log for the create (its error on failure).
 //!
 //! ## Start-up
@@ -59,6 +60,8 @@ pub const SOCKET_NAME: &str = "monitor.sock";
 pub const EXIT_FILE_NAME: &str = "exit.json";
 /// Pid file name in the state directory.
 pub const PID_FILE_NAME: &str = "container.pid";
+/// The monitor's own pid, written before it reports ready.
+pub const MONITOR_PID_FILE_NAME: &str = "monitor.pid";
 /// Runtime log file name (create) in the state directory.
 pub const RUNTIME_LOG_NAME: &str = "runtime.log";
 /// Console socket name in the state directory (terminal containers).

@@ -157,6 +157,40 @@ impl Monitor {
             .map(MonitorStatus::Exited)
     }
 
+    /// A handle on the monitor of container `id` from what it left in
+    /// `state_dir` (for a daemon that restarted); fails when the container
+    /// was never successfully created there.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), oci_shim::Error> {
+    /// let m = oci_shim::monitor::Monitor::open("c1", "/run/oci-shim/c1").await?;
+    /// let exit = m.wait().await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn open(id: &str, state_dir: impl AsRef<Path>) -> Result<Monitor> {
+        let state_dir = state_dir.as_ref();
+        let read_pid = |name: &'static str| {
+            let path = state_dir.join(name);
+            let id = id.to_owned();
+            async move {
+                let text = tokio::fs::read_to_string(&path)
+                    .await
+                    .map_err(|e| Error::io("monitor pid file", &path, "read", e))?;
+                text.trim().parse::<i32>().map_err(|e| {
+                    Error::monitor(&id, format!("bad pid file {}: {e}", path.display()))
+                })
+            }
+        };
+        Ok(Monitor {
+            id: id.to_owned(),
+            state_dir: state_dir.to_owned(),
+            container_pid: read_pid(protocol::PID_FILE_NAME).await?,
+            monitor_pid: read_pid(protocol::MONITOR_PID_FILE_NAME).await?,
+        })
+    }
+
     /// Container id.
     pub fn id(&self) -> &str {
         &self.id

@@ -15,7 +15,7 @@ mod serve;
 mod sys;
 mod timestamp;
 
-use oci_shim::monitor::protocol::{ExitRecord, EXIT_FILE_NAME, SOCKET_NAME};
+use oci_shim::monitor::protocol::{ExitRecord, EXIT_FILE_NAME, MONITOR_PID_FILE_NAME, SOCKET_NAME};
 use std::fs::OpenOptions;
 use std::io::Write;
 use std::os::fd::AsRawFd;
@@ -102,7 +102,14 @@ fn run(args: &args::Args) -> Result<(), String> {
             return Err(e);
         }
     };
-    report(&format!("ready {pid} {}", std::process::id()), true);
+    let me = std::process::id();
+    if let Err(e) = write_atomically(
+        &args.state_dir.join(MONITOR_PID_FILE_NAME),
+        format!("{me}\n").as_bytes(),
+    ) {
+        eprintln!("oci-monitor {}: monitor.pid: {e}", args.id);
+    }
+    report(&format!("ready {pid} {me}"), true);
 
     let mut io = io;
     let foreign = !runtime_wait::is_our_child(pid);
@@ -143,9 +150,15 @@ fn run(args: &args::Args) -> Result<(), String> {
 
 /// Writes `exit.json` so that readers see either nothing or the whole record.
 fn write_exit(state_dir: &Path, record: &ExitRecord) -> std::io::Result<()> {
-    let tmp = state_dir.join(".exit.json.tmp");
+    write_atomically(&state_dir.join(EXIT_FILE_NAME), record.to_json().as_bytes())
+}
+
+/// Temp file, fsync, rename: readers never see a partial file.
+fn write_atomically(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let tmp = path.with_file_name(format!(".{name}.tmp"));
     let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(record.to_json().as_bytes())?;
+    f.write_all(data)?;
     f.sync_all()?;
-    std::fs::rename(&tmp, state_dir.join(EXIT_FILE_NAME))
+    std::fs::rename(&tmp, path)
 }
