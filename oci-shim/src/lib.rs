@@ -66,6 +66,8 @@
 //! (`/usr/bin/runsc`) and busybox-static: containers are run for real, with
 //! state under a temporary directory and cleanup guaranteed by a guard.
 
+#![deny(missing_docs)]
+
 pub mod bundle;
 mod error;
 pub mod monitor;
