@@ -4,6 +4,7 @@
 //! Unknown keys are refused rather than ignored, so a typo never silently
 //! falls back to a default.
 
+pub use image_store::RegistryConfig;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -140,23 +141,10 @@ impl Default for ImageConfig {
                 prefix: "registry.k8s.io".into(),
                 mirrors: vec!["127.0.0.1:5000".into()],
                 insecure: true,
+                mirrors_only: true,
             }],
         }
     }
-}
-
-/// One `[[image.registries]]` entry.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RegistryConfig {
-    /// The reference prefix this entry applies to, e.g. `registry.k8s.io`.
-    pub prefix: String,
-    /// Mirrors tried in order before the registry itself.
-    #[serde(default)]
-    pub mirrors: Vec<String>,
-    /// Whether plain HTTP is allowed for the registry and its mirrors.
-    #[serde(default)]
-    pub insecure: bool,
 }
 
 /// The `[network]` table.

@@ -3,11 +3,28 @@
 //! The thin gRPC layer that kubelet and crictl talk to over a unix socket: it
 //! maps CRI requests onto the runtime crates (`netns`, `sandbox-core`,
 //! `trust-policy`, `oci-shim`, `image-store`, `cni`), persists and restores the
-//! daemon's state, and maps crate errors to gRPC codes in one place. No crate
-//! depends on this one.
+//! daemon's state, and maps crate errors to gRPC codes in one place
+//! ([`error`]). No crate depends on this one.
+//!
+//! - [`config`]: the TOML contract and its embedded default.
+//! - [`server`], [`socket`]: serving on the unix socket.
+//! - [`runtime_service`], [`image_service`]: the two CRI services, thin
+//!   dispatchers to [`pod`] and [`container`] (one verb per file).
+//! - [`daemon`]: shared state, start-up and restore; [`records`] and
+//!   [`layout`]: what lives where on disk; [`pause`]: the built-in infra
+//!   process.
 
 pub mod config;
+pub mod container;
+pub mod convert;
+pub mod daemon;
+pub mod error;
 pub mod image_service;
+pub mod layout;
+pub mod locks;
+pub mod pause;
+pub mod pod;
+pub mod records;
 pub mod runtime_service;
 pub mod server;
 pub mod socket;

@@ -3,10 +3,12 @@
 //! RPCs whose behaviour arrives with later work answer `Unimplemented` with the
 //! RPC's name; none of them panics.
 
-use crate::config::Config;
+use crate::daemon::Daemon;
+use crate::{container, pod};
 use k8s_cri::v1 as cri;
 use std::pin::Pin;
-use tokio_stream::Stream;
+use std::sync::Arc;
+use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
 
 /// The CRI API version this daemon speaks.
@@ -16,18 +18,19 @@ pub const RUNTIME_NAME: &str = "cri-server";
 
 /// Implements `runtime.v1.RuntimeService`.
 pub struct RuntimeService {
-    config: Config,
+    daemon: Arc<Daemon>,
 }
 
 impl RuntimeService {
-    /// A service answering from `config`.
-    pub fn new(config: Config) -> Self {
-        RuntimeService { config }
+    /// A service over the daemon's shared state.
+    pub fn new(daemon: Arc<Daemon>) -> Self {
+        RuntimeService { daemon }
     }
 
     /// Handlers whose binary is missing: reported, never silently dropped.
     fn missing_handlers(&self) -> Vec<String> {
-        self.config
+        self.daemon
+            .config
             .runtime
             .handlers
             .iter()
@@ -81,9 +84,10 @@ impl cri::runtime_service_server::RuntimeService for RuntimeService {
         };
         let mut info = std::collections::HashMap::new();
         if request.get_ref().verbose {
-            info.insert("config".to_string(), self.config.to_toml());
+            info.insert("config".to_string(), self.daemon.config.to_toml());
         }
         let runtime_handlers = self
+            .daemon
             .config
             .runtime
             .handlers
@@ -117,79 +121,99 @@ impl cri::runtime_service_server::RuntimeService for RuntimeService {
 
     async fn run_pod_sandbox(
         &self,
-        _r: Request<cri::RunPodSandboxRequest>,
+        request: Request<cri::RunPodSandboxRequest>,
     ) -> Result<Response<cri::RunPodSandboxResponse>, Status> {
-        Err(unimplemented("RunPodSandbox"))
+        let id = pod::run::run(&self.daemon, request.into_inner()).await?;
+        Ok(Response::new(cri::RunPodSandboxResponse {
+            pod_sandbox_id: id,
+        }))
     }
 
     async fn stop_pod_sandbox(
         &self,
-        _r: Request<cri::StopPodSandboxRequest>,
+        request: Request<cri::StopPodSandboxRequest>,
     ) -> Result<Response<cri::StopPodSandboxResponse>, Status> {
-        Err(unimplemented("StopPodSandbox"))
+        pod::stop::stop(&self.daemon, &request.get_ref().pod_sandbox_id).await?;
+        Ok(Response::new(cri::StopPodSandboxResponse {}))
     }
 
     async fn remove_pod_sandbox(
         &self,
-        _r: Request<cri::RemovePodSandboxRequest>,
+        request: Request<cri::RemovePodSandboxRequest>,
     ) -> Result<Response<cri::RemovePodSandboxResponse>, Status> {
-        Err(unimplemented("RemovePodSandbox"))
+        pod::remove::remove(&self.daemon, &request.get_ref().pod_sandbox_id).await?;
+        Ok(Response::new(cri::RemovePodSandboxResponse {}))
     }
 
     async fn pod_sandbox_status(
         &self,
-        _r: Request<cri::PodSandboxStatusRequest>,
+        request: Request<cri::PodSandboxStatusRequest>,
     ) -> Result<Response<cri::PodSandboxStatusResponse>, Status> {
-        Err(unimplemented("PodSandboxStatus"))
+        let r = request.into_inner();
+        Ok(Response::new(
+            pod::status::status(&self.daemon, &r.pod_sandbox_id, r.verbose).await?,
+        ))
     }
 
     async fn list_pod_sandbox(
         &self,
-        _r: Request<cri::ListPodSandboxRequest>,
+        request: Request<cri::ListPodSandboxRequest>,
     ) -> Result<Response<cri::ListPodSandboxResponse>, Status> {
-        Err(unimplemented("ListPodSandbox"))
+        let items = pod::list::list(&self.daemon, request.into_inner().filter);
+        Ok(Response::new(cri::ListPodSandboxResponse { items }))
     }
 
     async fn create_container(
         &self,
-        _r: Request<cri::CreateContainerRequest>,
+        request: Request<cri::CreateContainerRequest>,
     ) -> Result<Response<cri::CreateContainerResponse>, Status> {
-        Err(unimplemented("CreateContainer"))
+        let id = container::create::create(&self.daemon, request.into_inner()).await?;
+        Ok(Response::new(cri::CreateContainerResponse {
+            container_id: id,
+        }))
     }
 
     async fn start_container(
         &self,
-        _r: Request<cri::StartContainerRequest>,
+        request: Request<cri::StartContainerRequest>,
     ) -> Result<Response<cri::StartContainerResponse>, Status> {
-        Err(unimplemented("StartContainer"))
+        container::start::start(&self.daemon, &request.get_ref().container_id).await?;
+        Ok(Response::new(cri::StartContainerResponse {}))
     }
 
     async fn stop_container(
         &self,
-        _r: Request<cri::StopContainerRequest>,
+        request: Request<cri::StopContainerRequest>,
     ) -> Result<Response<cri::StopContainerResponse>, Status> {
-        Err(unimplemented("StopContainer"))
+        let r = request.into_inner();
+        container::stop::stop(&self.daemon, &r.container_id, r.timeout).await?;
+        Ok(Response::new(cri::StopContainerResponse {}))
     }
 
     async fn remove_container(
         &self,
-        _r: Request<cri::RemoveContainerRequest>,
+        request: Request<cri::RemoveContainerRequest>,
     ) -> Result<Response<cri::RemoveContainerResponse>, Status> {
-        Err(unimplemented("RemoveContainer"))
+        container::remove::remove(&self.daemon, &request.get_ref().container_id).await?;
+        Ok(Response::new(cri::RemoveContainerResponse {}))
     }
 
     async fn list_containers(
         &self,
-        _r: Request<cri::ListContainersRequest>,
+        request: Request<cri::ListContainersRequest>,
     ) -> Result<Response<cri::ListContainersResponse>, Status> {
-        Err(unimplemented("ListContainers"))
+        let containers = container::list::list(&self.daemon, request.into_inner().filter);
+        Ok(Response::new(cri::ListContainersResponse { containers }))
     }
 
     async fn container_status(
         &self,
-        _r: Request<cri::ContainerStatusRequest>,
+        request: Request<cri::ContainerStatusRequest>,
     ) -> Result<Response<cri::ContainerStatusResponse>, Status> {
-        Err(unimplemented("ContainerStatus"))
+        let r = request.into_inner();
+        Ok(Response::new(
+            container::status::status(&self.daemon, &r.container_id, r.verbose).await?,
+        ))
     }
 
     async fn update_container_resources(
@@ -201,16 +225,19 @@ impl cri::runtime_service_server::RuntimeService for RuntimeService {
 
     async fn reopen_container_log(
         &self,
-        _r: Request<cri::ReopenContainerLogRequest>,
+        request: Request<cri::ReopenContainerLogRequest>,
     ) -> Result<Response<cri::ReopenContainerLogResponse>, Status> {
-        Err(unimplemented("ReopenContainerLog"))
+        container::reopen_log::reopen_log(&self.daemon, &request.get_ref().container_id).await?;
+        Ok(Response::new(cri::ReopenContainerLogResponse {}))
     }
 
     async fn exec_sync(
         &self,
-        _r: Request<cri::ExecSyncRequest>,
+        request: Request<cri::ExecSyncRequest>,
     ) -> Result<Response<cri::ExecSyncResponse>, Status> {
-        Err(unimplemented("ExecSync"))
+        Ok(Response::new(
+            container::exec_sync::exec_sync(&self.daemon, request.into_inner()).await?,
+        ))
     }
 
     async fn exec(
@@ -282,9 +309,16 @@ impl cri::runtime_service_server::RuntimeService for RuntimeService {
 
     async fn get_container_events(
         &self,
-        _r: Request<cri::GetEventsRequest>,
+        request: Request<cri::GetEventsRequest>,
     ) -> Result<Response<Self::GetContainerEventsStream>, Status> {
-        Err(unimplemented("GetContainerEvents"))
+        let _ = request;
+        let receiver = self.daemon.events.subscribe();
+        let stream = tokio_stream::wrappers::BroadcastStream::new(receiver).filter_map(|event| {
+            // A subscriber that fell behind skips what it missed rather
+            // than ending the stream.
+            event.ok().map(Ok)
+        });
+        Ok(Response::new(Box::pin(stream)))
     }
 
     async fn list_metric_descriptors(

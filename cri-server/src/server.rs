@@ -1,11 +1,13 @@
 //! Serving CRI over the unix socket until SIGTERM or SIGINT.
 
 use crate::config::Config;
+use crate::daemon::{Daemon, StartError};
 use crate::image_service::ImageService;
 use crate::runtime_service::RuntimeService;
 use crate::socket;
 use k8s_cri::v1::image_service_server::ImageServiceServer;
 use k8s_cri::v1::runtime_service_server::RuntimeServiceServer;
+use std::sync::Arc;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio_stream::wrappers::UnixListenerStream;
 
@@ -15,6 +17,9 @@ pub enum ServeError {
     /// The socket could not be bound.
     #[error(transparent)]
     Socket(#[from] socket::SocketError),
+    /// The daemon's state could not be prepared or restored.
+    #[error(transparent)]
+    Start(#[from] StartError),
     /// A signal handler could not be installed.
     #[error("installing signal handlers: {0}")]
     Signals(std::io::Error),
@@ -29,6 +34,7 @@ pub enum ServeError {
 /// Containers are not touched on the way out: they outlive the daemon.
 pub async fn serve(config: Config) -> Result<(), ServeError> {
     let listener = socket::bind(&config.socket).await?;
+    let daemon = Daemon::open(config.clone()).await?;
     let mut term = signal(SignalKind::terminate()).map_err(ServeError::Signals)?;
     let mut int = signal(SignalKind::interrupt()).map_err(ServeError::Signals)?;
     let shutdown = async move {
@@ -41,8 +47,12 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
     let socket_path = config.socket.clone();
     let result = tonic::transport::Server::builder()
         .trace_fn(|request| tracing::info_span!("rpc", method = %request.uri().path()))
-        .add_service(RuntimeServiceServer::new(RuntimeService::new(config)))
-        .add_service(ImageServiceServer::new(ImageService))
+        .add_service(RuntimeServiceServer::new(RuntimeService::new(Arc::clone(
+            &daemon,
+        ))))
+        .add_service(ImageServiceServer::new(ImageService::new(Arc::clone(
+            &daemon,
+        ))))
         .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
         .await;
     // A socket file left behind would look like a crashed daemon's; remove it.

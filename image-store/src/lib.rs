@@ -30,6 +30,7 @@
 //!     prefix: "registry.k8s.io".into(),
 //!     mirrors: vec!["127.0.0.1:5000".into()],
 //!     insecure: true,
+//!     mirrors_only: false,
 //! }]};
 //! let store = ImageStore::open("/var/lib/cri-server/images", registries).await?;
 //! let image = store.pull("registry.k8s.io/e2e-test-images/busybox:1.29-2", None).await?;

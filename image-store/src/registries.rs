@@ -48,6 +48,10 @@ pub struct RegistryConfig {
     /// Whether the registry and its mirrors are reached over plain HTTP.
     #[serde(default)]
     pub insecure: bool,
+    /// Only the mirrors are tried, never the registry itself: for nodes
+    /// (and test machines) that must not reach past their mirrors.
+    #[serde(default)]
+    pub mirrors_only: bool,
 }
 
 /// Where to try fetching an image from.
@@ -73,6 +77,7 @@ impl RegistriesConfig {
     ///     prefix: "registry.k8s.io".into(),
     ///     mirrors: vec!["127.0.0.1:5000".into()],
     ///     insecure: true,
+    ///     mirrors_only: false,
     /// }]};
     /// let r: ImageReference = "registry.k8s.io/e2e-test-images/busybox:1.29-2".parse()?;
     /// let endpoints = config.endpoints(&r);
@@ -102,6 +107,9 @@ impl RegistriesConfig {
                 }
             }
         }
+        if entry.is_some_and(|e| e.mirrors_only) {
+            return out;
+        }
         out.push(Endpoint {
             host: reference.registry().to_string(),
             repository: reference.repository().to_string(),
@@ -129,6 +137,21 @@ fn prefix_matches(prefix: &str, name: &str) -> bool {
 mod tests {
     use super::*;
 
+    #[test]
+    fn mirrors_only_never_yields_the_registry_itself() {
+        let config = RegistriesConfig {
+            registries: vec![RegistryConfig {
+                prefix: "registry.k8s.io".into(),
+                mirrors: vec!["127.0.0.1:5000".into()],
+                insecure: true,
+                mirrors_only: true,
+            }],
+        };
+        let r: ImageReference = "registry.k8s.io/pause:3.9".parse().unwrap();
+        let hosts: Vec<_> = config.endpoints(&r).into_iter().map(|e| e.host).collect();
+        assert_eq!(hosts, ["127.0.0.1:5000"]);
+    }
+
     fn config() -> RegistriesConfig {
         RegistriesConfig {
             registries: vec![
@@ -136,16 +159,19 @@ mod tests {
                     prefix: "registry.k8s.io".into(),
                     mirrors: vec!["127.0.0.1:5000".into(), "mirror.example/k8s".into()],
                     insecure: true,
+                    mirrors_only: false,
                 },
                 RegistryConfig {
                     prefix: "docker.io/library".into(),
                     mirrors: vec!["hub-mirror.example".into()],
                     insecure: false,
+                    mirrors_only: false,
                 },
                 RegistryConfig {
                     prefix: "docker.io".into(),
                     mirrors: vec![],
                     insecure: false,
+                    mirrors_only: false,
                 },
             ],
         }

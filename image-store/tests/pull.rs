@@ -230,6 +230,7 @@ async fn a_dead_mirror_falls_back_to_the_next_endpoint() {
             // Nothing listens on port 1; the registry itself is next.
             mirrors: vec!["127.0.0.1:1".into()],
             insecure: true,
+            mirrors_only: false,
         }],
     };
     let store = ImageStore::open(dir.path().join("s"), registries)

@@ -197,6 +197,9 @@ pub struct Container {
     pub stdin_once: bool,
     /// Whether it runs privileged.
     pub privileged: bool,
+    /// The signal that asks the container to stop (the image's
+    /// `StopSignal`, `SIGTERM` when it names none).
+    pub stop_signal: String,
     /// The CRI runtime handler of its pod.
     pub runtime_handler: String,
     /// Where it is in its lifecycle.

@@ -239,6 +239,9 @@ pub struct Sandbox {
     /// The trust decision: `true` runs on the trusted runtime (runc),
     /// `false` on the sandboxing one (gVisor's runsc).
     pub trusted: bool,
+    /// Why the trust decision came out as it did, in a sentence a person can
+    /// read (shown in verbose pod status).
+    pub trust_reason: String,
     /// The pod's `resolv.conf`, bind-mounted into its containers.
     pub resolv_path: Option<PathBuf>,
     /// The pod's hostname.

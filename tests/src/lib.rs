@@ -10,5 +10,6 @@
 //! `cargo xtask ci` builds them before running the tests.
 
 pub mod daemon;
+pub mod fixtures;
 
 pub use daemon::Daemon;

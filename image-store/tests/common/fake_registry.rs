@@ -70,6 +70,7 @@ pub fn insecure(address: &str) -> RegistriesConfig {
             prefix: address.into(),
             mirrors: vec![],
             insecure: true,
+            mirrors_only: false,
         }],
     }
 }

@@ -48,11 +48,13 @@ pub fn registries() -> RegistriesConfig {
                 prefix: "registry.k8s.io".into(),
                 mirrors: vec![REGISTRY.into()],
                 insecure: true,
+                mirrors_only: true,
             },
             RegistryConfig {
                 prefix: REGISTRY.into(),
                 mirrors: vec![],
                 insecure: true,
+                mirrors_only: false,
             },
         ],
     }

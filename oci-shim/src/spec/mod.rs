@@ -327,10 +327,15 @@ impl ContainerSpec {
                 .collect()
         };
         let caps = capabilities::to_oci_set(cap_names).map_err(Error::Spec)?;
+        // Inheritable and ambient are set (empty) on purpose: oci-spec's
+        // defaults put capabilities there that an empty bounding set does not
+        // hold, and runc then fails with "unable to apply caps".
         let capabilities = LinuxCapabilitiesBuilder::default()
             .bounding(caps.clone())
             .effective(caps.clone())
             .permitted(caps)
+            .inheritable(std::collections::HashSet::new())
+            .ambient(std::collections::HashSet::new())
             .build()
             .map_err(spec_err)?;
 
@@ -505,6 +510,29 @@ mod tests {
             capabilities: CapabilityMask(0x1fffeffffff),
             oom_score_adj: 0,
             can_lower_oom_score_adj: false,
+        }
+    }
+
+    #[test]
+    fn no_capability_leaks_into_inheritable_or_ambient() {
+        let mut spec = ContainerSpec::new("/r", ["/pause"]);
+        spec.process.capabilities.clear();
+        let host = HostLimits::of_current_process().unwrap();
+        let oci = spec.to_oci(&host).unwrap();
+        let caps = oci
+            .process()
+            .as_ref()
+            .unwrap()
+            .capabilities()
+            .clone()
+            .unwrap();
+        for set in [
+            caps.bounding(),
+            caps.inheritable(),
+            caps.ambient(),
+            caps.effective(),
+        ] {
+            assert!(set.as_ref().is_none_or(|s| s.is_empty()), "{caps:?}");
         }
     }
 

@@ -43,11 +43,13 @@ fn registries() -> RegistriesConfig {
                 prefix: "registry.k8s.io".into(),
                 mirrors: vec![fixtures::registry::ADDRESS.into()],
                 insecure: true,
+                mirrors_only: true,
             },
             RegistryConfig {
                 prefix: fixtures::registry::ADDRESS.into(),
                 mirrors: vec![],
                 insecure: true,
+                mirrors_only: false,
             },
         ],
     }

@@ -1,0 +1,486 @@
+//! CreateContainer: merge the image's configuration with the request, mount
+//! the root filesystem, write the bundle and let the monitor run the
+//! runtime's `create` on the pod's handler.
+
+use super::image_config::{resolve_user, ImageConfig};
+use crate::convert;
+use crate::daemon::Daemon;
+use crate::error::{Error, Result};
+use crate::layout::Layout;
+use crate::pod::{cgroups_path, set_namespace, NamespaceSource};
+use k8s_cri::v1 as cri;
+use oci_shim::bundle::Bundle;
+use oci_shim::monitor::{Monitor, MonitorConfig};
+use oci_shim::runtime::RuntimeKind;
+use oci_shim::spec::{
+    ContainerSpec, MountSpec, NamespaceKind, PodRole, Propagation, CAPABILITY_NAMES,
+};
+use sandbox_core::{Container, ContainerMetadata, Mount, MountPropagation, NamespaceMode, Sandbox};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Creates a container in pod `request.pod_sandbox_id` and returns its id.
+pub async fn create(daemon: &Arc<Daemon>, request: cri::CreateContainerRequest) -> Result<String> {
+    let config = request
+        .config
+        .ok_or_else(|| Error::InvalidArgument("CreateContainer: config is required".into()))?;
+    let meta = config
+        .metadata
+        .clone()
+        .filter(|m| !m.name.is_empty())
+        .ok_or_else(|| {
+            Error::InvalidArgument("CreateContainer: config.metadata.name is required".into())
+        })?;
+    let image_name = config
+        .image
+        .as_ref()
+        .map(|i| i.image.clone())
+        .filter(|i| !i.is_empty())
+        .ok_or_else(|| {
+            Error::InvalidArgument("CreateContainer: config.image.image is required".into())
+        })?;
+    let sandbox_id = daemon.sandboxes.resolve(&request.pod_sandbox_id)?;
+    let _guard = daemon.locks.lock(&sandbox_id).await;
+    let sandbox = daemon.sandboxes.get(&sandbox_id)?;
+    if sandbox.is_stopped() {
+        return Err(Error::FailedPrecondition(format!(
+            "pod {sandbox_id} is not ready: cannot create container {} in it",
+            meta.name
+        )));
+    }
+    let image = daemon.images.status(&image_name)?.ok_or_else(|| {
+        Error::NotFound(format!(
+            "image {image_name:?} is not present: pull it first"
+        ))
+    })?;
+    let image_config = ImageConfig::from_json(&image.config_json)
+        .map_err(|e| Error::internal(format!("image {}", image.id), e))?;
+
+    let mut container = Container::new(
+        sandbox_core::id::generate()?,
+        &sandbox,
+        ContainerMetadata::new(&meta.name, meta.attempt),
+    );
+    container.image = image_name.clone();
+    container.image_ref = image.id.clone();
+    container.command = config.command.clone();
+    container.args = config.args.clone();
+    container.labels = convert::map(&config.labels);
+    container.annotations = convert::map(&config.annotations);
+    container.tty = config.tty;
+    container.stdin = config.stdin;
+    container.stdin_once = config.stdin_once;
+    container.runtime_handler = sandbox.runtime_handler.clone();
+    container.stop_signal = image_config
+        .stop_signal
+        .clone()
+        .unwrap_or_else(|| "SIGTERM".into());
+    // kubelet gives a directory per pod and a path relative to it; without
+    // them the log stays with the container's own state.
+    let log_path = sandbox.log_dir.join(&config.log_path);
+    container.log_path = if config.log_path.is_empty() || log_path.is_relative() {
+        daemon
+            .layout
+            .container_dir(&container.id)
+            .join("container.log")
+    } else {
+        log_path
+    };
+
+    match daemon
+        .container_names
+        .reserve(&container.name, &container.id)
+    {
+        Ok(()) => {}
+        Err(sandbox_core::Error::NameReserved { holder, .. }) => {
+            return Err(Error::AlreadyExists(format!(
+                "container {} already exists as {holder}",
+                container.name
+            )))
+        }
+        Err(e) => return Err(e.into()),
+    }
+
+    match build_and_create(daemon, &sandbox, &mut container, &config, &image_config).await {
+        Ok(()) => {
+            daemon.save_container(&container)?;
+            let id = container.id.clone();
+            daemon.containers.add(container)?;
+            let updated = daemon.sandboxes.update(&sandbox_id, |s| {
+                s.add_container(&id);
+                s.clone()
+            })?;
+            daemon.save_sandbox(&updated)?;
+            daemon.emit(
+                &id,
+                &sandbox_id,
+                cri::ContainerEventType::ContainerCreatedEvent,
+            );
+            Ok(id)
+        }
+        Err(e) => {
+            tracing::warn!(container = %container.name, error = %e, "CreateContainer failed; undoing");
+            if let Ok(runtime) = daemon.runtime(&container.runtime_handler) {
+                use oci_shim::runtime::OciRuntime;
+                let _ = runtime.delete(&container.id, true).await;
+            }
+            let _ = daemon.images.remove_rootfs(&container.id).await;
+            let _ = tokio::fs::remove_dir_all(daemon.layout.container_dir(&container.id)).await;
+            daemon.container_names.release(&container.name);
+            Err(e)
+        }
+    }
+}
+
+async fn build_and_create(
+    daemon: &Arc<Daemon>,
+    sandbox: &Sandbox,
+    container: &mut Container,
+    config: &cri::ContainerConfig,
+    image: &ImageConfig,
+) -> Result<()> {
+    let linux = config.linux.clone().unwrap_or_default();
+    let security = linux.security_context.clone().unwrap_or_default();
+    let rootfs = daemon
+        .images
+        .create_rootfs(
+            &container.image_ref,
+            &container.id,
+            security.readonly_rootfs,
+        )
+        .await?;
+
+    let argv = image.argv(&config.command, &config.args);
+    if argv.is_empty() {
+        return Err(Error::InvalidArgument(format!(
+            "container {}: no command: the request and the image give none",
+            container.name
+        )));
+    }
+    let mut spec = ContainerSpec::new(&rootfs.path, argv);
+    spec.root.readonly = security.readonly_rootfs;
+    let request_env: Vec<(String, String)> = config
+        .envs
+        .iter()
+        .map(|kv| (kv.key.clone(), kv.value.clone()))
+        .collect();
+    spec.process.env = image.env(&request_env);
+    spec.process.cwd = Some(config.working_dir.clone())
+        .filter(|w| !w.is_empty())
+        .or_else(|| image.working_dir.clone().filter(|w| !w.is_empty()))
+        .unwrap_or_else(|| "/".into());
+    container.working_dir = spec.process.cwd.clone();
+    container.env = spec.process.env.clone();
+    spec.process.terminal = config.tty;
+    spec.process.no_new_privileges = security.no_new_privs;
+    spec.privileged = security.privileged;
+    container.privileged = security.privileged;
+
+    // User: the request's uid (or name) wins over the image's User.
+    let user = match (&security.run_as_user, security.run_as_username.as_str()) {
+        (Some(uid), _) => {
+            let uid = u32::try_from(uid.value).map_err(|_| {
+                Error::InvalidArgument(format!("run_as_user {} is out of range", uid.value))
+            })?;
+            Some(uid.to_string())
+        }
+        (None, name) if !name.is_empty() => Some(name.to_string()),
+        _ => {
+            if security.run_as_group.is_some() {
+                return Err(Error::InvalidArgument(format!(
+                    "container {}: run_as_group is set without run_as_user",
+                    container.name
+                )));
+            }
+            image.user.clone().filter(|u| !u.is_empty())
+        }
+    };
+    if let Some(user) = user {
+        let (uid, mut gid, mut groups) = resolve_user(&rootfs.path, &user)
+            .map_err(|e| Error::InvalidArgument(format!("container {}: {e}", container.name)))?;
+        if let Some(g) = &security.run_as_group {
+            gid = u32::try_from(g.value).map_err(|_| {
+                Error::InvalidArgument(format!("run_as_group {} is out of range", g.value))
+            })?;
+        }
+        for g in &security.supplemental_groups {
+            let g = u32::try_from(*g).map_err(|_| {
+                Error::InvalidArgument(format!("supplemental group {g} is out of range"))
+            })?;
+            if !groups.contains(&g) {
+                groups.push(g);
+            }
+        }
+        spec.process.user.uid = uid;
+        spec.process.user.gid = gid;
+        spec.process.user.additional_gids = groups;
+    } else {
+        spec.process.user.additional_gids = security
+            .supplemental_groups
+            .iter()
+            .filter_map(|g| u32::try_from(*g).ok())
+            .collect();
+    }
+
+    if let Some(caps) = &security.capabilities {
+        spec.process.capabilities = capabilities(
+            &spec.process.capabilities,
+            &caps.add_capabilities,
+            &caps.drop_capabilities,
+        )
+        .map_err(|e| Error::InvalidArgument(format!("container {}: {e}", container.name)))?;
+    }
+
+    // Namespaces: the pod's network, IPC and UTS; PID as the request says.
+    let handler = daemon.handler(&sandbox.runtime_handler)?;
+    let infra_pid = sandbox.infra_container.as_ref().and_then(|c| c.pid);
+    let on_gvisor = handler.kind == RuntimeKind::Runsc;
+    let ns_opts = convert::namespace_options(security.namespace_options.as_ref());
+    set_namespace(
+        &mut spec,
+        NamespaceKind::Network,
+        match &sandbox.netns_path {
+            Some(path) => NamespaceSource::Join(path.clone()),
+            None => NamespaceSource::Host,
+        },
+    );
+    let join_infra = |kind: &str| match (on_gvisor, infra_pid) {
+        // gVisor keeps the pod's namespaces inside its sandbox; joining is
+        // by the sandbox annotations, not by host paths.
+        (true, _) | (false, None) => NamespaceSource::New,
+        (false, Some(pid)) => {
+            NamespaceSource::Join(PathBuf::from(format!("/proc/{pid}/ns/{kind}")))
+        }
+    };
+    let pod_ns = &sandbox.namespace_options;
+    set_namespace(
+        &mut spec,
+        NamespaceKind::Ipc,
+        if pod_ns.ipc == NamespaceMode::Node {
+            NamespaceSource::Host
+        } else {
+            join_infra("ipc")
+        },
+    );
+    set_namespace(
+        &mut spec,
+        NamespaceKind::Uts,
+        if pod_ns.network == NamespaceMode::Node {
+            NamespaceSource::Host
+        } else {
+            join_infra("uts")
+        },
+    );
+    let pid_mode = if pod_ns.pid == NamespaceMode::Node {
+        NamespaceMode::Node
+    } else {
+        ns_opts.pid
+    };
+    set_namespace(
+        &mut spec,
+        NamespaceKind::Pid,
+        match pid_mode {
+            NamespaceMode::Node => NamespaceSource::Host,
+            NamespaceMode::Pod => join_infra("pid"),
+            NamespaceMode::Container => NamespaceSource::New,
+            NamespaceMode::Target => {
+                let target = ns_opts.target_id.clone().unwrap_or_default();
+                let pid = daemon
+                    .containers
+                    .get(&target)
+                    .ok()
+                    .and_then(|c| c.pid)
+                    .ok_or_else(|| {
+                        Error::InvalidArgument(format!(
+                            "container {}: PID namespace target {target:?} is not a running container",
+                            container.name
+                        ))
+                    })?;
+                NamespaceSource::Join(PathBuf::from(format!("/proc/{pid}/ns/pid")))
+            }
+        },
+    );
+
+    // Volumes.
+    for m in &config.mounts {
+        let mount = volume(m)
+            .map_err(|e| Error::InvalidArgument(format!("container {}: {e}", container.name)))?;
+        spec.mounts.push(MountSpec {
+            destination: m.container_path.clone(),
+            kind: "bind".into(),
+            source: mount.host_path.to_string_lossy().into_owned(),
+            options: {
+                let mut o = vec!["rbind".to_string()];
+                if m.readonly {
+                    o.push("ro".into());
+                }
+                o
+            },
+            propagation: Some(match mount.propagation {
+                MountPropagation::Private => Propagation::Private,
+                MountPropagation::HostToContainer => Propagation::HostToContainer,
+                MountPropagation::Bidirectional => Propagation::Bidirectional,
+            }),
+        });
+        container.mounts.push(mount);
+    }
+
+    spec.cgroups_path = Some(cgroups_path(&sandbox.cgroup_parent, &container.id));
+    spec.pod_role = Some(PodRole::Container {
+        sandbox_id: sandbox.id.clone(),
+    });
+    spec.annotations = container.annotations.clone();
+
+    if let Some(parent) = container.log_path.parent() {
+        tokio::fs::create_dir_all(parent)
+            .await
+            .map_err(|e| Error::internal(parent.display(), e))?;
+    }
+    let dir = daemon.layout.container_dir(&container.id);
+    let oci = spec.to_oci(&daemon.host)?;
+    let bundle_dir = Layout::bundle(&dir);
+    let bundle = tokio::task::spawn_blocking(move || Bundle::write(bundle_dir, &oci))
+        .await
+        .map_err(|e| Error::internal(format!("container {}", container.id), e))??;
+    let mut monitor_config = MonitorConfig::new(
+        &container.id,
+        bundle.dir(),
+        Layout::monitor(&dir),
+        &container.log_path,
+        handler,
+    );
+    monitor_config.monitor_binary = daemon.monitor_binary.clone();
+    monitor_config.terminal = config.tty;
+    monitor_config.stdin = config.stdin;
+    monitor_config.stdin_once = config.stdin_once;
+    let monitor = Monitor::spawn(&monitor_config).await?;
+    container.pid = Some(monitor.container_pid());
+    Ok(())
+}
+
+/// A CRI volume: the host path resolved (a symlink is followed, as kubelet's
+/// hostPath volumes may be symlinks) and must exist.
+fn volume(m: &cri::Mount) -> std::result::Result<Mount, String> {
+    if m.container_path.is_empty() || !m.container_path.starts_with('/') {
+        return Err(format!(
+            "mount container_path {:?} is not absolute",
+            m.container_path
+        ));
+    }
+    let host = Path::new(&m.host_path);
+    let resolved = std::fs::canonicalize(host)
+        .map_err(|e| format!("mount host_path {}: {e}", host.display()))?;
+    let propagation = match cri::MountPropagation::try_from(m.propagation) {
+        Ok(cri::MountPropagation::PropagationHostToContainer) => MountPropagation::HostToContainer,
+        Ok(cri::MountPropagation::PropagationBidirectional) => MountPropagation::Bidirectional,
+        _ => MountPropagation::Private,
+    };
+    Ok(Mount {
+        container_path: m.container_path.clone().into(),
+        host_path: resolved,
+        readonly: m.readonly,
+        selinux_relabel: m.selinux_relabel,
+        propagation,
+    })
+}
+
+/// Applies CRI's add and drop lists (names with or without `CAP_`, or `ALL`)
+/// to `base`. Drop is applied first, so `drop ALL, add X` leaves only X.
+pub fn capabilities(
+    base: &[String],
+    add: &[String],
+    drop: &[String],
+) -> std::result::Result<Vec<String>, String> {
+    let normalise = |name: &str| -> std::result::Result<String, String> {
+        let upper = name.trim().to_ascii_uppercase();
+        if upper == "ALL" {
+            return Ok(upper);
+        }
+        let full = if upper.starts_with("CAP_") {
+            upper
+        } else {
+            format!("CAP_{upper}")
+        };
+        if CAPABILITY_NAMES.contains(&full.as_str()) {
+            Ok(full)
+        } else {
+            Err(format!("unknown capability {name:?}"))
+        }
+    };
+    let add: Vec<String> = add
+        .iter()
+        .map(|n| normalise(n))
+        .collect::<std::result::Result<_, _>>()?;
+    let drop: Vec<String> = drop
+        .iter()
+        .map(|n| normalise(n))
+        .collect::<std::result::Result<_, _>>()?;
+    let mut caps: Vec<String> = if drop.iter().any(|d| d == "ALL") {
+        Vec::new()
+    } else {
+        base.iter().filter(|c| !drop.contains(c)).cloned().collect()
+    };
+    if add.iter().any(|a| a == "ALL") {
+        caps = CAPABILITY_NAMES.iter().map(|c| c.to_string()).collect();
+    } else {
+        for cap in add {
+            if !caps.contains(&cap) {
+                caps.push(cap);
+            }
+        }
+    }
+    Ok(caps)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v(x: &[&str]) -> Vec<String> {
+        x.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn capability_add_and_drop() {
+        let base = v(&["CAP_CHOWN", "CAP_KILL"]);
+        assert_eq!(
+            capabilities(&base, &v(&["sys_admin"]), &v(&["KILL"])).unwrap(),
+            v(&["CAP_CHOWN", "CAP_SYS_ADMIN"])
+        );
+        assert_eq!(
+            capabilities(&base, &v(&["CAP_NET_RAW"]), &v(&["ALL"])).unwrap(),
+            v(&["CAP_NET_RAW"])
+        );
+        assert_eq!(
+            capabilities(&base, &v(&["ALL"]), &[]).unwrap().len(),
+            CAPABILITY_NAMES.len()
+        );
+        assert!(capabilities(&base, &v(&["CAP_FLY"]), &[])
+            .unwrap_err()
+            .contains("CAP_FLY"));
+    }
+
+    #[test]
+    fn volume_follows_symlinks_and_refuses_missing_paths() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("target");
+        std::fs::create_dir(&target).unwrap();
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        let m = cri::Mount {
+            container_path: "/data".into(),
+            host_path: link.to_string_lossy().into_owned(),
+            ..Default::default()
+        };
+        assert_eq!(
+            volume(&m).unwrap().host_path,
+            target.canonicalize().unwrap()
+        );
+        let missing = cri::Mount {
+            container_path: "/data".into(),
+            host_path: "/nonexistent/x".into(),
+            ..Default::default()
+        };
+        assert!(volume(&missing).unwrap_err().contains("/nonexistent/x"));
+    }
+}

@@ -1,0 +1,85 @@
+//! Container verbs, one per file: `create`, `start`, `stop`, `remove`,
+//! `status`, `list`, `exec_sync`, `reopen_log`; plus what they share about
+//! exits.
+
+pub mod create;
+pub mod exec_sync;
+pub mod image_config;
+pub mod list;
+pub mod remove;
+pub mod reopen_log;
+pub mod start;
+pub mod status;
+pub mod stop;
+
+use crate::daemon::Daemon;
+use crate::layout::Layout;
+use k8s_cri::v1 as cri;
+use oci_shim::monitor::protocol::ExitRecord;
+use oci_shim::monitor::{Monitor, MonitorStatus};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// CRI's reason for an exit: `Completed` for 0, `OOMKilled` when the kernel's
+/// OOM killer ended it, `Error` otherwise.
+pub fn exit_reason(exit_code: i32, oom_killed: bool) -> &'static str {
+    if oom_killed {
+        "OOMKilled"
+    } else if exit_code == 0 {
+        "Completed"
+    } else {
+        "Error"
+    }
+}
+
+/// Whether container `id`'s monitor (state in `monitor_dir`) reports an exit.
+pub async fn has_exited(id: &str, monitor_dir: &Path) -> bool {
+    !matches!(
+        Monitor::reconnect(id, monitor_dir).await,
+        Ok(MonitorStatus::Running(_))
+    )
+}
+
+/// Waits up to `timeout` for container `id` to exit; `None` if it still runs.
+pub async fn wait_exit(id: &str, monitor_dir: &Path, timeout: Duration) -> Option<ExitRecord> {
+    let wait = async {
+        match Monitor::reconnect(id, monitor_dir).await {
+            Ok(MonitorStatus::Running(mut client)) => match client.wait().await {
+                Ok(exit) => Some(exit),
+                Err(_) => match Monitor::reconnect(id, monitor_dir).await {
+                    Ok(MonitorStatus::Exited(exit)) => Some(exit),
+                    _ => None,
+                },
+            },
+            Ok(MonitorStatus::Exited(exit)) => Some(exit),
+            Err(_) => None,
+        }
+    };
+    tokio::time::timeout(timeout, wait).await.ok().flatten()
+}
+
+/// Records container `id`'s exit (once: a second call changes nothing),
+/// saves the record and announces the stop.
+pub async fn record_exit(daemon: &Arc<Daemon>, id: &str, exit: &ExitRecord) {
+    let at = exit.finished_at_unix_nanos as i64;
+    let changed = daemon.containers.update(id, |c| {
+        c.mark_exited(at, exit.exit_code, exit_reason(exit.exit_code, false), "")
+            .ok()
+            .map(|_| c.clone())
+    });
+    if let Ok(Some(container)) = changed {
+        tracing::info!(container = %id, code = exit.exit_code, "container exited");
+        let _ = daemon.save_container(&container);
+        daemon.emit(
+            id,
+            &container.sandbox_id,
+            cri::ContainerEventType::ContainerStoppedEvent,
+        );
+    }
+}
+
+/// The monitor state directory of workload container `id`.
+pub fn monitor_dir(daemon: &Daemon, id: &str) -> std::path::PathBuf {
+    Layout::monitor(&daemon.layout.container_dir(id))
+}

@@ -1,0 +1,54 @@
+//! RemoveContainer: stop it if it runs, then delete it from the runtime,
+//! unmount its root filesystem and forget it. Idempotent.
+
+use crate::daemon::Daemon;
+use crate::error::{Error, Result};
+use k8s_cri::v1 as cri;
+use oci_shim::runtime::OciRuntime;
+use std::sync::Arc;
+
+/// Removes container `id_or_prefix`.
+pub async fn remove(daemon: &Arc<Daemon>, id_or_prefix: &str) -> Result<()> {
+    let id = match daemon.containers.resolve(id_or_prefix) {
+        Ok(id) => id,
+        Err(sandbox_core::Error::NotFound { .. }) => return Ok(()),
+        Err(e) => return Err(e.into()),
+    };
+    let _guard = daemon.locks.lock(&id).await;
+    remove_locked(daemon, &id).await
+}
+
+/// Removes container `id` (a full id) while its lock (or its pod's) is held.
+pub async fn remove_locked(daemon: &Arc<Daemon>, id: &str) -> Result<()> {
+    let Ok(container) = daemon.containers.get(id) else {
+        return Ok(());
+    };
+    super::stop::stop_locked(daemon, id, 0).await?;
+    let runtime = daemon.runtime(&container.runtime_handler)?;
+    runtime.delete(id, true).await?;
+    daemon.images.remove_rootfs(id).await?;
+    let dir = daemon.layout.container_dir(id);
+    match tokio::fs::remove_dir_all(&dir).await {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(Error::internal(dir.display(), e)),
+    }
+    daemon
+        .container_records
+        .remove(id)
+        .map_err(|e| Error::internal(format!("container {id}"), e))?;
+    daemon.container_names.release_by_id(id);
+    let _ = daemon.containers.remove(id);
+    if let Ok(sandbox) = daemon.sandboxes.update(&container.sandbox_id, |s| {
+        s.remove_container(id);
+        s.clone()
+    }) {
+        daemon.save_sandbox(&sandbox)?;
+    }
+    daemon.emit(
+        id,
+        &container.sandbox_id,
+        cri::ContainerEventType::ContainerDeletedEvent,
+    );
+    Ok(())
+}

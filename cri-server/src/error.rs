@@ -1,0 +1,124 @@
+//! The one place where errors become gRPC status codes.
+//!
+//! Every handler returns [`Error`]; the conversion into [`tonic::Status`] at
+//! the bottom of this file is the only mapping from crate errors to codes, so
+//! a reader can check in one screen which failure kubelet sees as what.
+
+use tonic::{Code, Status};
+
+/// Everything a CRI request can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The request itself is wrong (a missing field, a bad value).
+    #[error("{0}")]
+    InvalidArgument(String),
+    /// The object named by the request does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// The object to create exists already.
+    #[error("{0}")]
+    AlreadyExists(String),
+    /// The object is not in a state that allows the request.
+    #[error("{0}")]
+    FailedPrecondition(String),
+    /// The operation ran out of time (an exec's timeout).
+    #[error("{0}")]
+    DeadlineExceeded(String),
+    /// The daemon failed; the message names the object and the cause.
+    #[error("{0}")]
+    Internal(String),
+    /// The pod and container model refused (lookups, names, transitions).
+    #[error(transparent)]
+    Model(#[from] sandbox_core::Error),
+    /// The trust policy refused the pod.
+    #[error(transparent)]
+    Trust(#[from] trust_policy::DecisionError),
+    /// A network namespace operation failed.
+    #[error(transparent)]
+    Netns(#[from] netns::Error),
+    /// The OCI runtime or a monitor failed.
+    #[error(transparent)]
+    Oci(#[from] oci_shim::Error),
+    /// The image store failed.
+    #[error(transparent)]
+    Image(#[from] image_store::Error),
+}
+
+/// Shorthand for handler results.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// An internal error that names `what` was being done to `object`.
+    pub fn internal(object: impl std::fmt::Display, what: impl std::fmt::Display) -> Error {
+        Error::Internal(format!("{object}: {what}"))
+    }
+
+    fn code(&self) -> Code {
+        use sandbox_core::Error as M;
+        use trust_policy::DecisionError as T;
+        match self {
+            Error::InvalidArgument(_) => Code::InvalidArgument,
+            Error::NotFound(_) => Code::NotFound,
+            Error::AlreadyExists(_) => Code::AlreadyExists,
+            Error::FailedPrecondition(_) => Code::FailedPrecondition,
+            Error::DeadlineExceeded(_) => Code::DeadlineExceeded,
+            Error::Internal(_) => Code::Internal,
+            Error::Model(e) => match e {
+                M::EmptyPrefix { .. }
+                | M::InvalidPrefix { .. }
+                | M::InvalidId { .. }
+                | M::Ambiguous { .. }
+                | M::EmptyName { .. } => Code::InvalidArgument,
+                M::NotFound { .. } => Code::NotFound,
+                M::AlreadyExists { .. } | M::NameReserved { .. } => Code::AlreadyExists,
+                M::InvalidTransition { .. } => Code::FailedPrecondition,
+                _ => Code::Internal,
+            },
+            Error::Trust(e) => match e {
+                T::PrivilegedUntrustedRejected { .. } => Code::FailedPrecondition,
+                _ => Code::InvalidArgument,
+            },
+            Error::Netns(_) | Error::Oci(_) => Code::Internal,
+            Error::Image(e) => match e {
+                image_store::Error::Reference(_) => Code::InvalidArgument,
+                image_store::Error::NotFound(_) => Code::NotFound,
+                image_store::Error::InUse { .. } => Code::FailedPrecondition,
+                _ => Code::Internal,
+            },
+        }
+    }
+}
+
+impl From<Error> for Status {
+    fn from(error: Error) -> Status {
+        Status::new(error.code(), error.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn model_errors_map_to_cri_codes() {
+        let not_found = sandbox_core::Error::NotFound {
+            kind: sandbox_core::ObjectKind::Sandbox,
+            prefix: "ab".into(),
+        };
+        assert_eq!(Status::from(Error::from(not_found)).code(), Code::NotFound);
+        let empty = sandbox_core::Error::EmptyPrefix {
+            kind: sandbox_core::ObjectKind::Container,
+        };
+        assert_eq!(
+            Status::from(Error::from(empty)).code(),
+            Code::InvalidArgument
+        );
+        let taken = sandbox_core::Error::NameReserved {
+            name: "k8s_POD_a_b_c_0".into(),
+            holder: "f00".into(),
+        };
+        let status = Status::from(Error::from(taken));
+        assert_eq!(status.code(), Code::AlreadyExists);
+        assert!(status.message().contains("k8s_POD_a_b_c_0"));
+    }
+}

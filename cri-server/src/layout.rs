@@ -1,0 +1,83 @@
+//! Where the daemon keeps things on disk. One place, so that restore, cleanup
+//! and tests agree on every path.
+//!
+//! Under `root` (persistent): `sandboxes/<id>.json`, `containers/<id>.json`
+//! (the records) and `images/` (the image store).
+//! Under `state` (gone after a reboot): `netns/` (the private pin directory),
+//! `pause/rootfs/` (the infra containers' root), `runtimes/<handler>/` (each
+//! runtime's `--root`), `p/<id>/` and `c/<id>/` (the monitor state of each
+//! infra and workload container, with its bundle in `bundle/`).
+//!
+//! The per-container directories have one-letter parents because the
+//! monitor's socket lives in them and a unix socket path must fit in 108
+//! bytes, while ids alone take 64.
+
+use std::path::{Path, PathBuf};
+
+/// The daemon's directory layout, derived from `root` and `state`.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    root: PathBuf,
+    state: PathBuf,
+}
+
+impl Layout {
+    /// The layout under the configured `root` and `state` directories.
+    pub fn new(root: impl Into<PathBuf>, state: impl Into<PathBuf>) -> Layout {
+        Layout {
+            root: root.into(),
+            state: state.into(),
+        }
+    }
+
+    /// Pod records.
+    pub fn sandbox_records(&self) -> PathBuf {
+        self.root.join("sandboxes")
+    }
+
+    /// Container records.
+    pub fn container_records(&self) -> PathBuf {
+        self.root.join("containers")
+    }
+
+    /// The image store's root.
+    pub fn images(&self) -> PathBuf {
+        self.root.join("images")
+    }
+
+    /// The network namespace pin directory.
+    pub fn netns(&self) -> PathBuf {
+        self.state.join("netns")
+    }
+
+    /// The infra containers' shared, read-only root filesystem.
+    pub fn pause_rootfs(&self) -> PathBuf {
+        self.state.join("pause").join("rootfs")
+    }
+
+    /// The `--root` of runtime handler `name`.
+    pub fn runtime_root(&self, handler: &str) -> PathBuf {
+        self.state.join("runtimes").join(handler)
+    }
+
+    /// The directory of pod `id`'s infra container.
+    pub fn sandbox_dir(&self, id: &str) -> PathBuf {
+        self.state.join("p").join(id)
+    }
+
+    /// The directory of container `id`.
+    pub fn container_dir(&self, id: &str) -> PathBuf {
+        self.state.join("c").join(id)
+    }
+
+    /// The bundle inside a container or infra directory.
+    pub fn bundle(dir: &Path) -> PathBuf {
+        dir.join("bundle")
+    }
+
+    /// The monitor's state directory of a container or infra directory: the
+    /// directory itself, to keep the socket path short.
+    pub fn monitor(dir: &Path) -> PathBuf {
+        dir.to_path_buf()
+    }
+}

@@ -1,0 +1,224 @@
+//! RunPodSandbox: decide trust, pin the network namespace, start the infra
+//! container on the decided handler, and record the pod.
+
+use super::{cgroups_path, set_namespace, NamespaceSource};
+use crate::convert;
+use crate::daemon::Daemon;
+use crate::error::{Error, Result};
+use crate::layout::Layout;
+use k8s_cri::v1 as cri;
+use netns::NetNs;
+use oci_shim::bundle::Bundle;
+use oci_shim::monitor::{Monitor, MonitorConfig};
+use oci_shim::spec::{ContainerSpec, NamespaceKind, PodRole};
+use sandbox_core::{Container, ContainerMetadata, NamespaceMode, PodMetadata, Sandbox};
+use std::sync::Arc;
+use trust_policy::PodTrustInput;
+
+/// Runs a pod sandbox and returns its id.
+pub async fn run(daemon: &Arc<Daemon>, request: cri::RunPodSandboxRequest) -> Result<String> {
+    let config = request
+        .config
+        .ok_or_else(|| Error::InvalidArgument("RunPodSandbox: config is required".into()))?;
+    let meta = config.metadata.clone().ok_or_else(|| {
+        Error::InvalidArgument("RunPodSandbox: config.metadata is required".into())
+    })?;
+    for (field, value) in [
+        ("name", &meta.name),
+        ("namespace", &meta.namespace),
+        ("uid", &meta.uid),
+    ] {
+        if value.is_empty() {
+            return Err(Error::InvalidArgument(format!(
+                "RunPodSandbox: config.metadata.{field} is required"
+            )));
+        }
+    }
+    let linux = config.linux.clone().unwrap_or_default();
+    let security = linux.security_context.clone().unwrap_or_default();
+    let namespaces = convert::namespace_options(security.namespace_options.as_ref());
+    let port_mappings =
+        convert::port_mappings(&config.port_mappings).map_err(Error::InvalidArgument)?;
+
+    let mut sandbox = Sandbox::new(
+        sandbox_core::id::generate()?,
+        PodMetadata::new(&meta.name, &meta.namespace, &meta.uid, meta.attempt),
+    );
+    let decision = {
+        let mut input = PodTrustInput::new(&config.annotations);
+        input.runtime_handler = &request.runtime_handler;
+        input.privileged = security.privileged;
+        input.host_network = namespaces.network == NamespaceMode::Node;
+        input.host_pid = namespaces.pid == NamespaceMode::Node;
+        input.host_ipc = namespaces.ipc == NamespaceMode::Node;
+        daemon.policy.decide(&input).map_err(|e| match e {
+            trust_policy::DecisionError::PrivilegedUntrustedRejected { .. } => {
+                Error::FailedPrecondition(format!("pod {}: {e}", sandbox.name))
+            }
+            other => Error::InvalidArgument(format!("pod {}: {other}", sandbox.name)),
+        })?
+    };
+    tracing::info!(
+        pod = %sandbox.name,
+        id = %sandbox.id,
+        handler = %decision.handler,
+        trusted = decision.trusted,
+        reason = %decision.reason,
+        "trust decision"
+    );
+
+    reserve_name(daemon, &sandbox).await?;
+    let _guard = daemon.locks.lock(&sandbox.id).await;
+
+    sandbox.log_dir = config.log_directory.clone().into();
+    sandbox.labels = convert::map(&config.labels);
+    sandbox.annotations = convert::map(&config.annotations);
+    sandbox.cgroup_parent = linux.cgroup_parent.clone();
+    sandbox.privileged = security.privileged;
+    sandbox.trusted = decision.trusted;
+    sandbox.trust_reason = decision.reason.clone();
+    sandbox.hostname = config.hostname.clone();
+    sandbox.runtime_handler = decision.handler.clone();
+    sandbox.namespace_options = namespaces;
+    sandbox.port_mappings = port_mappings;
+
+    match start(daemon, &mut sandbox).await {
+        Ok(()) => {
+            daemon.save_sandbox(&sandbox)?;
+            let id = sandbox.id.clone();
+            daemon.sandboxes.add(sandbox)?;
+            daemon.watch_infra(&id);
+            Ok(id)
+        }
+        Err(e) => {
+            tracing::warn!(pod = %sandbox.name, error = %e, "RunPodSandbox failed; undoing");
+            undo(daemon, &sandbox).await;
+            Err(e)
+        }
+    }
+}
+
+/// Reserves the pod's name. A name held by a pod that is no longer ready
+/// (or no longer known) is taken back, the stale pod removed first, as CRI-O
+/// does; a name held by a ready pod is a live duplicate.
+async fn reserve_name(daemon: &Arc<Daemon>, sandbox: &Sandbox) -> Result<()> {
+    match daemon.pod_names.reserve(&sandbox.name, &sandbox.id) {
+        Ok(()) => Ok(()),
+        Err(sandbox_core::Error::NameReserved { holder, .. }) => {
+            match daemon.sandboxes.get(&holder) {
+                Ok(old) if !old.is_stopped() => Err(Error::AlreadyExists(format!(
+                    "pod {} already exists as {holder}",
+                    sandbox.name
+                ))),
+                Ok(_) => {
+                    tracing::info!(pod = %sandbox.name, stale = %holder, "removing the stale pod that holds the name");
+                    super::remove::remove(daemon, &holder).await?;
+                    daemon.pod_names.reserve(&sandbox.name, &sandbox.id)?;
+                    Ok(())
+                }
+                Err(_) => {
+                    daemon.pod_names.release(&sandbox.name);
+                    daemon.pod_names.reserve(&sandbox.name, &sandbox.id)?;
+                    Ok(())
+                }
+            }
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Creates the network namespace and starts the infra container.
+async fn start(daemon: &Arc<Daemon>, sandbox: &mut Sandbox) -> Result<()> {
+    let host_network = sandbox.namespace_options.network == NamespaceMode::Node;
+    if !host_network {
+        let pins = daemon.pins.clone();
+        let id = sandbox.id.clone();
+        let ns = tokio::task::spawn_blocking(move || NetNs::create(&pins, &id))
+            .await
+            .map_err(|e| Error::internal(format!("pod {}", sandbox.id), e))??;
+        sandbox.netns_path = Some(ns.path().to_path_buf());
+    }
+
+    let handler = daemon.handler(&sandbox.runtime_handler)?;
+    let dir = daemon.layout.sandbox_dir(&sandbox.id);
+    let mut spec = ContainerSpec::new(&daemon.pause_rootfs, [crate::pause::PAUSE_PATH]);
+    spec.root.readonly = true;
+    // pause needs no privilege at all.
+    spec.process.capabilities.clear();
+    spec.process.no_new_privileges = true;
+    let ns = &sandbox.namespace_options;
+    let mode = |m: NamespaceMode| {
+        if m == NamespaceMode::Node {
+            NamespaceSource::Host
+        } else {
+            NamespaceSource::New
+        }
+    };
+    set_namespace(
+        &mut spec,
+        NamespaceKind::Network,
+        match &sandbox.netns_path {
+            Some(path) => NamespaceSource::Join(path.clone()),
+            None => NamespaceSource::Host,
+        },
+    );
+    set_namespace(&mut spec, NamespaceKind::Ipc, mode(ns.ipc));
+    set_namespace(&mut spec, NamespaceKind::Pid, mode(ns.pid));
+    set_namespace(&mut spec, NamespaceKind::Uts, mode(ns.network));
+    if !host_network && !sandbox.hostname.is_empty() {
+        spec.hostname = Some(sandbox.hostname.clone());
+    }
+    spec.cgroups_path = Some(cgroups_path(&sandbox.cgroup_parent, &sandbox.id));
+    spec.pod_role = Some(PodRole::Sandbox);
+    spec.annotations = sandbox.annotations.clone();
+
+    let oci = spec.to_oci(&daemon.host)?;
+    let bundle_dir = Layout::bundle(&dir);
+    let bundle = {
+        let bundle_dir = bundle_dir.clone();
+        tokio::task::spawn_blocking(move || Bundle::write(bundle_dir, &oci))
+            .await
+            .map_err(|e| Error::internal(format!("pod {}", sandbox.id), e))??
+    };
+    let mut monitor_config = MonitorConfig::new(
+        &sandbox.id,
+        bundle.dir(),
+        Layout::monitor(&dir),
+        dir.join("pause.log"),
+        handler,
+    );
+    monitor_config.monitor_binary = daemon.monitor_binary.clone();
+    let monitor = Monitor::spawn(&monitor_config).await?;
+    monitor.start().await?;
+
+    let mut infra = Container::new(
+        sandbox.id.clone(),
+        sandbox,
+        ContainerMetadata::new("POD", sandbox.metadata.attempt),
+    );
+    infra.name = sandbox.name.clone();
+    infra.command = vec![crate::pause::PAUSE_PATH.to_string()];
+    infra.log_path = dir.join("pause.log");
+    infra.runtime_handler = sandbox.runtime_handler.clone();
+    let now = sandbox_core::timestamp::now();
+    infra.mark_started(now, monitor.container_pid())?;
+    sandbox.infra_container = Some(infra);
+    sandbox.mark_ready(now)?;
+    Ok(())
+}
+
+/// Undoes whatever a failed RunPodSandbox made: the infra container, the
+/// network namespace, the directory and the name.
+async fn undo(daemon: &Arc<Daemon>, sandbox: &Sandbox) {
+    if let Ok(runtime) = daemon.runtime(&sandbox.runtime_handler) {
+        use oci_shim::runtime::OciRuntime;
+        let _ = runtime.delete(&sandbox.id, true).await;
+    }
+    if sandbox.netns_path.is_some() {
+        let pins = daemon.pins.clone();
+        let id = sandbox.id.clone();
+        let _ = tokio::task::spawn_blocking(move || pins.remove(&id)).await;
+    }
+    let _ = tokio::fs::remove_dir_all(daemon.layout.sandbox_dir(&sandbox.id)).await;
+    daemon.pod_names.release(&sandbox.name);
+}

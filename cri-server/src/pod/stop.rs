@@ -1,0 +1,83 @@
+//! StopPodSandbox: stop every container, kill the infra container, release
+//! the network namespace. Idempotent: stopping a stopped or removed pod
+//! succeeds.
+
+use crate::daemon::Daemon;
+use crate::error::{Error, Result};
+use crate::layout::Layout;
+use oci_shim::runtime::OciRuntime;
+use sandbox_core::ContainerFilter;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How long a killed infra container may take to be reaped.
+const INFRA_EXIT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Stops pod `id_or_prefix`.
+pub async fn stop(daemon: &Arc<Daemon>, id_or_prefix: &str) -> Result<()> {
+    let id = match daemon.sandboxes.resolve(id_or_prefix) {
+        Ok(id) => id,
+        Err(sandbox_core::Error::NotFound { .. }) => return Ok(()),
+        Err(e) => return Err(e.into()),
+    };
+    let _guard = daemon.locks.lock(&id).await;
+    stop_locked(daemon, &id).await
+}
+
+/// Stops pod `id` (a full id) while its lock is held.
+pub async fn stop_locked(daemon: &Arc<Daemon>, id: &str) -> Result<()> {
+    let Ok(sandbox) = daemon.sandboxes.get(id) else {
+        return Ok(());
+    };
+    let filter = ContainerFilter {
+        sandbox_id_prefix: Some(id.to_string()),
+        ..ContainerFilter::default()
+    };
+    for container in daemon.containers.list(&filter) {
+        if container.sandbox_id == id {
+            crate::container::stop::stop_locked(daemon, &container.id, 0).await?;
+        }
+    }
+
+    if sandbox.infra_container.is_some() {
+        let runtime = daemon.runtime(&sandbox.runtime_handler)?;
+        let dir = Layout::monitor(&daemon.layout.sandbox_dir(id));
+        if !crate::container::has_exited(id, &dir).await {
+            // pause holds nothing worth a grace period.
+            if let Err(e) = runtime.kill(id, libc::SIGKILL, false).await {
+                tracing::debug!(pod = %id, error = %e, "killing the infra container");
+            }
+            if crate::container::wait_exit(id, &dir, INFRA_EXIT_TIMEOUT)
+                .await
+                .is_none()
+            {
+                return Err(Error::internal(
+                    format!("pod {id}"),
+                    "the infra container did not exit after SIGKILL",
+                ));
+            }
+        }
+    }
+
+    if sandbox.netns_path.is_some() {
+        let pins = daemon.pins.clone();
+        let pin = id.to_string();
+        let removal = tokio::task::spawn_blocking(move || pins.remove(&pin))
+            .await
+            .map_err(|e| Error::internal(format!("pod {id}"), e))??;
+        tracing::debug!(pod = %id, ?removal, "network namespace released");
+    }
+
+    let now = sandbox_core::timestamp::now();
+    let updated = daemon.sandboxes.update(id, |s| {
+        s.mark_stopped(now);
+        if let Some(infra) = s.infra_container.as_mut() {
+            if infra.finished_at.is_none() {
+                infra.finished_at = Some(now);
+            }
+            infra.state = sandbox_core::ContainerState::Exited;
+        }
+        s.clone()
+    })?;
+    daemon.save_sandbox(&updated)
+}

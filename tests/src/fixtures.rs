@@ -1,0 +1,53 @@
+//! CRI request builders and the fixture images `cargo xtask fixtures` pushes
+//! to the local registry (reached through the daemon's default mirror
+//! configuration: `registry.k8s.io` → `127.0.0.1:5000`).
+
+use k8s_cri::v1 as cri;
+use std::collections::HashMap;
+
+/// The busybox test image.
+pub const BUSYBOX: &str = "registry.k8s.io/e2e-test-images/busybox:1.29-2";
+
+/// A pod config named `name` in namespace `e2e`, with a unique uid.
+pub fn pod_config(name: &str) -> cri::PodSandboxConfig {
+    let uid = format!("{name}-{}", std::process::id());
+    cri::PodSandboxConfig {
+        metadata: Some(cri::PodSandboxMetadata {
+            name: name.to_string(),
+            uid,
+            namespace: "e2e".to_string(),
+            attempt: 0,
+        }),
+        hostname: name.to_string(),
+        labels: HashMap::from([("test".to_string(), name.to_string())]),
+        linux: Some(cri::LinuxPodSandboxConfig::default()),
+        ..Default::default()
+    }
+}
+
+/// A container config running `argv` in `image`.
+pub fn container_config(name: &str, image: &str, argv: &[&str]) -> cri::ContainerConfig {
+    cri::ContainerConfig {
+        metadata: Some(cri::ContainerMetadata {
+            name: name.to_string(),
+            attempt: 0,
+        }),
+        image: Some(cri::ImageSpec {
+            image: image.to_string(),
+            ..Default::default()
+        }),
+        command: argv.iter().map(|s| s.to_string()).collect(),
+        labels: HashMap::from([("container".to_string(), name.to_string())]),
+        log_path: format!("{name}.log"),
+        linux: Some(cri::LinuxContainerConfig::default()),
+        ..Default::default()
+    }
+}
+
+/// An image spec for `image`.
+pub fn image_spec(image: &str) -> Option<cri::ImageSpec> {
+    Some(cri::ImageSpec {
+        image: image.to_string(),
+        ..Default::default()
+    })
+}

@@ -1,0 +1,251 @@
+//! critest "PodSandbox" and "Container runtime ... basic operations" on runc:
+//! run, status, list, stop, remove; create, start, exec, stop, remove.
+
+use k8s_cri::v1 as cri;
+use tests::daemon::Daemon;
+use tests::fixtures::{container_config, image_spec, pod_config, BUSYBOX};
+use tonic::Code;
+
+async fn pull(daemon: &Daemon, image: &str) {
+    daemon
+        .images()
+        .await
+        .pull_image(cri::PullImageRequest {
+            image: image_spec(image),
+            ..Default::default()
+        })
+        .await
+        .unwrap_or_else(|e| panic!("pull {image}: {e} (is `cargo xtask fixtures` up?)"));
+}
+
+#[tokio::test]
+async fn pod_and_container_lifecycle_on_runc() {
+    let daemon = Daemon::start("").await;
+    let mut rt = daemon.runtime().await;
+    pull(&daemon, BUSYBOX).await;
+
+    let logs = tempfile::tempdir().unwrap();
+    let mut pod_config = pod_config("lifecycle");
+    pod_config.log_directory = logs.path().to_string_lossy().into_owned();
+    let pod = rt
+        .run_pod_sandbox(cri::RunPodSandboxRequest {
+            config: Some(pod_config.clone()),
+            runtime_handler: String::new(),
+        })
+        .await
+        .unwrap_or_else(|e| panic!("RunPodSandbox: {e}\n{}", daemon.log()))
+        .into_inner()
+        .pod_sandbox_id;
+    assert_eq!(pod.len(), 64);
+
+    let status = rt
+        .pod_sandbox_status(cri::PodSandboxStatusRequest {
+            pod_sandbox_id: pod[..12].to_string(),
+            verbose: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let s = status.status.unwrap();
+    assert_eq!(s.id, pod);
+    assert_eq!(s.state, cri::PodSandboxState::SandboxReady as i32);
+    assert_eq!(s.runtime_handler, "runc");
+    assert!(
+        status.info["trust"].contains("\"trusted\":true"),
+        "{:?}",
+        status.info
+    );
+
+    let listed = rt
+        .list_pod_sandbox(cri::ListPodSandboxRequest {
+            filter: Some(cri::PodSandboxFilter {
+                label_selector: [("test".to_string(), "lifecycle".to_string())].into(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .items;
+    assert_eq!(listed.len(), 1);
+
+    // A live duplicate name is refused.
+    let dup = rt
+        .run_pod_sandbox(cri::RunPodSandboxRequest {
+            config: Some(pod_config.clone()),
+            runtime_handler: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(dup.code(), Code::AlreadyExists, "{dup}");
+
+    let ctr = rt
+        .create_container(cri::CreateContainerRequest {
+            pod_sandbox_id: pod.clone(),
+            config: Some(container_config(
+                "sleeper",
+                BUSYBOX,
+                &["sh", "-c", "echo hello; exec sleep 600"],
+            )),
+            sandbox_config: Some(pod_config.clone()),
+        })
+        .await
+        .unwrap_or_else(|e| panic!("CreateContainer: {e}\n{}", daemon.log()))
+        .into_inner()
+        .container_id;
+    let state = |s: &cri::ContainerStatusResponse| s.status.as_ref().unwrap().state;
+    let created = rt
+        .container_status(cri::ContainerStatusRequest {
+            container_id: ctr.clone(),
+            verbose: false,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        state(&created),
+        cri::ContainerState::ContainerCreated as i32
+    );
+
+    rt.start_container(cri::StartContainerRequest {
+        container_id: ctr[..10].to_string(),
+    })
+    .await
+    .unwrap_or_else(|e| panic!("StartContainer: {e}\n{}", daemon.log()));
+
+    let exec = rt
+        .exec_sync(cri::ExecSyncRequest {
+            container_id: ctr.clone(),
+            cmd: vec![
+                "sh".into(),
+                "-c".into(),
+                "hostname; echo err >&2; exit 3".into(),
+            ],
+            timeout: 10,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(exec.exit_code, 3);
+    assert_eq!(String::from_utf8_lossy(&exec.stdout).trim(), "lifecycle");
+    assert_eq!(String::from_utf8_lossy(&exec.stderr).trim(), "err");
+
+    let running = rt
+        .list_containers(cri::ListContainersRequest {
+            filter: Some(cri::ContainerFilter {
+                pod_sandbox_id: pod.clone(),
+                state: Some(cri::ContainerStateValue {
+                    state: cri::ContainerState::ContainerRunning as i32,
+                }),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .containers;
+    assert_eq!(running.len(), 1);
+
+    rt.stop_container(cri::StopContainerRequest {
+        container_id: ctr.clone(),
+        timeout: 2,
+    })
+    .await
+    .unwrap();
+    let stopped = rt
+        .container_status(cri::ContainerStatusRequest {
+            container_id: ctr.clone(),
+            verbose: false,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let st = stopped.status.unwrap();
+    assert_eq!(st.state, cri::ContainerState::ContainerExited as i32);
+    assert_eq!(st.exit_code, 143, "sleep dies of SIGTERM");
+    assert_eq!(st.reason, "Error");
+    assert_eq!(
+        st.log_path,
+        logs.path().join("sleeper.log").to_string_lossy()
+    );
+    let log = std::fs::read_to_string(&st.log_path).unwrap();
+    assert!(log.contains(" stdout F hello"), "{log}");
+
+    // Idempotent stop and remove, for containers and pods.
+    rt.stop_container(cri::StopContainerRequest {
+        container_id: ctr.clone(),
+        timeout: 0,
+    })
+    .await
+    .unwrap();
+    rt.stop_pod_sandbox(cri::StopPodSandboxRequest {
+        pod_sandbox_id: pod.clone(),
+    })
+    .await
+    .unwrap();
+    rt.stop_pod_sandbox(cri::StopPodSandboxRequest {
+        pod_sandbox_id: pod.clone(),
+    })
+    .await
+    .unwrap();
+    let s = rt
+        .pod_sandbox_status(cri::PodSandboxStatusRequest {
+            pod_sandbox_id: pod.clone(),
+            verbose: false,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status
+        .unwrap();
+    assert_eq!(s.state, cri::PodSandboxState::SandboxNotready as i32);
+    rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
+        pod_sandbox_id: pod.clone(),
+    })
+    .await
+    .unwrap();
+    rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
+        pod_sandbox_id: pod.clone(),
+    })
+    .await
+    .unwrap();
+    let gone = rt
+        .container_status(cri::ContainerStatusRequest {
+            container_id: ctr.clone(),
+            verbose: false,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(gone.code(), Code::NotFound);
+    assert!(rt
+        .list_pod_sandbox(cri::ListPodSandboxRequest { filter: None })
+        .await
+        .unwrap()
+        .into_inner()
+        .items
+        .is_empty());
+}
+
+#[tokio::test]
+async fn bad_ids_get_the_right_codes() {
+    let daemon = Daemon::start("").await;
+    let mut rt = daemon.runtime().await;
+    let empty = rt
+        .pod_sandbox_status(cri::PodSandboxStatusRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(empty.code(), Code::InvalidArgument, "{empty}");
+    let unknown = rt
+        .container_status(cri::ContainerStatusRequest {
+            container_id: "abcdef".into(),
+            verbose: false,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(unknown.code(), Code::NotFound, "{unknown}");
+    let no_config = rt
+        .run_pod_sandbox(cri::RunPodSandboxRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(no_config.code(), Code::InvalidArgument);
+}
