@@ -64,7 +64,8 @@ impl Daemon {
             .expect("spawn cri-server");
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(20);
-        while !self.socket().exists() {
+        // Connectable, not merely present: a killed daemon leaves its socket.
+        while std::os::unix::net::UnixStream::connect(self.socket()).is_err() {
             if let Some(status) = self
                 .child
                 .as_mut()
@@ -79,6 +80,25 @@ impl Daemon {
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// Kills the daemon with SIGKILL, as a crash would, and waits for it.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the daemon again on the same configuration and directories.
+    pub async fn restart(&mut self) {
+        assert!(self.child.is_none(), "stop the daemon before restarting it");
+        self.spawn().await;
+    }
+
+    /// The temporary directory holding the daemon's socket, root and state.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
     }
 
     /// The daemon's socket.

@@ -1,0 +1,203 @@
+//! State that survives: after `kill -9` of the daemon and a restart, every
+//! pod and container is listed with the right state, running ones still run,
+//! an exit that happened while the daemon was down shows its real code, and
+//! stop/remove work and leave nothing behind.
+
+use k8s_cri::v1 as cri;
+use tests::daemon::Daemon;
+use tests::fixtures::{container_config, image_spec, pod_config, BUSYBOX};
+
+async fn create_started(daemon: &Daemon, pod: &str, name: &str, argv: &[&str]) -> String {
+    let mut rt = daemon.runtime().await;
+    let id = rt
+        .create_container(cri::CreateContainerRequest {
+            pod_sandbox_id: pod.to_string(),
+            config: Some(container_config(name, BUSYBOX, argv)),
+            sandbox_config: None,
+        })
+        .await
+        .unwrap_or_else(|e| panic!("CreateContainer: {e}\n{}", daemon.log()))
+        .into_inner()
+        .container_id;
+    rt.start_container(cri::StartContainerRequest {
+        container_id: id.clone(),
+    })
+    .await
+    .unwrap_or_else(|e| panic!("StartContainer: {e}\n{}", daemon.log()));
+    id
+}
+
+async fn status(daemon: &Daemon, id: &str) -> cri::ContainerStatus {
+    daemon
+        .runtime()
+        .await
+        .container_status(cri::ContainerStatusRequest {
+            container_id: id.to_string(),
+            verbose: false,
+        })
+        .await
+        .unwrap_or_else(|e| panic!("ContainerStatus {id}: {e}\n{}", daemon.log()))
+        .into_inner()
+        .status
+        .unwrap()
+}
+
+fn processes_mentioning(needle: &str) -> usize {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .filter(|c| String::from_utf8_lossy(c).contains(needle))
+        .count()
+}
+
+async fn restart_case(handler: &str) {
+    let mut daemon = Daemon::start("").await;
+    daemon
+        .images()
+        .await
+        .pull_image(cri::PullImageRequest {
+            image: image_spec(BUSYBOX),
+            ..Default::default()
+        })
+        .await
+        .expect("pull busybox (is `cargo xtask fixtures` up?)");
+    let pod = daemon
+        .runtime()
+        .await
+        .run_pod_sandbox(cri::RunPodSandboxRequest {
+            config: Some(pod_config(&format!("restart-{handler}"))),
+            runtime_handler: handler.to_string(),
+        })
+        .await
+        .unwrap_or_else(|e| panic!("RunPodSandbox: {e}\n{}", daemon.log()))
+        .into_inner()
+        .pod_sandbox_id;
+    let long = create_started(&daemon, &pod, "long", &["sleep", "600"]).await;
+    // Exits with 7 while the daemon is down (it waits for a file to appear).
+    let short = create_started(
+        &daemon,
+        &pod,
+        "short",
+        &[
+            "sh",
+            "-c",
+            "while [ ! -e /tmp/go ]; do sleep 0.1; done; exit 7",
+        ],
+    )
+    .await;
+
+    daemon.kill9();
+    // Let the short container finish while nobody watches.
+    let rootfs_tmp = format!("/proc/{}/root/tmp/go", {
+        // The short container's init pid, from its monitor's pid file.
+        let pid_file = daemon
+            .dir()
+            .join("state/c")
+            .join(&short)
+            .join("container.pid");
+        std::fs::read_to_string(&pid_file)
+            .unwrap_or_else(|e| panic!("{}: {e}", pid_file.display()))
+            .trim()
+            .to_string()
+    });
+    if handler == "runsc" {
+        // gVisor's filesystem is not the host's view; exec through runsc.
+        let status = std::process::Command::new("/usr/bin/runsc")
+            .args(["--root"])
+            .arg(daemon.dir().join("state/runtimes/runsc"))
+            .args(["exec", &short, "touch", "/tmp/go"])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    } else {
+        std::fs::write(&rootfs_tmp, b"").unwrap();
+    }
+    std::thread::sleep(std::time::Duration::from_secs(2));
+
+    daemon.restart().await;
+    let pods = daemon
+        .runtime()
+        .await
+        .list_pod_sandbox(cri::ListPodSandboxRequest { filter: None })
+        .await
+        .unwrap()
+        .into_inner()
+        .items;
+    assert_eq!(pods.len(), 1);
+    assert_eq!(pods[0].state, cri::PodSandboxState::SandboxReady as i32);
+    let long_status = status(&daemon, &long).await;
+    assert_eq!(
+        long_status.state,
+        cri::ContainerState::ContainerRunning as i32
+    );
+    let short_status = status(&daemon, &short).await;
+    assert_eq!(
+        short_status.state,
+        cri::ContainerState::ContainerExited as i32,
+        "{}",
+        daemon.log()
+    );
+    assert_eq!(short_status.exit_code, 7);
+
+    // The running container still answers, and stop/remove work.
+    let out = daemon
+        .runtime()
+        .await
+        .exec_sync(cri::ExecSyncRequest {
+            container_id: long.clone(),
+            cmd: vec!["echo".into(), "alive".into()],
+            timeout: 10,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "alive");
+    daemon
+        .runtime()
+        .await
+        .stop_container(cri::StopContainerRequest {
+            container_id: long.clone(),
+            timeout: 1,
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        status(&daemon, &long).await.state,
+        cri::ContainerState::ContainerExited as i32
+    );
+    daemon
+        .runtime()
+        .await
+        .remove_pod_sandbox(cri::RemovePodSandboxRequest {
+            pod_sandbox_id: pod.clone(),
+        })
+        .await
+        .unwrap_or_else(|e| panic!("RemovePodSandbox: {e}\n{}", daemon.log()));
+
+    // Nothing leaks: no pin, no container state, no monitor, no cgroup.
+    let state = daemon.dir().join("state");
+    let pins: Vec<_> = std::fs::read_dir(state.join("netns"))
+        .unwrap()
+        .flatten()
+        .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+        .collect();
+    assert!(pins.is_empty(), "{pins:?}");
+    assert!(!state.join("c").join(&long).exists());
+    assert!(!state.join("p").join(&pod).exists());
+    assert_eq!(processes_mentioning(&long), 0);
+    assert_eq!(processes_mentioning(&pod), 0);
+    assert!(!std::path::Path::new("/sys/fs/cgroup/memory/cri-server")
+        .join(&long)
+        .exists());
+}
+
+#[tokio::test]
+async fn kill_9_and_restart_on_runc() {
+    restart_case("runc").await;
+}
+
+#[tokio::test]
+async fn kill_9_and_restart_on_runsc() {
+    restart_case("runsc").await;
+}
