@@ -196,7 +196,11 @@ async fn image_status_supports_all_kinds_of_references() {
         let s = status(&mut images, name).await;
         assert_eq!(s.as_ref(), Some(&by_tag), "ImageStatus {name}");
         let filtered = list(&mut images, Some(name)).await;
-        assert_eq!(filtered, [by_tag.clone()], "ListImages filtered by {name}");
+        assert_eq!(
+            filtered,
+            std::slice::from_ref(&by_tag),
+            "ListImages filtered by {name}"
+        );
     }
 
     // Untagged means `:latest`, which is another (not yet pulled) name.
@@ -391,7 +395,7 @@ async fn public_image_with_digest_is_pulled_and_removed() {
             "pulled by digest: {:?}",
             s.repo_tags
         );
-        assert_eq!(s.repo_digests, [digest.clone()]);
+        assert_eq!(s.repo_digests, std::slice::from_ref(&digest));
     })
     .await;
 }
