@@ -16,6 +16,40 @@ impl ImageService {
     pub fn new(daemon: Arc<Daemon>) -> Self {
         ImageService { daemon }
     }
+
+    /// The image `name` names. The store knows references and full ids;
+    /// crictl also hands back the short ids it prints, which (as containerd
+    /// does) resolve as an unambiguous id prefix when no reference matches.
+    fn find(&self, name: &str) -> Result<Option<image_store::Image>> {
+        if let Some(image) = self.daemon.images.status(name)? {
+            return Ok(Some(image));
+        }
+        let Some(prefix) = id_prefix(name) else {
+            return Ok(None);
+        };
+        let mut matching = self
+            .daemon
+            .images
+            .list()
+            .into_iter()
+            .filter(|i| i.id.starts_with(&prefix));
+        match (matching.next(), matching.next()) {
+            (Some(image), None) => Ok(Some(image)),
+            (Some(a), Some(b)) => Err(Error::InvalidArgument(format!(
+                "image id prefix {name:?} is ambiguous: {} and {} match",
+                a.id, b.id
+            ))),
+            _ => Ok(None),
+        }
+    }
+}
+
+/// `sha256:<hex>` when `name` could be a shortened image id, with or without
+/// the algorithm.
+fn id_prefix(name: &str) -> Option<String> {
+    let hex = name.strip_prefix("sha256:").unwrap_or(name);
+    let is_hex = hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+    (!hex.is_empty() && hex.len() <= 64 && is_hex).then(|| format!("sha256:{hex}"))
 }
 
 fn cri_image(image: &image_store::Image) -> cri::Image {
@@ -63,14 +97,7 @@ impl cri::image_service_server::ImageService for ImageService {
             .map(|i| i.image)
             .filter(|i| !i.is_empty());
         let images = match wanted {
-            Some(reference) => self
-                .daemon
-                .images
-                .status(&reference)
-                .map_err(Error::from)?
-                .iter()
-                .map(cri_image)
-                .collect(),
+            Some(reference) => self.find(&reference)?.iter().map(cri_image).collect(),
             None => self.daemon.images.list().iter().map(cri_image).collect(),
         };
         Ok(Response::new(cri::ListImagesResponse { images }))
@@ -83,7 +110,7 @@ impl cri::image_service_server::ImageService for ImageService {
         let request = request.into_inner();
         let name = image_name(request.image.as_ref(), "ImageStatus")?;
         // An unknown image is an empty answer, not an error (CRI).
-        let image = self.daemon.images.status(&name).map_err(Error::from)?;
+        let image = self.find(&name)?;
         let mut info = std::collections::HashMap::new();
         if request.verbose {
             if let Some(image) = &image {
@@ -120,11 +147,14 @@ impl cri::image_service_server::ImageService for ImageService {
         request: Request<cri::RemoveImageRequest>,
     ) -> Result<Response<cri::RemoveImageResponse>, Status> {
         let name = image_name(request.get_ref().image.as_ref(), "RemoveImage")?;
-        self.daemon
-            .images
-            .remove(&name)
-            .await
-            .map_err(Error::from)?;
+        // Absent is Ok (CRI): removal is idempotent.
+        if let Some(image) = self.find(&name)? {
+            self.daemon
+                .images
+                .remove(&image.id)
+                .await
+                .map_err(Error::from)?;
+        }
         Ok(Response::new(cri::RemoveImageResponse {}))
     }
 
@@ -150,5 +180,34 @@ impl cri::image_service_server::ImageService for ImageService {
             image_filesystems: vec![fs.clone()],
             container_filesystems: vec![fs],
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn short_ids_with_or_without_the_algorithm_are_id_prefixes() {
+        assert_eq!(
+            id_prefix("d83910303d06b").as_deref(),
+            Some("sha256:d83910303d06b")
+        );
+        assert_eq!(
+            id_prefix("sha256:d83910303d06b").as_deref(),
+            Some("sha256:d83910303d06b")
+        );
+        let full = "a".repeat(64);
+        assert_eq!(id_prefix(&full), Some(format!("sha256:{full}")));
+        for not_an_id in [
+            "",
+            "sha256:",
+            "busybox",
+            "D839",
+            &"a".repeat(65),
+            "sha256:x",
+        ] {
+            assert_eq!(id_prefix(not_an_id), None, "{not_an_id:?}");
+        }
     }
 }

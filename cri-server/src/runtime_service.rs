@@ -133,6 +133,7 @@ impl cri::runtime_service_server::RuntimeService for RuntimeService {
         &self,
         request: Request<cri::StopPodSandboxRequest>,
     ) -> Result<Response<cri::StopPodSandboxResponse>, Status> {
+        tracing::info!(pod = %request.get_ref().pod_sandbox_id);
         pod::stop::stop(&self.daemon, &request.get_ref().pod_sandbox_id).await?;
         Ok(Response::new(cri::StopPodSandboxResponse {}))
     }
@@ -141,6 +142,7 @@ impl cri::runtime_service_server::RuntimeService for RuntimeService {
         &self,
         request: Request<cri::RemovePodSandboxRequest>,
     ) -> Result<Response<cri::RemovePodSandboxResponse>, Status> {
+        tracing::info!(pod = %request.get_ref().pod_sandbox_id);
         pod::remove::remove(&self.daemon, &request.get_ref().pod_sandbox_id).await?;
         Ok(Response::new(cri::RemovePodSandboxResponse {}))
     }
@@ -167,7 +169,9 @@ impl cri::runtime_service_server::RuntimeService for RuntimeService {
         &self,
         request: Request<cri::CreateContainerRequest>,
     ) -> Result<Response<cri::CreateContainerResponse>, Status> {
+        tracing::info!(pod = %request.get_ref().pod_sandbox_id);
         let id = container::create::create(&self.daemon, request.into_inner()).await?;
+        tracing::info!(container = %id, "created");
         Ok(Response::new(cri::CreateContainerResponse {
             container_id: id,
         }))
@@ -177,6 +181,7 @@ impl cri::runtime_service_server::RuntimeService for RuntimeService {
         &self,
         request: Request<cri::StartContainerRequest>,
     ) -> Result<Response<cri::StartContainerResponse>, Status> {
+        tracing::info!(container = %request.get_ref().container_id);
         container::start::start(&self.daemon, &request.get_ref().container_id).await?;
         Ok(Response::new(cri::StartContainerResponse {}))
     }
@@ -186,6 +191,7 @@ impl cri::runtime_service_server::RuntimeService for RuntimeService {
         request: Request<cri::StopContainerRequest>,
     ) -> Result<Response<cri::StopContainerResponse>, Status> {
         let r = request.into_inner();
+        tracing::info!(container = %r.container_id, timeout = r.timeout);
         container::stop::stop(&self.daemon, &r.container_id, r.timeout).await?;
         Ok(Response::new(cri::StopContainerResponse {}))
     }
@@ -194,6 +200,7 @@ impl cri::runtime_service_server::RuntimeService for RuntimeService {
         &self,
         request: Request<cri::RemoveContainerRequest>,
     ) -> Result<Response<cri::RemoveContainerResponse>, Status> {
+        tracing::info!(container = %request.get_ref().container_id);
         container::remove::remove(&self.daemon, &request.get_ref().container_id).await?;
         Ok(Response::new(cri::RemoveContainerResponse {}))
     }
@@ -218,15 +225,18 @@ impl cri::runtime_service_server::RuntimeService for RuntimeService {
 
     async fn update_container_resources(
         &self,
-        _r: Request<cri::UpdateContainerResourcesRequest>,
+        request: Request<cri::UpdateContainerResourcesRequest>,
     ) -> Result<Response<cri::UpdateContainerResourcesResponse>, Status> {
-        Err(unimplemented("UpdateContainerResources"))
+        tracing::info!(container = %request.get_ref().container_id);
+        container::update::update(&self.daemon, request.into_inner()).await?;
+        Ok(Response::new(cri::UpdateContainerResourcesResponse {}))
     }
 
     async fn reopen_container_log(
         &self,
         request: Request<cri::ReopenContainerLogRequest>,
     ) -> Result<Response<cri::ReopenContainerLogResponse>, Status> {
+        tracing::info!(container = %request.get_ref().container_id);
         container::reopen_log::reopen_log(&self.daemon, &request.get_ref().container_id).await?;
         Ok(Response::new(cri::ReopenContainerLogResponse {}))
     }
@@ -235,6 +245,7 @@ impl cri::runtime_service_server::RuntimeService for RuntimeService {
         &self,
         request: Request<cri::ExecSyncRequest>,
     ) -> Result<Response<cri::ExecSyncResponse>, Status> {
+        tracing::info!(container = %request.get_ref().container_id, cmd = ?request.get_ref().cmd);
         Ok(Response::new(
             container::exec_sync::exec_sync(&self.daemon, request.into_inner()).await?,
         ))

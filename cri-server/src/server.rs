@@ -46,7 +46,7 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
     tracing::info!(socket = %config.socket.display(), "serving CRI v1");
     let socket_path = config.socket.clone();
     let result = tonic::transport::Server::builder()
-        .trace_fn(|request| tracing::info_span!("rpc", method = %request.uri().path()))
+        .layer(request_log())
         .add_service(RuntimeServiceServer::new(RuntimeService::new(Arc::clone(
             &daemon,
         ))))
@@ -58,4 +58,34 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
     // A socket file left behind would look like a crashed daemon's; remove it.
     let _ = std::fs::remove_file(&socket_path);
     result.map_err(ServeError::from)
+}
+
+/// Logs every request: its method (the span), how long it took and how it
+/// ended. The ids a request names are logged by its handler inside the span.
+fn request_log() -> tower_http::trace::TraceLayer<
+    tower_http::classify::SharedClassifier<tower_http::classify::GrpcErrorsAsFailures>,
+    impl Fn(&tonic::codegen::http::Request<tonic::body::Body>) -> tracing::Span + Clone,
+    tower_http::trace::DefaultOnRequest,
+    impl Fn(&tonic::codegen::http::Response<tonic::body::Body>, std::time::Duration, &tracing::Span)
+        + Clone,
+    tower_http::trace::DefaultOnBodyChunk,
+    tower_http::trace::DefaultOnEos,
+    impl Fn(tower_http::classify::GrpcFailureClass, std::time::Duration, &tracing::Span) + Clone,
+> {
+    tower_http::trace::TraceLayer::new_for_grpc()
+        .make_span_with(|request: &tonic::codegen::http::Request<tonic::body::Body>| {
+            tracing::info_span!("rpc", method = %request.uri().path())
+        })
+        .on_response(
+            |_: &tonic::codegen::http::Response<tonic::body::Body>, latency: std::time::Duration, _: &tracing::Span| {
+                tracing::info!(latency_us = latency.as_micros() as u64, "ok");
+            },
+        )
+        .on_failure(
+            |failure: tower_http::classify::GrpcFailureClass,
+             latency: std::time::Duration,
+             _: &tracing::Span| {
+                tracing::warn!(latency_us = latency.as_micros() as u64, %failure, "failed");
+            },
+        )
 }

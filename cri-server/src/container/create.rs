@@ -326,6 +326,15 @@ async fn build_and_create(
     }
 
     spec.cgroups_path = Some(cgroups_path(&sandbox.cgroup_parent, &container.id));
+    if let Some(resources) = &linux.resources {
+        spec.resources =
+            Some(super::resources::to_oci(resources).map_err(|e| {
+                Error::InvalidArgument(format!("container {}: {e}", container.name))
+            })?);
+        if resources.oom_score_adj != 0 {
+            spec.process.oom_score_adj = i32::try_from(resources.oom_score_adj).ok();
+        }
+    }
     spec.pod_role = Some(PodRole::Container {
         sandbox_id: sandbox.id.clone(),
     });

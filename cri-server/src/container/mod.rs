@@ -1,5 +1,6 @@
 //! Container verbs, one per file: `create`, `start`, `stop`, `remove`,
-//! `status`, `list`, `exec_sync`, `reopen_log`; plus what they share about
+//! `status`, `list`, `exec_sync`, `reopen_log`, `update` (with
+//! `resources`, the CRI → OCI conversion); plus what they share about
 //! exits.
 
 pub mod create;
@@ -8,9 +9,11 @@ pub mod image_config;
 pub mod list;
 pub mod remove;
 pub mod reopen_log;
+pub mod resources;
 pub mod start;
 pub mod status;
 pub mod stop;
+pub mod update;
 
 use crate::daemon::Daemon;
 use crate::layout::Layout;

@@ -1,0 +1,116 @@
+//! CRI cgroup resources → the OCI runtime spec's, checked on the way: a
+//! negative value is refused naming its field instead of reaching the kernel.
+
+use k8s_cri::v1 as cri;
+use oci_spec::runtime::{
+    LinuxCpuBuilder, LinuxHugepageLimitBuilder, LinuxMemoryBuilder, LinuxResources,
+    LinuxResourcesBuilder,
+};
+
+/// Converts `r`; zero means "not set", as in CRI.
+pub fn to_oci(r: &cri::LinuxContainerResources) -> Result<LinuxResources, String> {
+    let non_negative = |value: i64, field: &str| {
+        if value < 0 {
+            Err(format!("resources.{field} is negative ({value})"))
+        } else {
+            Ok(value)
+        }
+    };
+    let shares = non_negative(r.cpu_shares, "cpu_shares")?;
+    let period = non_negative(r.cpu_period, "cpu_period")?;
+    // -1 is the kernel's "no limit" for quota; anything below is nonsense.
+    if r.cpu_quota < -1 {
+        return Err(format!("resources.cpu_quota is invalid ({})", r.cpu_quota));
+    }
+    let memory = non_negative(r.memory_limit_in_bytes, "memory_limit_in_bytes")?;
+    let swap = r.memory_swap_limit_in_bytes;
+    if swap < -1 {
+        return Err(format!(
+            "resources.memory_swap_limit_in_bytes is invalid ({swap})"
+        ));
+    }
+    let err = |e: oci_spec::OciSpecError| e.to_string();
+
+    let mut cpu = LinuxCpuBuilder::default();
+    if shares > 0 {
+        cpu = cpu.shares(shares as u64);
+    }
+    if period > 0 {
+        cpu = cpu.period(period as u64);
+    }
+    if r.cpu_quota != 0 {
+        cpu = cpu.quota(r.cpu_quota);
+    }
+    if !r.cpuset_cpus.is_empty() {
+        cpu = cpu.cpus(r.cpuset_cpus.clone());
+    }
+    if !r.cpuset_mems.is_empty() {
+        cpu = cpu.mems(r.cpuset_mems.clone());
+    }
+    let mut builder = LinuxResourcesBuilder::default()
+        .cpu(cpu.build().map_err(err)?)
+        .devices(Vec::new());
+    if memory > 0 || swap != 0 {
+        let mut m = LinuxMemoryBuilder::default();
+        if memory > 0 {
+            m = m.limit(memory);
+        }
+        if swap != 0 {
+            m = m.swap(swap);
+        }
+        builder = builder.memory(m.build().map_err(err)?);
+    }
+    if !r.hugepage_limits.is_empty() {
+        let limits = r
+            .hugepage_limits
+            .iter()
+            .map(|h| {
+                LinuxHugepageLimitBuilder::default()
+                    .page_size(h.page_size.clone())
+                    .limit(h.limit as i64)
+                    .build()
+                    .map_err(err)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        builder = builder.hugepage_limits(limits);
+    }
+    if !r.unified.is_empty() {
+        builder = builder.unified(r.unified.clone());
+    }
+    builder.build().map_err(err)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_carry_over_and_zero_means_unset() {
+        let r = cri::LinuxContainerResources {
+            cpu_shares: 512,
+            cpu_quota: 50_000,
+            cpu_period: 100_000,
+            memory_limit_in_bytes: 64 << 20,
+            cpuset_cpus: "0".into(),
+            ..Default::default()
+        };
+        let oci = to_oci(&r).unwrap();
+        let cpu = oci.cpu().as_ref().unwrap();
+        assert_eq!(cpu.shares(), &Some(512));
+        assert_eq!(cpu.quota(), &Some(50_000));
+        assert_eq!(cpu.cpus().as_deref(), Some("0"));
+        assert_eq!(oci.memory().as_ref().unwrap().limit(), &Some(64 << 20));
+        let empty = to_oci(&cri::LinuxContainerResources::default()).unwrap();
+        assert!(empty.memory().is_none());
+        assert_eq!(empty.cpu().as_ref().unwrap().shares(), &None);
+    }
+
+    #[test]
+    fn negative_values_are_refused_naming_the_field() {
+        let r = cri::LinuxContainerResources {
+            memory_limit_in_bytes: -5,
+            ..Default::default()
+        };
+        assert!(to_oci(&r).unwrap_err().contains("memory_limit_in_bytes"));
+    }
+}

@@ -1,0 +1,367 @@
+//! critest "Container runtime" specs beyond the basic lifecycle: volumes
+//! (including a symlinked host path), logs and their reopening, execSync
+//! with a timeout, removing a running container, resource updates, events.
+
+use k8s_cri::v1 as cri;
+use tests::daemon::Daemon;
+use tests::fixtures::{container_config, image_spec, pod_config, BUSYBOX};
+use tokio_stream::StreamExt;
+use tonic::Code;
+
+struct Pod {
+    daemon: Daemon,
+    id: String,
+    logs: tempfile::TempDir,
+}
+
+async fn pod(name: &str) -> Pod {
+    let daemon = Daemon::start("").await;
+    daemon
+        .images()
+        .await
+        .pull_image(cri::PullImageRequest {
+            image: image_spec(BUSYBOX),
+            ..Default::default()
+        })
+        .await
+        .expect("pull busybox (is `cargo xtask fixtures` up?)");
+    let logs = tempfile::tempdir().unwrap();
+    let mut config = pod_config(name);
+    config.log_directory = logs.path().to_string_lossy().into_owned();
+    let id = daemon
+        .runtime()
+        .await
+        .run_pod_sandbox(cri::RunPodSandboxRequest {
+            config: Some(config),
+            runtime_handler: String::new(),
+        })
+        .await
+        .unwrap_or_else(|e| panic!("RunPodSandbox: {e}\n{}", daemon.log()))
+        .into_inner()
+        .pod_sandbox_id;
+    Pod { daemon, id, logs }
+}
+
+impl Pod {
+    async fn run(&self, config: cri::ContainerConfig) -> String {
+        let mut rt = self.daemon.runtime().await;
+        let id = rt
+            .create_container(cri::CreateContainerRequest {
+                pod_sandbox_id: self.id.clone(),
+                config: Some(config),
+                sandbox_config: None,
+            })
+            .await
+            .unwrap_or_else(|e| panic!("CreateContainer: {e}\n{}", self.daemon.log()))
+            .into_inner()
+            .container_id;
+        rt.start_container(cri::StartContainerRequest {
+            container_id: id.clone(),
+        })
+        .await
+        .unwrap_or_else(|e| panic!("StartContainer: {e}\n{}", self.daemon.log()));
+        id
+    }
+
+    async fn exec(&self, id: &str, cmd: &[&str]) -> cri::ExecSyncResponse {
+        self.daemon
+            .runtime()
+            .await
+            .exec_sync(cri::ExecSyncRequest {
+                container_id: id.to_string(),
+                cmd: cmd.iter().map(|s| s.to_string()).collect(),
+                timeout: 10,
+            })
+            .await
+            .unwrap_or_else(|e| panic!("ExecSync {cmd:?}: {e}"))
+            .into_inner()
+    }
+
+    async fn status(&self, id: &str) -> cri::ContainerStatus {
+        self.daemon
+            .runtime()
+            .await
+            .container_status(cri::ContainerStatusRequest {
+                container_id: id.to_string(),
+                verbose: false,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .status
+            .unwrap()
+    }
+
+    async fn remove(self) {
+        self.daemon
+            .runtime()
+            .await
+            .remove_pod_sandbox(cri::RemovePodSandboxRequest {
+                pod_sandbox_id: self.id.clone(),
+            })
+            .await
+            .unwrap();
+    }
+}
+
+async fn wait_for(mut check: impl FnMut() -> bool) {
+    for _ in 0..100 {
+        if check() {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("condition never became true within 5 s");
+}
+
+#[tokio::test]
+async fn volume_with_a_symlinked_host_path() {
+    let pod = pod("volume").await;
+    let host = tempfile::tempdir().unwrap();
+    let real = host.path().join("real");
+    std::fs::create_dir(&real).unwrap();
+    std::fs::write(real.join("from-host"), "hello from the host").unwrap();
+    let link = host.path().join("link");
+    std::os::unix::fs::symlink(&real, &link).unwrap();
+    let mut config = container_config("vol", BUSYBOX, &["sleep", "600"]);
+    config.mounts = vec![cri::Mount {
+        container_path: "/data".into(),
+        host_path: link.to_string_lossy().into_owned(),
+        ..Default::default()
+    }];
+    let id = pod.run(config).await;
+    let out = pod.exec(&id, &["cat", "/data/from-host"]).await;
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "hello from the host");
+    let out = pod
+        .exec(&id, &["sh", "-c", "echo back > /data/from-container"])
+        .await;
+    assert_eq!(out.exit_code, 0);
+    assert_eq!(
+        std::fs::read_to_string(real.join("from-container")).unwrap(),
+        "back\n"
+    );
+    let status = pod.status(&id).await;
+    assert_eq!(status.mounts.len(), 1);
+    assert_eq!(status.mounts[0].container_path, "/data");
+    pod.remove().await;
+}
+
+#[tokio::test]
+async fn log_and_reopen_log() {
+    let pod = pod("logs").await;
+    let mut config = container_config(
+        "talker",
+        BUSYBOX,
+        &[
+            "sh",
+            "-c",
+            "echo one; echo two >&2; read x; echo three; sleep 600",
+        ],
+    );
+    config.stdin = true;
+    // A PID namespace of its own, so that its shell is PID 1 (the pod's
+    // shared namespace would give PID 1 to pause).
+    config.linux = Some(cri::LinuxContainerConfig {
+        security_context: Some(cri::LinuxContainerSecurityContext {
+            namespace_options: Some(cri::NamespaceOption {
+                pid: cri::NamespaceMode::Container as i32,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let id = pod.run(config).await;
+    let log = pod.logs.path().join("talker.log");
+    wait_for(|| std::fs::read_to_string(&log).is_ok_and(|l| l.lines().count() >= 2)).await;
+    let text = std::fs::read_to_string(&log).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    for (line, stream, content) in [(lines[0], "stdout", "one"), (lines[1], "stderr", "two")] {
+        let fields: Vec<&str> = line.splitn(4, ' ').collect();
+        assert_eq!(fields[1..], [stream, "F", content], "{line}");
+        assert!(
+            fields[0].contains('T') && fields[0].ends_with('Z'),
+            "{line}"
+        );
+    }
+    // Rotate as kubelet does: rename, reopen, then the next line lands in
+    // the new file.
+    std::fs::rename(&log, pod.logs.path().join("talker.log.1")).unwrap();
+    pod.daemon
+        .runtime()
+        .await
+        .reopen_container_log(cri::ReopenContainerLogRequest {
+            container_id: id.clone(),
+        })
+        .await
+        .unwrap();
+    assert!(log.exists());
+    // Release the `read` through the container's own stdin pipe.
+    let out = pod.exec(&id, &["sh", "-c", "echo go > /proc/1/fd/0"]).await;
+    assert_eq!(out.exit_code, 0, "{}", String::from_utf8_lossy(&out.stderr));
+    let new_log = log.clone();
+    wait_for(move || {
+        let text = std::fs::read_to_string(&new_log).unwrap_or_default();
+        text.contains("stdout F three")
+    })
+    .await;
+    pod.remove().await;
+}
+
+#[tokio::test]
+async fn exec_sync_timeout_is_deadline_exceeded() {
+    let pod = pod("exectimeout").await;
+    let id = pod
+        .run(container_config("sleeper", BUSYBOX, &["sleep", "600"]))
+        .await;
+    let err = pod
+        .daemon
+        .runtime()
+        .await
+        .exec_sync(cri::ExecSyncRequest {
+            container_id: id.clone(),
+            cmd: vec!["sleep".into(), "30".into()],
+            timeout: 1,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::DeadlineExceeded, "{err}");
+    // Nothing of the exec is left running.
+    let ps = pod.exec(&id, &["ps"]).await;
+    assert!(!String::from_utf8_lossy(&ps.stdout).contains("sleep 30"));
+    pod.remove().await;
+}
+
+#[tokio::test]
+async fn removing_a_running_container_stops_it_first() {
+    let pod = pod("rmrunning").await;
+    let id = pod
+        .run(container_config("sleeper", BUSYBOX, &["sleep", "600"]))
+        .await;
+    pod.daemon
+        .runtime()
+        .await
+        .remove_container(cri::RemoveContainerRequest {
+            container_id: id.clone(),
+        })
+        .await
+        .unwrap();
+    let err = pod
+        .daemon
+        .runtime()
+        .await
+        .container_status(cri::ContainerStatusRequest {
+            container_id: id.clone(),
+            verbose: false,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+    // Removing it again is fine.
+    pod.daemon
+        .runtime()
+        .await
+        .remove_container(cri::RemoveContainerRequest { container_id: id })
+        .await
+        .unwrap();
+    pod.remove().await;
+}
+
+#[tokio::test]
+async fn update_resources_changes_the_cgroup_live() {
+    let pod = pod("update").await;
+    let mut config = container_config("limited", BUSYBOX, &["sleep", "600"]);
+    config.linux = Some(cri::LinuxContainerConfig {
+        resources: Some(cri::LinuxContainerResources {
+            memory_limit_in_bytes: 64 << 20,
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let id = pod.run(config).await;
+    let limit = |pod: &Pod| {
+        let _ = pod;
+        std::fs::read_to_string(format!(
+            "/sys/fs/cgroup/memory/cri-server/{id}/memory.limit_in_bytes"
+        ))
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
+    };
+    assert_eq!(limit(&pod), (64u64 << 20).to_string());
+    pod.daemon
+        .runtime()
+        .await
+        .update_container_resources(cri::UpdateContainerResourcesRequest {
+            container_id: id.clone(),
+            linux: Some(cri::LinuxContainerResources {
+                memory_limit_in_bytes: 96 << 20,
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(limit(&pod), (96u64 << 20).to_string());
+    let bad = pod
+        .daemon
+        .runtime()
+        .await
+        .update_container_resources(cri::UpdateContainerResourcesRequest {
+            container_id: id.clone(),
+            linux: Some(cri::LinuxContainerResources {
+                cpu_shares: -1,
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(bad.code(), Code::InvalidArgument);
+    assert!(bad.message().contains("cpu_shares"), "{bad}");
+    pod.remove().await;
+}
+
+#[tokio::test]
+async fn container_events_are_streamed() {
+    let pod = pod("events").await;
+    let mut events = pod
+        .daemon
+        .runtime()
+        .await
+        .get_container_events(cri::GetEventsRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let id = pod
+        .run(container_config("evented", BUSYBOX, &["sleep", "600"]))
+        .await;
+    pod.daemon
+        .runtime()
+        .await
+        .remove_container(cri::RemoveContainerRequest {
+            container_id: id.clone(),
+        })
+        .await
+        .unwrap();
+    let mut seen = Vec::new();
+    while seen.len() < 4 {
+        let event = tokio::time::timeout(std::time::Duration::from_secs(10), events.next())
+            .await
+            .expect("an event within 10 s")
+            .expect("stream open")
+            .unwrap();
+        assert_eq!(event.container_id, id);
+        seen.push(event.container_event_type);
+    }
+    use cri::ContainerEventType as E;
+    assert_eq!(
+        seen,
+        [
+            E::ContainerCreatedEvent as i32,
+            E::ContainerStartedEvent as i32,
+            E::ContainerStoppedEvent as i32,
+            E::ContainerDeletedEvent as i32
+        ]
+    );
+    pod.remove().await;
+}
