@@ -141,8 +141,8 @@ impl PluginExec {
             .map(|(k, v)| format!("{k}={v}"))
             .collect::<Vec<_>>()
             .join(";");
-        let mut child = tokio::process::Command::new(&path)
-            .env("CNI_COMMAND", command)
+        let mut cmd = tokio::process::Command::new(&path);
+        cmd.env("CNI_COMMAND", command)
             .env("CNI_CONTAINERID", &inv.container_id)
             .env("CNI_NETNS", &inv.netns)
             .env("CNI_IFNAME", &inv.ifname)
@@ -154,9 +154,24 @@ impl PluginExec {
             // Its own process group, so a timeout kills helpers it started
             // (a shell plugin's `sleep`, iptables) and not just the parent.
             .process_group(0)
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(spawn_err)?;
+            .kill_on_drop(true);
+        let mut attempt = 0;
+        let mut child = loop {
+            match cmd.spawn() {
+                Ok(child) => break child,
+                // ETXTBSY: the binary is being replaced (package upgrade) or
+                // a concurrent fork briefly holds a write fd to it; it clears
+                // within milliseconds.
+                Err(e)
+                    if e.raw_os_error() == Some(nix::errno::Errno::ETXTBSY as i32)
+                        && attempt < 5 =>
+                {
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_millis(20 * attempt)).await;
+                }
+                Err(e) => return Err(spawn_err(e)),
+            }
+        };
         let pid = child.id();
         let deadline = tokio::time::Instant::now() + self.timeout;
 

@@ -105,10 +105,13 @@ impl ConfigLoader {
     pub fn watch(&self, interval: Duration) -> std::io::Result<ConfigWatcher> {
         let (stop, stopped) = mpsc::channel::<()>();
         let loader = self.clone();
+        // Fingerprint first, then scan: a file written in between is seen
+        // as a change on the first poll instead of being missed forever.
+        let mut seen = fingerprint(&loader.dir);
+        loader.reload();
         let thread = std::thread::Builder::new()
             .name("cni-config-watch".into())
             .spawn(move || {
-                let mut seen = fingerprint(&loader.dir);
                 // recv_timeout doubles as the poll sleep and the stop signal.
                 while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(interval) {
                     let now = fingerprint(&loader.dir);

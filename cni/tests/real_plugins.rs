@@ -5,7 +5,8 @@
 //! when it fails. Traffic only flows between the test's own namespaces.
 
 use cni::{
-    CniManager, CniManagerConfig, Error, PodNetwork, PodNetworkRequest, PortMapping, Protocol,
+    CniManager, CniManagerConfig, Error, NetworkStatus, PodNetwork, PodNetworkRequest, PortMapping,
+    Protocol,
 };
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -62,6 +63,8 @@ impl Drop for Netns {
 
 /// One test's network world: config, cache, IPAM data dir and bridge.
 struct World {
+    /// Pods to DEL on drop, so a failed assertion leaks nothing.
+    attached: std::sync::Mutex<Vec<PodNetworkRequest>>,
     n: u32,
     bridge: String,
     network: String,
@@ -76,6 +79,7 @@ impl World {
         std::fs::create_dir(root.path().join("conf")).unwrap();
         std::fs::create_dir(root.path().join("plugins")).unwrap();
         Self {
+            attached: Default::default(),
             n,
             bridge: format!("cnitest{n}"),
             network: format!("cnitest{n}"),
@@ -148,8 +152,40 @@ impl World {
     }
 }
 
+impl World {
+    /// `m.setup(p)`, remembering `p` for the cleanup in Drop.
+    async fn setup(&self, m: &CniManager, p: &PodNetworkRequest) -> cni::Result<NetworkStatus> {
+        if let Ok(mut a) = self.attached.lock() {
+            a.push(p.clone());
+        }
+        m.setup(p).await
+    }
+}
+
 impl Drop for World {
     fn drop(&mut self) {
+        let pods = std::mem::take(&mut *self.attached.lock().unwrap_or_else(|e| e.into_inner()));
+        if !pods.is_empty() {
+            // A fresh manager reading the cache, on its own thread and
+            // runtime because Drop cannot await.
+            let mut cfg = CniManagerConfig::new(self.conf_dir(), self.root.path().join("cache"));
+            cfg.plugin_dirs = vec![self.fake_dir(), "/usr/lib/cni".into()];
+            cfg.plugin_timeout = Duration::from_secs(5);
+            cfg.watch_interval = None;
+            let _ = std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build();
+                if let (Ok(rt), Ok(m)) = (rt, CniManager::new(cfg)) {
+                    for p in pods {
+                        if let Err(e) = rt.block_on(m.teardown(&p)) {
+                            eprintln!("cleanup DEL {}: {e}", p.container_id);
+                        }
+                    }
+                }
+            })
+            .join();
+        }
         let _ = run(&["ip", "link", "del", &self.bridge]);
     }
 }
@@ -175,7 +211,7 @@ async fn add_check_del_leaves_nothing_behind() {
     let ns = Netns::new("a1");
     let p = pod(&format!("acd{}", w.n), &ns);
 
-    let status = m.setup(&p).await.unwrap();
+    let status = w.setup(&m, &p).await.unwrap();
     let ip = status.ips[0];
     assert!(ip.to_string().starts_with(&w.subnet_prefix()), "{ip}");
     assert_eq!(status.network, w.network);
@@ -215,8 +251,8 @@ async fn two_pods_on_one_bridge_reach_each_other() {
         pod(&format!("pa{}", w.n), &na),
         pod(&format!("pb{}", w.n), &nb),
     );
-    let a = m.setup(&pa).await.unwrap();
-    let b = m.setup(&pb).await.unwrap();
+    let a = w.setup(&m, &pa).await.unwrap();
+    let b = w.setup(&m, &pb).await.unwrap();
     assert_ne!(a.ips[0], b.ips[0]);
     let (ok, out) = na.exec(&[
         "/usr/bin/busybox",
@@ -245,7 +281,7 @@ async fn portmap_rules_exist_only_while_attached() {
         protocol: Protocol::Tcp,
         host_ip: Some("127.0.0.1".parse().unwrap()),
     });
-    m.setup(&p).await.unwrap();
+    w.setup(&m, &p).await.unwrap();
     let during = nat_rules();
     m.teardown(&p).await.unwrap();
     let after = nat_rules();
@@ -266,7 +302,7 @@ async fn del_after_netns_deleted_succeeds_and_releases_ip() {
     let m = w.manager(Duration::from_secs(30));
     let ns = Netns::new("gone");
     let p = pod(&format!("gone{}", w.n), &ns);
-    let ip = m.setup(&p).await.unwrap().ips[0];
+    let ip = w.setup(&m, &p).await.unwrap().ips[0];
     ns.delete();
     assert!(!ns.path().exists());
     m.teardown(&p).await.unwrap();
@@ -296,7 +332,7 @@ async fn del_after_restart_uses_cached_config_and_result() {
         // No CHECK here: Debian's portmap 1.1.1 fails CHECK for IPv4-only
         // mappings (containernetworking/plugins#819); CHECK is covered by
         // add_check_del_leaves_nothing_behind.
-        m.setup(&p).await.unwrap().ips[0]
+        w.setup(&m, &p).await.unwrap().ips[0]
     };
     // The "restarted" daemon has no config at all: only the cache knows.
     std::fs::remove_file(w.conf_dir().join("10-test.conflist")).unwrap();
@@ -407,7 +443,7 @@ fi"#,
     let m = w.manager(Duration::from_secs(30));
     let ns = Netns::new("fail");
     let p = pod(&format!("fail{}", w.n), &ns);
-    let err = m.setup(&p).await.unwrap_err();
+    let err = w.setup(&m, &p).await.unwrap_err();
     match &err {
         Error::PluginError {
             plugin,
@@ -463,7 +499,7 @@ fi"#,
     let m = w.manager(Duration::from_secs(30));
     let ns = Netns::new("spy");
     let p = pod(&format!("spy{}", w.n), &ns);
-    let status = m.setup(&p).await.unwrap();
+    let status = w.setup(&m, &p).await.unwrap();
     let env = std::fs::read_to_string(log.with_extension("env")).unwrap();
     let stdin: serde_json::Value =
         serde_json::from_slice(&std::fs::read(log.with_extension("stdin")).unwrap()).unwrap();
@@ -489,4 +525,85 @@ fi"#,
         stdin.get("runtimeConfig").is_none(),
         "spy declared no capability"
     );
+}
+
+#[tokio::test]
+async fn del_succeeds_when_a_plugin_says_the_interface_is_gone() {
+    let w = World::new();
+    w.fake_plugin(
+        "gone",
+        &format!(
+            r#"cat > {stdin}
+if [ "$CNI_COMMAND" = ADD ]; then
+  python3 -c 'import json; print(json.dumps(json.load(open("{stdin}"))["prevResult"]))'
+  exit 0
+fi
+if [ "$CNI_COMMAND" = DEL ]; then
+  echo '{{"cniVersion":"1.0.0","code":11,"msg":"failed to find eth0: Link not found"}}'
+  exit 1
+fi"#,
+            stdin = w.root.path().join("gone.stdin").display()
+        ),
+    );
+    w.write_conf(&w.conflist("1.0.0", &[serde_json::json!({"type": "gone"})]));
+    let m = w.manager(Duration::from_secs(30));
+    let ns = Netns::new("lnf");
+    let p = pod(&format!("lnf{}", w.n), &ns);
+    let ip = w.setup(&m, &p).await.unwrap().ips[0];
+    m.teardown(&p).await.unwrap();
+    assert!(!w.reservation_exists(ip), "the other plugins still ran DEL");
+    assert_eq!(m.attachment(&p.container_id, "eth0").await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn failed_del_keeps_the_cache_entry_for_a_retry() {
+    let w = World::new();
+    let flag = w.root.path().join("fail-del");
+    w.fake_plugin(
+        "flaky",
+        &format!(
+            r#"cat > {stdin}
+if [ "$CNI_COMMAND" = ADD ]; then
+  python3 -c 'import json; print(json.dumps(json.load(open("{stdin}"))["prevResult"]))'
+  exit 0
+fi
+if [ "$CNI_COMMAND" = DEL ] && [ -e {flag} ]; then
+  echo '{{"cniVersion":"1.0.0","code":5,"msg":"permission denied"}}'
+  exit 1
+fi"#,
+            stdin = w.root.path().join("flaky.stdin").display(),
+            flag = flag.display()
+        ),
+    );
+    w.write_conf(&w.conflist("1.0.0", &[serde_json::json!({"type": "flaky"})]));
+    let m = w.manager(Duration::from_secs(30));
+    let ns = Netns::new("flk");
+    let p = pod(&format!("flaky{}", w.n), &ns);
+    let ip = w.setup(&m, &p).await.unwrap().ips[0];
+    std::fs::write(&flag, b"").unwrap();
+    let err = m.teardown(&p).await.unwrap_err();
+    assert!(
+        matches!(&err, Error::PluginError { plugin, msg, .. } if plugin == "flaky" && msg == "permission denied"),
+        "{err:?}"
+    );
+    assert!(m
+        .attachment(&p.container_id, "eth0")
+        .await
+        .unwrap()
+        .is_some());
+    std::fs::remove_file(&flag).unwrap();
+    m.teardown(&p).await.unwrap();
+    assert!(!w.reservation_exists(ip));
+    assert_eq!(m.attachment(&p.container_id, "eth0").await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn del_of_a_pod_never_attached_is_ok() {
+    let w = World::new();
+    w.write_conf(&w.conflist("1.0.0", &[]));
+    let m = w.manager(Duration::from_secs(30));
+    let ns = Netns::new("never");
+    m.teardown(&pod(&format!("never{}", w.n), &ns))
+        .await
+        .unwrap();
 }
