@@ -8,8 +8,10 @@ use crate::socket;
 use k8s_cri::v1::image_service_server::ImageServiceServer;
 use k8s_cri::v1::runtime_service_server::RuntimeServiceServer;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio_stream::wrappers::UnixListenerStream;
+use tower_http::classify::GrpcFailureClass;
 
 /// Why the daemon stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -46,7 +48,22 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
     tracing::info!(socket = %config.socket.display(), "serving CRI v1");
     let socket_path = config.socket.clone();
     let result = tonic::transport::Server::builder()
-        .layer(request_log())
+        // Every request is logged: its method (the span), how long it took
+        // and how it ended. The ids it names are logged by its handler.
+        .layer(
+            tower_http::trace::TraceLayer::new_for_grpc()
+                .make_span_with(|request: &tonic::codegen::http::Request<_>| {
+                    tracing::info_span!("rpc", method = %request.uri().path())
+                })
+                .on_response(
+                    |_: &tonic::codegen::http::Response<_>, latency: Duration, _: &tracing::Span| {
+                        tracing::info!(latency_us = latency.as_micros() as u64, "ok");
+                    },
+                )
+                .on_failure(|failure: GrpcFailureClass, latency: Duration, _: &tracing::Span| {
+                    tracing::warn!(latency_us = latency.as_micros() as u64, %failure, "failed");
+                }),
+        )
         .add_service(RuntimeServiceServer::new(RuntimeService::new(Arc::clone(
             &daemon,
         ))))
@@ -58,34 +75,4 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
     // A socket file left behind would look like a crashed daemon's; remove it.
     let _ = std::fs::remove_file(&socket_path);
     result.map_err(ServeError::from)
-}
-
-/// Logs every request: its method (the span), how long it took and how it
-/// ended. The ids a request names are logged by its handler inside the span.
-fn request_log() -> tower_http::trace::TraceLayer<
-    tower_http::classify::SharedClassifier<tower_http::classify::GrpcErrorsAsFailures>,
-    impl Fn(&tonic::codegen::http::Request<tonic::body::Body>) -> tracing::Span + Clone,
-    tower_http::trace::DefaultOnRequest,
-    impl Fn(&tonic::codegen::http::Response<tonic::body::Body>, std::time::Duration, &tracing::Span)
-        + Clone,
-    tower_http::trace::DefaultOnBodyChunk,
-    tower_http::trace::DefaultOnEos,
-    impl Fn(tower_http::classify::GrpcFailureClass, std::time::Duration, &tracing::Span) + Clone,
-> {
-    tower_http::trace::TraceLayer::new_for_grpc()
-        .make_span_with(|request: &tonic::codegen::http::Request<tonic::body::Body>| {
-            tracing::info_span!("rpc", method = %request.uri().path())
-        })
-        .on_response(
-            |_: &tonic::codegen::http::Response<tonic::body::Body>, latency: std::time::Duration, _: &tracing::Span| {
-                tracing::info!(latency_us = latency.as_micros() as u64, "ok");
-            },
-        )
-        .on_failure(
-            |failure: tower_http::classify::GrpcFailureClass,
-             latency: std::time::Duration,
-             _: &tracing::Span| {
-                tracing::warn!(latency_us = latency.as_micros() as u64, %failure, "failed");
-            },
-        )
 }

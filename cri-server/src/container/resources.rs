@@ -96,13 +96,13 @@ mod tests {
         };
         let oci = to_oci(&r).unwrap();
         let cpu = oci.cpu().as_ref().unwrap();
-        assert_eq!(cpu.shares(), &Some(512));
-        assert_eq!(cpu.quota(), &Some(50_000));
+        assert_eq!(cpu.shares(), Some(512));
+        assert_eq!(cpu.quota(), Some(50_000));
         assert_eq!(cpu.cpus().as_deref(), Some("0"));
-        assert_eq!(oci.memory().as_ref().unwrap().limit(), &Some(64 << 20));
+        assert_eq!(oci.memory().as_ref().unwrap().limit(), Some(64 << 20));
         let empty = to_oci(&cri::LinuxContainerResources::default()).unwrap();
         assert!(empty.memory().is_none());
-        assert_eq!(empty.cpu().as_ref().unwrap().shares(), &None);
+        assert_eq!(empty.cpu().as_ref().unwrap().shares(), None);
     }
 
     #[test]
