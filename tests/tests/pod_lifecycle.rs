@@ -249,3 +249,114 @@ async fn bad_ids_get_the_right_codes() {
         .unwrap_err();
     assert_eq!(no_config.code(), Code::InvalidArgument);
 }
+
+#[tokio::test]
+async fn a_stopped_pod_holding_the_name_is_replaced() {
+    let daemon = Daemon::start("").await;
+    let mut rt = daemon.runtime().await;
+    let config = pod_config("stale");
+    let run = || cri::RunPodSandboxRequest {
+        config: Some(config.clone()),
+        runtime_handler: String::new(),
+    };
+    let first = rt
+        .run_pod_sandbox(run())
+        .await
+        .unwrap()
+        .into_inner()
+        .pod_sandbox_id;
+    rt.stop_pod_sandbox(cri::StopPodSandboxRequest {
+        pod_sandbox_id: first.clone(),
+    })
+    .await
+    .unwrap();
+    let second = rt
+        .run_pod_sandbox(run())
+        .await
+        .unwrap_or_else(|e| panic!("the stale pod must give way: {e}\n{}", daemon.log()))
+        .into_inner()
+        .pod_sandbox_id;
+    assert_ne!(first, second);
+    let pods = rt
+        .list_pod_sandbox(cri::ListPodSandboxRequest { filter: None })
+        .await
+        .unwrap()
+        .into_inner()
+        .items;
+    assert_eq!(pods.len(), 1, "the stale pod is removed");
+    assert_eq!(pods[0].id, second);
+    rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
+        pod_sandbox_id: second,
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn a_device_is_usable_and_a_bad_one_refused() {
+    let daemon = Daemon::start("").await;
+    let mut rt = daemon.runtime().await;
+    pull(&daemon, BUSYBOX).await;
+    let pod = rt
+        .run_pod_sandbox(cri::RunPodSandboxRequest {
+            config: Some(pod_config("devices")),
+            runtime_handler: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .pod_sandbox_id;
+    let mut config = container_config("dev", BUSYBOX, &["sleep", "600"]);
+    config.devices = vec![cri::Device {
+        container_path: "/dev/mynull".into(),
+        host_path: "/dev/null".into(),
+        permissions: "rw".into(),
+    }];
+    let ctr = rt
+        .create_container(cri::CreateContainerRequest {
+            pod_sandbox_id: pod.clone(),
+            config: Some(config.clone()),
+            sandbox_config: None,
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", daemon.log()))
+        .into_inner()
+        .container_id;
+    rt.start_container(cri::StartContainerRequest {
+        container_id: ctr.clone(),
+    })
+    .await
+    .unwrap();
+    let out = rt
+        .exec_sync(cri::ExecSyncRequest {
+            container_id: ctr,
+            cmd: vec![
+                "sh".into(),
+                "-c".into(),
+                "echo x > /dev/mynull && ls -l /dev/mynull".into(),
+            ],
+            timeout: 10,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(out.exit_code, 0, "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with('c'));
+
+    config.metadata.as_mut().unwrap().name = "baddev".into();
+    config.devices[0].host_path = "/etc/hostname".into();
+    let err = rt
+        .create_container(cri::CreateContainerRequest {
+            pod_sandbox_id: pod.clone(),
+            config: Some(config),
+            sandbox_config: None,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err}");
+    rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
+        pod_sandbox_id: pod,
+    })
+    .await
+    .unwrap();
+}

@@ -335,6 +335,21 @@ async fn build_and_create(
             spec.process.oom_score_adj = i32::try_from(resources.oom_score_adj).ok();
         }
     }
+    if !config.devices.is_empty() {
+        let mut rules = Vec::new();
+        for device in &config.devices {
+            let (node, rule) = super::devices::to_oci(device).map_err(|e| {
+                Error::InvalidArgument(format!("container {}: {e}", container.name))
+            })?;
+            spec.devices.push(node);
+            rules.push(rule);
+        }
+        let mut resources = spec.resources.take().unwrap_or_default();
+        let mut all = resources.devices().clone().unwrap_or_default();
+        all.extend(rules);
+        resources.set_devices(Some(all));
+        spec.resources = Some(resources);
+    }
     spec.pod_role = Some(PodRole::Container {
         sandbox_id: sandbox.id.clone(),
     });

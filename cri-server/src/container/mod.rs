@@ -4,6 +4,7 @@
 //! exits.
 
 pub mod create;
+pub mod devices;
 pub mod exec_sync;
 pub mod image_config;
 pub mod list;
