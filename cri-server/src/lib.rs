@@ -14,6 +14,8 @@
 //!   [`layout`]: what lives where on disk; [`pause`]: the built-in infra
 //!   process.
 
+#![warn(missing_docs)]
+
 pub mod config;
 pub mod container;
 pub mod convert;

@@ -9,6 +9,8 @@
 //! The binaries are found beside the test executable (`target/<profile>/`);
 //! `cargo xtask ci` builds them before running the tests.
 
+#![warn(missing_docs)]
+
 pub mod daemon;
 pub mod fixtures;
 
