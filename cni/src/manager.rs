@@ -304,10 +304,13 @@ impl PodNetwork for CniManager {
                 None => return Ok(()),
             },
         };
-        // The caller's view of the namespace wins: it may have been moved
-        // or deleted since ADD.
+        // The caller's view of the namespace wins (it may have been deleted
+        // since ADD); a caller that no longer knows it (empty path) gets the
+        // recorded one, so the pod's interface is still removed.
         let mut request = request;
-        request.netns_path = pod.netns_path.clone();
+        if !pod.netns_path.as_os_str().is_empty() {
+            request.netns_path = pod.netns_path.clone();
+        }
         let netns = netns_arg(&request.netns_path);
         self.run_chain(&list, CniCommand::Del, &request, netns, prev.as_ref())
             .await?;

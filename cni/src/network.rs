@@ -166,3 +166,44 @@ pub trait PodNetwork: Send + Sync {
     /// Whether a network configuration is loaded (kubelet's NetworkReady).
     fn status(&self) -> std::result::Result<(), NotReadyReason>;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn mock_stands_in_for_the_real_network() {
+        let mut net = MockPodNetwork::new();
+        net.expect_status().returning(|| {
+            Err(NotReadyReason {
+                reason: "NoNetworkConfig".into(),
+                message: "none".into(),
+            })
+        });
+        net.expect_teardown().times(1).returning(|_| Ok(()));
+        let net: Box<dyn PodNetwork> = Box::new(net);
+        assert_eq!(net.status().unwrap_err().reason, "NoNetworkConfig");
+        net.teardown(&PodNetworkRequest::new("c", "/n"))
+            .await
+            .unwrap();
+    }
+
+    #[test]
+    fn request_round_trips_through_json() {
+        let mut pod = PodNetworkRequest::new("c", "/run/netns/p");
+        pod.port_mappings.push(PortMapping {
+            host_port: 80,
+            container_port: 8080,
+            protocol: Protocol::Sctp,
+            host_ip: Some("::1".parse().unwrap()),
+        });
+        pod.dns = Some(Dns::default());
+        pod.bandwidth = Some(Bandwidth::default());
+        let text = serde_json::to_string(&pod).unwrap();
+        assert!(text.contains("\"sctp\""), "{text}");
+        assert_eq!(
+            serde_json::from_str::<PodNetworkRequest>(&text).unwrap(),
+            pod
+        );
+    }
+}

@@ -102,6 +102,19 @@ impl World {
 
     /// bridge + host-local, then `extra` plugins, then portmap and loopback.
     fn conflist(&self, version: &str, extra: &[serde_json::Value]) -> String {
+        self.conflist_with_ranges(
+            version,
+            extra,
+            serde_json::json!([[{"subnet": format!("10.99.{}.0/24", self.n)}]]),
+        )
+    }
+
+    fn conflist_with_ranges(
+        &self,
+        version: &str,
+        extra: &[serde_json::Value],
+        ranges: serde_json::Value,
+    ) -> String {
         let mut plugins = vec![serde_json::json!({
             "type": "bridge",
             "bridge": self.bridge,
@@ -109,7 +122,7 @@ impl World {
             "ipMasq": false,
             "ipam": {
                 "type": "host-local",
-                "ranges": [[{"subnet": format!("10.99.{}.0/24", self.n)}]],
+                "ranges": ranges,
                 "dataDir": self.ipam_dir(),
             }
         })];
@@ -606,4 +619,40 @@ async fn del_of_a_pod_never_attached_is_ok() {
     m.teardown(&pod(&format!("never{}", w.n), &ns))
         .await
         .unwrap();
+}
+
+#[tokio::test]
+async fn dual_stack_pod_reports_both_addresses() {
+    let w = World::new();
+    let v6 = format!("fd00:99:{}::", w.n);
+    w.write_conf(&w.conflist_with_ranges(
+        "1.0.0",
+        &[],
+        serde_json::json!([
+            [{"subnet": format!("10.99.{}.0/24", w.n)}],
+            [{"subnet": format!("{v6}/64")}]
+        ]),
+    ));
+    let m = w.manager(Duration::from_secs(30));
+    let ns = Netns::new("ds");
+    let p = pod(&format!("ds{}", w.n), &ns);
+    let status = w.setup(&m, &p).await.unwrap();
+    assert_eq!(status.ips.len(), 2, "{:?}", status.ips);
+    assert!(status.ips[0].is_ipv4() && status.ips[0].to_string().starts_with(&w.subnet_prefix()));
+    assert!(
+        status.ips[1].is_ipv6() && status.ips[1].to_string().starts_with(&v6),
+        "{:?}",
+        status.ips
+    );
+    let (ok, addrs) = ns.exec(&["ip", "-o", "addr", "show", "eth0"]);
+    assert!(ok && addrs.contains(&status.ips[1].to_string()), "{addrs}");
+    // After a restart the caller may not know the namespace path any more.
+    let bare = PodNetworkRequest::new(p.container_id.clone(), "");
+    m.teardown(&bare).await.unwrap();
+    assert!(!w.reservation_exists(status.ips[0]) && !w.reservation_exists(status.ips[1]));
+    let (_, links) = ns.exec(&["ip", "-o", "link"]);
+    assert!(
+        !links.contains("eth0"),
+        "recorded netns used for DEL: {links}"
+    );
 }
