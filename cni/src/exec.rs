@@ -15,6 +15,11 @@ pub const DEFAULT_PLUGIN_DIRS: &[&str] = &["/usr/lib/cni", "/opt/cni/bin"];
 /// How long a plugin may run before it is killed.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// Most bytes kept of a plugin's stdout or stderr; results are a few KiB,
+/// and a runaway plugin must not grow the daemon without bound (past the
+/// cap it blocks on the full pipe and meets the timeout).
+const MAX_OUTPUT: u64 = 4 << 20;
+
 /// A CNI verb.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CniCommand {
@@ -191,14 +196,14 @@ impl PluginExec {
         let read_out = async {
             let mut buf = Vec::new();
             if let Some(o) = out.as_mut() {
-                let _ = o.read_to_end(&mut buf).await;
+                let _ = o.take(MAX_OUTPUT).read_to_end(&mut buf).await;
             }
             buf
         };
         let read_err = async {
             let mut buf = Vec::new();
             if let Some(e) = err.as_mut() {
-                let _ = e.read_to_end(&mut buf).await;
+                let _ = e.take(MAX_OUTPUT).read_to_end(&mut buf).await;
             }
             buf
         };
