@@ -365,3 +365,22 @@ async fn container_events_are_streamed() {
     );
     pod.remove().await;
 }
+
+#[tokio::test]
+async fn readonly_rootfs_refuses_writes_and_writable_accepts_them() {
+    let pod = pod("rootfs").await;
+    for (name, readonly) in [("ro", true), ("rw", false)] {
+        let mut config = container_config(name, BUSYBOX, &["sleep", "600"]);
+        config.linux = Some(cri::LinuxContainerConfig {
+            security_context: Some(cri::LinuxContainerSecurityContext {
+                readonly_rootfs: readonly,
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        let id = pod.run(config).await;
+        let out = pod.exec(&id, &["sh", "-c", "echo x > /written"]).await;
+        assert_eq!(out.exit_code != 0, readonly, "{name}: {out:?}");
+    }
+    pod.remove().await;
+}

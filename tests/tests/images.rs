@@ -189,7 +189,14 @@ async fn image_status_supports_all_kinds_of_references() {
     assert_eq!(by_tag.repo_digests.len(), 1, "{:?}", by_tag.repo_digests);
 
     let hex = id.strip_prefix("sha256:").unwrap().to_string();
-    let mut names: Vec<String> = vec![id.clone(), hex];
+    // Short ids as `crictl images` prints them (13 characters), with and
+    // without the algorithm, resolve as containerd's do.
+    let mut names: Vec<String> = vec![
+        id.clone(),
+        hex.clone(),
+        hex[..13].to_string(),
+        format!("sha256:{}", &hex[..13]),
+    ];
     names.extend(by_tag.repo_tags.iter().cloned());
     names.extend(by_tag.repo_digests.iter().cloned());
     for name in &names {
@@ -214,8 +221,8 @@ async fn image_status_supports_all_kinds_of_references() {
         Some(by_short.clone())
     );
 
-    // Removing by id removes every name.
-    remove(&mut images, &id).await;
+    // Removing by short id removes every name.
+    remove(&mut images, &names[2]).await;
     for name in names.iter().chain([&BUSYBOX_UNTAGGED.to_string()]) {
         assert_eq!(status(&mut images, name).await, None, "{name} after remove");
     }

@@ -360,3 +360,68 @@ async fn a_device_is_usable_and_a_bad_one_refused() {
     .await
     .unwrap();
 }
+
+#[tokio::test]
+async fn pause_image_is_pulled_and_used_for_the_infra_container() {
+    let daemon = Daemon::start(&format!("[image]\npause_image = \"{BUSYBOX}\"\n")).await;
+    let mut rt = daemon.runtime().await;
+    let pod = rt
+        .run_pod_sandbox(cri::RunPodSandboxRequest {
+            config: Some(pod_config("pauseimage")),
+            runtime_handler: String::new(),
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", daemon.log()))
+        .into_inner()
+        .pod_sandbox_id;
+    let image = daemon
+        .images()
+        .await
+        .image_status(cri::ImageStatusRequest {
+            image: image_spec(BUSYBOX),
+            verbose: false,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .image;
+    assert!(image.is_some(), "RunPodSandbox pulled the pause image");
+    let info = rt
+        .pod_sandbox_status(cri::PodSandboxStatusRequest {
+            pod_sandbox_id: pod.clone(),
+            verbose: true,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .info;
+    // The image's command (busybox's `sh`), not the built-in /pause.
+    assert!(
+        info["info"].contains("\"command\":[\"sh\"]"),
+        "{}",
+        info["info"]
+    );
+    // While a container uses it as its root, the image cannot be removed.
+    let err = daemon
+        .images()
+        .await
+        .remove_image(cri::RemoveImageRequest {
+            image: image_spec(BUSYBOX),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err}");
+    rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
+        pod_sandbox_id: pod,
+    })
+    .await
+    .unwrap();
+    daemon
+        .images()
+        .await
+        .remove_image(cri::RemoveImageRequest {
+            image: image_spec(BUSYBOX),
+        })
+        .await
+        .unwrap();
+}

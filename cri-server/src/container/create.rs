@@ -143,11 +143,10 @@ async fn build_and_create(
     let security = linux.security_context.clone().unwrap_or_default();
     let rootfs = daemon
         .images
-        .create_rootfs(
-            &container.image_ref,
-            &container.id,
-            security.readonly_rootfs,
-        )
+        // Writable underneath even for a read-only root: runc creates the
+        // mount points (/proc, /dev, volumes) first, then remounts the root
+        // read-only as `root.readonly` asks.
+        .create_rootfs(&container.image_ref, &container.id, false)
         .await?;
 
     let argv = image.argv(&config.command, &config.args);

@@ -35,6 +35,9 @@ pub async fn remove(daemon: &Arc<Daemon>, id_or_prefix: &str) -> Result<()> {
         let runtime = daemon.runtime(&sandbox.runtime_handler)?;
         runtime.delete(&id, true).await?;
     }
+    // The root of an infra container from `pause_image` (none for the
+    // built-in pause).
+    daemon.images.remove_rootfs(&id).await?;
     let dir = daemon.layout.sandbox_dir(&id);
     match tokio::fs::remove_dir_all(&dir).await {
         Ok(()) => {}

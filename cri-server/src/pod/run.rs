@@ -141,7 +141,8 @@ async fn start(daemon: &Arc<Daemon>, sandbox: &mut Sandbox) -> Result<()> {
 
     let handler = daemon.handler(&sandbox.runtime_handler)?;
     let dir = daemon.layout.sandbox_dir(&sandbox.id);
-    let mut spec = ContainerSpec::new(&daemon.pause_rootfs, [crate::pause::PAUSE_PATH]);
+    let (rootfs, argv) = infra_root(daemon, &sandbox.id).await?;
+    let mut spec = ContainerSpec::new(&rootfs, argv.clone());
     spec.root.readonly = true;
     // pause needs no privilege at all.
     spec.process.capabilities.clear();
@@ -197,7 +198,7 @@ async fn start(daemon: &Arc<Daemon>, sandbox: &mut Sandbox) -> Result<()> {
         ContainerMetadata::new("POD", sandbox.metadata.attempt),
     );
     infra.name = sandbox.name.clone();
-    infra.command = vec![crate::pause::PAUSE_PATH.to_string()];
+    infra.command = argv;
     infra.log_path = dir.join("pause.log");
     infra.runtime_handler = sandbox.runtime_handler.clone();
     let now = sandbox_core::timestamp::now();
@@ -205,6 +206,34 @@ async fn start(daemon: &Arc<Daemon>, sandbox: &mut Sandbox) -> Result<()> {
     sandbox.infra_container = Some(infra);
     sandbox.mark_ready(now)?;
     Ok(())
+}
+
+/// The infra container's root and command: the built-in pause program, or
+/// the configured `pause_image` (pulled when missing, mounted read-only).
+async fn infra_root(daemon: &Arc<Daemon>, id: &str) -> Result<(std::path::PathBuf, Vec<String>)> {
+    let image_name = &daemon.config.image.pause_image;
+    if image_name.is_empty() {
+        return Ok((
+            daemon.pause_rootfs.clone(),
+            vec![crate::pause::PAUSE_PATH.to_string()],
+        ));
+    }
+    let image = match daemon.images.status(image_name)? {
+        Some(image) => image,
+        None => daemon.images.pull(image_name, None).await?,
+    };
+    let config = crate::container::image_config::ImageConfig::from_json(&image.config_json)
+        .map_err(|e| Error::internal(format!("pause image {image_name}"), e))?;
+    let argv = config.argv(&[], &[]);
+    if argv.is_empty() {
+        return Err(Error::FailedPrecondition(format!(
+            "pause image {image_name} names no command"
+        )));
+    }
+    // Writable underneath: runc creates mount points (/proc, /dev) before it
+    // makes the root read-only as the spec says.
+    let rootfs = daemon.images.create_rootfs(&image.id, id, false).await?;
+    Ok((rootfs.path, argv))
 }
 
 /// Undoes whatever a failed RunPodSandbox made: the infra container, the
@@ -219,6 +248,7 @@ async fn undo(daemon: &Arc<Daemon>, sandbox: &Sandbox) {
         let id = sandbox.id.clone();
         let _ = tokio::task::spawn_blocking(move || pins.remove(&id)).await;
     }
+    let _ = daemon.images.remove_rootfs(&sandbox.id).await;
     let _ = tokio::fs::remove_dir_all(daemon.layout.sandbox_dir(&sandbox.id)).await;
     daemon.pod_names.release(&sandbox.name);
 }
