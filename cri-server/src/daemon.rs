@@ -63,6 +63,8 @@ pub struct Daemon {
     pub container_records: RecordDir,
     /// The image store.
     pub images: image_store::ImageStore,
+    /// Pod networking (CNI).
+    pub network: Arc<dyn cni::PodNetwork>,
     /// What the host lets containers have (capabilities, oom_score_adj).
     pub host: HostLimits,
     /// The infra containers' root filesystem.
@@ -129,6 +131,11 @@ impl Daemon {
         let images = image_store::ImageStore::open(layout.images(), registries)
             .await
             .map_err(|e| StartError::new("image store", e))?;
+        let mut cni_config =
+            cni::CniManagerConfig::new(&config.network.conf_dir, layout.cni_cache());
+        cni_config.plugin_dirs = config.network.plugin_dirs.clone();
+        let network: Arc<dyn cni::PodNetwork> =
+            Arc::new(cni::CniManager::new(cni_config).map_err(|e| StartError::new("CNI", e))?);
         let host = HostLimits::of_current_process()
             .map_err(|e| StartError::new("reading the daemon's capabilities", e))?;
         let monitor_binary = std::env::current_exe()
@@ -154,6 +161,7 @@ impl Daemon {
             sandbox_records,
             container_records,
             images,
+            network,
             host,
             pause_rootfs,
             monitor_binary,

@@ -74,6 +74,17 @@ fn image_name(spec: Option<&cri::ImageSpec>, rpc: &str) -> Result<String> {
         .ok_or_else(|| Error::InvalidArgument(format!("{rpc}: image.image is required")))
 }
 
+/// What to pull for `name`: with both a tag and a digest the digest is what
+/// is fetched, so the tag is dropped (as containerd's CRI does) rather than
+/// recorded on content the registry's tag may no longer point at.
+fn pull_name(name: &str) -> Result<String> {
+    let reference: image_store::ImageReference = name.parse().map_err(image_store::Error::from)?;
+    Ok(match (reference.tag(), reference.digest()) {
+        (Some(_), Some(digest)) => reference.repo_digest(digest),
+        _ => name.to_string(),
+    })
+}
+
 fn credentials(auth: Option<cri::AuthConfig>) -> Option<image_store::Credentials> {
     auth.map(|a| image_store::Credentials {
         username: a.username,
@@ -128,7 +139,7 @@ impl cri::image_service_server::ImageService for ImageService {
         request: Request<cri::PullImageRequest>,
     ) -> Result<Response<cri::PullImageResponse>, Status> {
         let request = request.into_inner();
-        let name = image_name(request.image.as_ref(), "PullImage")?;
+        let name = pull_name(&image_name(request.image.as_ref(), "PullImage")?)?;
         let started = std::time::Instant::now();
         let image = self
             .daemon
@@ -186,6 +197,26 @@ impl cri::image_service_server::ImageService for ImageService {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_pull_by_tag_and_digest_drops_the_tag() {
+        let digest = format!("sha256:{}", "0".repeat(64));
+        assert_eq!(
+            pull_name(&format!("example.com/app:v1@{digest}")).unwrap(),
+            format!("example.com/app@{digest}")
+        );
+        for kept in [
+            "example.com/app:v1",
+            "busybox",
+            &format!("busybox@{digest}"),
+        ] {
+            assert_eq!(pull_name(kept).unwrap(), kept);
+        }
+        assert!(matches!(
+            pull_name("Bad Reference"),
+            Err(Error::Image(image_store::Error::Reference(_)))
+        ));
+    }
 
     #[test]
     fn short_ids_with_or_without_the_algorithm_are_id_prefixes() {

@@ -2,7 +2,7 @@
 //! and tests agree on every path.
 //!
 //! Under `root` (persistent): `sandboxes/<id>.json`, `containers/<id>.json`
-//! (the records) and `images/` (the image store).
+//! (the records), `images/` (the image store) and `cni/` (CNI results).
 //! Under `state` (gone after a reboot): `netns/` (the private pin directory),
 //! `pause/rootfs/` (the infra containers' root), `runtimes/<handler>/` (each
 //! runtime's `--root`), `p/<id>/` and `c/<id>/` (the monitor state of each
@@ -43,6 +43,12 @@ impl Layout {
     /// The image store's root.
     pub fn images(&self) -> PathBuf {
         self.root.join("images")
+    }
+
+    /// The CNI result cache (persistent: DEL after a reboot still releases
+    /// IPAM reservations).
+    pub fn cni_cache(&self) -> PathBuf {
+        self.root.join("cni")
     }
 
     /// The network namespace pin directory.

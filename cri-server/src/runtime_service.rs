@@ -76,11 +76,19 @@ impl cri::runtime_service_server::RuntimeService for RuntimeService {
                 format!("runtime handlers unavailable: {}", missing.join(", "))
             },
         };
-        let network_ready = cri::RuntimeCondition {
-            r#type: "NetworkReady".into(),
-            status: false,
-            reason: "NetworkPluginNotReady".into(),
-            message: "pod networking (CNI) is not implemented yet".into(),
+        let network_ready = match self.daemon.network.status() {
+            Ok(()) => cri::RuntimeCondition {
+                r#type: "NetworkReady".into(),
+                status: true,
+                reason: String::new(),
+                message: String::new(),
+            },
+            Err(why) => cri::RuntimeCondition {
+                r#type: "NetworkReady".into(),
+                status: false,
+                reason: why.reason.to_string(),
+                message: why.message,
+            },
         };
         let mut info = std::collections::HashMap::new();
         if request.get_ref().verbose {

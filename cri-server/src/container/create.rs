@@ -324,6 +324,29 @@ async fn build_and_create(
         container.mounts.push(mount);
     }
 
+    // The pod's resolv.conf, hostname and hosts, unless a volume of the
+    // container's own takes their place.
+    let pod_dir = daemon.layout.sandbox_dir(&sandbox.id);
+    for (file, destination) in crate::pod::files::MOUNTS {
+        let source = pod_dir.join(file);
+        if source.exists()
+            && !config
+                .mounts
+                .iter()
+                .any(|m| m.container_path == destination)
+        {
+            spec.mounts.push(MountSpec {
+                destination: destination.to_string(),
+                kind: "bind".into(),
+                source: source.to_string_lossy().into_owned(),
+                options: vec![
+                    "rbind".into(),
+                    if security.readonly_rootfs { "ro" } else { "rw" }.into(),
+                ],
+                propagation: Some(Propagation::Private),
+            });
+        }
+    }
     spec.cgroups_path = Some(cgroups_path(&sandbox.cgroup_parent, &container.id));
     if let Some(resources) = &linux.resources {
         spec.resources =

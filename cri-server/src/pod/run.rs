@@ -82,7 +82,12 @@ pub async fn run(daemon: &Arc<Daemon>, request: cri::RunPodSandboxRequest) -> Re
     sandbox.namespace_options = namespaces;
     sandbox.port_mappings = port_mappings;
 
-    match start(daemon, &mut sandbox).await {
+    let dns = config.dns_config.clone().map(|d| super::files::DnsConfig {
+        servers: d.servers,
+        searches: d.searches,
+        options: d.options,
+    });
+    match start(daemon, &mut sandbox, dns).await {
         Ok(()) => {
             daemon.save_sandbox(&sandbox)?;
             let id = sandbox.id.clone();
@@ -128,7 +133,11 @@ async fn reserve_name(daemon: &Arc<Daemon>, sandbox: &Sandbox) -> Result<()> {
 }
 
 /// Creates the network namespace and starts the infra container.
-async fn start(daemon: &Arc<Daemon>, sandbox: &mut Sandbox) -> Result<()> {
+async fn start(
+    daemon: &Arc<Daemon>,
+    sandbox: &mut Sandbox,
+    dns: Option<super::files::DnsConfig>,
+) -> Result<()> {
     let host_network = sandbox.namespace_options.network == NamespaceMode::Node;
     if !host_network {
         let pins = daemon.pins.clone();
@@ -138,6 +147,34 @@ async fn start(daemon: &Arc<Daemon>, sandbox: &mut Sandbox) -> Result<()> {
             .map_err(|e| Error::internal(format!("pod {}", sandbox.id), e))??;
         sandbox.netns_path = Some(ns.path().to_path_buf());
     }
+    if !host_network {
+        super::network::setup(
+            daemon,
+            sandbox,
+            dns.clone().map(|d| cni::Dns {
+                servers: d.servers,
+                searches: d.searches,
+                options: d.options,
+            }),
+        )
+        .await?;
+    }
+    let hostname = if host_network {
+        nix::unistd::gethostname()
+            .map(|h| h.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    } else {
+        sandbox.hostname.clone()
+    };
+    let files = super::files::write(
+        &daemon.layout.sandbox_dir(&sandbox.id),
+        &hostname,
+        &dns.unwrap_or_default(),
+        sandbox.pod_ips.first().copied(),
+        host_network,
+    )
+    .map_err(|e| Error::internal(format!("pod {} files", sandbox.id), e))?;
+    sandbox.resolv_path = Some(files.resolv_conf);
 
     let handler = daemon.handler(&sandbox.runtime_handler)?;
     let dir = daemon.layout.sandbox_dir(&sandbox.id);
@@ -244,6 +281,7 @@ async fn undo(daemon: &Arc<Daemon>, sandbox: &Sandbox) {
         let _ = runtime.delete(&sandbox.id, true).await;
     }
     if sandbox.netns_path.is_some() {
+        let _ = super::network::teardown(daemon, sandbox).await;
         let pins = daemon.pins.clone();
         let id = sandbox.id.clone();
         let _ = tokio::task::spawn_blocking(move || pins.remove(&id)).await;

@@ -60,6 +60,7 @@ pub async fn stop_locked(daemon: &Arc<Daemon>, id: &str) -> Result<()> {
     }
 
     if sandbox.netns_path.is_some() {
+        super::network::teardown(daemon, &sandbox).await?;
         let pins = daemon.pins.clone();
         let pin = id.to_string();
         let removal = tokio::task::spawn_blocking(move || pins.remove(&pin))
