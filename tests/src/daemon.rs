@@ -14,21 +14,25 @@ pub struct Daemon {
     config_path: PathBuf,
 }
 
-/// Where the workspace's binaries are: the test executable lives in
-/// `target/<profile>/deps/`, the binaries one level up.
+/// Where the workspace's binaries are: beside the running executable (a
+/// binary of this crate, such as `cri-bench`, lives in `target/<profile>/`)
+/// or one level up (a test executable lives in `target/<profile>/deps/`).
 pub fn binary(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable path");
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("test executable is in target/<profile>/deps");
-    let path = dir.join(name);
-    assert!(
-        path.is_file(),
-        "{} is missing: run `cargo build --workspace --bins` (cargo xtask ci does)",
-        path.display()
+    let exe = std::env::current_exe().expect("executable path");
+    let dir = exe.parent().expect("executable is in a directory");
+    let candidates = [Some(dir), dir.parent()];
+    if let Some(path) = candidates
+        .into_iter()
+        .flatten()
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+    {
+        return path;
+    }
+    panic!(
+        "{name} is missing beside {} and in its parent: run `cargo build --workspace --bins` (cargo xtask ci does)",
+        exe.display()
     );
-    path
 }
 
 impl Daemon {

@@ -31,7 +31,11 @@ enum Command {
     /// Start the local registry and push the test images to it.
     Fixtures,
     /// Measure performance against the real components.
-    Bench,
+    Bench {
+        /// Which benchmark to run.
+        #[arg(value_enum, default_value_t = bench::Which::All)]
+        which: bench::Which,
+    },
 }
 
 fn main() -> Result<()> {
@@ -41,7 +45,7 @@ fn main() -> Result<()> {
         Command::Setup => setup::run(),
         Command::Ci => ci::run(&root),
         Command::Fixtures => fixtures::prepare(&root),
-        Command::Bench => bench::run(&root),
+        Command::Bench { which } => bench::run(&root, which),
     }
 }
 

@@ -3,14 +3,37 @@
 //! shared and noisy. Targets live here, never in timed tests.
 
 pub mod images;
+pub mod lifecycle;
 pub mod monitor;
 
 use anyhow::Result;
+use clap::ValueEnum;
 use std::path::Path;
 
-/// Runs every benchmark and prints its report.
-pub fn run(root: &Path) -> Result<()> {
-    monitor::run(root)?;
-    images::run(root)?;
+/// Which benchmark `cargo xtask bench` runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Which {
+    /// The per-container monitor's memory.
+    Monitor,
+    /// Image pull-and-unpack and listing latency.
+    Images,
+    /// Pod and container lifecycles against the daemon, and its memory.
+    Lifecycle,
+    /// Every benchmark, in the order above.
+    All,
+}
+
+/// Runs the selected benchmarks and prints their reports.
+pub fn run(root: &Path, which: Which) -> Result<()> {
+    let all = which == Which::All;
+    if all || which == Which::Monitor {
+        monitor::run(root)?;
+    }
+    if all || which == Which::Images {
+        images::run(root)?;
+    }
+    if all || which == Which::Lifecycle {
+        lifecycle::run(root)?;
+    }
     Ok(())
 }

@@ -1,0 +1,397 @@
+//! `cri-bench`: pod and container lifecycle latency and daemon memory,
+//! measured against the real `cri-server`, with bare `runc` on the same
+//! bundles as the floor (issue 5). `cargo xtask bench lifecycle` builds and
+//! runs it; it needs root, runc and the fixture registry.
+//!
+//! Latencies are reported as p50/p95 and as ratios to the floor measured in
+//! the same run, interleaved with the daemon's lifecycles so that both see
+//! the same machine load. Exits non-zero when a target is missed.
+
+mod floor;
+mod leftovers;
+mod lifecycle;
+mod memory;
+mod stats;
+
+use anyhow::{bail, Context, Result};
+use floor::{Floor, FloorSamples};
+use k8s_cri::v1 as cri;
+use lifecycle::{LifecycleSamples, RPCS};
+use stats::{ms, Samples};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tests::daemon::Daemon;
+use tests::fixtures::{container_config, image_spec, BUSYBOX};
+
+/// RunPodSandbox p50 may be at most this many times the floor's.
+const RUN_POD_TARGET: f64 = 2.0;
+/// CreateContainer + StartContainer p50 may be at most this many times the
+/// floor's.
+const CREATE_START_TARGET: f64 = 1.5;
+/// The daemon's idle PSS budget (15 MiB).
+const IDLE_PSS_TARGET_KIB: u64 = 15 * 1024;
+/// containerd's idle PSS on this machine (59 MiB), for scale.
+const CONTAINERD_IDLE_PSS_KIB: u64 = 59 * 1024;
+/// PSS the daemon may grow by per running pod.
+const PER_POD_TARGET_KIB: u64 = 100;
+const RUNC: &str = "/usr/sbin/runc";
+
+struct Options {
+    iterations: usize,
+    parallel: usize,
+    pods: usize,
+}
+
+impl Options {
+    fn parse() -> Result<Options> {
+        let mut o = Options {
+            iterations: 20,
+            parallel: 4,
+            pods: 50,
+        };
+        let mut args = std::env::args().skip(1);
+        while let Some(flag) = args.next() {
+            let slot = match flag.as_str() {
+                "--iterations" => &mut o.iterations,
+                "--parallel" => &mut o.parallel,
+                "--pods" => &mut o.pods,
+                "-h" | "--help" => {
+                    println!("usage: cri-bench [--iterations N] [--parallel P] [--pods M]");
+                    std::process::exit(0);
+                }
+                other => bail!("unknown argument {other:?} (see --help)"),
+            };
+            let value = args
+                .next()
+                .with_context(|| format!("{flag} needs a value"))?;
+            *slot = value
+                .parse()
+                .with_context(|| format!("{flag} {value:?}: not a number"))?;
+            if *slot == 0 {
+                bail!("{flag} must be at least 1");
+            }
+        }
+        Ok(o)
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    match run().await {
+        Ok(true) => {}
+        Ok(false) => {
+            eprintln!("cri-bench: a target was missed");
+            std::process::exit(1);
+        }
+        Err(e) => {
+            eprintln!("cri-bench: {e:#}");
+            std::process::exit(2);
+        }
+    }
+}
+
+/// Everything, then the cleanup whatever happened; `Ok(false)` when a target
+/// was missed.
+async fn run() -> Result<bool> {
+    let options = Options::parse()?;
+    let cgroups_before = leftovers::daemon_cgroups();
+    let daemon = Daemon::start("").await;
+    let scratch = daemon.dir().join("bench");
+    let floor_dir = scratch.join("floor");
+    let result = measure(&daemon, &options, &scratch, &floor_dir).await;
+    // The floor's containers use the reference container's root filesystem:
+    // they go first. Containers outlive the daemon, so the pods are removed
+    // through it before it stops.
+    let floor_left = floor::clean(Path::new(RUNC), &floor_dir);
+    let mut rt = daemon.runtime().await;
+    let left = lifecycle::remove_all(&mut rt).await;
+    let mut daemon = daemon;
+    let status = daemon.terminate().await;
+    let log_size = std::fs::metadata(daemon.dir().join("daemon.log")).map_or(0, |m| m.len());
+    println!("\ndaemon exited with {status}; its debug log grew to {log_size} bytes");
+    // The daemon keeps its pin directory mounted after it exits; without
+    // this the temporary directory could not be removed.
+    let mounts = leftovers::unmount_under(daemon.dir());
+    if !mounts.is_empty() {
+        println!("cleanup: unmounted what the daemon left mounted: {mounts:?}");
+    }
+    let new_cgroups: std::collections::BTreeSet<String> = leftovers::daemon_cgroups()
+        .difference(&cgroups_before)
+        .cloned()
+        .collect();
+    let stale = leftovers::remove_cgroups(&new_cgroups);
+    if stale > 0 {
+        println!("cleanup: removed {stale} cgroups the daemon left under /cri-server/");
+    }
+    match left {
+        Ok(0) => {}
+        Ok(n) => println!("cleanup: removed {n} pods left over"),
+        Err(e) => eprintln!("cri-bench: cleanup failed: {e:#}\n{}", daemon.log()),
+    }
+    if floor_left > 0 {
+        println!("cleanup: deleted {floor_left} floor containers left over");
+    }
+    result.map_err(|e| e.context(format!("daemon log tail:\n{}", tail(&daemon.log(), 20))))
+}
+
+fn tail(text: &str, lines: usize) -> String {
+    let v: Vec<&str> = text.lines().collect();
+    v[v.len().saturating_sub(lines)..].join("\n")
+}
+
+async fn measure(daemon: &Daemon, o: &Options, scratch: &Path, floor_dir: &Path) -> Result<bool> {
+    let pid = daemon.pid();
+    // Let start-up work settle before the idle figure.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let idle = memory::pss_kib(pid)?;
+
+    let mut rt = daemon.runtime().await;
+    daemon
+        .images()
+        .await
+        .pull_image(cri::PullImageRequest {
+            image: image_spec(BUSYBOX),
+            ..Default::default()
+        })
+        .await
+        .with_context(|| format!("pull {BUSYBOX} (is `cargo xtask fixtures` up?)"))?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let pulled = memory::pss_kib(pid)?;
+
+    let logs = scratch.join("logs");
+    let (ref_pod, ref_ctr) = reference(&mut rt, &logs).await?;
+    let floor = Arc::new(Floor::new(
+        Path::new(RUNC),
+        floor_dir,
+        &daemon.dir().join("state"),
+        &ref_pod,
+        &ref_ctr,
+    )?);
+
+    // Warm both paths (page cache, first connections) outside the figures.
+    rounds(daemon, &floor, &logs, "warm", 1, 2).await?;
+    println!(
+        "pod + busybox container lifecycles: {} sequential, then {} with {} in parallel",
+        o.iterations, o.iterations, o.parallel
+    );
+    let seq = rounds(daemon, &floor, &logs, "seq", 1, o.iterations).await?;
+    let par = rounds(daemon, &floor, &logs, "par", o.parallel, o.iterations).await?;
+    let mut passed = report("sequential", &seq.0, &seq.1);
+    report(&format!("{} in parallel", o.parallel), &par.0, &par.1);
+
+    rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
+        pod_sandbox_id: ref_pod,
+    })
+    .await
+    .context("RemovePodSandbox (reference pod)")?;
+    passed &= memory_report(daemon, &mut rt, &logs, [idle, pulled], o.pods).await?;
+    Ok(passed)
+}
+
+/// A pod with a running busybox container whose bundles the floor copies.
+async fn reference(
+    rt: &mut k8s_cri::v1::runtime_service_client::RuntimeServiceClient<tonic::transport::Channel>,
+    logs: &Path,
+) -> Result<(String, String)> {
+    let config = lifecycle::pod("bench-reference", logs);
+    let pod = rt
+        .run_pod_sandbox(cri::RunPodSandboxRequest {
+            config: Some(config.clone()),
+            runtime_handler: String::new(),
+        })
+        .await
+        .context("RunPodSandbox (reference)")?
+        .into_inner()
+        .pod_sandbox_id;
+    let ctr = rt
+        .create_container(cri::CreateContainerRequest {
+            pod_sandbox_id: pod.clone(),
+            config: Some(container_config("sleeper", BUSYBOX, &["sleep", "3600"])),
+            sandbox_config: Some(config),
+        })
+        .await
+        .context("CreateContainer (reference)")?
+        .into_inner()
+        .container_id;
+    rt.start_container(cri::StartContainerRequest {
+        container_id: ctr.clone(),
+    })
+    .await
+    .context("StartContainer (reference)")?;
+    Ok((pod, ctr))
+}
+
+/// `workers` concurrent workers share `iterations` rounds; each round is one
+/// floor lifecycle and one daemon lifecycle, in alternating order, so both
+/// see the same load.
+async fn rounds(
+    daemon: &Daemon,
+    floor: &Arc<Floor>,
+    logs: &Path,
+    tag: &str,
+    workers: usize,
+    iterations: usize,
+) -> Result<(LifecycleSamples, FloorSamples)> {
+    let mut tasks = Vec::new();
+    for w in 0..workers {
+        let mut rt = daemon.runtime().await;
+        let floor = Arc::clone(floor);
+        let logs = logs.to_path_buf();
+        let names: Vec<(usize, String)> = (w..iterations)
+            .step_by(workers)
+            .map(|i| (i, format!("bench-{tag}-{i}")))
+            .collect();
+        tasks.push(tokio::spawn(async move {
+            let mut cri = LifecycleSamples::default();
+            let mut bare = FloorSamples::default();
+            for (i, name) in names {
+                if i % 2 == 0 {
+                    bare = floor_round(&floor, bare).await?;
+                    lifecycle::run(&mut rt, &name, &logs, &mut cri).await?;
+                } else {
+                    lifecycle::run(&mut rt, &name, &logs, &mut cri).await?;
+                    bare = floor_round(&floor, bare).await?;
+                }
+            }
+            Ok::<_, anyhow::Error>((cri, bare))
+        }));
+    }
+    let mut cri = LifecycleSamples::default();
+    let mut bare = FloorSamples::default();
+    for t in tasks {
+        let (c, b) = t.await.context("worker panicked")??;
+        cri.extend(&c);
+        bare.extend(&b);
+    }
+    Ok((cri, bare))
+}
+
+/// One floor lifecycle on a blocking thread (it only runs `runc`).
+async fn floor_round(floor: &Arc<Floor>, mut samples: FloorSamples) -> Result<FloorSamples> {
+    let floor = Arc::clone(floor);
+    tokio::task::spawn_blocking(move || floor.lifecycle(&mut samples).map(|()| samples))
+        .await
+        .context("floor thread panicked")?
+}
+
+fn row(name: &str, s: &Samples) {
+    println!("  {name:<34} {:>8.1} {:>8.1}", ms(s.p50()), ms(s.p95()));
+}
+
+fn ratio(measured: &Samples, floor: &Samples) -> f64 {
+    measured.p50().as_secs_f64() / floor.p50().as_secs_f64().max(1e-9)
+}
+
+fn verdict(ok: bool) -> &'static str {
+    if ok {
+        "PASS"
+    } else {
+        "FAIL"
+    }
+}
+
+/// Prints one mode's figures; true when the latency targets are met.
+fn report(mode: &str, cri: &LifecycleSamples, bare: &FloorSamples) -> bool {
+    println!(
+        "\n{mode}: {} lifecycles        p50 ms   p95 ms",
+        cri.create_start.len()
+    );
+    for (name, s) in RPCS.iter().zip(&cri.rpcs) {
+        row(name, s);
+    }
+    row("CreateContainer+StartContainer", &cri.create_start);
+    println!("  floor, bare runc on the same bundles:");
+    row("runc run -d (pause)", &bare.run_pause);
+    row("runc create (busybox)", &bare.create);
+    row("runc start (busybox)", &bare.start);
+    row("runc create+start (busybox)", &bare.create_start);
+    row("runc delete -f (busybox)", &bare.delete);
+    row("runc delete -f (pause)", &bare.delete_pause);
+    let run_pod = ratio(&cri.rpcs[0], &bare.run_pause);
+    let create_start = ratio(&cri.create_start, &bare.create_start);
+    let ok_run = run_pod <= RUN_POD_TARGET;
+    let ok_cs = create_start <= CREATE_START_TARGET;
+    println!("  ratios (p50 / floor p50):");
+    println!(
+        "    RunPodSandbox / runc run -d:                {run_pod:.2}x (target <= {RUN_POD_TARGET}x) {}",
+        verdict(ok_run)
+    );
+    println!(
+        "    Create+StartContainer / runc create+start:  {create_start:.2}x (target <= {CREATE_START_TARGET}x) {}",
+        verdict(ok_cs)
+    );
+    // runc delete -f waits until the killed container is reaped; its
+    // orphans go to PID 1, so those rows measure PID 1 as much as runc.
+    println!("    (the delete rows are informational: no target, and they include PID 1 reaping)");
+    ok_run && ok_cs
+}
+
+/// Daemon PSS idle (after start, after the image pull, after the
+/// lifecycles) and with `pods` pods, and the monitors'; true when the memory
+/// targets are met.
+async fn memory_report(
+    daemon: &Daemon,
+    rt: &mut k8s_cri::v1::runtime_service_client::RuntimeServiceClient<tonic::transport::Channel>,
+    logs: &Path,
+    [idle, pulled]: [u64; 2],
+    pods: usize,
+) -> Result<bool> {
+    let pid = daemon.pid();
+    let marker: PathBuf = daemon.dir().to_path_buf();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let warm = memory::pss_kib(pid)?;
+    for i in 0..pods {
+        rt.run_pod_sandbox(cri::RunPodSandboxRequest {
+            config: Some(lifecycle::pod(&format!("bench-mem-{i}"), logs)),
+            runtime_handler: String::new(),
+        })
+        .await
+        .with_context(|| format!("RunPodSandbox bench-mem-{i}"))?;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let full = memory::pss_kib(pid)?;
+    let monitors = memory::monitors(&marker);
+    let mut monitors_pss = 0;
+    for m in &monitors {
+        monitors_pss += memory::pss_kib(*m)?;
+    }
+    let removed = lifecycle::remove_all(rt).await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let after = memory::pss_kib(pid)?;
+    let left = memory::monitors(&marker).len();
+
+    let per_pod = full.saturating_sub(warm) as f64 / pods as f64;
+    let ok_idle = idle <= IDLE_PSS_TARGET_KIB;
+    let ok_per_pod = per_pod <= PER_POD_TARGET_KIB as f64;
+    println!("\ndaemon memory (PSS):");
+    println!(
+        "  idle after start:           {idle:>7} KiB  {:.2} of the {IDLE_PSS_TARGET_KIB} KiB target {}; {:.2} of containerd's {CONTAINERD_IDLE_PSS_KIB} KiB",
+        idle as f64 / IDLE_PSS_TARGET_KIB as f64,
+        verdict(ok_idle),
+        idle as f64 / CONTAINERD_IDLE_PSS_KIB as f64,
+    );
+    println!("  idle after pulling busybox: {pulled:>7} KiB");
+    println!(
+        "  idle after the lifecycles:  {warm:>7} KiB  {:.2} of the idle target (judged after start only)",
+        warm as f64 / IDLE_PSS_TARGET_KIB as f64
+    );
+    println!(
+        "  with {pods} pods:               {full:>7} KiB  growth {per_pod:.1} KiB per pod, {:.2} of the {PER_POD_TARGET_KIB} KiB target {}",
+        per_pod / PER_POD_TARGET_KIB as f64,
+        verdict(ok_per_pod)
+    );
+    println!("  after removing them:        {after:>7} KiB ({removed} pods removed)");
+    println!(
+        "  monitors: {} processes, {monitors_pss} KiB PSS in all, {:.1} KiB per monitor",
+        monitors.len(),
+        monitors_pss as f64 / monitors.len().max(1) as f64
+    );
+    if monitors.len() != pods {
+        println!("  note: expected {pods} monitors, found {}", monitors.len());
+    }
+    if left > 0 {
+        println!("  LEAK: {left} monitors still running after the pods were removed");
+    }
+    Ok(ok_idle && ok_per_pod && left == 0)
+}
