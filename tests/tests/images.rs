@@ -96,11 +96,7 @@ async fn list(images: &mut Images, filter: Option<&str>) -> Vec<cri::Image> {
 
 /// The image store's root inside the daemon's private directory.
 fn store_root(daemon: &Daemon) -> PathBuf {
-    daemon
-        .config_path()
-        .parent()
-        .expect("config is in the daemon's directory")
-        .join("root/images")
+    daemon.dir().join("root/images")
 }
 
 fn entries(dir: &Path) -> Vec<String> {
@@ -634,4 +630,67 @@ async fn image_fs_info_counts_what_the_store_holds() {
     // directories may keep blocks they grew into.
     assert_eq!(after.inodes_used.unwrap().value, inodes_before);
     assert!(after.used_bytes.unwrap().value < used);
+}
+
+// Image records live on disk: a daemon killed without warning comes back
+// with the same images under the same names.
+#[tokio::test]
+async fn images_survive_a_daemon_killed_and_restarted() {
+    let mut daemon = Daemon::start("").await;
+    let before = {
+        let mut images = daemon.images().await;
+        for image in [BUSYBOX, BUSYBOX_TAGS[1], DIFFERENT_IMAGES[2]] {
+            pull(&daemon, &mut images, image).await;
+        }
+        list(&mut images, None).await
+    };
+    assert_eq!(before.len(), 2);
+    daemon.kill9();
+    daemon.restart().await;
+    let mut images = daemon.images().await;
+    assert_eq!(list(&mut images, None).await, before);
+    for image in &before {
+        for name in image.repo_tags.iter().chain(&image.repo_digests) {
+            assert_eq!(
+                status(&mut images, name).await.as_ref(),
+                Some(image),
+                "{name}"
+            );
+        }
+    }
+    // And what was removed before a restart stays removed.
+    remove(&mut images, DIFFERENT_IMAGES[2]).await;
+    daemon.terminate().await;
+    daemon.restart().await;
+    let mut images = daemon.images().await;
+    let after = list(&mut images, None).await;
+    assert_eq!(after.len(), 1);
+    assert_eq!(status(&mut images, DIFFERENT_IMAGES[2]).await, None);
+}
+
+// A reference with both a tag and a digest is fetched by digest, and
+// recorded as kubelet expects of a pull by digest: no tag (as containerd),
+// since the registry's tag may point elsewhere by now.
+#[tokio::test]
+async fn a_pull_by_tag_and_digest_records_only_the_digest() {
+    let daemon = Daemon::start("").await;
+    let mut images = daemon.images().await;
+    let id = pull(&daemon, &mut images, BUSYBOX).await;
+    let digest = status(&mut images, BUSYBOX).await.unwrap().repo_digests[0].clone();
+    remove(&mut images, BUSYBOX).await;
+
+    let (_, hash) = digest.split_once('@').unwrap();
+    let both = format!("{BUSYBOX}@{hash}");
+    assert_eq!(pull(&daemon, &mut images, &both).await, id);
+    let s = status(&mut images, &both)
+        .await
+        .expect("status by tag and digest");
+    assert!(s.repo_tags.is_empty(), "{:?}", s.repo_tags);
+    assert_eq!(s.repo_digests, std::slice::from_ref(&digest));
+    assert_eq!(status(&mut images, BUSYBOX).await, None, "tag not recorded");
+
+    // A digest the registry does not have fails, naming the image.
+    let wrong = format!("{BUSYBOX_UNTAGGED}@sha256:{}", "0".repeat(64));
+    let err = try_pull(&mut images, &wrong).await.unwrap_err();
+    assert!(err.message().contains(&wrong), "{err}");
 }
