@@ -175,8 +175,53 @@ impl Daemon {
     }
 }
 
+/// Removes every pod the daemon on `socket` knows, so that a test that fails
+/// half-way leaves no containers, monitors, network namespaces or CNI rules
+/// behind on the machine.
+fn remove_all_pods(socket: PathBuf) {
+    let work = move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .ok()?;
+        runtime.block_on(async move {
+            let channel = Endpoint::try_from("http://[::]:50051")
+                .ok()?
+                .connect_with_connector(tower::service_fn(move |_: Uri| {
+                    let socket = socket.clone();
+                    async move {
+                        let stream = tokio::net::UnixStream::connect(socket).await?;
+                        Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
+                    }
+                }))
+                .await
+                .ok()?;
+            let mut client = RuntimeServiceClient::new(channel);
+            let pods = client
+                .list_pod_sandbox(k8s_cri::v1::ListPodSandboxRequest { filter: None })
+                .await
+                .ok()?
+                .into_inner()
+                .items;
+            for pod in pods {
+                let _ = client
+                    .remove_pod_sandbox(k8s_cri::v1::RemovePodSandboxRequest {
+                        pod_sandbox_id: pod.id,
+                    })
+                    .await;
+            }
+            Some(())
+        })
+    };
+    // A thread of its own: Drop may run inside the test's async runtime.
+    let _ = std::thread::spawn(work).join();
+}
+
 impl Drop for Daemon {
     fn drop(&mut self) {
+        if self.child.is_some() {
+            remove_all_pods(self.socket());
+        }
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();

@@ -1,0 +1,312 @@
+//! critest "Networking" and issue 6: pods reach each other by IP, host ports
+//! reach pods, DNS config, hostname, host network, and a clean teardown.
+//! Traffic goes only to loopback and to pod addresses on the test bridge.
+
+use k8s_cri::v1 as cri;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+use tests::daemon::Daemon;
+use tests::fixtures::{container_config, image_spec, pod_config, BUSYBOX};
+
+async fn daemon() -> Daemon {
+    let daemon = Daemon::start("").await;
+    daemon
+        .images()
+        .await
+        .pull_image(cri::PullImageRequest {
+            image: image_spec(BUSYBOX),
+            ..Default::default()
+        })
+        .await
+        .expect("pull busybox (is `cargo xtask fixtures` up?)");
+    daemon
+}
+
+async fn run_pod(daemon: &Daemon, config: cri::PodSandboxConfig) -> (String, Option<String>) {
+    let mut rt = daemon.runtime().await;
+    let id = rt
+        .run_pod_sandbox(cri::RunPodSandboxRequest {
+            config: Some(config),
+            runtime_handler: String::new(),
+        })
+        .await
+        .unwrap_or_else(|e| panic!("RunPodSandbox: {e}\n{}", daemon.log()))
+        .into_inner()
+        .pod_sandbox_id;
+    let status = rt
+        .pod_sandbox_status(cri::PodSandboxStatusRequest {
+            pod_sandbox_id: id.clone(),
+            verbose: false,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status
+        .unwrap();
+    let ip = status.network.map(|n| n.ip).filter(|ip| !ip.is_empty());
+    (id, ip)
+}
+
+async fn run(daemon: &Daemon, pod: &str, name: &str, argv: &[&str]) -> String {
+    let mut rt = daemon.runtime().await;
+    let id = rt
+        .create_container(cri::CreateContainerRequest {
+            pod_sandbox_id: pod.to_string(),
+            config: Some(container_config(name, BUSYBOX, argv)),
+            sandbox_config: None,
+        })
+        .await
+        .unwrap_or_else(|e| panic!("CreateContainer: {e}\n{}", daemon.log()))
+        .into_inner()
+        .container_id;
+    rt.start_container(cri::StartContainerRequest {
+        container_id: id.clone(),
+    })
+    .await
+    .unwrap();
+    id
+}
+
+async fn exec(daemon: &Daemon, id: &str, cmd: &str) -> (i32, String) {
+    let out = daemon
+        .runtime()
+        .await
+        .exec_sync(cri::ExecSyncRequest {
+            container_id: id.to_string(),
+            cmd: vec!["sh".into(), "-c".into(), cmd.into()],
+            timeout: 20,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    (
+        out.exit_code,
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
+async fn remove_pod(daemon: &Daemon, id: &str) {
+    daemon
+        .runtime()
+        .await
+        .remove_pod_sandbox(cri::RemovePodSandboxRequest {
+            pod_sandbox_id: id.to_string(),
+        })
+        .await
+        .unwrap();
+}
+
+const HTTPD: &[&str] = &[
+    "sh",
+    "-c",
+    "mkdir -p /www && echo served-by-pod > /www/index.html && exec httpd -f -p 80 -h /www",
+];
+
+fn http_get(addr: &str) -> String {
+    for _ in 0..50 {
+        if let Ok(mut stream) =
+            TcpStream::connect_timeout(&addr.parse().unwrap(), Duration::from_secs(2))
+        {
+            stream
+                .set_read_timeout(Some(Duration::from_secs(5)))
+                .unwrap();
+            let _ = stream.write_all(b"GET / HTTP/1.0\r\n\r\n");
+            let mut body = String::new();
+            let _ = stream.read_to_string(&mut body);
+            if !body.is_empty() {
+                return body;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("nothing answered on {addr}");
+}
+
+#[tokio::test]
+async fn pods_reach_each_other_by_ip_and_the_host_reaches_a_host_port() {
+    let daemon = daemon().await;
+    let mut server_config = pod_config("web");
+    server_config.port_mappings = vec![
+        cri::PortMapping {
+            protocol: cri::Protocol::Tcp as i32,
+            container_port: 80,
+            host_port: 18080,
+            host_ip: "127.0.0.1".into(),
+        },
+        // Only a container port: nothing is published, the pod still runs.
+        cri::PortMapping {
+            protocol: cri::Protocol::Tcp as i32,
+            container_port: 8081,
+            host_port: 0,
+            host_ip: String::new(),
+        },
+    ];
+    let (server, server_ip) = run_pod(&daemon, server_config).await;
+    let server_ip = server_ip.expect("the pod has an IP");
+    assert!(server_ip.starts_with("10.88."), "{server_ip}");
+    run(&daemon, &server, "httpd", HTTPD).await;
+
+    let (client, client_ip) = run_pod(&daemon, pod_config("client")).await;
+    assert_ne!(client_ip.as_deref(), Some(server_ip.as_str()));
+    let client_ctr = run(&daemon, &client, "client", &["sleep", "600"]).await;
+    let mut answer = (1, String::new());
+    for _ in 0..50 {
+        // busybox-static's wget crashes (static glibc); nc speaks HTTP/1.0.
+        let request =
+            format!("printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 2 {server_ip} 80 | tail -n 1");
+        answer = exec(&daemon, &client_ctr, &request).await;
+        if answer.0 == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(answer, (0, "served-by-pod\n".to_string()));
+
+    // From the host, through the portmap plugin, on loopback.
+    assert!(http_get("127.0.0.1:18080").contains("served-by-pod"));
+    // And straight to the pod on the test bridge.
+    assert!(http_get(&format!("{server_ip}:80")).contains("served-by-pod"));
+
+    daemon
+        .runtime()
+        .await
+        .stop_pod_sandbox(cri::StopPodSandboxRequest {
+            pod_sandbox_id: server.clone(),
+        })
+        .await
+        .unwrap();
+    // Nothing of the server's network is left: no IPAM reservation, no
+    // portmap rule.
+    let reservation = std::path::Path::new("/var/lib/cni/networks/cri-server").join(&server_ip);
+    assert!(
+        !reservation.exists(),
+        "{} still reserved",
+        reservation.display()
+    );
+    let rules = std::process::Command::new("iptables-save")
+        .output()
+        .unwrap();
+    let rules = String::from_utf8_lossy(&rules.stdout);
+    assert!(!rules.contains(&server), "a rule still names the pod");
+    assert!(
+        !rules.contains("18080"),
+        "the host port rule is still there"
+    );
+    remove_pod(&daemon, &server).await;
+    remove_pod(&daemon, &client).await;
+}
+
+#[tokio::test]
+async fn dns_config_and_hostname_reach_the_container() {
+    let daemon = daemon().await;
+    let mut config = pod_config("dnshost");
+    config.hostname = "my-pod-host".into();
+    config.dns_config = Some(cri::DnsConfig {
+        servers: vec!["10.96.0.10".into()],
+        searches: vec!["e2e.svc.cluster.local".into()],
+        options: vec!["ndots:5".into()],
+    });
+    let (pod, ip) = run_pod(&daemon, config).await;
+    let ctr = run(&daemon, &pod, "probe", &["sleep", "600"]).await;
+    let (code, resolv) = exec(&daemon, &ctr, "cat /etc/resolv.conf").await;
+    assert_eq!(code, 0);
+    assert!(resolv.contains("nameserver 10.96.0.10"), "{resolv}");
+    assert!(resolv.contains("search e2e.svc.cluster.local"), "{resolv}");
+    assert!(resolv.contains("options ndots:5"), "{resolv}");
+    let (_, hostname) = exec(&daemon, &ctr, "hostname; cat /etc/hostname").await;
+    assert_eq!(hostname, "my-pod-host\nmy-pod-host\n");
+    let (_, hosts) = exec(&daemon, &ctr, "cat /etc/hosts").await;
+    assert!(
+        hosts.contains(&format!("{}\tmy-pod-host", ip.unwrap())),
+        "{hosts}"
+    );
+    remove_pod(&daemon, &pod).await;
+}
+
+#[tokio::test]
+async fn a_host_network_pod_sees_the_host_interfaces() {
+    let daemon = daemon().await;
+    let mut config = pod_config("hostnet");
+    config.linux = Some(cri::LinuxPodSandboxConfig {
+        security_context: Some(cri::LinuxSandboxSecurityContext {
+            namespace_options: Some(cri::NamespaceOption {
+                network: cri::NamespaceMode::Node as i32,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let (pod, ip) = run_pod(&daemon, config).await;
+    assert_eq!(ip, None, "host-network pods get no pod IP from CNI");
+    let ctr = run(&daemon, &pod, "probe", &["sleep", "600"]).await;
+    let (_, inside) = exec(&daemon, &ctr, "cat /proc/net/dev | cut -d: -f1 | sort").await;
+    let host: String = {
+        let dev = std::fs::read_to_string("/proc/net/dev").unwrap();
+        let mut names: Vec<String> = dev
+            .lines()
+            .map(|l| l.split(':').next().unwrap_or("").to_string())
+            .collect();
+        names.sort();
+        names.join("\n") + "\n"
+    };
+    assert_eq!(inside, host);
+    let (_, hostname) = exec(&daemon, &ctr, "hostname").await;
+    assert_eq!(
+        hostname.trim(),
+        nix::unistd::gethostname().unwrap().to_string_lossy()
+    );
+    remove_pod(&daemon, &pod).await;
+}
+
+#[tokio::test]
+async fn network_ready_follows_the_config_directory() {
+    let conf = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(&format!(
+        "[network]\nconf_dir = \"{}\"\n",
+        conf.path().display()
+    ))
+    .await;
+    let ready = |status: cri::StatusResponse| {
+        let c = status
+            .status
+            .unwrap()
+            .conditions
+            .into_iter()
+            .find(|c| c.r#type == "NetworkReady")
+            .unwrap();
+        (c.status, c.reason)
+    };
+    let status = daemon
+        .runtime()
+        .await
+        .status(cri::StatusRequest { verbose: false })
+        .await
+        .unwrap()
+        .into_inner();
+    let (is_ready, reason) = ready(status);
+    assert!(!is_ready);
+    assert!(!reason.is_empty());
+    std::fs::copy(
+        "/etc/cni/net.d/10-cri-server.conflist",
+        conf.path().join("10-test.conflist"),
+    )
+    .expect("cargo xtask setup writes the default network");
+    let mut became_ready = false;
+    for _ in 0..50 {
+        let status = daemon
+            .runtime()
+            .await
+            .status(cri::StatusRequest { verbose: false })
+            .await
+            .unwrap()
+            .into_inner();
+        if ready(status).0 {
+            became_ready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(became_ready, "NetworkReady never turned true");
+}
