@@ -11,6 +11,7 @@
 
 #![warn(missing_docs)]
 
+pub mod client;
 pub mod daemon;
 pub mod fixtures;
 

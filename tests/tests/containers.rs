@@ -4,7 +4,7 @@
 
 use k8s_cri::v1 as cri;
 use tests::daemon::Daemon;
-use tests::fixtures::{container_config, image_spec, pod_config, BUSYBOX};
+use tests::fixtures::{container_config, pod_config, BUSYBOX};
 use tokio_stream::StreamExt;
 use tonic::Code;
 
@@ -16,91 +16,29 @@ struct Pod {
 
 async fn pod(name: &str) -> Pod {
     let daemon = Daemon::start("").await;
-    daemon
-        .images()
-        .await
-        .pull_image(cri::PullImageRequest {
-            image: image_spec(BUSYBOX),
-            ..Default::default()
-        })
-        .await
-        .expect("pull busybox (is `cargo xtask fixtures` up?)");
+    daemon.pull(BUSYBOX).await;
     let logs = tempfile::tempdir().unwrap();
     let mut config = pod_config(name);
     config.log_directory = logs.path().to_string_lossy().into_owned();
-    let id = daemon
-        .runtime()
-        .await
-        .run_pod_sandbox(cri::RunPodSandboxRequest {
-            config: Some(config),
-            runtime_handler: String::new(),
-        })
-        .await
-        .unwrap_or_else(|e| panic!("RunPodSandbox: {e}\n{}", daemon.log()))
-        .into_inner()
-        .pod_sandbox_id;
+    let id = daemon.run_pod(config, "").await;
     Pod { daemon, id, logs }
 }
 
 impl Pod {
     async fn run(&self, config: cri::ContainerConfig) -> String {
-        let mut rt = self.daemon.runtime().await;
-        let id = rt
-            .create_container(cri::CreateContainerRequest {
-                pod_sandbox_id: self.id.clone(),
-                config: Some(config),
-                sandbox_config: None,
-            })
-            .await
-            .unwrap_or_else(|e| panic!("CreateContainer: {e}\n{}", self.daemon.log()))
-            .into_inner()
-            .container_id;
-        rt.start_container(cri::StartContainerRequest {
-            container_id: id.clone(),
-        })
-        .await
-        .unwrap_or_else(|e| panic!("StartContainer: {e}\n{}", self.daemon.log()));
-        id
+        self.daemon.create_started(&self.id, config).await
     }
 
     async fn exec(&self, id: &str, cmd: &[&str]) -> cri::ExecSyncResponse {
-        self.daemon
-            .runtime()
-            .await
-            .exec_sync(cri::ExecSyncRequest {
-                container_id: id.to_string(),
-                cmd: cmd.iter().map(|s| s.to_string()).collect(),
-                timeout: 10,
-            })
-            .await
-            .unwrap_or_else(|e| panic!("ExecSync {cmd:?}: {e}"))
-            .into_inner()
+        self.daemon.exec(id, cmd).await
     }
 
     async fn status(&self, id: &str) -> cri::ContainerStatus {
-        self.daemon
-            .runtime()
-            .await
-            .container_status(cri::ContainerStatusRequest {
-                container_id: id.to_string(),
-                verbose: false,
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .status
-            .unwrap()
+        self.daemon.container_status(id).await
     }
 
     async fn remove(self) {
-        self.daemon
-            .runtime()
-            .await
-            .remove_pod_sandbox(cri::RemovePodSandboxRequest {
-                pod_sandbox_id: self.id.clone(),
-            })
-            .await
-            .unwrap();
+        self.daemon.remove_pod(&self.id).await;
     }
 }
 

@@ -7,94 +7,26 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 use tests::daemon::Daemon;
-use tests::fixtures::{container_config, image_spec, pod_config, BUSYBOX};
+use tests::fixtures::{container_config, pod_config, BUSYBOX};
 
 async fn daemon() -> Daemon {
     let daemon = Daemon::start("").await;
-    daemon
-        .images()
-        .await
-        .pull_image(cri::PullImageRequest {
-            image: image_spec(BUSYBOX),
-            ..Default::default()
-        })
-        .await
-        .expect("pull busybox (is `cargo xtask fixtures` up?)");
+    daemon.pull(BUSYBOX).await;
     daemon
 }
 
+/// Runs a pod and returns its id and its IP, if it has one.
 async fn run_pod(daemon: &Daemon, config: cri::PodSandboxConfig) -> (String, Option<String>) {
-    let mut rt = daemon.runtime().await;
-    let id = rt
-        .run_pod_sandbox(cri::RunPodSandboxRequest {
-            config: Some(config),
-            runtime_handler: String::new(),
-        })
-        .await
-        .unwrap_or_else(|e| panic!("RunPodSandbox: {e}\n{}", daemon.log()))
-        .into_inner()
-        .pod_sandbox_id;
-    let status = rt
-        .pod_sandbox_status(cri::PodSandboxStatusRequest {
-            pod_sandbox_id: id.clone(),
-            verbose: false,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .status
-        .unwrap();
+    let id = daemon.run_pod(config, "").await;
+    let status = daemon.pod_status(&id, false).await.status.unwrap();
     let ip = status.network.map(|n| n.ip).filter(|ip| !ip.is_empty());
     (id, ip)
 }
 
 async fn run(daemon: &Daemon, pod: &str, name: &str, argv: &[&str]) -> String {
-    let mut rt = daemon.runtime().await;
-    let id = rt
-        .create_container(cri::CreateContainerRequest {
-            pod_sandbox_id: pod.to_string(),
-            config: Some(container_config(name, BUSYBOX, argv)),
-            sandbox_config: None,
-        })
-        .await
-        .unwrap_or_else(|e| panic!("CreateContainer: {e}\n{}", daemon.log()))
-        .into_inner()
-        .container_id;
-    rt.start_container(cri::StartContainerRequest {
-        container_id: id.clone(),
-    })
-    .await
-    .unwrap();
-    id
-}
-
-async fn exec(daemon: &Daemon, id: &str, cmd: &str) -> (i32, String) {
-    let out = daemon
-        .runtime()
-        .await
-        .exec_sync(cri::ExecSyncRequest {
-            container_id: id.to_string(),
-            cmd: vec!["sh".into(), "-c".into(), cmd.into()],
-            timeout: 20,
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    (
-        out.exit_code,
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
-    )
-}
-
-async fn remove_pod(daemon: &Daemon, id: &str) {
     daemon
-        .runtime()
+        .create_started(pod, container_config(name, BUSYBOX, argv))
         .await
-        .remove_pod_sandbox(cri::RemovePodSandboxRequest {
-            pod_sandbox_id: id.to_string(),
-        })
-        .await
-        .unwrap();
 }
 
 const HTTPD: &[&str] = &[
@@ -155,7 +87,7 @@ async fn pods_reach_each_other_by_ip_and_the_host_reaches_a_host_port() {
         // busybox-static's wget crashes (static glibc); nc speaks HTTP/1.0.
         let request =
             format!("printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 2 {server_ip} 80 | tail -n 1");
-        answer = exec(&daemon, &client_ctr, &request).await;
+        answer = daemon.sh(&client_ctr, &request).await;
         if answer.0 == 0 {
             break;
         }
@@ -193,8 +125,8 @@ async fn pods_reach_each_other_by_ip_and_the_host_reaches_a_host_port() {
         !rules.contains("18080"),
         "the host port rule is still there"
     );
-    remove_pod(&daemon, &server).await;
-    remove_pod(&daemon, &client).await;
+    daemon.remove_pod(&server).await;
+    daemon.remove_pod(&client).await;
 }
 
 #[tokio::test]
@@ -209,19 +141,19 @@ async fn dns_config_and_hostname_reach_the_container() {
     });
     let (pod, ip) = run_pod(&daemon, config).await;
     let ctr = run(&daemon, &pod, "probe", &["sleep", "600"]).await;
-    let (code, resolv) = exec(&daemon, &ctr, "cat /etc/resolv.conf").await;
+    let (code, resolv) = daemon.sh(&ctr, "cat /etc/resolv.conf").await;
     assert_eq!(code, 0);
     assert!(resolv.contains("nameserver 10.96.0.10"), "{resolv}");
     assert!(resolv.contains("search e2e.svc.cluster.local"), "{resolv}");
     assert!(resolv.contains("options ndots:5"), "{resolv}");
-    let (_, hostname) = exec(&daemon, &ctr, "hostname; cat /etc/hostname").await;
+    let (_, hostname) = daemon.sh(&ctr, "hostname; cat /etc/hostname").await;
     assert_eq!(hostname, "my-pod-host\nmy-pod-host\n");
-    let (_, hosts) = exec(&daemon, &ctr, "cat /etc/hosts").await;
+    let (_, hosts) = daemon.sh(&ctr, "cat /etc/hosts").await;
     assert!(
         hosts.contains(&format!("{}\tmy-pod-host", ip.unwrap())),
         "{hosts}"
     );
-    remove_pod(&daemon, &pod).await;
+    daemon.remove_pod(&pod).await;
 }
 
 #[tokio::test]
@@ -241,7 +173,9 @@ async fn a_host_network_pod_sees_the_host_interfaces() {
     let (pod, ip) = run_pod(&daemon, config).await;
     assert_eq!(ip, None, "host-network pods get no pod IP from CNI");
     let ctr = run(&daemon, &pod, "probe", &["sleep", "600"]).await;
-    let (_, inside) = exec(&daemon, &ctr, "cat /proc/net/dev | cut -d: -f1 | sort").await;
+    let (_, inside) = daemon
+        .sh(&ctr, "cat /proc/net/dev | cut -d: -f1 | sort")
+        .await;
     let host: String = {
         let dev = std::fs::read_to_string("/proc/net/dev").unwrap();
         let mut names: Vec<String> = dev
@@ -252,12 +186,12 @@ async fn a_host_network_pod_sees_the_host_interfaces() {
         names.join("\n") + "\n"
     };
     assert_eq!(inside, host);
-    let (_, hostname) = exec(&daemon, &ctr, "hostname").await;
+    let (_, hostname) = daemon.sh(&ctr, "hostname").await;
     assert_eq!(
         hostname.trim(),
         nix::unistd::gethostname().unwrap().to_string_lossy()
     );
-    remove_pod(&daemon, &pod).await;
+    daemon.remove_pod(&pod).await;
 }
 
 #[tokio::test]

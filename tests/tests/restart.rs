@@ -5,42 +5,7 @@
 
 use k8s_cri::v1 as cri;
 use tests::daemon::Daemon;
-use tests::fixtures::{container_config, image_spec, pod_config, BUSYBOX};
-
-async fn create_started(daemon: &Daemon, pod: &str, name: &str, argv: &[&str]) -> String {
-    let mut rt = daemon.runtime().await;
-    let id = rt
-        .create_container(cri::CreateContainerRequest {
-            pod_sandbox_id: pod.to_string(),
-            config: Some(container_config(name, BUSYBOX, argv)),
-            sandbox_config: None,
-        })
-        .await
-        .unwrap_or_else(|e| panic!("CreateContainer: {e}\n{}", daemon.log()))
-        .into_inner()
-        .container_id;
-    rt.start_container(cri::StartContainerRequest {
-        container_id: id.clone(),
-    })
-    .await
-    .unwrap_or_else(|e| panic!("StartContainer: {e}\n{}", daemon.log()));
-    id
-}
-
-async fn status(daemon: &Daemon, id: &str) -> cri::ContainerStatus {
-    daemon
-        .runtime()
-        .await
-        .container_status(cri::ContainerStatusRequest {
-            container_id: id.to_string(),
-            verbose: false,
-        })
-        .await
-        .unwrap_or_else(|e| panic!("ContainerStatus {id}: {e}\n{}", daemon.log()))
-        .into_inner()
-        .status
-        .unwrap()
-}
+use tests::fixtures::{container_config, pod_config, BUSYBOX};
 
 fn processes_mentioning(needle: &str) -> usize {
     std::fs::read_dir("/proc")
@@ -53,39 +18,21 @@ fn processes_mentioning(needle: &str) -> usize {
 
 async fn restart_case(handler: &str) {
     let mut daemon = Daemon::start("").await;
-    daemon
-        .images()
-        .await
-        .pull_image(cri::PullImageRequest {
-            image: image_spec(BUSYBOX),
-            ..Default::default()
-        })
-        .await
-        .expect("pull busybox (is `cargo xtask fixtures` up?)");
+    daemon.pull(BUSYBOX).await;
     let pod = daemon
-        .runtime()
-        .await
-        .run_pod_sandbox(cri::RunPodSandboxRequest {
-            config: Some(pod_config(&format!("restart-{handler}"))),
-            runtime_handler: handler.to_string(),
-        })
-        .await
-        .unwrap_or_else(|e| panic!("RunPodSandbox: {e}\n{}", daemon.log()))
-        .into_inner()
-        .pod_sandbox_id;
-    let long = create_started(&daemon, &pod, "long", &["sleep", "600"]).await;
+        .run_pod(pod_config(&format!("restart-{handler}")), handler)
+        .await;
+    let long = daemon
+        .create_started(&pod, container_config("long", BUSYBOX, &["sleep", "600"]))
+        .await;
     // Exits with 7 while the daemon is down (it waits for a file to appear).
-    let short = create_started(
-        &daemon,
-        &pod,
-        "short",
-        &[
-            "sh",
-            "-c",
-            "while [ ! -e /tmp/go ]; do sleep 0.1; done; exit 7",
-        ],
-    )
-    .await;
+    let script = "while [ ! -e /tmp/go ]; do sleep 0.1; done; exit 7";
+    let short = daemon
+        .create_started(
+            &pod,
+            container_config("short", BUSYBOX, &["sh", "-c", script]),
+        )
+        .await;
 
     daemon.kill9();
     // Let the short container finish while nobody watches.
@@ -126,12 +73,12 @@ async fn restart_case(handler: &str) {
         .items;
     assert_eq!(pods.len(), 1);
     assert_eq!(pods[0].state, cri::PodSandboxState::SandboxReady as i32);
-    let long_status = status(&daemon, &long).await;
+    let long_status = daemon.container_status(&long).await;
     assert_eq!(
         long_status.state,
         cri::ContainerState::ContainerRunning as i32
     );
-    let short_status = status(&daemon, &short).await;
+    let short_status = daemon.container_status(&short).await;
     assert_eq!(
         short_status.state,
         cri::ContainerState::ContainerExited as i32,
@@ -141,17 +88,7 @@ async fn restart_case(handler: &str) {
     assert_eq!(short_status.exit_code, 7);
 
     // The running container still answers, and stop/remove work.
-    let out = daemon
-        .runtime()
-        .await
-        .exec_sync(cri::ExecSyncRequest {
-            container_id: long.clone(),
-            cmd: vec!["echo".into(), "alive".into()],
-            timeout: 10,
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let out = daemon.exec(&long, &["echo", "alive"]).await;
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "alive");
     daemon
         .runtime()
@@ -163,17 +100,10 @@ async fn restart_case(handler: &str) {
         .await
         .unwrap();
     assert_eq!(
-        status(&daemon, &long).await.state,
+        daemon.container_status(&long).await.state,
         cri::ContainerState::ContainerExited as i32
     );
-    daemon
-        .runtime()
-        .await
-        .remove_pod_sandbox(cri::RemovePodSandboxRequest {
-            pod_sandbox_id: pod.clone(),
-        })
-        .await
-        .unwrap_or_else(|e| panic!("RemovePodSandbox: {e}\n{}", daemon.log()));
+    daemon.remove_pod(&pod).await;
 
     // Nothing leaks: no pin, no container state, no monitor, no cgroup.
     let state = daemon.dir().join("state");

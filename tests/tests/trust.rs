@@ -5,7 +5,7 @@
 use k8s_cri::v1 as cri;
 use std::collections::HashMap;
 use tests::daemon::Daemon;
-use tests::fixtures::{container_config, image_spec, pod_config, BUSYBOX};
+use tests::fixtures::{container_config, pod_config, BUSYBOX};
 use tonic::Code;
 
 const HINT: &str = "io.kubernetes.cri-o.TrustedSandbox";
@@ -67,53 +67,20 @@ async fn run_pod(
 
 /// Runs a busybox container in `pod` and returns what `uname -r` prints in it.
 async fn kernel_inside(daemon: &Daemon, pod: &Pod) -> String {
-    let mut rt = daemon.runtime().await;
-    daemon
-        .images()
-        .await
-        .pull_image(cri::PullImageRequest {
-            image: image_spec(BUSYBOX),
-            ..Default::default()
-        })
-        .await
-        .expect("pull busybox (is `cargo xtask fixtures` up?)");
-    let ctr = rt
-        .create_container(cri::CreateContainerRequest {
-            pod_sandbox_id: pod.id.clone(),
-            config: Some(container_config("probe", BUSYBOX, &["sleep", "600"])),
-            sandbox_config: None,
-        })
-        .await
-        .unwrap_or_else(|e| panic!("CreateContainer: {e}\n{}", daemon.log()))
-        .into_inner()
-        .container_id;
-    rt.start_container(cri::StartContainerRequest {
-        container_id: ctr.clone(),
-    })
-    .await
-    .unwrap_or_else(|e| panic!("StartContainer: {e}\n{}", daemon.log()));
-    let out = rt
-        .exec_sync(cri::ExecSyncRequest {
-            container_id: ctr.clone(),
-            cmd: vec!["uname".into(), "-r".into()],
-            timeout: 30,
-        })
-        .await
-        .unwrap_or_else(|e| panic!("ExecSync: {e}\n{}", daemon.log()))
-        .into_inner();
-    assert_eq!(out.exit_code, 0, "{}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
+    daemon.pull(BUSYBOX).await;
+    let ctr = daemon
+        .create_started(
+            &pod.id,
+            container_config("probe", BUSYBOX, &["sleep", "600"]),
+        )
+        .await;
+    let (code, out) = daemon.sh(&ctr, "uname -r").await;
+    assert_eq!(code, 0, "{out}");
+    out.trim().to_string()
 }
 
 async fn remove(daemon: &Daemon, pod: &Pod) {
-    daemon
-        .runtime()
-        .await
-        .remove_pod_sandbox(cri::RemovePodSandboxRequest {
-            pod_sandbox_id: pod.id.clone(),
-        })
-        .await
-        .unwrap_or_else(|e| panic!("RemovePodSandbox: {e}\n{}", daemon.log()));
+    daemon.remove_pod(&pod.id).await;
 }
 
 #[tokio::test]
