@@ -89,6 +89,9 @@ pub fn create(args: &Args) -> Result<(libc::pid_t, ContainerIo), String> {
     sys::set_nonblocking(err_r.as_raw_fd()).map_err(|e| format!("pipe: {e}"))?;
     // The runtime connects to the console socket before it exits, so accept
     // while waiting; its stderr is drained so it can never block on a full pipe.
+    // Woken the moment the runtime exits (a pidfd), rather than on the next
+    // poll tick: create sits on every container's start-up path.
+    let exited = sys::pidfd_open(runtime_pid);
     let status = loop {
         if let Some((listener, _)) = &console {
             if master.is_none() {
@@ -112,12 +115,26 @@ pub fn create(args: &Args) -> Result<(libc::pid_t, ContainerIo), String> {
         if r < 0 {
             return Err(format!("waitpid: {}", io::Error::last_os_error()));
         }
-        let mut fds = [libc::pollfd {
-            fd: err_r.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        }];
-        let _ = sys::poll(&mut fds, 20);
+        let mut fds = [
+            libc::pollfd {
+                fd: err_r.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: exited.as_ref().map_or(-1, |fd| fd.as_raw_fd()),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+        ];
+        // Without a pidfd, or while a console socket must be accepted, poll
+        // in short ticks.
+        let tick = if exited.is_some() && console.is_none() {
+            1000
+        } else {
+            5
+        };
+        let _ = sys::poll(&mut fds, tick);
     };
     drain(&err_r, &mut err_text);
     if let Some((_, path)) = &console {

@@ -102,6 +102,16 @@ pub fn poll(fds: &mut [libc::pollfd], timeout_ms: i32) -> io::Result<usize> {
     Ok(r as usize)
 }
 
+/// A descriptor that becomes readable when process `pid` exits
+/// (`pidfd_open`, Linux 5.3+); `None` where the kernel lacks it.
+pub fn pidfd_open(pid: libc::pid_t) -> Option<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: a plain system call with integer arguments.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    // SAFETY: on success the kernel returned a new descriptor we now own.
+    (fd >= 0).then(|| unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
 /// Sets a terminal's window size.
 pub fn resize_terminal(fd: RawFd, width: u16, height: u16) -> io::Result<()> {
     let ws = libc::winsize {
