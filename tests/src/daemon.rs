@@ -226,6 +226,12 @@ impl Drop for Daemon {
             let _ = child.kill();
             let _ = child.wait();
         }
+        // The daemon's private pin directory is a mount of its own, kept on
+        // purpose across daemon restarts; a test's directory must go.
+        let _ = nix::mount::umount2(
+            &self.dir.path().join("state/netns"),
+            nix::mount::MntFlags::MNT_DETACH,
+        );
     }
 }
 
