@@ -36,6 +36,8 @@ pub struct Config {
     pub image: ImageConfig,
     /// Pod networking.
     pub network: NetworkConfig,
+    /// The streaming server behind Exec, Attach and PortForward.
+    pub streaming: StreamingConfig,
 }
 
 impl Default for Config {
@@ -47,6 +49,7 @@ impl Default for Config {
             runtime: RuntimeConfig::default(),
             image: ImageConfig::default(),
             network: NetworkConfig::default(),
+            streaming: StreamingConfig::default(),
         }
     }
 }
@@ -166,6 +169,42 @@ impl Default for NetworkConfig {
     }
 }
 
+/// The `[streaming]` table: where the Exec/Attach/PortForward URLs point.
+///
+/// # Examples
+///
+/// ```
+/// use cri_server::config::Config;
+///
+/// let config: Config = toml::from_str("[streaming]\naddress = \"127.0.0.1:10010\"").unwrap();
+/// assert_eq!(config.streaming.address, "127.0.0.1:10010");
+/// assert_eq!(config.streaming.token_ttl_seconds, 60);
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StreamingConfig {
+    /// `host:port` the server listens on; port 0 picks a free port. The
+    /// default stays on loopback: only the local kubelet should reach it.
+    pub address: String,
+    /// How long a URL handed out by Exec, Attach or PortForward stays valid.
+    pub token_ttl_seconds: u64,
+    /// PEM certificate chain for TLS; with `tls_key`, URLs become `https`.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for TLS.
+    pub tls_key: Option<PathBuf>,
+}
+
+impl Default for StreamingConfig {
+    fn default() -> Self {
+        StreamingConfig {
+            address: "127.0.0.1:0".into(),
+            token_ttl_seconds: 60,
+            tls_cert: None,
+            tls_key: None,
+        }
+    }
+}
+
 /// Why a configuration cannot be used. Each message is one line that names
 /// the key or path at fault.
 #[derive(Debug, thiserror::Error)]
@@ -277,6 +316,29 @@ impl Config {
                 ));
             }
         }
+        if self
+            .streaming
+            .address
+            .parse::<std::net::SocketAddr>()
+            .is_err()
+        {
+            return Err(invalid(
+                "streaming.address",
+                format!("{:?} is not an ip:port address", self.streaming.address),
+            ));
+        }
+        if self.streaming.token_ttl_seconds == 0 {
+            return Err(invalid(
+                "streaming.token_ttl_seconds",
+                "must be at least 1".into(),
+            ));
+        }
+        if self.streaming.tls_cert.is_some() != self.streaming.tls_key.is_some() {
+            return Err(invalid(
+                "streaming.tls_cert",
+                "tls_cert and tls_key go together".into(),
+            ));
+        }
         Ok(())
     }
 
@@ -341,6 +403,23 @@ mod tests {
     fn bad_trust_values_are_refused() {
         let err = Config::parse("[runtime]\ndefault_workload_trust = \"maybe\"\n").unwrap_err();
         assert!(err.contains("maybe"), "{err}");
+    }
+
+    #[test]
+    fn streaming_defaults_and_bad_values() {
+        let config = Config::parse("[streaming]\ntoken_ttl_seconds = 5\n").unwrap();
+        assert_eq!(config.streaming.address, "127.0.0.1:0");
+        assert_eq!(config.streaming.token_ttl_seconds, 5);
+        let err = Config::parse("[streaming]\nadress = \"x\"\n").unwrap_err();
+        assert!(err.contains("adress"), "{err}");
+        let mut config = Config::default();
+        config.streaming.address = "localhost".into();
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("streaming.address"), "{err}");
+        let mut config = Config::default();
+        config.streaming.tls_cert = Some("/x.pem".into());
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("streaming.tls_cert"), "{err}");
     }
 
     #[test]

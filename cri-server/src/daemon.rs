@@ -75,6 +75,8 @@ pub struct Daemon {
     pub locks: KeyedLocks,
     /// Container lifecycle events for GetContainerEvents.
     pub events: broadcast::Sender<cri::ContainerEventResponse>,
+    /// The Exec/Attach/PortForward streaming server and its tokens.
+    pub streaming: crate::streaming::StreamingServer,
 }
 
 /// Infers the runtime family from the binary's name, which decides how
@@ -148,6 +150,9 @@ impl Daemon {
                     "not found beside the cri-server executable; install both together",
                 )
             })?;
+        let streaming = crate::streaming::StreamingServer::bind(&config.streaming)
+            .await
+            .map_err(|e| StartError::new("streaming server", e))?;
         let (events, _) = broadcast::channel(1024);
         let daemon = Arc::new(Daemon {
             layout,
@@ -167,6 +172,7 @@ impl Daemon {
             monitor_binary,
             locks: KeyedLocks::default(),
             events,
+            streaming,
             config,
         });
         daemon.restore().await;

@@ -30,3 +30,4 @@ pub mod records;
 pub mod runtime_service;
 pub mod server;
 pub mod socket;
+pub mod streaming;

@@ -40,6 +40,19 @@ impl RuntimeService {
     }
 }
 
+impl RuntimeService {
+    /// A single-use URL on the streaming server for `request`.
+    fn streaming_url(
+        &self,
+        request: crate::streaming::protocol::StreamRequest,
+    ) -> Result<String, Status> {
+        self.daemon
+            .streaming
+            .url(request)
+            .map_err(|e| Status::internal(e.to_string()))
+    }
+}
+
 fn unimplemented(rpc: &str) -> Status {
     Status::unimplemented(format!("{rpc} is not implemented yet"))
 }
@@ -261,23 +274,79 @@ impl cri::runtime_service_server::RuntimeService for RuntimeService {
 
     async fn exec(
         &self,
-        _r: Request<cri::ExecRequest>,
+        request: Request<cri::ExecRequest>,
     ) -> Result<Response<cri::ExecResponse>, Status> {
-        Err(unimplemented("Exec"))
+        let r = request.into_inner();
+        tracing::info!(container = %r.container_id, cmd = ?r.cmd, tty = r.tty, stdin = r.stdin);
+        if r.cmd.is_empty() {
+            return Err(Status::invalid_argument("Exec: cmd is empty"));
+        }
+        if !(r.stdin || r.stdout || r.stderr) {
+            return Err(Status::invalid_argument(
+                "Exec: one of stdin, stdout and stderr must be set",
+            ));
+        }
+        // Only a container that exists gets a URL; its state is checked
+        // again when the URL is used.
+        let container = self
+            .daemon
+            .containers
+            .get(&r.container_id)
+            .map_err(crate::error::Error::from)?;
+        let url = self.streaming_url(crate::streaming::protocol::StreamRequest::Exec {
+            container_id: container.id.clone(),
+            cmd: r.cmd,
+            tty: r.tty,
+            stdin: r.stdin,
+            stdout: r.stdout,
+            // On a terminal, stderr is merged into stdout.
+            stderr: r.stderr && !r.tty,
+        })?;
+        Ok(Response::new(cri::ExecResponse { url }))
     }
 
     async fn attach(
         &self,
-        _r: Request<cri::AttachRequest>,
+        request: Request<cri::AttachRequest>,
     ) -> Result<Response<cri::AttachResponse>, Status> {
-        Err(unimplemented("Attach"))
+        let r = request.into_inner();
+        tracing::info!(container = %r.container_id, tty = r.tty, stdin = r.stdin);
+        let container = self
+            .daemon
+            .containers
+            .get(&r.container_id)
+            .map_err(crate::error::Error::from)?;
+        let url = self.streaming_url(crate::streaming::protocol::StreamRequest::Attach {
+            container_id: container.id.clone(),
+            tty: r.tty,
+            stdin: r.stdin,
+            stdout: r.stdout,
+            stderr: r.stderr && !r.tty,
+        })?;
+        Ok(Response::new(cri::AttachResponse { url }))
     }
 
     async fn port_forward(
         &self,
-        _r: Request<cri::PortForwardRequest>,
+        request: Request<cri::PortForwardRequest>,
     ) -> Result<Response<cri::PortForwardResponse>, Status> {
-        Err(unimplemented("PortForward"))
+        let r = request.into_inner();
+        tracing::info!(pod = %r.pod_sandbox_id, ports = ?r.port);
+        let sandbox = self
+            .daemon
+            .sandboxes
+            .get(&r.pod_sandbox_id)
+            .map_err(crate::error::Error::from)?;
+        if let Some(bad) = r.port.iter().find(|p| !(1..=65535).contains(*p)) {
+            return Err(Status::invalid_argument(format!(
+                "PortForward: port {bad} is out of range"
+            )));
+        }
+        let url = self.streaming_url(crate::streaming::protocol::StreamRequest::PortForward {
+            sandbox_id: sandbox.id.clone(),
+            ports: r.port,
+        })?;
+        Ok(Response::new(cri::PortForwardResponse { url }))
     }
 
     async fn container_stats(

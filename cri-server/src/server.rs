@@ -37,6 +37,7 @@ pub enum ServeError {
 pub async fn serve(config: Config) -> Result<(), ServeError> {
     let listener = socket::bind(&config.socket).await?;
     let daemon = Daemon::open(config.clone()).await?;
+    daemon.streaming.spawn(Arc::clone(&daemon));
     let mut term = signal(SignalKind::terminate()).map_err(ServeError::Signals)?;
     let mut int = signal(SignalKind::interrupt()).map_err(ServeError::Signals)?;
     let shutdown = async move {

@@ -14,5 +14,6 @@
 pub mod client;
 pub mod daemon;
 pub mod fixtures;
+pub mod ws_client;
 
 pub use daemon::Daemon;

@@ -9,6 +9,7 @@ pub(crate) mod cli;
 mod create;
 mod delete;
 mod exec;
+mod exec_stream;
 mod handler;
 mod kill;
 mod list;
@@ -21,6 +22,7 @@ mod update;
 
 pub use cli::{read_runtime_log, CliRuntime};
 pub use exec::{ExecSyncResult, EXEC_OUTPUT_CAP};
+pub use exec_stream::{ExecReader, ExecSession, ExecStreamOptions, ExecWriter};
 pub use handler::{RuntimeHandlerConfig, RuntimeKind};
 pub use state::{ContainerState, ContainerStatus};
 

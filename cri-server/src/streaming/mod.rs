@@ -1,0 +1,270 @@
+//! The streaming server behind Exec, Attach and PortForward.
+//!
+//! A CRI call stores its request under a single-use token and returns
+//! `http://<address>/<verb>/<token>`; the client (kubelet, crictl) then
+//! connects there and upgrades the HTTP connection to WebSocket or SPDY/3.1.
+//! An unknown, reused or expired token gets 404.
+//!
+//! The server listens on loopback with a random port by default
+//! (`[streaming] address`); tokens live `[streaming] token_ttl_seconds`.
+
+pub mod exec;
+pub mod protocol;
+pub mod spdy;
+pub mod streams;
+pub mod tokens;
+pub mod websocket;
+
+use crate::config::StreamingConfig;
+use crate::daemon::Daemon;
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use protocol::StreamRequest;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokens::TokenStore;
+use websocket::WsProtocol;
+
+/// Why the streaming server could not start or a URL could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum StreamingError {
+    /// The listening socket could not be bound.
+    #[error("streaming server {address}: bind: {source}")]
+    Bind {
+        /// The configured address.
+        address: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// TLS was configured; this build serves plain HTTP only.
+    #[error("streaming server: tls_cert/tls_key are set, but TLS is not supported yet")]
+    TlsUnsupported,
+    /// No token could be made.
+    #[error(transparent)]
+    Token(#[from] tokens::TokenError),
+}
+
+/// The streaming server: its address, its tokens, and (until
+/// [`StreamingServer::spawn`]) its listening socket.
+///
+/// # Examples
+///
+/// ```no_run
+/// use cri_server::config::StreamingConfig;
+/// use cri_server::streaming::{protocol::StreamRequest, StreamingServer};
+///
+/// # async fn demo() -> Result<(), cri_server::streaming::StreamingError> {
+/// let server = StreamingServer::bind(&StreamingConfig::default()).await?;
+/// let url = server.url(StreamRequest::PortForward { sandbox_id: "p1".into(), ports: vec![80] })?;
+/// assert!(url.starts_with("http://127.0.0.1:"));
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct StreamingServer {
+    base_url: String,
+    tokens: TokenStore<StreamRequest>,
+    listener: Mutex<Option<tokio::net::TcpListener>>,
+}
+
+impl StreamingServer {
+    /// Binds `config.address` (port 0 picks a free port).
+    pub async fn bind(config: &StreamingConfig) -> Result<StreamingServer, StreamingError> {
+        if config.tls_cert.is_some() || config.tls_key.is_some() {
+            return Err(StreamingError::TlsUnsupported);
+        }
+        let bind_error = |source| StreamingError::Bind {
+            address: config.address.clone(),
+            source,
+        };
+        let listener = tokio::net::TcpListener::bind(&config.address)
+            .await
+            .map_err(bind_error)?;
+        let local: SocketAddr = listener.local_addr().map_err(bind_error)?;
+        Ok(StreamingServer {
+            base_url: format!("http://{local}"),
+            tokens: TokenStore::new(Duration::from_secs(config.token_ttl_seconds)),
+            listener: Mutex::new(Some(listener)),
+        })
+    }
+
+    /// The URL a client redeems once for `request`.
+    pub fn url(&self, request: StreamRequest) -> Result<String, StreamingError> {
+        let verb = request.verb();
+        let token = self.tokens.insert(request)?;
+        Ok(format!("{}/{verb}/{token}", self.base_url))
+    }
+
+    /// Starts serving in the background. The daemon owns the server, so the
+    /// server learns the daemon only now; a second call does nothing.
+    pub fn spawn(&self, daemon: Arc<Daemon>) {
+        let listener = self
+            .listener
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        let Some(listener) = listener else { return };
+        tracing::info!(url = %self.base_url, "streaming server listening");
+        tokio::spawn(async move {
+            loop {
+                let (stream, peer) = match listener.accept().await {
+                    Ok(s) => s,
+                    Err(e) => {
+                        // EMFILE and friends: back off rather than spin.
+                        tracing::warn!(error = %e, "streaming accept");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                };
+                let daemon = Arc::clone(&daemon);
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |req| {
+                        let daemon = Arc::clone(&daemon);
+                        async move { Ok::<_, Infallible>(route(daemon, req).await) }
+                    });
+                    let conn = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .with_upgrades();
+                    if let Err(e) = conn.await {
+                        tracing::debug!(%peer, error = %e, "streaming connection");
+                    }
+                });
+            }
+        });
+    }
+}
+
+fn plain(status: StatusCode, text: &str) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(format!("{text}\n"))));
+    *response.status_mut() = status;
+    response
+}
+
+fn header<'a>(req: &'a Request<Incoming>, name: &str) -> &'a str {
+    req.headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+}
+
+/// Redeems the token in the path and upgrades the connection.
+async fn route(daemon: Arc<Daemon>, mut req: Request<Incoming>) -> Response<Full<Bytes>> {
+    let path = req.uri().path().trim_start_matches('/').to_string();
+    let Some((verb, token)) = path.split_once('/') else {
+        return plain(StatusCode::NOT_FOUND, "not found");
+    };
+    let Some(request) = daemon.streaming.tokens.take(token) else {
+        return plain(StatusCode::NOT_FOUND, "unknown or expired token");
+    };
+    if request.verb() != verb {
+        return plain(StatusCode::NOT_FOUND, "unknown or expired token");
+    }
+    let upgrade = header(&req, "upgrade").to_ascii_lowercase();
+    if upgrade == "websocket" {
+        return upgrade_websocket(daemon, req, request);
+    }
+    if upgrade.starts_with("spdy/3.1") {
+        return spdy::upgrade(daemon, &mut req, request);
+    }
+    plain(
+        StatusCode::BAD_REQUEST,
+        "expected Upgrade: websocket or Upgrade: SPDY/3.1",
+    )
+}
+
+fn upgrade_websocket(
+    daemon: Arc<Daemon>,
+    mut req: Request<Incoming>,
+    request: StreamRequest,
+) -> Response<Full<Bytes>> {
+    let key = header(&req, "sec-websocket-key").to_string();
+    if key.is_empty() || header(&req, "sec-websocket-version") != "13" {
+        return plain(StatusCode::BAD_REQUEST, "bad WebSocket handshake");
+    }
+    let offered = header(&req, "sec-websocket-protocol").to_string();
+    let Some(protocol) = WsProtocol::negotiate(&offered) else {
+        return plain(
+            StatusCode::BAD_REQUEST,
+            "no supported WebSocket subprotocol (v5.channel.k8s.io, v4.channel.k8s.io, …)",
+        );
+    };
+    if matches!(request, StreamRequest::PortForward { .. }) {
+        return plain(
+            StatusCode::BAD_REQUEST,
+            "port forwarding over WebSocket is not supported yet; use SPDY/3.1",
+        );
+    }
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    tokio::spawn(async move {
+        let upgraded = match on_upgrade.await {
+            Ok(u) => u,
+            Err(e) => {
+                tracing::debug!(error = %e, "websocket upgrade");
+                return;
+            }
+        };
+        let ws = websocket::accept(TokioIo::new(upgraded)).await;
+        run_session(daemon, request, |client| {
+            websocket::serve(ws, protocol, client)
+        })
+        .await;
+    });
+    let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
+    let mut builder = Response::builder()
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .header("upgrade", "websocket")
+        .header("connection", "Upgrade")
+        .header("sec-websocket-accept", accept);
+    if !offered.is_empty() {
+        builder = builder.header("sec-websocket-protocol", protocol.name());
+    }
+    builder
+        .body(Full::new(Bytes::new()))
+        .unwrap_or_else(|_| plain(StatusCode::INTERNAL_SERVER_ERROR, "response"))
+}
+
+/// Starts the exec or attach behind `request` and lets `carry` move its
+/// streams until either ends.
+async fn run_session<F, Fut>(daemon: Arc<Daemon>, request: StreamRequest, carry: F)
+where
+    F: FnOnce(streams::ClientSide) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    match request {
+        StreamRequest::Exec {
+            container_id,
+            cmd,
+            tty,
+            stdin,
+            stdout,
+            stderr,
+        } => {
+            let (streams, client) = streams::pair(stdin);
+            let spec = exec::ExecSpec {
+                container_id,
+                cmd,
+                tty,
+                stdout,
+                stderr,
+            };
+            let task = tokio::spawn(exec::run(daemon, spec, streams));
+            carry(client).await;
+            // The client side is gone: the exec notices and cleans up.
+            let _ = task.await;
+        }
+        StreamRequest::Attach { .. } | StreamRequest::PortForward { .. } => {
+            let (_streams, client) = streams::pair(false);
+            let _ = _streams
+                .out
+                .send(streams::Output::Done(protocol::Outcome::Failed(
+                    "not supported yet".into(),
+                )))
+                .await;
+            carry(client).await;
+        }
+    }
+}

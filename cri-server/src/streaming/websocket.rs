@@ -1,0 +1,243 @@
+//! Remotecommand over WebSocket: one byte of channel number before every
+//! message (`v5`, `v4` and the legacy `channel.k8s.io`), or the same as base64
+//! text with an ASCII digit (`v4.base64`, `base64.channel.k8s.io`).
+
+use super::protocol::{parse_sizes, StreamKind};
+use super::streams::{ClientSide, Output};
+use base64::Engine;
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
+
+/// A remotecommand WebSocket subprotocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WsProtocol {
+    /// `v5.channel.k8s.io`: v4 plus closing a single channel (stdin EOF).
+    V5,
+    /// `v4.channel.k8s.io`: binary, `metav1.Status` on the error channel.
+    V4,
+    /// `v4.base64.channel.k8s.io`.
+    V4Base64,
+    /// `channel.k8s.io`: binary, plain-text errors.
+    V1,
+    /// `base64.channel.k8s.io`.
+    V1Base64,
+}
+
+impl WsProtocol {
+    /// Every protocol, most preferred first.
+    pub const ALL: [WsProtocol; 5] = [
+        WsProtocol::V5,
+        WsProtocol::V4,
+        WsProtocol::V4Base64,
+        WsProtocol::V1,
+        WsProtocol::V1Base64,
+    ];
+
+    /// The subprotocol name.
+    pub fn name(self) -> &'static str {
+        match self {
+            WsProtocol::V5 => "v5.channel.k8s.io",
+            WsProtocol::V4 => "v4.channel.k8s.io",
+            WsProtocol::V4Base64 => "v4.base64.channel.k8s.io",
+            WsProtocol::V1 => "channel.k8s.io",
+            WsProtocol::V1Base64 => "base64.channel.k8s.io",
+        }
+    }
+
+    /// The best protocol among the client's `Sec-WebSocket-Protocol` offers;
+    /// a client that offers none gets the legacy binary protocol.
+    pub fn negotiate(offered: &str) -> Option<WsProtocol> {
+        let offers: Vec<&str> = offered
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .collect();
+        if offers.is_empty() {
+            return Some(WsProtocol::V1);
+        }
+        WsProtocol::ALL
+            .into_iter()
+            .find(|p| offers.contains(&p.name()))
+    }
+
+    fn base64(self) -> bool {
+        matches!(self, WsProtocol::V4Base64 | WsProtocol::V1Base64)
+    }
+
+    /// Whether the error channel carries a `metav1.Status`.
+    pub fn structured_errors(self) -> bool {
+        !matches!(self, WsProtocol::V1 | WsProtocol::V1Base64)
+    }
+}
+
+/// The largest message a client may send: stdin chunks are small.
+const MAX_MESSAGE: usize = 1 << 20;
+
+/// Wraps an upgraded connection as a server-side WebSocket.
+pub async fn accept<S: AsyncRead + AsyncWrite + Unpin>(io: S) -> WebSocketStream<S> {
+    let mut config = WebSocketConfig::default();
+    config.max_message_size = Some(MAX_MESSAGE);
+    config.max_frame_size = Some(MAX_MESSAGE);
+    WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await
+}
+
+/// Decodes one client message into `(channel, payload)`.
+fn decode(protocol: WsProtocol, message: Message) -> Option<(u8, Bytes)> {
+    if protocol.base64() {
+        let text = match message {
+            Message::Text(t) => t,
+            _ => return None,
+        };
+        let bytes = text.as_bytes();
+        let channel = bytes.first()?.checked_sub(b'0')?;
+        let data = base64::engine::general_purpose::STANDARD
+            .decode(&bytes[1..])
+            .ok()?;
+        Some((channel, Bytes::from(data)))
+    } else {
+        let data = match message {
+            Message::Binary(b) => b,
+            _ => return None,
+        };
+        let channel = *data.first()?;
+        Some((channel, data.slice(1..)))
+    }
+}
+
+/// Encodes `data` for `channel`.
+fn encode(protocol: WsProtocol, channel: u8, data: &[u8]) -> Message {
+    if protocol.base64() {
+        let mut text = String::with_capacity(1 + data.len() * 4 / 3 + 4);
+        text.push(char::from(b'0' + channel));
+        base64::engine::general_purpose::STANDARD.encode_string(data, &mut text);
+        Message::Text(text.into())
+    } else {
+        let mut bytes = Vec::with_capacity(1 + data.len());
+        bytes.push(channel);
+        bytes.extend_from_slice(data);
+        Message::Binary(bytes.into())
+    }
+}
+
+/// Carries a remotecommand session over `ws` until the command ends (the
+/// outcome is sent, then a close) or the client leaves (the session's output
+/// receiver is dropped, which stops the command).
+pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
+    ws: WebSocketStream<S>,
+    protocol: WsProtocol,
+    client: ClientSide,
+) {
+    let (mut sink, mut stream) = ws.split();
+    let ClientSide {
+        mut stdin,
+        resize,
+        mut out,
+    } = client;
+    let reader = async {
+        while let Some(Ok(message)) = stream.next().await {
+            if matches!(message, Message::Close(_)) {
+                return;
+            }
+            if matches!(message, Message::Ping(_) | Message::Pong(_)) {
+                continue;
+            }
+            let Some((channel, data)) = decode(protocol, message) else {
+                tracing::debug!("websocket: malformed message; ending the session");
+                return;
+            };
+            if channel == 255 && protocol == WsProtocol::V5 {
+                // v5 close signal: the payload names the channel to close.
+                if data.first() == Some(&StreamKind::Stdin.channel()) {
+                    stdin = None;
+                }
+                continue;
+            }
+            match StreamKind::from_channel(channel) {
+                Some(StreamKind::Stdin) => {
+                    if let Some(tx) = &stdin {
+                        if tx.send(data).await.is_err() {
+                            stdin = None;
+                        }
+                    }
+                }
+                Some(StreamKind::Resize) => {
+                    for size in parse_sizes(&data) {
+                        let _ = resize.send(size).await;
+                    }
+                }
+                _ => {
+                    tracing::debug!(channel, "websocket: message on a server channel; ending");
+                    return;
+                }
+            }
+        }
+    };
+    let writer = async {
+        while let Some(output) = out.recv().await {
+            match output {
+                Output::Data(kind, data) => {
+                    if sink
+                        .send(encode(protocol, kind.channel(), &data))
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+                Output::Done(outcome) => {
+                    if let Some(payload) = outcome.encode(protocol.structured_errors()) {
+                        let _ = sink
+                            .send(encode(protocol, StreamKind::Error.channel(), &payload))
+                            .await;
+                    }
+                    break;
+                }
+            }
+        }
+        let _ = sink.send(Message::Close(None)).await;
+        let _ = sink.flush().await;
+    };
+    // Whichever side ends first ends the session: the command finished, or
+    // the client went away (dropping `out`'s receiver tells the command).
+    tokio::select! {
+        _ = reader => {}
+        _ = writer => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn negotiation_prefers_newest_and_refuses_unknown() {
+        assert_eq!(
+            WsProtocol::negotiate("v4.channel.k8s.io, v5.channel.k8s.io"),
+            Some(WsProtocol::V5)
+        );
+        assert_eq!(
+            WsProtocol::negotiate("v4.base64.channel.k8s.io"),
+            Some(WsProtocol::V4Base64)
+        );
+        assert_eq!(WsProtocol::negotiate(""), Some(WsProtocol::V1));
+        assert_eq!(WsProtocol::negotiate("chat"), None);
+    }
+
+    #[test]
+    fn messages_round_trip_in_both_encodings() {
+        for p in WsProtocol::ALL {
+            let m = encode(p, 0, b"hello\x00\xff");
+            let (c, d) = decode(p, m).unwrap();
+            assert_eq!((c, &d[..]), (0, &b"hello\x00\xff"[..]));
+        }
+        assert_eq!(decode(WsProtocol::V4, Message::Binary(Bytes::new())), None);
+        assert_eq!(
+            decode(WsProtocol::V4Base64, Message::Text("0!!!".into())),
+            None
+        );
+    }
+}
