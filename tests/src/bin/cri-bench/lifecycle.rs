@@ -54,10 +54,23 @@ where
     Ok((r.into_inner(), took))
 }
 
-/// A pod config named `name` whose containers log under `logs`.
-pub fn pod(name: &str, logs: &Path) -> cri::PodSandboxConfig {
+/// A pod config named `name` whose containers log under `logs`; with
+/// `host_network` the pod uses the host's network, so no CNI runs for it.
+pub fn pod(name: &str, logs: &Path, host_network: bool) -> cri::PodSandboxConfig {
     let mut config = pod_config(name);
     config.log_directory = logs.join(name).to_string_lossy().into_owned();
+    if host_network {
+        config.linux = Some(cri::LinuxPodSandboxConfig {
+            security_context: Some(cri::LinuxSandboxSecurityContext {
+                namespace_options: Some(cri::NamespaceOption {
+                    network: cri::NamespaceMode::Node as i32,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+    }
     config
 }
 
@@ -67,9 +80,10 @@ pub async fn run(
     rt: &mut RuntimeServiceClient<Channel>,
     name: &str,
     logs: &Path,
+    host_network: bool,
     out: &mut LifecycleSamples,
 ) -> Result<()> {
-    let config = pod(name, logs);
+    let config = pod(name, logs, host_network);
     let [run_pod, create, start, stop, remove, stop_pod, remove_pod] = &mut out.rpcs;
     let pod_id = timed(
         "RunPodSandbox",

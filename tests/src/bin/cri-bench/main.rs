@@ -170,15 +170,27 @@ async fn measure(daemon: &Daemon, o: &Options, scratch: &Path, floor_dir: &Path)
     )?);
 
     // Warm both paths (page cache, first connections) outside the figures.
-    rounds(daemon, &floor, &logs, "warm", 1, 2).await?;
+    rounds(daemon, &floor, &logs, "warm", 1, 2, false).await?;
     println!(
         "pod + busybox container lifecycles: {} sequential, then {} with {} in parallel",
         o.iterations, o.iterations, o.parallel
     );
-    let seq = rounds(daemon, &floor, &logs, "seq", 1, o.iterations).await?;
-    let par = rounds(daemon, &floor, &logs, "par", o.parallel, o.iterations).await?;
+    let seq = rounds(daemon, &floor, &logs, "seq", 1, o.iterations, false).await?;
+    let par = rounds(
+        daemon,
+        &floor,
+        &logs,
+        "par",
+        o.parallel,
+        o.iterations,
+        false,
+    )
+    .await?;
+    let host = rounds(daemon, &floor, &logs, "hostnet", 1, o.iterations, true).await?;
     let mut passed = report("sequential", &seq.0, &seq.1);
     report(&format!("{} in parallel", o.parallel), &par.0, &par.1);
+    report("sequential, host network (no CNI)", &host.0, &host.1);
+    cni_share(&seq.0, &host.0);
 
     rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
         pod_sandbox_id: ref_pod,
@@ -189,12 +201,32 @@ async fn measure(daemon: &Daemon, o: &Options, scratch: &Path, floor_dir: &Path)
     Ok(passed)
 }
 
+/// How much of RunPodSandbox and StopPodSandbox is CNI: the same lifecycles
+/// with and without a pod network, in one run.
+fn cni_share(with_cni: &LifecycleSamples, host_network: &LifecycleSamples) {
+    println!("\nCNI share (p50 with a pod network minus p50 with the host's):");
+    for (i, rpc) in [
+        (0, "RunPodSandbox (CNI ADD)"),
+        (5, "StopPodSandbox (CNI DEL)"),
+    ] {
+        let full = with_cni.rpcs[i].p50().as_secs_f64();
+        let bare = host_network.rpcs[i].p50().as_secs_f64();
+        let share = ((full - bare) / full.max(1e-9)).max(0.0);
+        println!(
+            "  {rpc:<26} {:>6.1} ms of {:>6.1} ms = {:>4.0}%",
+            (full - bare) * 1e3,
+            full * 1e3,
+            share * 100.0
+        );
+    }
+}
+
 /// A pod with a running busybox container whose bundles the floor copies.
 async fn reference(
     rt: &mut k8s_cri::v1::runtime_service_client::RuntimeServiceClient<tonic::transport::Channel>,
     logs: &Path,
 ) -> Result<(String, String)> {
-    let config = lifecycle::pod("bench-reference", logs);
+    let config = lifecycle::pod("bench-reference", logs, false);
     let pod = rt
         .run_pod_sandbox(cri::RunPodSandboxRequest {
             config: Some(config.clone()),
@@ -232,6 +264,7 @@ async fn rounds(
     tag: &str,
     workers: usize,
     iterations: usize,
+    host_network: bool,
 ) -> Result<(LifecycleSamples, FloorSamples)> {
     let mut tasks = Vec::new();
     for w in 0..workers {
@@ -248,9 +281,9 @@ async fn rounds(
             for (i, name) in names {
                 if i % 2 == 0 {
                     bare = floor_round(&floor, bare).await?;
-                    lifecycle::run(&mut rt, &name, &logs, &mut cri).await?;
+                    lifecycle::run(&mut rt, &name, &logs, host_network, &mut cri).await?;
                 } else {
-                    lifecycle::run(&mut rt, &name, &logs, &mut cri).await?;
+                    lifecycle::run(&mut rt, &name, &logs, host_network, &mut cri).await?;
                     bare = floor_round(&floor, bare).await?;
                 }
             }
@@ -343,7 +376,7 @@ async fn memory_report(
     let warm = memory::pss_kib(pid)?;
     for i in 0..pods {
         rt.run_pod_sandbox(cri::RunPodSandboxRequest {
-            config: Some(lifecycle::pod(&format!("bench-mem-{i}"), logs)),
+            config: Some(lifecycle::pod(&format!("bench-mem-{i}"), logs, false)),
             runtime_handler: String::new(),
         })
         .await
