@@ -353,6 +353,42 @@ impl RootFsDir {
     }
 
     /// The recorded root filesystem of `container_id`, if any.
+    /// Bytes and inodes in `container_id`'s writable (upper) layer; `None`
+    /// when it has no root filesystem. Symlinks are not followed and hard
+    /// links inside the layer are counted once.
+    pub(crate) fn upper_usage(&self, container_id: &str) -> Result<Option<(u64, u64)>> {
+        check_container_id(container_id)?;
+        let upper = self.dir.join(container_id).join("upper");
+        if !upper.is_dir() {
+            return Ok(None);
+        }
+        let (mut bytes, mut inodes) = (0u64, 0u64);
+        let mut seen = std::collections::HashSet::new();
+        let mut stack = vec![upper];
+        while let Some(dir) = stack.pop() {
+            // A directory vanishing under us (the container deletes it) is
+            // not an error for a usage figure.
+            let Ok(entries) = fs::read_dir(&dir) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let Ok(meta) = entry.path().symlink_metadata() else {
+                    continue;
+                };
+                use std::os::unix::fs::MetadataExt;
+                if meta.nlink() > 1 && !seen.insert((meta.dev(), meta.ino())) {
+                    continue;
+                }
+                inodes += 1;
+                bytes += meta.blocks() * 512;
+                if meta.is_dir() {
+                    stack.push(entry.path());
+                }
+            }
+        }
+        Ok(Some((bytes, inodes)))
+    }
+
     pub(crate) fn get(&self, container_id: &str) -> Result<Option<RootFs>> {
         check_container_id(container_id)?;
         let dir = self.dir.join(container_id);

@@ -229,6 +229,26 @@ impl ImageStore {
             .map_err(|_| Error::Task("creating a root filesystem"))?
     }
 
+    /// Bytes and inodes the writable layer of `container_id` uses (CRI's
+    /// `writable_layer` stats); `None` when it has no root filesystem.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo(store: image_store::ImageStore) -> image_store::Result<()> {
+    /// if let Some((bytes, inodes)) = store.writable_layer_usage("c1").await? {
+    ///     println!("{bytes} bytes in {inodes} inodes");
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn writable_layer_usage(&self, container_id: &str) -> Result<Option<(u64, u64)>> {
+        let inner = Arc::clone(&self.inner);
+        let container = container_id.to_string();
+        tokio::task::spawn_blocking(move || inner.rootfs.upper_usage(&container))
+            .await
+            .map_err(|_| Error::Task("measuring a writable layer"))?
+    }
+
     /// The root filesystem of `container_id`, if it has one.
     pub async fn rootfs(&self, container_id: &str) -> Result<Option<RootFs>> {
         let inner = Arc::clone(&self.inner);
