@@ -73,6 +73,8 @@ pub struct Daemon {
     pub monitor_binary: PathBuf,
     /// Per-pod and per-container request serialisation.
     pub locks: KeyedLocks,
+    /// The previous CPU readings, for CPU rates in stats.
+    pub cpu_rates: crate::stats::CpuRates,
     /// Container lifecycle events for GetContainerEvents.
     pub events: broadcast::Sender<cri::ContainerEventResponse>,
     /// The Exec/Attach/PortForward streaming server and its tokens.
@@ -171,6 +173,7 @@ impl Daemon {
             pause_rootfs,
             monitor_binary,
             locks: KeyedLocks::default(),
+            cpu_rates: crate::stats::CpuRates::default(),
             events,
             streaming,
             config,

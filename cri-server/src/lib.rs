@@ -30,4 +30,5 @@ pub mod records;
 pub mod runtime_service;
 pub mod server;
 pub mod socket;
+pub mod stats;
 pub mod streaming;

@@ -351,30 +351,48 @@ impl cri::runtime_service_server::RuntimeService for RuntimeService {
 
     async fn container_stats(
         &self,
-        _r: Request<cri::ContainerStatsRequest>,
+        request: Request<cri::ContainerStatsRequest>,
     ) -> Result<Response<cri::ContainerStatsResponse>, Status> {
-        Err(unimplemented("ContainerStats"))
+        let container = self
+            .daemon
+            .containers
+            .get(&request.get_ref().container_id)
+            .map_err(crate::error::Error::from)?;
+        Ok(Response::new(cri::ContainerStatsResponse {
+            stats: Some(crate::stats::container(&self.daemon, &container).await?),
+        }))
     }
 
     async fn list_container_stats(
         &self,
-        _r: Request<cri::ListContainerStatsRequest>,
+        request: Request<cri::ListContainerStatsRequest>,
     ) -> Result<Response<cri::ListContainerStatsResponse>, Status> {
-        Err(unimplemented("ListContainerStats"))
+        Ok(Response::new(cri::ListContainerStatsResponse {
+            stats: crate::stats::containers(&self.daemon, request.into_inner().filter).await?,
+        }))
     }
 
     async fn pod_sandbox_stats(
         &self,
-        _r: Request<cri::PodSandboxStatsRequest>,
+        request: Request<cri::PodSandboxStatsRequest>,
     ) -> Result<Response<cri::PodSandboxStatsResponse>, Status> {
-        Err(unimplemented("PodSandboxStats"))
+        let sandbox = self
+            .daemon
+            .sandboxes
+            .get(&request.get_ref().pod_sandbox_id)
+            .map_err(crate::error::Error::from)?;
+        Ok(Response::new(cri::PodSandboxStatsResponse {
+            stats: Some(crate::stats::pod(&self.daemon, &sandbox).await?),
+        }))
     }
 
     async fn list_pod_sandbox_stats(
         &self,
-        _r: Request<cri::ListPodSandboxStatsRequest>,
+        request: Request<cri::ListPodSandboxStatsRequest>,
     ) -> Result<Response<cri::ListPodSandboxStatsResponse>, Status> {
-        Err(unimplemented("ListPodSandboxStats"))
+        Ok(Response::new(cri::ListPodSandboxStatsResponse {
+            stats: crate::stats::pods(&self.daemon, request.into_inner().filter).await?,
+        }))
     }
 
     async fn update_runtime_config(
