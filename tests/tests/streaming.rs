@@ -196,3 +196,246 @@ async fn expired_and_unknown_tokens_are_404() {
     assert_eq!(String::from_utf8_lossy(&out.stdout), "still\n");
     pod.remove().await;
 }
+
+use tests::spdy_client;
+
+const SPDY_V4: &str = "v4.channel.k8s.io";
+
+/// Opens the remotecommand streams a client of `protocol` opens.
+async fn spdy_streams(
+    client: &mut spdy_client::SpdyClient,
+    kinds: &[&str],
+) -> std::collections::HashMap<String, u32> {
+    let mut ids = std::collections::HashMap::new();
+    for kind in kinds {
+        let id = client.open(&[("streamType", kind)]).await;
+        ids.insert(kind.to_string(), id);
+    }
+    ids
+}
+
+#[tokio::test]
+async fn spdy_exec_echo_and_exit_code() {
+    let pod = sleeper("spdyecho").await;
+    let url = pod.exec_url(&["echo", "over spdy"], false, false).await;
+    let mut client = spdy_client::connect(&url, &[SPDY_V4, "channel.k8s.io"])
+        .await
+        .unwrap();
+    assert_eq!(client.protocol, SPDY_V4);
+    let ids = spdy_streams(&mut client, &["error", "stdout", "stderr"]).await;
+    client.ping(9).await;
+    let data = client
+        .collect(&[ids["error"], ids["stdout"], ids["stderr"]])
+        .await;
+    assert_eq!(
+        String::from_utf8_lossy(&data[&ids["stdout"]]),
+        "over spdy\n"
+    );
+    let status: serde_json::Value =
+        serde_json::from_slice(data.get(&ids["error"]).unwrap()).unwrap();
+    assert_eq!(status["status"], "Success");
+
+    let url = pod.exec_url(&["sh", "-c", "exit 3"], false, false).await;
+    let mut client = spdy_client::connect(&url, &[SPDY_V4]).await.unwrap();
+    let ids = spdy_streams(&mut client, &["error", "stdout", "stderr"]).await;
+    let data = client
+        .collect(&[ids["error"], ids["stdout"], ids["stderr"]])
+        .await;
+    let status: serde_json::Value =
+        serde_json::from_slice(data.get(&ids["error"]).unwrap()).unwrap();
+    assert_eq!(status["reason"], "NonZeroExitCode", "{status}");
+    assert_eq!(status["details"]["causes"][0]["message"], "3");
+    pod.remove().await;
+}
+
+#[tokio::test]
+async fn spdy_exec_tty_with_stdin() {
+    let pod = sleeper("spdytty").await;
+    let url = pod.exec_url(&["sh"], true, true).await;
+    let mut client = spdy_client::connect(&url, &[SPDY_V4]).await.unwrap();
+    let ids = spdy_streams(&mut client, &["error", "stdin", "stdout", "resize"]).await;
+    client
+        .send(ids["resize"], br#"{"Width":90,"Height":21}"#, false)
+        .await;
+    client
+        .send(ids["stdin"], b"stty size; echo sp-$((6*7))\n", false)
+        .await;
+    let seen = client.read_until(ids["stdout"], "sp-42").await;
+    assert!(seen.contains("sp-42"), "{seen}");
+    assert!(seen.contains("21 90"), "{seen}");
+    client.send(ids["stdin"], b"exit\n", false).await;
+    let data = client.collect(&[ids["error"], ids["stdout"]]).await;
+    let status: serde_json::Value =
+        serde_json::from_slice(data.get(&ids["error"]).unwrap()).unwrap();
+    assert_eq!(status["status"], "Success", "{status}");
+    pod.remove().await;
+}
+
+#[tokio::test]
+async fn spdy_refuses_bad_input_and_keeps_serving() {
+    let pod = sleeper("spdybad").await;
+    // Unknown protocol version: 403.
+    let url = pod.exec_url(&["true"], false, false).await;
+    assert!(matches!(
+        spdy_client::connect(&url, &["v9.channel.k8s.io"]).await,
+        Err(403)
+    ));
+    // Garbage after the upgrade ends the session, killing nothing else.
+    let url = pod.exec_url(&["sleep", "300"], false, true).await;
+    let mut client = spdy_client::connect(&url, &[SPDY_V4]).await.unwrap();
+    let _ = spdy_streams(&mut client, &["error", "stdin", "stdout", "stderr"]).await;
+    client.raw(&[0x80, 2, 0, 1, 0, 0, 0, 0]).await; // a SPDY/2 frame
+    let mut ended = false;
+    for _ in 0..20 {
+        match tokio::time::timeout(Duration::from_secs(5), client.next()).await {
+            Ok(Some(spdy_client::Received::GoAway)) | Ok(None) => {
+                ended = true;
+                break;
+            }
+            Ok(Some(_)) => {}
+            Err(_) => break,
+        }
+    }
+    assert!(ended, "a protocol violation must end the session");
+    // The exec'd sleep was killed with the session.
+    let mut left = String::new();
+    for _ in 0..50 {
+        let (_, out) = pod
+            .daemon
+            .sh(&pod.container, "ps -o args | grep -c '^sleep 300' || true")
+            .await;
+        left = out.trim().to_string();
+        if left == "0" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(left, "0", "the exec'd process outlived its session");
+    let url = pod.exec_url(&["echo", "fine"], false, false).await;
+    let mut client = spdy_client::connect(&url, &[SPDY_V4]).await.unwrap();
+    let ids = spdy_streams(&mut client, &["error", "stdout", "stderr"]).await;
+    let data = client
+        .collect(&[ids["error"], ids["stdout"], ids["stderr"]])
+        .await;
+    assert_eq!(String::from_utf8_lossy(&data[&ids["stdout"]]), "fine\n");
+    pod.remove().await;
+}
+
+async fn port_forward_url(daemon: &Daemon, pod: &str, port: i32) -> String {
+    daemon
+        .runtime()
+        .await
+        .port_forward(cri::PortForwardRequest {
+            pod_sandbox_id: pod.to_string(),
+            port: vec![port],
+        })
+        .await
+        .expect("PortForward")
+        .into_inner()
+        .url
+}
+
+/// Two concurrent HTTP GETs through one port-forward session.
+async fn fetch_twice(url: &str, port: u16) -> Vec<String> {
+    let mut client = spdy_client::connect(url, &["portforward.k8s.io"])
+        .await
+        .unwrap();
+    assert_eq!(client.protocol, "portforward.k8s.io");
+    let port = port.to_string();
+    let mut data_ids = Vec::new();
+    for request in ["0", "1"] {
+        let _error = client
+            .open(&[
+                ("streamType", "error"),
+                ("port", &port),
+                ("requestID", request),
+            ])
+            .await;
+        let data = client
+            .open(&[
+                ("streamType", "data"),
+                ("port", &port),
+                ("requestID", request),
+            ])
+            .await;
+        data_ids.push(data);
+    }
+    for id in &data_ids {
+        client
+            .send(*id, b"GET /index.html HTTP/1.0\r\n\r\n", false)
+            .await;
+    }
+    let got = client.collect(&data_ids).await;
+    data_ids
+        .iter()
+        .map(|id| {
+            String::from_utf8_lossy(got.get(id).map(Vec::as_slice).unwrap_or(b"")).into_owned()
+        })
+        .collect()
+}
+
+fn httpd(port: u16) -> cri::ContainerConfig {
+    let script = format!(
+        "mkdir -p /tmp/www && echo hello-pf > /tmp/www/index.html && exec httpd -f -p 127.0.0.1:{port} -h /tmp/www"
+    );
+    container_config("httpd", BUSYBOX, &["sh", "-c", &script])
+}
+
+#[tokio::test]
+async fn spdy_port_forward_to_httpd_in_a_pod() {
+    let pod = pod_with("pfpod", "", httpd(8080)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let url = port_forward_url(&pod.daemon, &pod.id, 8080).await;
+    let bodies = fetch_twice(&url, 8080).await;
+    for body in &bodies {
+        assert!(body.contains("hello-pf"), "{bodies:?}");
+    }
+    // A closed port reports an error, not a hang.
+    let url = port_forward_url(&pod.daemon, &pod.id, 8081).await;
+    let mut client = spdy_client::connect(&url, &["portforward.k8s.io"])
+        .await
+        .unwrap();
+    let error = client
+        .open(&[
+            ("streamType", "error"),
+            ("port", "8081"),
+            ("requestID", "0"),
+        ])
+        .await;
+    let data = client
+        .open(&[("streamType", "data"), ("port", "8081"), ("requestID", "0")])
+        .await;
+    let got = tokio::time::timeout(Duration::from_secs(20), client.collect(&[error, data]))
+        .await
+        .expect("no hang on a closed port");
+    let message = String::from_utf8_lossy(got.get(&error).map(Vec::as_slice).unwrap_or(b""));
+    assert!(message.contains("8081"), "{message}");
+    pod.remove().await;
+}
+
+#[tokio::test]
+async fn spdy_port_forward_to_a_host_network_pod() {
+    let port = 20000 + (std::process::id() % 20000) as u16;
+    let daemon = Daemon::start("").await;
+    daemon.pull(BUSYBOX).await;
+    let mut config = pod_config("pfhost");
+    config.linux = Some(cri::LinuxPodSandboxConfig {
+        security_context: Some(cri::LinuxSandboxSecurityContext {
+            namespace_options: Some(cri::NamespaceOption {
+                network: cri::NamespaceMode::Node as i32,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let id = daemon.run_pod(config, "").await;
+    let _c = daemon.create_started(&id, httpd(port)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let url = port_forward_url(&daemon, &id, i32::from(port)).await;
+    let bodies = fetch_twice(&url, port).await;
+    for body in &bodies {
+        assert!(body.contains("hello-pf"), "{bodies:?}");
+    }
+    daemon.remove_pod(&id).await;
+}

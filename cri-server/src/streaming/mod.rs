@@ -9,6 +9,7 @@
 //! (`[streaming] address`); tokens live `[streaming] token_ttl_seconds`.
 
 pub mod exec;
+pub mod port_forward;
 pub mod protocol;
 pub mod spdy;
 pub mod streams;

@@ -1,5 +1,11 @@
 //! SPDY/3.1 as Kubernetes streaming uses it: framing, compressed header
-//! blocks, and the session that maps streams to remotecommand channels.
+//! blocks, and the session that maps streams to remotecommand channels or
+//! forwarded ports.
+
+pub mod dictionary;
+pub mod frame;
+pub mod header_block;
+pub mod session;
 
 use super::protocol::StreamRequest;
 use crate::daemon::Daemon;
@@ -7,17 +13,108 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
 use std::sync::Arc;
 
-/// Answers an `Upgrade: SPDY/3.1` request.
+/// Remotecommand protocol versions, most preferred first.
+pub const REMOTECOMMAND_PROTOCOLS: [&str; 4] = [
+    "v4.channel.k8s.io",
+    "v3.channel.k8s.io",
+    "v2.channel.k8s.io",
+    "channel.k8s.io",
+];
+/// The portforward protocol.
+pub const PORTFORWARD_PROTOCOL: &str = "portforward.k8s.io";
+
+/// The best of the client's `X-Stream-Protocol-Version` offers (the header
+/// may repeat and may hold comma-separated lists).
+pub fn negotiate<'a, I: IntoIterator<Item = &'a str>>(
+    offers: I,
+    port_forward: bool,
+) -> Option<&'static str> {
+    let offers: Vec<&str> = offers
+        .into_iter()
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .collect();
+    if port_forward {
+        return offers
+            .contains(&PORTFORWARD_PROTOCOL)
+            .then_some(PORTFORWARD_PROTOCOL);
+    }
+    REMOTECOMMAND_PROTOCOLS
+        .into_iter()
+        .find(|p| offers.contains(p))
+}
+
+/// Answers an `Upgrade: SPDY/3.1` request: 101 with the negotiated protocol,
+/// then the session runs on the upgraded connection.
 pub fn upgrade(
-    _daemon: Arc<Daemon>,
-    _req: &mut Request<Incoming>,
-    _request: StreamRequest,
+    daemon: Arc<Daemon>,
+    req: &mut Request<Incoming>,
+    request: StreamRequest,
 ) -> Response<Full<Bytes>> {
-    let mut r = Response::new(Full::new(Bytes::from_static(
-        b"SPDY/3.1 sessions are not supported yet; use WebSocket\n",
-    )));
-    *r.status_mut() = StatusCode::BAD_REQUEST;
-    r
+    let offers = req
+        .headers()
+        .get_all("x-stream-protocol-version")
+        .iter()
+        .filter_map(|v| v.to_str().ok());
+    let port_forward = matches!(request, StreamRequest::PortForward { .. });
+    let Some(protocol) = negotiate(offers, port_forward) else {
+        let mut r = Response::new(Full::new(Bytes::from_static(
+            b"unable to upgrade: unable to negotiate protocol\n",
+        )));
+        *r.status_mut() = StatusCode::FORBIDDEN;
+        return r;
+    };
+    if matches!(request, StreamRequest::Attach { .. }) {
+        let mut r = Response::new(Full::new(Bytes::from_static(
+            b"attach over SPDY is not supported yet\n",
+        )));
+        *r.status_mut() = StatusCode::BAD_REQUEST;
+        return r;
+    }
+    let on_upgrade = hyper::upgrade::on(req);
+    tokio::spawn(async move {
+        match on_upgrade.await {
+            Ok(upgraded) => {
+                session::serve(
+                    TokioIo::new(upgraded),
+                    daemon,
+                    request,
+                    protocol.to_string(),
+                )
+                .await
+            }
+            Err(e) => tracing::debug!(error = %e, "SPDY upgrade"),
+        }
+    });
+    Response::builder()
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .header("connection", "Upgrade")
+        .header("upgrade", "SPDY/3.1")
+        .header("x-stream-protocol-version", protocol)
+        .body(Full::new(Bytes::new()))
+        .unwrap_or_else(|_| Response::new(Full::new(Bytes::new())))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn negotiation() {
+        assert_eq!(
+            super::negotiate(["channel.k8s.io, v4.channel.k8s.io"], false),
+            Some("v4.channel.k8s.io")
+        );
+        assert_eq!(
+            super::negotiate(["v2.channel.k8s.io"], false),
+            Some("v2.channel.k8s.io")
+        );
+        assert_eq!(super::negotiate(["v9.channel.k8s.io"], false), None);
+        assert_eq!(
+            super::negotiate(["portforward.k8s.io"], true),
+            Some("portforward.k8s.io")
+        );
+        assert_eq!(super::negotiate(["v4.channel.k8s.io"], true), None);
+    }
 }
