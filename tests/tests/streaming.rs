@@ -148,7 +148,9 @@ async fn websocket_exec_tty_shell() {
     let url = pod.exec_url(&["sh"], true, true).await;
     let mut session = ws_client::connect(&url, &[V5]).await.unwrap();
     session.resize(100, 33).await;
-    session.stdin(b"stty size; echo mark-$((40+2))\n").await;
+    session
+        .stdin(b"sleep 1; stty size; echo mark-$((40+2))\n")
+        .await;
     let seen = session.read_until("mark-42").await;
     assert!(seen.contains("mark-42"), "{seen}");
     assert!(seen.contains("33 100"), "terminal size not applied: {seen}");
@@ -258,7 +260,11 @@ async fn spdy_exec_tty_with_stdin() {
         .send(ids["resize"], br#"{"Width":90,"Height":21}"#, false)
         .await;
     client
-        .send(ids["stdin"], b"stty size; echo sp-$((6*7))\n", false)
+        .send(
+            ids["stdin"],
+            b"sleep 1; stty size; echo sp-$((6*7))\n",
+            false,
+        )
         .await;
     let seen = client.read_until(ids["stdout"], "sp-42").await;
     assert!(seen.contains("sp-42"), "{seen}");
@@ -438,4 +444,53 @@ async fn spdy_port_forward_to_a_host_network_pod() {
         assert!(body.contains("hello-pf"), "{bodies:?}");
     }
     daemon.remove_pod(&id).await;
+}
+
+async fn attach_url(pod: &Pod, stdin: bool) -> String {
+    pod.daemon
+        .runtime()
+        .await
+        .attach(cri::AttachRequest {
+            container_id: pod.container.clone(),
+            stdin,
+            tty: false,
+            stdout: true,
+            stderr: true,
+        })
+        .await
+        .expect("Attach")
+        .into_inner()
+        .url
+}
+
+fn echoer() -> cri::ContainerConfig {
+    let mut config = container_config(
+        "echoer",
+        BUSYBOX,
+        &["sh", "-c", "while read line; do echo \"got: $line\"; done"],
+    );
+    config.stdin = true;
+    config
+}
+
+#[tokio::test]
+async fn attach_to_a_process_that_echoes_stdin() {
+    let pod = pod_with("attach", "", echoer()).await;
+    // WebSocket.
+    let url = attach_url(&pod, true).await;
+    let mut session = ws_client::connect(&url, &[V5]).await.unwrap();
+    session.stdin(b"one\n").await;
+    let seen = session.read_until("got: one").await;
+    assert!(seen.contains("got: one"), "{seen}");
+    session.abandon();
+    // SPDY, after the first client left: the container still runs.
+    let url = attach_url(&pod, true).await;
+    let mut client = spdy_client::connect(&url, &[SPDY_V4]).await.unwrap();
+    let ids = spdy_streams(&mut client, &["error", "stdin", "stdout", "stderr"]).await;
+    client.send(ids["stdin"], b"two\n", false).await;
+    let seen = client.read_until(ids["stdout"], "got: two").await;
+    assert!(seen.contains("got: two"), "{seen}");
+    let status = pod.daemon.container_status(&pod.container).await;
+    assert_eq!(status.state, cri::ContainerState::ContainerRunning as i32);
+    pod.remove().await;
 }

@@ -88,12 +88,26 @@ async fn run_inner(daemon: &Daemon, spec: &ExecSpec, streams: &mut Streams) -> O
         }
         _ => None,
     };
+    // The runtime copies our terminal's size on SIGWINCH, but only once its
+    // handler is installed: a size that arrives while it starts would be
+    // lost, so the last size is applied again a few times after it changes.
+    let mut last_size = None;
+    let mut resends: Vec<Duration> = Vec::new();
     let result = loop {
+        let next_resend = resends.last().copied();
         tokio::select! {
             r = session.wait() => break r,
             Some(size) = streams.resize.recv() => {
+                last_size = Some(size);
+                resends = vec![Duration::from_millis(1500), Duration::from_millis(400), Duration::from_millis(100)];
                 if let Err(e) = session.resize(size.width, size.height) {
                     tracing::debug!(container = %container.id, error = %e, "resize");
+                }
+            }
+            _ = tokio::time::sleep(next_resend.unwrap_or_default()), if next_resend.is_some() => {
+                resends.pop();
+                if let Some(size) = last_size {
+                    let _ = session.resize(size.width, size.height);
                 }
             }
             _ = streams.out.closed() => {

@@ -8,6 +8,7 @@
 //! The server listens on loopback with a random port by default
 //! (`[streaming] address`); tokens live `[streaming] token_ttl_seconds`.
 
+pub mod attach;
 pub mod exec;
 pub mod port_forward;
 pub mod protocol;
@@ -257,15 +258,24 @@ where
             // The client side is gone: the exec notices and cleans up.
             let _ = task.await;
         }
-        StreamRequest::Attach { .. } | StreamRequest::PortForward { .. } => {
-            let (_streams, client) = streams::pair(false);
-            let _ = _streams
-                .out
-                .send(streams::Output::Done(protocol::Outcome::Failed(
-                    "not supported yet".into(),
-                )))
-                .await;
+        StreamRequest::Attach {
+            container_id,
+            tty: _,
+            stdin,
+            stdout,
+            stderr,
+        } => {
+            let (streams, client) = streams::pair(stdin);
+            let spec = attach::AttachSpec {
+                container_id,
+                stdout,
+                stderr,
+            };
+            let task = tokio::spawn(attach::run(daemon, spec, streams));
             carry(client).await;
+            let _ = task.await;
         }
+        // Refused before the upgrade (WebSocket) or served by the SPDY session.
+        StreamRequest::PortForward { .. } => {}
     }
 }

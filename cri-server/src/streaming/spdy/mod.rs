@@ -67,13 +67,6 @@ pub fn upgrade(
         *r.status_mut() = StatusCode::FORBIDDEN;
         return r;
     };
-    if matches!(request, StreamRequest::Attach { .. }) {
-        let mut r = Response::new(Full::new(Bytes::from_static(
-            b"attach over SPDY is not supported yet\n",
-        )));
-        *r.status_mut() = StatusCode::BAD_REQUEST;
-        return r;
-    }
     let on_upgrade = hyper::upgrade::on(req);
     tokio::spawn(async move {
         match on_upgrade.await {

@@ -17,7 +17,7 @@ use super::header_block::{get, Decoder, Encoder};
 use crate::daemon::Daemon;
 use crate::streaming::protocol::{parse_sizes, StreamKind, StreamRequest};
 use crate::streaming::streams::{self, Output};
-use crate::streaming::{exec, port_forward};
+use crate::streaming::{attach, exec, port_forward};
 use bytes::{Bytes, BytesMut};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -308,16 +308,22 @@ fn maybe_start(
     sinks: &mut HashMap<u32, Sink>,
     tx: &mpsc::Sender<Outgoing>,
 ) -> Option<tokio::task::JoinHandle<()>> {
-    let StreamRequest::Exec {
-        container_id,
-        cmd,
-        tty,
-        stdin,
-        stdout,
-        stderr,
-    } = request
-    else {
-        return None;
+    let (tty, stdin, stdout, stderr) = match request {
+        StreamRequest::Exec {
+            tty,
+            stdin,
+            stdout,
+            stderr,
+            ..
+        }
+        | StreamRequest::Attach {
+            tty,
+            stdin,
+            stdout,
+            stderr,
+            ..
+        } => (tty, stdin, stdout, stderr),
+        StreamRequest::PortForward { .. } => return None,
     };
     let resize_supported = protocol != "channel.k8s.io" && protocol != "v2.channel.k8s.io";
     let needed = [
@@ -337,14 +343,39 @@ fn maybe_start(
     if let Some(id) = kinds.get(&StreamKind::Resize) {
         sinks.insert(*id, Sink::Resize(client.resize));
     }
-    let spec = exec::ExecSpec {
-        container_id: container_id.clone(),
-        cmd: cmd.clone(),
-        tty: *tty,
-        stdout: *stdout,
-        stderr: *stderr,
+    let exec_task = match request.clone() {
+        StreamRequest::Exec {
+            container_id,
+            cmd,
+            tty,
+            stdout,
+            stderr,
+            ..
+        } => {
+            let spec = exec::ExecSpec {
+                container_id,
+                cmd,
+                tty,
+                stdout,
+                stderr,
+            };
+            tokio::spawn(exec::run(Arc::clone(daemon), spec, streams))
+        }
+        StreamRequest::Attach {
+            container_id,
+            stdout,
+            stderr,
+            ..
+        } => {
+            let spec = attach::AttachSpec {
+                container_id,
+                stdout,
+                stderr,
+            };
+            tokio::spawn(attach::run(Arc::clone(daemon), spec, streams))
+        }
+        StreamRequest::PortForward { .. } => return None,
     };
-    let exec_task = tokio::spawn(exec::run(Arc::clone(daemon), spec, streams));
     let kinds = kinds.clone();
     let tx = tx.clone();
     let structured = protocol == "v4.channel.k8s.io";
