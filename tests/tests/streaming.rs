@@ -380,6 +380,18 @@ async fn fetch_twice(url: &str, port: u16) -> Vec<String> {
         .collect()
 }
 
+/// Waits until httpd in container `id` answers on `port`.
+async fn wait_for_httpd(daemon: &Daemon, id: &str, port: u16) {
+    let probe = format!("wget -q -O - http://127.0.0.1:{port}/index.html");
+    for _ in 0..100 {
+        if daemon.sh(id, &probe).await.1.contains("hello-pf") {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("httpd never answered on port {port}");
+}
+
 fn httpd(port: u16) -> cri::ContainerConfig {
     let script = format!(
         "mkdir -p /tmp/www && echo hello-pf > /tmp/www/index.html && exec httpd -f -p 127.0.0.1:{port} -h /tmp/www"
@@ -390,7 +402,7 @@ fn httpd(port: u16) -> cri::ContainerConfig {
 #[tokio::test]
 async fn spdy_port_forward_to_httpd_in_a_pod() {
     let pod = pod_with("pfpod", "", httpd(8080)).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    wait_for_httpd(&pod.daemon, &pod.container, 8080).await;
     let url = port_forward_url(&pod.daemon, &pod.id, 8080).await;
     let bodies = fetch_twice(&url, 8080).await;
     for body in &bodies {
@@ -436,8 +448,8 @@ async fn spdy_port_forward_to_a_host_network_pod() {
         ..Default::default()
     });
     let id = daemon.run_pod(config, "").await;
-    let _c = daemon.create_started(&id, httpd(port)).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let c = daemon.create_started(&id, httpd(port)).await;
+    wait_for_httpd(&daemon, &c, port).await;
     let url = port_forward_url(&daemon, &id, i32::from(port)).await;
     let bodies = fetch_twice(&url, port).await;
     for body in &bodies {
@@ -492,5 +504,69 @@ async fn attach_to_a_process_that_echoes_stdin() {
     assert!(seen.contains("got: two"), "{seen}");
     let status = pod.daemon.container_status(&pod.container).await;
     assert_eq!(status.state, cri::ContainerState::ContainerRunning as i32);
+    pod.remove().await;
+}
+
+#[tokio::test]
+async fn runsc_exec_attach_and_port_forward() {
+    let daemon = Daemon::start("").await;
+    daemon.pull(BUSYBOX).await;
+    let id = daemon.run_pod(pod_config("gvisor"), "runsc").await;
+    let container = daemon.create_started(&id, echoer()).await;
+    let pod = Pod {
+        daemon,
+        id,
+        container,
+    };
+    // Exec without a terminal: output and exit code.
+    let url = pod
+        .exec_url(&["sh", "-c", "echo in-gvisor; exit 3"], false, false)
+        .await;
+    let out = ws_client::connect(&url, &[V5])
+        .await
+        .unwrap()
+        .collect()
+        .await;
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "in-gvisor\n",
+        "{out:?}"
+    );
+    assert_eq!(
+        out.status()["details"]["causes"][0]["message"],
+        "3",
+        "{out:?}"
+    );
+    // Exec on a terminal with stdin.
+    let url = pod.exec_url(&["sh"], true, true).await;
+    let mut session = ws_client::connect(&url, &[V5]).await.unwrap();
+    session.stdin(b"echo tty-$((1+1))\n").await;
+    let seen = session.read_until("tty-2").await;
+    assert!(seen.contains("tty-2"), "{seen}");
+    session.stdin(b"exit\n").await;
+    let _ = tokio::time::timeout(Duration::from_secs(20), session.collect())
+        .await
+        .expect("tty exec ends");
+    // Attach.
+    let url = attach_url(&pod, true).await;
+    let mut session = ws_client::connect(&url, &[V5]).await.unwrap();
+    session.stdin(b"three\n").await;
+    let seen = session.read_until("got: three").await;
+    assert!(seen.contains("got: three"), "{seen}");
+    session.abandon();
+    // Port-forward into the gVisor pod.
+    let _httpd = pod.daemon.create_started(&pod.id, httpd(8080)).await;
+    // Until httpd listens, a forwarded connection is refused; then both
+    // concurrent requests must succeed.
+    let mut bodies = Vec::new();
+    for _ in 0..50 {
+        let url = port_forward_url(&pod.daemon, &pod.id, 8080).await;
+        bodies = fetch_twice(&url, 8080).await;
+        if bodies.iter().all(|b| b.contains("hello-pf")) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(bodies.iter().all(|b| b.contains("hello-pf")), "{bodies:?}");
     pod.remove().await;
 }

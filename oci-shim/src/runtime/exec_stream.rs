@@ -129,9 +129,8 @@ impl CliRuntime {
                 p(dir.path().join("exec.internal.pid")),
             ]);
         }
-        if tty {
-            verb.push("--tty".into());
-        }
+        // The terminal request travels in process.json: runsc has no `--tty`
+        // flag on exec, and runc takes the file's value when the flag is absent.
         verb.push(id.to_owned());
         let log = dir.path().join("runtime.log");
         let mut command = tokio::process::Command::new(&self.config.path);
