@@ -12,9 +12,7 @@ use k8s_cri::v1 as cri;
 use oci_shim::bundle::Bundle;
 use oci_shim::monitor::{Monitor, MonitorConfig};
 use oci_shim::runtime::RuntimeKind;
-use oci_shim::spec::{
-    ContainerSpec, MountSpec, NamespaceKind, PodRole, Propagation, CAPABILITY_NAMES,
-};
+use oci_shim::spec::{ContainerSpec, MountSpec, NamespaceKind, PodRole, Propagation};
 use sandbox_core::{Container, ContainerMetadata, Mount, MountPropagation, NamespaceMode, Sandbox};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -171,8 +169,6 @@ async fn build_and_create(
     container.working_dir = spec.process.cwd.clone();
     container.env = spec.process.env.clone();
     spec.process.terminal = config.tty;
-    spec.process.no_new_privileges = security.no_new_privs;
-    spec.privileged = security.privileged;
     container.privileged = security.privileged;
 
     // User: the request's uid (or name) wins over the image's User.
@@ -219,15 +215,6 @@ async fn build_and_create(
             .iter()
             .filter_map(|g| u32::try_from(*g).ok())
             .collect();
-    }
-
-    if let Some(caps) = &security.capabilities {
-        spec.process.capabilities = capabilities(
-            &spec.process.capabilities,
-            &caps.add_capabilities,
-            &caps.drop_capabilities,
-        )
-        .map_err(|e| Error::InvalidArgument(format!("container {}: {e}", container.name)))?;
     }
 
     // Namespaces: the pod's network, IPC and UTS; PID as the request says.
@@ -304,6 +291,13 @@ async fn build_and_create(
     for m in &config.mounts {
         let mount = volume(m)
             .map_err(|e| Error::InvalidArgument(format!("container {}: {e}", container.name)))?;
+        let (host, propagation) = (mount.host_path.clone(), mount.propagation);
+        tokio::task::spawn_blocking(move || {
+            super::mount_propagation::prepare(&super::mount_propagation::Kernel, &host, propagation)
+        })
+        .await
+        .map_err(|e| Error::internal(format!("container {}", container.name), e))?
+        .map_err(|e| Error::internal(format!("container {}", container.name), e))?;
         spec.mounts.push(MountSpec {
             destination: m.container_path.clone(),
             kind: "bind".into(),
@@ -357,6 +351,9 @@ async fn build_and_create(
             spec.process.oom_score_adj = i32::try_from(resources.oom_score_adj).ok();
         }
     }
+    // After resources: privilege adds a device rule to them.
+    super::security::apply(&mut spec, &security, super::security::apparmor_enabled())
+        .map_err(|e| Error::InvalidArgument(format!("container {}: {e}", container.name)))?;
     if !config.devices.is_empty() {
         let mut rules = Vec::new();
         for device in &config.devices {
@@ -383,7 +380,12 @@ async fn build_and_create(
             .map_err(|e| Error::internal(parent.display(), e))?;
     }
     let dir = daemon.layout.container_dir(&container.id);
-    let oci = spec.to_oci(&daemon.host)?;
+    let host = if on_gvisor {
+        super::security::gvisor_limits(daemon.host)
+    } else {
+        daemon.host
+    };
+    let oci = spec.to_oci(&host)?;
     let bundle_dir = Layout::bundle(&dir);
     let bundle = tokio::task::spawn_blocking(move || Bundle::write(bundle_dir, &oci))
         .await
@@ -430,81 +432,9 @@ fn volume(m: &cri::Mount) -> std::result::Result<Mount, String> {
     })
 }
 
-/// Applies CRI's add and drop lists (names with or without `CAP_`, or `ALL`)
-/// to `base`. Drop is applied first, so `drop ALL, add X` leaves only X.
-pub fn capabilities(
-    base: &[String],
-    add: &[String],
-    drop: &[String],
-) -> std::result::Result<Vec<String>, String> {
-    let normalise = |name: &str| -> std::result::Result<String, String> {
-        let upper = name.trim().to_ascii_uppercase();
-        if upper == "ALL" {
-            return Ok(upper);
-        }
-        let full = if upper.starts_with("CAP_") {
-            upper
-        } else {
-            format!("CAP_{upper}")
-        };
-        if CAPABILITY_NAMES.contains(&full.as_str()) {
-            Ok(full)
-        } else {
-            Err(format!("unknown capability {name:?}"))
-        }
-    };
-    let add: Vec<String> = add
-        .iter()
-        .map(|n| normalise(n))
-        .collect::<std::result::Result<_, _>>()?;
-    let drop: Vec<String> = drop
-        .iter()
-        .map(|n| normalise(n))
-        .collect::<std::result::Result<_, _>>()?;
-    let mut caps: Vec<String> = if drop.iter().any(|d| d == "ALL") {
-        Vec::new()
-    } else {
-        base.iter().filter(|c| !drop.contains(c)).cloned().collect()
-    };
-    if add.iter().any(|a| a == "ALL") {
-        caps = CAPABILITY_NAMES.iter().map(|c| c.to_string()).collect();
-    } else {
-        for cap in add {
-            if !caps.contains(&cap) {
-                caps.push(cap);
-            }
-        }
-    }
-    Ok(caps)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn v(x: &[&str]) -> Vec<String> {
-        x.iter().map(|s| s.to_string()).collect()
-    }
-
-    #[test]
-    fn capability_add_and_drop() {
-        let base = v(&["CAP_CHOWN", "CAP_KILL"]);
-        assert_eq!(
-            capabilities(&base, &v(&["sys_admin"]), &v(&["KILL"])).unwrap(),
-            v(&["CAP_CHOWN", "CAP_SYS_ADMIN"])
-        );
-        assert_eq!(
-            capabilities(&base, &v(&["CAP_NET_RAW"]), &v(&["ALL"])).unwrap(),
-            v(&["CAP_NET_RAW"])
-        );
-        assert_eq!(
-            capabilities(&base, &v(&["ALL"]), &[]).unwrap().len(),
-            CAPABILITY_NAMES.len()
-        );
-        assert!(capabilities(&base, &v(&["CAP_FLY"]), &[])
-            .unwrap_err()
-            .contains("CAP_FLY"));
-    }
 
     #[test]
     fn volume_follows_symlinks_and_refuses_missing_paths() {

@@ -1,16 +1,20 @@
 //! Container verbs, one per file: `create`, `start`, `stop`, `remove`,
 //! `status`, `list`, `exec_sync`, `reopen_log`, `update` (with
-//! `resources`, the CRI → OCI conversion); plus what they share about
-//! exits.
+//! `resources`, the CRI → OCI conversion); the security context
+//! (`security`, with `seccomp` profiles), the host side of volume
+//! `mount_propagation`; plus what they share about exits.
 
 pub mod create;
 pub mod devices;
 pub mod exec_sync;
 pub mod image_config;
 pub mod list;
+pub mod mount_propagation;
 pub mod remove;
 pub mod reopen_log;
 pub mod resources;
+pub mod seccomp;
+pub mod security;
 pub mod start;
 pub mod status;
 pub mod stop;

@@ -1,6 +1,6 @@
 //! Pod sandbox verbs, one per file: `run`, `stop`, `remove`, `status`, `list`;
-//! and what a pod has: its `network` (CNI) and its shared `files`
-//! (resolv.conf, hostname, hosts).
+//! and what a pod has: its `network` (CNI), its shared `files`
+//! (resolv.conf, hostname, hosts) and its `sysctls`.
 //!
 //! A pod is a pinned network namespace (unless it uses the host's) plus an
 //! infra container running the built-in pause program on the handler the
@@ -14,6 +14,7 @@ pub mod remove;
 pub mod run;
 pub mod status;
 pub mod stop;
+pub mod sysctls;
 
 use oci_shim::spec::{ContainerSpec, NamespaceKind, NamespaceSpec};
 use std::path::PathBuf;

@@ -39,6 +39,12 @@ pub async fn run(daemon: &Arc<Daemon>, request: cri::RunPodSandboxRequest) -> Re
     let namespaces = convert::namespace_options(security.namespace_options.as_ref());
     let port_mappings =
         convert::port_mappings(&config.port_mappings).map_err(Error::InvalidArgument)?;
+    let sysctls = super::sysctls::validate(
+        &linux.sysctls,
+        namespaces.network == NamespaceMode::Node,
+        namespaces.ipc == NamespaceMode::Node,
+    )
+    .map_err(|e| Error::InvalidArgument(format!("pod {}: {e}", meta.name)))?;
 
     let mut sandbox = Sandbox::new(
         sandbox_core::id::generate()?,
@@ -87,7 +93,7 @@ pub async fn run(daemon: &Arc<Daemon>, request: cri::RunPodSandboxRequest) -> Re
         searches: d.searches,
         options: d.options,
     });
-    match start(daemon, &mut sandbox, dns).await {
+    match start(daemon, &mut sandbox, dns, sysctls).await {
         Ok(()) => {
             daemon.save_sandbox(&sandbox)?;
             let id = sandbox.id.clone();
@@ -137,6 +143,7 @@ async fn start(
     daemon: &Arc<Daemon>,
     sandbox: &mut Sandbox,
     dns: Option<super::files::DnsConfig>,
+    sysctls: std::collections::BTreeMap<String, String>,
 ) -> Result<()> {
     let host_network = sandbox.namespace_options.network == NamespaceMode::Node;
     if !host_network {
@@ -205,6 +212,23 @@ async fn start(
     set_namespace(&mut spec, NamespaceKind::Uts, mode(ns.network));
     if !host_network && !sandbox.hostname.is_empty() {
         spec.hostname = Some(sandbox.hostname.clone());
+    }
+    // Set once in the pod's IPC and network namespaces, which its
+    // containers join.
+    if !sysctls.is_empty() && handler.kind == oci_shim::runtime::RuntimeKind::Runsc {
+        tracing::warn!(pod = %sandbox.name, "gVisor does not apply pod sysctls; they are ignored");
+    }
+    spec.sysctls = sysctls;
+    if sandbox.privileged {
+        // sysfs has one superblock per network namespace, and the first
+        // mount decides whether it is read-only: the infra container mounts
+        // it first, so a read-only one here would make every privileged
+        // container's /sys read-only too.
+        for mount in spec.mounts.iter_mut().filter(|m| m.kind == "sysfs") {
+            for option in mount.options.iter_mut().filter(|o| *o == "ro") {
+                *option = "rw".into();
+            }
+        }
     }
     spec.cgroups_path = Some(cgroups_path(&sandbox.cgroup_parent, &sandbox.id));
     spec.pod_role = Some(PodRole::Sandbox);

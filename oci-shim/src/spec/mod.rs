@@ -93,6 +93,9 @@ pub struct ProcessSpec {
     pub capabilities: Vec<String>,
     /// Sets `PR_SET_NO_NEW_PRIVS`.
     pub no_new_privileges: bool,
+    /// AppArmor profile to run under (loaded on the node); `None` for the
+    /// runtime's own choice.
+    pub apparmor_profile: Option<String>,
     /// Requested OOM score adjustment (clamped, see [`clamp_oom_score_adj`]).
     pub oom_score_adj: Option<i32>,
     /// Resource limits.
@@ -109,6 +112,7 @@ impl Default for ProcessSpec {
             terminal: false,
             capabilities: Vec::new(),
             no_new_privileges: false,
+            apparmor_profile: None,
             oom_score_adj: None,
             rlimits: Vec::new(),
         }
@@ -369,6 +373,7 @@ impl ContainerSpec {
             .no_new_privileges(self.process.no_new_privileges)
             .build()
             .map_err(spec_err)?;
+        process.set_apparmor_profile(self.process.apparmor_profile.clone());
         if let Some(requested) = self.process.oom_score_adj {
             process.set_oom_score_adj(Some(clamp_oom_score_adj(
                 requested,
@@ -628,7 +633,16 @@ mod tests {
         assert_eq!(json["process"]["rlimits"], serde_json::json!([]));
         assert_eq!(json["process"]["noNewPrivileges"], false);
         assert!(json["process"].get("oomScoreAdj").is_none(), "{json}");
+        assert!(json["process"].get("apparmorProfile").is_none(), "{json}");
         assert_eq!(json["mounts"].as_array().unwrap().len(), 5);
+    }
+
+    #[test]
+    fn apparmor_profile_reaches_the_process() {
+        let mut spec = ContainerSpec::new("/r", ["true"]);
+        spec.process.apparmor_profile = Some("my-profile".into());
+        let json = serde_json::to_value(spec.to_oci(&host()).unwrap()).unwrap();
+        assert_eq!(json["process"]["apparmorProfile"], "my-profile");
     }
 
     #[test]
