@@ -408,6 +408,34 @@ async fn spdy_port_forward_to_httpd_in_a_pod() {
     for body in &bodies {
         assert!(body.contains("hello-pf"), "{bodies:?}");
     }
+    // The same over WebSocket: the port opens each channel, then data.
+    let url = port_forward_url(&pod.daemon, &pod.id, 8080).await;
+    let mut session = ws_client::connect(&url, &["v4.channel.k8s.io"])
+        .await
+        .unwrap();
+    let mut prefixes = Vec::new();
+    for _ in 0..2 {
+        prefixes.push(session.next().await.unwrap());
+    }
+    assert_eq!(
+        prefixes,
+        [
+            (0, 8080u16.to_le_bytes().to_vec()),
+            (1, 8080u16.to_le_bytes().to_vec())
+        ]
+    );
+    session.stdin(b"GET /index.html HTTP/1.0\r\n\r\n").await;
+    let mut body = Vec::new();
+    while !String::from_utf8_lossy(&body).contains("hello-pf") {
+        match tokio::time::timeout(Duration::from_secs(10), session.next()).await {
+            Ok(Some((0, data))) => body.extend(data),
+            Ok(Some((channel, data))) => {
+                panic!("channel {channel}: {}", String::from_utf8_lossy(&data))
+            }
+            _ => break,
+        }
+    }
+    assert!(String::from_utf8_lossy(&body).contains("hello-pf"));
     // A closed port reports an error, not a hang.
     let url = port_forward_url(&pod.daemon, &pod.id, 8081).await;
     let mut client = spdy_client::connect(&url, &["portforward.k8s.io"])

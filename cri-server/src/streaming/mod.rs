@@ -188,18 +188,15 @@ fn upgrade_websocket(
         return plain(StatusCode::BAD_REQUEST, "bad WebSocket handshake");
     }
     let offered = header(&req, "sec-websocket-protocol").to_string();
+    if let StreamRequest::PortForward { sandbox_id, ports } = request {
+        return upgrade_websocket_port_forward(daemon, req, sandbox_id, ports, &key, &offered);
+    }
     let Some(protocol) = WsProtocol::negotiate(&offered) else {
         return plain(
             StatusCode::BAD_REQUEST,
             "no supported WebSocket subprotocol (v5.channel.k8s.io, v4.channel.k8s.io, …)",
         );
     };
-    if matches!(request, StreamRequest::PortForward { .. }) {
-        return plain(
-            StatusCode::BAD_REQUEST,
-            "port forwarding over WebSocket is not supported yet; use SPDY/3.1",
-        );
-    }
     let on_upgrade = hyper::upgrade::on(&mut req);
     tokio::spawn(async move {
         let upgraded = match on_upgrade.await {
@@ -225,6 +222,62 @@ fn upgrade_websocket(
         builder = builder.header("sec-websocket-protocol", protocol.name());
     }
     builder
+        .body(Full::new(Bytes::new()))
+        .unwrap_or_else(|_| plain(StatusCode::INTERNAL_SERVER_ERROR, "response"))
+}
+
+/// Port forwarding over WebSocket: the ports come from the URL's `port`
+/// query parameters, else from the PortForward call.
+fn upgrade_websocket_port_forward(
+    daemon: Arc<Daemon>,
+    mut req: Request<Incoming>,
+    sandbox_id: String,
+    requested: Vec<i32>,
+    key: &str,
+    offered: &str,
+) -> Response<Full<Bytes>> {
+    let Some((name, framing)) = port_forward::negotiate_ws(offered) else {
+        return plain(
+            StatusCode::BAD_REQUEST,
+            "no supported WebSocket subprotocol for port forwarding",
+        );
+    };
+    let query = req.uri().query().unwrap_or("").to_string();
+    let mut ports = Vec::new();
+    for pair in query.split('&') {
+        if let Some(value) = pair.strip_prefix("port=") {
+            match value.parse::<u16>() {
+                Ok(p) if p > 0 => ports.push(p),
+                _ => return plain(StatusCode::BAD_REQUEST, "bad port in query"),
+            }
+        }
+    }
+    if ports.is_empty() {
+        ports = requested
+            .into_iter()
+            .filter_map(|p| u16::try_from(p).ok())
+            .collect();
+    }
+    if ports.is_empty() || ports.len() > 64 {
+        return plain(StatusCode::BAD_REQUEST, "between 1 and 64 ports");
+    }
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    tokio::spawn(async move {
+        match on_upgrade.await {
+            Ok(upgraded) => {
+                let ws = websocket::accept(TokioIo::new(upgraded)).await;
+                port_forward::serve_websocket(ws, framing, daemon, sandbox_id, ports).await;
+            }
+            Err(e) => tracing::debug!(error = %e, "websocket upgrade"),
+        }
+    });
+    let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
+    Response::builder()
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .header("upgrade", "websocket")
+        .header("connection", "Upgrade")
+        .header("sec-websocket-accept", accept)
+        .header("sec-websocket-protocol", name)
         .body(Full::new(Bytes::new()))
         .unwrap_or_else(|_| plain(StatusCode::INTERNAL_SERVER_ERROR, "response"))
 }
@@ -275,7 +328,7 @@ where
             carry(client).await;
             let _ = task.await;
         }
-        // Refused before the upgrade (WebSocket) or served by the SPDY session.
+        // Served by `port_forward` (WebSocket) or the SPDY session instead.
         StreamRequest::PortForward { .. } => {}
     }
 }

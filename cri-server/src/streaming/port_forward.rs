@@ -5,8 +5,16 @@
 //! namespace (through `netns`), never on a tokio worker; the connected socket
 //! then moves to tokio, since a socket stays in the namespace it was made in.
 
+use super::websocket::{decode, encode, WsProtocol};
 use crate::daemon::Daemon;
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use std::sync::Arc;
 use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
 
 /// How long dialling a pod port may take.
 const DIAL_TIMEOUT: Duration = Duration::from_secs(10);
@@ -47,4 +55,118 @@ pub async fn dial(
     let fail = |e: std::io::Error| format!("pod {sandbox_id}: port {port}: {e}");
     std_stream.set_nonblocking(true).map_err(fail)?;
     tokio::net::TcpStream::from_std(std_stream).map_err(fail)
+}
+
+/// WebSocket subprotocols for port forwarding, most preferred first.
+pub const WS_PROTOCOLS: [&str; 4] = [
+    "v4.channel.k8s.io",
+    "v4.base64.channel.k8s.io",
+    "portforward.k8s.io",
+    "v2.portforward.k8s.io",
+];
+
+/// The best of the client's offers for port forwarding over WebSocket, and
+/// how its messages are framed.
+pub fn negotiate_ws(offered: &str) -> Option<(&'static str, WsProtocol)> {
+    let offers: Vec<&str> = offered.split(',').map(str::trim).collect();
+    let name = WS_PROTOCOLS.into_iter().find(|p| offers.contains(p))?;
+    let framing = if name.contains("base64") {
+        WsProtocol::V4Base64
+    } else {
+        WsProtocol::V4
+    };
+    Some((name, framing))
+}
+
+/// Port forwarding over WebSocket: one connection per port, port `i` on
+/// channels `2i` (data) and `2i+1` (error), each opened by a message holding
+/// the port (little-endian u16), as kubelet's WebSocket port forwarding does.
+pub async fn serve_websocket<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
+    ws: WebSocketStream<S>,
+    framing: WsProtocol,
+    daemon: Arc<Daemon>,
+    sandbox_id: String,
+    ports: Vec<u16>,
+) {
+    let (mut sink, mut stream) = ws.split();
+    let (tx, mut rx) = mpsc::channel::<(u8, Bytes)>(64);
+    let mut to_ports = Vec::new();
+    let mut tasks = Vec::new();
+    for (i, port) in ports.iter().copied().enumerate() {
+        let (data_ch, error_ch) = ((2 * i) as u8, (2 * i + 1) as u8);
+        for ch in [data_ch, error_ch] {
+            let _ = tx
+                .send((ch, Bytes::copy_from_slice(&port.to_le_bytes())))
+                .await;
+        }
+        let (in_tx, mut in_rx) = mpsc::channel::<Bytes>(16);
+        to_ports.push(in_tx);
+        let (daemon, sandbox_id, tx) = (Arc::clone(&daemon), sandbox_id.clone(), tx.clone());
+        tasks.push(tokio::spawn(async move {
+            let conn = match dial(&daemon, &sandbox_id, port).await {
+                Ok(c) => c,
+                Err(message) => {
+                    let _ = tx.send((error_ch, Bytes::from(message))).await;
+                    return;
+                }
+            };
+            let (mut rd, mut wr) = conn.into_split();
+            let up = async {
+                while let Some(chunk) = in_rx.recv().await {
+                    if wr.write_all(&chunk).await.is_err() {
+                        return;
+                    }
+                }
+                let _ = wr.shutdown().await;
+            };
+            let down = async {
+                let mut buf = vec![0u8; 32 * 1024];
+                while let Ok(n @ 1..) = rd.read(&mut buf).await {
+                    if tx
+                        .send((data_ch, Bytes::copy_from_slice(&buf[..n])))
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+            };
+            tokio::join!(up, down);
+        }));
+    }
+    drop(tx);
+    let reader = async {
+        while let Some(Ok(message)) = stream.next().await {
+            if matches!(message, Message::Close(_)) {
+                return;
+            }
+            if matches!(message, Message::Ping(_) | Message::Pong(_)) {
+                continue;
+            }
+            let Some((channel, data)) = decode(framing, message) else {
+                return;
+            };
+            let index = usize::from(channel / 2);
+            // Only data channels carry client bytes.
+            if channel % 2 != 0 || index >= to_ports.len() {
+                return;
+            }
+            let _ = to_ports[index].send(data).await;
+        }
+    };
+    let writer = async {
+        while let Some((channel, data)) = rx.recv().await {
+            if sink.send(encode(framing, channel, &data)).await.is_err() {
+                return;
+            }
+        }
+        let _ = sink.send(Message::Close(None)).await;
+    };
+    tokio::select! {
+        _ = reader => {}
+        _ = writer => {}
+    }
+    for t in tasks {
+        t.abort();
+    }
 }

@@ -86,7 +86,7 @@ pub async fn accept<S: AsyncRead + AsyncWrite + Unpin>(io: S) -> WebSocketStream
 }
 
 /// Decodes one client message into `(channel, payload)`.
-fn decode(protocol: WsProtocol, message: Message) -> Option<(u8, Bytes)> {
+pub(crate) fn decode(protocol: WsProtocol, message: Message) -> Option<(u8, Bytes)> {
     if protocol.base64() {
         let text = match message {
             Message::Text(t) => t,
@@ -109,7 +109,7 @@ fn decode(protocol: WsProtocol, message: Message) -> Option<(u8, Bytes)> {
 }
 
 /// Encodes `data` for `channel`.
-fn encode(protocol: WsProtocol, channel: u8, data: &[u8]) -> Message {
+pub(crate) fn encode(protocol: WsProtocol, channel: u8, data: &[u8]) -> Message {
     if protocol.base64() {
         let mut text = String::with_capacity(1 + data.len() * 4 / 3 + 4);
         text.push(char::from(b'0' + channel));
