@@ -284,6 +284,18 @@ async fn bad_security_contexts_are_invalid_arguments_and_create_nothing() {
             "{field}: nothing is created"
         );
     }
+    // Negative limits, beside the security context.
+    let mut config = sleeper("negative", Default::default());
+    if let Some(linux) = config.linux.as_mut() {
+        linux.resources = Some(cri::LinuxContainerResources {
+            memory_limit_in_bytes: -1,
+            ..Default::default()
+        });
+    }
+    let err = pod.create(config).await.expect_err("negative memory limit");
+    assert_eq!(err.code(), Code::InvalidArgument, "{err}");
+    assert!(err.message().contains("memory_limit_in_bytes"), "{err}");
+    assert_eq!(pod.container_count().await, 0);
     pod.remove().await;
 }
 
