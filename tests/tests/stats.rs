@@ -45,9 +45,9 @@ async fn stats_follow_a_busy_container_and_list_with_a_nil_filter() {
         .into_inner()
         .stats
         .unwrap();
-    let cpu = first.cpu.clone().unwrap();
+    let cpu = first.cpu.unwrap();
     assert!(value(&cpu.usage_core_nano_seconds) > 100_000_000, "{cpu:?}");
-    let memory = first.memory.clone().unwrap();
+    let memory = first.memory.unwrap();
     assert!(value(&memory.working_set_bytes) > 0, "{memory:?}");
     let layer = first.writable_layer.clone().unwrap();
     assert!(value(&layer.used_bytes) >= 256 * 1024, "{layer:?}");
