@@ -51,24 +51,7 @@ impl CliRuntime {
         let state = self.container_state(id).await?;
         let args = args.to_vec();
         let bundle = state.bundle.clone();
-        let prepared = blocking(move || -> Result<_> {
-            let spec = Bundle::open(&bundle).read_spec()?;
-            let mut process = spec.process().clone().ok_or_else(|| {
-                Error::Spec(format!("bundle {} has no process", bundle.display()))
-            })?;
-            process.set_args(Some(args));
-            process.set_terminal(Some(false));
-            let dir = tempfile::Builder::new()
-                .prefix("oci-shim-exec")
-                .tempdir()
-                .map_err(|e| Error::io("exec dir", std::env::temp_dir(), "create", e))?;
-            let path = dir.path().join("process.json");
-            let json = serde_json::to_vec(&process).map_err(|e| Error::Spec(e.to_string()))?;
-            std::fs::File::create(&path)
-                .and_then(|mut f| f.write_all(&json))
-                .map_err(|e| Error::io("exec process", &path, "write", e))?;
-            Ok(dir)
-        });
+        let prepared = blocking(move || process_file(&bundle, args, false));
         let dir = prepared.await?;
         let process_path = dir.path().join("process.json");
         let pid_path = dir.path().join("exec.pid");
@@ -236,6 +219,33 @@ async fn read_pid(path: &std::path::Path) -> Option<i32> {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     None
+}
+
+/// Writes the `process.json` for an exec of `args` into a fresh temporary
+/// directory: the container's own process (user, env, capabilities, cwd)
+/// with the new argv and terminal setting. The directory goes when dropped.
+pub(crate) fn process_file(
+    bundle: &std::path::Path,
+    args: Vec<String>,
+    terminal: bool,
+) -> Result<tempfile::TempDir> {
+    let spec = Bundle::open(bundle).read_spec()?;
+    let mut process = spec
+        .process()
+        .clone()
+        .ok_or_else(|| Error::Spec(format!("bundle {} has no process", bundle.display())))?;
+    process.set_args(Some(args));
+    process.set_terminal(Some(terminal));
+    let dir = tempfile::Builder::new()
+        .prefix("oci-shim-exec")
+        .tempdir()
+        .map_err(|e| Error::io("exec dir", std::env::temp_dir(), "create", e))?;
+    let path = dir.path().join("process.json");
+    let json = serde_json::to_vec(&process).map_err(|e| Error::Spec(e.to_string()))?;
+    std::fs::File::create(&path)
+        .and_then(|mut f| f.write_all(&json))
+        .map_err(|e| Error::io("exec process", &path, "write", e))?;
+    Ok(dir)
 }
 
 #[cfg(test)]

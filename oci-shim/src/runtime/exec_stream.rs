@@ -9,9 +9,7 @@
 
 use super::cli::{blocking, read_runtime_log_async};
 use super::{process_tree, CliRuntime, RuntimeKind};
-use crate::bundle::Bundle;
 use crate::error::{Error, Result};
-use std::io::Write;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::pin::Pin;
@@ -96,25 +94,7 @@ impl CliRuntime {
         let bundle = state.bundle.clone();
         let argv = args.to_vec();
         let tty = options.tty;
-        let dir = blocking(move || -> Result<_> {
-            let spec = Bundle::open(&bundle).read_spec()?;
-            let mut process = spec.process().clone().ok_or_else(|| {
-                Error::Spec(format!("bundle {} has no process", bundle.display()))
-            })?;
-            process.set_args(Some(argv));
-            process.set_terminal(Some(tty));
-            let dir = tempfile::Builder::new()
-                .prefix("oci-shim-exec")
-                .tempdir()
-                .map_err(|e| Error::io("exec dir", std::env::temp_dir(), "create", e))?;
-            let path = dir.path().join("process.json");
-            let json = serde_json::to_vec(&process).map_err(|e| Error::Spec(e.to_string()))?;
-            std::fs::File::create(&path)
-                .and_then(|mut f| f.write_all(&json))
-                .map_err(|e| Error::io("exec process", &path, "write", e))?;
-            Ok(dir)
-        })
-        .await?;
+        let dir = blocking(move || super::exec::process_file(&bundle, argv, tty)).await?;
         let p = |p: PathBuf| p.to_string_lossy().into_owned();
         let mut verb = vec![
             "exec".to_owned(),
