@@ -322,3 +322,50 @@ async fn readonly_rootfs_refuses_writes_and_writable_accepts_them() {
     }
     pod.remove().await;
 }
+
+#[tokio::test]
+async fn a_container_past_its_memory_limit_is_oom_killed() {
+    let pod = pod("oom").await;
+    let mut config = container_config(
+        "hog",
+        BUSYBOX,
+        // tail keeps a line with no newline whole: it grows without bound.
+        &["sh", "-c", "tail /dev/zero"],
+    );
+    config.linux = Some(cri::LinuxContainerConfig {
+        resources: Some(cri::LinuxContainerResources {
+            memory_limit_in_bytes: 32 << 20,
+            memory_swap_limit_in_bytes: 32 << 20,
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let id = pod.run(config).await;
+    let mut status = pod.status(&id).await;
+    for _ in 0..100 {
+        if status.state == cri::ContainerState::ContainerExited as i32 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        status = pod.status(&id).await;
+    }
+    assert_eq!(status.state, cri::ContainerState::ContainerExited as i32);
+    assert_eq!(status.exit_code, 137);
+    assert_eq!(status.reason, "OOMKilled");
+    // A plain SIGKILL is an Error, not an OOM kill.
+    let other = pod
+        .run(container_config("killed", BUSYBOX, &["sleep", "600"]))
+        .await;
+    pod.daemon
+        .runtime()
+        .await
+        .stop_container(cri::StopContainerRequest {
+            container_id: other.clone(),
+            timeout: 0,
+        })
+        .await
+        .unwrap();
+    let killed = pod.status(&other).await;
+    assert_eq!((killed.exit_code, killed.reason.as_str()), (137, "Error"));
+    pod.remove().await;
+}

@@ -71,10 +71,28 @@ pub async fn wait_exit(id: &str, monitor_dir: &Path, timeout: Duration) -> Optio
 /// saves the record and announces the stop.
 pub async fn record_exit(daemon: &Arc<Daemon>, id: &str, exit: &ExitRecord) {
     let at = exit.finished_at_unix_nanos as i64;
+    // The cgroup outlives the process until RemoveContainer, so the OOM
+    // killer's count can still be read here.
+    let oom_killed = exit.exit_code == 128 + libc::SIGKILL
+        && daemon.containers.get(id).is_ok_and(|c| {
+            let parent = daemon
+                .sandboxes
+                .get(&c.sandbox_id)
+                .map(|s| s.cgroup_parent.clone())
+                .unwrap_or_default();
+            crate::stats::cgroup::Hierarchy::detect()
+                .oom_kills(&crate::pod::cgroups_path(&parent, id))
+                > 0
+        });
     let changed = daemon.containers.update(id, |c| {
-        c.mark_exited(at, exit.exit_code, exit_reason(exit.exit_code, false), "")
-            .ok()
-            .map(|_| c.clone())
+        c.mark_exited(
+            at,
+            exit.exit_code,
+            exit_reason(exit.exit_code, oom_killed),
+            "",
+        )
+        .ok()
+        .map(|_| c.clone())
     });
     if let Ok(Some(container)) = changed {
         tracing::info!(container = %id, code = exit.exit_code, "container exited");

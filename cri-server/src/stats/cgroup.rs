@@ -79,6 +79,20 @@ impl Hierarchy {
     }
 }
 
+impl Hierarchy {
+    /// How many times the kernel's OOM killer acted in the cgroup at `path`
+    /// (`oom_kill` in v1's memory.oom_control or v2's memory.events); 0 when
+    /// unknown.
+    pub fn oom_kills(&self, path: &str) -> u64 {
+        let rel = path.trim_start_matches('/');
+        let file = match self {
+            Hierarchy::V2(root) => root.join(rel).join("memory.events"),
+            Hierarchy::V1(root) => root.join("memory").join(rel).join("memory.oom_control"),
+        };
+        key_values(&file).get("oom_kill").copied().unwrap_or(0)
+    }
+}
+
 fn working_set(usage: Option<u64>, inactive_file: Option<&u64>) -> Option<u64> {
     usage.map(|u| u.saturating_sub(inactive_file.copied().unwrap_or(0)))
 }
@@ -135,6 +149,20 @@ mod tests {
         assert_eq!(usage.cpu_ns, Some(42_000));
         assert_eq!(usage.working_set_bytes, Some(7168));
         assert_eq!(usage.rss_bytes, Some(4096));
+    }
+
+    #[test]
+    fn oom_kills_are_counted() {
+        let root = tempfile::tempdir().unwrap();
+        let mem = root.path().join("memory/c");
+        std::fs::create_dir_all(&mem).unwrap();
+        std::fs::write(
+            mem.join("memory.oom_control"),
+            "oom_kill_disable 0\nunder_oom 0\noom_kill 2\n",
+        )
+        .unwrap();
+        assert_eq!(Hierarchy::V1(root.path().into()).oom_kills("/c"), 2);
+        assert_eq!(Hierarchy::V1(root.path().into()).oom_kills("/missing"), 0);
     }
 
     #[test]
