@@ -134,6 +134,36 @@ pub struct Mount {
     pub propagation: MountPropagation,
 }
 
+/// The Linux cgroup limits of a container, as CRI's
+/// `LinuxContainerResources` gives them (0 or empty: not set).
+///
+/// # Examples
+///
+/// ```
+/// let r = sandbox_core::Resources { memory_limit_in_bytes: 64 << 20, ..Default::default() };
+/// assert_eq!(r.cpu_shares, 0);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Resources {
+    /// CFS period, microseconds.
+    pub cpu_period: i64,
+    /// CFS quota, microseconds (-1: none).
+    pub cpu_quota: i64,
+    /// CPU shares (relative weight).
+    pub cpu_shares: i64,
+    /// Memory limit, bytes.
+    pub memory_limit_in_bytes: i64,
+    /// Memory plus swap limit, bytes.
+    pub memory_swap_limit_in_bytes: i64,
+    /// The OOM killer's preference.
+    pub oom_score_adj: i64,
+    /// CPUs the container may run on (`0-1,3`).
+    pub cpuset_cpus: String,
+    /// Memory nodes the container may use.
+    pub cpuset_mems: String,
+}
+
 /// A container and everything the runtime must remember about it.
 ///
 /// Fields are public: this is a record the server fills in from the CRI
@@ -200,6 +230,8 @@ pub struct Container {
     /// The signal that asks the container to stop (the image's
     /// `StopSignal`, `SIGTERM` when it names none).
     pub stop_signal: String,
+    /// The cgroup limits it was last given (at creation or by an update).
+    pub resources: Option<Resources>,
     /// The CRI runtime handler of its pod.
     pub runtime_handler: String,
     /// Where it is in its lifecycle.

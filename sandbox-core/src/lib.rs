@@ -71,7 +71,9 @@ pub mod sandbox;
 pub mod store;
 pub mod timestamp;
 
-pub use container::{Container, ContainerMetadata, ContainerState, Mount, MountPropagation};
+pub use container::{
+    Container, ContainerMetadata, ContainerState, Mount, MountPropagation, Resources,
+};
 pub use error::{Error, ObjectKind, Result};
 pub use filter::{All, ContainerFilter, Filter, SandboxFilter};
 pub use name_registrar::NameRegistrar;

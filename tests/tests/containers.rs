@@ -240,6 +240,9 @@ async fn update_resources_changes_the_cgroup_live() {
         .await
         .unwrap();
     assert_eq!(limit(&pod), (96u64 << 20).to_string());
+    // ContainerStatus reports the limits now in force.
+    let reported = pod.status(&id).await.resources.and_then(|r| r.linux);
+    assert_eq!(reported.map(|l| l.memory_limit_in_bytes), Some(96 << 20));
     let bad = pod
         .daemon
         .runtime()

@@ -343,6 +343,7 @@ async fn build_and_create(
     }
     spec.cgroups_path = Some(cgroups_path(&sandbox.cgroup_parent, &container.id));
     if let Some(resources) = &linux.resources {
+        container.resources = Some(super::resources::to_record(resources));
         spec.resources =
             Some(super::resources::to_oci(resources).map_err(|e| {
                 Error::InvalidArgument(format!("container {}: {e}", container.name))

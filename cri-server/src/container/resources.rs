@@ -80,6 +80,38 @@ pub fn to_oci(r: &cri::LinuxContainerResources) -> Result<LinuxResources, String
     builder.build().map_err(err)
 }
 
+/// What the container record keeps of `r` (for ContainerStatus).
+pub fn to_record(r: &cri::LinuxContainerResources) -> sandbox_core::Resources {
+    sandbox_core::Resources {
+        cpu_period: r.cpu_period,
+        cpu_quota: r.cpu_quota,
+        cpu_shares: r.cpu_shares,
+        memory_limit_in_bytes: r.memory_limit_in_bytes,
+        memory_swap_limit_in_bytes: r.memory_swap_limit_in_bytes,
+        oom_score_adj: r.oom_score_adj,
+        cpuset_cpus: r.cpuset_cpus.clone(),
+        cpuset_mems: r.cpuset_mems.clone(),
+    }
+}
+
+/// A record's resources as CRI reports them in ContainerStatus.
+pub fn to_cri(r: &sandbox_core::Resources) -> cri::ContainerResources {
+    cri::ContainerResources {
+        linux: Some(cri::LinuxContainerResources {
+            cpu_period: r.cpu_period,
+            cpu_quota: r.cpu_quota,
+            cpu_shares: r.cpu_shares,
+            memory_limit_in_bytes: r.memory_limit_in_bytes,
+            memory_swap_limit_in_bytes: r.memory_swap_limit_in_bytes,
+            oom_score_adj: r.oom_score_adj,
+            cpuset_cpus: r.cpuset_cpus.clone(),
+            cpuset_mems: r.cpuset_mems.clone(),
+            ..Default::default()
+        }),
+        windows: None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

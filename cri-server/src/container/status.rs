@@ -62,7 +62,7 @@ pub fn cri_status(container: &Container) -> cri::ContainerStatus {
             })
             .collect(),
         log_path: container.log_path.to_string_lossy().into_owned(),
-        resources: None,
+        resources: container.resources.as_ref().map(super::resources::to_cri),
         user: None,
     }
 }

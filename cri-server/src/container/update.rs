@@ -29,5 +29,10 @@ pub async fn update(
         .runtime(&container.runtime_handler)?
         .update(&container.id, &resources)
         .await?;
-    Ok(())
+    let record = super::resources::to_record(&linux);
+    let updated = daemon.containers.update(&container.id, |c| {
+        c.resources = Some(record);
+        c.clone()
+    })?;
+    daemon.save_container(&updated)
 }
