@@ -8,6 +8,7 @@ mod bench;
 mod ci;
 mod command;
 mod fixtures;
+mod run;
 mod setup;
 
 use anyhow::Result;
@@ -26,6 +27,13 @@ struct Cli {
 enum Command {
     /// Install, idempotently, the Debian packages the project needs.
     Setup,
+    /// Build the binaries and run the daemon on its embedded default
+    /// configuration (arguments after `--` go to the daemon).
+    Run {
+        /// Arguments for cri-server, e.g. `--log-level debug`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// The whole CI pipeline: setup, fmt, clippy, docs, every test.
     Ci,
     /// Start the local registry and push the test images to it.
@@ -43,6 +51,7 @@ fn main() -> Result<()> {
     let root = workspace_root();
     match cli.command {
         Command::Setup => setup::run(),
+        Command::Run { args } => run::run(&root, &args),
         Command::Ci => ci::run(&root),
         Command::Fixtures => fixtures::prepare(&root),
         Command::Bench { which } => bench::run(&root, which),
