@@ -91,7 +91,15 @@ impl Error {
 
 impl From<Error> for Status {
     fn from(error: Error) -> Status {
-        Status::new(error.code(), error.to_string())
+        let code = error.code();
+        // The request log shows only the code; the reason belongs in the
+        // daemon's log too.
+        if code == Code::Internal {
+            tracing::error!(%error, "request failed");
+        } else {
+            tracing::debug!(%error, ?code, "request refused");
+        }
+        Status::new(code, error.to_string())
     }
 }
 

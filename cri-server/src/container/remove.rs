@@ -23,7 +23,11 @@ pub async fn remove_locked(daemon: &Arc<Daemon>, id: &str) -> Result<()> {
     let Ok(container) = daemon.containers.get(id) else {
         return Ok(());
     };
-    super::stop::stop_locked(daemon, id, 0).await?;
+    // As for pods: a failed stop does not keep the container forever; the
+    // forced delete below kills what is left.
+    if let Err(e) = super::stop::stop_locked(daemon, id, 0).await {
+        tracing::warn!(container = %id, error = %e, "stop before removal failed; removing by force");
+    }
     let runtime = daemon.runtime(&container.runtime_handler)?;
     runtime.delete(id, true).await?;
     daemon.images.remove_rootfs(id).await?;

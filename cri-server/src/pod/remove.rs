@@ -19,7 +19,12 @@ pub async fn remove(daemon: &Arc<Daemon>, id_or_prefix: &str) -> Result<()> {
     let Ok(sandbox) = daemon.sandboxes.get(&id) else {
         return Ok(());
     };
-    super::stop::stop_locked(daemon, &id).await?;
+    // Removal goes on when stopping fails (a runtime that cannot kill what
+    // it half-started): the forced deletes below end what is left, and a
+    // pod that can never be removed is worse than a logged error.
+    if let Err(e) = super::stop::stop_locked(daemon, &id).await {
+        tracing::warn!(pod = %id, error = %e, "stop before removal failed; removing by force");
+    }
 
     let filter = ContainerFilter {
         sandbox_id_prefix: Some(id.clone()),
