@@ -57,6 +57,18 @@ impl Pod {
             .url
     }
 
+    /// How many processes in the container run a command matching `pattern`.
+    async fn count_running(&self, pattern: &str) -> String {
+        let (_, out) = self
+            .daemon
+            .sh(
+                &self.container,
+                &format!("ps -o args | grep -c '^{pattern}' || true"),
+            )
+            .await;
+        out.trim().to_string()
+    }
+
     async fn remove(self) {
         self.daemon.remove_pod(&self.id).await;
     }
@@ -306,11 +318,7 @@ async fn spdy_refuses_bad_input_and_keeps_serving() {
     // The exec'd sleep was killed with the session.
     let mut left = String::new();
     for _ in 0..50 {
-        let (_, out) = pod
-            .daemon
-            .sh(&pod.container, "ps -o args | grep -c '^sleep 300' || true")
-            .await;
-        left = out.trim().to_string();
+        left = pod.count_running("sleep 300").await;
         if left == "0" {
             break;
         }
@@ -575,6 +583,31 @@ async fn runsc_exec_attach_and_port_forward() {
     let _ = tokio::time::timeout(Duration::from_secs(20), session.collect())
         .await
         .expect("tty exec ends");
+    // A client that vanishes takes the whole exec'd tree with it, children
+    // included, although gVisor hides them from the host's /proc.
+    let url = pod
+        .exec_url(&["sh", "-c", "sleep 301 & sleep 302"], false, false)
+        .await;
+    let session = ws_client::connect(&url, &[V5]).await.unwrap();
+    let mut running = String::new();
+    for _ in 0..50 {
+        running = pod.count_running("sleep 30[12]").await;
+        if running == "2" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(running, "2", "both sleeps run before the client leaves");
+    session.abandon();
+    let mut left = String::new();
+    for _ in 0..100 {
+        left = pod.count_running("sleep 30[12]").await;
+        if left == "0" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(left, "0", "the exec'd tree outlived its session");
     // Attach.
     let url = attach_url(&pod, true).await;
     let mut session = ws_client::connect(&url, &[V5]).await.unwrap();

@@ -165,23 +165,23 @@ impl CliRuntime {
 
     /// Kills a process inside a gVisor sandbox and its descendants, found with
     /// `runsc ps` (sandbox processes are invisible in the host's /proc).
-    async fn kill_sandbox_tree(&self, id: &str, root: i32) {
-        // Repeat: a process may fork between listing and killing.
+    pub(crate) async fn kill_sandbox_tree(&self, id: &str, root: i32) {
+        // Every pid ever seen in the tree stays in it: once a parent dies its
+        // children are re-parented to the container's init, and only this
+        // memory still ties them to the exec.
+        let mut tree = vec![root];
+        // Repeat: a process may fork between listing and killing, and a
+        // signal lands inside gVisor a little after `runsc kill` returns.
         for _ in 0..10 {
             // The table format, because runsc's JSON format lists pids only.
             let Ok(out) = self.run(id, &["ps", id]).await else {
                 return;
             };
             let procs = parse_ps_table(&String::from_utf8_lossy(&out.stdout));
-            let mut tree = vec![root];
-            let mut i = 0;
-            while i < tree.len() {
-                let p = tree[i];
-                tree.extend(procs.iter().filter(|x| x.1 == p).map(|x| x.0));
-                i += 1;
-            }
+            extend_tree(&mut tree, &procs);
             let alive: Vec<i32> = tree
-                .into_iter()
+                .iter()
+                .copied()
                 .filter(|p| procs.iter().any(|x| x.0 == *p))
                 .collect();
             if alive.is_empty() {
@@ -192,6 +192,21 @@ impl CliRuntime {
                 let _ = self.run(id, &["kill", "--pid", &pid, id, "9"]).await;
             }
         }
+    }
+}
+
+/// Adds to `tree` every descendant `procs` (`(pid, ppid)` pairs) shows of a
+/// pid already in it, parents before children.
+fn extend_tree(tree: &mut Vec<i32>, procs: &[(i32, i32)]) {
+    let mut i = 0;
+    while i < tree.len() {
+        let parent = tree[i];
+        for (child, _) in procs.iter().filter(|x| x.1 == parent) {
+            if !tree.contains(child) {
+                tree.push(*child);
+            }
+        }
+        i += 1;
     }
 }
 
@@ -250,6 +265,17 @@ pub(crate) fn process_file(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_tree_keeps_orphans_it_saw_before() {
+        // sh (6) runs sleep (8); sleep's own child (9).
+        let mut tree = vec![6];
+        super::extend_tree(&mut tree, &[(2, 0), (6, 2), (8, 6), (9, 8), (7, 2)]);
+        assert_eq!(tree, vec![6, 8, 9]);
+        // 6 died: 8 now hangs off init (2) but is still the exec's.
+        super::extend_tree(&mut tree, &[(2, 0), (8, 2), (9, 8), (10, 9), (7, 2)]);
+        assert_eq!(tree, vec![6, 8, 9, 10]);
+    }
+
     #[test]
     fn parses_runsc_ps_table() {
         let t = "UID       PID       PPID      C         TTY       STIME     TIME      CMD\n\

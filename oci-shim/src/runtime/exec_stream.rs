@@ -33,7 +33,7 @@ pub type ExecWriter = Pin<Box<dyn AsyncWrite + Send>>;
 
 /// A command running in a container with its stdio handed out.
 ///
-/// Dropping it kills the command (and, on runc, every process it started).
+/// Dropping it kills the command and every process it started.
 ///
 /// # Examples
 ///
@@ -261,12 +261,7 @@ impl ExecSession {
             }
             RuntimeKind::Runsc => {
                 if let Some(pid) = read_pid(&self.dir.path().join("exec.internal.pid")).await {
-                    let pid = pid.to_string();
-                    let id = self.id.clone();
-                    let _ = self
-                        .runtime
-                        .run(&id, &["kill", "--pid", &pid, &id, "9"])
-                        .await;
+                    self.runtime.kill_sandbox_tree(&self.id, pid).await;
                 }
             }
         }
@@ -283,17 +278,31 @@ impl Drop for ExecSession {
         }
         // A session dropped without `kill` (its client vanished): kill the
         // tree in the background if a runtime is still there to do it.
-        let pid_file = self.dir.path().join("exec.pid");
-        if self.runtime.config.kind == RuntimeKind::Runc {
-            if let Ok(text) = std::fs::read_to_string(&pid_file) {
-                if let Ok(pid) = text.trim().parse::<i32>() {
+        match self.runtime.config.kind {
+            RuntimeKind::Runc => {
+                if let Some(pid) = read_pid_now(&self.dir.path().join("exec.pid")) {
                     std::thread::spawn(move || {
                         process_tree::kill_tree(&process_tree::HostSyscall, pid)
                     });
                 }
             }
+            RuntimeKind::Runsc => {
+                // Inside gVisor the tree is only reachable through `runsc ps`
+                // and `runsc kill`, which need the async driver.
+                let pid = read_pid_now(&self.dir.path().join("exec.internal.pid"));
+                if let (Some(pid), Ok(handle)) = (pid, tokio::runtime::Handle::try_current()) {
+                    let runtime = self.runtime.clone();
+                    let id = self.id.clone();
+                    handle.spawn(async move { runtime.kill_sandbox_tree(&id, pid).await });
+                }
+            }
         }
     }
+}
+
+/// Reads a pid file as it is now.
+fn read_pid_now(path: &std::path::Path) -> Option<i32> {
+    std::fs::read_to_string(path).ok()?.trim().parse().ok()
 }
 
 /// Reads a pid file, waiting briefly: the runtime writes it just after
