@@ -181,6 +181,21 @@ impl SpdyClient {
         self.control(6, 0, &id.to_be_bytes()).await;
     }
 
+    /// Grants the server `delta` more bytes on `stream` (0 = the session).
+    pub async fn window_update(&mut self, stream: u32, delta: u32) {
+        let mut body = stream.to_be_bytes().to_vec();
+        body.extend_from_slice(&delta.to_be_bytes());
+        self.control(9, 0, &body).await;
+    }
+
+    /// Sends SETTINGS with SETTINGS_INITIAL_WINDOW_SIZE (id 7) = `size`.
+    pub async fn initial_window(&mut self, size: u32) {
+        let mut body = 1u32.to_be_bytes().to_vec();
+        body.extend_from_slice(&7u32.to_be_bytes()); // flags 0, id 7
+        body.extend_from_slice(&size.to_be_bytes());
+        self.control(4, 0, &body).await;
+    }
+
     /// Writes raw bytes (for protocol-violation tests).
     pub async fn raw(&mut self, bytes: &[u8]) {
         let _ = self.io.write_all(bytes).await;

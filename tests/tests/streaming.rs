@@ -262,6 +262,73 @@ async fn spdy_exec_echo_and_exit_code() {
     pod.remove().await;
 }
 
+/// What arrives on `stream` until `quiet` passes without a frame for it, or
+/// the session ends.
+async fn drain_for(
+    client: &mut spdy_client::SpdyClient,
+    stream: u32,
+    quiet: Duration,
+) -> (usize, bool) {
+    let mut got = 0;
+    loop {
+        match tokio::time::timeout(quiet, client.next()).await {
+            Ok(Some(spdy_client::Received::Data {
+                stream: s,
+                data,
+                fin,
+            })) if s == stream => {
+                got += data.len();
+                if fin {
+                    return (got, true);
+                }
+            }
+            Ok(Some(spdy_client::Received::GoAway)) | Ok(None) | Err(_) => return (got, false),
+            Ok(Some(_)) => {}
+        }
+    }
+}
+
+#[tokio::test]
+async fn spdy_output_obeys_the_windows_of_a_client_that_grants_them() {
+    let pod = sleeper("spdyflow").await;
+    const SIZE: usize = 300_000;
+    let cmd = ["head", "-c", "300000", "/dev/zero"];
+    // kubelet's SPDY library never grants credit: it still gets everything.
+    let url = pod.exec_url(&cmd, false, false).await;
+    let mut client = spdy_client::connect(&url, &[SPDY_V4]).await.unwrap();
+    let ids = spdy_streams(&mut client, &["error", "stdout", "stderr"]).await;
+    let data = client
+        .collect(&[ids["error"], ids["stdout"], ids["stderr"]])
+        .await;
+    assert_eq!(data[&ids["stdout"]].len(), SIZE);
+    // A client that does flow control, with a small stream window: the
+    // server stops at the window and goes on as credit arrives.
+    let url = pod.exec_url(&cmd, false, false).await;
+    let mut client = spdy_client::connect(&url, &[SPDY_V4]).await.unwrap();
+    client.initial_window(10_000).await;
+    let ids = spdy_streams(&mut client, &["error", "stdout", "stderr"]).await;
+    let stdout = ids["stdout"];
+    let (first, fin) = drain_for(&mut client, stdout, Duration::from_secs(2)).await;
+    assert_eq!((first, fin), (10_000, false), "held at the stream window");
+    client.window_update(stdout, 50_000).await;
+    let (second, _) = drain_for(&mut client, stdout, Duration::from_secs(2)).await;
+    assert_eq!(second, 50_000, "released by the credit");
+    // The session window (64 KiB) is nearly spent now: stream credit alone
+    // releases only what is left of it (less the few bytes of the exit
+    // status the error stream may have taken from it).
+    client.window_update(stdout, 1_000_000).await;
+    let (third, _) = drain_for(&mut client, stdout, Duration::from_secs(2)).await;
+    assert!(
+        (5_400..=65_536 - 60_000).contains(&third),
+        "held at the session window: {third}"
+    );
+    client.window_update(0, 1_000_000).await;
+    let (rest, fin) = drain_for(&mut client, stdout, Duration::from_secs(10)).await;
+    assert!(fin, "the stream ends once everything is sent");
+    assert_eq!(first + second + third + rest, SIZE);
+    pod.remove().await;
+}
+
 #[tokio::test]
 async fn spdy_exec_tty_with_stdin() {
     let pod = sleeper("spdytty").await;

@@ -3,6 +3,7 @@
 //! forwarded ports.
 
 pub mod dictionary;
+pub mod flow;
 pub mod frame;
 pub mod header_block;
 pub mod session;

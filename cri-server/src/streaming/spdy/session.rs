@@ -7,11 +7,14 @@
 //! `data` and `error` streams both exist.
 //!
 //! Flow control: every byte received is handed back with WINDOW_UPDATE
-//! (stream and session) as it is consumed. Windows the client grants are
-//! recorded but sending does not wait on them: kubelet's and crictl's SPDY
-//! library never sends WINDOW_UPDATE, so honouring them would stall every
-//! session after 64 KiB.
+//! (stream and session) as it is consumed. Sending obeys the windows the
+//! client grants once the client shows it does flow control (see [`flow`]:
+//! kubelet's and crictl's SPDY library never does, and must not stall);
+//! while data waits for credit the writer takes no more than
+//! [`MAX_PENDING`] bytes, so a client that stops granting holds back the
+//! command's output instead of growing the daemon's memory.
 
+use super::flow::{self, Cleared, SendWindows, SETTINGS_INITIAL_WINDOW_SIZE};
 use super::frame::{rst, Frame, FLAG_FIN};
 use super::header_block::{get, Decoder, Encoder};
 use crate::daemon::Daemon;
@@ -27,46 +30,125 @@ use tokio::sync::mpsc;
 
 /// How long a client may take to open the streams a command needs.
 const STREAM_SETUP_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long output held back for a flow-controlling client may wait for its
+/// credit after the command ended.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Output bytes a session holds back for a client's windows before it stops
+/// taking more (and the command's output waits in its pipe).
+pub const MAX_PENDING: usize = 1024 * 1024;
 
 /// What the session writes; header blocks are compressed by the writer so
 /// that compression follows wire order.
 #[derive(Debug)]
 enum Outgoing {
     Reply(u32),
-    Data { stream: u32, data: Bytes, fin: bool },
+    Data {
+        stream: u32,
+        data: Bytes,
+        fin: bool,
+    },
     Rst(u32, u32),
     Ping(u32),
     Window(u32, u32),
     GoAway(u32),
+    /// The command ended: once everything held back is out, GOAWAY (naming
+    /// the last client stream) and end.
+    Finish(u32),
 }
 
-async fn writer<W: AsyncWrite + Unpin>(mut w: W, mut rx: mpsc::Receiver<Outgoing>) {
+/// The client's flow-control frames, for the writer's send windows.
+#[derive(Debug)]
+enum Credit {
+    Window(u32, u32),
+    InitialWindow(u32),
+    Reset(u32),
+}
+
+/// GOAWAY status for a session-level protocol error (SPDY/3.1 §2.6.6).
+const GOAWAY_PROTOCOL_ERROR: u32 = 1;
+
+async fn writer<W: AsyncWrite + Unpin>(
+    mut w: W,
+    mut rx: mpsc::Receiver<Outgoing>,
+    mut credits: mpsc::Receiver<Credit>,
+) {
     let mut encoder = Encoder::new();
-    while let Some(out) = rx.recv().await {
-        let frame = match out {
-            Outgoing::Reply(stream_id) => match encoder.encode(&[]) {
-                Ok(headers) => Frame::SynReply {
-                    stream_id,
-                    flags: 0,
-                    headers,
-                },
-                Err(_) => return,
-            },
-            Outgoing::Data { stream, data, fin } => Frame::Data {
-                stream_id: stream,
-                flags: if fin { FLAG_FIN } else { 0 },
-                data,
-            },
-            Outgoing::Rst(stream_id, status) => Frame::RstStream { stream_id, status },
-            Outgoing::Ping(id) => Frame::Ping { id },
-            Outgoing::Window(stream_id, delta) => Frame::WindowUpdate { stream_id, delta },
-            Outgoing::GoAway(last) => Frame::GoAway {
+    let mut windows = SendWindows::new();
+    let data = |c: Cleared| Frame::Data {
+        stream_id: c.stream,
+        flags: if c.fin { FLAG_FIN } else { 0 },
+        data: c.data,
+    };
+    let mut finish = None;
+    loop {
+        if let (Some(last), 0) = (finish, windows.pending_bytes()) {
+            let frame = Frame::GoAway {
                 last_good_stream_id: last,
                 status: 0,
+            };
+            let _ = w.write_all(&frame.encode()).await;
+            break;
+        }
+        let room = windows.pending_bytes() < MAX_PENDING;
+        let frames: Vec<Frame> = tokio::select! {
+            // Credit first: it is what lets held-back data go.
+            biased;
+            Some(credit) = credits.recv() => match credit {
+                Credit::Window(stream, delta) => match windows.window_update(stream, delta) {
+                    Ok(cleared) => cleared.into_iter().map(data).collect(),
+                    Err(flow::FlowError::Overflow(0)) => {
+                        tracing::debug!("SPDY: session window overflow; ending the session");
+                        let frame = Frame::GoAway { last_good_stream_id: 0, status: GOAWAY_PROTOCOL_ERROR };
+                        let _ = w.write_all(&frame.encode()).await;
+                        break;
+                    }
+                    Err(flow::FlowError::Overflow(stream_id)) => {
+                        windows.reset(stream_id);
+                        vec![Frame::RstStream { stream_id, status: rst::FLOW_CONTROL_ERROR }]
+                    }
+                },
+                Credit::InitialWindow(size) => {
+                    windows.initial_window(size).into_iter().map(data).collect()
+                }
+                Credit::Reset(stream) => {
+                    windows.reset(stream);
+                    Vec::new()
+                }
             },
+            out = rx.recv(), if room => match out {
+                None => break,
+                Some(Outgoing::Data { stream, data: bytes, fin }) => {
+                    windows.push(stream, bytes, fin).into_iter().map(data).collect()
+                }
+                Some(Outgoing::Reply(stream_id)) => match encoder.encode(&[]) {
+                    Ok(headers) => vec![Frame::SynReply { stream_id, flags: 0, headers }],
+                    Err(_) => return,
+                },
+                Some(Outgoing::Rst(stream_id, status)) => {
+                    windows.reset(stream_id);
+                    vec![Frame::RstStream { stream_id, status }]
+                }
+                Some(Outgoing::Ping(id)) => vec![Frame::Ping { id }],
+                Some(Outgoing::Window(stream_id, delta)) => {
+                    vec![Frame::WindowUpdate { stream_id, delta }]
+                }
+                Some(Outgoing::Finish(last)) => {
+                    finish = Some(last);
+                    Vec::new()
+                }
+                Some(Outgoing::GoAway(last)) => vec![Frame::GoAway {
+                    last_good_stream_id: last,
+                    status: 0,
+                }],
+            },
+            // The reader is gone and the backlog can never drain.
+            else => break,
         };
-        if w.write_all(&frame.encode()).await.is_err() {
-            return;
+        for frame in frames {
+            if w.write_all(&frame.encode()).await.is_err() {
+                return;
+            }
         }
     }
     let _ = w.flush().await;
@@ -98,7 +180,11 @@ where
 {
     let (mut r, w) = tokio::io::split(io);
     let (tx, rx) = mpsc::channel::<Outgoing>(64);
-    let writer_task = tokio::spawn(writer(w, rx));
+    let (credit_tx, credit_rx) = mpsc::channel::<Credit>(64);
+    let mut writer_task = Some(tokio::spawn(writer(w, rx, credit_rx)));
+    let mut finishing = false;
+    let drain_deadline = tokio::time::sleep(DRAIN_TIMEOUT);
+    tokio::pin!(drain_deadline);
     let mut decoder = Decoder::new();
     let mut buf = BytesMut::with_capacity(64 * 1024);
     let mut last_stream = 0u32;
@@ -245,6 +331,17 @@ where
                     if let Some(Sink::Stdin(_) | Sink::Tcp(_)) = sinks.get(&stream_id) {
                         sinks.insert(stream_id, Sink::Discard);
                     }
+                    let _ = credit_tx.send(Credit::Reset(stream_id)).await;
+                }
+                Frame::WindowUpdate { stream_id, delta } => {
+                    let _ = credit_tx.send(Credit::Window(stream_id, delta)).await;
+                }
+                Frame::Settings { entries, .. } => {
+                    for (_, id, value) in entries {
+                        if id == SETTINGS_INITIAL_WINDOW_SIZE {
+                            let _ = credit_tx.send(Credit::InitialWindow(value)).await;
+                        }
+                    }
                 }
                 Frame::GoAway { .. } => break 'session,
                 Frame::SynReply { stream_id, .. } => {
@@ -258,10 +355,10 @@ where
                         break 'session;
                     }
                 }
-                Frame::Settings { .. } | Frame::WindowUpdate { .. } | Frame::Unknown { .. } => {}
+                Frame::Unknown { .. } => {}
             }
         }
-        let waiting_for_streams = started.is_none() && !is_port_forward;
+        let waiting_for_streams = started.is_none() && !is_port_forward && !finishing;
         tokio::select! {
             n = r.read_buf(&mut buf) => match n {
                 Ok(0) | Err(_) => break 'session,
@@ -273,8 +370,25 @@ where
                     None => std::future::pending().await,
                 }
             } => {
-                // The command ended and its outcome is queued: the session is done.
+                // The command ended and its outcome is queued. The writer
+                // ends the session once the client's windows let the rest of
+                // the output out; until then its credit must still be read.
                 started = None;
+                finishing = true;
+                drain_deadline.as_mut().reset(tokio::time::Instant::now() + DRAIN_TIMEOUT);
+                let _ = tx.send(Outgoing::Finish(last_stream)).await;
+            }
+            _ = async {
+                match writer_task.as_mut() {
+                    Some(h) => { let _ = h.await; }
+                    None => std::future::pending().await,
+                }
+            }, if finishing => {
+                writer_task = None;
+                break 'session;
+            }
+            _ = &mut drain_deadline, if finishing => {
+                tracing::debug!("SPDY: client granted no room for the rest of the output; ending");
                 break 'session;
             }
             _ = &mut setup_deadline, if waiting_for_streams => {
@@ -295,7 +409,10 @@ where
     drop(sinks);
     let _ = tx.send(Outgoing::GoAway(last_stream)).await;
     drop(tx);
-    let _ = tokio::time::timeout(Duration::from_secs(5), writer_task).await;
+    drop(credit_tx);
+    if let Some(writer_task) = writer_task {
+        let _ = tokio::time::timeout(Duration::from_secs(5), writer_task).await;
+    }
 }
 
 /// Starts the exec once every stream it needs is open; returns the task that
