@@ -189,8 +189,9 @@ pub struct StreamingConfig {
     /// How long a URL handed out by Exec, Attach or PortForward stays valid.
     pub token_ttl_seconds: u64,
     /// PEM certificate chain for TLS; with `tls_key`, URLs become `https`.
+    /// Both files are read again when they change (certificate rotation).
     pub tls_cert: Option<PathBuf>,
-    /// PEM private key for TLS.
+    /// PEM private key for TLS (PKCS#8, PKCS#1 or SEC1).
     pub tls_key: Option<PathBuf>,
 }
 

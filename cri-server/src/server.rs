@@ -36,7 +36,15 @@ pub enum ServeError {
 /// Containers are not touched on the way out: they outlive the daemon.
 pub async fn serve(config: Config) -> Result<(), ServeError> {
     let listener = socket::bind(&config.socket).await?;
-    let daemon = Daemon::open(config.clone()).await?;
+    let daemon = match Daemon::open(config.clone()).await {
+        Ok(daemon) => daemon,
+        Err(e) => {
+            // Nothing serves it: a socket left behind would look like a
+            // crashed daemon's.
+            let _ = std::fs::remove_file(&config.socket);
+            return Err(e.into());
+        }
+    };
     daemon.streaming.spawn(Arc::clone(&daemon));
     let mut term = signal(SignalKind::terminate()).map_err(ServeError::Signals)?;
     let mut int = signal(SignalKind::interrupt()).map_err(ServeError::Signals)?;

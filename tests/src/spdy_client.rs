@@ -6,8 +6,14 @@
 
 use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress};
 use std::collections::HashMap;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use std::sync::Arc;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio_rustls::rustls;
+
+/// The connection under the session: plain TCP or TLS.
+trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
 /// The SPDY/3 header dictionary, built from the words of
 /// draft-mbelshe-httpbis-spdy-00 section 2.6.10.1.
@@ -73,7 +79,7 @@ pub enum Received {
 
 /// A connected SPDY session.
 pub struct SpdyClient {
-    io: TcpStream,
+    io: Box<dyn Io>,
     zlib: Compress,
     unzlib: Decompress,
     dict: Vec<u8>,
@@ -88,7 +94,46 @@ pub struct SpdyClient {
 pub async fn connect(url: &str, protocols: &[&str]) -> Result<SpdyClient, u16> {
     let rest = url.strip_prefix("http://").ok_or(0u16)?;
     let (host, path) = rest.split_once('/').ok_or(0u16)?;
-    let mut io = TcpStream::connect(host).await.map_err(|_| 0u16)?;
+    let io = TcpStream::connect(host).await.map_err(|_| 0u16)?;
+    upgrade(Box::new(io), host, path, protocols).await
+}
+
+/// Like [`connect`] for an `https://` URL, trusting only `ca_pem` (a PEM
+/// certificate) for the server name `server_name`.
+pub async fn connect_tls(
+    url: &str,
+    protocols: &[&str],
+    ca_pem: &str,
+    server_name: &str,
+) -> Result<SpdyClient, u16> {
+    use rustls_pki_types::pem::PemObject;
+    let rest = url.strip_prefix("https://").ok_or(0u16)?;
+    let (host, path) = rest.split_once('/').ok_or(0u16)?;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pki_types::CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots.add(cert.map_err(|_| 0u16)?).map_err(|_| 0u16)?;
+    }
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|_| 0u16)?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let name = rustls_pki_types::ServerName::try_from(server_name.to_string()).map_err(|_| 0u16)?;
+    let tcp = TcpStream::connect(host).await.map_err(|_| 0u16)?;
+    let io = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .map_err(|_| 0u16)?;
+    upgrade(Box::new(io), host, path, protocols).await
+}
+
+async fn upgrade(
+    mut io: Box<dyn Io>,
+    host: &str,
+    path: &str,
+    protocols: &[&str],
+) -> Result<SpdyClient, u16> {
     let mut request = format!(
         "POST /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: Upgrade\r\nUpgrade: SPDY/3.1\r\n"
     );

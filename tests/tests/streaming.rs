@@ -698,3 +698,80 @@ async fn runsc_exec_attach_and_port_forward() {
     assert!(bodies.iter().all(|b| b.contains("hello-pf")), "{bodies:?}");
     pod.remove().await;
 }
+
+/// A self-signed certificate for `localhost`, written into `dir`.
+fn tls_files(dir: &std::path::Path) -> (String, std::path::PathBuf, std::path::PathBuf) {
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let (c, k) = (dir.join("tls.crt"), dir.join("tls.key"));
+    std::fs::write(&c, cert.cert.pem()).unwrap();
+    std::fs::write(&k, cert.key_pair.serialize_pem()).unwrap();
+    (cert.cert.pem(), c, k)
+}
+
+#[tokio::test]
+async fn streaming_over_tls_hands_out_https_urls_that_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = tls_files(dir.path());
+    let pod = pod_with(
+        "tlsexec",
+        &format!(
+            "[streaming]\ntls_cert = \"{}\"\ntls_key = \"{}\"\n",
+            cert.display(),
+            key.display()
+        ),
+        container_config("sleeper", BUSYBOX, &["sleep", "600"]),
+    )
+    .await;
+    let url = pod.exec_url(&["echo", "over tls"], false, false).await;
+    assert!(url.starts_with("https://127.0.0.1:"), "{url}");
+    let mut client = spdy_client::connect_tls(&url, &[SPDY_V4], &ca, "localhost")
+        .await
+        .expect("TLS + SPDY upgrade");
+    let ids = spdy_streams(&mut client, &["error", "stdout", "stderr"]).await;
+    let data = client
+        .collect(&[ids["error"], ids["stdout"], ids["stderr"]])
+        .await;
+    assert_eq!(String::from_utf8_lossy(&data[&ids["stdout"]]), "over tls\n");
+    // A client that does not trust the certificate gets nowhere, and plain
+    // HTTP to the TLS port is not served.
+    let url = pod.exec_url(&["true"], false, false).await;
+    let (other_ca, _, _) = tls_files(tempfile::tempdir().unwrap().path());
+    assert!(
+        spdy_client::connect_tls(&url, &[SPDY_V4], &other_ca, "localhost")
+            .await
+            .is_err()
+    );
+    let plain = url.replacen("https://", "http://", 1);
+    assert!(spdy_client::connect(&plain, &[SPDY_V4]).await.is_err());
+    pod.remove().await;
+}
+
+#[test]
+fn an_unusable_tls_key_refuses_to_start_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, cert, _) = tls_files(dir.path());
+    let bad_key = dir.path().join("bad.key");
+    std::fs::write(&bad_key, "not a key").unwrap();
+    let config = dir.path().join("c.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "socket = \"{0}/cri.sock\"\nroot = \"{0}/root\"\nstate = \"{0}/state\"\n\
+             [streaming]\ntls_cert = \"{1}\"\ntls_key = \"{2}\"\n",
+            dir.path().display(),
+            cert.display(),
+            bad_key.display()
+        ),
+    )
+    .unwrap();
+    let out = tests::daemon::run_cli(&["--config", config.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let last = stderr.trim().lines().last().unwrap_or_default();
+    assert!(last.contains(bad_key.to_str().unwrap()), "{stderr}");
+    assert!(
+        !dir.path().join("cri.sock").exists(),
+        "no socket left behind"
+    );
+    let _ = nix::mount::umount(&dir.path().join("state/netns"));
+}

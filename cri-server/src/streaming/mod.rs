@@ -7,6 +7,8 @@
 //!
 //! The server listens on loopback with a random port by default
 //! (`[streaming] address`); tokens live `[streaming] token_ttl_seconds`.
+//! With `tls_cert` and `tls_key` it speaks TLS and hands out `https` URLs
+//! (see [`tls`]).
 
 pub mod attach;
 pub mod exec;
@@ -14,6 +16,7 @@ pub mod port_forward;
 pub mod protocol;
 pub mod spdy;
 pub mod streams;
+pub mod tls;
 pub mod tokens;
 pub mod websocket;
 
@@ -43,9 +46,9 @@ pub enum StreamingError {
         /// Why.
         source: std::io::Error,
     },
-    /// TLS was configured; this build serves plain HTTP only.
-    #[error("streaming server: tls_cert/tls_key are set, but TLS is not supported yet")]
-    TlsUnsupported,
+    /// The TLS certificate or key cannot be used.
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
     /// No token could be made.
     #[error(transparent)]
     Token(#[from] tokens::TokenError),
@@ -71,14 +74,25 @@ pub struct StreamingServer {
     base_url: String,
     tokens: TokenStore<StreamRequest>,
     listener: Mutex<Option<tokio::net::TcpListener>>,
+    tls: Option<Arc<tls::TlsFiles>>,
 }
 
 impl StreamingServer {
     /// Binds `config.address` (port 0 picks a free port).
     pub async fn bind(config: &StreamingConfig) -> Result<StreamingServer, StreamingError> {
-        if config.tls_cert.is_some() || config.tls_key.is_some() {
-            return Err(StreamingError::TlsUnsupported);
-        }
+        let tls = match (&config.tls_cert, &config.tls_key) {
+            (Some(cert), Some(key)) => {
+                let (cert, key) = (cert.clone(), key.clone());
+                let files = tokio::task::spawn_blocking(move || tls::TlsFiles::load(cert, key))
+                    .await
+                    .map_err(|e| tls::TlsError {
+                        path: config.tls_cert.clone().unwrap_or_default(),
+                        reason: e.to_string(),
+                    })??;
+                Some(Arc::new(files))
+            }
+            _ => None,
+        };
         let bind_error = |source| StreamingError::Bind {
             address: config.address.clone(),
             source,
@@ -87,10 +101,12 @@ impl StreamingServer {
             .await
             .map_err(bind_error)?;
         let local: SocketAddr = listener.local_addr().map_err(bind_error)?;
+        let scheme = if tls.is_some() { "https" } else { "http" };
         Ok(StreamingServer {
-            base_url: format!("http://{local}"),
+            base_url: format!("{scheme}://{local}"),
             tokens: TokenStore::new(Duration::from_secs(config.token_ttl_seconds)),
             listener: Mutex::new(Some(listener)),
+            tls,
         })
     }
 
@@ -111,6 +127,7 @@ impl StreamingServer {
             .take();
         let Some(listener) = listener else { return };
         tracing::info!(url = %self.base_url, "streaming server listening");
+        let tls = self.tls.clone();
         tokio::spawn(async move {
             loop {
                 let (stream, peer) = match listener.accept().await {
@@ -123,20 +140,43 @@ impl StreamingServer {
                     }
                 };
                 let daemon = Arc::clone(&daemon);
+                let tls = tls.clone();
                 tokio::spawn(async move {
-                    let service = hyper::service::service_fn(move |req| {
-                        let daemon = Arc::clone(&daemon);
-                        async move { Ok::<_, Infallible>(route(daemon, req).await) }
-                    });
-                    let conn = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .with_upgrades();
-                    if let Err(e) = conn.await {
-                        tracing::debug!(%peer, error = %e, "streaming connection");
+                    let Some(tls) = tls else {
+                        serve_connection(daemon, stream, peer).await;
+                        return;
+                    };
+                    let acceptor = tls.acceptor().await;
+                    // A client that never finishes its handshake must not
+                    // hold a task and a socket forever.
+                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                        Ok(Ok(stream)) => serve_connection(daemon, stream, peer).await,
+                        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "streaming TLS handshake"),
+                        Err(_) => tracing::debug!(%peer, "streaming TLS handshake timed out"),
                     }
                 });
             }
         });
+    }
+}
+
+/// How long a client may take over its TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Serves HTTP/1.1 (with upgrades) on one accepted connection.
+async fn serve_connection<IO>(daemon: Arc<Daemon>, stream: IO, peer: SocketAddr)
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = hyper::service::service_fn(move |req| {
+        let daemon = Arc::clone(&daemon);
+        async move { Ok::<_, Infallible>(route(daemon, req).await) }
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .serve_connection(TokioIo::new(stream), service)
+        .with_upgrades();
+    if let Err(e) = conn.await {
+        tracing::debug!(%peer, error = %e, "streaming connection");
     }
 }
 
