@@ -34,9 +34,13 @@ pub struct TlsError {
 ///
 /// ```no_run
 /// use cri_server::streaming::tls::TlsFiles;
+/// use std::sync::Arc;
 ///
 /// # async fn demo() -> Result<(), cri_server::streaming::tls::TlsError> {
-/// let tls = TlsFiles::load("/etc/cri-server/tls.crt".into(), "/etc/cri-server/tls.key".into())?;
+/// let tls = Arc::new(TlsFiles::load(
+///     "/etc/cri-server/tls.crt".into(),
+///     "/etc/cri-server/tls.key".into(),
+/// )?);
 /// let acceptor = tls.acceptor().await; // reloaded if the files changed
 /// # let _ = acceptor;
 /// # Ok(()) }
