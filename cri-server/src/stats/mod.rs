@@ -140,19 +140,7 @@ pub async fn pod(daemon: &Arc<Daemon>, sandbox: &Sandbox) -> Result<cri::PodSand
     let hierarchy = Hierarchy::detect();
     let mut total = hierarchy.usage(&cgroups_path(&sandbox.cgroup_parent, &sandbox.id));
     for c in daemon.containers.list(&filter) {
-        let u = hierarchy.usage(&cgroups_path(&sandbox.cgroup_parent, &c.id));
-        let add = |a: Option<u64>, b: Option<u64>| match (a, b) {
-            (None, None) => None,
-            (a, b) => Some(a.unwrap_or(0) + b.unwrap_or(0)),
-        };
-        total = CgroupUsage {
-            cpu_ns: add(total.cpu_ns, u.cpu_ns),
-            memory_bytes: add(total.memory_bytes, u.memory_bytes),
-            working_set_bytes: add(total.working_set_bytes, u.working_set_bytes),
-            rss_bytes: add(total.rss_bytes, u.rss_bytes),
-            page_faults: add(total.page_faults, u.page_faults),
-            major_page_faults: add(total.major_page_faults, u.major_page_faults),
-        };
+        total = total.plus(&hierarchy.usage(&cgroups_path(&sandbox.cgroup_parent, &c.id)));
     }
     let infra_pid = sandbox
         .infra_container
