@@ -38,6 +38,8 @@ pub struct Config {
     pub network: NetworkConfig,
     /// The streaming server behind Exec, Attach and PortForward.
     pub streaming: StreamingConfig,
+    /// The daemon's own Prometheus metrics endpoint.
+    pub metrics: MetricsConfig,
 }
 
 impl Default for Config {
@@ -50,6 +52,7 @@ impl Default for Config {
             image: ImageConfig::default(),
             network: NetworkConfig::default(),
             streaming: StreamingConfig::default(),
+            metrics: MetricsConfig::default(),
         }
     }
 }
@@ -206,6 +209,62 @@ impl Default for StreamingConfig {
     }
 }
 
+/// The `[metrics]` table: where the daemon serves its own Prometheus
+/// metrics (`GET /metrics`). Off unless an address is given.
+///
+/// # Examples
+///
+/// ```
+/// use cri_server::config::Config;
+///
+/// assert_eq!(Config::default().metrics.socket_addr(), None);
+/// let config: Config = toml::from_str("[metrics]\naddress = \"127.0.0.1:9090\"").unwrap();
+/// assert_eq!(config.metrics.socket_addr(), Some("127.0.0.1:9090".parse().unwrap()));
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// `ip:port` to listen on; empty turns the endpoint off. The address
+    /// must be explicit (no wildcard, no host name, no port 0): metrics
+    /// name pods and images, and a scraper must know where to look.
+    pub address: String,
+}
+
+impl MetricsConfig {
+    /// The address to serve on, or `None` when the endpoint is off (or the
+    /// address does not parse, which [`Config::validate`] refuses).
+    pub fn socket_addr(&self) -> Option<std::net::SocketAddr> {
+        self.address.parse().ok()
+    }
+
+    /// Why `address` cannot be served on, if it cannot.
+    fn check(&self) -> Result<(), String> {
+        if self.address.is_empty() {
+            return Ok(());
+        }
+        let address: std::net::SocketAddr = self.address.parse().map_err(|_| {
+            format!(
+                "{:?} is not an ip:port address (e.g. \"127.0.0.1:9090\"; empty turns metrics off)",
+                self.address
+            )
+        })?;
+        if address.ip().is_unspecified() {
+            return Err(format!(
+                "{:?} listens on every interface; give an explicit address such as 127.0.0.1:{}",
+                self.address,
+                address.port()
+            ));
+        }
+        if address.port() == 0 {
+            return Err(format!(
+                "{:?} has port 0; a scraper needs a fixed port",
+                self.address
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// Why a configuration cannot be used. Each message is one line that names
 /// the key or path at fault.
 #[derive(Debug, thiserror::Error)]
@@ -340,6 +399,9 @@ impl Config {
                 "tls_cert and tls_key go together".into(),
             ));
         }
+        self.metrics
+            .check()
+            .map_err(|message| invalid("metrics.address", message))?;
         Ok(())
     }
 
@@ -421,6 +483,41 @@ mod tests {
         config.streaming.tls_cert = Some("/x.pem".into());
         let err = config.validate().unwrap_err().to_string();
         assert!(err.contains("streaming.tls_cert"), "{err}");
+    }
+
+    #[test]
+    fn metrics_are_off_by_default_and_need_an_explicit_address() {
+        let config = Config::default();
+        assert_eq!(config.metrics.address, "");
+        assert!(config.to_toml().contains("[metrics]"));
+        let config = Config::parse("[metrics]\naddress = \"127.0.0.1:9090\"\n").unwrap();
+        assert!(config.metrics.check().is_ok());
+        assert_eq!(
+            config.metrics.socket_addr(),
+            Some("127.0.0.1:9090".parse().unwrap())
+        );
+        for (bad, why) in [
+            ("localhost:9090", "not an ip:port"),
+            ("127.0.0.1", "not an ip:port"),
+            ("0.0.0.0:9090", "every interface"),
+            ("[::]:9090", "every interface"),
+            ("127.0.0.1:0", "port 0"),
+        ] {
+            let mut config = Config::default();
+            config.metrics.address = bad.into();
+            let err = match config.validate() {
+                Err(e) => e.to_string(),
+                // Without runc installed validation stops earlier.
+                Ok(()) => panic!("{bad} accepted"),
+            };
+            if err.contains("runtime.") {
+                continue;
+            }
+            assert!(err.contains("metrics.address"), "{err}");
+            assert!(err.contains(why), "{bad}: {err}");
+        }
+        let err = Config::parse("[metrics]\nadress = \"x\"\n").unwrap_err();
+        assert!(err.contains("adress"), "{err}");
     }
 
     #[test]

@@ -79,6 +79,8 @@ pub struct Daemon {
     pub events: broadcast::Sender<cri::ContainerEventResponse>,
     /// The Exec/Attach/PortForward streaming server and its tokens.
     pub streaming: crate::streaming::StreamingServer,
+    /// The daemon's own counters, served by the `/metrics` endpoint.
+    pub metrics: crate::metrics::Metrics,
 }
 
 /// Infers the runtime family from the binary's name, which decides how
@@ -176,6 +178,7 @@ impl Daemon {
             cpu_rates: crate::stats::CpuRates::default(),
             events,
             streaming,
+            metrics: crate::metrics::Metrics::default(),
             config,
         });
         daemon.restore().await;

@@ -141,12 +141,13 @@ impl cri::image_service_server::ImageService for ImageService {
         let request = request.into_inner();
         let name = pull_name(&image_name(request.image.as_ref(), "PullImage")?)?;
         let started = std::time::Instant::now();
-        let image = self
+        let pulled = self
             .daemon
             .images
             .pull(&name, credentials(request.auth))
-            .await
-            .map_err(Error::from)?;
+            .await;
+        self.daemon.metrics.image_pull(pulled.is_ok());
+        let image = pulled.map_err(Error::from)?;
         tracing::info!(image = %name, id = %image.id, elapsed = ?started.elapsed(), "pulled");
         Ok(Response::new(cri::PullImageResponse {
             image_ref: image.id,

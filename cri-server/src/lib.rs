@@ -10,6 +10,8 @@
 //! - [`server`], [`socket`]: serving on the unix socket.
 //! - [`runtime_service`], [`image_service`]: the two CRI services, thin
 //!   dispatchers to [`pod`] and [`container`] (one verb per file).
+//! - [`stats`]: container and pod stats and CRI metrics; [`metrics`]: the
+//!   daemon's own Prometheus endpoint.
 //! - [`daemon`]: shared state, start-up and restore; [`records`] and
 //!   [`layout`]: what lives where on disk; [`pause`]: the built-in infra
 //!   process.
@@ -24,6 +26,7 @@ pub mod error;
 pub mod image_service;
 pub mod layout;
 pub mod locks;
+pub mod metrics;
 pub mod pause;
 pub mod pod;
 pub mod records;

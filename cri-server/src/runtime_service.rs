@@ -431,13 +431,17 @@ impl cri::runtime_service_server::RuntimeService for RuntimeService {
         &self,
         _r: Request<cri::ListMetricDescriptorsRequest>,
     ) -> Result<Response<cri::ListMetricDescriptorsResponse>, Status> {
-        Err(unimplemented("ListMetricDescriptors"))
+        Ok(Response::new(cri::ListMetricDescriptorsResponse {
+            descriptors: crate::stats::cri_metrics::descriptors(),
+        }))
     }
 
     async fn list_pod_sandbox_metrics(
         &self,
         _r: Request<cri::ListPodSandboxMetricsRequest>,
     ) -> Result<Response<cri::ListPodSandboxMetricsResponse>, Status> {
-        Err(unimplemented("ListPodSandboxMetrics"))
+        Ok(Response::new(cri::ListPodSandboxMetricsResponse {
+            pod_metrics: crate::stats::pod_metrics(&self.daemon).await?,
+        }))
     }
 }

@@ -3,6 +3,8 @@
 use crate::config::Config;
 use crate::daemon::{Daemon, StartError};
 use crate::image_service::ImageService;
+use crate::metrics::rpc::RpcMetricsLayer;
+use crate::metrics::server::{MetricsError, MetricsServer};
 use crate::runtime_service::RuntimeService;
 use crate::socket;
 use k8s_cri::v1::image_service_server::ImageServiceServer;
@@ -28,13 +30,22 @@ pub enum ServeError {
     /// The gRPC server failed.
     #[error("gRPC server: {0}")]
     Transport(#[from] tonic::transport::Error),
+    /// The metrics endpoint could not start.
+    #[error(transparent)]
+    Metrics(#[from] MetricsError),
 }
 
-/// Serves the RuntimeService and ImageService on `config.socket`.
+/// Serves the RuntimeService and ImageService on `config.socket`, and the
+/// daemon's metrics on `config.metrics.address` when one is set.
 ///
 /// Returns after SIGTERM or SIGINT once in-flight requests have finished.
 /// Containers are not touched on the way out: they outlive the daemon.
 pub async fn serve(config: Config) -> Result<(), ServeError> {
+    // Bound first: a taken metrics port must not leave a socket file behind.
+    let metrics_server = match config.metrics.socket_addr() {
+        Some(address) => Some(MetricsServer::bind(address).await?),
+        None => None,
+    };
     let listener = socket::bind(&config.socket).await?;
     let daemon = match Daemon::open(config.clone()).await {
         Ok(daemon) => daemon,
@@ -46,6 +57,7 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         }
     };
     daemon.streaming.spawn(Arc::clone(&daemon));
+    let metrics_task = metrics_server.map(|server| server.spawn(daemon.metrics.registry(&daemon)));
     let mut term = signal(SignalKind::terminate()).map_err(ServeError::Signals)?;
     let mut int = signal(SignalKind::interrupt()).map_err(ServeError::Signals)?;
     let shutdown = async move {
@@ -73,6 +85,8 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
                     tracing::warn!(latency_us = latency.as_micros() as u64, %failure, "failed");
                 }),
         )
+        // Requests, errors and latency by method and code, for /metrics.
+        .layer(RpcMetricsLayer::new(daemon.metrics.rpc.clone()))
         .add_service(RuntimeServiceServer::new(RuntimeService::new(Arc::clone(
             &daemon,
         ))))
@@ -81,6 +95,9 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         ))))
         .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
         .await;
+    if let Some(task) = metrics_task {
+        task.abort();
+    }
     // A socket file left behind would look like a crashed daemon's; remove it.
     let _ = std::fs::remove_file(&socket_path);
     result.map_err(ServeError::from)

@@ -21,6 +21,7 @@ use oci_client::manifest::{
 };
 use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 const DOCKER_SCHEMA1: &str = "application/vnd.docker.distribution.manifest.v1+prettyjws";
@@ -58,13 +59,15 @@ fn remote(e: impl std::fmt::Display) -> Failure {
     Failure::Remote(e.to_string())
 }
 
-/// Fetches `reference` from the first endpoint that has it.
+/// Fetches `reference` from the first endpoint that has it, adding the
+/// bytes of every blob it stores to `pulled`.
 pub(crate) async fn fetch(
     blobs: &BlobStore,
     layers: &LayerStore,
     reference: &ImageReference,
     endpoints: &[Endpoint],
     auth: &RegistryAuth,
+    pulled: &AtomicU64,
 ) -> Result<Fetched> {
     let image = reference.to_string();
     let mut attempts = Vec::new();
@@ -82,7 +85,12 @@ pub(crate) async fn fetch(
         });
         let at = reference.on_endpoint(&endpoint.host, &endpoint.repository);
         let scheme = if endpoint.insecure { "http" } else { "https" };
-        match fetch_from(&client, &at, auth, blobs, layers, &image).await {
+        let store = Store {
+            blobs,
+            layers,
+            pulled,
+        };
+        match fetch_from(&client, &at, auth, &store, &image).await {
             Ok(fetched) => return Ok(fetched),
             Err(Failure::Local(e @ (Error::Io { .. } | Error::Metadata { .. }))) => {
                 return Err(Error::Store {
@@ -103,14 +111,27 @@ pub(crate) async fn fetch(
     Err(Error::Registry { image, attempts })
 }
 
+/// Where fetched content goes, and the count of bytes that went there.
+struct Store<'a> {
+    blobs: &'a BlobStore,
+    layers: &'a LayerStore,
+    pulled: &'a AtomicU64,
+}
+
+impl Store<'_> {
+    fn count(&self, bytes: u64) {
+        self.pulled.fetch_add(bytes, Ordering::Relaxed);
+    }
+}
+
 async fn fetch_from(
     client: &Client,
     at: &Reference,
     auth: &RegistryAuth,
-    blobs: &BlobStore,
-    layers: &LayerStore,
+    store: &Store<'_>,
     image: &str,
 ) -> std::result::Result<Fetched, Failure> {
+    let (blobs, layers) = (store.blobs, store.layers);
     let bad = |reason: String| {
         Failure::Local(Error::BadImage {
             image: image.to_string(),
@@ -131,6 +152,7 @@ async fn fetch_from(
         .map_err(remote)?;
     let mut held = vec![top_digest.clone()];
     store_blob(blobs, &top_digest, bytes.clone(), image).await?;
+    store.count(bytes.len() as u64);
     let (manifest_bytes, manifest_digest) = match media_type_of(&bytes) {
         Some(t) if t == OCI_IMAGE_INDEX_MEDIA_TYPE || t == IMAGE_MANIFEST_LIST_MEDIA_TYPE => {
             let index: OciImageIndex = serde_json::from_slice(&bytes)
@@ -150,6 +172,7 @@ async fn fetch_from(
                 }));
             }
             store_blob(blobs, &digest, bytes.clone(), image).await?;
+            store.count(bytes.len() as u64);
             held.push(digest.clone());
             (bytes, digest)
         }
@@ -182,6 +205,7 @@ async fn fetch_from(
             .await
             .map_err(remote)?;
         store_blob(blobs, &config_digest, buf.clone().into(), image).await?;
+        store.count(buf.len() as u64);
         buf
     };
     held.push(config_digest.clone());
@@ -223,7 +247,7 @@ async fn fetch_from(
             ))
         })?;
         if !have_blob {
-            download(client, at, layer, blobs, image).await?;
+            store.count(download(client, at, layer, blobs, image).await?);
         }
         if !have_layer {
             unpack_layer(blobs, layers, layer, compression, diff_id, chain_id, image).await?;
@@ -287,13 +311,14 @@ fn named(e: Error, image: &str) -> Error {
     }
 }
 
+/// Downloads one layer blob into the store; returns its size.
 async fn download(
     client: &Client,
     at: &Reference,
     layer: &OciDescriptor,
     blobs: &BlobStore,
     image: &str,
-) -> std::result::Result<(), Failure> {
+) -> std::result::Result<u64, Failure> {
     let mut writer = blobs.writer().await?;
     if let Err(e) = client.pull_blob(at, layer, &mut writer).await {
         // A full disk is ours, not the endpoint's: no point trying a mirror.
@@ -305,8 +330,7 @@ async fn download(
     blobs
         .commit(writer, &layer.digest)
         .await
-        .map_err(|e| Failure::Local(named(e, image)))?;
-    Ok(())
+        .map_err(|e| Failure::Local(named(e, image)))
 }
 
 async fn unpack_layer(

@@ -25,6 +25,7 @@ use futures_util::future::{BoxFuture, FutureExt, Shared};
 use std::collections::{HashMap, HashSet};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 type SharedPull = Shared<BoxFuture<'static, std::result::Result<Image, Arc<Error>>>>;
@@ -79,6 +80,8 @@ struct Inner {
     /// Pulls hold it shared, removal exclusively: garbage collection must not
     /// delete blobs a pull has fetched but not yet recorded.
     gc: tokio::sync::RwLock<()>,
+    /// Bytes fetched from registries and stored since the store was opened.
+    pulled_bytes: AtomicU64,
 }
 
 impl ImageStore {
@@ -138,6 +141,24 @@ impl ImageStore {
             Ok(e) => e,
             Err(source) => Error::SharedPull { image: key, source },
         })
+    }
+
+    /// Bytes of manifests, configs and layers fetched from registries and
+    /// stored since the store was opened, failed pulls' complete blobs
+    /// included; content already stored is not fetched, so not counted.
+    /// Pulls that share one download count it once.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo(store: image_store::ImageStore) -> image_store::Result<()> {
+    /// let before = store.bytes_pulled();
+    /// store.pull("registry.k8s.io/pause:3.9", None).await?;
+    /// println!("fetched {} bytes", store.bytes_pulled() - before);
+    /// # Ok(()) }
+    /// ```
+    pub fn bytes_pulled(&self) -> u64 {
+        self.inner.pulled_bytes.load(Ordering::Relaxed)
     }
 
     /// Every image, once each, ordered by id.
@@ -367,6 +388,7 @@ impl Inner {
             state: Mutex::new(state),
             in_flight: Mutex::new(HashMap::new()),
             gc: tokio::sync::RwLock::new(()),
+            pulled_bytes: AtomicU64::new(0),
         };
         inner.collect_garbage()?;
         Ok(inner)
@@ -386,7 +408,15 @@ impl Inner {
                 reason: format!("credentials: {reason}"),
             })?;
         let endpoints = self.registries.endpoints(&reference);
-        let fetched = pull::fetch(&self.blobs, &self.layers, &reference, &endpoints, &auth).await?;
+        let fetched = pull::fetch(
+            &self.blobs,
+            &self.layers,
+            &reference,
+            &endpoints,
+            &auth,
+            &self.pulled_bytes,
+        )
+        .await?;
         let this = Arc::clone(&self);
         tokio::task::spawn_blocking(move || {
             let config = this.blobs.read(&fetched.id)?;

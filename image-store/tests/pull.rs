@@ -180,9 +180,16 @@ async fn concurrent_pulls_of_one_reference_share_the_work() {
 #[tokio::test]
 async fn second_pull_is_served_from_the_store() {
     let (_dir, store) = store().await;
+    assert_eq!(store.bytes_pulled(), 0);
     let first = store.pull(MULTI_LAYER, None).await.unwrap();
+    let after_first = store.bytes_pulled();
+    // Config and layers (the image's size) plus its manifest.
+    assert!(after_first > first.size, "{after_first} <= {}", first.size);
     let second = store.pull(MULTI_LAYER, None).await.unwrap();
     assert_eq!(first, second);
+    // Only the manifest is fetched again.
+    let again = store.bytes_pulled() - after_first;
+    assert!(again > 0 && again < 4096, "{again}");
 }
 
 #[tokio::test]

@@ -1,8 +1,9 @@
 //! critest "Security Context" specs and issue 8's security context, end to
 //! end: capabilities, seccomp (default, unconfined, localhost, privileged),
-//! AppArmor on a node without it, users and groups, no_new_privs, masked and
-//! read-only paths, privileged containers, and the pod's namespaces. Where
-//! gVisor supports a behaviour the test runs on runsc too.
+//! AppArmor on a node without it, users and groups (the image's group
+//! memberships included), no_new_privs, masked and read-only paths,
+//! privileged containers, and the pod's namespaces. Where gVisor supports a
+//! behaviour the test runs on runsc too.
 
 use k8s_cri::v1 as cri;
 use tests::daemon::Daemon;
@@ -466,6 +467,49 @@ async fn users_groups_and_supplemental_groups_on_runc_and_runsc() {
         let mut groups: Vec<&str> = groups.split_whitespace().collect();
         groups.sort();
         assert_eq!(groups, ["1234", "33", "5678"], "{handler}");
+        pod.remove().await;
+    }
+}
+
+/// The fixture whose `/etc/group` makes its user `app` (1500) a member of
+/// audio (29), video (44) and staff (50).
+const USER_GROUPS: &str = "registry.k8s.io/user-groups:latest";
+
+#[tokio::test]
+async fn the_images_group_memberships_join_the_supplemental_groups() {
+    for handler in ["runc", "runsc"] {
+        let pod = pod(&format!("groups-{handler}"), handler).await;
+        pod.daemon.pull(USER_GROUPS).await;
+        let mut groups_of = Vec::new();
+        // The image's own User, then the same user asked for by uid.
+        for (name, run_as_user) in [("image-user", None), ("by-uid", Some(1500))] {
+            let mut config = container_config(name, USER_GROUPS, &["sleep", "3600"]);
+            config.linux = Some(cri::LinuxContainerConfig {
+                security_context: Some(cri::LinuxContainerSecurityContext {
+                    run_as_user: run_as_user.map(|value| cri::Int64Value { value }),
+                    // 29 is one of the image's groups already: listed once.
+                    supplemental_groups: vec![1234, 29],
+                    ..Default::default()
+                }),
+                ..Default::default()
+            });
+            let id = pod.run(config).await;
+            let (code, uid) = pod.exec(&id, &["id", "-u"]).await;
+            assert_eq!((code, uid.trim()), (0, "1500"), "{handler} {name}");
+            let (_, out) = pod.exec(&id, &["id", "-G"]).await;
+            let mut groups: Vec<u32> = out
+                .split_whitespace()
+                .map(|g| g.parse().unwrap_or_else(|_| panic!("{out}")))
+                .collect();
+            // The primary group comes first; the rest in any order.
+            assert_eq!(groups.first(), Some(&1500), "{handler} {name}: {out}");
+            groups.sort();
+            groups_of.push((name, groups));
+        }
+        for (name, groups) in groups_of {
+            // games (60) lists only nobody: not app's.
+            assert_eq!(groups, [29, 44, 50, 1234, 1500], "{handler} {name}");
+        }
         pod.remove().await;
     }
 }

@@ -6,6 +6,7 @@ use crate::convert;
 use crate::daemon::Daemon;
 use crate::error::{Error, Result};
 use crate::layout::Layout;
+use crate::metrics::TrustOutcome;
 use k8s_cri::v1 as cri;
 use netns::NetNs;
 use oci_shim::bundle::Bundle;
@@ -57,7 +58,13 @@ pub async fn run(daemon: &Arc<Daemon>, request: cri::RunPodSandboxRequest) -> Re
         input.host_network = namespaces.network == NamespaceMode::Node;
         input.host_pid = namespaces.pid == NamespaceMode::Node;
         input.host_ipc = namespaces.ipc == NamespaceMode::Node;
-        daemon.policy.decide(&input).map_err(|e| match e {
+        let decided = daemon.policy.decide(&input);
+        daemon.metrics.trust_decision(match &decided {
+            Ok(d) if d.trusted => TrustOutcome::Trusted,
+            Ok(_) => TrustOutcome::Untrusted,
+            Err(_) => TrustOutcome::Rejected,
+        });
+        decided.map_err(|e| match e {
             trust_policy::DecisionError::PrivilegedUntrustedRejected { .. } => {
                 Error::FailedPrecondition(format!("pod {}: {e}", sandbox.name))
             }

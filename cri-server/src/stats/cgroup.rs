@@ -20,7 +20,78 @@ pub struct CgroupUsage {
     pub page_faults: Option<u64>,
     /// Major page faults.
     pub major_page_faults: Option<u64>,
+    /// CPU time in user mode, nanoseconds.
+    pub cpu_user_ns: Option<u64>,
+    /// CPU time in kernel mode, nanoseconds.
+    pub cpu_system_ns: Option<u64>,
+    /// Page cache, bytes.
+    pub cache_bytes: Option<u64>,
+    /// How many times usage hit the memory limit.
+    pub failcnt: Option<u64>,
+    /// Page faults of this cgroup's own processes (v1's `pgfault`;
+    /// `page_faults` counts its descendants too). v2 counts only
+    /// hierarchically, so there both are the same.
+    pub local_page_faults: Option<u64>,
+    /// Major page faults of this cgroup's own processes.
+    pub local_major_page_faults: Option<u64>,
 }
+
+impl CgroupUsage {
+    /// The sum of two readings, field by field: unknown only where both are.
+    pub fn plus(&self, other: &CgroupUsage) -> CgroupUsage {
+        let add = |a: Option<u64>, b: Option<u64>| match (a, b) {
+            (None, None) => None,
+            (a, b) => Some(a.unwrap_or(0).saturating_add(b.unwrap_or(0))),
+        };
+        CgroupUsage {
+            cpu_ns: add(self.cpu_ns, other.cpu_ns),
+            memory_bytes: add(self.memory_bytes, other.memory_bytes),
+            working_set_bytes: add(self.working_set_bytes, other.working_set_bytes),
+            rss_bytes: add(self.rss_bytes, other.rss_bytes),
+            page_faults: add(self.page_faults, other.page_faults),
+            major_page_faults: add(self.major_page_faults, other.major_page_faults),
+            cpu_user_ns: add(self.cpu_user_ns, other.cpu_user_ns),
+            cpu_system_ns: add(self.cpu_system_ns, other.cpu_system_ns),
+            cache_bytes: add(self.cache_bytes, other.cache_bytes),
+            failcnt: add(self.failcnt, other.failcnt),
+            local_page_faults: add(self.local_page_faults, other.local_page_faults),
+            local_major_page_faults: add(
+                self.local_major_page_faults,
+                other.local_major_page_faults,
+            ),
+        }
+    }
+}
+
+/// The limits a cgroup enforces (cAdvisor's "spec"); `None` where a file is
+/// missing or where there is no limit.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CgroupLimits {
+    /// The memory limit, bytes; `Some(0)` when memory is unlimited.
+    pub memory_limit_bytes: Option<u64>,
+    /// CPU shares, in v1 units (v2's `cpu.weight` is converted back).
+    pub cpu_shares: Option<u64>,
+    /// The CFS quota per period, microseconds; `None` when unlimited.
+    pub cpu_quota_us: Option<u64>,
+    /// The CFS period, microseconds.
+    pub cpu_period_us: Option<u64>,
+}
+
+/// How many processes and threads a cgroup holds.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct TaskCounts {
+    /// Processes (thread-group leaders).
+    pub processes: Option<u64>,
+    /// Threads, every process's included.
+    pub threads: Option<u64>,
+}
+
+/// v1 reports an unlimited memory limit as the largest page-aligned
+/// counter value; anything this large is no limit in practice.
+const V1_UNLIMITED: u64 = 1 << 62;
+
+/// The kernel's USER_HZ for `cpuacct.stat` ticks (fixed by the ABI).
+const NS_PER_TICK: u64 = 10_000_000;
 
 /// The cgroup hierarchy layout of this host.
 #[derive(Debug, Clone)]
@@ -51,28 +122,49 @@ impl Hierarchy {
                 let dir = root.join(rel);
                 let stat = key_values(&dir.join("memory.stat"));
                 let memory = number(&dir.join("memory.current"));
+                let cpu = key_values(&dir.join("cpu.stat"));
+                let usec = |key: &str| cpu.get(key).map(|us| us.saturating_mul(1000));
                 CgroupUsage {
-                    cpu_ns: key_values(&dir.join("cpu.stat"))
-                        .get("usage_usec")
-                        .map(|us| us * 1000),
+                    cpu_ns: usec("usage_usec"),
                     memory_bytes: memory,
                     working_set_bytes: working_set(memory, stat.get("inactive_file")),
                     rss_bytes: stat.get("anon").copied(),
                     page_faults: stat.get("pgfault").copied(),
                     major_page_faults: stat.get("pgmajfault").copied(),
+                    cpu_user_ns: usec("user_usec"),
+                    cpu_system_ns: usec("system_usec"),
+                    cache_bytes: stat.get("file").copied(),
+                    // v2 has no failcnt; `max` counts the same event.
+                    failcnt: key_values(&dir.join("memory.events")).get("max").copied(),
+                    local_page_faults: stat.get("pgfault").copied(),
+                    local_major_page_faults: stat.get("pgmajfault").copied(),
                 }
             }
             Hierarchy::V1(root) => {
                 let memory_dir = root.join("memory").join(rel);
                 let stat = key_values(&memory_dir.join("memory.stat"));
                 let memory = number(&memory_dir.join("memory.usage_in_bytes"));
+                let cpuacct = root.join("cpuacct").join(rel);
+                // Kernels before 4.7 have no usage_user/usage_sys; their
+                // cpuacct.stat counts the same in ticks.
+                let ticks = key_values(&cpuacct.join("cpuacct.stat"));
+                let mode = |file: &str, key: &str| {
+                    number(&cpuacct.join(file))
+                        .or_else(|| ticks.get(key).map(|t| t.saturating_mul(NS_PER_TICK)))
+                };
                 CgroupUsage {
-                    cpu_ns: number(&root.join("cpuacct").join(rel).join("cpuacct.usage")),
+                    cpu_ns: number(&cpuacct.join("cpuacct.usage")),
                     memory_bytes: memory,
                     working_set_bytes: working_set(memory, stat.get("total_inactive_file")),
                     rss_bytes: stat.get("total_rss").copied(),
                     page_faults: stat.get("total_pgfault").copied(),
                     major_page_faults: stat.get("total_pgmajfault").copied(),
+                    cpu_user_ns: mode("cpuacct.usage_user", "user"),
+                    cpu_system_ns: mode("cpuacct.usage_sys", "system"),
+                    cache_bytes: stat.get("total_cache").copied(),
+                    failcnt: number(&memory_dir.join("memory.failcnt")),
+                    local_page_faults: stat.get("pgfault").copied(),
+                    local_major_page_faults: stat.get("pgmajfault").copied(),
                 }
             }
         }
@@ -91,6 +183,81 @@ impl Hierarchy {
         };
         key_values(&file).get("oom_kill").copied().unwrap_or(0)
     }
+
+    /// The memory and CPU limits of the cgroup at `path`.
+    pub fn limits(&self, path: &str) -> CgroupLimits {
+        let rel = path.trim_start_matches('/');
+        match self {
+            Hierarchy::V2(root) => {
+                let dir = root.join(rel);
+                let memory_limit_bytes = text(&dir.join("memory.max")).and_then(|max| {
+                    if max == "max" {
+                        Some(0)
+                    } else {
+                        max.parse().ok()
+                    }
+                });
+                // `cpu.max` is "<quota|max> <period>".
+                let cpu_max = text(&dir.join("cpu.max")).unwrap_or_default();
+                let mut fields = cpu_max.split_whitespace();
+                let quota = fields.next().and_then(|q| q.parse().ok());
+                let period = fields.next().and_then(|p| p.parse().ok());
+                CgroupLimits {
+                    memory_limit_bytes,
+                    cpu_shares: number(&dir.join("cpu.weight")).map(weight_to_shares),
+                    cpu_quota_us: quota,
+                    cpu_period_us: period,
+                }
+            }
+            Hierarchy::V1(root) => {
+                let cpu = root.join("cpu").join(rel);
+                let limit = number(&root.join("memory").join(rel).join("memory.limit_in_bytes"));
+                CgroupLimits {
+                    memory_limit_bytes: limit.map(|l| if l >= V1_UNLIMITED { 0 } else { l }),
+                    cpu_shares: number(&cpu.join("cpu.shares")),
+                    // -1 (unlimited) does not parse as u64.
+                    cpu_quota_us: number(&cpu.join("cpu.cfs_quota_us")),
+                    cpu_period_us: number(&cpu.join("cpu.cfs_period_us")),
+                }
+            }
+        }
+    }
+
+    /// How many processes and threads the cgroup at `path` holds.
+    pub fn tasks(&self, path: &str) -> TaskCounts {
+        let rel = path.trim_start_matches('/');
+        let (procs, threads) = match self {
+            Hierarchy::V2(root) => {
+                let dir = root.join(rel);
+                (dir.join("cgroup.procs"), dir.join("cgroup.threads"))
+            }
+            // Any v1 controller lists the same tasks; memory is always
+            // there for a container.
+            Hierarchy::V1(root) => {
+                let dir = root.join("memory").join(rel);
+                (dir.join("cgroup.procs"), dir.join("tasks"))
+            }
+        };
+        TaskCounts {
+            processes: line_count(&procs),
+            threads: line_count(&threads),
+        }
+    }
+}
+
+/// cgroup v2's `cpu.weight` (1..=10000) back in v1 shares (2..=262144),
+/// the inverse of the conversion runc applies.
+fn weight_to_shares(weight: u64) -> u64 {
+    2 + weight.saturating_sub(1).saturating_mul(262_142) / 9_999
+}
+
+fn text(path: &Path) -> Option<String> {
+    Some(std::fs::read_to_string(path).ok()?.trim().to_string())
+}
+
+fn line_count(path: &Path) -> Option<u64> {
+    let text = std::fs::read_to_string(path).ok()?;
+    Some(text.lines().filter(|l| !l.trim().is_empty()).count() as u64)
 }
 
 fn working_set(usage: Option<u64>, inactive_file: Option<&u64>) -> Option<u64> {
@@ -163,6 +330,150 @@ mod tests {
         .unwrap();
         assert_eq!(Hierarchy::V1(root.path().into()).oom_kills("/c"), 2);
         assert_eq!(Hierarchy::V1(root.path().into()).oom_kills("/missing"), 0);
+    }
+
+    #[test]
+    fn v1_cpu_modes_cache_failcnt_and_local_faults_are_read() {
+        let root = tempfile::tempdir().unwrap();
+        let mem = root.path().join("memory/c");
+        let cpu = root.path().join("cpuacct/c");
+        std::fs::create_dir_all(&mem).unwrap();
+        std::fs::create_dir_all(&cpu).unwrap();
+        std::fs::write(cpu.join("cpuacct.usage_user"), "3000\n").unwrap();
+        // No usage_sys (an old kernel): cpuacct.stat's ticks stand in.
+        std::fs::write(cpu.join("cpuacct.stat"), "user 9\nsystem 2\n").unwrap();
+        std::fs::write(mem.join("memory.failcnt"), "4\n").unwrap();
+        std::fs::write(
+            mem.join("memory.stat"),
+            "pgfault 10\npgmajfault 1\ntotal_pgfault 30\ntotal_pgmajfault 3\ntotal_cache 512\n",
+        )
+        .unwrap();
+        let usage = Hierarchy::V1(root.path().into()).usage("/c");
+        assert_eq!(usage.cpu_user_ns, Some(3000));
+        assert_eq!(usage.cpu_system_ns, Some(20_000_000));
+        assert_eq!(usage.cache_bytes, Some(512));
+        assert_eq!(usage.failcnt, Some(4));
+        assert_eq!(
+            (usage.local_page_faults, usage.page_faults),
+            (Some(10), Some(30))
+        );
+        assert_eq!(
+            (usage.local_major_page_faults, usage.major_page_faults),
+            (Some(1), Some(3))
+        );
+    }
+
+    #[test]
+    fn v2_cpu_modes_and_max_events_are_read() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("c");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join("cpu.stat"),
+            "usage_usec 50\nuser_usec 30\nsystem_usec 20\n",
+        )
+        .unwrap();
+        std::fs::write(dir.join("memory.events"), "low 0\nhigh 0\nmax 7\noom 1\n").unwrap();
+        std::fs::write(dir.join("memory.stat"), "file 2048\npgfault 5\n").unwrap();
+        let usage = Hierarchy::V2(root.path().into()).usage("c");
+        assert_eq!(usage.cpu_user_ns, Some(30_000));
+        assert_eq!(usage.cpu_system_ns, Some(20_000));
+        assert_eq!(usage.failcnt, Some(7));
+        assert_eq!(usage.cache_bytes, Some(2048));
+        assert_eq!(usage.local_page_faults, usage.page_faults);
+    }
+
+    #[test]
+    fn readings_add_up_and_unknown_stays_unknown() {
+        let a = CgroupUsage {
+            cpu_ns: Some(1),
+            failcnt: Some(2),
+            ..CgroupUsage::default()
+        };
+        let b = CgroupUsage {
+            cpu_ns: Some(10),
+            ..CgroupUsage::default()
+        };
+        let sum = a.plus(&b);
+        assert_eq!(sum.cpu_ns, Some(11));
+        assert_eq!(sum.failcnt, Some(2));
+        assert_eq!(sum.memory_bytes, None);
+    }
+
+    #[test]
+    fn v1_limits_unlimited_memory_is_zero_and_no_quota_is_none() {
+        let root = tempfile::tempdir().unwrap();
+        let mem = root.path().join("memory/c");
+        let cpu = root.path().join("cpu/c");
+        std::fs::create_dir_all(&mem).unwrap();
+        std::fs::create_dir_all(&cpu).unwrap();
+        std::fs::write(mem.join("memory.limit_in_bytes"), "9223372036854771712\n").unwrap();
+        std::fs::write(cpu.join("cpu.shares"), "1024\n").unwrap();
+        std::fs::write(cpu.join("cpu.cfs_quota_us"), "-1\n").unwrap();
+        std::fs::write(cpu.join("cpu.cfs_period_us"), "100000\n").unwrap();
+        let hierarchy = Hierarchy::V1(root.path().into());
+        assert_eq!(
+            hierarchy.limits("/c"),
+            CgroupLimits {
+                memory_limit_bytes: Some(0),
+                cpu_shares: Some(1024),
+                cpu_quota_us: None,
+                cpu_period_us: Some(100_000),
+            }
+        );
+        std::fs::write(mem.join("memory.limit_in_bytes"), "67108864\n").unwrap();
+        std::fs::write(cpu.join("cpu.cfs_quota_us"), "50000\n").unwrap();
+        let limits = hierarchy.limits("/c");
+        assert_eq!(limits.memory_limit_bytes, Some(64 << 20));
+        assert_eq!(limits.cpu_quota_us, Some(50_000));
+    }
+
+    #[test]
+    fn v2_limits_convert_weight_and_split_cpu_max() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("c");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("memory.max"), "max\n").unwrap();
+        std::fs::write(dir.join("cpu.weight"), "100\n").unwrap();
+        std::fs::write(dir.join("cpu.max"), "max 100000\n").unwrap();
+        let hierarchy = Hierarchy::V2(root.path().into());
+        let limits = hierarchy.limits("c");
+        assert_eq!(limits.memory_limit_bytes, Some(0));
+        // The default weight (100) and both ends of the range.
+        assert_eq!(limits.cpu_shares, Some(2597));
+        assert_eq!(weight_to_shares(1), 2);
+        assert_eq!(weight_to_shares(10_000), 262_144);
+        assert_eq!(limits.cpu_quota_us, None);
+        assert_eq!(limits.cpu_period_us, Some(100_000));
+        std::fs::write(dir.join("memory.max"), "1048576\n").unwrap();
+        std::fs::write(dir.join("cpu.max"), "25000 100000\n").unwrap();
+        let limits = hierarchy.limits("c");
+        assert_eq!(limits.memory_limit_bytes, Some(1 << 20));
+        assert_eq!(limits.cpu_quota_us, Some(25_000));
+    }
+
+    #[test]
+    fn tasks_count_processes_and_threads() {
+        let root = tempfile::tempdir().unwrap();
+        let mem = root.path().join("memory/c");
+        std::fs::create_dir_all(&mem).unwrap();
+        std::fs::write(mem.join("cgroup.procs"), "10\n20\n").unwrap();
+        std::fs::write(mem.join("tasks"), "10\n11\n12\n20\n").unwrap();
+        let v1 = Hierarchy::V1(root.path().into());
+        assert_eq!(
+            v1.tasks("/c"),
+            TaskCounts {
+                processes: Some(2),
+                threads: Some(4)
+            }
+        );
+        assert_eq!(v1.tasks("/gone"), TaskCounts::default());
+        let dir = root.path().join("v2");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("cgroup.procs"), "").unwrap();
+        std::fs::write(dir.join("cgroup.threads"), "").unwrap();
+        let counts = Hierarchy::V2(root.path().into()).tasks("v2");
+        assert_eq!((counts.processes, counts.threads), (Some(0), Some(0)));
     }
 
     #[test]

@@ -1,22 +1,25 @@
 //! ContainerStats, ListContainerStats, PodSandboxStats and
-//! ListPodSandboxStats, read from cgroups, the writable layer and the pod's
-//! network namespace.
+//! ListPodSandboxStats, and ListPodSandboxMetrics ([`cri_metrics`]), read
+//! from cgroups, the writable layer and the pod's network namespace.
 //!
 //! gVisor (runsc) keeps a pod's processes inside its sandbox: the cgroups of
 //! its containers stay empty, so their CPU and memory read as unknown; the
 //! pod's network counters and writable layers are reported as for runc.
 
 pub mod cgroup;
+pub mod cri_metrics;
 pub mod network;
 
 use crate::convert;
 use crate::daemon::Daemon;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::pod::cgroups_path;
 use cgroup::{CgroupUsage, Hierarchy};
+use cri_metrics::{ContainerReading, FsCapacity, Identity};
 use k8s_cri::v1 as cri;
-use sandbox_core::{Container, ContainerFilter, Sandbox, SandboxFilter};
+use sandbox_core::{Container, ContainerFilter, ContainerState, Sandbox, SandboxFilter};
 use std::collections::HashMap;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 /// The previous CPU reading of each cgroup, for `usage_nano_cores` (a rate
@@ -140,19 +143,7 @@ pub async fn pod(daemon: &Arc<Daemon>, sandbox: &Sandbox) -> Result<cri::PodSand
     let hierarchy = Hierarchy::detect();
     let mut total = hierarchy.usage(&cgroups_path(&sandbox.cgroup_parent, &sandbox.id));
     for c in daemon.containers.list(&filter) {
-        let u = hierarchy.usage(&cgroups_path(&sandbox.cgroup_parent, &c.id));
-        let add = |a: Option<u64>, b: Option<u64>| match (a, b) {
-            (None, None) => None,
-            (a, b) => Some(a.unwrap_or(0) + b.unwrap_or(0)),
-        };
-        total = CgroupUsage {
-            cpu_ns: add(total.cpu_ns, u.cpu_ns),
-            memory_bytes: add(total.memory_bytes, u.memory_bytes),
-            working_set_bytes: add(total.working_set_bytes, u.working_set_bytes),
-            rss_bytes: add(total.rss_bytes, u.rss_bytes),
-            page_faults: add(total.page_faults, u.page_faults),
-            major_page_faults: add(total.major_page_faults, u.major_page_faults),
-        };
+        total = total.plus(&hierarchy.usage(&cgroups_path(&sandbox.cgroup_parent, &c.id)));
     }
     let infra_pid = sandbox
         .infra_container
@@ -193,6 +184,113 @@ pub async fn pods(
         out.push(pod(daemon, &s).await?);
     }
     Ok(out)
+}
+
+/// ListPodSandboxMetrics: the metrics of every pod that has not stopped,
+/// and of its containers that have not exited (an exited container's
+/// cgroup is gone).
+pub async fn pod_metrics(daemon: &Arc<Daemon>) -> Result<Vec<cri::PodSandboxMetrics>> {
+    let mut out = Vec::new();
+    for sandbox in daemon.sandboxes.list(&SandboxFilter::default()) {
+        if !sandbox.is_stopped() {
+            out.push(one_pod_metrics(daemon, &sandbox).await?);
+        }
+    }
+    Ok(out)
+}
+
+async fn one_pod_metrics(
+    daemon: &Arc<Daemon>,
+    sandbox: &Sandbox,
+) -> Result<cri::PodSandboxMetrics> {
+    let filter = ContainerFilter {
+        sandbox_id_prefix: Some(sandbox.id.clone()),
+        ..ContainerFilter::default()
+    };
+    let mut readings = Vec::new();
+    for c in daemon.containers.list(&filter) {
+        if c.sandbox_id != sandbox.id || c.state == ContainerState::Exited {
+            continue;
+        }
+        // A container removed meanwhile has no layer: unknown, not a failure.
+        let layer = match daemon.images.writable_layer_usage(&c.id).await {
+            Ok(layer) => layer.map(|(bytes, _)| bytes),
+            Err(e) => {
+                tracing::debug!(container = %c.id, error = %e, "writable layer for metrics");
+                None
+            }
+        };
+        readings.push(ContainerReading {
+            identity: Identity {
+                container: c.metadata.name.clone(),
+                id: c.id.clone(),
+                image: c.image.clone(),
+                name: c.name.clone(),
+                namespace: sandbox.metadata.namespace.clone(),
+                pod: sandbox.metadata.name.clone(),
+            },
+            writable_layer_bytes: layer,
+            started_at: c.started_at,
+            ..ContainerReading::default()
+        });
+    }
+    let pod = Identity {
+        id: sandbox.id.clone(),
+        name: sandbox.name.clone(),
+        namespace: sandbox.metadata.namespace.clone(),
+        pod: sandbox.metadata.name.clone(),
+        ..Identity::default()
+    };
+    let parent = sandbox.cgroup_parent.clone();
+    let infra_pid = sandbox
+        .infra_container
+        .as_ref()
+        .and_then(|c| c.pid)
+        .filter(|_| sandbox.netns_path.is_some());
+    let images = daemon.layout.images();
+    // cgroupfs, procfs and statvfs are file system calls: off the workers.
+    let (readings, interfaces, now) = tokio::task::spawn_blocking(move || {
+        let hierarchy = Hierarchy::detect();
+        let fs = fs_capacity(&images);
+        for r in &mut readings {
+            let path = cgroups_path(&parent, &r.identity.id);
+            r.usage = hierarchy.usage(&path);
+            r.limits = hierarchy.limits(&path);
+            r.tasks = hierarchy.tasks(&path);
+            r.oom_kills = Some(hierarchy.oom_kills(&path));
+            r.fs = fs;
+        }
+        let interfaces = infra_pid.map(network::interfaces).unwrap_or_default();
+        (readings, interfaces, sandbox_core::timestamp::now())
+    })
+    .await
+    .map_err(|e| {
+        Error::internal(
+            format!("pod {}", sandbox.id),
+            format!("reading metrics: {e}"),
+        )
+    })?;
+    Ok(cri::PodSandboxMetrics {
+        pod_sandbox_id: sandbox.id.clone(),
+        metrics: cri_metrics::pod_metrics(&pod, &interfaces, now),
+        container_metrics: readings
+            .iter()
+            .map(|r| cri::ContainerMetrics {
+                container_id: r.identity.id.clone(),
+                metrics: cri_metrics::container_metrics(r, now),
+            })
+            .collect(),
+    })
+}
+
+/// The size and inodes of the file system holding `path`.
+fn fs_capacity(path: &Path) -> Option<FsCapacity> {
+    let stat = nix::sys::statvfs::statvfs(path).ok()?;
+    Some(FsCapacity {
+        bytes: stat.blocks().saturating_mul(stat.fragment_size()),
+        inodes: stat.files(),
+        inodes_free: stat.files_free(),
+    })
 }
 
 #[cfg(test)]

@@ -4,20 +4,70 @@
 
 use k8s_cri::v1 as cri;
 
-/// Interface counters of the namespace `pid` is in; the default interface
-/// is `eth0` (what CNI names it).
-pub fn usage(pid: i32, now: i64) -> cri::NetworkUsage {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/net/dev")).unwrap_or_default();
-    let interfaces = parse(&text, now);
-    cri::NetworkUsage {
-        timestamp: now,
-        default_interface: interfaces.iter().find(|i| i.name == "eth0").cloned(),
-        interfaces: interfaces.into_iter().filter(|i| i.name != "lo").collect(),
+/// One interface's counters, as `/proc/net/dev` gives them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct InterfaceCounters {
+    /// The interface name, e.g. `eth0`.
+    pub name: String,
+    /// Bytes received.
+    pub rx_bytes: u64,
+    /// Packets received.
+    pub rx_packets: u64,
+    /// Receive errors.
+    pub rx_errors: u64,
+    /// Packets dropped while receiving.
+    pub rx_dropped: u64,
+    /// Bytes sent.
+    pub tx_bytes: u64,
+    /// Packets sent.
+    pub tx_packets: u64,
+    /// Transmit errors.
+    pub tx_errors: u64,
+    /// Packets dropped while sending.
+    pub tx_dropped: u64,
+}
+
+impl InterfaceCounters {
+    /// The subset CRI's stats carry.
+    pub fn to_cri(&self) -> cri::NetworkInterfaceUsage {
+        let v = |value| Some(cri::UInt64Value { value });
+        cri::NetworkInterfaceUsage {
+            name: self.name.clone(),
+            rx_bytes: v(self.rx_bytes),
+            rx_errors: v(self.rx_errors),
+            tx_bytes: v(self.tx_bytes),
+            tx_errors: v(self.tx_errors),
+        }
     }
 }
 
-/// Parses `/proc/net/dev`.
-pub fn parse(text: &str, _now: i64) -> Vec<cri::NetworkInterfaceUsage> {
+/// The pod's interfaces (loopback left out) in the namespace `pid` is in;
+/// empty when the process is gone.
+pub fn interfaces(pid: i32) -> Vec<InterfaceCounters> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/net/dev")).unwrap_or_default();
+    parse(&text)
+        .into_iter()
+        .filter(|i| i.name != "lo")
+        .collect()
+}
+
+/// Interface counters of the namespace `pid` is in; the default interface
+/// is `eth0` (what CNI names it).
+pub fn usage(pid: i32, now: i64) -> cri::NetworkUsage {
+    let interfaces = interfaces(pid);
+    cri::NetworkUsage {
+        timestamp: now,
+        default_interface: interfaces
+            .iter()
+            .find(|i| i.name == "eth0")
+            .map(InterfaceCounters::to_cri),
+        interfaces: interfaces.iter().map(InterfaceCounters::to_cri).collect(),
+    }
+}
+
+/// Parses `/proc/net/dev`; lines that do not have its 16 counters are
+/// skipped.
+pub fn parse(text: &str) -> Vec<InterfaceCounters> {
     text.lines()
         .skip(2)
         .filter_map(|line| {
@@ -29,13 +79,16 @@ pub fn parse(text: &str, _now: i64) -> Vec<cri::NetworkInterfaceUsage> {
             if f.len() < 16 {
                 return None;
             }
-            let v = |value| Some(cri::UInt64Value { value });
-            Some(cri::NetworkInterfaceUsage {
+            Some(InterfaceCounters {
                 name: name.trim().to_string(),
-                rx_bytes: v(f[0]),
-                rx_errors: v(f[2]),
-                tx_bytes: v(f[8]),
-                tx_errors: v(f[10]),
+                rx_bytes: f[0],
+                rx_packets: f[1],
+                rx_errors: f[2],
+                rx_dropped: f[3],
+                tx_bytes: f[8],
+                tx_packets: f[9],
+                tx_errors: f[10],
+                tx_dropped: f[11],
             })
         })
         .collect()
@@ -47,11 +100,30 @@ mod tests {
 
     #[test]
     fn proc_net_dev_parses() {
-        let text = "Inter-|   Receive |  Transmit\n face |bytes packets errs drop fifo frame compressed multicast|bytes packets errs drop fifo colls carrier compressed\n    lo:     100       1    0    0    0     0          0         0      100       1    0    0    0     0       0          0\n  eth0:    2000      20    3    0    0     0          0         0     1000      10    1    0    0     0       0          0\n";
-        let ifs = parse(text, 0);
+        let text = "Inter-|   Receive |  Transmit\n face |bytes packets errs drop fifo frame compressed multicast|bytes packets errs drop fifo colls carrier compressed\n    lo:     100       1    0    0    0     0          0         0      100       1    0    0    0     0       0          0\n  eth0:    2000      20    3    4    0     0          0         0     1000      10    1    5    0     0       0          0\n";
+        let ifs = parse(text);
         assert_eq!(ifs.len(), 2);
-        assert_eq!(ifs[1].name, "eth0");
-        assert_eq!(ifs[1].rx_bytes.as_ref().unwrap().value, 2000);
-        assert_eq!(ifs[1].tx_errors.as_ref().unwrap().value, 1);
+        assert_eq!(
+            ifs[1],
+            InterfaceCounters {
+                name: "eth0".into(),
+                rx_bytes: 2000,
+                rx_packets: 20,
+                rx_errors: 3,
+                rx_dropped: 4,
+                tx_bytes: 1000,
+                tx_packets: 10,
+                tx_errors: 1,
+                tx_dropped: 5,
+            }
+        );
+        let cri = ifs[1].to_cri();
+        assert_eq!(cri.rx_bytes.unwrap().value, 2000);
+        assert_eq!(cri.tx_errors.unwrap().value, 1);
+    }
+
+    #[test]
+    fn short_lines_are_skipped() {
+        assert!(parse("h\nh\n eth0: 1 2 3\n").is_empty());
     }
 }

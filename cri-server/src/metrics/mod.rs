@@ -1,0 +1,138 @@
+//! The daemon's own Prometheus metrics, served on `[metrics] address` (off
+//! by default) by [`server`].
+//!
+//! - RPCs: requests, errors and latency by method and gRPC code, recorded
+//!   for every call by one tower layer ([`rpc`]).
+//! - Trust decisions by outcome, counted where RunPodSandbox asks the
+//!   policy ([`Metrics::trust_decision`]).
+//! - Image pulls by result ([`Metrics::image_pull`]) and the bytes the image
+//!   store has fetched.
+//! - Pods and containers by state and runtime handler, counted from the
+//!   daemon's stores at each scrape ([`collector`]).
+//!
+//! Counting is always on (a few atomics per request); only serving them
+//! needs the address.
+
+pub mod collector;
+pub mod rpc;
+pub mod server;
+
+use crate::daemon::Daemon;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::registry::Registry;
+use std::sync::Arc;
+
+/// The prefix of every metric name the daemon serves.
+pub const PREFIX: &str = "cri_server";
+
+/// How a trust decision ended.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum TrustOutcome {
+    /// The pod runs on the trusted handler.
+    Trusted,
+    /// The pod runs on the untrusted (sandboxing) handler.
+    Untrusted,
+    /// The policy refused the pod.
+    Rejected,
+}
+
+impl TrustOutcome {
+    /// The `outcome` label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TrustOutcome::Trusted => "trusted",
+            TrustOutcome::Untrusted => "untrusted",
+            TrustOutcome::Rejected => "rejected",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabels {
+    result: &'static str,
+}
+
+/// The daemon's counters; cheap to update from any handler.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// Per-RPC counts and latencies, recorded by [`rpc::RpcMetricsLayer`].
+    pub rpc: rpc::RpcMetrics,
+    trust_decisions: Family<OutcomeLabels, Counter>,
+    image_pulls: Family<ResultLabels, Counter>,
+}
+
+impl Metrics {
+    /// Counts one trust decision.
+    pub fn trust_decision(&self, outcome: TrustOutcome) {
+        self.trust_decisions
+            .get_or_create(&OutcomeLabels {
+                outcome: outcome.as_str(),
+            })
+            .inc();
+    }
+
+    /// Counts one PullImage by whether it succeeded.
+    pub fn image_pull(&self, succeeded: bool) {
+        let result = if succeeded { "success" } else { "failure" };
+        self.image_pulls
+            .get_or_create(&ResultLabels { result })
+            .inc();
+    }
+
+    /// A registry of everything the daemon serves: these counters, and the
+    /// gauges [`collector::StoreCollector`] reads from `daemon` at each
+    /// scrape. The registry holds the daemon weakly, so serving metrics
+    /// never keeps a stopped daemon alive.
+    pub fn registry(&self, daemon: &Arc<Daemon>) -> Registry {
+        let mut registry = Registry::with_prefix(PREFIX);
+        self.rpc.register(&mut registry);
+        registry.register(
+            "trust_decisions",
+            "Trust decisions RunPodSandbox asked for, by outcome.",
+            self.trust_decisions.clone(),
+        );
+        registry.register(
+            "image_pulls",
+            "PullImage calls, by result.",
+            self.image_pulls.clone(),
+        );
+        registry.register_collector(Box::new(collector::StoreCollector::new(Arc::downgrade(
+            daemon,
+        ))));
+        registry
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prometheus_client::encoding::text::encode;
+
+    #[test]
+    fn trust_and_pull_counters_encode_with_their_labels() {
+        let metrics = Metrics::default();
+        metrics.trust_decision(TrustOutcome::Trusted);
+        metrics.trust_decision(TrustOutcome::Trusted);
+        metrics.trust_decision(TrustOutcome::Rejected);
+        metrics.image_pull(true);
+        metrics.image_pull(false);
+        let mut registry = Registry::with_prefix(PREFIX);
+        registry.register("trust_decisions", "t", metrics.trust_decisions.clone());
+        registry.register("image_pulls", "p", metrics.image_pulls.clone());
+        let mut text = String::new();
+        encode(&mut text, &registry).unwrap();
+        assert!(
+            text.contains("cri_server_trust_decisions_total{outcome=\"trusted\"} 2"),
+            "{text}"
+        );
+        assert!(text.contains("cri_server_trust_decisions_total{outcome=\"rejected\"} 1"));
+        assert!(text.contains("cri_server_image_pulls_total{result=\"failure\"} 1"));
+    }
+}
