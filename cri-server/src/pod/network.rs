@@ -32,12 +32,12 @@ pub fn request(sandbox: &Sandbox, dns: Option<cni::Dns>) -> cni::PodNetworkReque
     request
 }
 
-/// Attaches the pod (CNI ADD) and records its IPs.
+/// Attaches the pod (CNI ADD); returns its IPs.
 pub async fn setup(
     daemon: &Arc<Daemon>,
-    sandbox: &mut Sandbox,
+    sandbox: &Sandbox,
     dns: Option<cni::Dns>,
-) -> Result<()> {
+) -> Result<Vec<std::net::IpAddr>> {
     if let Err(why) = daemon.network.status() {
         return Err(Error::FailedPrecondition(format!(
             "pod {}: network not ready: {}: {}",
@@ -51,8 +51,7 @@ pub async fn setup(
         .await
         .map_err(|e| Error::internal(format!("pod {} network", sandbox.id), e))?;
     tracing::info!(pod = %sandbox.id, ips = ?status.ips, elapsed = ?started.elapsed(), "CNI ADD");
-    sandbox.pod_ips = status.ips;
-    Ok(())
+    Ok(status.ips)
 }
 
 /// Detaches the pod (CNI DEL); idempotent.

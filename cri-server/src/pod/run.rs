@@ -145,7 +145,15 @@ async fn reserve_name(daemon: &Arc<Daemon>, sandbox: &Sandbox) -> Result<()> {
     }
 }
 
-/// Creates the network namespace and starts the infra container.
+/// Creates the network namespace, attaches it (CNI ADD) and starts the
+/// infra container.
+///
+/// The infra container only joins the namespace by path and CNI only
+/// configures it, so on runc the two run at once and the pod is ready after
+/// the slower of them rather than after both. They stay in sequence where
+/// one may see the other half-done: on gVisor (whose host network may read
+/// the interfaces once at boot) and for pods with `net.*` sysctls (which
+/// may name the interface CNI is still creating).
 async fn start(
     daemon: &Arc<Daemon>,
     sandbox: &mut Sandbox,
@@ -161,18 +169,32 @@ async fn start(
             .map_err(|e| Error::internal(format!("pod {}", sandbox.id), e))??;
         sandbox.netns_path = Some(ns.path().to_path_buf());
     }
-    if !host_network {
-        super::network::setup(
-            daemon,
-            sandbox,
-            dns.clone().map(|d| cni::Dns {
-                servers: d.servers,
-                searches: d.searches,
-                options: d.options,
-            }),
-        )
-        .await?;
-    }
+    let handler = daemon.handler(&sandbox.runtime_handler)?;
+    let overlap = handler.kind == oci_shim::runtime::RuntimeKind::Runc
+        && !sysctls.keys().any(|k| k.starts_with("net."));
+    let cni_dns = dns.clone().map(|d| cni::Dns {
+        servers: d.servers,
+        searches: d.searches,
+        options: d.options,
+    });
+    let shared: &Sandbox = sandbox;
+    let attach = async {
+        if host_network {
+            Ok(Vec::new())
+        } else {
+            super::network::setup(daemon, shared, cni_dns).await
+        }
+    };
+    let (ips, infra) = if overlap {
+        tokio::join!(attach, start_infra(daemon, shared, handler, sysctls))
+    } else {
+        let ips = attach.await?;
+        (Ok(ips), start_infra(daemon, shared, handler, sysctls).await)
+    };
+    // Both ran to the end, so `undo` finds whatever either left.
+    sandbox.pod_ips = ips?;
+    let (pid, argv) = infra?;
+
     let hostname = if host_network {
         nix::unistd::gethostname()
             .map(|h| h.to_string_lossy().into_owned())
@@ -180,8 +202,9 @@ async fn start(
     } else {
         sandbox.hostname.clone()
     };
+    let dir = daemon.layout.sandbox_dir(&sandbox.id);
     let files = super::files::write(
-        &daemon.layout.sandbox_dir(&sandbox.id),
+        &dir,
         &hostname,
         &dns.unwrap_or_default(),
         sandbox.pod_ips.first().copied(),
@@ -190,7 +213,31 @@ async fn start(
     .map_err(|e| Error::internal(format!("pod {} files", sandbox.id), e))?;
     sandbox.resolv_path = Some(files.resolv_conf);
 
-    let handler = daemon.handler(&sandbox.runtime_handler)?;
+    let mut infra = Container::new(
+        sandbox.id.clone(),
+        sandbox,
+        ContainerMetadata::new("POD", sandbox.metadata.attempt),
+    );
+    infra.name = sandbox.name.clone();
+    infra.command = argv;
+    infra.log_path = dir.join("pause.log");
+    infra.runtime_handler = sandbox.runtime_handler.clone();
+    let now = sandbox_core::timestamp::now();
+    infra.mark_started(now, pid)?;
+    sandbox.infra_container = Some(infra);
+    sandbox.mark_ready(now)?;
+    Ok(())
+}
+
+/// Creates and starts the infra container in the pod's namespaces; returns
+/// its pid and command.
+async fn start_infra(
+    daemon: &Arc<Daemon>,
+    sandbox: &Sandbox,
+    handler: oci_shim::runtime::RuntimeHandlerConfig,
+    sysctls: std::collections::BTreeMap<String, String>,
+) -> Result<(i32, Vec<String>)> {
+    let host_network = sandbox.namespace_options.network == NamespaceMode::Node;
     let dir = daemon.layout.sandbox_dir(&sandbox.id);
     let (rootfs, argv) = infra_root(daemon, &sandbox.id).await?;
     let mut spec = ContainerSpec::new(&rootfs, argv.clone());
@@ -259,21 +306,7 @@ async fn start(
     monitor_config.monitor_binary = daemon.monitor_binary.clone();
     let monitor = Monitor::spawn(&monitor_config).await?;
     monitor.start().await?;
-
-    let mut infra = Container::new(
-        sandbox.id.clone(),
-        sandbox,
-        ContainerMetadata::new("POD", sandbox.metadata.attempt),
-    );
-    infra.name = sandbox.name.clone();
-    infra.command = argv;
-    infra.log_path = dir.join("pause.log");
-    infra.runtime_handler = sandbox.runtime_handler.clone();
-    let now = sandbox_core::timestamp::now();
-    infra.mark_started(now, monitor.container_pid())?;
-    sandbox.infra_container = Some(infra);
-    sandbox.mark_ready(now)?;
-    Ok(())
+    Ok((monitor.container_pid(), argv))
 }
 
 /// The infra container's root and command: the built-in pause program, or
