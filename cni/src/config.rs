@@ -278,9 +278,14 @@ fn bad(origin: &Path, reason: impl Into<String>) -> Error {
 }
 
 /// The default pod network: a bridge with host-local IPAM on `subnet`, the
-/// gateway on the bridge, masquerading, `portmap` for host ports and
-/// `loopback`, as CNI 1.0.0. `cargo xtask setup` writes it when the config
-/// directory has none.
+/// gateway on the bridge, masquerading and `portmap` for host ports, as CNI
+/// 1.0.0. `cargo xtask setup` writes it when the config directory has none.
+///
+/// There is no `loopback` plugin in the chain: bringing `lo` up belongs to
+/// whoever creates the namespace (`netns::NetNs::create` does, with one
+/// ioctl), and the plugin would cost a process start on every ADD and DEL.
+/// A caller whose namespaces come up with `lo` down adds
+/// `{"type": "loopback"}` itself.
 ///
 /// # Examples
 ///
@@ -288,7 +293,7 @@ fn bad(origin: &Path, reason: impl Into<String>) -> Error {
 /// let text = cni::default_conflist("cri-server", "10.88.0.0/16", "cni0");
 /// let list = cni::NetworkConfigList::from_conflist_bytes(text.as_bytes(), "default").unwrap();
 /// let types: Vec<_> = list.plugins().iter().map(|p| p.plugin_type()).collect();
-/// assert_eq!(types, ["bridge", "portmap", "loopback"]);
+/// assert_eq!(types, ["bridge", "portmap"]);
 /// ```
 pub fn default_conflist(name: &str, subnet: &str, bridge: &str) -> String {
     let list = serde_json::json!({
@@ -310,8 +315,7 @@ pub fn default_conflist(name: &str, subnet: &str, bridge: &str) -> String {
             {
                 "type": "portmap",
                 "capabilities": { "portMappings": true }
-            },
-            { "type": "loopback" }
+            }
         ]
     });
     // Serialising a Value built from literals cannot fail; fall back to the

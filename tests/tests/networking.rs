@@ -94,6 +94,16 @@ async fn pods_reach_each_other_by_ip_and_the_host_reaches_a_host_port() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(answer, (0, "served-by-pod\n".to_string()));
+    // The pod's own loopback is up (the daemon raises it when it makes the
+    // namespace; the default network has no loopback plugin) and carries
+    // traffic inside the pod.
+    let lo = daemon
+        .sh(
+            &client_ctr,
+            "cat /sys/class/net/lo/flags; (nc -l -p 7070 -e echo lo-ok &); sleep 0.3; nc -w 2 127.0.0.1 7070",
+        )
+        .await;
+    assert_eq!(lo, (0, "0x9\nlo-ok\n".to_string()), "IFF_UP|IFF_LOOPBACK");
 
     // From the host, through the portmap plugin, on loopback.
     assert!(http_get("127.0.0.1:18080").contains("served-by-pod"));

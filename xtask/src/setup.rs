@@ -68,34 +68,41 @@ fn is_installed(package: &str) -> bool {
 }
 
 /// Writes the default pod network (bridge `cni0` on 10.88.0.0/16 with
-/// host-local IPAM, gateway and masquerade, portmap, loopback) into `dir`
-/// unless it already holds a `.conflist`, `.conf` or `.json` file: an
-/// operator's network always wins. Written to a temp file and renamed so the
-/// daemon's watcher never sees half a file.
+/// host-local IPAM, gateway and masquerade, portmap) into `dir` unless it
+/// holds a `.conflist`, `.conf` or `.json` file of someone else's: an
+/// operator's network always wins. Our own file (`CNI_DEFAULT_FILE`) is
+/// brought up to date when an earlier setup wrote a different default.
+/// Written to a temp file and renamed so the daemon's watcher never sees
+/// half a file.
 fn write_default_cni_config(dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+    let target = dir.join(CNI_DEFAULT_FILE);
+    let wanted = cni::default_conflist("cri-server", "10.88.0.0/16", "cni0");
     let existing = std::fs::read_dir(dir)
         .with_context(|| format!("read {}", dir.display()))?
         .flatten()
         .map(|e| e.path())
         .find(|p| {
-            matches!(
-                p.extension().and_then(|e| e.to_str()),
-                Some("conflist" | "conf" | "json")
-            )
+            p != &target
+                && matches!(
+                    p.extension().and_then(|e| e.to_str()),
+                    Some("conflist" | "conf" | "json")
+                )
         });
     if let Some(existing) = existing {
         eprintln!("setup: CNI config present ({})", existing.display());
         return Ok(());
     }
-    let target = dir.join(CNI_DEFAULT_FILE);
+    if std::fs::read_to_string(&target).is_ok_and(|text| text == wanted) {
+        eprintln!(
+            "setup: default CNI network up to date ({})",
+            target.display()
+        );
+        return Ok(());
+    }
     // Hidden and ending in .tmp: invisible to the loader until renamed.
     let tmp = dir.join(format!(".{CNI_DEFAULT_FILE}.tmp"));
-    std::fs::write(
-        &tmp,
-        cni::default_conflist("cri-server", "10.88.0.0/16", "cni0"),
-    )
-    .with_context(|| format!("write {}", tmp.display()))?;
+    std::fs::write(&tmp, wanted).with_context(|| format!("write {}", tmp.display()))?;
     std::fs::rename(&tmp, &target).with_context(|| format!("rename to {}", target.display()))?;
     eprintln!("setup: wrote default CNI network {}", target.display());
     Ok(())
@@ -114,6 +121,14 @@ mod tests {
         let list = cni::NetworkConfigList::from_conflist_bytes(text.as_bytes(), "x").unwrap();
         assert_eq!(list.plugins()[0].raw()["bridge"], "cni0");
         assert!(list.plugins()[1].has_capability("portMappings"));
+
+        // An older default of ours is replaced.
+        std::fs::write(dir.join(CNI_DEFAULT_FILE), "{\"old\": true}").unwrap();
+        write_default_cni_config(&dir).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(dir.join(CNI_DEFAULT_FILE)).unwrap(),
+            text
+        );
 
         std::fs::remove_file(dir.join(CNI_DEFAULT_FILE)).unwrap();
         std::fs::write(dir.join("05-mine.conf"), "{}").unwrap();
