@@ -4,6 +4,7 @@
 //! Unknown keys are refused rather than ignored, so a typo never silently
 //! falls back to a default.
 
+use crate::cgroup_driver::CgroupDriver;
 pub use image_store::RegistryConfig;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -74,6 +75,10 @@ pub struct RuntimeConfig {
     pub privileged_untrusted: PrivilegedUntrusted,
     /// Every runtime handler, by name (the name RuntimeClass refers to).
     pub handlers: BTreeMap<String, HandlerConfig>,
+    /// Who places pods and containers in the cgroup tree: `"cgroupfs"` (the
+    /// default) or `"systemd"` (needs a running systemd; kubelet's
+    /// `cgroupDriver` must say the same).
+    pub cgroup_driver: CgroupDriver,
 }
 
 impl RuntimeConfig {
@@ -113,6 +118,7 @@ impl Default for RuntimeConfig {
             default_workload_trust: WorkloadTrust::Trusted,
             privileged_untrusted: PrivilegedUntrusted::TrustedRuntime,
             handlers,
+            cgroup_driver: CgroupDriver::Cgroupfs,
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The daemon's shared state: the stores, the trust policy, the runtimes, and
 //! what it takes to build them at start and restore them after a restart.
 
+use crate::cgroup_driver::CgroupDriver;
 use crate::config::{Config, HandlerConfig};
 use crate::error::{Error, Result};
 use crate::layout::Layout;
@@ -36,6 +37,9 @@ impl StartError {
         }
     }
 }
+
+/// Exists exactly when systemd is the running init (sd_booted(3)).
+const SYSTEMD_RUNNING: &str = "/run/systemd/system";
 
 /// Everything request handlers share.
 pub struct Daemon {
@@ -103,6 +107,14 @@ impl Daemon {
     /// store, then restores every pod and container recorded on disk.
     pub async fn open(config: Config) -> std::result::Result<Arc<Daemon>, StartError> {
         let layout = Layout::new(&config.root, &config.state);
+        if config.runtime.cgroup_driver == CgroupDriver::Systemd
+            && !std::path::Path::new(SYSTEMD_RUNNING).exists()
+        {
+            return Err(StartError::new(
+                "runtime.cgroup_driver",
+                format!("\"systemd\" needs a running systemd, and there is none here (no {SYSTEMD_RUNNING}); use \"cgroupfs\""),
+            ));
+        }
         let policy = TrustPolicy::new(
             config.runtime.trust_config(),
             config.runtime.handlers.keys().cloned(),
@@ -113,10 +125,17 @@ impl Daemon {
             .handlers
             .iter()
             .map(|(name, h)| {
+                let mut args = h.args.clone();
+                // runc and runsc both take it; a handler's own args may too.
+                if let Some(flag) = config.runtime.cgroup_driver.runtime_flag() {
+                    if !args.iter().any(|a| a == flag) {
+                        args.insert(0, flag.to_owned());
+                    }
+                }
                 let cfg = RuntimeHandlerConfig {
                     name: name.clone(),
                     path: h.path.clone(),
-                    args: h.args.clone(),
+                    args,
                     root: layout.runtime_root(name),
                     kind: runtime_kind(h),
                 };
@@ -200,6 +219,27 @@ impl Daemon {
             .get(name)
             .cloned()
             .ok_or_else(|| Error::Internal(format!("runtime handler {name:?} is not configured")))
+    }
+
+    /// The OCI `linux.cgroupsPath` of `id` under a pod's `parent`, as the
+    /// configured cgroup driver spells it.
+    pub fn cgroup_path(&self, parent: &str, id: &str) -> Result<String> {
+        self.config
+            .runtime
+            .cgroup_driver
+            .runtime_path(parent, id)
+            .map_err(|e| Error::InvalidArgument(format!("linux.{e}")))
+    }
+
+    /// Where `id`'s cgroup is below each hierarchy's root, for reading its
+    /// stats. A parent the driver refuses can only come from a pod made
+    /// before the driver was changed, when it was a cgroupfs path.
+    pub fn cgroup_dir(&self, parent: &str, id: &str) -> String {
+        let driver = self.config.runtime.cgroup_driver;
+        driver
+            .fs_path(parent, id)
+            .or_else(|_| CgroupDriver::Cgroupfs.fs_path(parent, id))
+            .unwrap_or_default()
     }
 
     /// Saves pod `sandbox`'s record.

@@ -3,6 +3,7 @@
 //! RPCs whose behaviour arrives with later work answer `Unimplemented` with the
 //! RPC's name; none of them panics.
 
+use crate::cgroup_driver::CgroupDriver;
 use crate::daemon::Daemon;
 use crate::{container, pod};
 use k8s_cri::v1 as cri;
@@ -135,7 +136,10 @@ impl cri::runtime_service_server::RuntimeService for RuntimeService {
     ) -> Result<Response<cri::RuntimeConfigResponse>, Status> {
         Ok(Response::new(cri::RuntimeConfigResponse {
             linux: Some(cri::LinuxRuntimeConfiguration {
-                cgroup_driver: cri::CgroupDriver::Cgroupfs as i32,
+                cgroup_driver: match self.daemon.config.runtime.cgroup_driver {
+                    CgroupDriver::Cgroupfs => cri::CgroupDriver::Cgroupfs as i32,
+                    CgroupDriver::Systemd => cri::CgroupDriver::Systemd as i32,
+                },
             }),
         }))
     }

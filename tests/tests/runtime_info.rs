@@ -115,3 +115,73 @@ fn config_command_prints_effective_toml() {
     );
     assert!(text.contains("[runtime.handlers.runsc]"), "{text}");
 }
+
+async fn cgroup_driver(daemon: &Daemon) -> cri::CgroupDriver {
+    let config = daemon
+        .runtime()
+        .await
+        .runtime_config(cri::RuntimeConfigRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    config
+        .linux
+        .and_then(|l| cri::CgroupDriver::try_from(l.cgroup_driver).ok())
+        .expect("a cgroup driver")
+}
+
+#[tokio::test]
+async fn runtime_config_reports_the_cgroup_driver() {
+    let daemon = Daemon::start("").await;
+    assert_eq!(cgroup_driver(&daemon).await, cri::CgroupDriver::Cgroupfs);
+    // A cgroupfs parent is a path; nothing is refused.
+    let mut pod = tests::fixtures::pod_config("cgparent");
+    pod.linux.get_or_insert_with(Default::default).cgroup_parent = "/cri-server-e2e".into();
+    let id = daemon.run_pod(pod, "").await;
+    daemon.remove_pod(&id).await;
+    // kubelet owns pod parents; the test made this one, so it removes it.
+    for hierarchy in std::fs::read_dir("/sys/fs/cgroup").unwrap().flatten() {
+        let _ = std::fs::remove_dir(hierarchy.path().join("cri-server-e2e"));
+    }
+}
+
+#[tokio::test]
+async fn the_systemd_driver_needs_systemd_and_slice_parents() {
+    let extra = "[runtime]\ncgroup_driver = \"systemd\"\n";
+    if !std::path::Path::new("/run/systemd/system").exists() {
+        // This machine has no systemd: the daemon says so and stops.
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("c.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "socket = \"{0}/cri.sock\"\nroot = \"{0}/root\"\nstate = \"{0}/state\"\n{extra}",
+                dir.path().display()
+            ),
+        )
+        .unwrap();
+        let out = run_cli(&["--config", config.to_str().unwrap()]);
+        assert!(!out.status.success());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let last = stderr.trim().lines().last().unwrap_or_default();
+        assert!(last.contains("runtime.cgroup_driver"), "{stderr}");
+        assert!(last.contains("systemd"), "{stderr}");
+        assert!(!dir.path().join("cri.sock").exists());
+        return;
+    }
+    let daemon = Daemon::start(extra).await;
+    assert_eq!(cgroup_driver(&daemon).await, cri::CgroupDriver::Systemd);
+    let mut pod = tests::fixtures::pod_config("cgpath");
+    pod.linux.get_or_insert_with(Default::default).cgroup_parent = "/kubepods/pod1".into();
+    let err = daemon
+        .runtime()
+        .await
+        .run_pod_sandbox(cri::RunPodSandboxRequest {
+            config: Some(pod),
+            runtime_handler: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert!(err.message().contains("cgroup_parent"), "{err:?}");
+}

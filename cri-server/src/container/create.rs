@@ -7,7 +7,7 @@ use crate::convert;
 use crate::daemon::Daemon;
 use crate::error::{Error, Result};
 use crate::layout::Layout;
-use crate::pod::{cgroups_path, set_namespace, NamespaceSource};
+use crate::pod::{set_namespace, NamespaceSource};
 use k8s_cri::v1 as cri;
 use oci_shim::bundle::Bundle;
 use oci_shim::monitor::{Monitor, MonitorConfig};
@@ -341,7 +341,7 @@ async fn build_and_create(
             });
         }
     }
-    spec.cgroups_path = Some(cgroups_path(&sandbox.cgroup_parent, &container.id));
+    spec.cgroups_path = Some(daemon.cgroup_path(&sandbox.cgroup_parent, &container.id)?);
     if let Some(resources) = &linux.resources {
         container.resources = Some(super::resources::to_record(resources));
         spec.resources =

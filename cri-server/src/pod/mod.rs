@@ -43,29 +43,9 @@ pub fn set_namespace(spec: &mut ContainerSpec, kind: NamespaceKind, source: Name
     }
 }
 
-/// The cgroupfs path of a container: under the pod's cgroup parent when
-/// kubelet gave one, else under our own `/cri-server` subtree.
-pub fn cgroups_path(cgroup_parent: &str, id: &str) -> String {
-    let parent = cgroup_parent.trim_end_matches('/');
-    if parent.is_empty() {
-        format!("/cri-server/{id}")
-    } else if parent.starts_with('/') {
-        format!("{parent}/{id}")
-    } else {
-        format!("/{parent}/{id}")
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn cgroups_paths() {
-        assert_eq!(cgroups_path("", "ab"), "/cri-server/ab");
-        assert_eq!(cgroups_path("/kubepods/pod1/", "ab"), "/kubepods/pod1/ab");
-        assert_eq!(cgroups_path("kubepods", "ab"), "/kubepods/ab");
-    }
 
     #[test]
     fn host_namespace_is_absent_and_join_has_a_path() {

@@ -1,7 +1,7 @@
 //! RunPodSandbox: decide trust, pin the network namespace, start the infra
 //! container on the decided handler, and record the pod.
 
-use super::{cgroups_path, set_namespace, NamespaceSource};
+use super::{set_namespace, NamespaceSource};
 use crate::convert;
 use crate::daemon::Daemon;
 use crate::error::{Error, Result};
@@ -46,6 +46,12 @@ pub async fn run(daemon: &Arc<Daemon>, request: cri::RunPodSandboxRequest) -> Re
         namespaces.ipc == NamespaceMode::Node,
     )
     .map_err(|e| Error::InvalidArgument(format!("pod {}: {e}", meta.name)))?;
+    daemon
+        .config
+        .runtime
+        .cgroup_driver
+        .check_parent(&linux.cgroup_parent)
+        .map_err(|e| Error::InvalidArgument(format!("pod {}: linux.{e}", meta.name)))?;
 
     let mut sandbox = Sandbox::new(
         sandbox_core::id::generate()?,
@@ -284,7 +290,7 @@ async fn start_infra(
             }
         }
     }
-    spec.cgroups_path = Some(cgroups_path(&sandbox.cgroup_parent, &sandbox.id));
+    spec.cgroups_path = Some(daemon.cgroup_path(&sandbox.cgroup_parent, &sandbox.id)?);
     spec.pod_role = Some(PodRole::Sandbox);
     spec.annotations = sandbox.annotations.clone();
 

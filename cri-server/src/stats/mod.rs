@@ -13,7 +13,6 @@ pub mod network;
 use crate::convert;
 use crate::daemon::Daemon;
 use crate::error::{Error, Result};
-use crate::pod::cgroups_path;
 use cgroup::{CgroupUsage, Hierarchy};
 use cri_metrics::{ContainerReading, FsCapacity, Identity};
 use k8s_cri::v1 as cri;
@@ -85,7 +84,7 @@ pub async fn container(daemon: &Arc<Daemon>, container: &Container) -> Result<cr
         .get(&container.sandbox_id)
         .map(|s| s.cgroup_parent.clone())
         .unwrap_or_default();
-    let usage = Hierarchy::detect().usage(&cgroups_path(&parent, &container.id));
+    let usage = Hierarchy::detect().usage(&daemon.cgroup_dir(&parent, &container.id));
     let layer = daemon.images.writable_layer_usage(&container.id).await?;
     Ok(cri::ContainerStats {
         attributes: Some(cri::ContainerAttributes {
@@ -141,9 +140,9 @@ pub async fn pod(daemon: &Arc<Daemon>, sandbox: &Sandbox) -> Result<cri::PodSand
         }
     }
     let hierarchy = Hierarchy::detect();
-    let mut total = hierarchy.usage(&cgroups_path(&sandbox.cgroup_parent, &sandbox.id));
+    let mut total = hierarchy.usage(&daemon.cgroup_dir(&sandbox.cgroup_parent, &sandbox.id));
     for c in daemon.containers.list(&filter) {
-        total = total.plus(&hierarchy.usage(&cgroups_path(&sandbox.cgroup_parent, &c.id)));
+        total = total.plus(&hierarchy.usage(&daemon.cgroup_dir(&sandbox.cgroup_parent, &c.id)));
     }
     let infra_pid = sandbox
         .infra_container
@@ -248,12 +247,13 @@ async fn one_pod_metrics(
         .and_then(|c| c.pid)
         .filter(|_| sandbox.netns_path.is_some());
     let images = daemon.layout.images();
+    let cgroups = Arc::clone(daemon);
     // cgroupfs, procfs and statvfs are file system calls: off the workers.
     let (readings, interfaces, now) = tokio::task::spawn_blocking(move || {
         let hierarchy = Hierarchy::detect();
         let fs = fs_capacity(&images);
         for r in &mut readings {
-            let path = cgroups_path(&parent, &r.identity.id);
+            let path = cgroups.cgroup_dir(&parent, &r.identity.id);
             r.usage = hierarchy.usage(&path);
             r.limits = hierarchy.limits(&path);
             r.tasks = hierarchy.tasks(&path);

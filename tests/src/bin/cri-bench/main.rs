@@ -204,7 +204,9 @@ async fn measure(daemon: &Daemon, o: &Options, scratch: &Path, floor_dir: &Path)
 /// How much of RunPodSandbox and StopPodSandbox is CNI: the same lifecycles
 /// with and without a pod network, in one run.
 fn cni_share(with_cni: &LifecycleSamples, host_network: &LifecycleSamples) {
-    println!("\nCNI share (p50 with a pod network minus p50 with the host's):");
+    // ADD overlaps the infra container on runc, so it adds less than it
+    // takes; on a noisy machine the difference can even come out negative.
+    println!("\nCNI share (p50 with a pod network minus p50 with the host's; ADD runs beside the infra container):");
     for (i, rpc) in [
         (0, "RunPodSandbox (CNI ADD)"),
         (5, "StopPodSandbox (CNI DEL)"),
