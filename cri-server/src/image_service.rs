@@ -147,6 +147,9 @@ impl cri::image_service_server::ImageService for ImageService {
             .pull(&name, credentials(request.auth))
             .await;
         self.daemon.metrics.image_pull(pulled.is_ok());
+        // A pull is a burst the idle daemon never repeats: give back what
+        // it left in the allocator.
+        crate::memory::release_free().await;
         let image = pulled.map_err(Error::from)?;
         tracing::info!(image = %name, id = %image.id, elapsed = ?started.elapsed(), "pulled");
         Ok(Response::new(cri::PullImageResponse {

@@ -27,6 +27,7 @@ pub mod error;
 pub mod image_service;
 pub mod layout;
 pub mod locks;
+pub mod memory;
 pub mod metrics;
 pub mod pause;
 pub mod pod;
