@@ -18,6 +18,7 @@
 
 #![warn(missing_docs)]
 
+pub mod accept;
 pub mod cgroup_driver;
 pub mod config;
 pub mod container;

@@ -10,7 +10,6 @@ use prometheus_client::registry::Registry;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 /// The content type of the OpenMetrics text format, which Prometheus
 /// negotiates and parses.
@@ -70,19 +69,12 @@ impl MetricsServer {
         if let Ok(address) = listener.local_addr() {
             tracing::info!(%address, "metrics endpoint listening");
         }
-        tokio::spawn(async move {
-            loop {
-                let (stream, peer) = match listener.accept().await {
-                    Ok(s) => s,
-                    Err(e) => {
-                        // EMFILE and friends: back off rather than spin.
-                        tracing::warn!(error = %e, "metrics accept");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                        continue;
-                    }
-                };
+        tokio::spawn(crate::accept::serve_forever(
+            listener,
+            "metrics",
+            move |stream, peer| {
                 let registry = Arc::clone(&registry);
-                tokio::spawn(async move {
+                async move {
                     let service = hyper::service::service_fn(move |request| {
                         let registry = Arc::clone(&registry);
                         async move { Ok::<_, Infallible>(answer(&registry, &request)) }
@@ -92,9 +84,9 @@ impl MetricsServer {
                     if let Err(e) = connection.await {
                         tracing::debug!(%peer, error = %e, "metrics connection");
                     }
-                });
-            }
-        })
+                }
+            },
+        ))
     }
 }
 

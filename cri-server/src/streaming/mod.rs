@@ -128,20 +128,13 @@ impl StreamingServer {
         let Some(listener) = listener else { return };
         tracing::info!(url = %self.base_url, "streaming server listening");
         let tls = self.tls.clone();
-        tokio::spawn(async move {
-            loop {
-                let (stream, peer) = match listener.accept().await {
-                    Ok(s) => s,
-                    Err(e) => {
-                        // EMFILE and friends: back off rather than spin.
-                        tracing::warn!(error = %e, "streaming accept");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                        continue;
-                    }
-                };
+        tokio::spawn(crate::accept::serve_forever(
+            listener,
+            "streaming",
+            move |stream, peer| {
                 let daemon = Arc::clone(&daemon);
                 let tls = tls.clone();
-                tokio::spawn(async move {
+                async move {
                     let Some(tls) = tls else {
                         serve_connection(daemon, stream, peer).await;
                         return;
@@ -154,9 +147,9 @@ impl StreamingServer {
                         Ok(Err(e)) => tracing::debug!(%peer, error = %e, "streaming TLS handshake"),
                         Err(_) => tracing::debug!(%peer, "streaming TLS handshake timed out"),
                     }
-                });
-            }
-        });
+                }
+            },
+        ));
     }
 }
 
