@@ -254,3 +254,65 @@ async fn network_ready_follows_the_config_directory() {
     }
     assert!(became_ready, "NetworkReady never turned true");
 }
+
+/// critest "Multiple Containers": two containers of one pod each take exec,
+/// each keep their own log, and share the pod's network (localhost).
+#[tokio::test]
+async fn multiple_containers_in_a_pod_share_its_network_and_keep_their_own_logs() {
+    let daemon = daemon().await;
+    let logs = tempfile::tempdir().unwrap();
+    let mut config = pod_config("multi");
+    config.log_directory = logs.path().to_string_lossy().into_owned();
+    let (pod, _) = run_pod(&daemon, config).await;
+    let mut web = container_config(
+        "web",
+        BUSYBOX,
+        &[
+            "sh",
+            "-c",
+            "echo web-started; mkdir -p /www && echo served-by-neighbour > /www/index.html && exec httpd -f -p 8088 -h /www",
+        ],
+    );
+    web.log_path = "web.log".into();
+    let web = daemon.create_started(&pod, web).await;
+    let mut client = container_config(
+        "client",
+        BUSYBOX,
+        &["sh", "-c", "echo client-started; sleep 600"],
+    );
+    client.log_path = "client.log".into();
+    let client = daemon.create_started(&pod, client).await;
+
+    assert_eq!(daemon.sh(&web, "echo in-web").await, (0, "in-web\n".into()));
+    assert_eq!(
+        daemon.sh(&client, "echo in-client").await,
+        (0, "in-client\n".into())
+    );
+    // Through the pod's shared loopback, from one container to the other.
+    let mut answer = (1, String::new());
+    for _ in 0..50 {
+        answer = daemon
+            .sh(
+                &client,
+                "printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 2 127.0.0.1 8088 | tail -n 1",
+            )
+            .await;
+        if answer.0 == 0 && !answer.1.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(answer, (0, "served-by-neighbour\n".to_string()));
+    // Each log holds its own container's output and nothing of the other's.
+    for (id, file, mine, theirs) in [
+        (&web, "web.log", "web-started", "client-started"),
+        (&client, "client.log", "client-started", "web-started"),
+    ] {
+        let status = daemon.container_status(id).await;
+        assert_eq!(status.log_path, logs.path().join(file).to_string_lossy());
+        let text = std::fs::read_to_string(logs.path().join(file)).unwrap();
+        assert!(text.contains(&format!("stdout F {mine}")), "{text}");
+        assert!(!text.contains(theirs), "{text}");
+    }
+    daemon.remove_pod(&pod).await;
+}
