@@ -76,6 +76,17 @@ fn memory(usage: &CgroupUsage, now: i64) -> cri::MemoryUsage {
     }
 }
 
+/// Runs `read` (cgroupfs and procfs reads) on a blocking thread, off the
+/// async workers; `what` names the object if the thread is lost.
+async fn off_workers<T: Send + 'static>(
+    what: String,
+    read: impl FnOnce() -> T + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(read)
+        .await
+        .map_err(|e| Error::internal(what, format!("reading stats: {e}")))
+}
+
 /// The stats of one container.
 pub async fn container(daemon: &Arc<Daemon>, container: &Container) -> Result<cri::ContainerStats> {
     let now = sandbox_core::timestamp::now();
@@ -84,7 +95,11 @@ pub async fn container(daemon: &Arc<Daemon>, container: &Container) -> Result<cr
         .get(&container.sandbox_id)
         .map(|s| s.cgroup_parent.clone())
         .unwrap_or_default();
-    let usage = Hierarchy::detect().usage(&daemon.cgroup_dir(&parent, &container.id));
+    let dir = daemon.cgroup_dir(&parent, &container.id);
+    let usage = off_workers(format!("container {}", container.id), move || {
+        Hierarchy::detect().usage(&dir)
+    })
+    .await?;
     let layer = daemon.images.writable_layer_usage(&container.id).await?;
     Ok(cri::ContainerStats {
         attributes: Some(cri::ContainerAttributes {
@@ -139,16 +154,27 @@ pub async fn pod(daemon: &Arc<Daemon>, sandbox: &Sandbox) -> Result<cri::PodSand
             containers.push(container(daemon, &c).await?);
         }
     }
-    let hierarchy = Hierarchy::detect();
-    let mut total = hierarchy.usage(&daemon.cgroup_dir(&sandbox.cgroup_parent, &sandbox.id));
+    // The pod's own cgroup (the infra container) and its containers'; the
+    // filter matches by prefix, so the pod id is checked exactly.
+    let mut dirs = vec![daemon.cgroup_dir(&sandbox.cgroup_parent, &sandbox.id)];
     for c in daemon.containers.list(&filter) {
-        total = total.plus(&hierarchy.usage(&daemon.cgroup_dir(&sandbox.cgroup_parent, &c.id)));
+        if c.sandbox_id == sandbox.id {
+            dirs.push(daemon.cgroup_dir(&sandbox.cgroup_parent, &c.id));
+        }
     }
     let infra_pid = sandbox
         .infra_container
         .as_ref()
         .and_then(|c| c.pid)
         .filter(|_| !sandbox.is_stopped() && sandbox.netns_path.is_some());
+    let (total, network) = off_workers(format!("pod {}", sandbox.id), move || {
+        let hierarchy = Hierarchy::detect();
+        let mut dirs = dirs.iter();
+        let first = dirs.next().map(|d| hierarchy.usage(d)).unwrap_or_default();
+        let total = dirs.fold(first, |sum, d| sum.plus(&hierarchy.usage(d)));
+        (total, infra_pid.map(|pid| network::usage(pid, now)))
+    })
+    .await?;
     Ok(cri::PodSandboxStats {
         attributes: Some(cri::PodSandboxAttributes {
             id: sandbox.id.clone(),
@@ -159,7 +185,7 @@ pub async fn pod(daemon: &Arc<Daemon>, sandbox: &Sandbox) -> Result<cri::PodSand
         linux: Some(cri::LinuxPodSandboxStats {
             cpu: Some(cpu(daemon, &format!("pod:{}", sandbox.id), &total, now)),
             memory: Some(memory(&total, now)),
-            network: infra_pid.map(|pid| network::usage(pid, now)),
+            network,
             process: None,
             containers,
         }),
@@ -249,7 +275,7 @@ async fn one_pod_metrics(
     let images = daemon.layout.images();
     let cgroups = Arc::clone(daemon);
     // cgroupfs, procfs and statvfs are file system calls: off the workers.
-    let (readings, interfaces, now) = tokio::task::spawn_blocking(move || {
+    let (readings, interfaces, now) = off_workers(format!("pod {}", sandbox.id), move || {
         let hierarchy = Hierarchy::detect();
         let fs = fs_capacity(&images);
         for r in &mut readings {
@@ -263,13 +289,7 @@ async fn one_pod_metrics(
         let interfaces = infra_pid.map(network::interfaces).unwrap_or_default();
         (readings, interfaces, sandbox_core::timestamp::now())
     })
-    .await
-    .map_err(|e| {
-        Error::internal(
-            format!("pod {}", sandbox.id),
-            format!("reading metrics: {e}"),
-        )
-    })?;
+    .await?;
     Ok(cri::PodSandboxMetrics {
         pod_sandbox_id: sandbox.id.clone(),
         metrics: cri_metrics::pod_metrics(&pod, &interfaces, now),
