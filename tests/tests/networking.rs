@@ -316,3 +316,108 @@ async fn multiple_containers_in_a_pod_share_its_network_and_keep_their_own_logs(
     }
     daemon.remove_pod(&pod).await;
 }
+
+/// A CNI chain that fails halfway: RunPodSandbox fails and leaves nothing,
+/// although the infra container was started beside the ADD.
+#[tokio::test]
+async fn a_failing_network_chain_fails_the_pod_and_leaves_nothing() {
+    let conf = tempfile::tempdir().unwrap();
+    let network = "cri-server-failtest";
+    std::fs::write(
+        conf.path().join("10-fail.conflist"),
+        format!(
+            r#"{{"cniVersion": "1.0.0", "name": "{network}", "plugins": [
+                {{"type": "bridge", "bridge": "cni-ft0", "isGateway": true,
+                  "ipam": {{"type": "host-local", "ranges": [[{{"subnet": "10.99.7.0/24"}}]]}}}},
+                {{"type": "cri-server-no-such-plugin"}}
+            ]}}"#
+        ),
+    )
+    .unwrap();
+    let daemon = Daemon::start(&format!(
+        "[network]\nconf_dir = \"{}\"\n",
+        conf.path().display()
+    ))
+    .await;
+    daemon.pull(BUSYBOX).await;
+    let err = daemon
+        .runtime()
+        .await
+        .run_pod_sandbox(cri::RunPodSandboxRequest {
+            config: Some(pod_config("netfail")),
+            runtime_handler: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        err.message().contains("cri-server-no-such-plugin"),
+        "the error names the plugin: {err:?}"
+    );
+    let pods = daemon
+        .runtime()
+        .await
+        .list_pod_sandbox(cri::ListPodSandboxRequest { filter: None })
+        .await
+        .unwrap()
+        .into_inner()
+        .items;
+    assert!(pods.is_empty(), "{pods:?}");
+    // No infra container, pin, IP reservation or monitor is left.
+    let runc_root = daemon.dir().join("state/runtimes/runc");
+    let listed = std::process::Command::new("runc")
+        .arg("--root")
+        .arg(&runc_root)
+        .args(["list", "-q"])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&listed.stdout).trim(), "");
+    let pins: Vec<_> = std::fs::read_dir(daemon.dir().join("state/netns"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.starts_with('.'))
+        .collect();
+    assert!(pins.is_empty(), "{pins:?}");
+    let reservations: Vec<_> = std::fs::read_dir(format!("/var/lib/cni/networks/{network}"))
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with("10."))
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(reservations.is_empty(), "{reservations:?}");
+    let monitors = std::process::Command::new("pgrep")
+        .args(["-f", &format!("oci-monitor.*{}", daemon.dir().display())])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&monitors.stdout).trim(), "");
+    // The name is free again: the same pod runs once the network is fixed.
+    std::fs::remove_file(conf.path().join("10-fail.conflist")).unwrap();
+    std::fs::copy(
+        "/etc/cni/net.d/10-cri-server.conflist",
+        conf.path().join("10-good.conflist"),
+    )
+    .unwrap();
+    let mut ran = None;
+    for _ in 0..50 {
+        let attempt = daemon
+            .runtime()
+            .await
+            .run_pod_sandbox(cri::RunPodSandboxRequest {
+                config: Some(pod_config("netfail")),
+                runtime_handler: String::new(),
+            })
+            .await;
+        if let Ok(r) = attempt {
+            ran = Some(r.into_inner().pod_sandbox_id);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let id = ran.expect("the pod runs on the fixed network");
+    daemon.remove_pod(&id).await;
+    let _ = std::process::Command::new("ip")
+        .args(["link", "del", "cni-ft0"])
+        .status();
+}
