@@ -330,6 +330,46 @@ async fn spdy_output_obeys_the_windows_of_a_client_that_grants_them() {
 }
 
 #[tokio::test]
+async fn a_stream_opened_after_the_command_ended_does_not_run_it_again() {
+    let pod = sleeper("spdylate").await;
+    let cmd = [
+        "sh",
+        "-c",
+        "echo ran >> /tmp/runs; head -c 100000 /dev/zero",
+    ];
+    let url = pod.exec_url(&cmd, false, false).await;
+    let mut client = spdy_client::connect(&url, &[SPDY_V4]).await.unwrap();
+    // A small window holds the output back, so the session outlives the
+    // command while the client still talks to it.
+    client.initial_window(1000).await;
+    let ids = spdy_streams(&mut client, &["error", "stdout", "stderr"]).await;
+    let (held, _) = drain_for(&mut client, ids["stdout"], Duration::from_secs(2)).await;
+    assert_eq!(held, 1000);
+    // The command has ended by now; a late optional stream completes no set.
+    let late = client.open(&[("streamType", "resize")]).await;
+    let mut reset = false;
+    for _ in 0..20 {
+        match tokio::time::timeout(Duration::from_secs(2), client.next()).await {
+            Ok(Some(spdy_client::Received::Reset(s, _))) if s == late => {
+                reset = true;
+                break;
+            }
+            Ok(Some(_)) => {}
+            _ => break,
+        }
+    }
+    assert!(reset, "the late stream is refused");
+    client.window_update(ids["stdout"], 1_000_000).await;
+    client.window_update(0, 1_000_000).await;
+    let (rest, fin) = drain_for(&mut client, ids["stdout"], Duration::from_secs(10)).await;
+    assert!(fin);
+    assert_eq!(held + rest, 100_000);
+    let (_, runs) = pod.daemon.sh(&pod.container, "cat /tmp/runs").await;
+    assert_eq!(runs, "ran\n", "the command ran once");
+    pod.remove().await;
+}
+
+#[tokio::test]
 async fn spdy_exec_tty_with_stdin() {
     let pod = sleeper("spdytty").await;
     let url = pod.exec_url(&["sh"], true, true).await;

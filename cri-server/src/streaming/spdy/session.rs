@@ -274,7 +274,9 @@ where
                         let _ = tx.send(Outgoing::Rst(stream_id, rst::PROTOCOL_ERROR)).await;
                         continue;
                     };
-                    if kinds.contains_key(&kind) || started.is_some() {
+                    // Once the command runs, or has run, a late stream must
+                    // not complete the set and start it a second time.
+                    if kinds.contains_key(&kind) || started.is_some() || finishing {
                         let _ = tx.send(Outgoing::Rst(stream_id, rst::STREAM_IN_USE)).await;
                         continue;
                     }
