@@ -37,10 +37,11 @@
 //! ```text
 //!  daemon (tokio)                         one per container (std + libc, 1 thread)
 //!  ──────────────                         ─────────────────────────────────────────
-//!  ContainerSpec ─to_oci─▶ Bundle::write
-//!  Monitor::spawn ──exec──▶ oci-monitor ──fork──▶ oci-monitor (setsid, subreaper)
-//!        ▲                     exits              │ runtime create (stdio = pipes/pty)
-//!        └──── "ready <pid> <pid>" on the pipe ───┤ CRI log ◀── container stdout/stderr
+//!  Monitor::prepare ──exec──▶ oci-monitor ──fork──▶ oci-monitor (setsid, subreaper)
+//!  ContainerSpec ─to_oci─▶ Bundle::write  exits       │ waits for "go" on stdin
+//!  PendingMonitor::create ──── "go" ─────────────────▶│ runtime create (stdio = pipes/pty)
+//!        ▲                                            │
+//!        └──── "ready <pid> <pid>" on the pipe ───────┤ CRI log ◀── container stdout/stderr
 //!  MonitorClient ◀════ monitor.sock (protocol) ═══▶ start / state / wait / attach / reopen_log
 //!  CliRuntime ──▶ runc|runsc kill/delete/exec/update/pause/resume/list/state
 //! ```
@@ -69,6 +70,7 @@
 #![deny(missing_docs)]
 
 pub mod bundle;
+pub mod cgroup_warmup;
 mod error;
 pub mod monitor;
 pub mod runtime;

@@ -223,6 +223,45 @@ async fn failed_create_explains_and_leaves_nothing() {
     assert_nothing_left(&h2, &id).await;
 }
 
+#[tokio::test]
+async fn a_prepared_monitor_creates_only_after_go_and_an_abandoned_one_leaves_nothing() {
+    let h = Harness::runc();
+    let id = h.id("prepared");
+    let cfg = h.monitor_config(&id, &h.spec(&id, &["sh", "-c", "echo created after go"]));
+    // The bundle is not there while the monitor starts up: had it run the
+    // runtime before `go`, the create would fail.
+    let hidden = cfg.bundle.with_extension("hidden");
+    std::fs::rename(&cfg.bundle, &hidden).unwrap();
+    let pending = Monitor::prepare(&cfg).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !h.handler.root.join(&id).exists(),
+        "the runtime ran before go"
+    );
+    std::fs::rename(&hidden, &cfg.bundle).unwrap();
+    let m = pending.create().await.unwrap();
+    h.monitors.lock().unwrap().push(m.monitor_pid());
+    m.start().await.unwrap();
+    assert_eq!(m.wait().await.unwrap().exit_code, 0);
+    let logged = h.log_entries(&id);
+    assert!(
+        logged.iter().any(|(_, _, text)| text == "created after go"),
+        "{logged:?}"
+    );
+
+    let id = h.id("abandoned");
+    let cfg = h.monitor_config(&id, &h.spec(&id, &["true"]));
+    let pending = Monitor::prepare(&cfg).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    pending.abandon().await;
+    assert_nothing_left(&h, &id).await;
+    // Abandoned before the monitor even got going.
+    let id = h.id("abandoned-early");
+    let cfg = h.monitor_config(&id, &h.spec(&id, &["true"]));
+    Monitor::prepare(&cfg).await.unwrap().abandon().await;
+    assert_nothing_left(&h, &id).await;
+}
+
 async fn assert_nothing_left(h: &Harness, id: &str) {
     assert!(!h.state_dir(id).exists(), "state dir left behind");
     assert!(

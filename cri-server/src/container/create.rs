@@ -137,6 +137,56 @@ async fn build_and_create(
     config: &cri::ContainerConfig,
     image: &ImageConfig,
 ) -> Result<()> {
+    let handler = daemon.handler(&sandbox.runtime_handler)?;
+    // The monitor opens the log as it starts.
+    if let Some(parent) = container.log_path.parent() {
+        tokio::fs::create_dir_all(parent)
+            .await
+            .map_err(|e| Error::internal(parent.display(), e))?;
+    }
+    let dir = daemon.layout.container_dir(&container.id);
+    let mut monitor_config = MonitorConfig::new(
+        &container.id,
+        Layout::bundle(&dir),
+        Layout::monitor(&dir),
+        &container.log_path,
+        handler.clone(),
+    );
+    monitor_config.monitor_binary = daemon.monitor_binary.clone();
+    monitor_config.terminal = config.tty;
+    monitor_config.stdin = config.stdin;
+    monitor_config.stdin_once = config.stdin_once;
+    // The monitor starts up (exec, detach, socket) on the other core while
+    // the root filesystem is mounted and the bundle written: both sit on
+    // every container's start-up path.
+    let (pending, written) = tokio::join!(
+        Monitor::prepare(&monitor_config),
+        write_bundle(daemon, sandbox, container, config, image, &handler),
+    );
+    match (pending, written) {
+        (Ok(pending), Ok(())) => {
+            let monitor = pending.create().await?;
+            container.pid = Some(monitor.container_pid());
+            Ok(())
+        }
+        (Ok(pending), Err(e)) => {
+            pending.abandon().await;
+            Err(e)
+        }
+        (Err(e), _) => Err(e.into()),
+    }
+}
+
+/// Mounts the root filesystem and writes the bundle's `config.json`: the
+/// image's configuration merged with the request.
+async fn write_bundle(
+    daemon: &Arc<Daemon>,
+    sandbox: &Sandbox,
+    container: &mut Container,
+    config: &cri::ContainerConfig,
+    image: &ImageConfig,
+    handler: &oci_shim::runtime::RuntimeHandlerConfig,
+) -> Result<()> {
     let linux = config.linux.clone().unwrap_or_default();
     let security = linux.security_context.clone().unwrap_or_default();
     let rootfs = daemon
@@ -218,7 +268,6 @@ async fn build_and_create(
     }
 
     // Namespaces: the pod's network, IPC and UTS; PID as the request says.
-    let handler = daemon.handler(&sandbox.runtime_handler)?;
     let infra_pid = sandbox.infra_container.as_ref().and_then(|c| c.pid);
     let on_gvisor = handler.kind == RuntimeKind::Runsc;
     let ns_opts = convert::namespace_options(security.namespace_options.as_ref());
@@ -375,35 +424,16 @@ async fn build_and_create(
     });
     spec.annotations = container.annotations.clone();
 
-    if let Some(parent) = container.log_path.parent() {
-        tokio::fs::create_dir_all(parent)
-            .await
-            .map_err(|e| Error::internal(parent.display(), e))?;
-    }
-    let dir = daemon.layout.container_dir(&container.id);
     let host = if on_gvisor {
         super::security::gvisor_limits(daemon.host)
     } else {
         daemon.host
     };
     let oci = spec.to_oci(&host)?;
-    let bundle_dir = Layout::bundle(&dir);
-    let bundle = tokio::task::spawn_blocking(move || Bundle::write(bundle_dir, &oci))
+    let bundle_dir = Layout::bundle(&daemon.layout.container_dir(&container.id));
+    tokio::task::spawn_blocking(move || Bundle::write(bundle_dir, &oci))
         .await
         .map_err(|e| Error::internal(format!("container {}", container.id), e))??;
-    let mut monitor_config = MonitorConfig::new(
-        &container.id,
-        bundle.dir(),
-        Layout::monitor(&dir),
-        &container.log_path,
-        handler,
-    );
-    monitor_config.monitor_binary = daemon.monitor_binary.clone();
-    monitor_config.terminal = config.tty;
-    monitor_config.stdin = config.stdin;
-    monitor_config.stdin_once = config.stdin_once;
-    let monitor = Monitor::spawn(&monitor_config).await?;
-    container.pid = Some(monitor.container_pid());
     Ok(())
 }
 

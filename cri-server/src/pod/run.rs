@@ -243,6 +243,41 @@ async fn start_infra(
     handler: oci_shim::runtime::RuntimeHandlerConfig,
     sysctls: std::collections::BTreeMap<String, String>,
 ) -> Result<(i32, Vec<String>)> {
+    let dir = daemon.layout.sandbox_dir(&sandbox.id);
+    let mut monitor_config = MonitorConfig::new(
+        &sandbox.id,
+        Layout::bundle(&dir),
+        Layout::monitor(&dir),
+        dir.join("pause.log"),
+        handler.clone(),
+    );
+    monitor_config.monitor_binary = daemon.monitor_binary.clone();
+    // The monitor starts up while the bundle is written (see CreateContainer).
+    let (pending, written) = tokio::join!(
+        Monitor::prepare(&monitor_config),
+        write_infra_bundle(daemon, sandbox, &handler, sysctls),
+    );
+    match (pending, written) {
+        (Ok(pending), Ok(argv)) => {
+            let monitor = pending.create().await?;
+            monitor.start().await?;
+            Ok((monitor.container_pid(), argv))
+        }
+        (Ok(pending), Err(e)) => {
+            pending.abandon().await;
+            Err(e)
+        }
+        (Err(e), _) => Err(e.into()),
+    }
+}
+
+/// Writes the infra container's bundle and returns its command.
+async fn write_infra_bundle(
+    daemon: &Arc<Daemon>,
+    sandbox: &Sandbox,
+    handler: &oci_shim::runtime::RuntimeHandlerConfig,
+    sysctls: std::collections::BTreeMap<String, String>,
+) -> Result<Vec<String>> {
     let host_network = sandbox.namespace_options.network == NamespaceMode::Node;
     let dir = daemon.layout.sandbox_dir(&sandbox.id);
     let (rootfs, argv) = infra_root(daemon, &sandbox.id).await?;
@@ -296,23 +331,10 @@ async fn start_infra(
 
     let oci = spec.to_oci(&daemon.host)?;
     let bundle_dir = Layout::bundle(&dir);
-    let bundle = {
-        let bundle_dir = bundle_dir.clone();
-        tokio::task::spawn_blocking(move || Bundle::write(bundle_dir, &oci))
-            .await
-            .map_err(|e| Error::internal(format!("pod {}", sandbox.id), e))??
-    };
-    let mut monitor_config = MonitorConfig::new(
-        &sandbox.id,
-        bundle.dir(),
-        Layout::monitor(&dir),
-        dir.join("pause.log"),
-        handler,
-    );
-    monitor_config.monitor_binary = daemon.monitor_binary.clone();
-    let monitor = Monitor::spawn(&monitor_config).await?;
-    monitor.start().await?;
-    Ok((monitor.container_pid(), argv))
+    tokio::task::spawn_blocking(move || Bundle::write(bundle_dir, &oci))
+        .await
+        .map_err(|e| Error::internal(format!("pod {}", sandbox.id), e))??;
+    Ok(argv)
 }
 
 /// The infra container's root and command: the built-in pause program, or

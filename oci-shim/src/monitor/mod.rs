@@ -9,4 +9,4 @@ pub mod protocol;
 mod spawn;
 
 pub use client::{AttachFrame, ContainerStatus, MonitorClient};
-pub use spawn::{Monitor, MonitorConfig, MonitorStatus};
+pub use spawn::{Monitor, MonitorConfig, MonitorStatus, PendingMonitor};

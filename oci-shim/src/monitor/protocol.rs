@@ -47,10 +47,14 @@
 //!
 //! ## Start-up
 //!
-//! The daemon starts `oci-monitor` with its stdout on a pipe. The monitor
-//! forks, detaches (new session, child subreaper), runs the runtime's create
-//! and writes exactly one line to that pipe: `ready <container pid> <monitor pid>`
-//! or `error <reason>`. The first process exits at once; the daemon reaps it.
+//! The daemon starts `oci-monitor` with its stdin and stdout on pipes, while
+//! it is still writing the bundle. The monitor forks, detaches (new session,
+//! child subreaper), binds its socket and then waits for the line `go` on
+//! stdin, which the daemon sends once `config.json` is in place; EOF instead
+//! (the daemon gave up, or died) makes it exit without creating anything.
+//! After `go` it runs the runtime's create and writes exactly one line to its
+//! stdout: `ready <container pid> <monitor pid>` or `error <reason>`. The
+//! first process exits at once; the daemon reaps it.
 
 /// The protocol version this crate speaks.
 pub const VERSION: u32 = 1;

@@ -6,7 +6,7 @@ use crate::error::{Error, Result};
 use crate::runtime::RuntimeHandlerConfig;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Everything the monitor needs to create and watch one container.
 ///
@@ -126,22 +126,58 @@ impl Monitor {
     /// Starts the monitor, which creates the container (not yet started).
     ///
     /// On failure the error carries the runtime's explanation, and nothing is
-    /// left behind: no runtime state, no state directory.
+    /// left behind: no runtime state, no state directory. The same as
+    /// [`Monitor::prepare`] followed by [`PendingMonitor::create`].
     pub async fn spawn(cfg: &MonitorConfig) -> Result<Monitor> {
+        Monitor::prepare(cfg).await?.create().await
+    }
+
+    /// Starts the monitor process without creating the container yet, so that
+    /// its start-up (exec, detaching, binding its socket) overlaps with
+    /// writing the bundle. The monitor waits until [`PendingMonitor::create`]
+    /// says the bundle is ready.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo(cfg: oci_shim::monitor::MonitorConfig) -> Result<(), oci_shim::Error> {
+    /// use oci_shim::monitor::Monitor;
+    /// let pending = Monitor::prepare(&cfg).await?;
+    /// // ... write cfg.bundle/config.json meanwhile ...
+    /// let monitor = pending.create().await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn prepare(cfg: &MonitorConfig) -> Result<PendingMonitor> {
         let created_dir = tokio::fs::metadata(&cfg.state_dir).await.is_err();
         tokio::fs::create_dir_all(&cfg.state_dir)
             .await
             .map_err(|e| Error::io("monitor state dir", &cfg.state_dir, "create", e))?;
-        let result = spawn_inner(cfg).await;
-        if result.is_err() {
-            // The runtime may have half-created the container; forget it.
-            let runtime = crate::runtime::CliRuntime::new(cfg.runtime.clone());
-            let _ = crate::runtime::OciRuntime::delete(&runtime, &cfg.id, true).await;
-            if created_dir {
-                let _ = tokio::fs::remove_dir_all(&cfg.state_dir).await;
+        let log = cfg.state_dir.join(protocol::RUNTIME_LOG_NAME);
+        let _ = tokio::fs::remove_file(&log).await;
+        let child = tokio::process::Command::new(&cfg.monitor_binary)
+            .args(cfg.monitor_args())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(false)
+            .spawn();
+        let child = match child {
+            Ok(c) => c,
+            Err(e) => {
+                if created_dir {
+                    let _ = tokio::fs::remove_dir_all(&cfg.state_dir).await;
+                }
+                return Err(Error::monitor(
+                    &cfg.id,
+                    format!("cannot run {}: {e}", cfg.monitor_binary.display()),
+                ));
             }
-        }
-        result
+        };
+        Ok(PendingMonitor {
+            cfg: cfg.clone(),
+            child,
+            created_dir,
+        })
     }
 
     /// Finds the monitor of container `id` in `state_dir`: connected if it is
@@ -291,53 +327,95 @@ fn parse_exit(id: &str, path: &Path, text: std::io::Result<String>) -> Result<Ex
         .ok_or_else(|| Error::monitor(id, format!("unparsable exit record {}", path.display())))
 }
 
-async fn spawn_inner(cfg: &MonitorConfig) -> Result<Monitor> {
-    let id = &cfg.id;
-    let log = cfg.state_dir.join(protocol::RUNTIME_LOG_NAME);
-    let _ = tokio::fs::remove_file(&log).await;
-    let mut child = tokio::process::Command::new(&cfg.monitor_binary)
-        .args(cfg.monitor_args())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(false)
-        .spawn()
-        .map_err(|e| {
-            Error::monitor(
-                id,
-                format!("cannot run {}: {e}", cfg.monitor_binary.display()),
-            )
-        })?;
-    let mut line = String::new();
-    if let Some(mut out) = child.stdout.take() {
-        // The detached monitor writes one line and then lets go of the pipe.
-        let mut buf = Vec::new();
-        let mut byte = [0u8; 1];
-        while out
-            .read(&mut byte)
-            .await
-            .map_err(|e| Error::monitor(id, e.to_string()))?
-            == 1
-        {
-            if byte[0] == b'\n' {
-                break;
-            }
-            buf.push(byte[0]);
-        }
-        line = String::from_utf8_lossy(&buf).into_owned();
-        if !line.starts_with("ready") {
-            // A failed monitor holds the pipe until it exits: EOF means it is gone.
-            let mut rest = Vec::new();
-            let _ = out.read_to_end(&mut rest).await;
-        }
-    }
-    let mut stderr = String::new();
-    if let Some(mut err) = child.stderr.take() {
-        let _ = err.read_to_string(&mut stderr).await;
-    }
-    // The first process exits right after forking the real monitor.
-    let _ = child.wait().await;
+/// A monitor process that waits for its bundle: from [`Monitor::prepare`].
+///
+/// Dropping it without [`PendingMonitor::create`] closes the monitor's
+/// stdin, and the monitor exits without creating anything; use
+/// [`PendingMonitor::abandon`] to also wait for that and remove the state
+/// directory.
+#[derive(Debug)]
+pub struct PendingMonitor {
+    cfg: MonitorConfig,
+    child: tokio::process::Child,
+    created_dir: bool,
+}
 
+impl PendingMonitor {
+    /// Tells the monitor that the bundle is written: it runs the runtime's
+    /// `create` and reports. On failure nothing is left behind, as with
+    /// [`Monitor::spawn`].
+    pub async fn create(mut self) -> Result<Monitor> {
+        let result = self.report(true).await;
+        if result.is_err() {
+            // The runtime may have half-created the container; forget it.
+            let runtime = crate::runtime::CliRuntime::new(self.cfg.runtime.clone());
+            let _ = crate::runtime::OciRuntime::delete(&runtime, &self.cfg.id, true).await;
+            if self.created_dir {
+                let _ = tokio::fs::remove_dir_all(&self.cfg.state_dir).await;
+            }
+        }
+        result
+    }
+
+    /// Gives up on the container before its bundle was ready: the monitor
+    /// exits without running the runtime, and the state directory goes if
+    /// [`Monitor::prepare`] made it.
+    pub async fn abandon(mut self) {
+        // Waits for the monitor's exit, so that it can no longer write into
+        // the directory removed next.
+        let _ = self.report(false).await;
+        if self.created_dir {
+            let _ = tokio::fs::remove_dir_all(&self.cfg.state_dir).await;
+        }
+    }
+
+    /// Sends the go-ahead (or closes the pipe instead), then reads the
+    /// monitor's one line.
+    async fn report(&mut self, go: bool) -> Result<Monitor> {
+        let cfg = &self.cfg;
+        let id = &cfg.id;
+        if let Some(mut stdin) = self.child.stdin.take() {
+            if go {
+                // A monitor that failed early exits without reading: its
+                // report below says why, so a broken pipe here is no news.
+                let _ = stdin.write_all(b"go\n").await;
+            }
+        }
+        let mut line = String::new();
+        if let Some(mut out) = self.child.stdout.take() {
+            // The detached monitor writes one line and then lets go of the pipe.
+            let mut buf = Vec::new();
+            let mut byte = [0u8; 1];
+            while out
+                .read(&mut byte)
+                .await
+                .map_err(|e| Error::monitor(id, e.to_string()))?
+                == 1
+            {
+                if byte[0] == b'\n' {
+                    break;
+                }
+                buf.push(byte[0]);
+            }
+            line = String::from_utf8_lossy(&buf).into_owned();
+            if !line.starts_with("ready") {
+                // A failed monitor holds the pipe until it exits: EOF means it is gone.
+                let mut rest = Vec::new();
+                let _ = out.read_to_end(&mut rest).await;
+            }
+        }
+        let mut stderr = String::new();
+        if let Some(mut err) = self.child.stderr.take() {
+            let _ = err.read_to_string(&mut stderr).await;
+        }
+        // The first process exits right after forking the real monitor.
+        let _ = self.child.wait().await;
+        parse_report(cfg, &line, &stderr).await
+    }
+}
+
+async fn parse_report(cfg: &MonitorConfig, line: &str, stderr: &str) -> Result<Monitor> {
+    let id = &cfg.id;
     let mut words = line.split_ascii_whitespace();
     match words.next() {
         Some("ready") => {
@@ -359,6 +437,7 @@ async fn spawn_inner(cfg: &MonitorConfig) -> Result<Monitor> {
                 .strip_prefix("create failed (")
                 .and_then(|r| r.split_once("): "))
                 .unwrap_or(("monitor error", reason));
+            let log = cfg.state_dir.join(protocol::RUNTIME_LOG_NAME);
             let runtime_log = crate::runtime::cli::read_runtime_log_async(&log).await;
             let mut command = cfg.runtime.path.display().to_string();
             for a in &cfg.runtime.args {

@@ -36,7 +36,7 @@ pub struct Harness {
     pub handler: RuntimeHandlerConfig,
     pub runtime: CliRuntime,
     ids: Mutex<Vec<String>>,
-    monitors: Mutex<Vec<i32>>,
+    pub monitors: Mutex<Vec<i32>>,
 }
 
 impl Harness {

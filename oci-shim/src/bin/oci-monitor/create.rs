@@ -82,6 +82,9 @@ pub fn create(args: &Args) -> Result<(libc::pid_t, ContainerIo), String> {
     // Drop our copies of the child's ends (the Command held them) so EOF
     // arrives when the container closes them.
     drop(cmd);
+    // The runtime's cgroup move would otherwise wait out a grace period on
+    // the container's start-up path; we have nothing else to do meanwhile.
+    oci_shim::cgroup_warmup::warm_up();
 
     let runtime_pid = child.id() as libc::pid_t;
     let mut master = None;

@@ -95,6 +95,12 @@ fn run(args: &args::Args) -> Result<(), String> {
     let log = cri_log::CriLog::open(args.log_path.clone())
         .map_err(|e| format!("log {}: {e}", args.log_path.display()))?;
 
+    // The daemon starts us while it still writes the bundle; it says `go`
+    // once `config.json` is in place.
+    if let Err(e) = await_go() {
+        let _ = std::fs::remove_file(&sock_path);
+        return Err(e);
+    }
     let (pid, io) = match create::create(args) {
         Ok(v) => v,
         Err(e) => {
@@ -148,17 +154,34 @@ fn run(args: &args::Args) -> Result<(), String> {
     Ok(())
 }
 
+/// Reads the daemon's go-ahead from stdin. Anything but `go` (EOF included:
+/// the daemon gave up on the container, or died) means the bundle will never
+/// be ready, and nothing has been created.
+fn await_go() -> Result<(), String> {
+    let mut line = String::new();
+    match std::io::stdin().read_line(&mut line) {
+        Ok(_) if line.trim_end() == "go" => Ok(()),
+        Ok(0) => Err("aborted: the daemon closed the pipe before the bundle was ready".into()),
+        Ok(_) => Err(format!("aborted: expected `go`, got {:?}", line.trim_end())),
+        Err(e) => Err(format!("aborted: reading the go-ahead: {e}")),
+    }
+}
+
 /// Writes `exit.json` so that readers see either nothing or the whole record.
 fn write_exit(state_dir: &Path, record: &ExitRecord) -> std::io::Result<()> {
     write_atomically(&state_dir.join(EXIT_FILE_NAME), record.to_json().as_bytes())
 }
 
-/// Temp file, fsync, rename: readers never see a partial file.
+/// Temp file, rename: readers never see a partial file. No fsync: the state
+/// directory holds runtime state that a reboot makes void (it is meant to be
+/// on tmpfs), and the rename alone survives a crash of any process, the
+/// daemon's included. `monitor.pid` is written on every container's start-up
+/// path, where an fsync on a disk-backed `/run` costs a journal commit.
 fn write_atomically(path: &Path, data: &[u8]) -> std::io::Result<()> {
     let name = path.file_name().unwrap_or_default().to_string_lossy();
     let tmp = path.with_file_name(format!(".{name}.tmp"));
     let mut f = std::fs::File::create(&tmp)?;
     f.write_all(data)?;
-    f.sync_all()?;
+    drop(f);
     std::fs::rename(&tmp, path)
 }
