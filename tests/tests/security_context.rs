@@ -297,6 +297,21 @@ async fn bad_security_contexts_are_invalid_arguments_and_create_nothing() {
     assert_eq!(err.code(), Code::InvalidArgument, "{err}");
     assert!(err.message().contains("memory_limit_in_bytes"), "{err}");
     assert_eq!(pod.container_count().await, 0);
+    // The container's monitor starts while its bundle is being written: a
+    // refused request must not leave it, or its state directory, behind.
+    let containers_dir = pod.daemon.dir().join("state/c");
+    let left: Vec<_> = std::fs::read_dir(&containers_dir)
+        .map(|d| d.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "container state left: {left:?}");
+    let monitors = std::process::Command::new("pgrep")
+        .args([
+            "-f",
+            &format!("oci-monitor.*{}", containers_dir.display()),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&monitors.stdout).trim(), "");
     pod.remove().await;
 }
 
