@@ -305,10 +305,7 @@ async fn bad_security_contexts_are_invalid_arguments_and_create_nothing() {
         .unwrap_or_default();
     assert!(left.is_empty(), "container state left: {left:?}");
     let monitors = std::process::Command::new("pgrep")
-        .args([
-            "-f",
-            &format!("oci-monitor.*{}", containers_dir.display()),
-        ])
+        .args(["-f", &format!("oci-monitor.*{}", containers_dir.display())])
         .output()
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&monitors.stdout).trim(), "");

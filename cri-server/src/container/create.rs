@@ -159,22 +159,13 @@ async fn build_and_create(
     // The monitor starts up (exec, detach, socket) on the other core while
     // the root filesystem is mounted and the bundle written: both sit on
     // every container's start-up path.
-    let (pending, written) = tokio::join!(
-        Monitor::prepare(&monitor_config),
+    let (monitor, ()) = Monitor::spawn_alongside(
+        &monitor_config,
         write_bundle(daemon, sandbox, container, config, image, &handler),
-    );
-    match (pending, written) {
-        (Ok(pending), Ok(())) => {
-            let monitor = pending.create().await?;
-            container.pid = Some(monitor.container_pid());
-            Ok(())
-        }
-        (Ok(pending), Err(e)) => {
-            pending.abandon().await;
-            Err(e)
-        }
-        (Err(e), _) => Err(e.into()),
-    }
+    )
+    .await?;
+    container.pid = Some(monitor.container_pid());
+    Ok(())
 }
 
 /// Mounts the root filesystem and writes the bundle's `config.json`: the

@@ -253,22 +253,13 @@ async fn start_infra(
     );
     monitor_config.monitor_binary = daemon.monitor_binary.clone();
     // The monitor starts up while the bundle is written (see CreateContainer).
-    let (pending, written) = tokio::join!(
-        Monitor::prepare(&monitor_config),
+    let (monitor, argv) = Monitor::spawn_alongside(
+        &monitor_config,
         write_infra_bundle(daemon, sandbox, &handler, sysctls),
-    );
-    match (pending, written) {
-        (Ok(pending), Ok(argv)) => {
-            let monitor = pending.create().await?;
-            monitor.start().await?;
-            Ok((monitor.container_pid(), argv))
-        }
-        (Ok(pending), Err(e)) => {
-            pending.abandon().await;
-            Err(e)
-        }
-        (Err(e), _) => Err(e.into()),
-    }
+    )
+    .await?;
+    monitor.start().await?;
+    Ok((monitor.container_pid(), argv))
 }
 
 /// Writes the infra container's bundle and returns its command.
