@@ -262,6 +262,10 @@ impl Daemon {
     async fn restore(self: &Arc<Self>) {
         let sandboxes: Vec<Sandbox> = self.sandbox_records.load_all();
         let containers: Vec<Container> = self.container_records.load_all();
+        let recorded_pods: std::collections::HashSet<String> =
+            sandboxes.iter().map(|s| s.id.clone()).collect();
+        let recorded_containers: std::collections::HashSet<String> =
+            containers.iter().map(|c| c.id.clone()).collect();
         let (mut kept_pins, mut restored_pods, mut restored_containers) = (Vec::new(), 0, 0);
         for mut sandbox in sandboxes {
             if let Some(path) = sandbox.netns_path.clone() {
@@ -325,6 +329,8 @@ impl Daemon {
                 restored_containers += 1;
             }
         }
+        // Before the pins go: a half-made pod's CNI DEL runs in its namespace.
+        let half_made = crate::orphans::sweep(self, &recorded_pods, &recorded_containers).await;
         // Pins no record claims belong to pods that died half-made.
         let report = self
             .pins
@@ -333,6 +339,8 @@ impl Daemon {
             pods = restored_pods,
             containers = restored_containers,
             stale_pins = ?report,
+            half_made_pods = ?half_made.pods,
+            half_made_containers = ?half_made.containers,
             "state restored"
         );
     }

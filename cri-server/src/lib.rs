@@ -30,6 +30,7 @@ pub mod layout;
 pub mod locks;
 pub mod memory;
 pub mod metrics;
+pub mod orphans;
 pub mod pause;
 pub mod pod;
 pub mod records;

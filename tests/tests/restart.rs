@@ -131,3 +131,86 @@ async fn kill_9_and_restart_on_runc() {
 async fn kill_9_and_restart_on_runsc() {
     restart_case("runsc").await;
 }
+
+/// A daemon killed inside RunPodSandbox or CreateContainer, after the runtime
+/// made the container but before the record was saved, leaves things no
+/// record claims (kubelet never got their ids). The restart removes them:
+/// monitor, container, root filesystem, CNI reservation, directories.
+#[tokio::test]
+async fn half_made_pods_and_containers_are_removed_at_restart() {
+    let mut daemon = Daemon::start("").await;
+    daemon.pull(BUSYBOX).await;
+    let kept_pod = daemon.run_pod(pod_config("half-kept"), "runc").await;
+    let kept = daemon
+        .create_started(
+            &kept_pod,
+            container_config("kept", BUSYBOX, &["sleep", "600"]),
+        )
+        .await;
+    let half_ctr = daemon
+        .create(
+            &kept_pod,
+            container_config("half", BUSYBOX, &["sleep", "600"]),
+        )
+        .await;
+    let half_pod = daemon.run_pod(pod_config("half-pod"), "runc").await;
+    let reserved = |id: &str| {
+        std::fs::read_dir("/var/lib/cni/networks/cri-server")
+            .map(|d| {
+                d.flatten()
+                    .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+                    .any(|text| text.lines().next() == Some(id))
+            })
+            .unwrap_or(false)
+    };
+    assert!(reserved(&half_pod), "the pod has an IP reservation");
+
+    daemon.kill9();
+    // As if the daemon had died before saving these records.
+    let root = daemon.dir().join("root");
+    std::fs::remove_file(root.join("containers").join(format!("{half_ctr}.json"))).unwrap();
+    std::fs::remove_file(root.join("sandboxes").join(format!("{half_pod}.json"))).unwrap();
+    daemon.restart().await;
+
+    let mut rt = daemon.runtime().await;
+    let pods: Vec<String> = rt
+        .list_pod_sandbox(cri::ListPodSandboxRequest { filter: None })
+        .await
+        .unwrap()
+        .into_inner()
+        .items
+        .into_iter()
+        .map(|p| p.id)
+        .collect();
+    assert_eq!(pods, std::slice::from_ref(&kept_pod));
+    assert_eq!(
+        daemon.container_status(&kept).await.state,
+        cri::ContainerState::ContainerRunning as i32,
+        "the recorded container still runs"
+    );
+    let state = daemon.dir().join("state");
+    for id in [&half_ctr, &half_pod] {
+        assert_eq!(processes_mentioning(id), 0, "{id}: processes left");
+        assert!(!state.join("c").join(id).exists(), "{id}: state left");
+        assert!(!state.join("p").join(id).exists(), "{id}: state left");
+        assert!(
+            !state.join("runtimes/runc").join(id).exists(),
+            "{id}: runc state left"
+        );
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        assert!(!mounts.contains(id.as_str()), "{id}: mount left");
+        assert!(
+            !std::path::Path::new("/sys/fs/cgroup/memory/cri-server")
+                .join(id)
+                .exists(),
+            "{id}: cgroup left"
+        );
+    }
+    assert!(!reserved(&half_pod), "the IP reservation is released");
+    assert!(
+        daemon.log().contains("half-made"),
+        "the restart says what it removed"
+    );
+    daemon.remove_pod(&kept_pod).await;
+    assert_eq!(processes_mentioning(&kept), 0);
+}

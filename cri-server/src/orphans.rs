@@ -1,0 +1,138 @@
+//! Pods and containers the daemon began to make but never recorded.
+//!
+//! A record is saved when RunPodSandbox or CreateContainer succeeds, after the
+//! runtime has made the container. A daemon killed in between leaves a state
+//! directory, perhaps a live monitor and a created container, a mounted root
+//! filesystem and (for a pod) a CNI attachment, all of which no record
+//! claims. Kubelet never got an id for them, so it will never remove them:
+//! [`sweep`] does, at start-up, before the stale pins go.
+
+use crate::daemon::Daemon;
+use crate::layout::Layout;
+use oci_shim::monitor::protocol::MONITOR_PID_FILE_NAME;
+use oci_shim::runtime::OciRuntime;
+use std::collections::HashSet;
+use std::path::Path;
+use std::sync::Arc;
+
+/// What [`sweep`] removed.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Swept {
+    /// Ids of half-made pods removed.
+    pub pods: Vec<String>,
+    /// Ids of half-made containers removed.
+    pub containers: Vec<String>,
+}
+
+/// Removes every pod and container directory under `state` that no record
+/// names (`pods` and `containers` are the recorded ids), with whatever was
+/// made for it.
+pub async fn sweep(
+    daemon: &Arc<Daemon>,
+    pods: &HashSet<String>,
+    containers: &HashSet<String>,
+) -> Swept {
+    let mut swept = Swept::default();
+    for id in unclaimed(&daemon.layout.container_dir(""), containers) {
+        remove_container(daemon, &id, &daemon.layout.container_dir(&id)).await;
+        swept.containers.push(id);
+    }
+    for id in unclaimed(&daemon.layout.sandbox_dir(""), pods) {
+        remove_container(daemon, &id, &daemon.layout.sandbox_dir(&id)).await;
+        // The attachment recorded at ADD says what DEL must undo.
+        let request = cni::PodNetworkRequest::new(&id, "");
+        if let Err(e) = daemon.network.teardown(&request).await {
+            tracing::warn!(pod = %id, error = %e, "half-made pod: CNI DEL failed");
+        }
+        swept.pods.push(id);
+    }
+    swept
+}
+
+/// Directory names under `dir` that `claimed` does not hold.
+fn unclaimed(dir: &Path, claimed: &HashSet<String>) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut ids: Vec<String> = entries
+        .flatten()
+        .filter(|e| e.path().is_dir())
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|id| !claimed.contains(id))
+        .collect();
+    ids.sort();
+    ids
+}
+
+/// Stops the monitor (so it cannot write into the directory as it goes),
+/// deletes the container from every handler, unmounts its root filesystem
+/// and removes its directory.
+async fn remove_container(daemon: &Arc<Daemon>, id: &str, dir: &Path) {
+    tracing::warn!(id, dir = %dir.display(), "removing a half-made container no record claims");
+    if let Some(pid) = monitor_pid(id, &Layout::monitor(dir)) {
+        // SAFETY: plain syscall; the pid was checked to be this id's monitor.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    }
+    // Which handler made it is in no record: ask each (an unknown id is a
+    // quick "does not exist").
+    for name in daemon.handlers.keys() {
+        if let Ok(runtime) = daemon.runtime(name) {
+            let _ = runtime.delete(id, true).await;
+        }
+    }
+    if let Err(e) = daemon.images.remove_rootfs(id).await {
+        tracing::warn!(id, error = %e, "half-made container: root filesystem");
+    }
+    if let Err(e) = tokio::fs::remove_dir_all(dir).await {
+        tracing::warn!(id, error = %e, "half-made container: directory");
+    }
+}
+
+/// The pid in `monitor.pid`, if that process is still `id`'s monitor (pids
+/// are reused, and the file may be older than the last boot).
+fn monitor_pid(id: &str, monitor_dir: &Path) -> Option<i32> {
+    let pid: i32 = std::fs::read_to_string(monitor_dir.join(MONITOR_PID_FILE_NAME))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+    let is_monitor = args.first().is_some_and(|a| a.ends_with(b"oci-monitor"));
+    let is_ours = args
+        .windows(2)
+        .any(|w| w[0] == b"--id" && w[1] == id.as_bytes());
+    (pid > 0 && is_monitor && is_ours).then_some(pid)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unclaimed_lists_only_directories_without_a_record() {
+        let dir = tempfile::tempdir().unwrap();
+        for id in ["a", "b", "c"] {
+            std::fs::create_dir(dir.path().join(id)).unwrap();
+        }
+        std::fs::write(dir.path().join("stray-file"), "").unwrap();
+        let claimed: HashSet<String> = ["b".to_string()].into();
+        assert_eq!(unclaimed(dir.path(), &claimed), ["a", "c"]);
+        assert!(unclaimed(&dir.path().join("missing"), &claimed).is_empty());
+    }
+
+    #[test]
+    fn a_pid_file_of_another_process_is_not_a_monitor() {
+        let dir = tempfile::tempdir().unwrap();
+        // Our own pid: alive, but not an oci-monitor.
+        std::fs::write(
+            dir.path().join(MONITOR_PID_FILE_NAME),
+            format!("{}\n", std::process::id()),
+        )
+        .unwrap();
+        assert_eq!(monitor_pid("c1", dir.path()), None);
+        std::fs::write(dir.path().join(MONITOR_PID_FILE_NAME), "garbage").unwrap();
+        assert_eq!(monitor_pid("c1", dir.path()), None);
+        assert_eq!(monitor_pid("c1", &dir.path().join("missing")), None);
+    }
+}
