@@ -27,7 +27,7 @@ pub struct Bundle {
 
 impl Bundle {
     /// Creates `dir` if needed and writes `config.json` into it; readers never
-    /// see a half-written file (temp file, fsync, rename).
+    /// see a half-written file (temp file, rename).
     pub fn write(dir: impl Into<PathBuf>, spec: &Spec) -> Result<Self> {
         let dir = dir.into();
         std::fs::create_dir_all(&dir).map_err(|e| Error::io("bundle", &dir, "create", e))?;
@@ -69,12 +69,17 @@ impl Bundle {
 }
 
 /// Writes `data` to `path` through a temp file in the same directory and a rename.
+///
+/// No fsync: bundles live in the runtime state directory, which a reboot
+/// makes void (it is meant to be on tmpfs), and the rename alone keeps
+/// readers and crashed writers from half a file. The write is on every
+/// container's start-up path, where an fsync on a disk-backed `/run` costs a
+/// journal commit.
 pub(crate) fn write_atomically(path: &Path, data: &[u8], what: &'static str) -> Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let mut tmp = tempfile::NamedTempFile::new_in(dir)
         .map_err(|e| Error::io(what, path, "create temp", e))?;
     tmp.write_all(data)
-        .and_then(|_| tmp.as_file().sync_all())
         .map_err(|e| Error::io(what, path, "write", e))?;
     tmp.persist(path)
         .map_err(|e| Error::io(what, path, "rename", e.error))?;
