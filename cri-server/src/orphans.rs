@@ -5,7 +5,9 @@
 //! directory, perhaps a live monitor and a created container, a mounted root
 //! filesystem and (for a pod) a CNI attachment, all of which no record
 //! claims. Kubelet never got an id for them, so it will never remove them:
-//! [`sweep`] does, at start-up, before the stale pins go.
+//! [`sweep`] does, at start-up, before the stale pins go. A record set aside
+//! as unreadable leaves its pod or container unclaimed in the same way, and
+//! it goes too: nothing the daemon cannot list keeps running.
 
 use crate::daemon::Daemon;
 use crate::layout::Layout;
