@@ -84,6 +84,25 @@ impl Daemon {
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+        // The socket is bound before the daemon restores its state and starts
+        // its other listeners; it is ready once it answers.
+        let mut rt = self.runtime().await;
+        loop {
+            let answered = tokio::time::timeout(
+                Duration::from_secs(1),
+                rt.version(k8s_cri::v1::VersionRequest::default()),
+            )
+            .await;
+            if matches!(answered, Ok(Ok(_))) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "daemon never answered Version:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// Kills the daemon with SIGKILL, as a crash would, and waits for it.

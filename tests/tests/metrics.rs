@@ -285,6 +285,7 @@ async fn the_metrics_endpoint_counts_rpcs_pods_trust_and_pulls() {
     let port = free_port();
     let daemon = Daemon::start(&format!("[metrics]\naddress = \"127.0.0.1:{port}\"\n")).await;
     let mut rt = daemon.runtime().await;
+    // `Daemon::start` asked once already, to know the daemon was ready.
     rt.version(cri::VersionRequest::default()).await.unwrap();
     rt.version(cri::VersionRequest::default()).await.unwrap();
     let missing = rt
@@ -323,14 +324,14 @@ async fn the_metrics_endpoint_counts_rpcs_pods_trust_and_pulls() {
             "cri_server_grpc_requests_total{}",
             rpc("RuntimeService/Version", "OK")
         ),
-        2.0,
+        3.0,
     );
     expect(
         &format!(
             "cri_server_grpc_request_duration_seconds_count{}",
             rpc("RuntimeService/Version", "OK")
         ),
-        2.0,
+        3.0,
     );
     expect(
         &format!(
