@@ -36,6 +36,17 @@ impl Daemon {
             .pod_sandbox_id
     }
 
+    /// Every pod the daemon lists, unfiltered.
+    pub async fn list_pods(&self) -> Vec<cri::PodSandbox> {
+        self.runtime()
+            .await
+            .list_pod_sandbox(cri::ListPodSandboxRequest { filter: None })
+            .await
+            .unwrap_or_else(|e| panic!("ListPodSandbox: {e}\n{}", self.log()))
+            .into_inner()
+            .items
+    }
+
     /// The status of pod `id`.
     pub async fn pod_status(&self, id: &str, verbose: bool) -> cri::PodSandboxStatusResponse {
         self.runtime()

@@ -63,14 +63,7 @@ async fn restart_case(handler: &str) {
     std::thread::sleep(std::time::Duration::from_secs(2));
 
     daemon.restart().await;
-    let pods = daemon
-        .runtime()
-        .await
-        .list_pod_sandbox(cri::ListPodSandboxRequest { filter: None })
-        .await
-        .unwrap()
-        .into_inner()
-        .items;
+    let pods = daemon.list_pods().await;
     assert_eq!(pods.len(), 1);
     assert_eq!(pods[0].state, cri::PodSandboxState::SandboxReady as i32);
     let long_status = daemon.container_status(&long).await;
@@ -172,16 +165,7 @@ async fn half_made_pods_and_containers_are_removed_at_restart() {
     std::fs::remove_file(root.join("sandboxes").join(format!("{half_pod}.json"))).unwrap();
     daemon.restart().await;
 
-    let mut rt = daemon.runtime().await;
-    let pods: Vec<String> = rt
-        .list_pod_sandbox(cri::ListPodSandboxRequest { filter: None })
-        .await
-        .unwrap()
-        .into_inner()
-        .items
-        .into_iter()
-        .map(|p| p.id)
-        .collect();
+    let pods: Vec<String> = daemon.list_pods().await.into_iter().map(|p| p.id).collect();
     assert_eq!(pods, std::slice::from_ref(&kept_pod));
     assert_eq!(
         daemon.container_status(&kept).await.state,

@@ -133,14 +133,7 @@ async fn privileged_untrusted_pod_is_rejected_under_reject() {
     assert!(err.message().contains("privileged"), "{err}");
     assert!(err.message().contains(HINT), "{err}");
     // Nothing is left of it.
-    let pods = daemon
-        .runtime()
-        .await
-        .list_pod_sandbox(cri::ListPodSandboxRequest { filter: None })
-        .await
-        .unwrap()
-        .into_inner()
-        .items;
+    let pods = daemon.list_pods().await;
     assert!(pods.is_empty());
 }
 
