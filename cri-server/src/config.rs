@@ -135,7 +135,11 @@ pub struct HandlerConfig {
 }
 
 /// The `[image]` table.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+///
+/// Its default is a fresh node's: no registry entries, so every registry is
+/// reached directly over TLS and short names resolve to `docker.io`. Mirrors
+/// and plain-HTTP registries are the operator's to add.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ImageConfig {
     /// The image infra containers run; empty means the built-in pause program,
@@ -143,20 +147,6 @@ pub struct ImageConfig {
     pub pause_image: String,
     /// Registry mirrors and insecure registries, by reference prefix.
     pub registries: Vec<RegistryConfig>,
-}
-
-impl Default for ImageConfig {
-    fn default() -> Self {
-        ImageConfig {
-            pause_image: String::new(),
-            registries: vec![RegistryConfig {
-                prefix: "registry.k8s.io".into(),
-                mirrors: vec!["127.0.0.1:5000".into()],
-                insecure: true,
-                mirrors_only: true,
-            }],
-        }
-    }
 }
 
 /// The `[network]` table.
@@ -421,6 +411,17 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_default_reaches_registries_directly() {
+        // The embedded default is a production node's: no test registry, no
+        // mirror, no plain HTTP.
+        let config = Config::default();
+        assert!(config.image.registries.is_empty());
+        let text = config.to_toml();
+        assert!(text.contains("registries = []"), "{text}");
+        assert!(!text.contains("127.0.0.1:5000"), "{text}");
+    }
 
     #[test]
     fn default_round_trips_through_toml() {

@@ -35,17 +35,49 @@ pub fn binary(name: &str) -> PathBuf {
     );
 }
 
+/// The registry entry every test daemon gets: `registry.k8s.io` is the local
+/// registry `cargo xtask fixtures` fills, over plain HTTP, and only it (tests
+/// never reach past loopback).
+pub const TEST_REGISTRIES: &str = "[[image.registries]]\n\
+     prefix = \"registry.k8s.io\"\n\
+     mirrors = [\"127.0.0.1:5000\"]\n\
+     insecure = true\n\
+     mirrors_only = true\n";
+
+/// A test daemon's configuration: socket, root and state under `dir`, the
+/// keys of `extra`, and [`TEST_REGISTRIES`] unless `extra` names registries
+/// of its own.
+///
+/// # Panics
+/// When `extra` is not valid TOML: a test's own mistake.
+pub fn test_config(dir: &Path, extra: &str) -> String {
+    let mut table: toml::Table = extra.parse().expect("the test's extra config is TOML");
+    let image = table
+        .entry("image")
+        .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+    if let Some(image) = image.as_table_mut() {
+        if !image.contains_key("registries") {
+            let defaults: toml::Table = TEST_REGISTRIES.parse().expect("TEST_REGISTRIES is TOML");
+            image.extend(defaults["image"].as_table().cloned().unwrap_or_default());
+        }
+    }
+    for (key, sub) in [("socket", "cri.sock"), ("root", "root"), ("state", "state")] {
+        let path = dir.join(sub).display().to_string();
+        table.insert(key.into(), toml::Value::String(path));
+    }
+    toml::to_string(&table).expect("a TOML table serializes")
+}
+
 impl Daemon {
     /// Writes a config whose socket, root and state live in a fresh temporary
-    /// directory, with `extra` TOML appended, and starts the daemon on it.
+    /// directory, with the keys of `extra` (TOML) added, and starts the daemon
+    /// on it. Unless `extra` sets `image.registries`, the config sends
+    /// `registry.k8s.io` to the local test registry and nowhere else
+    /// ([`test_config`]).
     pub async fn start(extra: &str) -> Daemon {
         let dir = tempfile::tempdir().expect("tempdir");
         let config_path = dir.path().join("cri-server.toml");
-        let config = format!(
-            "socket = \"{0}/cri.sock\"\nroot = \"{0}/root\"\nstate = \"{0}/state\"\n{extra}",
-            dir.path().display()
-        );
-        std::fs::write(&config_path, config).expect("write config");
+        std::fs::write(&config_path, test_config(dir.path(), extra)).expect("write config");
         let mut daemon = Daemon {
             child: None,
             dir,

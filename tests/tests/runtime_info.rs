@@ -185,3 +185,53 @@ async fn the_systemd_driver_needs_systemd_and_slice_parents() {
     assert_eq!(err.code(), tonic::Code::InvalidArgument);
     assert!(err.message().contains("cgroup_parent"), "{err:?}");
 }
+
+#[tokio::test]
+async fn logs_carry_no_colour_escapes_outside_a_terminal() {
+    let daemon = Daemon::start("").await;
+    let log = daemon.log();
+    assert!(log.contains("serving CRI v1"), "{log}");
+    assert!(!log.contains('\x1b'), "escape sequences in a file:\n{log}");
+}
+
+#[test]
+fn log_format_json_writes_one_object_per_line() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("cri.toml");
+    std::fs::write(&config, tests::daemon::test_config(dir.path(), "")).unwrap();
+    let mut child = std::process::Command::new(tests::daemon::binary("cri-server"))
+        .args(["--log-format", "json", "--config", config.to_str().unwrap()])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        let object: serde_json::Value = serde_json::from_str(&line)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {line:?} after {seen:#?}"));
+        seen.push(line);
+        if object["message"] == "serving CRI v1" {
+            assert_eq!(object["level"], "INFO", "{object}");
+            assert!(object["timestamp"].is_string(), "{object}");
+            break;
+        }
+        assert!(seen.len() < 200, "never logged readiness: {seen:#?}");
+    }
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    // Every line up to the exit is JSON too.
+    for line in lines {
+        let line = line.unwrap();
+        assert!(
+            serde_json::from_str::<serde_json::Value>(&line).is_ok(),
+            "{line:?}"
+        );
+    }
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status}");
+}
