@@ -4,15 +4,16 @@
 //! then the tests, which need root and the packages `setup` installs.
 
 use crate::command::exec;
-use crate::{fixtures, setup};
+use crate::{fixtures, grpc_python, setup};
 use anyhow::Result;
 use std::path::Path;
 use std::process::Command;
 
-/// Runs setup, `cargo fmt --check`, clippy with warnings denied, rustdoc with
+/// Runs setup (with the tests' Python gRPC client), `cargo fmt --check`, clippy with warnings denied, rustdoc with
 /// warnings denied, and every unit and end-to-end test.
 pub fn run(root: &Path) -> Result<()> {
     setup::run()?;
+    grpc_python::install(root)?;
     let cargo = || {
         let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
         cmd.current_dir(root);

@@ -8,6 +8,7 @@ mod bench;
 mod ci;
 mod command;
 mod fixtures;
+mod grpc_python;
 mod run;
 mod setup;
 
@@ -25,7 +26,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Install, idempotently, the Debian packages the project needs.
+    /// Install, idempotently, the Debian packages the project needs and the
+    /// tests' third-party CRI client (Python's grpcio, under target/).
     Setup,
     /// Build the binaries and run the daemon on its embedded default
     /// configuration (arguments after `--` go to the daemon).
@@ -50,7 +52,7 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     let root = workspace_root();
     match cli.command {
-        Command::Setup => setup::run(),
+        Command::Setup => setup::run().and_then(|()| grpc_python::install(&root)),
         Command::Run { args } => run::run(&root, &args),
         Command::Ci => ci::run(&root),
         Command::Fixtures => fixtures::prepare(&root),

@@ -1702,13 +1702,18 @@ impl proto::Peer for Peer {
         // header
         if let Some(authority) = pseudo.authority {
             let maybe_authority = uri::Authority::from_maybe_shared(authority.clone().into_inner());
-            parts.authority = Some(maybe_authority.or_else(|why| {
-                malformed!(
-                    "malformed headers: malformed authority ({:?}): {}",
+            // cri-server patch: an :authority that is not a URI authority is
+            // left out of the request URI instead of resetting the stream.
+            // Over a unix socket, gRPC clients send the socket path
+            // (grpc-go, grpc-java) or its percent-encoding (grpc-core).
+            match maybe_authority {
+                Ok(authority) => parts.authority = Some(authority),
+                Err(why) => tracing::debug!(
+                    "ignoring malformed authority ({:?}): {}",
                     authority,
                     why,
-                )
-            })?);
+                ),
+            }
         }
 
         // A :scheme is required, except CONNECT.

@@ -60,6 +60,24 @@ impl Header<Option<HeaderName>> {
     }
 }
 
+/// cri-server patch: an `:authority` that is not UTF-8 becomes its ASCII
+/// bytes with every other byte replaced by `?`, instead of failing the HPACK
+/// decode (a connection error). The length is kept, so the dynamic table's
+/// entry sizes stay those the peer's encoder counted. The value is then no
+/// URI authority and is left out of the request (`server.rs`). Used by
+/// `Header::new` and `Name::into_entry`, the two ways a decoded `:authority`
+/// is made.
+fn authority_value(value: Bytes) -> BytesStr {
+    if let Ok(value) = BytesStr::try_from(value.clone()) {
+        return value;
+    }
+    let ascii: Vec<u8> = value
+        .iter()
+        .map(|&b| if b.is_ascii() { b } else { b'?' })
+        .collect();
+    BytesStr::from(std::str::from_utf8(&ascii).unwrap_or_default())
+}
+
 impl Header {
     pub fn new(name: Bytes, value: Bytes) -> Result<Header, DecoderError> {
         if name.is_empty() {
@@ -67,10 +85,7 @@ impl Header {
         }
         if name[0] == b':' {
             match &name[1..] {
-                b"authority" => {
-                    let value = BytesStr::try_from(value)?;
-                    Ok(Header::Authority(value))
-                }
+                b"authority" => Ok(Header::Authority(authority_value(value))),
                 b"method" => {
                     let method = Method::from_bytes(&value)?;
                     Ok(Header::Method(method))
@@ -233,7 +248,7 @@ impl<'a> Name<'a> {
                 name: name.clone(),
                 value: HeaderValue::from_bytes(&value)?,
             }),
-            Name::Authority => Ok(Header::Authority(BytesStr::try_from(value)?)),
+            Name::Authority => Ok(Header::Authority(authority_value(value))),
             Name::Method => Ok(Header::Method(Method::from_bytes(&value)?)),
             Name::Scheme => Ok(Header::Scheme(BytesStr::try_from(value)?)),
             Name::Path => Ok(Header::Path(BytesStr::try_from(value)?)),
