@@ -106,7 +106,9 @@ impl cri::runtime_service_server::RuntimeService for RuntimeService {
         };
         let mut info = std::collections::HashMap::new();
         if request.get_ref().verbose {
-            info.insert("config".to_string(), self.daemon.config.to_toml());
+            // Clients (crictl info) parse every value as JSON.
+            let config = serde_json::to_string(&self.daemon.config).unwrap_or_default();
+            info.insert("config".to_string(), config);
         }
         let runtime_handlers = self
             .daemon

@@ -269,3 +269,70 @@ async fn a_hand_written_request_gets_a_grpc_answer_whatever_its_authority() {
         assert!(message.contains("cri-server"), "{what}: {message:?}");
     }
 }
+
+#[tokio::test]
+async fn every_verbose_info_value_is_json_as_crictl_expects() {
+    // crictl info/inspect/inspectp/inspecti decode each value of `info` as
+    // JSON and fail the whole command on the first that is not.
+    let daemon = Daemon::start("").await;
+    let image = daemon.pull(BUSYBOX).await;
+    let pod = daemon
+        .run_pod(tests::fixtures::pod_config("verbose-info"), "")
+        .await;
+    let container = daemon
+        .create(
+            &pod,
+            tests::fixtures::container_config("sleeper", BUSYBOX, &["sleep", "600"]),
+        )
+        .await;
+    let mut runtime = daemon.runtime().await;
+    use k8s_cri::v1 as cri;
+    let infos = [
+        (
+            "Status",
+            runtime
+                .status(cri::StatusRequest { verbose: true })
+                .await
+                .unwrap()
+                .into_inner()
+                .info,
+        ),
+        ("PodSandboxStatus", daemon.pod_status(&pod, true).await.info),
+        (
+            "ContainerStatus",
+            runtime
+                .container_status(cri::ContainerStatusRequest {
+                    container_id: container.clone(),
+                    verbose: true,
+                })
+                .await
+                .unwrap()
+                .into_inner()
+                .info,
+        ),
+        (
+            "ImageStatus",
+            daemon
+                .images()
+                .await
+                .image_status(cri::ImageStatusRequest {
+                    image: tests::fixtures::image_spec(&image),
+                    verbose: true,
+                })
+                .await
+                .unwrap()
+                .into_inner()
+                .info,
+        ),
+    ];
+    for (call, info) in infos {
+        assert!(!info.is_empty(), "{call}: no verbose info");
+        for (key, value) in info {
+            assert!(
+                serde_json::from_str::<serde_json::Value>(&value).is_ok(),
+                "{call} info[{key:?}] is not JSON: {value}"
+            );
+        }
+    }
+    daemon.remove_pod(&pod).await;
+}

@@ -38,7 +38,8 @@ async fn returns_runtime_conditions() {
         .unwrap();
     assert!(runtime_ready.status);
     assert!(conditions.iter().any(|c| c.r#type == "NetworkReady"));
-    assert!(status.info["config"].contains("default_handler"));
+    let config: serde_json::Value = serde_json::from_str(&status.info["config"]).unwrap();
+    assert_eq!(config["runtime"]["default_handler"], "runc");
     let handlers: Vec<_> = status
         .runtime_handlers
         .iter()
