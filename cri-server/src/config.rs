@@ -4,7 +4,7 @@
 //! Unknown keys are refused rather than ignored, so a typo never silently
 //! falls back to a default.
 
-use crate::cgroup_driver::CgroupDriver;
+use cgroups::CgroupDriver;
 pub use image_store::RegistryConfig;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;

@@ -1,12 +1,12 @@
 //! The daemon's shared state: the stores, the trust policy, the runtimes, and
 //! what it takes to build them at start and restore them after a restart.
 
-use crate::cgroup_driver::CgroupDriver;
 use crate::config::{Config, HandlerConfig};
 use crate::error::{Error, Result};
 use crate::layout::Layout;
 use crate::locks::KeyedLocks;
 use crate::records::RecordDir;
+use cgroups::CgroupDriver;
 use k8s_cri::v1 as cri;
 use netns::PinDir;
 use oci_shim::monitor::{Monitor, MonitorStatus};
@@ -78,7 +78,7 @@ pub struct Daemon {
     /// Per-pod and per-container request serialisation.
     pub locks: KeyedLocks,
     /// The previous CPU readings, for CPU rates in stats.
-    pub cpu_rates: crate::stats::CpuRates,
+    pub cpu_rates: cgroups::CpuRates,
     /// Container lifecycle events for GetContainerEvents.
     pub events: broadcast::Sender<cri::ContainerEventResponse>,
     /// The Exec/Attach/PortForward streaming server and its tokens.
@@ -194,7 +194,7 @@ impl Daemon {
             pause_rootfs,
             monitor_binary,
             locks: KeyedLocks::default(),
-            cpu_rates: crate::stats::CpuRates::default(),
+            cpu_rates: cgroups::CpuRates::default(),
             events,
             streaming,
             metrics: crate::metrics::Metrics::default(),

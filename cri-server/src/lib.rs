@@ -19,7 +19,6 @@
 #![warn(missing_docs)]
 
 pub mod accept;
-pub mod cgroup_driver;
 pub mod config;
 pub mod container;
 pub mod convert;

@@ -3,9 +3,9 @@
 //! RPCs whose behaviour arrives with later work answer `Unimplemented` with the
 //! RPC's name; none of them panics.
 
-use crate::cgroup_driver::CgroupDriver;
 use crate::daemon::Daemon;
 use crate::{container, pod};
+use cgroups::CgroupDriver;
 use k8s_cri::v1 as cri;
 use std::pin::Pin;
 use std::sync::Arc;

@@ -80,7 +80,7 @@ pub async fn record_exit(daemon: &Arc<Daemon>, id: &str, exit: &ExitRecord) {
                 .get(&c.sandbox_id)
                 .map(|s| s.cgroup_parent.clone())
                 .unwrap_or_default();
-            crate::stats::cgroup::Hierarchy::detect().oom_kills(&daemon.cgroup_dir(&parent, id)) > 0
+            cgroups::Hierarchy::detect().oom_kills(&daemon.cgroup_dir(&parent, id)) > 0
         });
     let changed = daemon.containers.update(id, |c| {
         c.mark_exited(

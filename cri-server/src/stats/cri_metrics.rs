@@ -13,11 +13,11 @@
 //! CRI-O does): a nanosecond count under a `_seconds` name would be a
 //! billion times too large to any query.
 //!
-//! This module only converts; the readings come from [`super::cgroup`],
+//! This module only converts; the readings come from the `cgroups` crate,
 //! [`super::network`] and the image store.
 
-use super::cgroup::{CgroupLimits, CgroupUsage, TaskCounts};
 use super::network::InterfaceCounters;
+use cgroups::{CgroupLimits, CgroupUsage, TaskCounts};
 use k8s_cri::v1 as cri;
 
 /// The label keys every family starts with, as cAdvisor names them under

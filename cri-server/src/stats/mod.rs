@@ -6,47 +6,18 @@
 //! its containers stay empty, so their CPU and memory read as unknown; the
 //! pod's network counters and writable layers are reported as for runc.
 
-pub mod cgroup;
 pub mod cri_metrics;
 pub mod network;
 
 use crate::convert;
 use crate::daemon::Daemon;
 use crate::error::{Error, Result};
-use cgroup::{CgroupUsage, Hierarchy};
+use cgroups::{CgroupUsage, Hierarchy};
 use cri_metrics::{ContainerReading, FsCapacity, Identity};
 use k8s_cri::v1 as cri;
 use sandbox_core::{Container, ContainerFilter, ContainerState, Sandbox, SandboxFilter};
-use std::collections::HashMap;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
-
-/// The previous CPU reading of each cgroup, for `usage_nano_cores` (a rate
-/// needs two readings).
-#[derive(Default)]
-pub struct CpuRates {
-    last: Mutex<HashMap<String, (i64, u64)>>,
-}
-
-impl CpuRates {
-    /// Nanocores since the previous reading of `key`, which `(now, cpu_ns)`
-    /// replaces; `None` for the first reading.
-    pub fn rate(&self, key: &str, now: i64, cpu_ns: u64) -> Option<u64> {
-        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
-        let previous = last.insert(key.to_string(), (now, cpu_ns));
-        let (then, before) = previous?;
-        let elapsed = now.checked_sub(then).filter(|e| *e > 0)?;
-        Some(((cpu_ns.saturating_sub(before)) as u128 * 1_000_000_000 / elapsed as u128) as u64)
-    }
-
-    /// Forgets `key` (its container is gone).
-    pub fn forget(&self, key: &str) {
-        self.last
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(key);
-    }
-}
+use std::sync::Arc;
 
 fn u64_value(v: Option<u64>) -> Option<cri::UInt64Value> {
     v.map(|value| cri::UInt64Value { value })
@@ -311,22 +282,4 @@ fn fs_capacity(path: &Path) -> Option<FsCapacity> {
         inodes: stat.files(),
         inodes_free: stat.files_free(),
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn nano_cores_need_two_readings() {
-        let rates = CpuRates::default();
-        assert_eq!(rates.rate("c", 1_000_000_000, 0), None);
-        // Half a core over one second.
-        assert_eq!(
-            rates.rate("c", 2_000_000_000, 500_000_000),
-            Some(500_000_000)
-        );
-        rates.forget("c");
-        assert_eq!(rates.rate("c", 3_000_000_000, 900_000_000), None);
-    }
 }

@@ -25,7 +25,7 @@ const DEFAULT_SLICE: &str = "system.slice";
 /// # Examples
 ///
 /// ```
-/// use cri_server::cgroup_driver::CgroupDriver;
+/// use cgroups::CgroupDriver;
 ///
 /// let fs = CgroupDriver::Cgroupfs;
 /// assert_eq!(fs.runtime_path("/kubepods/pod1", "c1").unwrap(), "/kubepods/pod1/c1");

@@ -1,0 +1,31 @@
+//! Control groups as a container runtime needs them: where a pod's or
+//! container's cgroup is ([`CgroupDriver`]: cgroupfs directories or systemd
+//! slices and scopes), what it uses and allows ([`Hierarchy`] reads v1, v2
+//! and hybrid hosts), and CPU usage as a rate ([`CpuRates`]).
+//!
+//! No I/O happens outside [`Hierarchy`]'s readers, which never fail: a file
+//! that is missing (a cgroup already gone, a controller not mounted) reads as
+//! `None`, because stats are best effort and a container may exit at any
+//! moment.
+//!
+//! # Examples
+//!
+//! ```no_run
+//! use cgroups::{CgroupDriver, Hierarchy};
+//!
+//! let driver = CgroupDriver::Cgroupfs;
+//! let dir = driver.fs_path("/kubepods/pod1", "c1")?;
+//! let usage = Hierarchy::detect().usage(&dir);
+//! println!("{:?} ns of CPU, {:?} bytes of memory", usage.cpu_ns, usage.memory_bytes);
+//! # Ok::<(), cgroups::CgroupParentError>(())
+//! ```
+
+pub mod cpu_rate;
+pub mod driver;
+pub mod hierarchy;
+pub mod readings;
+
+pub use cpu_rate::CpuRates;
+pub use driver::{CgroupDriver, CgroupParentError, SCOPE_PREFIX};
+pub use hierarchy::Hierarchy;
+pub use readings::{CgroupLimits, CgroupUsage, TaskCounts};
