@@ -7,7 +7,8 @@
 //! ([`error`]). No crate depends on this one.
 //!
 //! - [`config`]: the TOML contract and its embedded default.
-//! - [`server`], [`socket`]: serving on the unix socket.
+//! - [`server`], [`socket`]: serving on the unix socket; [`systemd`]:
+//!   readiness and watchdog notifications for a `Type=notify` unit.
 //! - [`runtime_service`], [`image_service`]: the two CRI services, thin
 //!   dispatchers to [`pod`] and [`container`] (one verb per file).
 //! - [`stats`]: container and pod stats and CRI metrics; [`metrics`]: the
@@ -38,3 +39,4 @@ pub mod server;
 pub mod socket;
 pub mod stats;
 pub mod streaming;
+pub mod systemd;

@@ -7,6 +7,7 @@ use crate::metrics::rpc::RpcMetricsLayer;
 use crate::metrics::server::{MetricsError, MetricsServer};
 use crate::runtime_service::RuntimeService;
 use crate::socket;
+use crate::systemd::Notifier;
 use k8s_cri::v1::image_service_server::ImageServiceServer;
 use k8s_cri::v1::runtime_service_server::RuntimeServiceServer;
 use std::sync::Arc;
@@ -60,13 +61,24 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
     let metrics_task = metrics_server.map(|server| server.spawn(daemon.metrics.registry(&daemon)));
     let mut term = signal(SignalKind::terminate()).map_err(ServeError::Signals)?;
     let mut int = signal(SignalKind::interrupt()).map_err(ServeError::Signals)?;
-    let shutdown = async move {
-        tokio::select! {
-            _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
-            _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+    let notifier = Notifier::from_env();
+    let watchdog = notifier
+        .watchdog_interval(None)
+        .map(|interval| notifier.spawn_watchdog(interval));
+    let shutdown = {
+        let notifier = notifier.clone();
+        async move {
+            tokio::select! {
+                _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+                _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+            }
+            notifier.stopping();
         }
     };
     tracing::info!(socket = %config.socket.display(), "serving CRI v1");
+    // State is restored and the socket accepts (connections made now wait
+    // in its backlog until the server below takes them).
+    notifier.ready();
     let socket_path = config.socket.clone();
     let result = tonic::transport::Server::builder()
         // Every request is logged: its method (the span), how long it took
@@ -95,7 +107,7 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         ))))
         .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
         .await;
-    if let Some(task) = metrics_task {
+    for task in metrics_task.into_iter().chain(watchdog) {
         task.abort();
     }
     // A socket file left behind would look like a crashed daemon's; remove it.

@@ -201,18 +201,7 @@ impl Daemon {
 
     /// A channel to the daemon's socket.
     pub async fn channel(&self) -> Channel {
-        let socket = self.socket();
-        Endpoint::try_from("http://[::]:50051")
-            .expect("static uri")
-            .connect_with_connector(tower::service_fn(move |_: Uri| {
-                let socket = socket.clone();
-                async move {
-                    let stream = tokio::net::UnixStream::connect(socket).await?;
-                    Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
-                }
-            }))
-            .await
-            .expect("connect to daemon")
+        channel(&self.socket()).await
     }
 
     /// A RuntimeService client.
@@ -224,6 +213,23 @@ impl Daemon {
     pub async fn images(&self) -> ImageServiceClient<Channel> {
         ImageServiceClient::new(self.channel().await)
     }
+}
+
+/// A channel to the CRI socket at `socket`, for a daemon this harness did not
+/// start.
+pub async fn channel(socket: &Path) -> Channel {
+    let socket = socket.to_path_buf();
+    Endpoint::try_from("http://[::]:50051")
+        .expect("static uri")
+        .connect_with_connector(tower::service_fn(move |_: Uri| {
+            let socket = socket.clone();
+            async move {
+                let stream = tokio::net::UnixStream::connect(socket).await?;
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
+            }
+        }))
+        .await
+        .expect("connect to daemon")
 }
 
 /// Removes every pod the daemon on `socket` knows, so that a test that fails

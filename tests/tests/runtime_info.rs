@@ -236,3 +236,57 @@ fn log_format_json_writes_one_object_per_line() {
     let status = child.wait().unwrap();
     assert!(status.success(), "{status}");
 }
+
+// Multi-threaded: the test blocks on its datagram socket while the gRPC
+// connection's task must stay able to answer the daemon's GOAWAY.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_systemd_the_daemon_says_ready_once_it_serves_and_stopping_on_sigterm() {
+    use std::os::unix::net::UnixDatagram;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("cri.toml");
+    std::fs::write(&config, tests::daemon::test_config(dir.path(), "")).unwrap();
+    let notify = dir.path().join("notify");
+    let listener = UnixDatagram::bind(&notify).unwrap();
+    listener
+        .set_read_timeout(Some(std::time::Duration::from_secs(20)))
+        .unwrap();
+    let mut child = std::process::Command::new(tests::daemon::binary("cri-server"))
+        .args(["--config", config.to_str().unwrap()])
+        .env("NOTIFY_SOCKET", &notify)
+        .env("WATCHDOG_USEC", "200000")
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut buf = [0u8; 512];
+    let n = listener.recv(&mut buf).expect("READY=1 within 20 s");
+    let ready = String::from_utf8_lossy(&buf[..n]).into_owned();
+    assert!(ready.starts_with("READY=1\n"), "{ready}");
+    assert!(
+        ready.contains(&format!("MAINPID={}", child.id())),
+        "{ready}"
+    );
+    // Ready means ready: the very first call is answered.
+    let channel = tests::daemon::channel(&dir.path().join("cri.sock")).await;
+    cri::runtime_service_client::RuntimeServiceClient::new(channel)
+        .version(cri::VersionRequest::default())
+        .await
+        .unwrap();
+    // Keep-alives at half of WATCHDOG_USEC.
+    let n = listener.recv(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"WATCHDOG=1\n");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let mut stopping = String::new();
+    for _ in 0..100 {
+        let n = listener.recv(&mut buf).expect("STOPPING=1 after SIGTERM");
+        if &buf[..n] != b"WATCHDOG=1\n" {
+            stopping = String::from_utf8_lossy(&buf[..n]).into_owned();
+            break;
+        }
+    }
+    assert_eq!(stopping, "STOPPING=1\n");
+    assert!(child.wait().unwrap().success());
+}

@@ -31,6 +31,7 @@ const PACKAGES: &[(&str, &str)] = &[
     ),
     ("iptables", "the portmap CNI plugin"),
     ("iproute2", "inspecting links and namespaces in tests"),
+    ("systemd", "systemd-analyze, to verify the shipped unit"),
 ];
 
 /// `cargo xtask setup`: installs missing packages, then writes the default
