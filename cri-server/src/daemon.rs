@@ -204,12 +204,13 @@ impl Daemon {
         Ok(daemon)
     }
 
-    /// The runtime driver for handler `name`.
+    /// The runtime driver for handler `name`, running execs under our
+    /// `oci-monitor`'s reaper.
     pub fn runtime(&self, name: &str) -> Result<CliRuntime> {
         self.handlers
             .get(name)
             .cloned()
-            .map(CliRuntime::new)
+            .map(|h| CliRuntime::new(h).with_monitor_binary(&self.monitor_binary))
             .ok_or_else(|| Error::Internal(format!("runtime handler {name:?} is not configured")))
     }
 

@@ -43,7 +43,8 @@
 //!        ▲                                            │
 //!        └──── "ready <pid> <pid>" on the pipe ───────┤ CRI log ◀── container stdout/stderr
 //!  MonitorClient ◀════ monitor.sock (protocol) ═══▶ start / state / wait / attach / reopen_log
-//!  CliRuntime ──▶ runc|runsc kill/delete/exec/update/pause/resume/list/state
+//!  CliRuntime ──▶ runc|runsc kill/delete/update/pause/resume/list/state
+//!  CliRuntime ──exec──▶ oci-monitor reap (subreaper) ──▶ runc|runsc exec
 //! ```
 //!
 //! Invariants the pieces rely on:
@@ -58,6 +59,10 @@
 //!   `wait` is answered, and the log is drained before both: whoever learns of
 //!   an exit can read the whole log and the record.
 //! - A failed create leaves no state directory, runtime state, process or mount.
+//! - Every runtime `exec` runs under `oci-monitor reap`, a child subreaper
+//!   that reaps what the runtime leaves (the daemon is never a subreaper); an
+//!   exec cut short is killed tree first, and its runtime and reaper are then
+//!   left to exit by themselves.
 //! - The daemon side never blocks a tokio worker: runtime commands run as child
 //!   processes and file work goes to blocking threads.
 //!

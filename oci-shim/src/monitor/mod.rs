@@ -9,4 +9,5 @@ pub mod protocol;
 mod spawn;
 
 pub use client::{AttachFrame, ContainerStatus, MonitorClient};
+pub(crate) use spawn::monitor_beside_current_exe;
 pub use spawn::{Monitor, MonitorConfig, MonitorStatus, PendingMonitor};

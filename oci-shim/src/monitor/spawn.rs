@@ -54,10 +54,7 @@ impl MonitorConfig {
         log_path: impl Into<PathBuf>,
         runtime: RuntimeHandlerConfig,
     ) -> Self {
-        let monitor_binary = std::env::current_exe()
-            .ok()
-            .and_then(|p| p.parent().map(|d| d.join("oci-monitor")))
-            .unwrap_or_else(|| PathBuf::from("oci-monitor"));
+        let monitor_binary = monitor_beside_current_exe();
         MonitorConfig {
             id: id.into(),
             bundle: bundle.into(),
@@ -102,6 +99,15 @@ impl MonitorConfig {
         }
         args
     }
+}
+
+/// The `oci-monitor` in the current executable's directory (or on `PATH`
+/// when that cannot be known): where the daemon is installed beside it.
+pub(crate) fn monitor_beside_current_exe() -> PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(|d| d.join("oci-monitor")))
+        .unwrap_or_else(|| PathBuf::from("oci-monitor"))
 }
 
 /// A container's monitor, started by [`Monitor::spawn`] or found by [`Monitor::reconnect`].

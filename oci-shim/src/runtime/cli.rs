@@ -5,7 +5,7 @@ use super::{ContainerState, ExecSyncResult, OciRuntime, RuntimeHandlerConfig};
 use crate::error::{Error, Result};
 use async_trait::async_trait;
 use oci_spec::runtime::LinuxResources;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
 use std::time::Duration;
 
@@ -26,12 +26,40 @@ use std::time::Duration;
 #[derive(Debug, Clone)]
 pub struct CliRuntime {
     pub(super) config: RuntimeHandlerConfig,
+    /// The `oci-monitor` binary, whose `reap` mode every exec runs under.
+    pub(super) monitor_binary: PathBuf,
 }
 
 impl CliRuntime {
-    /// A driver for `config`.
+    /// A driver for `config`, running execs under the `oci-monitor` beside
+    /// the current executable (see [`CliRuntime::with_monitor_binary`]).
     pub fn new(config: RuntimeHandlerConfig) -> Self {
-        CliRuntime { config }
+        CliRuntime {
+            config,
+            monitor_binary: crate::monitor::monitor_beside_current_exe(),
+        }
+    }
+
+    /// Runs execs under the `oci-monitor` at `path`: its `reap` mode is the
+    /// child subreaper that reaps what an exec leaves when it is cut short.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use oci_shim::runtime::{CliRuntime, RuntimeHandlerConfig};
+    ///
+    /// let runc = CliRuntime::new(RuntimeHandlerConfig::runc("/run/oci-shim/runc"))
+    ///     .with_monitor_binary("/usr/local/bin/oci-monitor");
+    /// assert_eq!(runc.monitor_binary().to_str(), Some("/usr/local/bin/oci-monitor"));
+    /// ```
+    pub fn with_monitor_binary(mut self, path: impl Into<PathBuf>) -> Self {
+        self.monitor_binary = path.into();
+        self
+    }
+
+    /// The `oci-monitor` binary execs run under.
+    pub fn monitor_binary(&self) -> &Path {
+        &self.monitor_binary
     }
 
     /// The handler configuration.

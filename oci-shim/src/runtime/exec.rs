@@ -1,11 +1,12 @@
 //! `exec` for ExecSync: run a command, capture its output, enforce a timeout.
 
 use super::cli::{blocking, read_runtime_log_async};
-use super::{process_tree, CliRuntime, RuntimeKind};
+use super::exec_tree::{exit_code, TreeGuard, PID_FILE};
+use super::CliRuntime;
 use crate::bundle::Bundle;
 use crate::error::{Error, Result};
 use std::io::Write;
-use std::process::Stdio;
+use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt};
 
@@ -36,6 +37,19 @@ async fn read_capped(mut r: impl AsyncRead + Unpin) -> Vec<u8> {
     kept
 }
 
+/// Waits for an output reader. After a kill, a survivor holding the pipe
+/// must not hang us forever.
+async fn collect(reader: Option<tokio::task::JoinHandle<Vec<u8>>>) -> Vec<u8> {
+    let Some(reader) = reader else {
+        return Vec::new();
+    };
+    tokio::time::timeout(Duration::from_secs(5), reader)
+        .await
+        .ok()
+        .and_then(|r| r.ok())
+        .unwrap_or_default()
+}
+
 impl CliRuntime {
     /// Runs `args` in container `id` with the container's own process
     /// settings (user, env, cwd, capabilities).
@@ -49,118 +63,74 @@ impl CliRuntime {
             return Err(Error::Spec(format!("exec in {id}: empty command")));
         }
         let state = self.container_state(id).await?;
-        let args = args.to_vec();
-        let bundle = state.bundle.clone();
-        let prepared = blocking(move || process_file(&bundle, args, false));
-        let dir = prepared.await?;
-        let process_path = dir.path().join("process.json");
-        let pid_path = dir.path().join("exec.pid");
-        let internal_pid_path = dir.path().join("exec.internal.pid");
-        let log = dir.path().join("runtime.log");
-
-        let p = |p: &std::path::Path| p.to_string_lossy().into_owned();
-        let mut verb = vec![
-            "exec".to_owned(),
-            "--process".into(),
-            p(&process_path),
-            "--pid-file".into(),
-            p(&pid_path),
-        ];
-        if self.config.kind == RuntimeKind::Runsc {
-            verb.extend(["--internal-pid-file".into(), p(&internal_pid_path)]);
-        }
-        verb.push(id.to_owned());
-        let verb_refs: Vec<&str> = verb.iter().map(String::as_str).collect();
-
-        let mut child = tokio::process::Command::new(&self.config.path)
-            .args(self.config.global_args(&log))
-            .args(&verb)
+        let (bundle, args) = (state.bundle.clone(), args.to_vec());
+        let dir = blocking(move || process_file(&bundle, args, false)).await?;
+        let verb = self.exec_verb(id, dir.path());
+        let mut reaper = self
+            .reaped(&dir.path().join("runtime.log"), &verb)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
-            .kill_on_drop(true)
             .spawn()
-            .map_err(|source| Error::RuntimeSpawn {
-                id: id.to_owned(),
-                runtime: self.config.name.clone(),
-                command: self.describe(&verb_refs),
-                source,
-            })?;
-        let stdout = child.stdout.take().map(|o| tokio::spawn(read_capped(o)));
-        let stderr = child.stderr.take().map(|e| tokio::spawn(read_capped(e)));
-
-        let (status, timed_out) = match tokio::time::timeout(timeout, child.wait()).await {
-            Ok(status) => (status, false),
-            Err(_) => {
-                self.kill_exec_tree(id, &pid_path, &internal_pid_path).await;
-                let _ = child.start_kill();
-                (child.wait().await, true)
-            }
-        };
-        let status = status.map_err(|source| Error::RuntimeSpawn {
-            id: id.to_owned(),
-            runtime: self.config.name.clone(),
-            command: self.describe(&verb_refs),
-            source,
-        })?;
-        // After a kill, a survivor holding the pipe must not hang us forever.
-        let collect = |h: Option<tokio::task::JoinHandle<Vec<u8>>>| async move {
-            let Some(h) = h else { return Vec::new() };
-            tokio::time::timeout(Duration::from_secs(5), h)
-                .await
-                .ok()
-                .and_then(|r| r.ok())
-                .unwrap_or_default()
-        };
+            .map_err(|source| self.exec_spawn_error(id, &verb, source))?;
+        // Declared after `dir`, so dropped before it: it reads the pid files.
+        let mut guard = TreeGuard::new(self, id, dir.path());
+        let stdout = reaper.stdout.take().map(|o| tokio::spawn(read_capped(o)));
+        let stderr = reaper.stderr.take().map(|e| tokio::spawn(read_capped(e)));
+        let (status, timed_out) = self
+            .wait_or_kill(id, dir.path(), &mut reaper, timeout)
+            .await;
+        guard.disarm();
+        let status = status
+            .transpose()
+            .map_err(|source| self.exec_spawn_error(id, &verb, source))?;
         let (stdout, stderr) = (collect(stdout).await, collect(stderr).await);
-        use std::os::unix::process::ExitStatusExt;
-        let exit_code = status
-            .code()
-            .or_else(|| status.signal().map(|s| 128 + s))
-            .unwrap_or(-1);
-        // The runtime itself failing (not the command) is an error, not an exit code.
-        if !timed_out && exit_code != 0 && tokio::fs::metadata(&pid_path).await.is_err() {
-            let log = read_runtime_log_async(&log).await;
-            return Err(self.failure(id, &verb_refs, &status.to_string(), &stderr, &log));
+        if let (Some(status), false) = (&status, timed_out) {
+            self.check_started(id, dir.path(), &verb, status, &stderr)
+                .await?;
         }
         Ok(ExecSyncResult {
             stdout,
             stderr,
-            exit_code,
+            exit_code: status.as_ref().map_or(-1, exit_code),
             timed_out,
         })
     }
 
-    async fn kill_exec_tree(
+    /// Waits for the exec (pid files in `dir`) to end or `timeout` to pass,
+    /// then takes it down ([`CliRuntime::take_down`]). Returns the reaper's
+    /// status (`None`: left to finish) and whether the timeout passed.
+    async fn wait_or_kill(
         &self,
         id: &str,
-        pid_path: &std::path::Path,
-        internal_pid_path: &std::path::Path,
-    ) {
-        match self.config.kind {
-            RuntimeKind::Runc => {
-                let Some(pid) = read_pid(pid_path).await else {
-                    return;
-                };
-                let killed = tokio::task::spawn_blocking(move || {
-                    process_tree::kill_tree(&process_tree::HostSyscall, pid)
-                })
-                .await
-                .unwrap_or(0);
-                tracing::debug!(
-                    container = id,
-                    pid,
-                    killed,
-                    "exec timed out; process tree killed"
-                );
-            }
-            RuntimeKind::Runsc => {
-                let Some(pid) = read_pid(internal_pid_path).await else {
-                    return;
-                };
-                self.kill_sandbox_tree(id, pid).await;
-            }
+        dir: &std::path::Path,
+        reaper: &mut tokio::process::Child,
+        timeout: Duration,
+    ) -> (Option<std::io::Result<ExitStatus>>, bool) {
+        match tokio::time::timeout(timeout, reaper.wait()).await {
+            Ok(status) => (Some(status), false),
+            Err(_) => (self.take_down(id, dir, reaper).await.map(Ok), true),
         }
+    }
+
+    /// A failure of the runtime itself (not the command: the runtime never
+    /// wrote the pid file) is an error carrying its explanation, not an exit
+    /// code.
+    async fn check_started(
+        &self,
+        id: &str,
+        dir: &std::path::Path,
+        verb: &[String],
+        status: &ExitStatus,
+        stderr: &[u8],
+    ) -> Result<()> {
+        let started = tokio::fs::metadata(dir.join(PID_FILE)).await.is_ok();
+        if status.success() || started {
+            return Ok(());
+        }
+        let log = read_runtime_log_async(&dir.join("runtime.log")).await;
+        let verb: Vec<&str> = verb.iter().map(String::as_str).collect();
+        Err(self.failure(id, &verb, &status.to_string(), stderr, &log))
     }
 
     /// Kills a process inside a gVisor sandbox and its descendants, found with
@@ -187,6 +157,10 @@ impl CliRuntime {
             if alive.is_empty() {
                 return;
             }
+            // Children first: a parent still alive reaps its killed child
+            // (a shell waiting for its command does) instead of leaving it to
+            // the container's init, which in gVisor is the container's own
+            // process and may never reap.
             for pid in alive.iter().rev() {
                 let pid = pid.to_string();
                 let _ = self.run(id, &["kill", "--pid", &pid, id, "9"]).await;
@@ -220,20 +194,6 @@ fn parse_ps_table(text: &str) -> Vec<(i32, i32)> {
             Some((f.next()?.parse().ok()?, f.next()?.parse().ok()?))
         })
         .collect()
-}
-
-/// Reads a pid file, waiting briefly: the runtime writes it just after starting
-/// the process, which may be after a very short timeout expired.
-async fn read_pid(path: &std::path::Path) -> Option<i32> {
-    for _ in 0..50 {
-        if let Ok(text) = tokio::fs::read_to_string(path).await {
-            if let Ok(pid) = text.trim().parse() {
-                return Some(pid);
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    None
 }
 
 /// Writes the `process.json` for an exec of `args` into a fresh temporary

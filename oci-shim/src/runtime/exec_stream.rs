@@ -4,17 +4,17 @@
 //! With a TTY the runtime runs in the foreground with a pseudo-terminal of
 //! ours as its stdio: runc (and runsc) then allocate the container's console,
 //! copy between the two and, on SIGWINCH, copy our terminal's size to the
-//! container's. That keeps the runtime as our child, so its exit status is the
-//! command's, without making the daemon a subreaper.
+//! container's. The runtime runs under the reaper (`oci-monitor reap`), our
+//! child, which passes SIGWINCH on and exits with the runtime's status, so
+//! that status is the command's without making the daemon a subreaper.
 
 use super::cli::{blocking, read_runtime_log_async};
-use super::{process_tree, CliRuntime, RuntimeKind};
+use super::exec_tree::{exit_code, TreeGuard, PID_FILE};
+use super::CliRuntime;
 use crate::error::{Error, Result};
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::path::PathBuf;
 use std::pin::Pin;
 use std::process::Stdio;
-use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 /// How a streaming exec is set up.
@@ -63,10 +63,13 @@ pub struct ExecSession {
     pub stderr: Option<ExecReader>,
     runtime: CliRuntime,
     id: String,
+    /// The reaper the runtime runs under.
     child: tokio::process::Child,
     terminal: Option<OwnedFd>,
+    /// Armed until the command ended or was killed. Declared before `dir`,
+    /// so dropped before it: it reads the pid files.
+    guard: TreeGuard,
     dir: tempfile::TempDir,
-    finished: bool,
 }
 
 impl std::fmt::Debug for ExecSession {
@@ -95,35 +98,9 @@ impl CliRuntime {
         let argv = args.to_vec();
         let tty = options.tty;
         let dir = blocking(move || super::exec::process_file(&bundle, argv, tty)).await?;
-        let p = |p: PathBuf| p.to_string_lossy().into_owned();
-        let mut verb = vec![
-            "exec".to_owned(),
-            "--process".into(),
-            p(dir.path().join("process.json")),
-            "--pid-file".into(),
-            p(dir.path().join("exec.pid")),
-        ];
-        if self.config.kind == RuntimeKind::Runsc {
-            verb.extend([
-                "--internal-pid-file".into(),
-                p(dir.path().join("exec.internal.pid")),
-            ]);
-        }
-        // The terminal request travels in process.json: runsc has no `--tty`
-        // flag on exec, and runc takes the file's value when the flag is absent.
-        verb.push(id.to_owned());
-        let log = dir.path().join("runtime.log");
-        let mut command = tokio::process::Command::new(&self.config.path);
-        command
-            .args(self.config.global_args(&log))
-            .args(&verb)
-            .kill_on_drop(true);
-        let spawn_error = |source| Error::RuntimeSpawn {
-            id: id.to_owned(),
-            runtime: self.config.name.clone(),
-            command: self.describe(&verb.iter().map(String::as_str).collect::<Vec<_>>()),
-            source,
-        };
+        let verb = self.exec_verb(id, dir.path());
+        let mut command = self.reaped(&dir.path().join("runtime.log"), &verb);
+        let spawn_error = |source| self.exec_spawn_error(id, &verb, source);
         let mut terminal = None;
         if tty {
             let pty =
@@ -146,6 +123,8 @@ impl CliRuntime {
                 .stderr(Stdio::piped());
         }
         let mut child = command.spawn().map_err(spawn_error)?;
+        // From here on, a failure kills what was started (dropped before `dir`).
+        let guard = TreeGuard::new(self, id, dir.path());
         let (stdin, stdout, stderr): (Option<ExecWriter>, Option<ExecReader>, Option<ExecReader>) =
             match &terminal {
                 Some(master) => {
@@ -171,8 +150,8 @@ impl CliRuntime {
             id: id.to_owned(),
             child,
             terminal,
+            guard,
             dir,
-            finished: false,
         })
     }
 }
@@ -184,8 +163,8 @@ fn pty_stream(master: &OwnedFd) -> std::io::Result<tokio::fs::File> {
 }
 
 impl ExecSession {
-    /// Sets the terminal's size (a no-op without a TTY) and tells the runtime,
-    /// which copies it to the container's console.
+    /// Sets the terminal's size (a no-op without a TTY) and tells the runtime
+    /// (through its reaper), which copies it to the container's console.
     pub fn resize(&self, width: u16, height: u16) -> Result<()> {
         let Some(master) = &self.terminal else {
             return Ok(());
@@ -224,13 +203,9 @@ impl ExecSession {
             .wait()
             .await
             .map_err(|e| Error::io("exec", self.dir.path(), "wait", e))?;
-        self.finished = true;
-        use std::os::unix::process::ExitStatusExt;
-        let code = status
-            .code()
-            .or_else(|| status.signal().map(|s| 128 + s))
-            .unwrap_or(-1);
-        let started = tokio::fs::metadata(self.dir.path().join("exec.pid"))
+        self.guard.disarm();
+        let code = exit_code(&status);
+        let started = tokio::fs::metadata(self.dir.path().join(PID_FILE))
             .await
             .is_ok();
         if code != 0 && !started {
@@ -246,75 +221,16 @@ impl ExecSession {
         Ok(code)
     }
 
-    /// Kills the command and every process it started, then reaps the runtime.
+    /// Kills the command and every process it started, then waits (a
+    /// bounded time) for the runtime and its reaper to reap them and exit.
     pub async fn kill(&mut self) {
-        if self.finished {
+        if !self.guard.armed() {
             return;
         }
-        match self.runtime.config.kind {
-            RuntimeKind::Runc => {
-                if let Some(pid) = read_pid(&self.dir.path().join("exec.pid")).await {
-                    let _ =
-                        blocking(move || process_tree::kill_tree(&process_tree::HostSyscall, pid))
-                            .await;
-                }
-            }
-            RuntimeKind::Runsc => {
-                if let Some(pid) = read_pid(&self.dir.path().join("exec.internal.pid")).await {
-                    self.runtime.kill_sandbox_tree(&self.id, pid).await;
-                }
-            }
-        }
-        let _ = self.child.start_kill();
-        let _ = tokio::time::timeout(Duration::from_secs(5), self.child.wait()).await;
-        self.finished = true;
+        let _ = self
+            .runtime
+            .take_down(&self.id, self.dir.path(), &mut self.child)
+            .await;
+        self.guard.disarm();
     }
-}
-
-impl Drop for ExecSession {
-    fn drop(&mut self) {
-        if self.finished {
-            return;
-        }
-        // A session dropped without `kill` (its client vanished): kill the
-        // tree in the background if a runtime is still there to do it.
-        match self.runtime.config.kind {
-            RuntimeKind::Runc => {
-                if let Some(pid) = read_pid_now(&self.dir.path().join("exec.pid")) {
-                    std::thread::spawn(move || {
-                        process_tree::kill_tree(&process_tree::HostSyscall, pid)
-                    });
-                }
-            }
-            RuntimeKind::Runsc => {
-                // Inside gVisor the tree is only reachable through `runsc ps`
-                // and `runsc kill`, which need the async driver.
-                let pid = read_pid_now(&self.dir.path().join("exec.internal.pid"));
-                if let (Some(pid), Ok(handle)) = (pid, tokio::runtime::Handle::try_current()) {
-                    let runtime = self.runtime.clone();
-                    let id = self.id.clone();
-                    handle.spawn(async move { runtime.kill_sandbox_tree(&id, pid).await });
-                }
-            }
-        }
-    }
-}
-
-/// Reads a pid file as it is now.
-fn read_pid_now(path: &std::path::Path) -> Option<i32> {
-    std::fs::read_to_string(path).ok()?.trim().parse().ok()
-}
-
-/// Reads a pid file, waiting briefly: the runtime writes it just after
-/// starting the process.
-async fn read_pid(path: &std::path::Path) -> Option<i32> {
-    for _ in 0..25 {
-        if let Ok(text) = tokio::fs::read_to_string(path).await {
-            if let Ok(pid) = text.trim().parse() {
-                return Some(pid);
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    None
 }

@@ -10,6 +10,7 @@ mod create;
 mod delete;
 mod exec;
 mod exec_stream;
+mod exec_tree;
 mod handler;
 mod kill;
 mod list;

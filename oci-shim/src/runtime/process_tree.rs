@@ -6,8 +6,16 @@
 //! process cannot fork), re-scanned until no new member appears, then killed.
 //! This kernel has no `/proc/PID/task/TID/children`, so parents come from
 //! `/proc/PID/stat`.
+//!
+//! Killing is not the end: a killed process becomes a zombie until its
+//! parent reaps it. The exec'd process itself is reaped by the runtime or,
+//! failing that, by the reaper the runtime runs under (`oci-monitor reap`);
+//! its descendants, re-parented inside the container when their parent
+//! dies, by the PID namespace's init (the pod's pause ignores SIGCHLD, so
+//! the kernel reaps them at once).
 
 use std::collections::{BTreeSet, HashMap};
+use std::time::{Duration, Instant};
 
 /// The parent pid in a `/proc/PID/stat` line (the field after the
 /// parenthesised command name, which may itself contain `)` and spaces).
@@ -18,6 +26,11 @@ pub(crate) fn parse_ppid(stat: &str) -> Option<i32> {
     fields.next()?.parse().ok()
 }
 
+/// The state letter in a `/proc/PID/stat` line (`R`, `S`, `Z`...).
+pub(crate) fn parse_state(stat: &str) -> Option<char> {
+    stat[stat.rfind(')')? + 1..].trim_start().chars().next()
+}
+
 /// The kernel calls tree killing makes, behind a trait so the order of
 /// operations can be checked against a recording double.
 pub(crate) trait Syscall {
@@ -25,6 +38,8 @@ pub(crate) trait Syscall {
     fn children(&self) -> HashMap<i32, Vec<i32>>;
     /// kill(2); errors (the process already gone) are irrelevant here.
     fn kill(&self, pid: i32, signal: i32);
+    /// The process's state letter; `None` once it is gone (reaped).
+    fn state(&self, pid: i32) -> Option<char>;
 }
 
 /// The real host.
@@ -58,6 +73,10 @@ impl Syscall for HostSyscall {
         // SAFETY: kill(2) has no memory effects.
         unsafe { libc::kill(pid, signal) };
     }
+
+    fn state(&self, pid: i32) -> Option<char> {
+        parse_state(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+    }
 }
 
 /// `root` and every live descendant.
@@ -73,9 +92,9 @@ pub(crate) fn tree_of(sys: &dyn Syscall, root: i32) -> BTreeSet<i32> {
     tree
 }
 
-/// Freezes then kills `root` and all its descendants; returns how many.
+/// Freezes then kills `root` and all its descendants; returns their pids.
 /// Blocking (scans /proc): call from a blocking thread.
-pub(crate) fn kill_tree(sys: &dyn Syscall, root: i32) -> usize {
+pub(crate) fn kill_tree(sys: &dyn Syscall, root: i32) -> BTreeSet<i32> {
     let mut stopped = BTreeSet::new();
     for _ in 0..100 {
         let fresh: Vec<i32> = tree_of(sys, root).difference(&stopped).copied().collect();
@@ -90,7 +109,28 @@ pub(crate) fn kill_tree(sys: &dyn Syscall, root: i32) -> usize {
     for &pid in &stopped {
         sys.kill(pid, libc::SIGKILL);
     }
-    stopped.len()
+    stopped
+}
+
+/// Waits until every process of `pids` has died (gone, or a zombie left for
+/// its parent to reap), for at most `timeout`; returns those still alive.
+/// SIGKILL takes effect when a process next leaves the kernel, so a killed
+/// tree is dead within milliseconds unless a process is stuck in an
+/// uninterruptible sleep. A pid reused meanwhile only makes this wait the
+/// whole `timeout`. Blocking: call from a blocking thread.
+pub(crate) fn wait_dead(sys: &dyn Syscall, pids: &BTreeSet<i32>, timeout: Duration) -> Vec<i32> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let alive: Vec<i32> = pids
+            .iter()
+            .copied()
+            .filter(|&p| sys.state(p).is_some_and(|s| s != 'Z'))
+            .collect();
+        if alive.is_empty() || Instant::now() >= deadline {
+            return alive;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
 }
 
 #[cfg(test)]
@@ -102,6 +142,15 @@ mod tests {
     struct Recording {
         scans: RefCell<usize>,
         calls: RefCell<Vec<(i32, i32)>>,
+        looks: RefCell<HashMap<i32, usize>>,
+    }
+
+    fn recording() -> Recording {
+        Recording {
+            scans: RefCell::new(0),
+            calls: RefCell::new(Vec::new()),
+            looks: RefCell::new(HashMap::new()),
+        }
     }
 
     impl Syscall for Recording {
@@ -117,15 +166,25 @@ mod tests {
         fn kill(&self, pid: i32, signal: i32) {
             self.calls.borrow_mut().push((pid, signal));
         }
+        fn state(&self, pid: i32) -> Option<char> {
+            let killed = self.calls.borrow().contains(&(pid, libc::SIGKILL));
+            let mut looks = self.looks.borrow_mut();
+            let n = looks.entry(pid).or_insert(0);
+            *n += 1;
+            match (killed, *n) {
+                (false, _) => Some('S'),
+                // Still dying at the first look; then reaped (even pids) or
+                // a zombie (odd ones): dead either way.
+                (true, 1) => Some('R'),
+                (true, _) => (pid % 2 != 0).then_some('Z'),
+            }
+        }
     }
 
     #[test]
     fn everything_is_stopped_before_anything_is_killed() {
-        let rec = Recording {
-            scans: RefCell::new(0),
-            calls: RefCell::new(Vec::new()),
-        };
-        assert_eq!(kill_tree(&rec, 10), 4);
+        let rec = recording();
+        assert_eq!(kill_tree(&rec, 10).len(), 4);
         let calls = rec.calls.into_inner();
         let first_kill = calls.iter().position(|c| c.1 == libc::SIGKILL).unwrap();
         let stopped: BTreeSet<i32> = calls[..first_kill].iter().map(|c| c.0).collect();
@@ -137,6 +196,25 @@ mod tests {
             killed, stopped,
             "the late fork (13) and nothing outside the tree (99)"
         );
+    }
+
+    #[test]
+    fn waits_until_the_killed_are_dead_or_zombies() {
+        let rec = recording();
+        let killed = kill_tree(&rec, 10);
+        assert!(wait_dead(&rec, &killed, Duration::from_secs(5)).is_empty());
+        // 99 was never killed: it stays alive, and the wait gives up.
+        let started = Instant::now();
+        let alive = wait_dead(&rec, &BTreeSet::from([10, 99]), Duration::from_millis(50));
+        assert_eq!(alive, [99]);
+        assert!(started.elapsed() >= Duration::from_millis(50));
+    }
+
+    #[test]
+    fn state_after_odd_command_names() {
+        assert_eq!(parse_state("42 (a) b) Z 7 42 42 0"), Some('Z'));
+        assert_eq!(parse_state("1 (init) S 0 1 1"), Some('S'));
+        assert_eq!(parse_state("garbage"), None);
     }
 
     #[test]
@@ -162,7 +240,9 @@ mod tests {
             .into_iter()
             .filter(|&p| p != root)
             .collect();
-        assert_eq!(kill_tree(&HostSyscall, root), 3);
+        let killed = kill_tree(&HostSyscall, root);
+        assert_eq!(killed.len(), 3);
+        assert!(wait_dead(&HostSyscall, &killed, std::time::Duration::from_secs(5)).is_empty());
         child.wait().unwrap();
         // Orphaned sleeps re-parent to us (or init) and get reaped there;
         // they must at least no longer be running.

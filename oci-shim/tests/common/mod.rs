@@ -48,7 +48,8 @@ impl Harness {
         make_rootfs(&dir.path().join("rootfs"));
         let handler = handler(dir.path().join("root"));
         Harness {
-            runtime: CliRuntime::new(handler.clone()),
+            runtime: CliRuntime::new(handler.clone())
+                .with_monitor_binary(env!("CARGO_BIN_EXE_oci-monitor")),
             handler,
             dir,
             ids: Mutex::new(Vec::new()),

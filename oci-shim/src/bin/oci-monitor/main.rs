@@ -5,11 +5,15 @@
 //! control socket and records the exit. The protocol is documented in
 //! `oci_shim::monitor::protocol`. Deliberately std + libc only, one thread,
 //! one poll loop: there is one of these per running container.
+//!
+//! `oci-monitor reap PROGRAM [ARG]...` is a second, unrelated mode: the
+//! reaper every exec runs under (see `reap.rs`).
 
 mod args;
 mod console;
 mod create;
 mod cri_log;
+mod reap;
 mod runtime_wait;
 mod serve;
 mod sys;
@@ -23,10 +27,15 @@ use std::os::unix::net::UnixListener;
 use std::path::Path;
 
 fn main() {
-    let args = match args::Args::parse(std::env::args().skip(1)) {
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    if argv.first().map(String::as_str) == Some("reap") {
+        // Not a monitor: no fork, no detaching; the caller waits for us.
+        std::process::exit(reap::main(&argv[1..]));
+    }
+    let args = match args::Args::parse(argv.into_iter()) {
         Ok(a) => a,
         Err(e) => {
-            eprintln!("oci-monitor: {e}\n{}", args::USAGE);
+            eprintln!("oci-monitor: {e}\n{}\n   or: {}", args::USAGE, reap::USAGE);
             std::process::exit(2);
         }
     };

@@ -27,19 +27,22 @@ pub fn set_nonblocking(fd: RawFd) -> io::Result<()> {
     Ok(())
 }
 
-fn sigchld_set() -> libc::sigset_t {
+/// A signal set holding `signals`.
+pub fn signal_set(signals: &[libc::c_int]) -> libc::sigset_t {
     // SAFETY: sigset_t is plain data initialised by sigemptyset.
     unsafe {
         let mut set: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut set);
-        libc::sigaddset(&mut set, libc::SIGCHLD);
+        for &signal in signals {
+            libc::sigaddset(&mut set, signal);
+        }
         set
     }
 }
 
 /// Blocks SIGCHLD and returns a signalfd that reports it.
 pub fn sigchld_fd() -> io::Result<OwnedFd> {
-    let set = sigchld_set();
+    let set = signal_set(&[libc::SIGCHLD]);
     // SAFETY: valid sigset pointer; single-threaded process.
     check(unsafe { libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) })?;
     let fd = check(unsafe { libc::signalfd(-1, &set, libc::SFD_CLOEXEC | libc::SFD_NONBLOCK) })?;
@@ -86,6 +89,32 @@ pub fn reap_any() -> Option<(libc::pid_t, libc::c_int)> {
     // SAFETY: status is a valid out pointer.
     let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
     (pid > 0).then_some((pid, status))
+}
+
+/// Reaps one exited child without blocking: `Ok(None)` when children
+/// remain but none has exited, the error ECHILD when none is left.
+pub fn wait_any_nohang() -> io::Result<Option<(libc::pid_t, libc::c_int)>> {
+    let mut status = 0;
+    // SAFETY: status is a valid out pointer.
+    let pid = check(unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) })?;
+    Ok((pid > 0).then_some((pid, status)))
+}
+
+/// Points stdin, stdout and stderr at /dev/null (best effort: on failure
+/// they stay as they were).
+pub fn stdio_to_null() {
+    use std::os::fd::AsRawFd;
+    let Ok(null) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+    else {
+        return;
+    };
+    for fd in 0..3 {
+        // SAFETY: dup2 onto our own standard descriptors.
+        unsafe { libc::dup2(null.as_raw_fd(), fd) };
+    }
 }
 
 /// poll(2) over `fds` for at most `timeout_ms` (-1: forever); EINTR counts as no event.
