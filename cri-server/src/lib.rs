@@ -15,6 +15,8 @@
 //! - [`daemon`]: shared state, start-up and restore; [`records`] and
 //!   [`layout`]: what lives where on disk; [`pause`]: the built-in infra
 //!   process.
+//! - [`rootfs_file`]: reading files of an image's root filesystem without
+//!   leaving it (and node files a pod names) safely.
 
 #![warn(missing_docs)]
 
@@ -34,6 +36,7 @@ pub mod orphans;
 pub mod pause;
 pub mod pod;
 pub mod records;
+pub mod rootfs_file;
 pub mod runtime_service;
 pub mod server;
 pub mod socket;
