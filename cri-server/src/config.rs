@@ -69,7 +69,9 @@ pub struct RuntimeConfig {
     pub default_handler: String,
     /// The handler untrusted workloads run on; empty means none is configured.
     pub untrusted_handler: String,
-    /// The trust of a pod that carries no hint.
+    /// The trust of a pod that is not privileged: `untrusted` sandboxes
+    /// every such pod, whatever its trust annotations say (an annotation
+    /// can lower trust, never lift this default).
     pub default_workload_trust: WorkloadTrust,
     /// What happens to a privileged pod that is untrusted.
     pub privileged_untrusted: PrivilegedUntrusted,

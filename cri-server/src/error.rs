@@ -88,6 +88,8 @@ impl Error {
             },
             Error::Trust(e) => match e {
                 T::PrivilegedUntrustedRejected { .. } => Code::FailedPrecondition,
+                // Unknown handlers, bad hints, a handler that contradicts an
+                // untrusted hint: the request is wrong.
                 _ => Code::InvalidArgument,
             },
             Error::Netns(_) | Error::Oci(_) => Code::Internal,
