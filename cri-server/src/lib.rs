@@ -6,7 +6,8 @@
 //! daemon's state, and maps crate errors to gRPC codes in one place
 //! ([`error`]). No crate depends on this one.
 //!
-//! - [`config`]: the TOML contract and its embedded default.
+//! - [`config`]: the TOML contract and its embedded default;
+//!   [`annotations`]: which annotations reach the OCI runtime.
 //! - [`server`], [`socket`]: serving on the unix socket.
 //! - [`runtime_service`], [`image_service`]: the two CRI services, thin
 //!   dispatchers to [`pod`] and [`container`] (one verb per file).
@@ -21,6 +22,7 @@
 #![warn(missing_docs)]
 
 pub mod accept;
+pub mod annotations;
 pub mod cgroup_driver;
 pub mod config;
 pub mod container;

@@ -413,7 +413,11 @@ async fn write_bundle(
     spec.pod_role = Some(PodRole::Container {
         sandbox_id: sandbox.id.clone(),
     });
-    spec.annotations = container.annotations.clone();
+    // Only what the handler allows: runtimes act on annotations.
+    spec.annotations = daemon.allowed_annotations(&sandbox.runtime_handler).filter(
+        &format!("container {}", container.name),
+        &container.annotations,
+    );
 
     let host = if on_gvisor {
         super::security::gvisor_limits(daemon.host)
