@@ -20,6 +20,7 @@ pub mod tls;
 pub mod tokens;
 pub mod websocket;
 
+use crate::accept::Limits;
 use crate::config::StreamingConfig;
 use crate::daemon::Daemon;
 use bytes::Bytes;
@@ -131,6 +132,7 @@ impl StreamingServer {
         tokio::spawn(crate::accept::serve_forever(
             listener,
             "streaming",
+            Limits::STREAMING,
             move |stream, peer| {
                 let daemon = Arc::clone(&daemon);
                 let tls = tls.clone();
@@ -165,7 +167,10 @@ where
         let daemon = Arc::clone(&daemon);
         async move { Ok::<_, Infallible>(route(daemon, req).await) }
     });
-    let conn = hyper::server::conn::http1::Builder::new()
+    // Slow or idle request headers end the connection; an upgraded session
+    // is no longer HTTP and lives as long as it is used.
+    let conn = Limits::STREAMING
+        .http1()
         .serve_connection(TokioIo::new(stream), service)
         .with_upgrades();
     if let Err(e) = conn.await {
