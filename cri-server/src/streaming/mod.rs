@@ -280,24 +280,25 @@ fn upgrade_websocket_port_forward(
             "no supported WebSocket subprotocol for port forwarding",
         );
     };
-    let query = req.uri().query().unwrap_or("").to_string();
-    let mut ports = Vec::new();
-    for pair in query.split('&') {
-        if let Some(value) = pair.strip_prefix("port=") {
-            match value.parse::<u16>() {
-                Ok(p) if p > 0 => ports.push(p),
-                _ => return plain(StatusCode::BAD_REQUEST, "bad port in query"),
-            }
-        }
-    }
+    let mut ports = match port_forward::ports_from_query(req.uri().query().unwrap_or("")) {
+        Ok(ports) => ports,
+        Err(e) => return plain(StatusCode::BAD_REQUEST, &e.to_string()),
+    };
     if ports.is_empty() {
         ports = requested
             .into_iter()
             .filter_map(|p| u16::try_from(p).ok())
             .collect();
     }
-    if ports.is_empty() || ports.len() > 64 {
-        return plain(StatusCode::BAD_REQUEST, "between 1 and 64 ports");
+    let max = match framing {
+        WsProtocol::V4Base64 => port_forward::MAX_WS_BASE64_PORTS,
+        _ => port_forward::MAX_WS_PORTS,
+    };
+    if ports.is_empty() || ports.len() > max {
+        return plain(
+            StatusCode::BAD_REQUEST,
+            &format!("between 1 and {max} ports with {name}"),
+        );
     }
     let on_upgrade = hyper::upgrade::on(&mut req);
     tokio::spawn(async move {
