@@ -84,7 +84,7 @@ pub const MAX_WS_PORTS: usize = 64;
 
 /// Most ports under base64 framing, whose channel is one ASCII digit-or-more
 /// character (`'0' + channel`, at most [`super::websocket::MAX_BASE64_CHANNEL`]).
-pub const MAX_WS_BASE64_PORTS: usize = (super::websocket::MAX_BASE64_CHANNEL as usize + 1) / 2;
+pub const MAX_WS_BASE64_PORTS: usize = 40;
 
 /// Why the `port` parameters of a port-forward URL cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -246,8 +246,10 @@ mod properties {
 
     #[test]
     fn every_port_channel_fits_its_framing() {
-        assert!(
-            2 * MAX_WS_BASE64_PORTS - 1 <= usize::from(super::super::websocket::MAX_BASE64_CHANNEL)
+        // Exactly fits: one port more would need channel 80.
+        assert_eq!(
+            2 * MAX_WS_BASE64_PORTS - 1,
+            usize::from(super::super::websocket::MAX_BASE64_CHANNEL)
         );
         assert!(2 * MAX_WS_PORTS - 1 <= usize::from(u8::MAX));
     }
