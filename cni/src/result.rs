@@ -117,6 +117,25 @@ impl CniResult {
         serde_json::from_value(value.clone())
     }
 
+    /// Parses a result from a plugin's raw standard output (what a plugin,
+    /// or a file in the attachment cache, hands over). Never panics,
+    /// whatever the bytes (fuzzed from `cni/fuzz/`).
+    ///
+    /// # Errors
+    ///
+    /// The JSON error when the bytes are not a CNI result.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let r = cni::CniResult::from_slice(br#"{"cniVersion":"1.0.0","ips":[{"address":"10.0.0.2/24"}]}"#).unwrap();
+    /// assert_eq!(r.pod_ips(), ["10.0.0.2".parse::<std::net::IpAddr>().unwrap()]);
+    /// assert!(cni::CniResult::from_slice(b"\xff").is_err());
+    /// ```
+    pub fn from_slice(bytes: &[u8]) -> Result<Self, serde_json::Error> {
+        serde_json::from_slice(bytes)
+    }
+
     /// The pod's addresses, in result order without duplicates: those on a
     /// sandbox interface when the result says which interface holds them,
     /// otherwise every address (some plugins omit `interface`).
@@ -194,5 +213,92 @@ mod tests {
         }))
         .unwrap();
         assert_eq!(r.pod_ips(), vec!["10.1.0.3".parse::<IpAddr>().unwrap()]);
+    }
+}
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn address() -> impl Strategy<Value = String> {
+        prop_oneof![
+            (any::<[u8; 4]>(), 0u8..=32).prop_map(|(a, p)| format!("{}/{p}", IpAddr::from(a))),
+            (any::<[u16; 8]>(), 0u8..=128)
+                .prop_map(|(a, p)| format!("{}/{p}", std::net::Ipv6Addr::from(a))),
+            ".{0,12}",
+        ]
+    }
+
+    fn result() -> impl Strategy<Value = CniResult> {
+        let interface = (
+            "[a-z0-9]{0,8}",
+            "[a-f0-9:]{0,17}",
+            prop_oneof![Just(String::new()), "/[a-z/]{1,12}"],
+        )
+            .prop_map(|(name, mac, sandbox)| Interface { name, mac, sandbox });
+        let ip = (address(), proptest::option::of(0usize..6)).prop_map(|(address, interface)| {
+            IpConfig {
+                address,
+                interface,
+                ..Default::default()
+            }
+        });
+        (
+            "[0-9.]{0,6}",
+            proptest::collection::vec(interface, 0..4),
+            proptest::collection::vec(ip, 0..6),
+        )
+            .prop_map(|(cni_version, interfaces, ips)| CniResult {
+                cni_version,
+                interfaces,
+                ips,
+                ..Default::default()
+            })
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic(raw in proptest::collection::vec(any::<u8>(), 0..256)) {
+            if let Ok(r) = CniResult::from_slice(&raw) {
+                let _ = (r.pod_ips(), r.sandbox_interfaces());
+            }
+        }
+
+        #[test]
+        fn arbitrary_json_never_panics(json in "[\\[\\]{}\":,0-9a-z. ]{0,64}") {
+            if let Ok(r) = CniResult::from_slice(json.as_bytes()) {
+                let _ = (r.pod_ips(), r.sandbox_interfaces());
+            }
+        }
+
+        #[test]
+        fn results_round_trip_and_pod_ips_come_from_the_result(r in result()) {
+            let bytes = serde_json::to_vec(&r).unwrap();
+            let back = CniResult::from_slice(&bytes).unwrap();
+            prop_assert_eq!(&back, &r);
+            let ips = r.pod_ips();
+            let all: Vec<IpAddr> = r.ips.iter().filter_map(IpConfig::ip).collect();
+            for ip in &ips {
+                prop_assert!(all.contains(ip));
+            }
+            let mut unique = ips.clone();
+            unique.dedup();
+            prop_assert_eq!(unique.len(), ips.len());
+            let on_sandbox = r.ips.iter().any(|ip| {
+                ip.interface
+                    .and_then(|i| r.interfaces.get(i))
+                    .is_some_and(|iface| !iface.sandbox.is_empty())
+            });
+            if !on_sandbox {
+                let mut expected = Vec::new();
+                for ip in all {
+                    if !expected.contains(&ip) {
+                        expected.push(ip);
+                    }
+                }
+                prop_assert_eq!(ips, expected);
+            }
+        }
     }
 }

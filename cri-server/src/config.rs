@@ -69,7 +69,9 @@ pub struct RuntimeConfig {
     pub default_handler: String,
     /// The handler untrusted workloads run on; empty means none is configured.
     pub untrusted_handler: String,
-    /// The trust of a pod that carries no hint.
+    /// The trust of a pod that is not privileged: `untrusted` sandboxes
+    /// every such pod, whatever its trust annotations say (an annotation
+    /// can lower trust, never lift this default).
     pub default_workload_trust: WorkloadTrust,
     /// What happens to a privileged pod that is untrusted.
     pub privileged_untrusted: PrivilegedUntrusted,
@@ -101,6 +103,7 @@ impl Default for RuntimeConfig {
             HandlerConfig {
                 path: PathBuf::from("/usr/sbin/runc"),
                 args: Vec::new(),
+                allowed_annotations: Vec::new(),
             },
         );
         handlers.insert(
@@ -110,6 +113,7 @@ impl Default for RuntimeConfig {
                 // gVisor's own network stack and its KVM platform do not work
                 // on this kernel; host network and ptrace do.
                 args: vec!["--network=host".into(), "--platform=ptrace".into()],
+                allowed_annotations: Vec::new(),
             },
         );
         RuntimeConfig {
@@ -132,6 +136,23 @@ pub struct HandlerConfig {
     /// Global arguments given before every subcommand.
     #[serde(default)]
     pub args: Vec<String>,
+    /// Pod and container annotations passed to this runtime in
+    /// `config.json` (CRI-O's key): exact keys, or prefixes ending in `*`
+    /// (`"*"` alone passes all). Default: none. Annotations are written by
+    /// pod authors and runtimes act on them: runsc's `dev.gvisor.*` change
+    /// the sandbox (mounts, flags), `org.systemd.property.*` reach systemd
+    /// through runc. The daemon's own annotations (container type, sandbox
+    /// id) are always set.
+    #[serde(default)]
+    pub allowed_annotations: Vec<String>,
+}
+
+impl HandlerConfig {
+    /// The parsed `allowed_annotations` (checked by [`Config::validate`]; an
+    /// unchecked bad list allows nothing).
+    pub fn allow_list(&self) -> crate::annotations::AllowList {
+        crate::annotations::AllowList::new(&self.allowed_annotations).unwrap_or_default()
+    }
 }
 
 /// The `[image]` table.
@@ -350,6 +371,14 @@ impl Config {
                 other => invalid("runtime", other.to_string()),
             },
         )?;
+        for (name, handler) in &runtime.handlers {
+            crate::annotations::AllowList::new(&handler.allowed_annotations).map_err(|e| {
+                invalid(
+                    &format!("runtime.handlers.{name}.allowed_annotations"),
+                    e.to_string(),
+                )
+            })?;
+        }
         let default_name = &runtime.default_handler;
         if let Some(default) = runtime.handlers.get(default_name) {
             if !default.path.is_file() {
@@ -421,6 +450,40 @@ mod tests {
         let text = config.to_toml();
         assert!(text.contains("registries = []"), "{text}");
         assert!(!text.contains("127.0.0.1:5000"), "{text}");
+    }
+
+    #[test]
+    fn no_annotation_reaches_a_runtime_by_default() {
+        let config = Config::default();
+        for (name, handler) in &config.runtime.handlers {
+            assert!(handler.allowed_annotations.is_empty(), "{name}");
+        }
+        let text = config.to_toml();
+        assert!(text.contains("allowed_annotations = []"), "{text}");
+    }
+
+    #[test]
+    fn allowed_annotations_parse_and_bad_entries_name_the_key() {
+        let runc = "[runtime]\nuntrusted_handler = \"\"\n\
+                    [runtime.handlers.runc]\npath = \"/usr/sbin/runc\"\n";
+        let config = Config::parse(&format!(
+            "{runc}allowed_annotations = [\"a.b/c\", \"team/*\"]\n"
+        ))
+        .unwrap();
+        let allow = config.runtime.handlers["runc"].allow_list();
+        assert!(
+            allow.allows("a.b/c")
+                && allow.allows("team/x")
+                && !allow.allows("org.systemd.property.X")
+        );
+        let config =
+            Config::parse(&format!("{runc}allowed_annotations = [\"dev.*.x\"]\n")).unwrap();
+        let err = config.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("runtime.handlers.runc.allowed_annotations"),
+            "{err}"
+        );
+        assert!(err.contains("dev.*.x"), "{err}");
     }
 
     #[test]

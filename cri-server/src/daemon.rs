@@ -222,6 +222,17 @@ impl Daemon {
             .ok_or_else(|| Error::Internal(format!("runtime handler {name:?} is not configured")))
     }
 
+    /// Which annotations handler `name` may receive in `config.json`
+    /// (none for a handler that is not configured).
+    pub fn allowed_annotations(&self, name: &str) -> crate::annotations::AllowList {
+        self.config
+            .runtime
+            .handlers
+            .get(name)
+            .map(crate::config::HandlerConfig::allow_list)
+            .unwrap_or_default()
+    }
+
     /// The OCI `linux.cgroupsPath` of `id` under a pod's `parent`, as the
     /// configured cgroup driver spells it.
     pub fn cgroup_path(&self, parent: &str, id: &str) -> Result<String> {

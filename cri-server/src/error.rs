@@ -42,6 +42,18 @@ pub enum Error {
     /// The image store failed.
     #[error(transparent)]
     Image(#[from] image_store::Error),
+    /// A container's user could not be resolved in its image: unknown, or
+    /// the image's user database is hostile (a device, FIFO or symlink out
+    /// of the image) or unreadable.
+    #[error("container {container} (image {image}): {source}")]
+    ContainerUser {
+        /// The container's name.
+        container: String,
+        /// The image it was created from.
+        image: String,
+        /// Why.
+        source: crate::container::image_config::UserError,
+    },
 }
 
 /// Shorthand for handler results.
@@ -76,9 +88,19 @@ impl Error {
             },
             Error::Trust(e) => match e {
                 T::PrivilegedUntrustedRejected { .. } => Code::FailedPrecondition,
+                // Unknown handlers, bad hints, a handler that contradicts an
+                // untrusted hint: the request is wrong.
                 _ => Code::InvalidArgument,
             },
             Error::Netns(_) | Error::Oci(_) => Code::Internal,
+            Error::ContainerUser { source, .. } => {
+                use crate::container::image_config::UserError as U;
+                match source {
+                    U::File(file) if !file.is_refusal() => Code::Internal,
+                    // The image (or the request's user) is at fault.
+                    _ => Code::InvalidArgument,
+                }
+            }
             Error::Image(e) => match e {
                 image_store::Error::Reference(_) => Code::InvalidArgument,
                 image_store::Error::NotFound(_) => Code::NotFound,

@@ -6,7 +6,8 @@
 //! daemon's state, and maps crate errors to gRPC codes in one place
 //! ([`error`]). No crate depends on this one.
 //!
-//! - [`config`]: the TOML contract and its embedded default.
+//! - [`config`]: the TOML contract and its embedded default;
+//!   [`annotations`]: which annotations reach the OCI runtime.
 //! - [`server`], [`socket`]: serving on the unix socket; [`systemd`]:
 //!   readiness and watchdog notifications for a `Type=notify` unit.
 //! - [`runtime_service`], [`image_service`]: the two CRI services, thin
@@ -16,10 +17,13 @@
 //! - [`daemon`]: shared state, start-up and restore; [`records`] and
 //!   [`layout`]: what lives where on disk; [`pause`]: the built-in infra
 //!   process.
+//! - [`rootfs_file`]: reading files of an image's root filesystem without
+//!   leaving it (and node files a pod names) safely.
 
 #![warn(missing_docs)]
 
 pub mod accept;
+pub mod annotations;
 pub mod config;
 pub mod container;
 pub mod convert;
@@ -34,6 +38,7 @@ pub mod orphans;
 pub mod pause;
 pub mod pod;
 pub mod records;
+pub mod rootfs_file;
 pub mod runtime_service;
 pub mod server;
 pub mod socket;

@@ -178,3 +178,50 @@ async fn a_garbage_hint_is_refused() {
         .expect("a hint other than true/false must be refused");
     assert_eq!(err.code(), Code::InvalidArgument, "{err}");
 }
+
+/// Issue #14: a pod author cannot leave the sandbox by annotating the pod
+/// trusted; under the untrusted default it still runs in gVisor.
+#[tokio::test]
+async fn a_trusted_hint_cannot_lift_the_untrusted_default() {
+    let daemon = Daemon::start("[runtime]\ndefault_workload_trust = \"untrusted\"\n").await;
+    for hint in [HINT, "io.cri-server.trusted-sandbox"] {
+        let pod = run_pod(&daemon, "escapee", &[(hint, "true")], false, "")
+            .await
+            .unwrap_or_else(|e| panic!("{e}\n{}", daemon.log()));
+        assert_eq!(pod.handler, "runsc", "{hint}: {}", pod.reason);
+        assert!(pod.reason.contains("cannot lift"), "{}", pod.reason);
+        // The daemon's word is not enough: the container sees gVisor's kernel.
+        assert_eq!(kernel_inside(&daemon, &pod).await, "4.4.0", "{hint}");
+        remove(&daemon, &pod).await;
+    }
+    // A RuntimeClass (the cluster administrator's) still selects runc.
+    let by_class = run_pod(&daemon, "by-class", &[], false, "runc")
+        .await
+        .unwrap();
+    assert_eq!(by_class.handler, "runc");
+    assert_eq!(kernel_inside(&daemon, &by_class).await, host_kernel());
+    remove(&daemon, &by_class).await;
+}
+
+/// Issue #14: `runtime_handler: runc` with `TrustedSandbox: "false"` used to
+/// run on runc with the hint ignored; the contradiction is refused now.
+#[tokio::test]
+async fn a_runtime_class_contradicting_an_untrusted_hint_is_refused() {
+    let daemon = Daemon::start("").await;
+    let err = run_pod(&daemon, "contradiction", &[(HINT, "false")], false, "runc")
+        .await
+        .err()
+        .expect("runc requested by a pod annotated untrusted must be refused");
+    assert_eq!(err.code(), Code::InvalidArgument, "{err}");
+    for needle in ["\"runc\"", HINT, "\"runsc\""] {
+        assert!(err.message().contains(needle), "{needle}: {err}");
+    }
+    assert!(daemon.list_pods().await.is_empty());
+    // The untrusted handler by name agrees with the hint, and runs in gVisor.
+    let agreed = run_pod(&daemon, "agreed", &[(HINT, "false")], false, "runsc")
+        .await
+        .unwrap();
+    assert_eq!(agreed.handler, "runsc");
+    assert_eq!(kernel_inside(&daemon, &agreed).await, "4.4.0");
+    remove(&daemon, &agreed).await;
+}

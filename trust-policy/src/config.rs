@@ -42,7 +42,9 @@ pub struct TrustConfig {
     /// empty string in TOML, the default) runs them on `default_handler`.
     #[serde(with = "empty_is_none")]
     pub untrusted_handler: Option<String>,
-    /// Whether a pod without a trust annotation is trusted.
+    /// Whether a pod is trusted unless it says otherwise. Under
+    /// `untrusted`, every pod that is not privileged is untrusted, whatever
+    /// its annotations say: a `true` hint cannot lift this default.
     pub default_workload_trust: WorkloadTrust,
     /// What to do with a pod that is privileged yet annotated untrusted.
     pub privileged_untrusted: PrivilegedUntrusted,

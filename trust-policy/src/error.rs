@@ -141,6 +141,21 @@ pub enum DecisionError {
         /// The value of [`TRUSTED_SANDBOX_ANNOTATION`].
         cri_server: bool,
     },
+    /// The pod asked for a runtime handler (RuntimeClass) other than the
+    /// untrusted handler while annotated untrusted: running it on the
+    /// requested handler would ignore its own request to be sandboxed.
+    #[error(
+        "runtime handler {handler:?} (RuntimeClass) contradicts {hint}: untrusted pods run on \
+         {untrusted_handler:?}; drop the annotation or request {untrusted_handler:?}"
+    )]
+    HandlerContradictsHint {
+        /// The handler the pod asked for.
+        handler: String,
+        /// The trust annotation(s), as `annotation KEY=false`.
+        hint: String,
+        /// The configured untrusted handler.
+        untrusted_handler: String,
+    },
     /// The pod is both privileged and marked untrusted, and the policy is
     /// `privileged_untrusted = "reject"`.
     #[error("{reason}")]

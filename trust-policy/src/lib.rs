@@ -17,9 +17,12 @@
 //! - [`Decision`] (`decision`): handler, verdict and reason.
 //! - [`ConfigError`], [`DecisionError`], [`ParseSettingError`] (`error`).
 //!
-//! The rules are CRI-O's (2017) with two additions: an explicit RuntimeClass
-//! handler wins, and malformed or conflicting annotations are errors instead
-//! of silently counting as trusted. [`TrustPolicy::decide`] lists them.
+//! The rules are CRI-O's (2017), fail-safe: a pod author's annotation can
+//! make a pod untrusted but never lift the node's untrusted default; an
+//! explicit RuntimeClass handler selects its handler, but one that
+//! contradicts an untrusted annotation is refused; malformed or conflicting
+//! annotations are errors instead of silently counting as trusted.
+//! [`TrustPolicy::decide`] lists them.
 //!
 //! # Examples
 //!

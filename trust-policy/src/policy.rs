@@ -130,16 +130,21 @@ impl TrustPolicy {
 
     /// Decides which handler runs the pod, and why.
     ///
-    /// The rules, in order (CRI-O's, with invalid input made an error):
+    /// The rules, in order (CRI-O's, with invalid input made an error and
+    /// every pod-author input able only to *lower* trust, never to raise it):
     ///
     /// 1. The trust annotations must be `true`/`false` and must agree, even
     ///    when a handler is requested, so a typo is caught rather than hidden.
-    /// 2. A requested `runtime_handler` (RuntimeClass) wins over annotations
-    ///    and defaults; it must be known. The pod is untrusted exactly when
-    ///    that handler is the untrusted handler.
+    /// 2. A requested `runtime_handler` (RuntimeClass, which only a cluster
+    ///    administrator defines) selects its handler; it must be known. The
+    ///    pod is untrusted exactly when that handler is the untrusted
+    ///    handler. An untrusted hint together with any other handler is a
+    ///    contradiction and refused ([`DecisionError::HandlerContradictsHint`]),
+    ///    never resolved silently in favour of the less isolated runtime.
     /// 3. Otherwise the pod is untrusted if an annotation says so, or if
-    ///    `default_workload_trust = "untrusted"`, no annotation says
-    ///    otherwise and the pod is not privileged.
+    ///    `default_workload_trust = "untrusted"` and the pod is not
+    ///    privileged. A `true` hint cannot lift the untrusted default: any
+    ///    pod author can write an annotation.
     /// 4. Trusted pods run on `default_handler`; untrusted ones on
     ///    `untrusted_handler`, or `default_handler` when none is configured.
     /// 5. A privileged pod annotated untrusted runs on `default_handler` with
@@ -149,7 +154,8 @@ impl TrustPolicy {
     /// # Errors
     ///
     /// [`DecisionError`] for an unknown requested handler, an invalid or
-    /// conflicting trust annotation, or a privileged untrusted pod under
+    /// conflicting trust annotation, a requested handler that contradicts an
+    /// untrusted hint, or a privileged untrusted pod under
     /// `privileged_untrusted = "reject"`.
     ///
     /// # Examples
@@ -202,14 +208,30 @@ impl TrustPolicy {
                 known: self.known.iter().cloned().collect(),
             });
         }
+        let untrusted = self.config.untrusted_handler.as_deref();
         let mut reason = format!("runtime handler {handler} requested explicitly (RuntimeClass)");
-        if let Some(hint) = hint {
-            // The writer is a String, which cannot fail.
-            let _ = write!(reason, "; {hint} ignored");
+        match (hint, untrusted) {
+            // The pod says it must be sandboxed and asks for a handler that
+            // is not the sandbox: neither may win silently.
+            (Some(hint), Some(untrusted)) if !hint.trusted && untrusted != handler => {
+                return Err(DecisionError::HandlerContradictsHint {
+                    handler: handler.to_owned(),
+                    hint: hint.to_string(),
+                    untrusted_handler: untrusted.to_owned(),
+                });
+            }
+            (Some(hint), Some(untrusted)) if !hint.trusted && untrusted == handler => {
+                let _ = write!(reason, "; {hint} agrees");
+            }
+            (Some(hint), _) => {
+                // The writer is a String, which cannot fail.
+                let _ = write!(reason, "; {hint} ignored");
+            }
+            (None, _) => {}
         }
         Ok(Decision {
             handler: handler.to_owned(),
-            trusted: self.config.untrusted_handler.as_deref() != Some(handler),
+            trusted: untrusted != Some(handler),
             reason,
         })
     }
@@ -222,6 +244,23 @@ impl TrustPolicy {
         let trusted_handler = &self.config.default_handler;
         let privileged = !privilege.is_empty();
         let (trusted, why) = match (hint, self.config.default_workload_trust) {
+            (Some(hint), WorkloadTrust::Untrusted) if hint.trusted && privileged => (
+                true,
+                format!(
+                    "trusted despite default_workload_trust=untrusted because privileged ({}); \
+                     {hint}",
+                    join(privilege)
+                ),
+            ),
+            // Any pod author can write the annotation: it can lower trust,
+            // never lift the node's untrusted default (CRI-O's rule).
+            (Some(hint), WorkloadTrust::Untrusted) if hint.trusted => (
+                false,
+                format!(
+                    "untrusted by default (default_workload_trust=untrusted); \
+                     {hint} cannot lift the default"
+                ),
+            ),
             (Some(hint), _) => {
                 let verdict = if hint.trusted { "trusted" } else { "untrusted" };
                 (hint.trusted, format!("{verdict} by {hint}"))
@@ -252,7 +291,7 @@ impl TrustPolicy {
                 reason: format!("{why}: runs on trusted handler {trusted_handler}"),
             });
         }
-        // Only an annotation can make a privileged pod untrusted (see above).
+        // Only a `false` annotation can make a privileged pod untrusted.
         if privileged {
             let mode = self.config.privileged_untrusted;
             return match mode {

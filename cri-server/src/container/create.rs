@@ -52,7 +52,7 @@ pub async fn create(daemon: &Arc<Daemon>, request: cri::CreateContainerRequest) 
         ))
     })?;
     let image_config = ImageConfig::from_json(&image.config_json)
-        .map_err(|e| Error::internal(format!("image {}", image.id), e))?;
+        .map_err(|e| Error::internal(format!("image {} configuration", image.id), e))?;
 
     let mut container = Container::new(
         sandbox_core::id::generate()?,
@@ -232,8 +232,8 @@ async fn write_bundle(
         }
     };
     if let Some(user) = user {
-        let (uid, mut gid, mut groups) = resolve_user(&rootfs.path, &user)
-            .map_err(|e| Error::InvalidArgument(format!("container {}: {e}", container.name)))?;
+        let resolved = user_of(&rootfs.path, user, container).await?;
+        let (uid, mut gid, mut groups) = (resolved.uid, resolved.gid, resolved.additional_gids);
         if let Some(g) = &security.run_as_group {
             gid = u32::try_from(g.value).map_err(|_| {
                 Error::InvalidArgument(format!("run_as_group {} is out of range", g.value))
@@ -413,7 +413,11 @@ async fn write_bundle(
     spec.pod_role = Some(PodRole::Container {
         sandbox_id: sandbox.id.clone(),
     });
-    spec.annotations = container.annotations.clone();
+    // Only what the handler allows: runtimes act on annotations.
+    spec.annotations = daemon.allowed_annotations(&sandbox.runtime_handler).filter(
+        &format!("container {}", container.name),
+        &container.annotations,
+    );
 
     let host = if on_gvisor {
         super::security::gvisor_limits(daemon.host)
@@ -426,6 +430,25 @@ async fn write_bundle(
         .await
         .map_err(|e| Error::internal(format!("container {}", container.id), e))??;
     Ok(())
+}
+
+/// Resolves `user` in the image's `/etc/passwd` and `/etc/group`, read inside
+/// the mounted root filesystem on a blocking thread (the image is hostile
+/// input: see [`crate::rootfs_file`]).
+async fn user_of(
+    rootfs: &Path,
+    user: String,
+    container: &Container,
+) -> Result<super::image_config::ResolvedUser> {
+    let root = rootfs.to_path_buf();
+    tokio::task::spawn_blocking(move || resolve_user(&root, &user))
+        .await
+        .map_err(|e| Error::internal(format!("container {}", container.name), e))?
+        .map_err(|source| Error::ContainerUser {
+            container: container.name.clone(),
+            image: container.image.clone(),
+            source,
+        })
 }
 
 /// A CRI volume: the host path resolved (a symlink is followed, as kubelet's

@@ -21,17 +21,17 @@ use std::path::Path;
 /// capability. Written for this project; see `data/seccomp-default.json`.
 pub const DEFAULT_PROFILE_JSON: &str = include_str!("../../data/seccomp-default.json");
 
+/// The largest seccomp profile read from the node (Docker's default is
+/// 20 KiB).
+pub const MAX_PROFILE_BYTES: u64 = 1024 * 1024;
+
 /// Why a seccomp profile could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum SeccompError {
-    /// The profile file could not be read.
-    #[error("seccomp profile {path}: read: {source}")]
-    Read {
-        /// The file.
-        path: String,
-        /// The cause.
-        source: std::io::Error,
-    },
+    /// The profile file could not be read, or is not a regular file of at
+    /// most [`MAX_PROFILE_BYTES`] (the error names the file and the cause).
+    #[error("seccomp profile: {0}")]
+    Read(#[from] crate::rootfs_file::FileError),
     /// The profile is not valid JSON in Docker's or OCI's seccomp format.
     #[error("seccomp profile {name}: {cause}")]
     Parse {
@@ -118,11 +118,13 @@ impl Profile {
 
     /// Loads a profile from a file on the node.
     pub fn load(path: &Path) -> Result<Profile, SeccompError> {
-        let text = std::fs::read_to_string(path).map_err(|source| SeccompError::Read {
-            path: path.display().to_string(),
-            source,
-        })?;
-        Profile::parse(&path.display().to_string(), &text)
+        // The path comes from the pod: a FIFO or a device there must not
+        // hang or flood the daemon.
+        let bytes = crate::rootfs_file::read_node_file(path, MAX_PROFILE_BYTES)?;
+        Profile::parse(
+            &path.display().to_string(),
+            &String::from_utf8_lossy(&bytes),
+        )
     }
 
     /// Parses profile `text`; `name` only labels errors.

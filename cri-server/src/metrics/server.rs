@@ -1,6 +1,7 @@
 //! The `/metrics` HTTP endpoint: `GET /metrics` answers the registry in the
 //! OpenMetrics text format; anything else is 404.
 
+use crate::accept::Limits;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
@@ -72,6 +73,7 @@ impl MetricsServer {
         tokio::spawn(crate::accept::serve_forever(
             listener,
             "metrics",
+            Limits::METRICS,
             move |stream, peer| {
                 let registry = Arc::clone(&registry);
                 async move {
@@ -79,7 +81,8 @@ impl MetricsServer {
                         let registry = Arc::clone(&registry);
                         async move { Ok::<_, Infallible>(answer(&registry, &request)) }
                     });
-                    let connection = hyper::server::conn::http1::Builder::new()
+                    let connection = Limits::METRICS
+                        .http1()
                         .serve_connection(TokioIo::new(stream), service);
                     if let Err(e) = connection.await {
                         tracing::debug!(%peer, error = %e, "metrics connection");

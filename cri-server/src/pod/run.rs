@@ -318,7 +318,10 @@ async fn write_infra_bundle(
     }
     spec.cgroups_path = Some(daemon.cgroup_path(&sandbox.cgroup_parent, &sandbox.id)?);
     spec.pod_role = Some(PodRole::Sandbox);
-    spec.annotations = sandbox.annotations.clone();
+    // Only what the handler allows: runtimes act on annotations.
+    spec.annotations = daemon
+        .allowed_annotations(&sandbox.runtime_handler)
+        .filter(&format!("pod {}", sandbox.name), &sandbox.annotations);
 
     let oci = spec.to_oci(&daemon.host)?;
     let bundle_dir = Layout::bundle(&dir);

@@ -20,6 +20,7 @@ pub mod tls;
 pub mod tokens;
 pub mod websocket;
 
+use crate::accept::Limits;
 use crate::config::StreamingConfig;
 use crate::daemon::Daemon;
 use bytes::Bytes;
@@ -131,6 +132,7 @@ impl StreamingServer {
         tokio::spawn(crate::accept::serve_forever(
             listener,
             "streaming",
+            Limits::STREAMING,
             move |stream, peer| {
                 let daemon = Arc::clone(&daemon);
                 let tls = tls.clone();
@@ -165,7 +167,10 @@ where
         let daemon = Arc::clone(&daemon);
         async move { Ok::<_, Infallible>(route(daemon, req).await) }
     });
-    let conn = hyper::server::conn::http1::Builder::new()
+    // Slow or idle request headers end the connection; an upgraded session
+    // is no longer HTTP and lives as long as it is used.
+    let conn = Limits::STREAMING
+        .http1()
         .serve_connection(TokioIo::new(stream), service)
         .with_upgrades();
     if let Err(e) = conn.await {
@@ -275,24 +280,25 @@ fn upgrade_websocket_port_forward(
             "no supported WebSocket subprotocol for port forwarding",
         );
     };
-    let query = req.uri().query().unwrap_or("").to_string();
-    let mut ports = Vec::new();
-    for pair in query.split('&') {
-        if let Some(value) = pair.strip_prefix("port=") {
-            match value.parse::<u16>() {
-                Ok(p) if p > 0 => ports.push(p),
-                _ => return plain(StatusCode::BAD_REQUEST, "bad port in query"),
-            }
-        }
-    }
+    let mut ports = match port_forward::ports_from_query(req.uri().query().unwrap_or("")) {
+        Ok(ports) => ports,
+        Err(e) => return plain(StatusCode::BAD_REQUEST, &e.to_string()),
+    };
     if ports.is_empty() {
         ports = requested
             .into_iter()
             .filter_map(|p| u16::try_from(p).ok())
             .collect();
     }
-    if ports.is_empty() || ports.len() > 64 {
-        return plain(StatusCode::BAD_REQUEST, "between 1 and 64 ports");
+    let max = match framing {
+        WsProtocol::V4Base64 => port_forward::MAX_WS_BASE64_PORTS,
+        _ => port_forward::MAX_WS_PORTS,
+    };
+    if ports.is_empty() || ports.len() > max {
+        return plain(
+            StatusCode::BAD_REQUEST,
+            &format!("between 1 and {max} ports with {name}"),
+        );
     }
     let on_upgrade = hyper::upgrade::on(&mut req);
     tokio::spawn(async move {

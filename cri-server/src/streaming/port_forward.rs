@@ -78,6 +78,57 @@ pub fn negotiate_ws(offered: &str) -> Option<(&'static str, WsProtocol)> {
     Some((name, framing))
 }
 
+/// Most ports one WebSocket port-forward session carries: two channels a
+/// port, and binary framing's channel is one byte.
+pub const MAX_WS_PORTS: usize = 64;
+
+/// Most ports under base64 framing, whose channel is one ASCII digit-or-more
+/// character (`'0' + channel`, at most [`super::websocket::MAX_BASE64_CHANNEL`]).
+pub const MAX_WS_BASE64_PORTS: usize = 40;
+
+/// Why the `port` parameters of a port-forward URL cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PortQueryError {
+    /// A `port=` value that is not a port number from 1 to 65535.
+    #[error("bad port {value:?} in query: expected 1-65535")]
+    BadPort {
+        /// The value as given (at most 16 characters of it).
+        value: String,
+    },
+}
+
+/// The ports named by `port=` parameters of a port-forward URL's query, in
+/// order (other parameters are ignored; an empty list means none given).
+///
+/// # Errors
+///
+/// [`PortQueryError`] for a `port=` value that is not 1-65535.
+///
+/// # Examples
+///
+/// ```
+/// use cri_server::streaming::port_forward::ports_from_query;
+/// assert_eq!(ports_from_query("port=80&x=1&port=8080").unwrap(), [80, 8080]);
+/// assert_eq!(ports_from_query("").unwrap(), Vec::<u16>::new());
+/// assert!(ports_from_query("port=0").is_err());
+/// ```
+pub fn ports_from_query(query: &str) -> Result<Vec<u16>, PortQueryError> {
+    let mut ports = Vec::new();
+    for pair in query.split('&') {
+        if let Some(value) = pair.strip_prefix("port=") {
+            match value.parse::<u16>() {
+                Ok(p) if p > 0 => ports.push(p),
+                _ => {
+                    return Err(PortQueryError::BadPort {
+                        value: value.chars().take(16).collect(),
+                    })
+                }
+            }
+        }
+    }
+    Ok(ports)
+}
+
 /// Port forwarding over WebSocket: one connection per port, port `i` on
 /// channels `2i` (data) and `2i+1` (error), each opened by a message holding
 /// the port (little-endian u16), as kubelet's WebSocket port forwarding does.
@@ -168,5 +219,38 @@ pub async fn serve_websocket<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>
     }
     for t in tasks {
         t.abort();
+    }
+}
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn query_parsing_never_panics(query in ".{0,64}") {
+            let _ = ports_from_query(&query);
+        }
+
+        #[test]
+        fn ports_round_trip_through_a_query(
+            ports in proptest::collection::vec(1u16.., 0..8),
+            noise in proptest::collection::vec("[a-oq-z]{1,5}=[a-z0-9]{0,5}", 0..4),
+        ) {
+            let mut pairs: Vec<String> = ports.iter().map(|p| format!("port={p}")).collect();
+            pairs.extend(noise);
+            prop_assert_eq!(ports_from_query(&pairs.join("&")).unwrap(), ports);
+        }
+    }
+
+    #[test]
+    fn every_port_channel_fits_its_framing() {
+        // Exactly fits: one port more would need channel 80.
+        assert_eq!(
+            2 * MAX_WS_BASE64_PORTS - 1,
+            usize::from(super::super::websocket::MAX_BASE64_CHANNEL)
+        );
+        assert!(2 * MAX_WS_PORTS - 1 <= usize::from(u8::MAX));
     }
 }

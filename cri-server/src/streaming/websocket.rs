@@ -64,7 +64,8 @@ impl WsProtocol {
             .find(|p| offers.contains(&p.name()))
     }
 
-    fn base64(self) -> bool {
+    /// Whether messages are text: a channel character, then base64.
+    pub fn base64(self) -> bool {
         matches!(self, WsProtocol::V4Base64 | WsProtocol::V1Base64)
     }
 
@@ -85,8 +86,10 @@ pub async fn accept<S: AsyncRead + AsyncWrite + Unpin>(io: S) -> WebSocketStream
     WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await
 }
 
-/// Decodes one client message into `(channel, payload)`.
-pub(crate) fn decode(protocol: WsProtocol, message: Message) -> Option<(u8, Bytes)> {
+/// Decodes one client message into `(channel, payload)`; `None` for a
+/// message of the wrong kind, without a channel byte or with bad base64.
+/// Never panics (fuzzed from `cri-server/fuzz/`).
+pub fn decode(protocol: WsProtocol, message: Message) -> Option<(u8, Bytes)> {
     if protocol.base64() {
         let text = match message {
             Message::Text(t) => t,
@@ -108,11 +111,18 @@ pub(crate) fn decode(protocol: WsProtocol, message: Message) -> Option<(u8, Byte
     }
 }
 
-/// Encodes `data` for `channel`.
-pub(crate) fn encode(protocol: WsProtocol, channel: u8, data: &[u8]) -> Message {
+/// The highest channel the base64 framing can carry: its channel is one
+/// ASCII character, `'0' + channel`.
+pub const MAX_BASE64_CHANNEL: u8 = 0x7f - b'0';
+
+/// Encodes `data` for `channel`. With base64 framing a channel above
+/// [`MAX_BASE64_CHANNEL`] cannot be written; callers never open one
+/// (port forwarding caps its ports to fit), and it is clamped rather than
+/// allowed to overflow.
+pub fn encode(protocol: WsProtocol, channel: u8, data: &[u8]) -> Message {
     if protocol.base64() {
         let mut text = String::with_capacity(1 + data.len() * 4 / 3 + 4);
-        text.push(char::from(b'0' + channel));
+        text.push(char::from(b'0' + channel.min(MAX_BASE64_CHANNEL)));
         base64::engine::general_purpose::STANDARD.encode_string(data, &mut text);
         Message::Text(text.into())
     } else {
@@ -206,6 +216,38 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     tokio::select! {
         _ = reader => {}
         _ = writer => {}
+    }
+}
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn decoding_never_panics(raw in proptest::collection::vec(any::<u8>(), 0..64)) {
+            for protocol in WsProtocol::ALL {
+                let text = String::from_utf8_lossy(&raw).into_owned();
+                let _ = decode(protocol, Message::Binary(raw.clone().into()));
+                let _ = decode(protocol, Message::Text(text.into()));
+            }
+        }
+
+        #[test]
+        fn frames_round_trip(
+            channel in any::<u8>(),
+            data in proptest::collection::vec(any::<u8>(), 0..64),
+        ) {
+            for protocol in WsProtocol::ALL {
+                let message = encode(protocol, channel, &data);
+                let fits = !protocol.base64() || channel <= MAX_BASE64_CHANNEL;
+                if fits {
+                    let back = decode(protocol, message);
+                    prop_assert_eq!(back, Some((channel, Bytes::from(data.clone()))));
+                }
+            }
+        }
     }
 }
 

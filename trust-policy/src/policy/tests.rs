@@ -149,9 +149,41 @@ fn golden_rows() {
             host_network: false,
             privileged: false,
             expect: Ok((
+                "runsc",
+                false,
+                "untrusted by default (default_workload_trust=untrusted); annotation \
+                 io.cri-server.trusted-sandbox=true cannot lift the default: runs on untrusted \
+                 handler runsc",
+            )),
+        },
+        Golden {
+            untrusted: Some("runsc"),
+            default_trust: Untrusted,
+            mode: TrustedRuntime,
+            runtime_handler: "",
+            annotations: &[(CRIO, "true")],
+            host_network: false,
+            privileged: true,
+            expect: Ok((
                 "runc",
                 true,
-                "trusted by annotation io.cri-server.trusted-sandbox=true: runs on trusted handler runc",
+                "trusted despite default_workload_trust=untrusted because privileged \
+                 (privileged security context); annotation io.kubernetes.cri-o.TrustedSandbox=true: \
+                 runs on trusted handler runc",
+            )),
+        },
+        Golden {
+            untrusted: Some("runsc"),
+            default_trust: Trusted,
+            mode: TrustedRuntime,
+            runtime_handler: "",
+            annotations: &[(CRIO, "true")],
+            host_network: false,
+            privileged: false,
+            expect: Ok((
+                "runc",
+                true,
+                "trusted by annotation io.kubernetes.cri-o.TrustedSandbox=true: runs on trusted handler runc",
             )),
         },
         Golden {
@@ -247,11 +279,68 @@ fn golden_rows() {
             annotations: &[(OURS, "false")],
             host_network: false,
             privileged: false,
+            expect: Err(
+                "runtime handler \"kata\" (RuntimeClass) contradicts annotation \
+                 io.cri-server.trusted-sandbox=false: untrusted pods run on \"runsc\"; drop the \
+                 annotation or request \"runsc\"",
+            ),
+        },
+        Golden {
+            untrusted: Some("runsc"),
+            default_trust: Trusted,
+            mode: TrustedRuntime,
+            runtime_handler: "runc",
+            annotations: &[(CRIO, "false")],
+            host_network: false,
+            privileged: false,
+            expect: Err(
+                "runtime handler \"runc\" (RuntimeClass) contradicts annotation \
+                 io.kubernetes.cri-o.TrustedSandbox=false: untrusted pods run on \"runsc\"; drop \
+                 the annotation or request \"runsc\"",
+            ),
+        },
+        Golden {
+            untrusted: Some("runsc"),
+            default_trust: Trusted,
+            mode: TrustedRuntime,
+            runtime_handler: "runsc",
+            annotations: &[(CRIO, "false")],
+            host_network: false,
+            privileged: false,
             expect: Ok((
-                "kata",
+                "runsc",
+                false,
+                "runtime handler runsc requested explicitly (RuntimeClass); \
+                 annotation io.kubernetes.cri-o.TrustedSandbox=false agrees",
+            )),
+        },
+        Golden {
+            untrusted: None,
+            default_trust: Untrusted,
+            mode: TrustedRuntime,
+            runtime_handler: "runc",
+            annotations: &[(CRIO, "false")],
+            host_network: false,
+            privileged: false,
+            expect: Ok((
+                "runc",
                 true,
-                "runtime handler kata requested explicitly (RuntimeClass); \
-                 annotation io.cri-server.trusted-sandbox=false ignored",
+                "runtime handler runc requested explicitly (RuntimeClass); \
+                 annotation io.kubernetes.cri-o.TrustedSandbox=false ignored",
+            )),
+        },
+        Golden {
+            untrusted: Some("runsc"),
+            default_trust: Untrusted,
+            mode: TrustedRuntime,
+            runtime_handler: "runc",
+            annotations: &[],
+            host_network: false,
+            privileged: false,
+            expect: Ok((
+                "runc",
+                true,
+                "runtime handler runc requested explicitly (RuntimeClass)",
             )),
         },
         Golden {
@@ -339,6 +428,7 @@ enum Expect {
     UnknownHandler,
     InvalidHint,
     Rejected,
+    Contradiction,
 }
 
 /// The specification as a flat first-match table. It is deliberately shaped
@@ -367,8 +457,12 @@ fn oracle(
         (_,            Hint::Garbage, _,         _,     _,     _)              => InvalidHint,
         (Some("youki"), _,            _,         _,     _,     _)              => UnknownHandler,
         (Some("runsc"), _,            _,         _,     true,  _)              => runs("runsc", false),
+        (Some(_),       Hint::False,  _,         _,     true,  _)              => Contradiction,
         (Some(h),       _,            _,         _,     _,     _)              => runs(h, true),
-        (None,         Hint::True,    _,         _,     _,     _)              => runs("runc", true),
+        (None,         Hint::True,    Trusted,   _,     _,     _)              => runs("runc", true),
+        (None,         Hint::True,    Untrusted, true,  _,     _)              => runs("runc", true),
+        (None,         Hint::True,    Untrusted, false, true,  _)              => runs("runsc", false),
+        (None,         Hint::True,    Untrusted, false, false, _)              => runs("runc", false),
         (None,         Hint::False,   _,         true,  _,     Reject)         => Rejected,
         (None,         Hint::False,   _,         true,  _,     TrustedRuntime) => Runs { handler: "runc", trusted: false, warns: true },
         (None,         Hint::False,   _,         false, true,  _)              => runs("runsc", false),
@@ -439,11 +533,11 @@ fn every_combination_matches_the_oracle() {
         }
     }
     assert_eq!(rows, 10 * 2 * 6 * 2 * 4 * 2);
-    // Every outcome the table can name is reached: three errors and five
+    // Every outcome the table can name is reached: four errors and five
     // placements (runc trusted/untrusted/untrusted-with-warning, runsc
     // untrusted, runsc trusted when requested by name without being the
     // untrusted handler).
-    assert_eq!(outcomes.len(), 8, "{outcomes:#?}");
+    assert_eq!(outcomes.len(), 9, "{outcomes:#?}");
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -553,6 +647,12 @@ fn check_row(
                 assert!(message.contains(&cause.to_string()), "{row}: {message}");
             }
             assert!(warnings.is_empty(), "{row}: {warnings}");
+        }
+        (Expect::Contradiction, Err(err @ DecisionError::HandlerContradictsHint { .. })) => {
+            let message = err.to_string();
+            assert!(message.contains(explicit.unwrap()), "{row}: {message}");
+            assert!(message.contains("=false"), "{row}: {message}");
+            assert!(message.contains(untrusted.unwrap()), "{row}: {message}");
         }
         (expect, got) => panic!("{row}: expected {expect:?}, got {got:?}"),
     }
@@ -702,6 +802,16 @@ proptest! {
                 prop_assert_eq!(d.handler.as_str(), runtime_handler);
             }
         }
+        // A `true` hint never moves a pod: it cannot lift the untrusted
+        // default (any pod author can write it).
+        let no_hints = HashMap::new();
+        let trusting = HashMap::from([(CRIO.to_owned(), "true".to_owned())]);
+        let placed = |a| {
+            policy
+                .decide(&PodTrustInput { annotations: a, ..bare })
+                .map(|d| (d.handler, d.trusted))
+        };
+        prop_assert_eq!(placed(&trusting), placed(&no_hints));
         // A value that is not true/false never yields a decision.
         let bad = |v: &Option<String>| v.as_deref().is_some_and(|v| {
             !v.eq_ignore_ascii_case("true") && !v.eq_ignore_ascii_case("false")
