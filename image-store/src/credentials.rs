@@ -38,6 +38,25 @@ impl std::fmt::Debug for Credentials {
 }
 
 impl Credentials {
+    /// A digest of every field, to tell credentials apart without keeping
+    /// (or comparing) the secrets themselves.
+    pub(crate) fn fingerprint(&self) -> [u8; 32] {
+        use sha2::Digest;
+        let mut hash = sha2::Sha256::new();
+        for field in [
+            &self.username,
+            &self.password,
+            &self.auth,
+            &self.identity_token,
+            &self.registry_token,
+        ] {
+            // Length-prefixed, so ("ab", "c") and ("a", "bc") differ.
+            hash.update((field.len() as u64).to_le_bytes());
+            hash.update(field.as_bytes());
+        }
+        hash.finalize().into()
+    }
+
     /// The oci-client authentication these credentials amount to; the error
     /// says why an `auth` field cannot be decoded.
     pub(crate) fn to_registry_auth(&self) -> Result<RegistryAuth, String> {
@@ -111,6 +130,23 @@ mod tests {
             Credentials::default().to_registry_auth().unwrap(),
             RegistryAuth::Anonymous
         );
+    }
+
+    #[test]
+    fn fingerprints_tell_credentials_apart() {
+        let a = Credentials {
+            username: "ab".into(),
+            password: "c".into(),
+            ..Default::default()
+        };
+        let b = Credentials {
+            username: "a".into(),
+            password: "bc".into(),
+            ..Default::default()
+        };
+        assert_ne!(a.fingerprint(), b.fingerprint());
+        assert_eq!(a.fingerprint(), a.clone().fingerprint());
+        assert_ne!(a.fingerprint(), Credentials::default().fingerprint());
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The crate's error type: every variant names the image (or container, or
 //! path) and the cause.
 
+use crate::digest::{Digest, DigestError};
 use crate::layer_unpack::UnpackError;
 use crate::reference::ReferenceError;
 use std::path::PathBuf;
@@ -21,13 +22,28 @@ pub enum Error {
         /// One line per endpoint tried.
         attempts: Vec<String>,
     },
-    /// The registry sent something that is not a usable image.
+    /// The pull could not be set up (credentials that do not decode).
     #[error("pull {image}: {reason}")]
     BadImage {
         /// The image as asked for.
         image: String,
         /// What is wrong with it.
         reason: String,
+    },
+    /// The registry sent something the store refuses to use: a malformed
+    /// digest, a document or blob over its limit, a layer that is not what
+    /// the config says.
+    #[error("pull {image}: {object}: {cause}")]
+    Refused {
+        /// The image as asked for.
+        image: String,
+        /// What was refused: `manifest sha256:…`, `config sha256:…`,
+        /// `layer sha256:…`, or `manifest for tag …` before its digest is
+        /// known.
+        object: String,
+        /// Why.
+        #[source]
+        cause: Refusal,
     },
     /// Content did not match the digest that names it.
     #[error("pull {image}: blob {expected}: digest mismatch, got {actual}")]
@@ -94,7 +110,8 @@ pub enum Error {
     /// A container id that cannot be used as a directory name.
     #[error("container id {0:?}: must be non-empty [A-Za-z0-9_.-] and not start with '.'")]
     BadContainerId(String),
-    /// A concurrent pull of the same reference, which this call joined, failed.
+    /// A concurrent pull of the same reference with the same credentials,
+    /// which this call joined, failed.
     #[error("{source} (in a concurrent pull of {image} this one joined)")]
     SharedPull {
         /// The image as asked for.
@@ -118,9 +135,119 @@ pub enum Error {
         /// The store's lock file.
         path: PathBuf,
     },
+    /// A container's overlay would be handed a path that is not where the
+    /// store keeps it, or that overlayfs would misread.
+    #[error("rootfs of container {container}: refusing {path:?} as {role}: {why}")]
+    UnsafeMountPath {
+        /// The container id.
+        container: String,
+        /// Which overlay option: `lowerdir`, `upperdir`, `workdir`.
+        role: &'static str,
+        /// The path.
+        path: PathBuf,
+        /// What is wrong with it.
+        why: &'static str,
+    },
     /// A blocking task died (a panic in the store's own code).
     #[error("{0}: background task failed")]
     Task(&'static str),
+}
+
+/// Why registry content was refused; see [`Error::Refused`].
+#[derive(Debug, thiserror::Error)]
+pub enum Refusal {
+    /// Not JSON of the expected shape.
+    #[error("not valid JSON for {document}: {source}")]
+    Json {
+        /// What it should have been.
+        document: &'static str,
+        /// The parse error.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A digest or diff id that is not one.
+    #[error("{field}: {source}")]
+    Digest {
+        /// Where in the document, e.g. `rootfs.diff_ids[0]`.
+        field: String,
+        /// Why it is not a digest.
+        #[source]
+        source: DigestError,
+    },
+    /// A required field is absent.
+    #[error("no {0} field")]
+    Missing(&'static str),
+    /// Docker's long-deprecated schema 1.
+    #[error("Docker schema 1 manifests are not supported")]
+    Schema1,
+    /// A `schemaVersion` other than 2.
+    #[error("schemaVersion {0:?}: only 2 is supported")]
+    SchemaVersion(Option<u64>),
+    /// A manifest request answered with something else.
+    #[error("media type {0:?} is not an image manifest or index")]
+    MediaType(String),
+    /// An index entry that is itself an index.
+    #[error("the index's linux/amd64 entry is another index")]
+    NestedIndex,
+    /// No entry for the platform this store runs.
+    #[error("the image index has no linux/amd64 image")]
+    NoPlatform,
+    /// A layer whose media type we cannot unpack.
+    #[error("unsupported layer media type {0:?}")]
+    LayerMediaType(String),
+    /// A descriptor declares more than the limit for its kind of content.
+    #[error("its descriptor declares {declared} bytes, more than the {limit}-byte limit")]
+    Declared {
+        /// The size declared.
+        declared: u64,
+        /// The limit.
+        limit: u64,
+    },
+    /// More bytes arrived than the limit (nothing past `limit + 1` is read).
+    #[error("larger than the {limit}-byte limit")]
+    OverLimit {
+        /// The limit.
+        limit: u64,
+    },
+    /// More bytes arrived than the descriptor declares.
+    #[error("larger than the {declared} bytes its descriptor declares")]
+    OverDeclared {
+        /// The size declared.
+        declared: u64,
+    },
+    /// The content is not the size its descriptor declares.
+    #[error("{actual} bytes, but its descriptor declares {declared}")]
+    SizeMismatch {
+        /// The size declared.
+        declared: u64,
+        /// The size of the content.
+        actual: u64,
+    },
+    /// More layers than overlayfs can stack.
+    #[error("{layers} layers: more than the {limit} overlayfs can stack")]
+    TooManyLayers {
+        /// Layers in the manifest.
+        layers: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// The config's diff ids do not pair with the manifest's layers.
+    #[error("the config lists {diff_ids} diff ids for {layers} layers")]
+    LayerCount {
+        /// Diff ids in the config.
+        diff_ids: usize,
+        /// Layers in the manifest.
+        layers: usize,
+    },
+    /// The layer's uncompressed content is not what the config says
+    /// (containerd: "wrong diff id calculated on extraction").
+    #[error("wrong diff id: the config says {expected}, the content is {actual}")]
+    DiffId {
+        /// The config's diff id.
+        expected: Digest,
+        /// The digest of the uncompressed layer.
+        actual: Digest,
+    },
 }
 
 /// The store's result type.

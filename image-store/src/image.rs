@@ -46,13 +46,9 @@ pub fn split_user(user: &str) -> (Option<i64>, String) {
 
 impl Image {
     pub(crate) fn from_record(record: &ImageRecord, config_json: String) -> Self {
-        let user = serde_json::from_str::<serde_json::Value>(&config_json)
-            .ok()
-            .and_then(|c| c.pointer("/config/User")?.as_str().map(str::to_string))
-            .unwrap_or_default();
-        let (uid, username) = split_user(&user);
+        let (uid, username) = split_user(&crate::oci::config_user(&config_json));
         Self {
-            id: record.id.clone(),
+            id: record.id.to_string(),
             repo_tags: record.repo_tags.clone(),
             repo_digests: record.repo_digests.clone(),
             size: record.size,

@@ -4,36 +4,72 @@
 //! A layer directory appears only complete: it is unpacked in `tmp/` and
 //! renamed into place, and removed by renaming it back out first.
 
+use crate::digest::{Algorithm, Digest, Hasher};
 use crate::error::{io, Result};
 use crate::temp;
-use sha2::{Digest, Sha256};
+use serde::{Deserialize, Serialize};
 use std::fs;
 use std::path::{Path, PathBuf};
 
+/// A layer's chain id: the identity of the layer *and everything below it*,
+/// and the name of its directory. Made only by [`chain_ids`] from parsed
+/// diff ids (or read back from the store), so it is always a well-formed
+/// [`Digest`] and its directory always lies directly under `layers/`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ChainId(Digest);
+
+impl ChainId {
+    /// The chain id as a digest.
+    pub fn digest(&self) -> &Digest {
+        &self.0
+    }
+
+    /// The chain id a `layers/` entry name stands for, if it is one: the
+    /// hex of a sha256 chain id, or of a sha512 diff id at the bottom of a
+    /// stack (the lengths differ, so the names cannot collide).
+    pub fn from_dir_name(name: &str) -> Option<Self> {
+        Algorithm::from_hex_len(name.len())
+            .and_then(|a| Digest::from_hex(a, name))
+            .map(Self)
+    }
+}
+
+impl std::fmt::Display for ChainId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
 /// Chain ids of a layer stack, bottom first: the first is the first diff id,
-/// each next one `sha256(previous + " " + diff_id)` (OCI image spec).
+/// each next one `sha256(previous + " " + diff_id)` (OCI image spec). A
+/// chain id is a hash over verified diff ids, so a layer directory under it
+/// holds exactly what those diff ids name.
 ///
 /// # Examples
 ///
 /// ```
+/// use image_store::digest::Digest;
 /// use image_store::layer_store::chain_ids;
-/// let a = format!("sha256:{}", "a".repeat(64));
-/// let b = format!("sha256:{}", "b".repeat(64));
+/// let a: Digest = format!("sha256:{}", "a".repeat(64)).parse()?;
+/// let b: Digest = format!("sha256:{}", "b".repeat(64)).parse()?;
 /// let chain = chain_ids(&[a.clone(), b]);
-/// assert_eq!(chain[0], a);
-/// assert_ne!(chain[1], a);
+/// assert_eq!(chain[0].digest(), &a);
+/// assert_ne!(chain[1].digest(), &a);
+/// # Ok::<(), image_store::digest::DigestError>(())
 /// ```
-pub fn chain_ids(diff_ids: &[String]) -> Vec<String> {
-    let mut out: Vec<String> = Vec::with_capacity(diff_ids.len());
+pub fn chain_ids(diff_ids: &[Digest]) -> Vec<ChainId> {
+    let mut out: Vec<ChainId> = Vec::with_capacity(diff_ids.len());
     for diff_id in diff_ids {
         let next = match out.last() {
             None => diff_id.clone(),
-            Some(parent) => format!(
-                "sha256:{}",
-                hex::encode(Sha256::digest(format!("{parent} {diff_id}").as_bytes()))
-            ),
+            Some(parent) => {
+                let mut h = Hasher::new(Algorithm::Sha256);
+                h.update(format!("{parent} {diff_id}").as_bytes());
+                h.finish()
+            }
         };
-        out.push(next);
+        out.push(ChainId(next));
     }
     out
 }
@@ -65,16 +101,21 @@ impl LayerStore {
         }
     }
 
-    /// Where layer `chain_id` is (or would be) unpacked. Chain ids come from
-    /// our own hashing, so they are always well-formed.
-    pub fn path(&self, chain_id: &str) -> PathBuf {
-        self.dir
-            .join(chain_id.strip_prefix("sha256:").unwrap_or(chain_id))
+    /// The `layers/` directory itself: every layer directory is a direct
+    /// child of it.
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 
-    /// Whether the layer is unpacked.
-    pub fn contains(&self, chain_id: &str) -> bool {
-        self.path(chain_id).is_dir()
+    /// Where layer `chain_id` is (or would be) unpacked: `layers/<hex>`,
+    /// always a direct child of [`LayerStore::dir`].
+    pub fn path(&self, chain_id: &ChainId) -> PathBuf {
+        self.dir.join(chain_id.digest().hex())
+    }
+
+    /// Whether the layer is unpacked (a directory, not a symlink to one).
+    pub fn contains(&self, chain_id: &ChainId) -> bool {
+        fs::symlink_metadata(self.path(chain_id)).is_ok_and(|m| m.is_dir())
     }
 
     /// A fresh empty directory in `tmp/` to unpack into.
@@ -86,11 +127,11 @@ impl LayerStore {
 
     /// Moves a fully unpacked staging directory into place. If another pull
     /// got there first, ours is dropped: both are the same content.
-    pub fn commit(&self, staging: &Path, chain_id: &str) -> Result<()> {
+    pub fn commit(&self, staging: &Path, chain_id: &ChainId) -> Result<()> {
         let dest = self.path(chain_id);
         match fs::rename(staging, &dest) {
             Ok(()) => Ok(()),
-            Err(_) if dest.is_dir() => {
+            Err(_) if self.contains(chain_id) => {
                 discard(staging);
                 Ok(())
             }
@@ -103,7 +144,7 @@ impl LayerStore {
 
     /// Removes a layer; absent is fine. It leaves `layers/` first so a crash
     /// half-way through never leaves a partial layer under its name.
-    pub fn remove(&self, chain_id: &str) -> Result<()> {
+    pub fn remove(&self, chain_id: &ChainId) -> Result<()> {
         let path = self.path(chain_id);
         let doomed = temp::path(&self.tmp, "removed-layer");
         match fs::rename(&path, &doomed) {
@@ -113,13 +154,14 @@ impl LayerStore {
         }
     }
 
-    /// Every unpacked layer's chain id.
-    pub fn list(&self) -> Result<Vec<String>> {
+    /// Every unpacked layer's chain id. Entries whose names are no chain id
+    /// are not ours and are left alone.
+    pub fn list(&self) -> Result<Vec<ChainId>> {
         let entries = fs::read_dir(&self.dir).map_err(io(&self.dir, "list"))?;
         Ok(entries
             .filter_map(|e| e.ok())
             .filter_map(|e| e.file_name().into_string().ok())
-            .map(|hex| format!("sha256:{hex}"))
+            .filter_map(|name| ChainId::from_dir_name(&name))
             .collect())
     }
 }
@@ -135,15 +177,18 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    fn digest(c: char) -> Digest {
+        format!("sha256:{}", c.to_string().repeat(64))
+            .parse()
+            .unwrap()
+    }
+
     #[test]
     fn chain_id_of_two_layers_matches_the_spec_formula() {
-        let a = format!("sha256:{}", "a".repeat(64));
-        let b = format!("sha256:{}", "b".repeat(64));
-        let expected = format!(
-            "sha256:{}",
-            hex::encode(Sha256::digest(format!("{a} {b}").as_bytes()))
-        );
-        assert_eq!(chain_ids(&[a.clone(), b]), vec![a, expected]);
+        let (a, b) = (digest('a'), digest('b'));
+        let expected = Digest::of(Algorithm::Sha256, format!("{a} {b}").as_bytes());
+        let chain = chain_ids(&[a.clone(), b]);
+        assert_eq!(chain, vec![ChainId(a), ChainId(expected)]);
     }
 
     #[test]
@@ -152,7 +197,7 @@ mod tests {
         fs::create_dir_all(root.path().join("layers")).unwrap();
         fs::create_dir_all(root.path().join("tmp")).unwrap();
         let layers = LayerStore::new(root.path());
-        let chain = format!("sha256:{}", "c".repeat(64));
+        let chain = ChainId(digest('c'));
         let staging = layers.staging_dir().unwrap();
         fs::write(staging.join("f"), b"x").unwrap();
         layers.commit(&staging, &chain).unwrap();
@@ -161,6 +206,8 @@ mod tests {
         let again = layers.staging_dir().unwrap();
         layers.commit(&again, &chain).unwrap();
         assert!(!again.exists());
+        // Names that are no chain id are not listed (nor collected).
+        fs::create_dir(root.path().join("layers/not-a-layer")).unwrap();
         assert_eq!(layers.list().unwrap(), vec![chain.clone()]);
         layers.remove(&chain).unwrap();
         layers.remove(&chain).unwrap();
@@ -168,15 +215,46 @@ mod tests {
         assert_eq!(fs::read_dir(root.path().join("tmp")).unwrap().count(), 0);
     }
 
+    #[test]
+    fn a_symlink_is_no_layer() {
+        let root = tempfile::tempdir().unwrap();
+        fs::create_dir_all(root.path().join("layers")).unwrap();
+        let layers = LayerStore::new(root.path());
+        let chain = ChainId(digest('d'));
+        std::os::unix::fs::symlink("/etc", layers.path(&chain)).unwrap();
+        assert!(!layers.contains(&chain));
+    }
+
+    fn any_digest() -> impl Strategy<Value = Digest> {
+        prop_oneof![
+            "[0-9a-f]{64}".prop_map(|h| format!("sha256:{h}").parse::<Digest>().unwrap()),
+            "[0-9a-f]{128}".prop_map(|h| format!("sha512:{h}").parse::<Digest>().unwrap()),
+        ]
+    }
+
     proptest! {
         // Chain ids are prefix-stable: a shorter stack's ids are a prefix of
         // a longer one's, which is what lets images share lower layers.
         #[test]
-        fn chain_ids_are_prefix_stable(ids in proptest::collection::vec("[0-9a-f]{64}", 1..6)) {
-            let ids: Vec<String> = ids.into_iter().map(|h| format!("sha256:{h}")).collect();
+        fn chain_ids_are_prefix_stable(ids in proptest::collection::vec(any_digest(), 1..6)) {
             let full = chain_ids(&ids);
             for n in 1..=ids.len() {
                 prop_assert_eq!(&chain_ids(&ids[..n])[..], &full[..n]);
+            }
+        }
+
+        // Chain ids of valid diff ids are valid digests, name a directory
+        // strictly inside layers/, and read back from that name.
+        #[test]
+        fn chain_ids_of_valid_diff_ids_are_valid_and_inside(ids in proptest::collection::vec(any_digest(), 1..6)) {
+            let layers = LayerStore::new(Path::new("/store"));
+            for chain in chain_ids(&ids) {
+                prop_assert!(chain.to_string().parse::<Digest>().is_ok());
+                let path = layers.path(&chain);
+                prop_assert_eq!(path.parent(), Some(layers.dir()));
+                prop_assert!(path.starts_with("/store/layers/"));
+                let name = path.file_name().and_then(|n| n.to_str()).unwrap();
+                prop_assert_eq!(ChainId::from_dir_name(name), Some(chain.clone()));
             }
         }
     }

@@ -13,6 +13,7 @@
 //! on its directory. Each layer is unpacked on its own into an empty
 //! directory, so layers can be stacked as overlay lower directories.
 
+use crate::digest::{Algorithm, Digest, Hasher};
 use nix::errno::Errno;
 use nix::fcntl::{openat, openat2, AtFlags, OFlag, OpenHow, ResolveFlag};
 use nix::sys::stat::{
@@ -21,7 +22,6 @@ use nix::sys::stat::{
 use nix::sys::time::TimeSpec;
 use nix::unistd::UnlinkatFlags;
 use nix::unistd::{fchownat, linkat, symlinkat, unlinkat, Gid, Uid};
-use sha2::{Digest, Sha256};
 use std::fs::File;
 use std::io::{self, Read};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -120,15 +120,56 @@ pub enum UnpackError {
 /// What unpacking produced.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Unpacked {
-    /// `sha256:<hex>` of the uncompressed tar, to check against the image
-    /// config's `rootfs.diff_ids`.
-    pub diff_id: String,
+    /// The digest of the uncompressed tar (in the algorithm asked for), to
+    /// check against the image config's `rootfs.diff_ids`.
+    pub diff_id: Digest,
     /// Number of tar entries applied.
     pub entries: u64,
 }
 
+fn decompressor<'a>(
+    blob: impl Read + 'a,
+    compression: Compression,
+) -> Result<Box<dyn Read + 'a>, UnpackError> {
+    Ok(match compression {
+        Compression::None => Box::new(blob),
+        Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(blob)),
+        Compression::Zstd => {
+            Box::new(zstd::stream::read::Decoder::new(blob).map_err(UnpackError::Read)?)
+        }
+    })
+}
+
+/// The diff id of the layer read from `blob`: the `algorithm` digest of its
+/// uncompressed stream, without unpacking anything.
+///
+/// Blocking: run it on a blocking thread.
+///
+/// # Examples
+///
+/// ```
+/// use image_store::digest::{Algorithm, Digest};
+/// use image_store::layer_unpack::{diff_id, Compression};
+/// let tar = vec![0u8; 1024];
+/// let d = diff_id(tar.as_slice(), Compression::None, Algorithm::Sha256)?;
+/// assert_eq!(d, Digest::of(Algorithm::Sha256, &tar));
+/// # Ok::<(), image_store::layer_unpack::UnpackError>(())
+/// ```
+pub fn diff_id(
+    blob: impl Read,
+    compression: Compression,
+    algorithm: Algorithm,
+) -> Result<Digest, UnpackError> {
+    let mut hashing = HashingReader {
+        inner: decompressor(blob, compression)?,
+        hasher: Hasher::new(algorithm),
+    };
+    io::copy(&mut hashing, &mut io::sink()).map_err(UnpackError::Read)?;
+    Ok(hashing.hasher.finish())
+}
+
 /// Unpacks the layer read from `blob` (compressed as `compression`) into the
-/// existing, empty directory `dest`.
+/// existing, empty directory `dest`, computing its diff id with `algorithm`.
 ///
 /// Blocking: run it on a blocking thread. On error `dest` holds whatever was
 /// unpacked so far; callers unpack into a temporary directory and discard it.
@@ -136,9 +177,11 @@ pub struct Unpacked {
 /// # Examples
 ///
 /// ```no_run
+/// use image_store::digest::Algorithm;
 /// use image_store::layer_unpack::{unpack, Compression};
 /// let blob = std::fs::File::open("/tmp/layer.tar.gz")?;
-/// let unpacked = unpack(blob, Compression::Gzip, std::path::Path::new("/tmp/layer"))?;
+/// let dest = std::path::Path::new("/tmp/layer");
+/// let unpacked = unpack(blob, Compression::Gzip, dest, Algorithm::Sha256)?;
 /// println!("diff id {}", unpacked.diff_id);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
@@ -146,17 +189,11 @@ pub fn unpack(
     blob: impl Read,
     compression: Compression,
     dest: &Path,
+    algorithm: Algorithm,
 ) -> Result<Unpacked, UnpackError> {
-    let decompressed: Box<dyn Read> = match compression {
-        Compression::None => Box::new(blob),
-        Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(blob)),
-        Compression::Zstd => {
-            Box::new(zstd::stream::read::Decoder::new(blob).map_err(UnpackError::Read)?)
-        }
-    };
     let mut hashing = HashingReader {
-        inner: decompressed,
-        hasher: Sha256::new(),
+        inner: decompressor(blob, compression)?,
+        hasher: Hasher::new(algorithm),
     };
     let root = open_root(dest)?;
     let mut entries = 0;
@@ -190,14 +227,14 @@ pub fn unpack(
         }
     }
     Ok(Unpacked {
-        diff_id: format!("sha256:{}", hex::encode(hashing.hasher.finalize())),
+        diff_id: hashing.hasher.finish(),
         entries,
     })
 }
 
 struct HashingReader<R> {
     inner: R,
-    hasher: Sha256,
+    hasher: Hasher,
 }
 
 impl<R: Read> Read for HashingReader<R> {
@@ -685,8 +722,14 @@ mod tests {
         b.append_data(&mut h, "fifo", io::empty()).unwrap();
         let tar = b.into_inner().unwrap();
 
-        let unpacked = unpack(tar.as_slice(), Compression::None, &sb.layer).unwrap();
-        assert_eq!(unpacked.diff_id, crate::blob_store::sha256_digest(&tar));
+        let unpacked = unpack(
+            tar.as_slice(),
+            Compression::None,
+            &sb.layer,
+            Algorithm::Sha256,
+        )
+        .unwrap();
+        assert_eq!(unpacked.diff_id, Digest::of(Algorithm::Sha256, &tar));
 
         let suid = fs::metadata(sb.layer.join("d/suid")).unwrap();
         assert_eq!(suid.permissions().mode() & 0o7777, 0o4755);
@@ -755,7 +798,13 @@ mod tests {
         )
         .unwrap();
         let tar = b.into_inner().unwrap();
-        unpack(tar.as_slice(), Compression::None, &sb.layer).unwrap();
+        unpack(
+            tar.as_slice(),
+            Compression::None,
+            &sb.layer,
+            Algorithm::Sha256,
+        )
+        .unwrap();
         for whiteout in ["gone", "dir/file"] {
             let m = fs::symlink_metadata(sb.layer.join(whiteout)).unwrap();
             assert!(m.file_type().is_char_device(), "{whiteout}");
@@ -803,7 +852,13 @@ mod tests {
         let tar = b.into_inner().unwrap();
         // The hard link's target resolves inside the layer, where there is
         // no `sentinel`: an error, and nothing outside touched.
-        let err = unpack(tar.as_slice(), Compression::None, &sb.layer).unwrap_err();
+        let err = unpack(
+            tar.as_slice(),
+            Compression::None,
+            &sb.layer,
+            Algorithm::Sha256,
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("hard-out"), "{err}");
         for inside in ["dotdot", "absolute", "deep", "via-abs-link", "via-rel-link"] {
             assert!(sb.layer.join(inside).is_file(), "{inside}");
@@ -827,8 +882,12 @@ mod tests {
         let zst = zstd::encode_all(tar.as_slice(), 1).unwrap();
         for (blob, c) in [(gz, Compression::Gzip), (zst, Compression::Zstd)] {
             let sb = sandbox();
-            let u = unpack(blob.as_slice(), c, &sb.layer).unwrap();
-            assert_eq!(u.diff_id, crate::blob_store::sha256_digest(&tar));
+            let u = unpack(blob.as_slice(), c, &sb.layer, Algorithm::Sha512).unwrap();
+            assert_eq!(u.diff_id, Digest::of(Algorithm::Sha512, &tar));
+            assert_eq!(
+                diff_id(blob.as_slice(), c, Algorithm::Sha256).unwrap(),
+                Digest::of(Algorithm::Sha256, &tar)
+            );
             assert_eq!(fs::read(sb.layer.join("f")).unwrap(), b"hi");
         }
     }
@@ -848,13 +907,25 @@ mod tests {
         gz.write_all(&tar).unwrap();
         let gz = gz.finish().unwrap();
         let sb = sandbox();
-        let err = unpack(&gz[..gz.len() / 2], Compression::Gzip, &sb.layer).unwrap_err();
+        let err = unpack(
+            &gz[..gz.len() / 2],
+            Compression::Gzip,
+            &sb.layer,
+            Algorithm::Sha256,
+        )
+        .unwrap_err();
         assert!(matches!(err, UnpackError::Read(_)), "{err}");
         let sb = sandbox();
-        let err = unpack(b"not gzip".as_slice(), Compression::Gzip, &sb.layer).unwrap_err();
+        let err = unpack(
+            b"not gzip".as_slice(),
+            Compression::Gzip,
+            &sb.layer,
+            Algorithm::Sha256,
+        )
+        .unwrap_err();
         assert!(matches!(err, UnpackError::Read(_)), "{err}");
         let sb = sandbox();
-        let err = unpack(&tar[..700], Compression::None, &sb.layer).unwrap_err();
+        let err = unpack(&tar[..700], Compression::None, &sb.layer, Algorithm::Sha256).unwrap_err();
         assert!(matches!(err, UnpackError::Read(_)), "{err}");
     }
 
@@ -907,7 +978,7 @@ mod tests {
                 }
             }
             let tar = b.into_inner().unwrap();
-            let _ = unpack(tar.as_slice(), Compression::None, &sb.layer);
+            let _ = unpack(tar.as_slice(), Compression::None, &sb.layer, Algorithm::Sha256);
             sb.assert_outside_untouched();
         }
     }

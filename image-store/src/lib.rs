@@ -10,8 +10,14 @@
 //!
 //! - [`mod@reference`] parses and normalises image references;
 //!   [`registries`] maps them to endpoints (mirrors first).
-//! - `pull` fetches manifests, configs and layers with `oci-client`,
-//!   verifying each digest, into the [`blob_store`].
+//! - [`digest`] is the one way to a store path: registry input is parsed
+//!   into a [`digest::Digest`] (sha256 or sha512, lowercase hex of the right
+//!   length) before it is used for anything; [`oci`] parses indexes,
+//!   manifests and configs into typed documents and holds their limits.
+//! - `pull` fetches manifests, configs and layers with our own bounded
+//!   distribution client (every body read under a cap: 4 MiB for documents,
+//!   the descriptor's size for blobs), verifying each digest and each
+//!   layer's diff id, into the [`blob_store`].
 //! - [`layer_unpack`] turns a layer tarball into an overlayfs lower directory
 //!   without ever writing outside it; [`layer_store`] keeps those directories
 //!   by chain id so images share them.
@@ -42,11 +48,14 @@
 
 pub mod blob_store;
 mod credentials;
+pub mod digest;
+mod distribution;
 mod error;
 pub mod image;
 pub mod layer_store;
 pub mod layer_unpack;
 pub mod metadata;
+pub mod oci;
 mod pull;
 pub mod reference;
 pub mod registries;
@@ -55,7 +64,7 @@ mod store;
 mod temp;
 
 pub use credentials::Credentials;
-pub use error::{Error, Result};
+pub use error::{Error, Refusal, Result};
 pub use image::Image;
 pub use reference::{ImageReference, ReferenceError};
 pub use registries::{Endpoint, RegistriesConfig, RegistryConfig};

@@ -2,19 +2,22 @@
 //! written atomically (temporary file, fsync, rename), so a crash leaves
 //! either the old record or the new one.
 
+use crate::digest::Digest;
 use crate::error::{io, Error, Result};
+use crate::layer_store::ChainId;
 use crate::temp;
 use serde::{Deserialize, Serialize};
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-/// What the store remembers about one image.
+/// What the store remembers about one image. Its digests are typed, so a
+/// record read back from disk names store paths as safely as a pull does.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ImageRecord {
     /// The image id: the config blob's digest.
-    pub id: String,
+    pub id: Digest,
     /// `name:tag` entries.
     pub repo_tags: Vec<String>,
     /// `name@digest` entries (manifest or index digests).
@@ -22,9 +25,23 @@ pub struct ImageRecord {
     /// Config plus compressed layer sizes, in bytes.
     pub size: u64,
     /// Chain ids of the layers, bottom first.
-    pub layers: Vec<String>,
+    pub layers: Vec<ChainId>,
     /// Every blob the image holds on to: manifests, index, config, layers.
-    pub blobs: Vec<String>,
+    pub blobs: Vec<Digest>,
+}
+
+/// A record as an older daemon may have written it: the same fields with
+/// digests unchecked.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)] // only read to tell a corrupt file from a refused one
+struct UncheckedRecord {
+    id: String,
+    repo_tags: Vec<String>,
+    repo_digests: Vec<String>,
+    size: u64,
+    layers: Vec<String>,
+    blobs: Vec<String>,
 }
 
 /// The `images/` directory.
@@ -43,13 +60,15 @@ impl MetadataStore {
         }
     }
 
-    fn path(&self, id: &str) -> PathBuf {
-        let hex = id.strip_prefix("sha256:").unwrap_or(id);
-        self.dir.join(format!("{hex}.json"))
+    fn path(&self, id: &Digest) -> PathBuf {
+        self.dir.join(format!("{}.json", id.hex()))
     }
 
     /// Every record on disk. A corrupt record is an error naming its file
-    /// rather than a silently forgotten image.
+    /// rather than a silently forgotten image. A record whose digests do not
+    /// parse was written for a hostile image by a daemon that did not check
+    /// them: it is removed (its content is collected as unreferenced) and
+    /// the image is pulled again, and refused, when next asked for.
     pub fn load_all(&self) -> Result<Vec<ImageRecord>> {
         let mut out = Vec::new();
         for entry in fs::read_dir(&self.dir).map_err(io(&self.dir, "list"))? {
@@ -58,9 +77,17 @@ impl MetadataStore {
                 continue;
             }
             let bytes = fs::read(&path).map_err(io(&path, "read"))?;
-            let record = serde_json::from_slice(&bytes)
-                .map_err(|source| Error::Metadata { path, source })?;
-            out.push(record);
+            match serde_json::from_slice::<ImageRecord>(&bytes) {
+                Ok(record) => out.push(record),
+                Err(refused) if serde_json::from_slice::<UncheckedRecord>(&bytes).is_ok() => {
+                    tracing::warn!(
+                        path = %path.display(), %refused,
+                        "dropping the record of an image with malformed digests"
+                    );
+                    fs::remove_file(&path).map_err(io(&path, "remove"))?;
+                }
+                Err(source) => return Err(Error::Metadata { path, source }),
+            }
         }
         Ok(out)
     }
@@ -75,7 +102,7 @@ impl MetadataStore {
     }
 
     /// Deletes the record of `id`; absent is fine.
-    pub fn remove(&self, id: &str) -> Result<()> {
+    pub fn remove(&self, id: &Digest) -> Result<()> {
         let path = self.path(id);
         match fs::remove_file(&path) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io(path, "remove")(e)),
@@ -105,9 +132,9 @@ pub(crate) fn write_atomic(tmp: &Path, dest: &Path, bytes: &[u8]) -> Result<()> 
 mod tests {
     use super::*;
 
-    fn record(id: &str) -> ImageRecord {
+    fn record(id: &Digest) -> ImageRecord {
         ImageRecord {
-            id: id.into(),
+            id: id.clone(),
             repo_tags: vec!["a:b".into()],
             repo_digests: vec![],
             size: 3,
@@ -116,13 +143,18 @@ mod tests {
         }
     }
 
-    #[test]
-    fn save_load_remove() {
+    fn dirs() -> tempfile::TempDir {
         let root = tempfile::tempdir().unwrap();
         fs::create_dir_all(root.path().join("images")).unwrap();
         fs::create_dir_all(root.path().join("tmp")).unwrap();
+        root
+    }
+
+    #[test]
+    fn save_load_remove() {
+        let root = dirs();
         let meta = MetadataStore::new(root.path());
-        let id = format!("sha256:{}", "1".repeat(64));
+        let id: Digest = format!("sha256:{}", "1".repeat(64)).parse().unwrap();
         meta.save(&record(&id)).unwrap();
         assert_eq!(meta.load_all().unwrap(), vec![record(&id)]);
         meta.remove(&id).unwrap();
@@ -133,10 +165,33 @@ mod tests {
 
     #[test]
     fn corrupt_record_is_an_error_naming_the_file() {
-        let root = tempfile::tempdir().unwrap();
-        fs::create_dir_all(root.path().join("images")).unwrap();
+        let root = dirs();
         fs::write(root.path().join("images/x.json"), b"{not json").unwrap();
         let err = MetadataStore::new(root.path()).load_all().unwrap_err();
         assert!(err.to_string().contains("x.json"), "{err}");
+    }
+
+    #[test]
+    fn a_record_with_malformed_digests_is_dropped() {
+        let root = dirs();
+        // What a daemon before digest validation recorded for the image
+        // whose first diff id is "sha256:/etc".
+        let hostile = serde_json::json!({
+            "id": format!("sha256:{}", "2".repeat(64)),
+            "repo_tags": ["registry.k8s.io/hostile/diff-id-absolute:latest"],
+            "repo_digests": [], "size": 1,
+            "layers": ["sha256:/etc", format!("sha256:{}", "3".repeat(64))],
+            "blobs": [],
+        });
+        let path = root
+            .path()
+            .join("images")
+            .join(format!("{}.json", "2".repeat(64)));
+        fs::write(&path, serde_json::to_vec(&hostile).unwrap()).unwrap();
+        assert!(MetadataStore::new(root.path())
+            .load_all()
+            .unwrap()
+            .is_empty());
+        assert!(!path.exists());
     }
 }

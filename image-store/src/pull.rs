@@ -1,49 +1,54 @@
 //! Fetching an image over the OCI distribution API: each endpoint (mirrors,
 //! then the registry) in turn until one serves it; index → linux/amd64
-//! manifest → config → layers, each verified against its digest, layers
-//! unpacked on blocking threads.
+//! manifest → config → layers.
+//!
+//! Registry input is validated at the boundary: manifests, indexes and the
+//! config are read to at most [`MAX_DOCUMENT_SIZE`] (and to their
+//! descriptor's size), parsed into typed documents whose digests and diff
+//! ids are [`Digest`]s, and checked against each other, all before anything
+//! is written. Layers are then streamed to the blob store, capped at their
+//! descriptor's size and verified against their digest, and each layer is
+//! checked against its diff id (unpacked on a blocking thread, or only
+//! hashed when a layer of that chain id is already unpacked).
 //!
 //! Nothing here makes the image visible: the caller records it once
 //! [`fetch`] returns, so a pull that dies leaves at most complete,
 //! unreferenced blobs and layers (collected at the next open) and temporary
 //! files (deleted at the next open).
 
-use crate::blob_store::{sha256_digest, BlobStore};
-use crate::error::{Error, Result};
-use crate::layer_store::{chain_ids, LayerStore};
-use crate::layer_unpack::{unpack, Compression};
+use crate::blob_store::BlobStore;
+use crate::digest::Digest;
+use crate::distribution::{self, Capped, HttpError, Session};
+use crate::error::{Error, Refusal, Result};
+use crate::layer_store::{chain_ids, ChainId, LayerStore};
+use crate::layer_unpack::{unpack, Compression, UnpackError};
+use crate::oci::{Descriptor, Document, ImageConfig, Manifest, MAX_DOCUMENT_SIZE, MAX_LAYER_SIZE};
 use crate::reference::ImageReference;
 use crate::registries::Endpoint;
-use oci_client::client::{linux_amd64_resolver, ClientConfig, ClientProtocol};
-use oci_client::manifest::{
-    OciDescriptor, OciImageIndex, OciImageManifest, IMAGE_MANIFEST_LIST_MEDIA_TYPE,
-    IMAGE_MANIFEST_MEDIA_TYPE, OCI_IMAGE_INDEX_MEDIA_TYPE, OCI_IMAGE_MEDIA_TYPE,
-};
 use oci_client::secrets::RegistryAuth;
-use oci_client::{Client, Reference};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
-
-const DOCKER_SCHEMA1: &str = "application/vnd.docker.distribution.manifest.v1+prettyjws";
 
 /// What a successful fetch produced; every blob and layer named here is
 /// complete in the store.
 #[derive(Debug)]
 pub(crate) struct Fetched {
     /// Config digest: the image id.
-    pub id: String,
+    pub id: Digest,
     /// The digest the reference resolved to (the index's, if any): the
     /// RepoDigests entry.
-    pub top_digest: String,
+    pub top_digest: Digest,
     /// Config plus compressed layer sizes.
     pub size: u64,
     /// Layer chain ids, bottom first.
-    pub layers: Vec<String>,
+    pub layers: Vec<ChainId>,
     /// Every blob the image holds.
-    pub blobs: Vec<String>,
+    pub blobs: Vec<Digest>,
+    /// The config as fetched.
+    pub config: Vec<u8>,
 }
 
-/// Whether a failure is the endpoint's (try the next one) or ours (stop).
+/// Whether a failure is the endpoint's (try the next one) or ours or the
+/// image's (stop).
 enum Failure {
     Remote(String),
     Local(Error),
@@ -55,9 +60,13 @@ impl From<Error> for Failure {
     }
 }
 
-fn remote(e: impl std::fmt::Display) -> Failure {
-    Failure::Remote(e.to_string())
+impl From<HttpError> for Failure {
+    fn from(e: HttpError) -> Self {
+        Failure::Remote(e.to_string())
+    }
 }
+
+type Fetch<T> = std::result::Result<T, Failure>;
 
 /// Fetches `reference` from the first endpoint that has it, adding the
 /// bytes of every blob it stores to `pulled`.
@@ -72,25 +81,17 @@ pub(crate) async fn fetch(
     let image = reference.to_string();
     let mut attempts = Vec::new();
     for endpoint in endpoints {
-        let client = Client::new(ClientConfig {
-            protocol: if endpoint.insecure {
-                ClientProtocol::Http
-            } else {
-                ClientProtocol::Https
-            },
-            platform_resolver: Some(Box::new(linux_amd64_resolver)),
-            connect_timeout: Some(Duration::from_secs(10)),
-            read_timeout: Some(Duration::from_secs(120)),
-            ..Default::default()
-        });
-        let at = reference.on_endpoint(&endpoint.host, &endpoint.repository);
-        let scheme = if endpoint.insecure { "http" } else { "https" };
-        let store = Store {
+        let pull = Pull {
+            image: &image,
             blobs,
             layers,
             pulled,
         };
-        match fetch_from(&client, &at, auth, &store, &image).await {
+        let fetched = match Session::new(endpoint, auth.clone()) {
+            Ok(session) => pull.fetch_from(&session, reference).await,
+            Err(e) => Err(e.into()),
+        };
+        match fetched {
             Ok(fetched) => return Ok(fetched),
             Err(Failure::Local(e @ (Error::Io { .. } | Error::Metadata { .. }))) => {
                 return Err(Error::Store {
@@ -101,6 +102,7 @@ pub(crate) async fn fetch(
             Err(Failure::Local(e)) => return Err(e),
             Err(Failure::Remote(why)) => {
                 tracing::info!(%image, endpoint = %endpoint.host, %why, "endpoint failed");
+                let scheme = if endpoint.insecure { "http" } else { "https" };
                 attempts.push(format!(
                     "{scheme}://{}/{}: {why}",
                     endpoint.host, endpoint.repository
@@ -111,166 +113,369 @@ pub(crate) async fn fetch(
     Err(Error::Registry { image, attempts })
 }
 
-/// Where fetched content goes, and the count of bytes that went there.
-struct Store<'a> {
+/// One pull's view of the store, and the count of bytes it fetches.
+struct Pull<'a> {
+    image: &'a str,
     blobs: &'a BlobStore,
     layers: &'a LayerStore,
     pulled: &'a AtomicU64,
 }
 
-impl Store<'_> {
+/// A validated manifest and the documents that led to it, not yet stored.
+struct Resolved {
+    top_digest: Digest,
+    manifest: Manifest,
+    /// Manifests (and index) to store once everything checks out.
+    documents: Vec<(Digest, Vec<u8>)>,
+}
+
+impl Pull<'_> {
     fn count(&self, bytes: u64) {
         self.pulled.fetch_add(bytes, Ordering::Relaxed);
     }
-}
 
-async fn fetch_from(
-    client: &Client,
-    at: &Reference,
-    auth: &RegistryAuth,
-    store: &Store<'_>,
-    image: &str,
-) -> std::result::Result<Fetched, Failure> {
-    let (blobs, layers) = (store.blobs, store.layers);
-    let bad = |reason: String| {
-        Failure::Local(Error::BadImage {
-            image: image.to_string(),
-            reason,
+    fn refuse(&self, object: impl std::fmt::Display, cause: Refusal) -> Failure {
+        Failure::Local(Error::Refused {
+            image: self.image.to_string(),
+            object: object.to_string(),
+            cause,
         })
-    };
-    let accepted = [
-        OCI_IMAGE_INDEX_MEDIA_TYPE,
-        IMAGE_MANIFEST_LIST_MEDIA_TYPE,
-        OCI_IMAGE_MEDIA_TYPE,
-        IMAGE_MANIFEST_MEDIA_TYPE,
-    ];
-    // oci-client checks the bytes against the digest when the reference
-    // pins one (and against the registry's Docker-Content-Digest header).
-    let (bytes, top_digest) = client
-        .pull_manifest_raw(at, auth, &accepted)
-        .await
-        .map_err(remote)?;
-    let mut held = vec![top_digest.clone()];
-    store_blob(blobs, &top_digest, bytes.clone(), image).await?;
-    store.count(bytes.len() as u64);
-    let (manifest_bytes, manifest_digest) = match media_type_of(&bytes) {
-        Some(t) if t == OCI_IMAGE_INDEX_MEDIA_TYPE || t == IMAGE_MANIFEST_LIST_MEDIA_TYPE => {
-            let index: OciImageIndex = serde_json::from_slice(&bytes)
-                .map_err(|e| bad(format!("image index {top_digest}: {e}")))?;
-            let chosen = linux_amd64_resolver(&index.manifests)
-                .ok_or_else(|| bad(format!("image index {top_digest} has no linux/amd64 image")))?;
-            let (bytes, digest) = client
-                .pull_manifest_raw(&at.clone_with_digest(chosen.clone()), auth, &accepted)
-                .await
-                .map_err(remote)?;
-            let actual = sha256_digest(&bytes);
-            if actual != chosen {
-                return Err(Failure::Local(Error::DigestMismatch {
-                    image: image.into(),
-                    expected: chosen,
-                    actual,
-                }));
-            }
-            store_blob(blobs, &digest, bytes.clone(), image).await?;
-            store.count(bytes.len() as u64);
-            held.push(digest.clone());
-            (bytes, digest)
-        }
-        Some(t) if t == DOCKER_SCHEMA1 => {
-            return Err(bad("Docker schema 1 manifests are not supported".into()))
-        }
-        _ => (bytes, top_digest.clone()),
-    };
-    let manifest: OciImageManifest = serde_json::from_slice(&manifest_bytes)
-        .map_err(|e| bad(format!("manifest {manifest_digest}: {e}")))?;
+    }
 
-    let config_digest = manifest.config.digest.clone();
-    let cached = {
-        let (blobs, digest) = (blobs.clone(), config_digest.clone());
-        blocking(move || {
-            Ok(if blobs.contains(&digest) {
-                Some(blobs.read(&digest)?)
-            } else {
-                None
-            })
-        })
-        .await?
-    };
-    let config = if let Some(config) = cached {
+    async fn fetch_from(&self, session: &Session, reference: &ImageReference) -> Fetch<Fetched> {
+        let resolved = self.resolve(session, reference).await?;
+        let manifest = &resolved.manifest;
+        let (config_bytes, config) = self.config(session, &manifest.config).await?;
+        let config_digest = &manifest.config.digest;
         config
-    } else {
-        let mut buf = Vec::new();
-        client
-            .pull_blob(at, &manifest.config, &mut buf)
-            .await
-            .map_err(remote)?;
-        store_blob(blobs, &config_digest, buf.clone().into(), image).await?;
-        store.count(buf.len() as u64);
-        buf
-    };
-    held.push(config_digest.clone());
-    let config_json: serde_json::Value =
-        serde_json::from_slice(&config).map_err(|e| bad(format!("config {config_digest}: {e}")))?;
-    let diff_ids: Vec<String> = config_json
-        .pointer("/rootfs/diff_ids")
-        .and_then(|v| v.as_array())
-        .map(|ids| {
-            ids.iter()
-                .filter_map(|v| v.as_str().map(str::to_string))
-                .collect()
+            .check_layers(manifest)
+            .map_err(|cause| self.refuse(format!("config {config_digest}"), cause))?;
+        let chain = chain_ids(&config.diff_ids);
+        let mut size = config_bytes.len() as u64;
+        let mut held = Vec::new();
+        for ((layer, diff_id), chain_id) in manifest.layers.iter().zip(&config.diff_ids).zip(&chain)
+        {
+            size = size.saturating_add(layer.size);
+            held.push(layer.digest.clone());
+            self.layer(session, layer, diff_id, chain_id).await?;
+        }
+        // The manifests and config are written last, once every layer has
+        // checked out too: a refused image leaves none of its documents.
+        let documents = resolved.documents.iter().map(|(d, b)| (d, b.as_slice()));
+        for (digest, bytes) in documents.chain([(config_digest, config_bytes.as_slice())]) {
+            self.store_blob(digest, bytes).await?;
+            held.push(digest.clone());
+        }
+        Ok(Fetched {
+            id: config_digest.clone(),
+            top_digest: resolved.top_digest,
+            size,
+            layers: chain,
+            blobs: held,
+            config: config_bytes,
         })
-        .unwrap_or_default();
-    if diff_ids.len() != manifest.layers.len() {
-        return Err(bad(format!(
-            "config lists {} diff ids for {} layers",
-            diff_ids.len(),
-            manifest.layers.len()
-        )));
     }
-    let chain = chain_ids(&diff_ids);
-    let mut size = config.len() as u64;
-    for ((layer, diff_id), chain_id) in manifest.layers.iter().zip(&diff_ids).zip(&chain) {
-        size += u64::try_from(layer.size).unwrap_or(0);
-        held.push(layer.digest.clone());
-        let (have_layer, have_blob) = {
-            let (blobs, layers) = (blobs.clone(), layers.clone());
-            let (chain_id, digest) = (chain_id.clone(), layer.digest.clone());
-            blocking(move || Ok((layers.contains(&chain_id), blobs.contains(&digest)))).await?
+
+    /// The manifest `reference` names on this endpoint, through the index
+    /// if it is one.
+    async fn resolve(&self, session: &Session, reference: &ImageReference) -> Fetch<Resolved> {
+        let pinned = match reference.digest() {
+            Some(d) => Some(d.parse::<Digest>().map_err(|source| {
+                let field = "digest".to_string();
+                self.refuse("reference", Refusal::Digest { field, source })
+            })?),
+            None => None,
         };
-        if have_layer && have_blob {
-            continue;
+        let target = match &pinned {
+            Some(d) => d.to_string(),
+            None => reference.tag().unwrap_or("latest").to_string(),
+        };
+        let what = match &pinned {
+            Some(d) => format!("manifest {d}"),
+            None => format!("manifest for tag {target}"),
+        };
+        let (bytes, header) = session
+            .manifest(&target, MAX_DOCUMENT_SIZE)
+            .await
+            .map_err(|e| self.over(e, &what, |limit| Refusal::OverLimit { limit }))?;
+        self.count(bytes.len() as u64);
+        let top_digest = top_digest(&bytes, pinned, header.as_deref())?;
+        let document = Document::parse(&bytes)
+            .map_err(|cause| self.refuse(format!("manifest {top_digest}"), cause))?;
+        let mut documents = vec![(top_digest.clone(), bytes)];
+        let manifest = match document {
+            Document::Manifest(manifest) => manifest,
+            Document::Index(index) => {
+                let object = format!("image index {top_digest}");
+                let chosen = index
+                    .linux_amd64()
+                    .ok_or_else(|| self.refuse(&object, Refusal::NoPlatform))?;
+                let (bytes, manifest) = self.platform_manifest(session, chosen).await?;
+                documents.push((chosen.digest.clone(), bytes));
+                manifest
+            }
+        };
+        Ok(Resolved {
+            top_digest,
+            manifest,
+            documents,
+        })
+    }
+
+    /// The index entry's manifest, read to at most its declared size.
+    async fn platform_manifest(
+        &self,
+        session: &Session,
+        chosen: &Descriptor,
+    ) -> Fetch<(Vec<u8>, Manifest)> {
+        let object = format!("manifest {}", chosen.digest);
+        declared_within(chosen, MAX_DOCUMENT_SIZE).map_err(|c| self.refuse(&object, c))?;
+        let (bytes, _) = session
+            .manifest(chosen.digest.as_str(), chosen.size)
+            .await
+            .map_err(|e| self.over(e, &object, |declared| Refusal::OverDeclared { declared }))?;
+        self.count(bytes.len() as u64);
+        let actual = Digest::of(chosen.digest.algorithm(), &bytes);
+        if actual != chosen.digest {
+            return Err(Failure::Local(Error::DigestMismatch {
+                image: self.image.into(),
+                expected: chosen.digest.to_string(),
+                actual: actual.to_string(),
+            }));
         }
-        let compression = Compression::from_media_type(&layer.media_type).ok_or_else(|| {
-            bad(format!(
-                "layer {}: unsupported media type {}",
-                layer.digest, layer.media_type
-            ))
-        })?;
-        if !have_blob {
-            store.count(download(client, at, layer, blobs, image).await?);
-        }
-        if !have_layer {
-            unpack_layer(blobs, layers, layer, compression, diff_id, chain_id, image).await?;
+        same_size(chosen, bytes.len() as u64).map_err(|c| self.refuse(&object, c))?;
+        match Document::parse(&bytes).map_err(|c| self.refuse(&object, c))? {
+            Document::Manifest(manifest) => Ok((bytes, manifest)),
+            Document::Index(_) => Err(self.refuse(&object, Refusal::NestedIndex)),
         }
     }
-    Ok(Fetched {
-        id: config_digest,
-        top_digest,
-        size,
-        layers: chain,
-        blobs: held,
-    })
+
+    /// The config blob (stored or fetched, capped at its declared size) and
+    /// its parsed diff ids.
+    async fn config(&self, session: &Session, desc: &Descriptor) -> Fetch<(Vec<u8>, ImageConfig)> {
+        let object = format!("config {}", desc.digest);
+        declared_within(desc, MAX_DOCUMENT_SIZE).map_err(|c| self.refuse(&object, c))?;
+        let stored = {
+            let (blobs, digest) = (self.blobs.clone(), desc.digest.clone());
+            blocking(move || {
+                Ok(match blobs.contains(&digest) {
+                    true => Some(blobs.read(&digest, MAX_DOCUMENT_SIZE)?),
+                    false => None,
+                })
+            })
+            .await?
+        };
+        let bytes = match stored {
+            Some(bytes) => bytes,
+            None => {
+                let url = session.blob_url(&desc.digest);
+                let response = session.blob(&desc.digest).await?;
+                let bytes = distribution::read_capped(response, desc.size)
+                    .await
+                    .map_err(|e| match e {
+                        Capped::TooLarge => self.refuse(
+                            &object,
+                            Refusal::OverDeclared {
+                                declared: desc.size,
+                            },
+                        ),
+                        Capped::Transport(e) => Failure::Remote(format!("{url}: {e}")),
+                    })?;
+                self.count(bytes.len() as u64);
+                let actual = Digest::of(desc.digest.algorithm(), &bytes);
+                if actual != desc.digest {
+                    return Err(Failure::Remote(format!(
+                        "{object}: digest mismatch, got {actual}"
+                    )));
+                }
+                bytes
+            }
+        };
+        same_size(desc, bytes.len() as u64).map_err(|c| self.refuse(&object, c))?;
+        let config = ImageConfig::parse(&bytes).map_err(|c| self.refuse(&object, c))?;
+        Ok((bytes, config))
+    }
+
+    /// Makes sure the layer's blob is stored and its chain id unpacked, each
+    /// verified.
+    async fn layer(
+        &self,
+        session: &Session,
+        layer: &Descriptor,
+        diff_id: &Digest,
+        chain_id: &ChainId,
+    ) -> Fetch<()> {
+        let object = format!("layer {}", layer.digest);
+        let compression = Compression::from_media_type(&layer.media_type).ok_or_else(|| {
+            self.refuse(&object, Refusal::LayerMediaType(layer.media_type.clone()))
+        })?;
+        declared_within(layer, MAX_LAYER_SIZE).map_err(|c| self.refuse(&object, c))?;
+        let (have_layer, blob_size) = {
+            let (blobs, layers) = (self.blobs.clone(), self.layers.clone());
+            let (chain_id, digest) = (chain_id.clone(), layer.digest.clone());
+            blocking(move || Ok((layers.contains(&chain_id), blobs.size(&digest)))).await?
+        };
+        if let Some(stored) = blob_size {
+            same_size(layer, stored).map_err(|c| self.refuse(&object, c))?;
+        }
+        // A directory under a chain id was verified when it was unpacked:
+        // the chain id hashes the diff ids it was checked against.
+        if have_layer && blob_size.is_some() {
+            return Ok(());
+        }
+        if blob_size.is_none() {
+            let bytes = self.download(session, layer, &object).await?;
+            self.count(bytes);
+        }
+        let check = LayerCheck {
+            digest: layer.digest.clone(),
+            compression,
+            diff_id: diff_id.clone(),
+            // Already unpacked: the new blob is only hashed, not unpacked.
+            unpack_into: (!have_layer).then(|| chain_id.clone()),
+        };
+        self.check_layer(check).await
+    }
+
+    /// Streams one layer blob into the store, refusing it as soon as more
+    /// bytes arrive than its descriptor declares; returns its size.
+    async fn download(&self, session: &Session, layer: &Descriptor, object: &str) -> Fetch<u64> {
+        let declared = layer.size;
+        let over = || self.refuse(object, Refusal::OverDeclared { declared });
+        let url = session.blob_url(&layer.digest);
+        let mut response = session.blob(&layer.digest).await?;
+        if response.content_length().is_some_and(|n| n > declared) {
+            return Err(over());
+        }
+        let mut writer = self.blobs.writer(layer.digest.algorithm()).await?;
+        let written = loop {
+            let chunk = match distribution::next_chunk(&mut response, &url).await {
+                Ok(Some(chunk)) => chunk,
+                Ok(None) => break Ok(()),
+                Err(e) => break Err(Failure::from(e)),
+            };
+            if writer.size() + chunk.len() as u64 > declared {
+                break Err(over());
+            }
+            if let Err(e) = writer.write(&chunk).await {
+                // A full disk is ours, not the endpoint's.
+                break Err(Failure::Local(e));
+            }
+        };
+        if let Err(e) = written {
+            writer.discard();
+            return Err(e);
+        }
+        let size = writer.size();
+        if let Err(c) = same_size(layer, size) {
+            writer.discard();
+            return Err(self.refuse(object, c));
+        }
+        self.blobs
+            .commit(writer, &layer.digest)
+            .await
+            .map_err(|e| match e {
+                Error::DigestMismatch { actual, .. } => {
+                    Failure::Remote(format!("{object}: digest mismatch, got {actual}"))
+                }
+                other => Failure::Local(other),
+            })
+    }
+
+    /// Stores a document blob unless it is stored already (verifying it
+    /// again on the way in).
+    async fn store_blob(&self, digest: &Digest, bytes: &[u8]) -> Fetch<()> {
+        let (blobs, digest, bytes) = (self.blobs.clone(), digest.clone(), bytes.to_vec());
+        let stored = blocking(move || match blobs.contains(&digest) {
+            true => Ok(()),
+            false => blobs.write(&digest, &bytes),
+        });
+        Ok(stored.await?)
+    }
+
+    /// Verifies a stored layer blob against its diff id on a blocking
+    /// thread, unpacking it into place when asked; a blob that does not
+    /// match (or does not decode) is removed.
+    async fn check_layer(&self, check: LayerCheck) -> Fetch<()> {
+        let (blobs, layers) = (self.blobs.clone(), self.layers.clone());
+        let digest = check.digest.clone();
+        let outcome = tokio::task::spawn_blocking(move || check.run(&blobs, &layers))
+            .await
+            .map_err(|_| Error::Task("unpacking a layer"))?;
+        let object = format!("layer {digest}");
+        match outcome {
+            Ok(()) => Ok(()),
+            Err(LayerFault::Store(e)) => Err(Failure::Local(e)),
+            Err(LayerFault::DiffId { expected, actual }) => {
+                Err(self.refuse(object, Refusal::DiffId { expected, actual }))
+            }
+            Err(LayerFault::Unpack(source)) => Err(Failure::Local(Error::Unpack {
+                image: self.image.to_string(),
+                digest: digest.to_string(),
+                source,
+            })),
+        }
+    }
+
+    /// Maps a capped read's overflow to a refusal of `object` (with the cap
+    /// put into words by `cause`); other failures are the endpoint's.
+    fn over(&self, e: HttpError, object: &str, cause: impl FnOnce(u64) -> Refusal) -> Failure {
+        match e {
+            HttpError::TooLarge { limit, .. } => self.refuse(object, cause(limit)),
+            other => other.into(),
+        }
+    }
 }
 
-fn media_type_of(manifest: &[u8]) -> Option<String> {
-    let v: serde_json::Value = serde_json::from_slice(manifest).ok()?;
-    if let Some(t) = v.get("mediaType").and_then(|t| t.as_str()) {
-        return Some(t.to_string());
+/// The digest a manifest request resolved to: the pinned one if any (which
+/// the bytes must match), else the bytes' sha256; a `Docker-Content-Digest`
+/// header, when sent, must match the bytes too.
+fn top_digest(bytes: &[u8], pinned: Option<Digest>, header: Option<&str>) -> Fetch<Digest> {
+    if let Some(header) = header {
+        let claimed: Digest = header
+            .parse()
+            .map_err(|e| Failure::Remote(format!("Docker-Content-Digest header: {e}")))?;
+        let actual = Digest::of(claimed.algorithm(), bytes);
+        if actual != claimed {
+            return Err(Failure::Remote(format!(
+                "manifest {claimed}: digest mismatch, got {actual}"
+            )));
+        }
     }
-    // The OCI spec makes mediaType optional; an index is the one with
-    // `manifests`.
-    v.get("manifests")
-        .map(|_| OCI_IMAGE_INDEX_MEDIA_TYPE.to_string())
+    match pinned {
+        Some(pinned) => {
+            let actual = Digest::of(pinned.algorithm(), bytes);
+            if actual != pinned {
+                return Err(Failure::Remote(format!(
+                    "manifest {pinned}: digest mismatch, got {actual}"
+                )));
+            }
+            Ok(pinned)
+        }
+        None => Ok(Digest::of(crate::digest::Algorithm::Sha256, bytes)),
+    }
+}
+
+/// Refuses a descriptor that declares more than `limit` bytes.
+fn declared_within(desc: &Descriptor, limit: u64) -> std::result::Result<(), Refusal> {
+    if desc.size > limit {
+        return Err(Refusal::Declared {
+            declared: desc.size,
+            limit,
+        });
+    }
+    Ok(())
+}
+
+/// Refuses content whose size is not the one its descriptor declares.
+fn same_size(desc: &Descriptor, actual: u64) -> std::result::Result<(), Refusal> {
+    if actual != desc.size {
+        return Err(Refusal::SizeMismatch {
+            declared: desc.size,
+            actual,
+        });
+    }
+    Ok(())
 }
 
 /// Runs store file work on a blocking thread, never on a tokio worker.
@@ -280,107 +485,68 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'sta
         .map_err(|_| Error::Task("storing pulled content"))?
 }
 
-/// Stores `bytes` as blob `digest` (verifying it) on a blocking thread.
-async fn store_blob(
-    blobs: &BlobStore,
-    digest: &str,
-    bytes: bytes::Bytes,
-    image: &str,
-) -> Result<()> {
-    let (blobs, digest) = (blobs.clone(), digest.to_string());
-    blocking(move || blobs.write(&digest, &bytes))
-        .await
-        .map_err(|e| named(e, image))
-}
-
-/// Puts the image name on errors raised below the level that knows it.
-fn named(e: Error, image: &str) -> Error {
-    match e {
-        Error::DigestMismatch {
-            expected, actual, ..
-        } => Error::DigestMismatch {
-            image: image.into(),
-            expected,
-            actual,
-        },
-        Error::BadImage { reason, .. } => Error::BadImage {
-            image: image.into(),
-            reason,
-        },
-        other => other,
-    }
-}
-
-/// Downloads one layer blob into the store; returns its size.
-async fn download(
-    client: &Client,
-    at: &Reference,
-    layer: &OciDescriptor,
-    blobs: &BlobStore,
-    image: &str,
-) -> std::result::Result<u64, Failure> {
-    let mut writer = blobs.writer().await?;
-    if let Err(e) = client.pull_blob(at, layer, &mut writer).await {
-        // A full disk is ours, not the endpoint's: no point trying a mirror.
-        return Err(match writer.discard() {
-            Some(local) => Failure::Local(local),
-            None => remote(format!("layer {}: {e}", layer.digest)),
-        });
-    }
-    blobs
-        .commit(writer, &layer.digest)
-        .await
-        .map_err(|e| Failure::Local(named(e, image)))
-}
-
-async fn unpack_layer(
-    blobs: &BlobStore,
-    layers: &LayerStore,
-    layer: &OciDescriptor,
+/// One stored layer blob to check against its diff id.
+struct LayerCheck {
+    digest: Digest,
     compression: Compression,
-    diff_id: &str,
-    chain_id: &str,
-    image: &str,
-) -> Result<()> {
-    let (blobs, layers) = (blobs.clone(), layers.clone());
-    let (digest, diff_id, chain_id, image) = (
-        layer.digest.clone(),
-        diff_id.to_string(),
-        chain_id.to_string(),
-        image.to_string(),
-    );
-    tokio::task::spawn_blocking(move || {
-        let path = blobs.path(&digest)?;
-        let file = std::fs::File::open(&path).map_err(crate::error::io(&path, "open"))?;
-        let staging = layers.staging_dir()?;
-        let result = unpack(std::io::BufReader::new(file), compression, &staging);
-        let unpacked = match result {
-            Ok(u) => u,
-            Err(source) => {
-                crate::layer_store::discard(&staging);
-                // A blob that verified but does not decode would only make
-                // the next attempt fail the same way; a full disk is no
-                // fault of the blob's.
-                if matches!(source, crate::layer_unpack::UnpackError::Read(_)) {
-                    let _ = blobs.remove(&digest);
-                }
-                return Err(Error::Unpack {
-                    image,
-                    digest,
-                    source,
-                });
+    diff_id: Digest,
+    /// Unpack into this chain id's directory; `None` to only hash.
+    unpack_into: Option<ChainId>,
+}
+
+enum LayerFault {
+    Store(Error),
+    DiffId { expected: Digest, actual: Digest },
+    Unpack(UnpackError),
+}
+
+impl LayerCheck {
+    /// Blocking.
+    fn run(self, blobs: &BlobStore, layers: &LayerStore) -> std::result::Result<(), LayerFault> {
+        let path = blobs.path(&self.digest);
+        let file = std::fs::File::open(&path)
+            .map_err(|e| LayerFault::Store(crate::error::io(&path, "open")(e)))?;
+        let reader = std::io::BufReader::new(file);
+        let algorithm = self.diff_id.algorithm();
+        let (staging, computed) = match &self.unpack_into {
+            None => (
+                None,
+                crate::layer_unpack::diff_id(reader, self.compression, algorithm),
+            ),
+            Some(_) => {
+                let staging = layers.staging_dir().map_err(LayerFault::Store)?;
+                let unpacked = unpack(reader, self.compression, &staging, algorithm);
+                (Some(staging), unpacked.map(|u| u.diff_id))
             }
         };
-        if unpacked.diff_id != diff_id {
-            crate::layer_store::discard(&staging);
-            return Err(Error::DigestMismatch {
-                image,
-                expected: diff_id,
-                actual: unpacked.diff_id,
-            });
+        let fault = match computed {
+            Ok(actual) if actual == self.diff_id => None,
+            Ok(actual) => Some(LayerFault::DiffId {
+                expected: self.diff_id.clone(),
+                actual,
+            }),
+            Err(e) => Some(LayerFault::Unpack(e)),
+        };
+        if let Some(fault) = fault {
+            if let Some(staging) = &staging {
+                crate::layer_store::discard(staging);
+            }
+            // A blob that is not the layer its image says, or that does not
+            // decode, would only fail the next attempt the same way; a full
+            // disk is no fault of the blob's.
+            if matches!(
+                fault,
+                LayerFault::DiffId { .. } | LayerFault::Unpack(UnpackError::Read(_))
+            ) {
+                let _ = blobs.remove(&self.digest);
+            }
+            return Err(fault);
         }
-        layers.commit(&staging, &chain_id)
-    })
-    .await
-    .map_err(|_| Error::Task("unpacking a layer"))?
+        match (staging, self.unpack_into) {
+            (Some(staging), Some(chain_id)) => layers
+                .commit(&staging, &chain_id)
+                .map_err(LayerFault::Store),
+            _ => Ok(()),
+        }
+    }
 }

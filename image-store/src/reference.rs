@@ -177,19 +177,6 @@ impl ImageReference {
     pub fn repo_digest(&self, digest: &str) -> String {
         format!("{}@{digest}", self.name())
     }
-
-    /// The same repository on another registry host (a mirror), keeping the
-    /// tag or digest.
-    pub(crate) fn on_endpoint(&self, host: &str, repository: &str) -> Reference {
-        match (self.tag(), self.digest()) {
-            (Some(tag), Some(d)) => {
-                Reference::with_tag_and_digest(host.into(), repository.into(), tag.into(), d.into())
-            }
-            (None, Some(d)) => Reference::with_digest(host.into(), repository.into(), d.into()),
-            (Some(tag), None) => Reference::with_tag(host.into(), repository.into(), tag.into()),
-            (None, None) => Reference::with_tag(host.into(), repository.into(), "latest".into()),
-        }
-    }
 }
 
 impl fmt::Display for ImageReference {

@@ -5,8 +5,15 @@
 //! The directory also records which image the container uses
 //! (`image.json`), written before the mount: that file is how the store
 //! refuses to remove an image in use, and it survives daemon restarts.
+//!
+//! Lower directories are named by [`ChainId`]s only, and every path handed
+//! to overlayfs is checked first: each lower directory must be a real
+//! directory directly under the store's `layers/`, and no path may hold a
+//! character overlayfs reads as syntax (`,` between options, `:` between
+//! lower directories, `\` escapes) or a control character.
 
 use crate::error::{io, Error, Result};
+use crate::layer_store::{ChainId, LayerStore};
 use crate::metadata::write_atomic;
 use crate::temp;
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
@@ -41,6 +48,7 @@ struct Usage {
 pub(crate) struct RootFsDir {
     dir: PathBuf,
     tmp: PathBuf,
+    layers: LayerStore,
     mounts: Arc<dyn Mounts>,
 }
 
@@ -112,6 +120,25 @@ impl Mounts for KernelMounts {
             _ => false,
         }
     }
+}
+
+/// Whether overlayfs reads `path` as the path it is: absolute UTF-8 with no
+/// option (`,`) or layer (`:`) separator, no escape (`\\`) and no control
+/// character.
+pub(crate) fn overlay_safe(path: &Path) -> std::result::Result<(), &'static str> {
+    let text = path.to_str().ok_or("not UTF-8")?;
+    if !path.is_absolute() {
+        return Err("not absolute");
+    }
+    if text
+        .chars()
+        .any(|c| matches!(c, ',' | ':' | '\\') || c.is_control())
+    {
+        return Err(
+            "holds a character overlayfs reads as syntax (',' ':' '\\' or a control character)",
+        );
+    }
+    Ok(())
 }
 
 /// The legacy `mount(2)` data string is limited to one page; past this we
@@ -258,20 +285,23 @@ impl RootFsDir {
         Self {
             dir: root.join("containers"),
             tmp: root.join("tmp"),
+            layers: LayerStore::new(root),
             mounts,
         }
     }
 
     /// Creates (or, after a reboot, remounts) the root filesystem of
-    /// `container_id`. `lower` lists layer directories bottom first. Calling
-    /// it again for a mounted container returns the existing mount.
+    /// `container_id` from the layers `chain`, bottom first. Calling it again
+    /// for a mounted container returns the existing mount.
     pub(crate) fn create(
         &self,
         image_id: &str,
-        lower: &[PathBuf],
+        chain: &[ChainId],
         container_id: &str,
         readonly: bool,
     ) -> Result<RootFs> {
+        let lower: Vec<PathBuf> = chain.iter().map(|c| self.layers.path(c)).collect();
+        let lower = lower.as_slice();
         check_container_id(container_id)?;
         let dir = self.dir.join(container_id);
         let rootfs = RootFs {
@@ -335,6 +365,7 @@ impl RootFsDir {
             work: dir.join("work"),
             readonly: rootfs.readonly,
         };
+        self.check(&overlay, &rootfs.container_id)?;
         self.mounts
             .mount_overlay(&overlay)
             .map_err(|(op, errno)| Error::Mount {
@@ -342,6 +373,40 @@ impl RootFsDir {
                 op,
                 errno,
             })
+    }
+
+    /// Refuses an overlay whose lower directories are not layers of this
+    /// store, or whose paths overlayfs would misread. Chain ids make neither
+    /// possible; this keeps it so whatever changes around it.
+    fn check(&self, overlay: &Overlay, container: &str) -> Result<()> {
+        let unsafe_path = |role, path: &Path, why| Error::UnsafeMountPath {
+            container: container.into(),
+            role,
+            path: path.to_path_buf(),
+            why,
+        };
+        for lower in &overlay.lower {
+            let in_store = lower.parent() == Some(self.layers.dir())
+                && lower
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .and_then(ChainId::from_dir_name)
+                    .is_some();
+            if !in_store {
+                return Err(unsafe_path("lowerdir", lower, "not a layer of the store"));
+            }
+            if !fs::symlink_metadata(lower).is_ok_and(|m| m.is_dir()) {
+                return Err(unsafe_path("lowerdir", lower, "not a directory"));
+            }
+        }
+        let all = [("upperdir", &overlay.upper), ("workdir", &overlay.work)];
+        let lowers = overlay.lower.iter().map(|l| ("lowerdir", l));
+        for (role, path) in lowers.chain(all) {
+            if let Err(why) = overlay_safe(path) {
+                return Err(unsafe_path(role, path, why));
+            }
+        }
+        Ok(())
     }
 
     /// Moves `dir` out of `containers/` (so it stops counting as an image
@@ -505,11 +570,18 @@ mod tests {
         }
     }
 
+    /// A layer directory under `root/layers` for chain id `c…c`.
+    fn layer(root: &Path, c: char) -> ChainId {
+        let chain = ChainId::from_dir_name(&c.to_string().repeat(64)).unwrap();
+        fs::create_dir_all(LayerStore::new(root).path(&chain)).unwrap();
+        chain
+    }
+
     fn recorded(
         fail_mount: Option<nix::errno::Errno>,
     ) -> (tempfile::TempDir, RootFsDir, Arc<Recording>) {
         let root = tempfile::tempdir().unwrap();
-        for d in ["containers", "tmp"] {
+        for d in ["containers", "tmp", "layers"] {
             fs::create_dir_all(root.path().join(d)).unwrap();
         }
         let mounts = Arc::new(Recording {
@@ -523,18 +595,15 @@ mod tests {
     #[test]
     fn layers_are_handed_to_overlayfs_top_first() {
         let (root, dir, mounts) = recorded(None);
-        let lower = vec![
-            PathBuf::from("/l/bottom"),
-            PathBuf::from("/l/middle"),
-            PathBuf::from("/l/top"),
-        ];
+        let lower: Vec<ChainId> = ['b', 'c', 'd'].map(|c| layer(root.path(), c)).into();
         let rootfs = dir.create("sha256:x", &lower, "c", true).unwrap();
         let container = root.path().join("containers/c");
+        let path = |c: char| root.path().join("layers").join(c.to_string().repeat(64));
         assert_eq!(
             *mounts.calls.lock().unwrap(),
             [Call::Mount(Overlay {
                 target: container.join("rootfs"),
-                lower: vec!["/l/top".into(), "/l/middle".into(), "/l/bottom".into()],
+                lower: vec![path('d'), path('c'), path('b')],
                 upper: container.join("upper"),
                 work: container.join("work"),
                 readonly: true,
@@ -552,7 +621,7 @@ mod tests {
     fn a_failed_mount_leaves_nothing_and_no_user() {
         let (root, dir, _mounts) = recorded(Some(nix::errno::Errno::ENODEV));
         let err = dir
-            .create("sha256:x", &[PathBuf::from("/l")], "c", false)
+            .create("sha256:x", &[layer(root.path(), 'a')], "c", false)
             .unwrap_err();
         assert_eq!(
             err.to_string(),
@@ -566,8 +635,8 @@ mod tests {
     #[test]
     fn a_failed_remount_keeps_the_upper_layer() {
         let (root, dir, mounts) = recorded(None);
-        dir.create("sha256:x", &[PathBuf::from("/l")], "c", false)
-            .unwrap();
+        let l = [layer(root.path(), 'a')];
+        dir.create("sha256:x", &l, "c", false).unwrap();
         let upper_file = root.path().join("containers/c/upper/data");
         fs::write(&upper_file, b"container state").unwrap();
         // As after a reboot: nothing mounted any more, and mounting fails.
@@ -579,9 +648,7 @@ mod tests {
                 ..Default::default()
             }),
         );
-        assert!(failing
-            .create("sha256:x", &[PathBuf::from("/l")], "c", false)
-            .is_err());
+        assert!(failing.create("sha256:x", &l, "c", false).is_err());
         assert_eq!(fs::read(&upper_file).unwrap(), b"container state");
         assert_eq!(dir.users_of("sha256:x").unwrap(), ["c".to_string()]);
     }
@@ -589,7 +656,7 @@ mod tests {
     #[test]
     fn remove_unmounts_every_stacked_mount_before_deleting() {
         let (root, dir, mounts) = recorded(None);
-        dir.create("sha256:x", &[PathBuf::from("/l")], "c", false)
+        dir.create("sha256:x", &[layer(root.path(), 'a')], "c", false)
             .unwrap();
         let target = root.path().join("containers/c/rootfs");
         mounts.mounted.lock().unwrap().push(target.clone());
@@ -612,15 +679,16 @@ mod tests {
         check_container_id("abc-123_x.y").unwrap();
     }
 
-    fn setup() -> (tempfile::TempDir, RootFsDir, Vec<PathBuf>) {
+    fn setup() -> (tempfile::TempDir, RootFsDir, Vec<ChainId>) {
         let root = tempfile::tempdir().unwrap();
-        for d in ["containers", "tmp", "l1", "l2"] {
+        for d in ["containers", "tmp"] {
             fs::create_dir_all(root.path().join(d)).unwrap();
         }
-        fs::write(root.path().join("l1/base"), b"1").unwrap();
-        fs::write(root.path().join("l1/shadowed"), b"1").unwrap();
-        fs::write(root.path().join("l2/shadowed"), b"2").unwrap();
-        let lower = vec![root.path().join("l1"), root.path().join("l2")];
+        let lower = vec![layer(root.path(), '1'), layer(root.path(), '2')];
+        let layers = LayerStore::new(root.path());
+        fs::write(layers.path(&lower[0]).join("base"), b"1").unwrap();
+        fs::write(layers.path(&lower[0]).join("shadowed"), b"1").unwrap();
+        fs::write(layers.path(&lower[1]).join("shadowed"), b"2").unwrap();
         let dir = RootFsDir::new(root.path());
         (root, dir, lower)
     }
@@ -634,7 +702,10 @@ mod tests {
         assert_eq!(fs::read(rootfs.path.join("shadowed")).unwrap(), b"2");
         fs::write(rootfs.path.join("new"), b"n").unwrap();
         assert!(
-            !lower[1].join("new").exists(),
+            !LayerStore::new(_root.path())
+                .path(&lower[1])
+                .join("new")
+                .exists(),
             "writes must go to the upper dir"
         );
         // Again: the same mount, not a second one on top.
@@ -650,13 +721,15 @@ mod tests {
     fn many_layers_beyond_the_mount_data_limit() {
         let (root, dir, _) = setup();
         // 80 layers with long paths: ~8 KiB of lowerdir, twice a page.
-        let lower: Vec<PathBuf> = (0..80)
+        let layers = LayerStore::new(root.path());
+        let lower: Vec<ChainId> = (0..80)
             .map(|i| {
-                let layer = root.path().join(format!("{i:02}-{}", "l".repeat(90)));
+                let chain = ChainId::from_dir_name(&format!("{i:02x}").repeat(64)).unwrap();
+                let layer = layers.path(&chain);
                 fs::create_dir_all(&layer).unwrap();
                 fs::write(layer.join("which"), format!("{i}")).unwrap();
                 fs::write(layer.join(format!("only-{i}")), b"").unwrap();
-                layer
+                chain
             })
             .collect();
         let id = format!("sha256:{}", "e".repeat(64));
@@ -676,5 +749,65 @@ mod tests {
         let err = fs::write(rootfs.path.join("new"), b"n").unwrap_err();
         assert_eq!(err.raw_os_error(), Some(libc::EROFS));
         dir.remove("ro").unwrap();
+    }
+
+    #[test]
+    fn lower_directories_outside_the_store_are_refused() {
+        let (root, dir, mounts) = recorded(None);
+        let good = LayerStore::new(root.path()).path(&layer(root.path(), 'a'));
+        let overlay = |lower: PathBuf| Overlay {
+            target: root.path().join("containers/c/rootfs"),
+            lower: vec![lower],
+            upper: root.path().join("containers/c/upper"),
+            work: root.path().join("containers/c/work"),
+            readonly: false,
+        };
+        dir.check(&overlay(good.clone()), "c").unwrap();
+        let link = root.path().join("layers").join("b".repeat(64));
+        std::os::unix::fs::symlink("/etc", &link).unwrap();
+        for bad in [
+            PathBuf::from("/etc"),
+            root.path().join("layers/../layers").join("a".repeat(64)),
+            root.path().join("layers/x"),
+            good.join("sub"),
+            link,
+        ] {
+            let err = dir.check(&overlay(bad.clone()), "c").unwrap_err();
+            assert!(
+                matches!(
+                    err,
+                    Error::UnsafeMountPath {
+                        role: "lowerdir",
+                        ..
+                    }
+                ),
+                "{bad:?}: {err}"
+            );
+        }
+        assert!(mounts.calls.lock().unwrap().is_empty());
+    }
+
+    #[test]
+    fn paths_overlayfs_would_misread_are_refused_before_mounting() {
+        for name in ["a,upperdir=x", "a:b", "a\\b", "a\nb"] {
+            let parent = tempfile::tempdir().unwrap();
+            let root = parent.path().join(name);
+            for d in ["containers", "tmp", "layers"] {
+                fs::create_dir_all(root.join(d)).unwrap();
+            }
+            let mounts = Arc::new(Recording::default());
+            let dir = RootFsDir::with_mounts(&root, mounts.clone());
+            let err = dir
+                .create("sha256:x", &[layer(&root, 'a')], "c", false)
+                .unwrap_err();
+            assert!(
+                matches!(err, Error::UnsafeMountPath { .. }),
+                "{name}: {err}"
+            );
+            assert!(mounts.calls.lock().unwrap().is_empty(), "{name}");
+            assert!(!root.join("containers/c").exists(), "{name}");
+        }
+        assert!(overlay_safe(Path::new("relative")).is_err());
+        assert!(overlay_safe(Path::new("/var/lib/cri-server/images/layers/ab")).is_ok());
     }
 }

@@ -4,18 +4,24 @@
 //! Layout under the root:
 //!
 //! ```text
-//! blobs/sha256/<hex>      manifests, configs, compressed layers
+//! blobs/<algorithm>/<hex> manifests, configs, compressed layers
 //! layers/<chain id hex>/  unpacked layers (overlayfs lower directories)
 //! images/<id hex>.json    image records (names, layers, blobs)
 //! containers/<id>/        per-container upper, work, rootfs mount, image.json
 //! tmp/                    anything half-written; emptied by open
 //! ```
+//!
+//! The root and every directory above are 0700: layers hold setuid binaries
+//! and device nodes from images, and no local user may reach them through
+//! the store (cf. Docker's CVE-2021-41091). [`ImageStore::open`] sets the
+//! modes every time, so a store made before is fixed too.
 
 use crate::blob_store::BlobStore;
 use crate::credentials::Credentials;
+use crate::digest::Digest;
 use crate::error::{io, Error, Result};
 use crate::image::Image;
-use crate::layer_store::LayerStore;
+use crate::layer_store::{ChainId, LayerStore};
 use crate::metadata::{ImageRecord, MetadataStore};
 use crate::pull;
 use crate::reference::{image_id_of, ImageReference};
@@ -23,12 +29,28 @@ use crate::registries::RegistriesConfig;
 use crate::rootfs::{RootFs, RootFsDir};
 use futures_util::future::{BoxFuture, FutureExt, Shared};
 use std::collections::{HashMap, HashSet};
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 type SharedPull = Shared<BoxFuture<'static, std::result::Result<Image, Arc<Error>>>>;
+
+/// A pull in flight is shared by callers asking for the same reference with
+/// the same credentials, and only by them: a caller must not be handed an
+/// image fetched with someone else's credentials, nor their failure.
+type PullKey = (String, [u8; 32]);
+
+/// The store's directories, all made 0700 at open.
+const DIRS: [&str; 7] = [
+    "blobs",
+    "blobs/sha256",
+    "blobs/sha512",
+    "layers",
+    "images",
+    "containers",
+    "tmp",
+];
 
 /// Bytes and inodes the store uses, for CRI's `ImageFsInfo`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -74,9 +96,10 @@ struct Inner {
     metadata: MetadataStore,
     rootfs: RootFsDir,
     /// Image records and their config JSON, by image id.
-    state: Mutex<HashMap<String, (ImageRecord, String)>>,
-    /// Pulls in progress by normalised reference; joiners share the result.
-    in_flight: Mutex<HashMap<String, SharedPull>>,
+    state: Mutex<HashMap<Digest, (ImageRecord, String)>>,
+    /// Pulls in progress by normalised reference and credentials; joiners
+    /// share the result.
+    in_flight: Mutex<HashMap<PullKey, SharedPull>>,
     /// Pulls hold it shared, removal exclusively: garbage collection must not
     /// delete blobs a pull has fetched but not yet recorded.
     gc: tokio::sync::RwLock<()>,
@@ -104,11 +127,16 @@ impl ImageStore {
     }
 
     /// Pulls `reference` (fetching only what is missing) and records it
-    /// under its tag and digest. Concurrent pulls of the same reference share
-    /// one download.
+    /// under its tag and digest. Concurrent pulls of the same reference with
+    /// the same credentials share one download; a caller with other
+    /// credentials pulls on its own.
     pub async fn pull(&self, reference: &str, credentials: Option<Credentials>) -> Result<Image> {
         let parsed: ImageReference = reference.parse()?;
-        let key = parsed.to_string();
+        let name = parsed.to_string();
+        let key = (
+            name.clone(),
+            credentials.clone().unwrap_or_default().fingerprint(),
+        );
         let shared = {
             let mut in_flight = lock(&self.inner.in_flight);
             match in_flight.get(&key) {
@@ -139,7 +167,10 @@ impl ImageStore {
         };
         shared.await.map_err(|e| match Arc::try_unwrap(e) {
             Ok(e) => e,
-            Err(source) => Error::SharedPull { image: key, source },
+            Err(source) => Error::SharedPull {
+                image: name,
+                source,
+            },
         })
     }
 
@@ -229,23 +260,18 @@ impl ImageStore {
         // Shared with pulls, exclusive with removal: the image's layers
         // cannot be collected between the lookup and the mount.
         let _shared = self.inner.gc.read().await;
-        let (id, lower) = {
+        let (id, chain) = {
             let state = lock(&self.inner.state);
             let id = find(&state, image_id)?.ok_or_else(|| Error::NotFound(image_id.into()))?;
             let record = &state
                 .get(&id)
                 .ok_or_else(|| Error::NotFound(image_id.into()))?
                 .0;
-            let lower: Vec<PathBuf> = record
-                .layers
-                .iter()
-                .map(|c| self.inner.layers.path(c))
-                .collect();
-            (id, lower)
+            (id.to_string(), record.layers.clone())
         };
         let inner = Arc::clone(&self.inner);
         let container = container_id.to_string();
-        tokio::task::spawn_blocking(move || inner.rootfs.create(&id, &lower, &container, readonly))
+        tokio::task::spawn_blocking(move || inner.rootfs.create(&id, &chain, &container, readonly))
             .await
             .map_err(|_| Error::Task("creating a root filesystem"))?
     }
@@ -298,11 +324,12 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 /// The id of the image `reference_or_id` names, if stored.
 fn find(
-    state: &HashMap<String, (ImageRecord, String)>,
+    state: &HashMap<Digest, (ImageRecord, String)>,
     reference_or_id: &str,
-) -> Result<Option<String>> {
+) -> Result<Option<Digest>> {
     if let Some(id) = image_id_of(reference_or_id) {
-        return Ok(state.contains_key(&id).then_some(id));
+        let id = id.parse::<Digest>().ok();
+        return Ok(id.filter(|id| state.contains_key(id)));
     }
     let reference: ImageReference = reference_or_id.parse()?;
     let found = match reference.digest() {
@@ -343,11 +370,39 @@ fn usage(path: &Path, seen: &mut HashSet<(u64, u64)>, bytes: &mut u64) -> Result
     Ok(())
 }
 
+/// Makes `dir` 0700 (whatever an older daemon or a umask left).
+fn private(dir: &Path) -> Result<()> {
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .map_err(io(dir, "make private (0700)"))
+}
+
+/// The image records and their configs. A record whose config is over the
+/// size a pull accepts (pulled before configs were capped) is dropped like
+/// one with malformed digests: its content is collected as unreferenced.
+fn load_images(
+    blobs: &BlobStore,
+    metadata: &MetadataStore,
+) -> Result<HashMap<Digest, (ImageRecord, String)>> {
+    let limit = crate::oci::MAX_DOCUMENT_SIZE;
+    let mut state = HashMap::new();
+    for record in metadata.load_all()? {
+        if blobs.size(&record.id).is_some_and(|size| size > limit) {
+            tracing::warn!(image = %record.id, limit, "dropping an image whose config is over the limit");
+            metadata.remove(&record.id)?;
+            continue;
+        }
+        let config = blobs.read(&record.id, limit)?;
+        let config = String::from_utf8_lossy(&config).into_owned();
+        state.insert(record.id.clone(), (record, config));
+    }
+    Ok(state)
+}
+
 impl Inner {
     fn open(root: PathBuf, registries: RegistriesConfig) -> Result<Self> {
-        for sub in ["blobs/sha256", "layers", "images", "containers", "tmp"] {
-            let dir = root.join(sub);
+        for dir in std::iter::once(root.clone()).chain(DIRS.map(|sub| root.join(sub))) {
             std::fs::create_dir_all(&dir).map_err(io(&dir, "create"))?;
+            private(&dir)?;
         }
         let lock_path = root.join("lock");
         let lock_file = std::fs::File::create(&lock_path).map_err(io(&lock_path, "create"))?;
@@ -371,12 +426,7 @@ impl Inner {
         }
         let blobs = BlobStore::new(&root);
         let metadata = MetadataStore::new(&root);
-        let mut state = HashMap::new();
-        for record in metadata.load_all()? {
-            let config = blobs.read(&record.id)?;
-            let config = String::from_utf8_lossy(&config).into_owned();
-            state.insert(record.id.clone(), (record, config));
-        }
+        let state = load_images(&blobs, &metadata)?;
         let inner = Self {
             _lock: lock,
             blobs,
@@ -419,8 +469,7 @@ impl Inner {
         .await?;
         let this = Arc::clone(&self);
         tokio::task::spawn_blocking(move || {
-            let config = this.blobs.read(&fetched.id)?;
-            let config = String::from_utf8_lossy(&config).into_owned();
+            let config = String::from_utf8_lossy(&fetched.config).into_owned();
             this.record(&reference, fetched, config)
         })
         .await
@@ -437,9 +486,9 @@ impl Inner {
     ) -> Result<Image> {
         let mut state = lock(&self.state);
         let tag = reference.repo_tag();
-        let digest = reference.repo_digest(&fetched.top_digest);
+        let digest = reference.repo_digest(fetched.top_digest.as_str());
         if let Some(tag) = &tag {
-            let losers: Vec<String> = state
+            let losers: Vec<Digest> = state
                 .values()
                 .filter(|(r, _)| r.id != fetched.id && r.repo_tags.contains(tag))
                 .map(|(r, _)| r.id.clone())
@@ -489,10 +538,10 @@ impl Inner {
                 None => return Ok(()),
             }
         };
-        let users = self.rootfs.users_of(&id)?;
+        let users = self.rootfs.users_of(id.as_str())?;
         if !users.is_empty() {
             return Err(Error::InUse {
-                image: id,
+                image: id.to_string(),
                 containers: users,
             });
         }
@@ -503,7 +552,7 @@ impl Inner {
 
     /// Deletes blobs and layers no recorded image refers to.
     fn collect_garbage(&self) -> Result<()> {
-        let (blobs, layers): (HashSet<String>, HashSet<String>) = {
+        let (blobs, layers): (HashSet<Digest>, HashSet<ChainId>) = {
             let state = lock(&self.state);
             (
                 state.values().flat_map(|(r, _)| r.blobs.clone()).collect(),
@@ -528,13 +577,20 @@ impl Inner {
 mod tests {
     use super::*;
 
+    fn digest(c: char) -> Digest {
+        format!("sha256:{}", c.to_string().repeat(64))
+            .parse()
+            .unwrap()
+    }
+
     fn fetched(id: char, top: char) -> pull::Fetched {
         pull::Fetched {
-            id: format!("sha256:{}", id.to_string().repeat(64)),
-            top_digest: format!("sha256:{}", top.to_string().repeat(64)),
+            id: digest(id),
+            top_digest: digest(top),
             size: 10,
             layers: vec![],
             blobs: vec![],
+            config: b"{}".to_vec(),
         }
     }
 
@@ -545,8 +601,12 @@ mod tests {
     }
 
     fn tags(inner: &Inner, id: char) -> Vec<String> {
-        let id = format!("sha256:{}", id.to_string().repeat(64));
-        lock(&inner.state).get(&id).unwrap().0.repo_tags.clone()
+        lock(&inner.state)
+            .get(&digest(id))
+            .unwrap()
+            .0
+            .repo_tags
+            .clone()
     }
 
     #[test]
@@ -558,10 +618,13 @@ mod tests {
         assert!(tags(&inner, '1').is_empty());
         assert_eq!(tags(&inner, '2'), ["example.com/app:v1"]);
         let state = lock(&inner.state);
-        assert_eq!(find(&state, "example.com/app:v1").unwrap(), Some(new.id));
+        assert_eq!(
+            find(&state, "example.com/app:v1").unwrap(),
+            Some(new.id.parse().unwrap())
+        );
         assert_eq!(
             find(&state, &old.repo_digests[0]).unwrap(),
-            Some(old.id.clone()),
+            Some(old.id.parse().unwrap()),
             "still reachable by digest"
         );
         drop(state);
@@ -585,9 +648,8 @@ mod tests {
             tags(&inner, '1'),
             ["example.com/app:v1", "example.com/app:v2"]
         );
-        let id = format!("sha256:{}", "1".repeat(64));
         let state = lock(&inner.state);
-        assert_eq!(state.get(&id).unwrap().0.repo_digests.len(), 1);
+        assert_eq!(state.get(&digest('1')).unwrap().0.repo_digests.len(), 1);
     }
 
     #[test]
@@ -597,10 +659,29 @@ mod tests {
         inner.record(&r, fetched('1', 'a'), "{}".into()).unwrap();
         let state = lock(&inner.state);
         let hex = "1".repeat(64);
-        let id = format!("sha256:{hex}");
+        let id = digest('1');
         assert_eq!(find(&state, &hex).unwrap(), Some(id.clone()));
-        assert_eq!(find(&state, &id).unwrap(), Some(id));
+        assert_eq!(find(&state, id.as_str()).unwrap(), Some(id));
         assert_eq!(find(&state, &"2".repeat(64)).unwrap(), None);
         assert!(find(&state, "Bad Reference").is_err());
+    }
+
+    #[test]
+    fn open_makes_every_directory_private_even_in_an_old_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("store");
+        for sub in ["blobs/sha256", "layers", "images", "containers", "tmp"] {
+            std::fs::create_dir_all(root.join(sub)).unwrap();
+            let open = std::fs::Permissions::from_mode(0o755);
+            std::fs::set_permissions(root.join(sub), open).unwrap();
+        }
+        let _inner = Inner::open(root.clone(), RegistriesConfig::default()).unwrap();
+        for sub in std::iter::once("").chain(DIRS) {
+            let mode = std::fs::metadata(root.join(sub))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o7777, 0o700, "{sub}");
+        }
     }
 }

@@ -3,6 +3,7 @@
 //! directory. Run as root so ownership, devices and xattrs are exercised.
 #![no_main]
 
+use image_store::digest::Algorithm;
 use image_store::layer_unpack::{unpack, Compression};
 use libfuzzer_sys::fuzz_target;
 use std::fs;
@@ -20,7 +21,7 @@ fuzz_target!(|data: &[u8]| {
     let layer = dir.path().join("layer");
     fs::create_dir(&layer).expect("layer directory");
     fs::write(dir.path().join("sentinel"), b"untouched").expect("sentinel");
-    let _ = unpack(blob, compression, &layer);
+    let _ = unpack(blob, compression, &layer, Algorithm::Sha256);
     let mut names: Vec<_> = fs::read_dir(dir.path())
         .expect("list")
         .map(|e| e.expect("entry").file_name())

@@ -5,17 +5,33 @@
 use image_store::blob_store::sha256_digest;
 use image_store::{RegistriesConfig, RegistryConfig};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
 /// What the fake registry answers: status, headers, body.
 pub type Response = (u16, Vec<(&'static str, String)>, Vec<u8>);
 
+/// A route that sees the request's path and its whole head (headers).
+pub type Route = Arc<dyn Fn(&str, &str) -> Response + Send + Sync>;
+
+/// The value of header `name` in a request head, if present.
+pub fn header<'a>(request: &'a str, name: &str) -> Option<&'a str> {
+    request.lines().find_map(|line| {
+        let (k, v) = line.split_once(':')?;
+        k.eq_ignore_ascii_case(name).then(|| v.trim())
+    })
+}
+
 /// A one-shot-per-connection HTTP server answering from `route`; with
 /// `required_auth`, requests without exactly that `Authorization` header get
 /// a 401 with a Basic challenge instead.
 pub async fn serve(route: fn(&str) -> Response, required_auth: Option<&'static str>) -> String {
+    serve_route(Arc::new(move |path, _| route(path)), required_auth).await
+}
+
+/// [`serve`] for a route that captures state or reads headers.
+pub async fn serve_route(route: Route, required_auth: Option<&'static str>) -> String {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap().to_string();
     tokio::spawn(async move {
@@ -23,6 +39,7 @@ pub async fn serve(route: fn(&str) -> Response, required_auth: Option<&'static s
             let Ok((mut socket, _)) = listener.accept().await else {
                 return;
             };
+            let route = Arc::clone(&route);
             tokio::spawn(async move {
                 let mut buf = vec![0; 8192];
                 let n = socket.read(&mut buf).await.unwrap_or(0);
@@ -30,15 +47,10 @@ pub async fn serve(route: fn(&str) -> Response, required_auth: Option<&'static s
                 let path = request.split_whitespace().nth(1).unwrap_or("/").to_string();
                 // Slow enough that concurrent pulls overlap.
                 tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                let authorized = required_auth.is_none_or(|wanted| {
-                    request.lines().any(|line| {
-                        line.split_once(':').is_some_and(|(k, v)| {
-                            k.eq_ignore_ascii_case("authorization") && v.trim() == wanted
-                        })
-                    })
-                });
+                let authorized = required_auth
+                    .is_none_or(|wanted| header(&request, "authorization") == Some(wanted));
                 let (status, headers, body) = if authorized {
-                    route(&path)
+                    route(&path, &request)
                 } else {
                     (
                         401,
@@ -124,12 +136,21 @@ pub fn tiny() -> &'static Tiny {
 
 /// Serves [`tiny`] under any repository and tag, counting requests.
 pub fn tiny_registry(path: &str) -> Response {
+    if path.contains("/manifests/") {
+        MANIFEST_GETS.fetch_add(1, Ordering::SeqCst);
+    } else if path != "/v2/" {
+        BLOB_GETS.fetch_add(1, Ordering::SeqCst);
+    }
+    tiny_response(path)
+}
+
+/// Serves [`tiny`] under any repository and tag.
+pub fn tiny_response(path: &str) -> Response {
     let t = tiny();
     if path == "/v2/" {
         return (200, vec![], vec![]);
     }
     if path.contains("/manifests/") {
-        MANIFEST_GETS.fetch_add(1, Ordering::SeqCst);
         return (
             200,
             vec![(
@@ -139,7 +160,6 @@ pub fn tiny_registry(path: &str) -> Response {
             t.manifest.clone(),
         );
     }
-    BLOB_GETS.fetch_add(1, Ordering::SeqCst);
     if path.ends_with(&sha256_digest(&t.config)) {
         (200, vec![], t.config.clone())
     } else if path.ends_with(&sha256_digest(&t.layer)) {
