@@ -20,6 +20,7 @@ use serde::de::{IgnoredAny, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
 use std::collections::BTreeMap;
 use std::io::Read;
+use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::Path;
 
 /// The largest policy file we read. Real ones are a few KiB; keys are
@@ -476,9 +477,22 @@ enum Bounded {
     Io(std::io::Error),
 }
 
-/// Reads at most `limit` bytes of `path`; one more byte means too large.
+/// Reads at most `limit` bytes of the regular file `path`; one more byte
+/// means too large. Opened non-blocking and checked before reading, so a
+/// FIFO or device named by mistake fails at once instead of hanging the
+/// load (or reading forever).
 fn read_bounded(path: &Path, limit: usize) -> Result<Vec<u8>, Bounded> {
-    let file = std::fs::File::open(path).map_err(Bounded::Io)?;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(Bounded::Io)?;
+    if !file.metadata().map_err(Bounded::Io)?.is_file() {
+        return Err(Bounded::Io(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "not a regular file",
+        )));
+    }
     let mut bytes = Vec::new();
     file.take(limit as u64 + 1)
         .read_to_end(&mut bytes)

@@ -174,10 +174,19 @@ async fn fetch(
             digest: cx.digest.to_string(),
         }));
     }
-    match source.signatures(cx.image, cx.digest, limits).await {
-        Ok(found) => Ok(found.unwrap_or_default()),
-        Err(error) => Err(unreadable(error)),
+    let found = match source.signatures(cx.image, cx.digest, limits).await {
+        Ok(found) => found.unwrap_or_default(),
+        Err(error) => return Err(unreadable(error)),
+    };
+    // Checked again here: a source of someone else's making may not.
+    if found.layers.len() > limits.signatures {
+        return Err(unreadable(SourceError::TooManySignatures {
+            location: found.location,
+            count: found.layers.len(),
+            limit: limits.signatures,
+        }));
     }
+    Ok(found)
 }
 
 /// One `sigstoreSigned` requirement applied to one image.

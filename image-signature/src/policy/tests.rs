@@ -313,6 +313,25 @@ fn files_are_read_bounded() {
     );
     let missing = PathBuf::from("/nonexistent/policy.json");
     assert_eq!(kind(&SignaturePolicy::load(&missing).unwrap_err()), "read");
+    // Devices and FIFOs are refused at once, never read or waited on.
+    assert_eq!(
+        kind(&SignaturePolicy::load(Path::new("/dev/zero")).unwrap_err()),
+        "read"
+    );
+    let fifo = dir.path().join("fifo");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+    assert_eq!(kind(&SignaturePolicy::load(&fifo).unwrap_err()), "read");
+    for special in ["/dev/zero".to_string(), fifo.display().to_string()] {
+        let json = with_docker(&format!(
+            r#""quay.io":[{}]"#,
+            sigstore(&format!(r#""keyPath":"{special}""#), "")
+        ));
+        assert_eq!(
+            kind(&SignaturePolicy::from_json(json.as_bytes()).unwrap_err()),
+            "key-read",
+            "{special}"
+        );
+    }
     let key = dir.path().join("big.pub");
     std::fs::write(&key, vec![b' '; MAX_KEY_BYTES + 1]).unwrap();
     let json = with_docker(&format!(

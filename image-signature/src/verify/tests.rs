@@ -492,6 +492,20 @@ fn unreadable_signatures_and_bad_digests_are_not_unsigned() {
     });
     let r = run(&verifier, IMAGE, &digest(16), &failing).unwrap_err();
     assert_eq!(r.kind(), RefusalKind::Unreadable);
+    let mut flooding = MockSignatureSource::new();
+    flooding.expect_signatures().returning(|_, d, _| {
+        Ok(Some(SignatureImage {
+            location: "flood".into(),
+            layers: vec![signed(1, REPO, d); Limits::default().signatures + 1],
+        }))
+    });
+    let r = run(&verifier, IMAGE, &digest(16), &flooding).unwrap_err();
+    assert!(matches!(
+        r.reason,
+        RefusalReason::Unreadable {
+            error: SourceError::TooManySignatures { .. }
+        }
+    ));
     let r = run(&verifier, IMAGE, "sha256:short", &MemorySource::default()).unwrap_err();
     assert!(matches!(
         r.reason,
