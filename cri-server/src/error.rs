@@ -105,6 +105,11 @@ impl Error {
                 image_store::Error::Reference(_) => Code::InvalidArgument,
                 image_store::Error::NotFound(_) => Code::NotFound,
                 image_store::Error::InUse { .. } => Code::FailedPrecondition,
+                // The registry sent an image the store will not use: the
+                // caller's to fix (another image), not the daemon's.
+                image_store::Error::Refused { .. } | image_store::Error::DigestMismatch { .. } => {
+                    Code::FailedPrecondition
+                }
                 _ => Code::Internal,
             },
         }

@@ -120,6 +120,7 @@ async fn refused(daemon: &Daemon, images: &mut Images, image: &str, causes: &[&s
     };
     let message = err.message().to_string();
     eprintln!("{image}: {:?} after {elapsed:?}: {message}", err.code());
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{message}");
     assert!(message.contains(image), "names the image: {message}");
     for cause in causes {
         assert!(message.contains(cause), "says {cause:?}: {message}");
