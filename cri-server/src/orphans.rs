@@ -12,7 +12,6 @@
 use crate::daemon::Daemon;
 use crate::layout::Layout;
 use oci_shim::monitor::protocol::MONITOR_PID_FILE_NAME;
-use oci_shim::runtime::OciRuntime;
 use std::collections::HashSet;
 use std::path::Path;
 use std::sync::Arc;

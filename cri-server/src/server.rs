@@ -1,10 +1,10 @@
 //! Serving CRI over the unix socket until SIGTERM or SIGINT.
 
 use crate::config::Config;
-use crate::daemon::{Daemon, StartError};
 use crate::image_service::ImageService;
 use crate::metrics::rpc::RpcMetricsLayer;
 use crate::metrics::server::{MetricsError, MetricsServer};
+use crate::opener::StartError;
 use crate::runtime_service::RuntimeService;
 use crate::socket;
 use crate::systemd::Notifier;
@@ -48,7 +48,7 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         None => None,
     };
     let listener = socket::bind(&config.socket).await?;
-    let daemon = match Daemon::open(config.clone()).await {
+    let daemon = match crate::opener::open(config.clone()).await {
         Ok(daemon) => daemon,
         Err(e) => {
             // Nothing serves it: a socket left behind would look like a

@@ -52,6 +52,7 @@ pub mod digest;
 mod distribution;
 mod error;
 pub mod image;
+pub mod images;
 pub mod layer_store;
 pub mod layer_unpack;
 pub mod metadata;
@@ -66,6 +67,9 @@ mod temp;
 pub use credentials::Credentials;
 pub use error::{Error, Refusal, Result};
 pub use image::Image;
+pub use images::ContainerImages;
+#[cfg(any(test, feature = "mock"))]
+pub use images::MockContainerImages;
 pub use reference::{ImageReference, ReferenceError};
 pub use registries::{Endpoint, RegistriesConfig, RegistryConfig};
 pub use rootfs::RootFs;

@@ -10,7 +10,7 @@ use crate::layout::Layout;
 use crate::pod::{set_namespace, NamespaceSource};
 use k8s_cri::v1 as cri;
 use oci_shim::bundle::Bundle;
-use oci_shim::monitor::{Monitor, MonitorConfig};
+use oci_shim::monitor::{launch_alongside, MonitorConfig};
 use oci_shim::runtime::RuntimeKind;
 use oci_shim::spec::{ContainerSpec, MountSpec, NamespaceKind, PodRole, Propagation};
 use sandbox_core::{Container, ContainerMetadata, Mount, MountPropagation, NamespaceMode, Sandbox};
@@ -109,17 +109,12 @@ pub async fn create(daemon: &Arc<Daemon>, request: cri::CreateContainerRequest) 
                 s.clone()
             })?;
             daemon.save_sandbox(&updated)?;
-            daemon.emit(
-                &id,
-                &sandbox_id,
-                cri::ContainerEventType::ContainerCreatedEvent,
-            );
+            daemon.emit(&id, cri::ContainerEventType::ContainerCreatedEvent);
             Ok(id)
         }
         Err(e) => {
             tracing::warn!(container = %container.name, error = %e, "CreateContainer failed; undoing");
             if let Ok(runtime) = daemon.runtime(&container.runtime_handler) {
-                use oci_shim::runtime::OciRuntime;
                 let _ = runtime.delete(&container.id, true).await;
             }
             let _ = daemon.images.remove_rootfs(&container.id).await;
@@ -159,7 +154,8 @@ async fn build_and_create(
     // The monitor starts up (exec, detach, socket) on the other core while
     // the root filesystem is mounted and the bundle written: both sit on
     // every container's start-up path.
-    let (monitor, ()) = Monitor::spawn_alongside(
+    let (monitor, ()) = launch_alongside(
+        daemon.monitors.as_ref(),
         &monitor_config,
         write_bundle(daemon, sandbox, container, config, image, &handler),
     )
@@ -503,5 +499,94 @@ mod tests {
             ..Default::default()
         };
         assert!(volume(&missing).unwrap_err().contains("/nonexistent/x"));
+    }
+}
+
+#[cfg(test)]
+mod verb_tests {
+    use super::*;
+    use crate::testing::{container_request, expect_rootfs, launch_failing, launch_ok, ready_pod};
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_runtime_failure_releases_the_name_and_undoes_once() {
+        let roots = tempfile::tempdir().unwrap();
+        let mut d = crate::testing::Doubles::new();
+        expect_rootfs(&mut d.images, roots.path());
+        d.monitors
+            .expect_prepare()
+            .times(1)
+            .returning(|_| Ok(launch_failing()));
+        d.runc
+            .expect_delete()
+            .withf(|_, force| *force)
+            .times(1)
+            .returning(|_, _| Ok(()));
+        d.images
+            .expect_remove_rootfs()
+            .times(1)
+            .returning(|_| Ok(()));
+        let t = d.build().await;
+        let pod = ready_pod(&t.daemon, "web");
+
+        let err = create(&t.daemon, container_request(&pod, "app"))
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("exec format error"), "{err}");
+        let name_free = t
+            .daemon
+            .container_names
+            .reserve("k8s_app_web_test_web-uid_0", "next");
+        assert!(name_free.is_ok(), "the name is still held: {name_free:?}");
+        assert!(t
+            .daemon
+            .containers
+            .list(&sandbox_core::ContainerFilter::default())
+            .is_empty());
+        let dirs = std::fs::read_dir(t.daemon.layout.container_dir("x").parent().unwrap())
+            .map(|d| d.count())
+            .unwrap_or(0);
+        assert_eq!(dirs, 0, "a container directory is left");
+        assert!(t.daemon.sandboxes.get(&pod).unwrap().containers.is_empty());
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_created_container_is_recorded_with_its_pid_and_name() {
+        let roots = tempfile::tempdir().unwrap();
+        let mut d = crate::testing::Doubles::new();
+        expect_rootfs(&mut d.images, roots.path());
+        d.monitors
+            .expect_prepare()
+            .times(1)
+            .returning(|_| Ok(launch_ok()));
+        let t = d.build().await;
+        let pod = ready_pod(&t.daemon, "web");
+        let mut events = t.daemon.events.subscribe();
+
+        let id = create(&t.daemon, container_request(&pod, "app"))
+            .await
+            .unwrap();
+        let container = t.daemon.containers.get(&id).unwrap();
+        assert_eq!(container.state, sandbox_core::ContainerState::Created);
+        assert_eq!(container.pid, Some(4242));
+        assert_eq!(container.image_ref, "sha256:aaaa");
+        assert_eq!(
+            t.daemon.container_names.get(&container.name).as_deref(),
+            Some(id.as_str())
+        );
+        assert!(t
+            .daemon
+            .sandboxes
+            .get(&pod)
+            .unwrap()
+            .containers
+            .contains(&id));
+        let bundle = Layout::bundle(&t.daemon.layout.container_dir(&id));
+        let spec = std::fs::read_to_string(bundle.join("config.json")).unwrap();
+        assert!(spec.contains("\"sleep\""), "{spec}");
+        let event = events.try_recv().unwrap();
+        assert_eq!(event.container_id, id);
+        // A second container of the same name is refused, naming the holder.
+        let again = create(&t.daemon, container_request(&pod, "app")).await;
+        assert!(matches!(again, Err(Error::AlreadyExists(ref m)) if m.contains(&id)));
     }
 }

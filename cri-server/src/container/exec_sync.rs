@@ -4,7 +4,6 @@
 use crate::daemon::Daemon;
 use crate::error::{Error, Result};
 use k8s_cri::v1 as cri;
-use oci_shim::runtime::OciRuntime;
 use sandbox_core::ContainerState;
 use std::sync::Arc;
 use std::time::Duration;
@@ -49,4 +48,72 @@ pub async fn exec_sync(
         stderr: result.stderr,
         exit_code: result.exit_code,
     })
+}
+
+#[cfg(test)]
+mod verb_tests {
+    use super::*;
+    use crate::testing::{ready_pod, running_container, Doubles};
+    use oci_shim::runtime::ExecSyncResult;
+
+    fn request(id: &str, timeout: i64) -> cri::ExecSyncRequest {
+        cri::ExecSyncRequest {
+            container_id: id.into(),
+            cmd: vec!["sleep".into(), "4321".into()],
+            timeout,
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_timed_out_command_is_deadline_exceeded_naming_it() {
+        let mut d = Doubles::new();
+        d.runc
+            .expect_exec_sync()
+            .withf(|_, args, timeout| args[0] == "sleep" && *timeout == Duration::from_secs(2))
+            .times(1)
+            .returning(|_, _, _| {
+                Ok(ExecSyncResult {
+                    timed_out: true,
+                    exit_code: 137,
+                    ..Default::default()
+                })
+            });
+        let t = d.build().await;
+        let pod = ready_pod(&t.daemon, "web");
+        let id = running_container(&t.daemon, &pod, "app");
+
+        let err = exec_sync(&t.daemon, request(&id, 2)).await.unwrap_err();
+        let status = tonic::Status::from(err);
+        assert_eq!(status.code(), tonic::Code::DeadlineExceeded);
+        assert!(status.message().contains("4321"), "{status}");
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn output_and_exit_code_come_back_and_a_stopped_container_is_refused() {
+        let mut d = Doubles::new();
+        d.runc.expect_exec_sync().times(1).returning(|_, _, _| {
+            Ok(ExecSyncResult {
+                stdout: b"out".to_vec(),
+                stderr: b"err".to_vec(),
+                exit_code: 3,
+                timed_out: false,
+            })
+        });
+        let t = d.build().await;
+        let pod = ready_pod(&t.daemon, "web");
+        let id = running_container(&t.daemon, &pod, "app");
+
+        let answer = exec_sync(&t.daemon, request(&id, 0)).await.unwrap();
+        assert_eq!(
+            (answer.stdout, answer.stderr),
+            (b"out".to_vec(), b"err".to_vec())
+        );
+        assert_eq!(answer.exit_code, 3);
+        t.daemon
+            .containers
+            .update(&id, |c| c.mark_unknown("gone"))
+            .unwrap();
+        let err = exec_sync(&t.daemon, request(&id, 1)).await.unwrap_err();
+        assert!(matches!(err, Error::FailedPrecondition(_)), "{err}");
+    }
 }

@@ -24,7 +24,7 @@ use crate::daemon::Daemon;
 use crate::layout::Layout;
 use k8s_cri::v1 as cri;
 use oci_shim::monitor::protocol::ExitRecord;
-use oci_shim::monitor::{Monitor, MonitorStatus};
+
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -41,30 +41,23 @@ pub fn exit_reason(exit_code: i32, oom_killed: bool) -> &'static str {
     }
 }
 
-/// Whether container `id`'s monitor (state in `monitor_dir`) reports an exit.
-pub async fn has_exited(id: &str, monitor_dir: &Path) -> bool {
-    !matches!(
-        Monitor::reconnect(id, monitor_dir).await,
-        Ok(MonitorStatus::Running(_))
-    )
+/// Whether container `id`'s monitor (state in `monitor_dir`) reports an
+/// exit (or is gone).
+pub async fn has_exited(daemon: &Daemon, id: &str, monitor_dir: &Path) -> bool {
+    !matches!(daemon.monitors.exited(id, monitor_dir).await, Ok(None))
 }
 
 /// Waits up to `timeout` for container `id` to exit; `None` if it still runs.
-pub async fn wait_exit(id: &str, monitor_dir: &Path, timeout: Duration) -> Option<ExitRecord> {
-    let wait = async {
-        match Monitor::reconnect(id, monitor_dir).await {
-            Ok(MonitorStatus::Running(mut client)) => match client.wait().await {
-                Ok(exit) => Some(exit),
-                Err(_) => match Monitor::reconnect(id, monitor_dir).await {
-                    Ok(MonitorStatus::Exited(exit)) => Some(exit),
-                    _ => None,
-                },
-            },
-            Ok(MonitorStatus::Exited(exit)) => Some(exit),
-            Err(_) => None,
-        }
-    };
-    tokio::time::timeout(timeout, wait).await.ok().flatten()
+pub async fn wait_exit(
+    daemon: &Daemon,
+    id: &str,
+    monitor_dir: &Path,
+    timeout: Duration,
+) -> Option<ExitRecord> {
+    tokio::time::timeout(timeout, daemon.monitors.wait(id, monitor_dir))
+        .await
+        .ok()
+        .and_then(Result::ok)
 }
 
 /// Records container `id`'s exit (once: a second call changes nothing),
@@ -95,11 +88,7 @@ pub async fn record_exit(daemon: &Arc<Daemon>, id: &str, exit: &ExitRecord) {
     if let Ok(Some(container)) = changed {
         tracing::info!(container = %id, code = exit.exit_code, "container exited");
         let _ = daemon.save_container(&container);
-        daemon.emit(
-            id,
-            &container.sandbox_id,
-            cri::ContainerEventType::ContainerStoppedEvent,
-        );
+        daemon.emit(id, cri::ContainerEventType::ContainerStoppedEvent);
     }
 }
 

@@ -4,7 +4,6 @@
 use crate::daemon::Daemon;
 use crate::error::{Error, Result};
 use k8s_cri::v1 as cri;
-use oci_shim::runtime::OciRuntime;
 use std::sync::Arc;
 
 /// Removes container `id_or_prefix`.
@@ -50,10 +49,6 @@ pub async fn remove_locked(daemon: &Arc<Daemon>, id: &str) -> Result<()> {
     }) {
         daemon.save_sandbox(&sandbox)?;
     }
-    daemon.emit(
-        id,
-        &container.sandbox_id,
-        cri::ContainerEventType::ContainerDeletedEvent,
-    );
+    daemon.emit(id, cri::ContainerEventType::ContainerDeletedEvent);
     Ok(())
 }

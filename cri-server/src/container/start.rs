@@ -4,7 +4,6 @@
 use crate::daemon::Daemon;
 use crate::error::{Error, Result};
 use k8s_cri::v1 as cri;
-use oci_shim::monitor::{ContainerStatus, MonitorClient};
 use sandbox_core::ContainerState;
 use std::sync::Arc;
 
@@ -19,25 +18,20 @@ pub async fn start(daemon: &Arc<Daemon>, id_or_prefix: &str) -> Result<()> {
             container.state
         )));
     }
-    let socket = super::monitor_dir(daemon, &id).join(oci_shim::monitor::protocol::SOCKET_NAME);
-    let mut client = MonitorClient::connect(&id, &socket).await?;
-    client.start().await?;
-    let pid = match client.state().await? {
-        ContainerStatus::Running(pid) => pid,
-        // It ran and exited already; the watcher records how.
-        ContainerStatus::Exited(_) => container.pid.unwrap_or(0),
-    };
+    daemon
+        .monitors
+        .start(&id, &super::monitor_dir(daemon, &id))
+        .await?;
+    // The init's pid is known from create; if it has exited already, the
+    // watcher records how.
+    let pid = container.pid.unwrap_or(0);
     let now = sandbox_core::timestamp::now();
     let updated = daemon.containers.try_update(&id, |c| {
         c.mark_started(now, pid)?;
         Ok::<_, sandbox_core::Error>(c.clone())
     })?;
     daemon.save_container(&updated)?;
-    daemon.watch_container(&id);
-    daemon.emit(
-        &id,
-        &updated.sandbox_id,
-        cri::ContainerEventType::ContainerStartedEvent,
-    );
+    crate::watch::watch_container(daemon, &id);
+    daemon.emit(&id, cri::ContainerEventType::ContainerStartedEvent);
     Ok(())
 }

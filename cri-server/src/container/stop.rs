@@ -3,7 +3,6 @@
 
 use crate::daemon::Daemon;
 use crate::error::{Error, Result};
-use oci_shim::runtime::OciRuntime;
 use sandbox_core::ContainerState;
 use std::sync::Arc;
 use std::time::Duration;
@@ -40,6 +39,7 @@ pub async fn stop_locked(daemon: &Arc<Daemon>, id: &str, timeout_seconds: i64) -
             tracing::debug!(container = %id, error = %e, "stop signal");
         }
         exit = super::wait_exit(
+            daemon,
             id,
             &monitor_dir,
             Duration::from_secs(timeout_seconds as u64),
@@ -50,7 +50,7 @@ pub async fn stop_locked(daemon: &Arc<Daemon>, id: &str, timeout_seconds: i64) -
         if let Err(e) = runtime.kill(id, libc::SIGKILL, true).await {
             tracing::debug!(container = %id, error = %e, "SIGKILL");
         }
-        exit = super::wait_exit(id, &monitor_dir, KILL_GRACE).await;
+        exit = super::wait_exit(daemon, id, &monitor_dir, KILL_GRACE).await;
     }
     match exit {
         Some(exit) => {
@@ -91,5 +91,109 @@ mod tests {
         assert_eq!(signal_number("term"), Some(libc::SIGTERM));
         assert_eq!(signal_number("9"), Some(9));
         assert_eq!(signal_number("SIGNOPE"), None);
+    }
+}
+
+#[cfg(test)]
+mod verb_tests {
+    use super::*;
+    use crate::testing::{exit, ready_pod, running_container, Doubles};
+    use mockall::Sequence;
+
+    /// A container that ignores its stop signal and dies of SIGKILL: its
+    /// monitor's wait stays pending until the kill.
+    struct IgnoresStopSignal {
+        killed: Arc<tokio::sync::Notify>,
+    }
+
+    #[async_trait::async_trait]
+    impl oci_shim::monitor::MonitorLauncher for IgnoresStopSignal {
+        async fn prepare(
+            &self,
+            _: &oci_shim::monitor::MonitorConfig,
+        ) -> oci_shim::Result<Box<dyn oci_shim::monitor::PendingLaunch>> {
+            unreachable!("no container is created here")
+        }
+        async fn start(&self, _: &str, _: &std::path::Path) -> oci_shim::Result<()> {
+            unreachable!("no container is started here")
+        }
+        async fn exited(
+            &self,
+            _: &str,
+            _: &std::path::Path,
+        ) -> oci_shim::Result<Option<oci_shim::monitor::protocol::ExitRecord>> {
+            Ok(None)
+        }
+        async fn wait(
+            &self,
+            _: &str,
+            _: &std::path::Path,
+        ) -> oci_shim::Result<oci_shim::monitor::protocol::ExitRecord> {
+            self.killed.notified().await;
+            Ok(exit(128 + libc::SIGKILL))
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_stop_signal_then_sigkill_when_the_grace_period_ends() {
+        let killed = Arc::new(tokio::sync::Notify::new());
+        let mut d = Doubles::new();
+        let mut order = Sequence::new();
+        d.runc
+            .expect_kill()
+            .withf(|_, signal, all| *signal == libc::SIGTERM && !*all)
+            .times(1)
+            .in_sequence(&mut order)
+            .returning(|_, _, _| Ok(()));
+        let on_kill = Arc::clone(&killed);
+        d.runc
+            .expect_kill()
+            .withf(|_, signal, all| *signal == libc::SIGKILL && *all)
+            .times(1)
+            .in_sequence(&mut order)
+            .returning(move |_, _, _| {
+                on_kill.notify_one();
+                Ok(())
+            });
+        d.monitors_instead = Some(Arc::new(IgnoresStopSignal { killed }));
+        let t = d.build().await;
+        let pod = ready_pod(&t.daemon, "web");
+        let id = running_container(&t.daemon, &pod, "app");
+
+        let started = tokio::time::Instant::now();
+        stop(&t.daemon, &id, 30).await.unwrap();
+        // The whole grace period, on tokio's paused clock, then the kill.
+        assert_eq!(started.elapsed().as_secs(), 30);
+        let container = t.daemon.containers.get(&id).unwrap();
+        assert_eq!(container.state, ContainerState::Exited);
+        assert_eq!(container.exit_code, Some(137));
+        // Stopping again is a no-op: no signal, no wait.
+        stop(&t.daemon, &id, 30).await.unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_container_that_exits_on_its_signal_gets_no_sigkill() {
+        let mut d = Doubles::new();
+        d.runc
+            .expect_kill()
+            .withf(|_, signal, _| *signal == libc::SIGQUIT)
+            .times(1)
+            .returning(|_, _, _| Ok(()));
+        d.monitors
+            .expect_wait()
+            .times(1)
+            .returning(|_, _| Ok(exit(0)));
+        let t = d.build().await;
+        let pod = ready_pod(&t.daemon, "web");
+        let id = running_container(&t.daemon, &pod, "app");
+        t.daemon
+            .containers
+            .update(&id, |c| c.stop_signal = "QUIT".into())
+            .unwrap();
+
+        stop(&t.daemon, &id, 30).await.unwrap();
+        let container = t.daemon.containers.get(&id).unwrap();
+        assert_eq!(container.exit_code, Some(0));
+        assert_eq!(container.reason, "Completed");
     }
 }

@@ -3,7 +3,6 @@
 use crate::daemon::Daemon;
 use crate::error::{Error, Result};
 use k8s_cri::v1 as cri;
-use oci_shim::runtime::OciRuntime;
 use sandbox_core::ContainerState;
 use std::sync::Arc;
 

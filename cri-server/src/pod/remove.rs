@@ -4,7 +4,6 @@
 
 use crate::daemon::Daemon;
 use crate::error::{Error, Result};
-use oci_shim::runtime::OciRuntime;
 use sandbox_core::ContainerFilter;
 use std::sync::Arc;
 
@@ -57,4 +56,73 @@ pub async fn remove(daemon: &Arc<Daemon>, id_or_prefix: &str) -> Result<()> {
     let _ = daemon.sandboxes.remove(&id);
     tracing::info!(pod = %sandbox.name, id = %id, "pod removed");
     Ok(())
+}
+
+#[cfg(test)]
+mod verb_tests {
+    use super::*;
+    use crate::testing::{exit, ready_pod, Doubles};
+
+    /// A ready pod with a pinned network namespace and a running infra
+    /// container, as RunPodSandbox leaves it.
+    fn networked_pod(daemon: &Daemon) -> String {
+        let id = ready_pod(daemon, "web");
+        let pin = daemon.pins.create(&id).unwrap();
+        daemon
+            .sandboxes
+            .update(&id, |s| {
+                s.namespace_options.network = sandbox_core::NamespaceMode::Pod;
+                s.netns_path = Some(pin.path().to_path_buf());
+                let mut infra = sandbox_core::Container::new(
+                    id.clone(),
+                    s,
+                    sandbox_core::ContainerMetadata::new("POD", 0),
+                );
+                infra.mark_started(1, 4242).unwrap();
+                s.infra_container = Some(infra);
+            })
+            .unwrap();
+        id
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn removing_twice_succeeds_and_undoes_each_resource_once() {
+        let mut d = Doubles::new();
+        d.monitors
+            .expect_exited()
+            .times(1)
+            .returning(|_, _| Ok(None));
+        d.runc
+            .expect_kill()
+            .withf(|_, signal, _| *signal == libc::SIGKILL)
+            .times(1)
+            .returning(|_, _, _| Ok(()));
+        d.monitors
+            .expect_wait()
+            .times(1)
+            .returning(|_, _| Ok(exit(137)));
+        d.network.expect_teardown().times(1).returning(|_| Ok(()));
+        d.runc.expect_delete().times(1).returning(|_, _| Ok(()));
+        d.images
+            .expect_remove_rootfs()
+            .times(1)
+            .returning(|_| Ok(()));
+        let t = d.build().await;
+        let id = networked_pod(&t.daemon);
+        let name = t.daemon.sandboxes.get(&id).unwrap().name.clone();
+
+        remove(&t.daemon, &id).await.unwrap();
+        assert!(t.daemon.sandboxes.get(&id).is_err());
+        assert_eq!(t.daemon.pod_names.get(&name), None);
+        assert!(t.daemon.pins.list().unwrap().is_empty());
+        assert!(!t.daemon.layout.sandbox_dir(&id).exists());
+        assert!(t
+            .daemon
+            .sandbox_records
+            .load_all::<sandbox_core::Sandbox>()
+            .is_empty());
+        // Again, by id and by a prefix nobody holds any more: nothing to do.
+        remove(&t.daemon, &id).await.unwrap();
+        remove(&t.daemon, &id[..8]).await.unwrap();
+    }
 }

@@ -10,7 +10,7 @@ use crate::metrics::TrustOutcome;
 use k8s_cri::v1 as cri;
 use netns::NetNs;
 use oci_shim::bundle::Bundle;
-use oci_shim::monitor::{Monitor, MonitorConfig};
+use oci_shim::monitor::{launch_alongside, MonitorConfig};
 use oci_shim::spec::{ContainerSpec, NamespaceKind, PodRole};
 use sandbox_core::{Container, ContainerMetadata, NamespaceMode, PodMetadata, Sandbox};
 use std::sync::Arc;
@@ -111,7 +111,7 @@ pub async fn run(daemon: &Arc<Daemon>, request: cri::RunPodSandboxRequest) -> Re
             daemon.save_sandbox(&sandbox)?;
             let id = sandbox.id.clone();
             daemon.sandboxes.add(sandbox)?;
-            daemon.watch_infra(&id);
+            crate::watch::watch_infra(daemon, &id);
             Ok(id)
         }
         Err(e) => {
@@ -253,12 +253,16 @@ async fn start_infra(
     );
     monitor_config.monitor_binary = daemon.monitor_binary.clone();
     // The monitor starts up while the bundle is written (see CreateContainer).
-    let (monitor, argv) = Monitor::spawn_alongside(
+    let (monitor, argv) = launch_alongside(
+        daemon.monitors.as_ref(),
         &monitor_config,
         write_infra_bundle(daemon, sandbox, &handler, sysctls),
     )
     .await?;
-    monitor.start().await?;
+    daemon
+        .monitors
+        .start(monitor.id(), monitor.state_dir())
+        .await?;
     Ok((monitor.container_pid(), argv))
 }
 
@@ -363,7 +367,6 @@ async fn infra_root(daemon: &Arc<Daemon>, id: &str) -> Result<(std::path::PathBu
 /// network namespace, the directory and the name.
 async fn undo(daemon: &Arc<Daemon>, sandbox: &Sandbox) {
     if let Ok(runtime) = daemon.runtime(&sandbox.runtime_handler) {
-        use oci_shim::runtime::OciRuntime;
         let _ = runtime.delete(&sandbox.id, true).await;
     }
     if sandbox.netns_path.is_some() {
@@ -375,4 +378,151 @@ async fn undo(daemon: &Arc<Daemon>, sandbox: &Sandbox) {
     let _ = daemon.images.remove_rootfs(&sandbox.id).await;
     let _ = tokio::fs::remove_dir_all(daemon.layout.sandbox_dir(&sandbox.id)).await;
     daemon.pod_names.release(&sandbox.name);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{launch_failing, launch_ok, network_status, pod_request, Doubles};
+
+    fn bridge_failure() -> cni::Error {
+        cni::Error::PluginFailed {
+            plugin: "bridge".into(),
+            command: "ADD",
+            container_id: "x".into(),
+            status: "exit status: 1".into(),
+            detail: "failed to set bridge addr".into(),
+        }
+    }
+
+    /// Everything a failed RunPodSandbox may leave: none of it may stay.
+    fn assert_nothing_left(t: &crate::testing::TestDaemon, name: &str) {
+        let daemon = &t.daemon;
+        assert_eq!(
+            daemon
+                .pod_names
+                .get(&format!("k8s_POD_{name}_test_{name}-uid_0")),
+            None
+        );
+        assert!(daemon
+            .sandboxes
+            .list(&sandbox_core::SandboxFilter::default())
+            .is_empty());
+        let pods = std::fs::read_dir(daemon.layout.sandbox_dir("x").parent().unwrap())
+            .map(|d| d.count())
+            .unwrap_or(0);
+        assert_eq!(pods, 0, "a pod directory is left");
+        let pins = daemon.pins.list().unwrap();
+        assert!(pins.is_empty(), "pins left: {pins:?}");
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_cni_failure_undoes_each_resource_once_and_frees_the_name() {
+        let mut d = Doubles::new();
+        d.network
+            .expect_setup()
+            .times(1)
+            .returning(|_| Err(bridge_failure()));
+        d.network.expect_teardown().times(1).returning(|_| Ok(()));
+        // On runc the infra container starts beside the ADD, so it is made
+        // and must be deleted again.
+        d.monitors
+            .expect_prepare()
+            .times(1)
+            .returning(|_| Ok(launch_ok()));
+        d.monitors.expect_start().times(1).returning(|_, _| Ok(()));
+        d.runc
+            .expect_delete()
+            .withf(|_, force| *force)
+            .times(1)
+            .returning(|_, _| Ok(()));
+        d.images
+            .expect_remove_rootfs()
+            .times(1)
+            .returning(|_| Ok(()));
+        let t = d.build().await;
+
+        let err = run(&t.daemon, pod_request("web")).await.unwrap_err();
+        let status = tonic::Status::from(err);
+        assert!(status.message().contains("bridge"), "{status}");
+        assert_nothing_left(&t, "web");
+        // The pin was made for real (on the double), then unmounted.
+        use netns::syscall::CallKind;
+        assert!(t.netns.kinds().contains(&CallKind::Unshare));
+        assert!(t.netns.kinds().contains(&CallKind::Umount2));
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_runtime_failure_undoes_each_resource_once_and_frees_the_name() {
+        let mut d = Doubles::new();
+        d.network
+            .expect_setup()
+            .times(1)
+            .returning(|_| Ok(network_status()));
+        d.network.expect_teardown().times(1).returning(|_| Ok(()));
+        d.monitors
+            .expect_prepare()
+            .times(1)
+            .returning(|_| Ok(launch_failing()));
+        d.monitors.expect_start().never();
+        d.runc.expect_delete().times(1).returning(|_, _| Ok(()));
+        d.images
+            .expect_remove_rootfs()
+            .times(1)
+            .returning(|_| Ok(()));
+        let t = d.build().await;
+
+        let err = run(&t.daemon, pod_request("db")).await.unwrap_err();
+        assert!(err.to_string().contains("exec format error"), "{err}");
+        assert_nothing_left(&t, "db");
+    }
+
+    // One thread: the exit watcher the verb spawns runs only once the test
+    // yields, after it has looked at the ready pod.
+    #[tokio::test]
+    async fn a_pod_that_starts_is_ready_until_its_infra_container_exits() {
+        let mut d = Doubles::new();
+        d.network
+            .expect_setup()
+            .times(1)
+            .returning(|_| Ok(network_status()));
+        d.monitors
+            .expect_prepare()
+            .times(1)
+            .returning(|_| Ok(launch_ok()));
+        d.monitors.expect_start().times(1).returning(|_, _| Ok(()));
+        d.monitors
+            .expect_wait()
+            .times(1)
+            .returning(|_, _| Ok(crate::testing::exit(137)));
+        let t = d.build().await;
+
+        let id = run(&t.daemon, pod_request("api")).await.unwrap();
+        let pod = t.daemon.sandboxes.get(&id).unwrap();
+        assert_eq!(pod.state, sandbox_core::SandboxState::Ready);
+        assert_eq!(
+            pod.pod_ips,
+            ["10.88.0.7".parse::<std::net::IpAddr>().unwrap()]
+        );
+        assert_eq!(pod.runtime_handler, "runc");
+        assert_eq!(
+            t.daemon.pod_names.get(&pod.name).as_deref(),
+            Some(id.as_str())
+        );
+        assert!(t
+            .daemon
+            .layout
+            .sandbox_dir(&id)
+            .join("resolv.conf")
+            .exists());
+        assert_eq!(t.daemon.pins.list().unwrap(), std::slice::from_ref(&id));
+
+        // The infra container dies: the watcher makes the pod not ready.
+        for _ in 0..100 {
+            tokio::task::yield_now().await;
+        }
+        let pod = t.daemon.sandboxes.get(&id).unwrap();
+        assert_eq!(pod.state, sandbox_core::SandboxState::NotReady);
+        assert_eq!(pod.infra_container.as_ref().unwrap().exit_code, Some(137));
+    }
 }

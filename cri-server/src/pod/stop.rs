@@ -5,7 +5,6 @@
 use crate::daemon::Daemon;
 use crate::error::{Error, Result};
 use crate::layout::Layout;
-use oci_shim::runtime::OciRuntime;
 use sandbox_core::ContainerFilter;
 use std::sync::Arc;
 use std::time::Duration;
@@ -42,12 +41,12 @@ pub async fn stop_locked(daemon: &Arc<Daemon>, id: &str) -> Result<()> {
     if sandbox.infra_container.is_some() {
         let runtime = daemon.runtime(&sandbox.runtime_handler)?;
         let dir = Layout::monitor(&daemon.layout.sandbox_dir(id));
-        if !crate::container::has_exited(id, &dir).await {
+        if !crate::container::has_exited(daemon, id, &dir).await {
             // pause holds nothing worth a grace period.
             if let Err(e) = runtime.kill(id, libc::SIGKILL, false).await {
                 tracing::debug!(pod = %id, error = %e, "killing the infra container");
             }
-            if crate::container::wait_exit(id, &dir, INFRA_EXIT_TIMEOUT)
+            if crate::container::wait_exit(daemon, id, &dir, INFRA_EXIT_TIMEOUT)
                 .await
                 .is_none()
             {

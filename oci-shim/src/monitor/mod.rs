@@ -5,9 +5,13 @@
 //! state-directory layout are in [`protocol`].
 
 mod client;
+mod launcher;
 pub mod protocol;
 mod spawn;
 
 pub use client::{AttachFrame, ContainerStatus, MonitorClient};
+pub use launcher::{launch_alongside, MonitorLauncher, PendingLaunch, ProcessMonitors};
+#[cfg(any(test, feature = "mock"))]
+pub use launcher::{MockMonitorLauncher, MockPendingLaunch};
 pub(crate) use spawn::monitor_beside_current_exe;
 pub use spawn::{Monitor, MonitorConfig, MonitorStatus, PendingMonitor};

@@ -138,46 +138,6 @@ impl Monitor {
         Monitor::prepare(cfg).await?.create().await
     }
 
-    /// Starts the monitor while `write_bundle` writes the bundle, then has it
-    /// create the container once the bundle is written; returns the monitor
-    /// and what `write_bundle` returned. If writing fails the monitor is
-    /// abandoned and that error returned; if the monitor fails the error is
-    /// converted into `E`. Either way, whatever `write_bundle` made stays for
-    /// the caller to undo.
-    ///
-    /// # Examples
-    ///
-    /// ```no_run
-    /// # async fn demo(cfg: oci_shim::monitor::MonitorConfig, oci: oci_spec::runtime::Spec)
-    /// # -> Result<(), oci_shim::Error> {
-    /// use oci_shim::monitor::Monitor;
-    /// let dir = cfg.bundle.clone();
-    /// let (monitor, _bundle) = Monitor::spawn_alongside(&cfg, async move {
-    ///     oci_shim::bundle::Bundle::write(dir, &oci)
-    /// })
-    /// .await?;
-    /// monitor.start().await?;
-    /// # Ok(()) }
-    /// ```
-    pub async fn spawn_alongside<T, E, F>(
-        cfg: &MonitorConfig,
-        write_bundle: F,
-    ) -> std::result::Result<(Monitor, T), E>
-    where
-        F: std::future::Future<Output = std::result::Result<T, E>>,
-        E: From<Error>,
-    {
-        let (pending, written) = tokio::join!(Monitor::prepare(cfg), write_bundle);
-        match (pending, written) {
-            (Ok(pending), Ok(value)) => Ok((pending.create().await?, value)),
-            (Ok(pending), Err(e)) => {
-                pending.abandon().await;
-                Err(e)
-            }
-            (Err(e), _) => Err(e.into()),
-        }
-    }
-
     /// Starts the monitor process without creating the container yet, so that
     /// its start-up (exec, detaching, binding its socket) overlaps with
     /// writing the bundle. The monitor waits until [`PendingMonitor::create`]
@@ -271,6 +231,17 @@ impl Monitor {
             container_pid: read_pid(protocol::PID_FILE_NAME).await?,
             monitor_pid: read_pid(protocol::MONITOR_PID_FILE_NAME).await?,
         })
+    }
+
+    /// The monitor of container `id` in `state_dir`, from what a caller
+    /// already knows (a restored record, a test double's answer).
+    pub fn new(id: &str, state_dir: &Path, container_pid: i32, monitor_pid: i32) -> Monitor {
+        Monitor {
+            id: id.to_owned(),
+            state_dir: state_dir.to_owned(),
+            container_pid,
+            monitor_pid,
+        }
     }
 
     /// Container id.

@@ -1,7 +1,10 @@
 //! [`CliRuntime`]: running a runtime binary and turning failures into errors
 //! that say why.
 
-use super::{ContainerState, ExecSyncResult, OciRuntime, RuntimeHandlerConfig};
+use super::{
+    ContainerState, ExecSession, ExecStreamOptions, ExecSyncResult, OciRuntime,
+    RuntimeHandlerConfig,
+};
 use crate::error::{Error, Result};
 use async_trait::async_trait;
 use oci_spec::runtime::LinuxResources;
@@ -217,6 +220,14 @@ impl OciRuntime for CliRuntime {
         timeout: Duration,
     ) -> Result<ExecSyncResult> {
         self.exec_in_container(id, args, timeout).await
+    }
+    async fn exec_stream(
+        &self,
+        id: &str,
+        args: &[String],
+        options: ExecStreamOptions,
+    ) -> Result<ExecSession> {
+        self.exec_session(id, args, options).await
     }
     async fn update(&self, id: &str, resources: &LinuxResources) -> Result<()> {
         self.update_container(id, resources).await

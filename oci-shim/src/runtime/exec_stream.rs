@@ -38,7 +38,7 @@ pub type ExecWriter = Pin<Box<dyn AsyncWrite + Send>>;
 /// # Examples
 ///
 /// ```no_run
-/// use oci_shim::runtime::{CliRuntime, ExecStreamOptions, RuntimeHandlerConfig};
+/// use oci_shim::runtime::{CliRuntime, ExecStreamOptions, OciRuntime, RuntimeHandlerConfig};
 /// use tokio::io::AsyncReadExt;
 ///
 /// # async fn demo() -> Result<(), oci_shim::Error> {
@@ -84,7 +84,7 @@ impl std::fmt::Debug for ExecSession {
 impl CliRuntime {
     /// Starts `args` in container `id` with the container's own process
     /// settings and returns its stdio.
-    pub async fn exec_stream(
+    pub(super) async fn exec_session(
         &self,
         id: &str,
         args: &[String],

@@ -79,6 +79,16 @@ pub trait OciRuntime: Send + Sync {
         args: &[String],
         timeout: Duration,
     ) -> Result<ExecSyncResult>;
+    /// Starts `args` in the running container with its stdio handed to the
+    /// caller (Exec over the streaming server): pipes, or a terminal with
+    /// `options.tty`. The session's process tree is killed and reaped when
+    /// it is dropped before the command ends.
+    async fn exec_stream(
+        &self,
+        id: &str,
+        args: &[String],
+        options: ExecStreamOptions,
+    ) -> Result<ExecSession>;
     /// Updates the container's cgroup resources.
     async fn update(&self, id: &str, resources: &LinuxResources) -> Result<()>;
     /// Freezes every process of the container.

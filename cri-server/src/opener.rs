@@ -1,0 +1,154 @@
+//! Building the real daemon at start: directories, the pause root, the pin
+//! directory, the image store, CNI, the runtimes and the streaming port;
+//! then restoring what was recorded.
+
+use crate::config::{Config, HandlerConfig};
+use crate::daemon::{Daemon, Parts};
+use crate::layout::Layout;
+use crate::records::RecordDir;
+use cgroups::CgroupDriver;
+use netns::PinDir;
+use oci_shim::monitor::ProcessMonitors;
+use oci_shim::runtime::{CliRuntime, OciRuntime, RuntimeHandlerConfig, RuntimeKind};
+use oci_shim::spec::HostLimits;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// Why the daemon could not start.
+#[derive(Debug, thiserror::Error)]
+#[error("{what}: {cause}")]
+pub struct StartError {
+    what: String,
+    cause: String,
+}
+
+impl StartError {
+    fn new(what: impl std::fmt::Display, cause: impl std::fmt::Display) -> StartError {
+        StartError {
+            what: what.to_string(),
+            cause: cause.to_string(),
+        }
+    }
+}
+
+/// Exists exactly when systemd is the running init (sd_booted(3)).
+const SYSTEMD_RUNNING: &str = "/run/systemd/system";
+
+/// Prepares everything the daemon needs on this machine, then restores every
+/// pod and container recorded on disk.
+pub async fn open(config: Config) -> Result<Arc<Daemon>, StartError> {
+    if config.runtime.cgroup_driver == CgroupDriver::Systemd
+        && !std::path::Path::new(SYSTEMD_RUNNING).exists()
+    {
+        return Err(StartError::new(
+            "runtime.cgroup_driver",
+            format!("\"systemd\" needs a running systemd, and there is none here (no {SYSTEMD_RUNNING}); use \"cgroupfs\""),
+        ));
+    }
+    let parts = parts(&config).await?;
+    let daemon =
+        Arc::new(Daemon::new(config, parts).map_err(|e| StartError::new("configuration", e))?);
+    crate::restore::restore(&daemon).await;
+    Ok(daemon)
+}
+
+/// The real parts: files, processes and sockets of this machine.
+async fn parts(config: &Config) -> Result<Parts, StartError> {
+    let layout = Layout::new(&config.root, &config.state);
+    let monitor_binary = monitor_binary()?;
+    let handlers = handlers(config, &layout);
+    let runtimes = handlers
+        .iter()
+        .map(|(name, handler)| {
+            let runtime = CliRuntime::new(handler.clone()).with_monitor_binary(&monitor_binary);
+            (name.clone(), Arc::new(runtime) as Arc<dyn OciRuntime>)
+        })
+        .collect();
+    let pause_rootfs = crate::pause::install(&layout.pause_rootfs())
+        .map_err(|e| StartError::new(layout.pause_rootfs().display(), e))?;
+    let registries = image_store::RegistriesConfig {
+        registries: config.image.registries.clone(),
+    };
+    let images = image_store::ImageStore::open(layout.images(), registries)
+        .await
+        .map_err(|e| StartError::new("image store", e))?;
+    let mut cni_config = cni::CniManagerConfig::new(&config.network.conf_dir, layout.cni_cache());
+    cni_config.plugin_dirs = config.network.plugin_dirs.clone();
+    let network = cni::CniManager::new(cni_config).map_err(|e| StartError::new("CNI", e))?;
+    Ok(Parts {
+        handlers,
+        runtimes,
+        monitors: Arc::new(ProcessMonitors),
+        pins: PinDir::prepare(layout.netns())
+            .map_err(|e| StartError::new("network namespace directory", e))?,
+        sandbox_records: RecordDir::open(layout.sandbox_records())
+            .map_err(|e| StartError::new("pod records", e))?,
+        container_records: RecordDir::open(layout.container_records())
+            .map_err(|e| StartError::new("container records", e))?,
+        images: Arc::new(images),
+        network: Arc::new(network),
+        host: HostLimits::of_current_process()
+            .map_err(|e| StartError::new("reading the daemon's capabilities", e))?,
+        pause_rootfs,
+        monitor_binary,
+        streaming: crate::streaming::StreamingServer::bind(&config.streaming)
+            .await
+            .map_err(|e| StartError::new("streaming server", e))?,
+    })
+}
+
+/// Each configured handler as the runtime driver needs it.
+fn handlers(config: &Config, layout: &Layout) -> BTreeMap<String, RuntimeHandlerConfig> {
+    config
+        .runtime
+        .handlers
+        .iter()
+        .map(|(name, h)| {
+            let mut args = h.args.clone();
+            // runc and runsc both take it; a handler's own args may too.
+            if let Some(flag) = config.runtime.cgroup_driver.runtime_flag() {
+                if !args.iter().any(|a| a == flag) {
+                    args.insert(0, flag.to_owned());
+                }
+            }
+            let cfg = RuntimeHandlerConfig {
+                name: name.clone(),
+                path: h.path.clone(),
+                args,
+                root: layout.runtime_root(name),
+                kind: runtime_kind(h),
+            };
+            (name.clone(), cfg)
+        })
+        .collect()
+}
+
+/// Infers the runtime family from the binary's name, which decides how
+/// containers join a pod (gVisor runs a pod in one sandbox).
+fn runtime_kind(handler: &HandlerConfig) -> RuntimeKind {
+    let name = handler
+        .path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    if name.contains("runsc") {
+        RuntimeKind::Runsc
+    } else {
+        RuntimeKind::Runc
+    }
+}
+
+/// The `oci-monitor` installed beside the daemon.
+fn monitor_binary() -> Result<PathBuf, StartError> {
+    std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(|d| d.join("oci-monitor")))
+        .filter(|p| p.is_file())
+        .ok_or_else(|| {
+            StartError::new(
+                "oci-monitor",
+                "not found beside the cri-server executable; install both together",
+            )
+        })
+}

@@ -1,0 +1,62 @@
+//! Following exits: a task per running container (and per ready pod's infra
+//! container) that waits on its monitor and records how it ended.
+
+use crate::daemon::Daemon;
+use crate::layout::Layout;
+use oci_shim::monitor::protocol::ExitRecord;
+use sandbox_core::{ContainerState, SandboxState};
+use std::sync::Arc;
+
+/// Watches pod `id`'s infra container: when it dies, the pod is no longer
+/// ready.
+pub fn watch_infra(daemon: &Arc<Daemon>, id: &str) {
+    let daemon = Arc::clone(daemon);
+    let id = id.to_string();
+    tokio::spawn(async move {
+        let dir = Layout::monitor(&daemon.layout.sandbox_dir(&id));
+        let exit = daemon.monitors.wait(&id, &dir).await;
+        infra_exited(&daemon, &id, exit.ok()).await;
+    });
+}
+
+/// Marks pod `id` not ready; `exit` is how its infra container ended, when
+/// its monitor could tell.
+async fn infra_exited(daemon: &Daemon, id: &str, exit: Option<ExitRecord>) {
+    let at = exit
+        .as_ref()
+        .map(|e| e.finished_at_unix_nanos as i64)
+        .unwrap_or_else(sandbox_core::timestamp::now);
+    let _guard = daemon.locks.lock(id).await;
+    let changed = daemon.sandboxes.update(id, |s| {
+        let was_ready = s.state == SandboxState::Ready;
+        s.mark_stopped(at);
+        if let (Some(infra), Some(exit)) = (s.infra_container.as_mut(), exit.as_ref()) {
+            infra.exit_code = Some(exit.exit_code);
+            infra.finished_at = Some(at);
+            infra.state = ContainerState::Exited;
+        }
+        was_ready.then(|| s.clone())
+    });
+    if let Ok(Some(sandbox)) = changed {
+        tracing::info!(pod = %id, "infra container exited; pod not ready");
+        let _ = daemon.save_sandbox(&sandbox);
+    }
+}
+
+/// Watches container `id` and records its exit when it comes.
+pub fn watch_container(daemon: &Arc<Daemon>, id: &str) {
+    let daemon = Arc::clone(daemon);
+    let id = id.to_string();
+    tokio::spawn(async move {
+        let dir = Layout::monitor(&daemon.layout.container_dir(&id));
+        match daemon.monitors.wait(&id, &dir).await {
+            Ok(exit) => crate::container::record_exit(&daemon, &id, &exit).await,
+            Err(e) => {
+                tracing::warn!(container = %id, error = %e, "lost the monitor");
+                let _ = daemon
+                    .containers
+                    .update(&id, |c| c.mark_unknown(e.to_string()));
+            }
+        }
+    });
+}
