@@ -150,8 +150,8 @@ pub struct HandlerConfig {
 impl HandlerConfig {
     /// The parsed `allowed_annotations` (checked by [`Config::validate`]; an
     /// unchecked bad list allows nothing).
-    pub fn allow_list(&self) -> crate::annotations::AllowList {
-        crate::annotations::AllowList::new(&self.allowed_annotations).unwrap_or_default()
+    pub fn allow_list(&self) -> cri_spec::annotations::AllowList {
+        cri_spec::annotations::AllowList::new(&self.allowed_annotations).unwrap_or_default()
     }
 }
 
@@ -372,7 +372,7 @@ impl Config {
             },
         )?;
         for (name, handler) in &runtime.handlers {
-            crate::annotations::AllowList::new(&handler.allowed_annotations).map_err(|e| {
+            cri_spec::annotations::AllowList::new(&handler.allowed_annotations).map_err(|e| {
                 invalid(
                     &format!("runtime.handlers.{name}.allowed_annotations"),
                     e.to_string(),

@@ -164,7 +164,7 @@ impl Daemon {
 
     /// Which annotations handler `name` may receive in `config.json`
     /// (none for a handler that is not configured).
-    pub fn allowed_annotations(&self, name: &str) -> crate::annotations::AllowList {
+    pub fn allowed_annotations(&self, name: &str) -> cri_spec::annotations::AllowList {
         self.config
             .runtime
             .handlers

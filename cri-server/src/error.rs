@@ -52,7 +52,7 @@ pub enum Error {
         /// The image it was created from.
         image: String,
         /// Why.
-        source: crate::container::image_config::UserError,
+        source: cri_spec::image_config::UserError,
     },
 }
 
@@ -94,7 +94,7 @@ impl Error {
             },
             Error::Netns(_) | Error::Oci(_) => Code::Internal,
             Error::ContainerUser { source, .. } => {
-                use crate::container::image_config::UserError as U;
+                use cri_spec::image_config::UserError as U;
                 match source {
                     U::File(file) if !file.is_refusal() => Code::Internal,
                     // The image (or the request's user) is at fault.

@@ -2,31 +2,28 @@
 //!
 //! The thin gRPC layer that kubelet and crictl talk to over a unix socket: it
 //! maps CRI requests onto the runtime crates (`netns`, `sandbox-core`,
-//! `trust-policy`, `oci-shim`, `image-store`, `cni`), persists and restores the
+//! `trust-policy`, `oci-shim`, `image-store`, `cni`, `cgroups`, `cri-spec`),
+//! persists and restores the
 //! daemon's state, and maps crate errors to gRPC codes in one place
 //! ([`error`]). No crate depends on this one.
 //!
-//! - [`config`]: the TOML contract and its embedded default;
-//!   [`annotations`]: which annotations reach the OCI runtime.
+//! - [`config`]: the TOML contract and its embedded default.
 //! - [`server`], [`socket`]: serving on the unix socket; [`systemd`]:
 //!   readiness and watchdog notifications for a `Type=notify` unit.
 //! - [`runtime_service`], [`image_service`]: the two CRI services, thin
 //!   dispatchers to [`pod`] and [`container`] (one verb per file).
 //! - [`stats`]: container and pod stats and CRI metrics; [`metrics`]: the
 //!   daemon's own Prometheus endpoint.
-//! - [`daemon`]: shared state, start-up and restore; [`records`] and
-//!   [`layout`]: what lives where on disk; [`pause`]: the built-in infra
-//!   process.
-//! - [`rootfs_file`]: reading files of an image's root filesystem without
-//!   leaving it (and node files a pod names) safely.
+//! - [`daemon`]: shared state, built from [`daemon::Parts`] with no I/O;
+//!   [`opener`]: the real parts at start; [`restore`] and [`watch`]: records
+//!   back after a restart, exits followed; [`records`] and [`layout`]: what
+//!   lives where on disk; [`pause`]: the built-in infra process.
 
 #![warn(missing_docs)]
 
 pub mod accept;
-pub mod annotations;
 pub mod config;
 pub mod container;
-pub mod convert;
 pub mod daemon;
 pub mod error;
 pub mod image_service;
@@ -40,7 +37,6 @@ pub mod pause;
 pub mod pod;
 pub mod records;
 pub mod restore;
-pub mod rootfs_file;
 pub mod runtime_service;
 pub mod server;
 pub mod socket;

@@ -2,12 +2,12 @@
 //! the root filesystem, write the bundle and let the monitor run the
 //! runtime's `create` on the pod's handler.
 
-use super::image_config::{resolve_user, ImageConfig};
-use crate::convert;
+use cri_spec::image_config::{resolve_user, ImageConfig};
+use cri_spec::convert;
 use crate::daemon::Daemon;
 use crate::error::{Error, Result};
 use crate::layout::Layout;
-use crate::pod::{set_namespace, NamespaceSource};
+use cri_spec::namespaces::{set_namespace, NamespaceSource};
 use k8s_cri::v1 as cri;
 use oci_shim::bundle::Bundle;
 use oci_shim::monitor::{launch_alongside, MonitorConfig};
@@ -379,9 +379,9 @@ async fn write_bundle(
     }
     spec.cgroups_path = Some(daemon.cgroup_path(&sandbox.cgroup_parent, &container.id)?);
     if let Some(resources) = &linux.resources {
-        container.resources = Some(super::resources::to_record(resources));
+        container.resources = Some(cri_spec::resources::to_record(resources));
         spec.resources =
-            Some(super::resources::to_oci(resources).map_err(|e| {
+            Some(cri_spec::resources::to_oci(resources).map_err(|e| {
                 Error::InvalidArgument(format!("container {}: {e}", container.name))
             })?);
         if resources.oom_score_adj != 0 {
@@ -389,12 +389,12 @@ async fn write_bundle(
         }
     }
     // After resources: privilege adds a device rule to them.
-    super::security::apply(&mut spec, &security, super::security::apparmor_enabled())
+    cri_spec::security::apply(&mut spec, &security, cri_spec::security::apparmor_enabled())
         .map_err(|e| Error::InvalidArgument(format!("container {}: {e}", container.name)))?;
     if !config.devices.is_empty() {
         let mut rules = Vec::new();
         for device in &config.devices {
-            let (node, rule) = super::devices::to_oci(device).map_err(|e| {
+            let (node, rule) = cri_spec::devices::to_oci(device).map_err(|e| {
                 Error::InvalidArgument(format!("container {}: {e}", container.name))
             })?;
             spec.devices.push(node);
@@ -416,7 +416,7 @@ async fn write_bundle(
     );
 
     let host = if on_gvisor {
-        super::security::gvisor_limits(daemon.host)
+        cri_spec::security::gvisor_limits(daemon.host)
     } else {
         daemon.host
     };
@@ -435,7 +435,7 @@ async fn user_of(
     rootfs: &Path,
     user: String,
     container: &Container,
-) -> Result<super::image_config::ResolvedUser> {
+) -> Result<cri_spec::image_config::ResolvedUser> {
     let root = rootfs.to_path_buf();
     tokio::task::spawn_blocking(move || resolve_user(&root, &user))
         .await

@@ -1,6 +1,6 @@
 //! ListContainers with CRI's filters (id prefix, state, pod id, labels).
 
-use crate::convert;
+use cri_spec::convert;
 use crate::daemon::Daemon;
 use k8s_cri::v1 as cri;
 use sandbox_core::ContainerFilter;

@@ -5,16 +5,11 @@
 //! `mount_propagation`; plus what they share about exits.
 
 pub mod create;
-pub mod devices;
 pub mod exec_sync;
-pub mod image_config;
 pub mod list;
 pub mod mount_propagation;
 pub mod remove;
 pub mod reopen_log;
-pub mod resources;
-pub mod seccomp;
-pub mod security;
 pub mod start;
 pub mod status;
 pub mod stop;

@@ -21,14 +21,14 @@ pub async fn update(
             container.id
         )));
     }
-    let resources = super::resources::to_oci(&linux)
+    let resources = cri_spec::resources::to_oci(&linux)
         .map_err(|e| Error::InvalidArgument(format!("container {}: {e}", container.id)))?;
     let _guard = daemon.locks.lock(&container.id).await;
     daemon
         .runtime(&container.runtime_handler)?
         .update(&container.id, &resources)
         .await?;
-    let record = super::resources::to_record(&linux);
+    let record = cri_spec::resources::to_record(&linux);
     let updated = daemon.containers.update(&container.id, |c| {
         c.resources = Some(record);
         c.clone()

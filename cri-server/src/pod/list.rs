@@ -1,6 +1,6 @@
 //! ListPodSandbox with CRI's filters (id prefix, state, label selector).
 
-use crate::convert;
+use cri_spec::convert;
 use crate::daemon::Daemon;
 use k8s_cri::v1 as cri;
 use sandbox_core::SandboxFilter;

@@ -1,8 +1,8 @@
 //! RunPodSandbox: decide trust, pin the network namespace, start the infra
 //! container on the decided handler, and record the pod.
 
-use super::{set_namespace, NamespaceSource};
-use crate::convert;
+use cri_spec::namespaces::{set_namespace, NamespaceSource};
+use cri_spec::convert;
 use crate::daemon::Daemon;
 use crate::error::{Error, Result};
 use crate::layout::Layout;
@@ -39,8 +39,9 @@ pub async fn run(daemon: &Arc<Daemon>, request: cri::RunPodSandboxRequest) -> Re
     let security = linux.security_context.clone().unwrap_or_default();
     let namespaces = convert::namespace_options(security.namespace_options.as_ref());
     let port_mappings =
-        convert::port_mappings(&config.port_mappings).map_err(Error::InvalidArgument)?;
-    let sysctls = super::sysctls::validate(
+        convert::port_mappings(&config.port_mappings)
+        .map_err(|e| Error::InvalidArgument(e.to_string()))?;
+    let sysctls = cri_spec::sysctls::validate(
         &linux.sysctls,
         namespaces.network == NamespaceMode::Node,
         namespaces.ipc == NamespaceMode::Node,
@@ -349,7 +350,7 @@ async fn infra_root(daemon: &Arc<Daemon>, id: &str) -> Result<(std::path::PathBu
         Some(image) => image,
         None => daemon.images.pull(image_name, None).await?,
     };
-    let config = crate::container::image_config::ImageConfig::from_json(&image.config_json)
+    let config = cri_spec::image_config::ImageConfig::from_json(&image.config_json)
         .map_err(|e| Error::internal(format!("pause image {image_name}"), e))?;
     let argv = config.argv(&[], &[]);
     if argv.is_empty() {

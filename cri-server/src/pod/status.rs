@@ -1,7 +1,7 @@
 //! PodSandboxStatus: the pod's state, network, namespaces and, when verbose,
 //! the trust decision and the record itself.
 
-use crate::convert;
+use cri_spec::convert;
 use crate::daemon::Daemon;
 use crate::error::Result;
 use k8s_cri::v1 as cri;

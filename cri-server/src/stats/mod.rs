@@ -9,7 +9,7 @@
 pub mod cri_metrics;
 pub mod network;
 
-use crate::convert;
+use cri_spec::convert;
 use crate::daemon::Daemon;
 use crate::error::{Error, Result};
 use cgroups::{CgroupUsage, Hierarchy};

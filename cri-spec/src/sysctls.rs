@@ -79,7 +79,7 @@ pub fn namespace_of(name: &str) -> Option<SysctlNamespace> {
 /// # Examples
 ///
 /// ```
-/// use cri_server::pod::sysctls::validate;
+/// use cri_spec::sysctls::validate;
 /// use std::collections::HashMap;
 ///
 /// let ok = HashMap::from([("net/ipv4/ip_forward".to_string(), "1".to_string())]);

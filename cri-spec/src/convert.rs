@@ -51,13 +51,23 @@ pub fn cri_namespace_options(options: &NamespaceOptions) -> cri::NamespaceOption
     }
 }
 
+/// A port mapping's port outside 0..=65535.
+#[derive(Debug, thiserror::Error)]
+#[error("port_mappings: {field} {port} is out of range")]
+pub struct PortOutOfRange {
+    /// `container_port` or `host_port`.
+    pub field: &'static str,
+    /// The value given.
+    pub port: i32,
+}
+
 /// CRI port mappings → the model's; ports outside 0..=65535 are refused.
-pub fn port_mappings(mappings: &[cri::PortMapping]) -> Result<Vec<PortMapping>, String> {
+pub fn port_mappings(mappings: &[cri::PortMapping]) -> Result<Vec<PortMapping>, PortOutOfRange> {
     mappings
         .iter()
         .map(|m| {
-            let port = |p: i32, what: &str| {
-                u16::try_from(p).map_err(|_| format!("port_mappings: {what} {p} is out of range"))
+            let port = |port: i32, field: &'static str| {
+                u16::try_from(port).map_err(|_| PortOutOfRange { field, port })
             };
             Ok(PortMapping {
                 protocol: match cri::Protocol::try_from(m.protocol) {
@@ -146,6 +156,7 @@ mod tests {
         };
         assert!(port_mappings(&[bad])
             .unwrap_err()
+            .to_string()
             .contains("container_port"));
     }
 

@@ -163,7 +163,7 @@ pub fn resolve_user(rootfs: &Path, user: &str) -> Result<ResolvedUser, UserError
 /// # Examples
 ///
 /// ```
-/// use cri_server::container::image_config::resolve_user_with;
+/// use cri_spec::image_config::resolve_user_with;
 /// let passwd = "app:x:1500:1500::/:/bin/sh\n";
 /// let user = resolve_user_with("app", passwd, &mut || Ok("audio:x:29:app\n".into())).unwrap();
 /// assert_eq!((user.uid, user.gid, user.additional_gids), (1500, 1500, vec![29]));

@@ -19,7 +19,7 @@ use std::path::Path;
 /// The default profile, equivalent to Docker's and containerd's: deny with
 /// `EPERM` unless allowed, and the privileged syscalls only with their
 /// capability. Written for this project; see `data/seccomp-default.json`.
-pub const DEFAULT_PROFILE_JSON: &str = include_str!("../../data/seccomp-default.json");
+pub const DEFAULT_PROFILE_JSON: &str = include_str!("../data/seccomp-default.json");
 
 /// The largest seccomp profile read from the node (Docker's default is
 /// 20 KiB).
@@ -32,6 +32,9 @@ pub enum SeccompError {
     /// most [`MAX_PROFILE_BYTES`] (the error names the file and the cause).
     #[error("seccomp profile: {0}")]
     Read(#[from] crate::rootfs_file::FileError),
+    /// A rule of the profile cannot become an OCI filter.
+    #[error("seccomp profile: {0}")]
+    Filter(String),
     /// The profile is not valid JSON in Docker's or OCI's seccomp format.
     #[error("seccomp profile {name}: {cause}")]
     Parse {
@@ -47,7 +50,7 @@ pub enum SeccompError {
 /// # Examples
 ///
 /// ```
-/// use cri_server::container::seccomp::Profile;
+/// use cri_spec::seccomp::Profile;
 ///
 /// let profile = Profile::runtime_default().unwrap();
 /// let without_admin = profile.to_oci(&["CAP_CHOWN".to_string()]).unwrap();
@@ -134,16 +137,19 @@ impl Profile {
             cause: e.to_string(),
         })?;
         // Fail now, naming the file, rather than in the runtime later.
-        profile.to_oci(&[]).map_err(|cause| SeccompError::Parse {
+        profile.to_oci(&[]).map_err(|e| SeccompError::Parse {
             name: name.to_string(),
-            cause,
+            cause: match e {
+                SeccompError::Filter(cause) => cause,
+                other => other.to_string(),
+            },
         })?;
         Ok(profile)
     }
 
     /// The OCI filter for a container holding `capabilities` (`CAP_` names)
     /// on this node's architecture.
-    pub fn to_oci(&self, capabilities: &[String]) -> Result<LinuxSeccomp, String> {
+    pub fn to_oci(&self, capabilities: &[String]) -> Result<LinuxSeccomp, SeccompError> {
         self.to_oci_for(capabilities, native_arch())
     }
 
@@ -151,7 +157,7 @@ impl Profile {
         &self,
         capabilities: &[String],
         arch: NativeArch,
-    ) -> Result<LinuxSeccomp, String> {
+    ) -> Result<LinuxSeccomp, SeccompError> {
         let holds = |cap: &String| {
             let cap = cap.to_ascii_uppercase();
             capabilities.iter().any(|c| c.eq_ignore_ascii_case(&cap))
@@ -169,10 +175,10 @@ impl Profile {
             let mut names = rule.names.clone();
             names.extend(rule.name.clone());
             if names.is_empty() {
-                return Err(format!(
+                return Err(SeccompError::Filter(format!(
                     "a rule with action {} names no syscall",
                     rule.action
-                ));
+                )));
             }
             let mut entry = serde_json::json!({ "names": names, "action": rule.action });
             if let Some(errno) = rule.errno_ret {
@@ -205,7 +211,7 @@ impl Profile {
         if !self.flags.is_empty() {
             doc["flags"] = self.flags.clone().into();
         }
-        serde_json::from_value(doc).map_err(|e| e.to_string())
+        serde_json::from_value(doc).map_err(|e| SeccompError::Filter(e.to_string()))
     }
 }
 

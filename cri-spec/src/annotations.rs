@@ -31,13 +31,13 @@ pub enum AllowListError {
 /// # Examples
 ///
 /// ```
-/// use cri_server::annotations::AllowList;
+/// use cri_spec::annotations::AllowList;
 /// let allow = AllowList::new(&["io.kubernetes.cri-o.userns-mode".into(), "example.com/*".into()])?;
 /// assert!(allow.allows("io.kubernetes.cri-o.userns-mode"));
 /// assert!(allow.allows("example.com/team"));
 /// assert!(!allow.allows("dev.gvisor.spec.mount.x.source"));
 /// assert!(!AllowList::default().allows("anything"));
-/// # Ok::<(), cri_server::annotations::AllowListError>(())
+/// # Ok::<(), cri_spec::annotations::AllowListError>(())
 /// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AllowList {

@@ -6,7 +6,7 @@
 
 #![no_main]
 
-use cri_server::container::image_config::resolve_user_with;
+use cri_spec::image_config::resolve_user_with;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

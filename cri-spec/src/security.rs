@@ -19,7 +19,7 @@
 //! read-only paths, AppArmor, pod sysctls (accepted, logged, not set), and
 //! volume mount propagation (volumes go through gVisor's gofer).
 
-use super::seccomp::{Profile, SeccompError};
+use crate::seccomp::{Profile, SeccompError};
 use k8s_cri::v1 as cri;
 use oci_shim::spec::{ContainerSpec, HostLimits, CAPABILITY_NAMES};
 use oci_spec::runtime::{LinuxDeviceCgroupBuilder, LinuxSeccomp};
@@ -66,7 +66,7 @@ pub const GVISOR_UNKNOWN_CAPABILITIES: [&str; 3] =
 /// # Examples
 ///
 /// ```
-/// use cri_server::container::security::gvisor_limits;
+/// use cri_spec::security::gvisor_limits;
 /// use oci_shim::spec::{CapabilityMask, HostLimits};
 ///
 /// let host = HostLimits { capabilities: CapabilityMask(u64::MAX), oom_score_adj: 0, can_lower_oom_score_adj: true };
@@ -144,7 +144,7 @@ pub enum SecurityError {
 /// # Examples
 ///
 /// ```
-/// use cri_server::container::security::{apply, DEFAULT_MASKED_PATHS};
+/// use cri_spec::security::{apply, DEFAULT_MASKED_PATHS};
 /// use k8s_cri::v1 as cri;
 /// use oci_shim::spec::ContainerSpec;
 ///
@@ -209,7 +209,7 @@ fn paths_or_default(requested: &[String], default: &[&str]) -> Vec<String> {
 /// # Examples
 ///
 /// ```
-/// use cri_server::container::security::capabilities;
+/// use cri_spec::security::capabilities;
 ///
 /// let base = vec!["CAP_CHOWN".to_string(), "CAP_KILL".to_string()];
 /// let caps = capabilities(&base, &["sys_admin".into()], &["KILL".into()]).unwrap();
@@ -332,13 +332,7 @@ pub fn seccomp(
     profile
         .to_oci(capabilities)
         .map(Some)
-        .map_err(|cause| SecurityError::Seccomp {
-            field,
-            source: SeccompError::Parse {
-                name: field.to_string(),
-                cause,
-            },
-        })
+        .map_err(|source| SecurityError::Seccomp { field, source })
 }
 
 /// Whether the kernel has AppArmor enabled.
@@ -430,7 +424,7 @@ fn add_host_devices(spec: &mut ContainerSpec, dev: &Path) -> Result<(), Security
             permissions: "rwm".into(),
         };
         // A node that vanished while we looked is not the request's fault.
-        if let Ok((node, _)) = super::devices::to_oci(&device) {
+        if let Ok((node, _)) = crate::devices::to_oci(&device) {
             spec.devices.push(node);
         }
     }

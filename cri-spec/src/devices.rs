@@ -7,13 +7,45 @@ use oci_spec::runtime::{
     LinuxDevice, LinuxDeviceBuilder, LinuxDeviceCgroup, LinuxDeviceCgroupBuilder, LinuxDeviceType,
 };
 
+/// Why a CRI device cannot be given to a container.
+#[derive(Debug, thiserror::Error)]
+pub enum DeviceError {
+    /// The path inside the container is relative.
+    #[error("device container_path {0:?} is not absolute")]
+    RelativePath(String),
+    /// The permissions are not a combination of `r`, `w` and `m`.
+    #[error("device {host_path}: permissions {permissions:?} are not a combination of r, w and m")]
+    Permissions {
+        /// The device on the host.
+        host_path: String,
+        /// The permissions asked for.
+        permissions: String,
+    },
+    /// The host path cannot be examined.
+    #[error("device {host_path}: {source}")]
+    Stat {
+        /// The device on the host.
+        host_path: String,
+        /// Why.
+        source: nix::Error,
+    },
+    /// The host path is not a device node.
+    #[error("device {0} is not a character or block device")]
+    NotADevice(String),
+    /// The OCI builder refused the node or the rule.
+    #[error("device {host_path}: {source}")]
+    Oci {
+        /// The device on the host.
+        host_path: String,
+        /// Why.
+        source: oci_spec::OciSpecError,
+    },
+}
+
 /// A device node for the container and the rule that allows it.
-pub fn to_oci(device: &cri::Device) -> Result<(LinuxDevice, LinuxDeviceCgroup), String> {
+pub fn to_oci(device: &cri::Device) -> Result<(LinuxDevice, LinuxDeviceCgroup), DeviceError> {
     if !device.container_path.starts_with('/') {
-        return Err(format!(
-            "device container_path {:?} is not absolute",
-            device.container_path
-        ));
+        return Err(DeviceError::RelativePath(device.container_path.clone()));
     }
     let permissions = if device.permissions.is_empty() {
         "rwm".to_string()
@@ -21,26 +53,28 @@ pub fn to_oci(device: &cri::Device) -> Result<(LinuxDevice, LinuxDeviceCgroup), 
         device.permissions.clone()
     };
     if !permissions.chars().all(|c| matches!(c, 'r' | 'w' | 'm')) {
-        return Err(format!(
-            "device {}: permissions {:?} are not a combination of r, w and m",
-            device.host_path, device.permissions
-        ));
+        return Err(DeviceError::Permissions {
+            host_path: device.host_path.clone(),
+            permissions: device.permissions.clone(),
+        });
     }
-    let st =
-        stat(device.host_path.as_str()).map_err(|e| format!("device {}: {e}", device.host_path))?;
+    let st = stat(device.host_path.as_str()).map_err(|source| DeviceError::Stat {
+        host_path: device.host_path.clone(),
+        source,
+    })?;
     let kind = SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT;
     let typ = if kind == SFlag::S_IFCHR {
         LinuxDeviceType::C
     } else if kind == SFlag::S_IFBLK {
         LinuxDeviceType::B
     } else {
-        return Err(format!(
-            "device {} is not a character or block device",
-            device.host_path
-        ));
+        return Err(DeviceError::NotADevice(device.host_path.clone()));
     };
     let (maj, min) = (major(st.st_rdev) as i64, minor(st.st_rdev) as i64);
-    let err = |e: oci_spec::OciSpecError| format!("device {}: {e}", device.host_path);
+    let err = |source| DeviceError::Oci {
+        host_path: device.host_path.clone(),
+        source,
+    };
     let node = LinuxDeviceBuilder::default()
         .path(&device.container_path)
         .typ(typ)
@@ -88,12 +122,13 @@ mod tests {
         };
         assert!(to_oci(&file)
             .unwrap_err()
+            .to_string()
             .contains("not a character or block device"));
         let perms = cri::Device {
             container_path: "/dev/x".into(),
             host_path: "/dev/null".into(),
             permissions: "rwx".into(),
         };
-        assert!(to_oci(&perms).unwrap_err().contains("permissions"));
+        assert!(to_oci(&perms).unwrap_err().to_string().contains("permissions"));
     }
 }

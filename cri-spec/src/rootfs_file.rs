@@ -132,7 +132,7 @@ fn relative(path: &Path) -> PathBuf {
 /// # Examples
 ///
 /// ```
-/// use cri_server::rootfs_file::{read_in_root, FileError};
+/// use cri_spec::rootfs_file::{read_in_root, FileError};
 /// let root = tempfile::tempdir().unwrap();
 /// std::fs::create_dir(root.path().join("etc")).unwrap();
 /// std::fs::write(root.path().join("etc/hostname"), "web\n").unwrap();

@@ -7,11 +7,27 @@ use oci_spec::runtime::{
     LinuxResourcesBuilder,
 };
 
+/// Why CRI resources cannot become cgroup limits.
+#[derive(Debug, thiserror::Error)]
+pub enum ResourcesError {
+    /// A field holds a value the kernel would refuse or misread.
+    #[error("resources.{field} is invalid ({value})")]
+    Invalid {
+        /// The CRI field, e.g. `cpu_shares`.
+        field: &'static str,
+        /// Its value.
+        value: i64,
+    },
+    /// The OCI builder refused the limits.
+    #[error("resources: {0}")]
+    Oci(#[from] oci_spec::OciSpecError),
+}
+
 /// Converts `r`; zero means "not set", as in CRI.
-pub fn to_oci(r: &cri::LinuxContainerResources) -> Result<LinuxResources, String> {
-    let non_negative = |value: i64, field: &str| {
+pub fn to_oci(r: &cri::LinuxContainerResources) -> Result<LinuxResources, ResourcesError> {
+    let non_negative = |value: i64, field: &'static str| {
         if value < 0 {
-            Err(format!("resources.{field} is negative ({value})"))
+            Err(ResourcesError::Invalid { field, value })
         } else {
             Ok(value)
         }
@@ -20,16 +36,19 @@ pub fn to_oci(r: &cri::LinuxContainerResources) -> Result<LinuxResources, String
     let period = non_negative(r.cpu_period, "cpu_period")?;
     // -1 is the kernel's "no limit" for quota; anything below is nonsense.
     if r.cpu_quota < -1 {
-        return Err(format!("resources.cpu_quota is invalid ({})", r.cpu_quota));
+        return Err(ResourcesError::Invalid {
+            field: "cpu_quota",
+            value: r.cpu_quota,
+        });
     }
     let memory = non_negative(r.memory_limit_in_bytes, "memory_limit_in_bytes")?;
     let swap = r.memory_swap_limit_in_bytes;
     if swap < -1 {
-        return Err(format!(
-            "resources.memory_swap_limit_in_bytes is invalid ({swap})"
-        ));
+        return Err(ResourcesError::Invalid {
+            field: "memory_swap_limit_in_bytes",
+            value: swap,
+        });
     }
-    let err = |e: oci_spec::OciSpecError| e.to_string();
 
     let mut cpu = LinuxCpuBuilder::default();
     if shares > 0 {
@@ -48,7 +67,7 @@ pub fn to_oci(r: &cri::LinuxContainerResources) -> Result<LinuxResources, String
         cpu = cpu.mems(r.cpuset_mems.clone());
     }
     let mut builder = LinuxResourcesBuilder::default()
-        .cpu(cpu.build().map_err(err)?)
+        .cpu(cpu.build()?)
         .devices(Vec::new());
     if memory > 0 || swap != 0 {
         let mut m = LinuxMemoryBuilder::default();
@@ -58,7 +77,7 @@ pub fn to_oci(r: &cri::LinuxContainerResources) -> Result<LinuxResources, String
         if swap != 0 {
             m = m.swap(swap);
         }
-        builder = builder.memory(m.build().map_err(err)?);
+        builder = builder.memory(m.build()?);
     }
     if !r.hugepage_limits.is_empty() {
         let limits = r
@@ -69,7 +88,6 @@ pub fn to_oci(r: &cri::LinuxContainerResources) -> Result<LinuxResources, String
                     .page_size(h.page_size.clone())
                     .limit(h.limit as i64)
                     .build()
-                    .map_err(err)
             })
             .collect::<Result<Vec<_>, _>>()?;
         builder = builder.hugepage_limits(limits);
@@ -77,7 +95,7 @@ pub fn to_oci(r: &cri::LinuxContainerResources) -> Result<LinuxResources, String
     if !r.unified.is_empty() {
         builder = builder.unified(r.unified.clone());
     }
-    builder.build().map_err(err)
+    Ok(builder.build()?)
 }
 
 /// What the container record keeps of `r` (for ContainerStatus).
@@ -143,6 +161,6 @@ mod tests {
             memory_limit_in_bytes: -5,
             ..Default::default()
         };
-        assert!(to_oci(&r).unwrap_err().contains("memory_limit_in_bytes"));
+        assert!(to_oci(&r).unwrap_err().to_string().contains("memory_limit_in_bytes"));
     }
 }
