@@ -129,6 +129,9 @@ mod tests {
             host_path: "/dev/null".into(),
             permissions: "rwx".into(),
         };
-        assert!(to_oci(&perms).unwrap_err().to_string().contains("permissions"));
+        assert!(to_oci(&perms)
+            .unwrap_err()
+            .to_string()
+            .contains("permissions"));
     }
 }

@@ -6,6 +6,9 @@
 //! that translation, independent of any daemon, so another runtime can
 //! use it and each rule is tested table by table:
 //!
+//! - [`container`]: the whole spec of a workload container from its
+//!   request, its image and the pod's facts (pure: the caller mounts,
+//!   resolves and looks up, and passes the answers in).
 //! - [`image_config`]: the image's entrypoint, command, environment,
 //!   working directory and user merged with the request, as kubelet and
 //!   Docker define; users resolved against the image's `/etc/passwd` and
@@ -42,6 +45,7 @@
 #![warn(missing_docs)]
 
 pub mod annotations;
+pub mod container;
 pub mod convert;
 pub mod devices;
 pub mod image_config;

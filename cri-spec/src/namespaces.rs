@@ -1,8 +1,128 @@
 //! Which namespaces a container gets: new ones, the pod's (joined by
-//! path), or the host's.
+//! path), or the host's. One place for both the infra container, which
+//! makes the pod's namespaces, and the workload containers, which join them.
 
 use oci_shim::spec::{ContainerSpec, NamespaceKind, NamespaceSpec};
+use sandbox_core::{NamespaceMode, NamespaceOptions};
 use std::path::PathBuf;
+
+/// What a pod's containers need to know of its namespaces.
+#[derive(Debug, Clone, Default)]
+pub struct PodNamespaces {
+    /// The pod's pinned network namespace; `None` for host network.
+    pub netns: Option<PathBuf>,
+    /// The pod's namespace modes (network, PID, IPC).
+    pub options: NamespaceOptions,
+    /// The infra container's pid on the host, whose IPC, UTS and PID
+    /// namespaces the containers join.
+    pub infra_pid: Option<i32>,
+    /// gVisor keeps a pod's namespaces inside its sandbox: containers join
+    /// them through the sandbox annotations, not by host path.
+    pub on_gvisor: bool,
+}
+
+impl PodNamespaces {
+    /// The network namespace: the pinned one, or the host's.
+    fn network(&self) -> NamespaceSource {
+        match &self.netns {
+            Some(path) => NamespaceSource::Join(path.clone()),
+            None => NamespaceSource::Host,
+        }
+    }
+
+    /// The pod's namespace of `kind` (`ipc`, `uts`, `pid`) as a container
+    /// joins it: through the infra container's, or new on gVisor (or when
+    /// the infra's pid is unknown).
+    fn joined(&self, kind: &str) -> NamespaceSource {
+        match (self.on_gvisor, self.infra_pid) {
+            (true, _) | (false, None) => NamespaceSource::New,
+            (false, Some(pid)) => {
+                NamespaceSource::Join(PathBuf::from(format!("/proc/{pid}/ns/{kind}")))
+            }
+        }
+    }
+}
+
+/// Sets the infra container's namespaces: it makes the pod's IPC, UTS and
+/// PID namespaces (the host's where the pod asks for them) and joins the
+/// pinned network namespace.
+///
+/// # Examples
+///
+/// ```
+/// use cri_spec::namespaces::{infra_namespaces, PodNamespaces};
+/// use oci_shim::spec::{ContainerSpec, NamespaceKind};
+///
+/// let mut spec = ContainerSpec::new("/pause", ["/pause"]);
+/// let pod = PodNamespaces { netns: Some("/run/netns/p1".into()), ..Default::default() };
+/// infra_namespaces(&mut spec, &pod);
+/// let net = spec.namespaces.iter().find(|n| n.kind == NamespaceKind::Network).unwrap();
+/// assert_eq!(net.path.as_deref(), Some(std::path::Path::new("/run/netns/p1")));
+/// ```
+pub fn infra_namespaces(spec: &mut ContainerSpec, pod: &PodNamespaces) {
+    let own = |mode: NamespaceMode| {
+        if mode == NamespaceMode::Node {
+            NamespaceSource::Host
+        } else {
+            NamespaceSource::New
+        }
+    };
+    let ns = &pod.options;
+    set_namespace(spec, NamespaceKind::Network, pod.network());
+    set_namespace(spec, NamespaceKind::Ipc, own(ns.ipc));
+    set_namespace(spec, NamespaceKind::Pid, own(ns.pid));
+    set_namespace(spec, NamespaceKind::Uts, own(ns.network));
+}
+
+/// Sets a workload container's namespaces: the pod's network, IPC and UTS;
+/// PID as the container's request says (`target_pid` is the init of the
+/// container a `TARGET` mode names).
+///
+/// # Errors
+///
+/// [`crate::container::ContainerSpecError::NoTarget`] for a `TARGET` mode
+/// without a running target.
+pub fn container_namespaces(
+    spec: &mut ContainerSpec,
+    pod: &PodNamespaces,
+    requested: &NamespaceOptions,
+    target_pid: Option<i32>,
+) -> Result<(), crate::container::ContainerSpecError> {
+    let host_or = |mode: NamespaceMode, kind: &str| {
+        if mode == NamespaceMode::Node {
+            NamespaceSource::Host
+        } else {
+            pod.joined(kind)
+        }
+    };
+    set_namespace(spec, NamespaceKind::Network, pod.network());
+    set_namespace(spec, NamespaceKind::Ipc, host_or(pod.options.ipc, "ipc"));
+    set_namespace(
+        spec,
+        NamespaceKind::Uts,
+        host_or(pod.options.network, "uts"),
+    );
+    let pid_mode = if pod.options.pid == NamespaceMode::Node {
+        NamespaceMode::Node
+    } else {
+        requested.pid
+    };
+    let pid = match pid_mode {
+        NamespaceMode::Node => NamespaceSource::Host,
+        NamespaceMode::Pod => pod.joined("pid"),
+        NamespaceMode::Container => NamespaceSource::New,
+        NamespaceMode::Target => {
+            let pid = target_pid.ok_or_else(|| {
+                crate::container::ContainerSpecError::NoTarget(
+                    requested.target_id.clone().unwrap_or_default(),
+                )
+            })?;
+            NamespaceSource::Join(PathBuf::from(format!("/proc/{pid}/ns/pid")))
+        }
+    };
+    set_namespace(spec, NamespaceKind::Pid, pid);
+    Ok(())
+}
 
 /// How a container gets one kind of namespace.
 #[derive(Debug, Clone)]

@@ -161,6 +161,9 @@ mod tests {
             memory_limit_in_bytes: -5,
             ..Default::default()
         };
-        assert!(to_oci(&r).unwrap_err().to_string().contains("memory_limit_in_bytes"));
+        assert!(to_oci(&r)
+            .unwrap_err()
+            .to_string()
+            .contains("memory_limit_in_bytes"));
     }
 }

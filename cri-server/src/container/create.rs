@@ -2,18 +2,18 @@
 //! the root filesystem, write the bundle and let the monitor run the
 //! runtime's `create` on the pod's handler.
 
-use cri_spec::image_config::{resolve_user, ImageConfig};
-use cri_spec::convert;
 use crate::daemon::Daemon;
 use crate::error::{Error, Result};
 use crate::layout::Layout;
-use cri_spec::namespaces::{set_namespace, NamespaceSource};
+use cri_spec::container::{user_to_resolve, ContainerInputs};
+use cri_spec::convert;
+use cri_spec::image_config::{resolve_user, ImageConfig};
+use cri_spec::namespaces::PodNamespaces;
 use k8s_cri::v1 as cri;
 use oci_shim::bundle::Bundle;
 use oci_shim::monitor::{launch_alongside, MonitorConfig};
 use oci_shim::runtime::RuntimeKind;
-use oci_shim::spec::{ContainerSpec, MountSpec, NamespaceKind, PodRole, Propagation};
-use sandbox_core::{Container, ContainerMetadata, Mount, MountPropagation, NamespaceMode, Sandbox};
+use sandbox_core::{Container, ContainerMetadata, Mount, MountPropagation, Sandbox};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -165,7 +165,8 @@ async fn build_and_create(
 }
 
 /// Mounts the root filesystem and writes the bundle's `config.json`: the
-/// image's configuration merged with the request.
+/// image's configuration merged with the request (`cri_spec::container`),
+/// from what this function learns of the machine.
 async fn write_bundle(
     daemon: &Arc<Daemon>,
     sandbox: &Sandbox,
@@ -174,8 +175,14 @@ async fn write_bundle(
     image: &ImageConfig,
     handler: &oci_shim::runtime::RuntimeHandlerConfig,
 ) -> Result<()> {
-    let linux = config.linux.clone().unwrap_or_default();
-    let security = linux.security_context.clone().unwrap_or_default();
+    let invalid = |e: &dyn std::fmt::Display| {
+        Error::InvalidArgument(format!("container {}: {e}", container.name))
+    };
+    let security = config
+        .linux
+        .as_ref()
+        .and_then(|l| l.security_context.clone())
+        .unwrap_or_default();
     let rootfs = daemon
         .images
         // Writable underneath even for a read-only root: runc creates the
@@ -183,147 +190,67 @@ async fn write_bundle(
         // read-only as `root.readonly` asks.
         .create_rootfs(&container.image_ref, &container.id, false)
         .await?;
-
-    let argv = image.argv(&config.command, &config.args);
-    if argv.is_empty() {
-        return Err(Error::InvalidArgument(format!(
-            "container {}: no command: the request and the image give none",
-            container.name
-        )));
-    }
-    let mut spec = ContainerSpec::new(&rootfs.path, argv);
-    spec.root.readonly = security.readonly_rootfs;
-    let request_env: Vec<(String, String)> = config
-        .envs
-        .iter()
-        .map(|kv| (kv.key.clone(), kv.value.clone()))
-        .collect();
-    spec.process.env = image.env(&request_env);
-    spec.process.cwd = Some(config.working_dir.clone())
-        .filter(|w| !w.is_empty())
-        .or_else(|| image.working_dir.clone().filter(|w| !w.is_empty()))
-        .unwrap_or_else(|| "/".into());
-    container.working_dir = spec.process.cwd.clone();
-    container.env = spec.process.env.clone();
-    spec.process.terminal = config.tty;
-    container.privileged = security.privileged;
-
-    // User: the request's uid (or name) wins over the image's User.
-    let user = match (&security.run_as_user, security.run_as_username.as_str()) {
-        (Some(uid), _) => {
-            let uid = u32::try_from(uid.value).map_err(|_| {
-                Error::InvalidArgument(format!("run_as_user {} is out of range", uid.value))
-            })?;
-            Some(uid.to_string())
-        }
-        (None, name) if !name.is_empty() => Some(name.to_string()),
-        _ => {
-            if security.run_as_group.is_some() {
-                return Err(Error::InvalidArgument(format!(
-                    "container {}: run_as_group is set without run_as_user",
-                    container.name
-                )));
-            }
-            image.user.clone().filter(|u| !u.is_empty())
-        }
+    let user = match user_to_resolve(&security, image.user.as_deref()).map_err(|e| invalid(&e))? {
+        Some(user) => Some(user_of(&rootfs.path, user, container).await?),
+        None => None,
     };
-    if let Some(user) = user {
-        let resolved = user_of(&rootfs.path, user, container).await?;
-        let (uid, mut gid, mut groups) = (resolved.uid, resolved.gid, resolved.additional_gids);
-        if let Some(g) = &security.run_as_group {
-            gid = u32::try_from(g.value).map_err(|_| {
-                Error::InvalidArgument(format!("run_as_group {} is out of range", g.value))
-            })?;
-        }
-        for g in &security.supplemental_groups {
-            let g = u32::try_from(*g).map_err(|_| {
-                Error::InvalidArgument(format!("supplemental group {g} is out of range"))
-            })?;
-            if !groups.contains(&g) {
-                groups.push(g);
-            }
-        }
-        spec.process.user.uid = uid;
-        spec.process.user.gid = gid;
-        spec.process.user.additional_gids = groups;
-    } else {
-        spec.process.user.additional_gids = security
-            .supplemental_groups
-            .iter()
-            .filter_map(|g| u32::try_from(*g).ok())
-            .collect();
-    }
-
-    // Namespaces: the pod's network, IPC and UTS; PID as the request says.
-    let infra_pid = sandbox.infra_container.as_ref().and_then(|c| c.pid);
+    container.mounts = volumes(config, container).await?;
     let on_gvisor = handler.kind == RuntimeKind::Runsc;
-    let ns_opts = convert::namespace_options(security.namespace_options.as_ref());
-    set_namespace(
-        &mut spec,
-        NamespaceKind::Network,
-        match &sandbox.netns_path {
-            Some(path) => NamespaceSource::Join(path.clone()),
-            None => NamespaceSource::Host,
+    let pod_dir = daemon.layout.sandbox_dir(&sandbox.id);
+    let pod_files: Vec<(PathBuf, &'static str)> = crate::pod::files::MOUNTS
+        .iter()
+        .map(|(file, destination)| (pod_dir.join(file), *destination))
+        .filter(|(source, _)| source.exists())
+        .collect();
+    let requested = convert::namespace_options(security.namespace_options.as_ref());
+    let target_pid = requested
+        .target_id
+        .as_ref()
+        .and_then(|t| daemon.containers.get(t).ok())
+        .and_then(|c| c.pid);
+    let allowed = daemon.allowed_annotations(&sandbox.runtime_handler);
+    let built = cri_spec::container::build(&ContainerInputs {
+        request: config,
+        image,
+        rootfs: &rootfs.path,
+        user,
+        volumes: &container.mounts,
+        pod_files: &pod_files,
+        pod: PodNamespaces {
+            netns: sandbox.netns_path.clone(),
+            options: sandbox.namespace_options.clone(),
+            infra_pid: sandbox.infra_container.as_ref().and_then(|c| c.pid),
+            on_gvisor,
         },
-    );
-    let join_infra = |kind: &str| match (on_gvisor, infra_pid) {
-        // gVisor keeps the pod's namespaces inside its sandbox; joining is
-        // by the sandbox annotations, not by host paths.
-        (true, _) | (false, None) => NamespaceSource::New,
-        (false, Some(pid)) => {
-            NamespaceSource::Join(PathBuf::from(format!("/proc/{pid}/ns/{kind}")))
-        }
-    };
-    let pod_ns = &sandbox.namespace_options;
-    set_namespace(
-        &mut spec,
-        NamespaceKind::Ipc,
-        if pod_ns.ipc == NamespaceMode::Node {
-            NamespaceSource::Host
-        } else {
-            join_infra("ipc")
-        },
-    );
-    set_namespace(
-        &mut spec,
-        NamespaceKind::Uts,
-        if pod_ns.network == NamespaceMode::Node {
-            NamespaceSource::Host
-        } else {
-            join_infra("uts")
-        },
-    );
-    let pid_mode = if pod_ns.pid == NamespaceMode::Node {
-        NamespaceMode::Node
+        pod_id: &sandbox.id,
+        target_pid,
+        cgroups_path: daemon.cgroup_path(&sandbox.cgroup_parent, &container.id)?,
+        allowed_annotations: &allowed,
+        annotations: &container.annotations,
+        apparmor_enabled: cri_spec::security::apparmor_enabled(),
+    })
+    .map_err(|e| invalid(&e))?;
+    container.working_dir = built.spec.process.cwd.clone();
+    container.env = built.spec.process.env.clone();
+    container.privileged = security.privileged;
+    container.resources = built.resources;
+    let host = if on_gvisor {
+        cri_spec::security::gvisor_limits(daemon.host)
     } else {
-        ns_opts.pid
+        daemon.host
     };
-    set_namespace(
-        &mut spec,
-        NamespaceKind::Pid,
-        match pid_mode {
-            NamespaceMode::Node => NamespaceSource::Host,
-            NamespaceMode::Pod => join_infra("pid"),
-            NamespaceMode::Container => NamespaceSource::New,
-            NamespaceMode::Target => {
-                let target = ns_opts.target_id.clone().unwrap_or_default();
-                let pid = daemon
-                    .containers
-                    .get(&target)
-                    .ok()
-                    .and_then(|c| c.pid)
-                    .ok_or_else(|| {
-                        Error::InvalidArgument(format!(
-                            "container {}: PID namespace target {target:?} is not a running container",
-                            container.name
-                        ))
-                    })?;
-                NamespaceSource::Join(PathBuf::from(format!("/proc/{pid}/ns/pid")))
-            }
-        },
-    );
+    let oci = built.spec.to_oci(&host)?;
+    let bundle_dir = Layout::bundle(&daemon.layout.container_dir(&container.id));
+    tokio::task::spawn_blocking(move || Bundle::write(bundle_dir, &oci))
+        .await
+        .map_err(|e| Error::internal(format!("container {}", container.id), e))??;
+    Ok(())
+}
 
-    // Volumes.
+/// The request's volumes, host paths resolved and their propagation made
+/// possible on the host (on a blocking thread: both touch the filesystem).
+async fn volumes(config: &cri::ContainerConfig, container: &Container) -> Result<Vec<Mount>> {
+    let mut mounts = Vec::new();
     for m in &config.mounts {
         let mount = volume(m)
             .map_err(|e| Error::InvalidArgument(format!("container {}: {e}", container.name)))?;
@@ -334,98 +261,9 @@ async fn write_bundle(
         .await
         .map_err(|e| Error::internal(format!("container {}", container.name), e))?
         .map_err(|e| Error::internal(format!("container {}", container.name), e))?;
-        spec.mounts.push(MountSpec {
-            destination: m.container_path.clone(),
-            kind: "bind".into(),
-            source: mount.host_path.to_string_lossy().into_owned(),
-            options: {
-                let mut o = vec!["rbind".to_string()];
-                if m.readonly {
-                    o.push("ro".into());
-                }
-                o
-            },
-            propagation: Some(match mount.propagation {
-                MountPropagation::Private => Propagation::Private,
-                MountPropagation::HostToContainer => Propagation::HostToContainer,
-                MountPropagation::Bidirectional => Propagation::Bidirectional,
-            }),
-        });
-        container.mounts.push(mount);
+        mounts.push(mount);
     }
-
-    // The pod's resolv.conf, hostname and hosts, unless a volume of the
-    // container's own takes their place.
-    let pod_dir = daemon.layout.sandbox_dir(&sandbox.id);
-    for (file, destination) in crate::pod::files::MOUNTS {
-        let source = pod_dir.join(file);
-        if source.exists()
-            && !config
-                .mounts
-                .iter()
-                .any(|m| m.container_path == destination)
-        {
-            spec.mounts.push(MountSpec {
-                destination: destination.to_string(),
-                kind: "bind".into(),
-                source: source.to_string_lossy().into_owned(),
-                options: vec![
-                    "rbind".into(),
-                    if security.readonly_rootfs { "ro" } else { "rw" }.into(),
-                ],
-                propagation: Some(Propagation::Private),
-            });
-        }
-    }
-    spec.cgroups_path = Some(daemon.cgroup_path(&sandbox.cgroup_parent, &container.id)?);
-    if let Some(resources) = &linux.resources {
-        container.resources = Some(cri_spec::resources::to_record(resources));
-        spec.resources =
-            Some(cri_spec::resources::to_oci(resources).map_err(|e| {
-                Error::InvalidArgument(format!("container {}: {e}", container.name))
-            })?);
-        if resources.oom_score_adj != 0 {
-            spec.process.oom_score_adj = i32::try_from(resources.oom_score_adj).ok();
-        }
-    }
-    // After resources: privilege adds a device rule to them.
-    cri_spec::security::apply(&mut spec, &security, cri_spec::security::apparmor_enabled())
-        .map_err(|e| Error::InvalidArgument(format!("container {}: {e}", container.name)))?;
-    if !config.devices.is_empty() {
-        let mut rules = Vec::new();
-        for device in &config.devices {
-            let (node, rule) = cri_spec::devices::to_oci(device).map_err(|e| {
-                Error::InvalidArgument(format!("container {}: {e}", container.name))
-            })?;
-            spec.devices.push(node);
-            rules.push(rule);
-        }
-        let mut resources = spec.resources.take().unwrap_or_default();
-        let mut all = resources.devices().clone().unwrap_or_default();
-        all.extend(rules);
-        resources.set_devices(Some(all));
-        spec.resources = Some(resources);
-    }
-    spec.pod_role = Some(PodRole::Container {
-        sandbox_id: sandbox.id.clone(),
-    });
-    // Only what the handler allows: runtimes act on annotations.
-    spec.annotations = daemon.allowed_annotations(&sandbox.runtime_handler).filter(
-        &format!("container {}", container.name),
-        &container.annotations,
-    );
-
-    let host = if on_gvisor {
-        cri_spec::security::gvisor_limits(daemon.host)
-    } else {
-        daemon.host
-    };
-    let oci = spec.to_oci(&host)?;
-    let bundle_dir = Layout::bundle(&daemon.layout.container_dir(&container.id));
-    tokio::task::spawn_blocking(move || Bundle::write(bundle_dir, &oci))
-        .await
-        .map_err(|e| Error::internal(format!("container {}", container.id), e))??;
-    Ok(())
+    Ok(mounts)
 }
 
 /// Resolves `user` in the image's `/etc/passwd` and `/etc/group`, read inside

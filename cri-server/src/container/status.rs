@@ -1,8 +1,8 @@
 //! ContainerStatus: state, exit, times, image, mounts and log path.
 
-use cri_spec::convert;
 use crate::daemon::Daemon;
 use crate::error::Result;
+use cri_spec::convert;
 use k8s_cri::v1 as cri;
 use sandbox_core::{Container, MountPropagation};
 use std::collections::HashMap;
@@ -62,7 +62,10 @@ pub fn cri_status(container: &Container) -> cri::ContainerStatus {
             })
             .collect(),
         log_path: container.log_path.to_string_lossy().into_owned(),
-        resources: container.resources.as_ref().map(cri_spec::resources::to_cri),
+        resources: container
+            .resources
+            .as_ref()
+            .map(cri_spec::resources::to_cri),
         user: None,
     }
 }

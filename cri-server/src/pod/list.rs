@@ -1,7 +1,7 @@
 //! ListPodSandbox with CRI's filters (id prefix, state, label selector).
 
-use cri_spec::convert;
 use crate::daemon::Daemon;
+use cri_spec::convert;
 use k8s_cri::v1 as cri;
 use sandbox_core::SandboxFilter;
 use std::sync::Arc;

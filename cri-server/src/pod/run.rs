@@ -1,17 +1,17 @@
 //! RunPodSandbox: decide trust, pin the network namespace, start the infra
 //! container on the decided handler, and record the pod.
 
-use cri_spec::namespaces::{set_namespace, NamespaceSource};
-use cri_spec::convert;
 use crate::daemon::Daemon;
 use crate::error::{Error, Result};
 use crate::layout::Layout;
 use crate::metrics::TrustOutcome;
+use cri_spec::convert;
+use cri_spec::namespaces::{infra_namespaces, PodNamespaces};
 use k8s_cri::v1 as cri;
 use netns::NetNs;
 use oci_shim::bundle::Bundle;
 use oci_shim::monitor::{launch_alongside, MonitorConfig};
-use oci_shim::spec::{ContainerSpec, NamespaceKind, PodRole};
+use oci_shim::spec::{ContainerSpec, PodRole};
 use sandbox_core::{Container, ContainerMetadata, NamespaceMode, PodMetadata, Sandbox};
 use std::sync::Arc;
 use trust_policy::PodTrustInput;
@@ -38,8 +38,7 @@ pub async fn run(daemon: &Arc<Daemon>, request: cri::RunPodSandboxRequest) -> Re
     let linux = config.linux.clone().unwrap_or_default();
     let security = linux.security_context.clone().unwrap_or_default();
     let namespaces = convert::namespace_options(security.namespace_options.as_ref());
-    let port_mappings =
-        convert::port_mappings(&config.port_mappings)
+    let port_mappings = convert::port_mappings(&config.port_mappings)
         .map_err(|e| Error::InvalidArgument(e.to_string()))?;
     let sysctls = cri_spec::sysctls::validate(
         &linux.sysctls,
@@ -282,25 +281,14 @@ async fn write_infra_bundle(
     // pause needs no privilege at all.
     spec.process.capabilities.clear();
     spec.process.no_new_privileges = true;
-    let ns = &sandbox.namespace_options;
-    let mode = |m: NamespaceMode| {
-        if m == NamespaceMode::Node {
-            NamespaceSource::Host
-        } else {
-            NamespaceSource::New
-        }
-    };
-    set_namespace(
+    infra_namespaces(
         &mut spec,
-        NamespaceKind::Network,
-        match &sandbox.netns_path {
-            Some(path) => NamespaceSource::Join(path.clone()),
-            None => NamespaceSource::Host,
+        &PodNamespaces {
+            netns: sandbox.netns_path.clone(),
+            options: sandbox.namespace_options.clone(),
+            ..PodNamespaces::default()
         },
     );
-    set_namespace(&mut spec, NamespaceKind::Ipc, mode(ns.ipc));
-    set_namespace(&mut spec, NamespaceKind::Pid, mode(ns.pid));
-    set_namespace(&mut spec, NamespaceKind::Uts, mode(ns.network));
     if !host_network && !sandbox.hostname.is_empty() {
         spec.hostname = Some(sandbox.hostname.clone());
     }

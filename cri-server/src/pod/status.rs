@@ -1,9 +1,9 @@
 //! PodSandboxStatus: the pod's state, network, namespaces and, when verbose,
 //! the trust decision and the record itself.
 
-use cri_spec::convert;
 use crate::daemon::Daemon;
 use crate::error::Result;
+use cri_spec::convert;
 use k8s_cri::v1 as cri;
 use sandbox_core::Sandbox;
 use std::collections::HashMap;

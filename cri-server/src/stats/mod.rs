@@ -9,11 +9,11 @@
 pub mod cri_metrics;
 pub mod network;
 
-use cri_spec::convert;
 use crate::daemon::Daemon;
 use crate::error::{Error, Result};
 use cgroups::{CgroupUsage, Hierarchy};
 use cri_metrics::{ContainerReading, FsCapacity, Identity};
+use cri_spec::convert;
 use k8s_cri::v1 as cri;
 use sandbox_core::{Container, ContainerFilter, ContainerState, Sandbox, SandboxFilter};
 use std::path::Path;

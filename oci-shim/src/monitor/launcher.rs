@@ -60,7 +60,7 @@ pub trait PendingLaunch: Send {
 /// use oci_shim::monitor::{launch_alongside, MonitorLauncher, ProcessMonitors};
 /// let monitors = ProcessMonitors;
 /// let dir = cfg.bundle.clone();
-/// let (monitor, ()) = launch_alongside(&monitors, &cfg, async move {
+/// let (monitor, _bundle) = launch_alongside(&monitors, &cfg, async move {
 ///     oci_shim::bundle::Bundle::write(dir, &oci)
 /// })
 /// .await?;
