@@ -18,9 +18,10 @@ pub use pod_role::PodRole;
 
 use crate::error::{Error, Result};
 use oci_spec::runtime::{
-    LinuxBuilder, LinuxCapabilitiesBuilder, LinuxDevice, LinuxNamespaceBuilder, LinuxNamespaceType,
-    LinuxResources, LinuxSeccomp, MountBuilder, PosixRlimitBuilder, PosixRlimitType,
-    ProcessBuilder, RootBuilder, Spec, SpecBuilder, UserBuilder,
+    LinuxBuilder, LinuxCapabilities, LinuxCapabilitiesBuilder, LinuxDevice, LinuxNamespace,
+    LinuxNamespaceBuilder, LinuxNamespaceType, LinuxResources, LinuxSeccomp, Mount, MountBuilder,
+    PosixRlimitBuilder, PosixRlimitType, Process, ProcessBuilder, RootBuilder, Spec, SpecBuilder,
+    UserBuilder,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
@@ -309,11 +310,64 @@ impl ContainerSpec {
     ///
     /// Fails when argv is empty or a capability name is unknown.
     pub fn to_oci(&self, host: &HostLimits) -> Result<Spec> {
-        let spec_err = |e: oci_spec::OciSpecError| Error::Spec(e.to_string());
         if self.process.args.is_empty() {
             return Err(Error::Spec("process args are empty".into()));
         }
+        let (mounts, rootfs_propagation) = self.oci_mounts()?;
+        let mut linux = LinuxBuilder::default()
+            .namespaces(self.oci_namespaces()?)
+            .masked_paths(self.masked_paths.clone())
+            .readonly_paths(self.readonly_paths.clone())
+            .sysctl(
+                self.sysctls
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect::<HashMap<_, _>>(),
+            )
+            .devices(self.devices.clone())
+            .build()
+            .map_err(spec_err)?;
+        // oci-spec's builders start from its own opinionated defaults (resources,
+        // hostname "youki", ...): every optional field is set explicitly so the
+        // config says exactly what the ContainerSpec says.
+        linux.set_cgroups_path(self.cgroups_path.as_ref().map(PathBuf::from));
+        linux.set_resources(self.resources.clone());
+        linux.set_seccomp(self.seccomp.clone());
+        linux.set_rootfs_propagation(rootfs_propagation.map(str::to_owned));
+        linux.set_uid_mappings(None);
+        linux.set_gid_mappings(None);
 
+        let mut annotations: HashMap<String, String> = self
+            .annotations
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        if let Some(role) = &self.pod_role {
+            annotations.extend(role.annotations());
+        }
+        let root = RootBuilder::default()
+            .path(self.root.path.clone())
+            .readonly(self.root.readonly)
+            .build()
+            .map_err(spec_err)?;
+        let mut spec = SpecBuilder::default()
+            .version("1.0.2")
+            .root(root)
+            .mounts(mounts)
+            .process(self.oci_process(host)?)
+            .linux(linux)
+            .annotations(annotations)
+            .build()
+            .map_err(spec_err)?;
+        spec.set_hostname(self.hostname.clone());
+        spec.set_domainname(None);
+        spec.set_hooks(None);
+        Ok(spec)
+    }
+
+    /// The capabilities the process gets: every one the daemon holds when
+    /// privileged, else those asked for that the daemon holds.
+    fn oci_capabilities(&self, host: &HostLimits) -> Result<LinuxCapabilities> {
         let cap_names: Vec<&str> = if self.privileged {
             host.capabilities.names()
         } else {
@@ -334,15 +388,18 @@ impl ContainerSpec {
         // Inheritable and ambient are set (empty) on purpose: oci-spec's
         // defaults put capabilities there that an empty bounding set does not
         // hold, and runc then fails with "unable to apply caps".
-        let capabilities = LinuxCapabilitiesBuilder::default()
+        LinuxCapabilitiesBuilder::default()
             .bounding(caps.clone())
             .effective(caps.clone())
             .permitted(caps)
             .inheritable(std::collections::HashSet::new())
             .ambient(std::collections::HashSet::new())
             .build()
-            .map_err(spec_err)?;
+            .map_err(spec_err)
+    }
 
+    /// The OCI process: argv, environment, user, capabilities, limits.
+    fn oci_process(&self, host: &HostLimits) -> Result<Process> {
         let user = UserBuilder::default()
             .uid(self.process.user.uid)
             .gid(self.process.user.gid)
@@ -368,7 +425,7 @@ impl ContainerSpec {
             .args(self.process.args.clone())
             .env(self.process.env.clone())
             .cwd(&self.process.cwd)
-            .capabilities(capabilities)
+            .capabilities(self.oci_capabilities(host)?)
             .rlimits(rlimits)
             .no_new_privileges(self.process.no_new_privileges)
             .build()
@@ -381,7 +438,11 @@ impl ContainerSpec {
                 host.can_lower_oom_score_adj,
             )));
         }
+        Ok(process)
+    }
 
+    /// The OCI mounts, and the root's propagation they need.
+    fn oci_mounts(&self) -> Result<(Vec<Mount>, Option<&'static str>)> {
         let mut rootfs_propagation = None;
         let mounts = self
             .mounts
@@ -412,9 +473,12 @@ impl ContainerSpec {
             })
             .collect::<std::result::Result<Vec<_>, _>>()
             .map_err(spec_err)?;
+        Ok((mounts, rootfs_propagation))
+    }
 
-        let namespaces = self
-            .namespaces
+    /// The OCI namespaces: new ones, or joined by path.
+    fn oci_namespaces(&self) -> Result<Vec<LinuxNamespace>> {
+        self.namespaces
             .iter()
             .map(|n| {
                 let typ = match n.kind {
@@ -433,58 +497,13 @@ impl ContainerSpec {
                 b.build()
             })
             .collect::<std::result::Result<Vec<_>, _>>()
-            .map_err(spec_err)?;
-
-        let mut linux = LinuxBuilder::default()
-            .namespaces(namespaces)
-            .masked_paths(self.masked_paths.clone())
-            .readonly_paths(self.readonly_paths.clone())
-            .sysctl(
-                self.sysctls
-                    .iter()
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect::<HashMap<_, _>>(),
-            )
-            .devices(self.devices.clone())
-            .build()
-            .map_err(spec_err)?;
-        // oci-spec's builders start from its own opinionated defaults (resources,
-        // hostname "youki", ...): every optional field is set explicitly so the
-        // config says exactly what the ContainerSpec says.
-        linux.set_cgroups_path(self.cgroups_path.as_ref().map(PathBuf::from));
-        linux.set_resources(self.resources.clone());
-        linux.set_seccomp(self.seccomp.clone());
-        linux.set_rootfs_propagation(rootfs_propagation.map(str::to_owned));
-        linux.set_uid_mappings(None);
-        linux.set_gid_mappings(None);
-
-        let mut annotations: HashMap<String, String> = self
-            .annotations
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        if let Some(role) = &self.pod_role {
-            annotations.extend(role.annotations());
-        }
-
-        let root = RootBuilder::default()
-            .path(self.root.path.clone())
-            .readonly(self.root.readonly)
-            .build()
-            .map_err(spec_err)?;
-        let spec = SpecBuilder::default()
-            .version("1.0.2")
-            .root(root)
-            .mounts(mounts)
-            .process(process)
-            .linux(linux)
-            .annotations(annotations);
-        let mut spec = spec.build().map_err(spec_err)?;
-        spec.set_hostname(self.hostname.clone());
-        spec.set_domainname(None);
-        spec.set_hooks(None);
-        Ok(spec)
+            .map_err(spec_err)
     }
+}
+
+/// An oci-spec builder's refusal as our error.
+fn spec_err(e: oci_spec::OciSpecError) -> Error {
+    Error::Spec(e.to_string())
 }
 
 /// The capabilities containerd and CRI-O grant by default.

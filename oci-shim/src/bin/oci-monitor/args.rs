@@ -1,5 +1,6 @@
 //! Command line of `oci-monitor` (hand-parsed to keep the binary small).
 
+use crate::failure::Failure;
 use std::path::PathBuf;
 
 /// What the daemon told the monitor to do.
@@ -20,7 +21,7 @@ pub const USAGE: &str = "usage: oci-monitor --id ID --bundle DIR --state-dir DIR
 --runtime PATH [--runtime-arg ARG]... [--terminal] [--stdin] [--stdin-once]";
 
 impl Args {
-    pub fn parse(mut argv: impl Iterator<Item = String>) -> Result<Args, String> {
+    pub fn parse(mut argv: impl Iterator<Item = String>) -> Result<Args, Failure> {
         let (mut id, mut bundle, mut state_dir, mut log_path, mut runtime) =
             (None, None, None, None, None);
         let mut args = Args {
@@ -35,7 +36,10 @@ impl Args {
             stdin_once: false,
         };
         while let Some(flag) = argv.next() {
-            let mut value = || argv.next().ok_or_else(|| format!("{flag} needs a value"));
+            let mut value = || {
+                argv.next()
+                    .ok_or_else(|| Failure::Usage(format!("{flag} needs a value")))
+            };
             match flag.as_str() {
                 "--id" => id = Some(value()?),
                 "--bundle" => bundle = Some(value()?),
@@ -46,10 +50,10 @@ impl Args {
                 "--terminal" => args.terminal = true,
                 "--stdin" => args.stdin = true,
                 "--stdin-once" => args.stdin_once = true,
-                other => return Err(format!("unknown argument {other:?}")),
+                other => return Err(Failure::Usage(format!("unknown argument {other:?}"))),
             }
         }
-        let missing = |name: &str| format!("missing {name}");
+        let missing = |name: &str| Failure::Usage(format!("missing {name}"));
         args.id = id.ok_or_else(|| missing("--id"))?;
         args.bundle = bundle.ok_or_else(|| missing("--bundle"))?.into();
         args.state_dir = state_dir.ok_or_else(|| missing("--state-dir"))?.into();
@@ -63,7 +67,7 @@ impl Args {
 mod tests {
     use super::*;
 
-    fn parse(s: &str) -> Result<Args, String> {
+    fn parse(s: &str) -> Result<Args, Failure> {
         Args::parse(s.split_whitespace().map(String::from))
     }
 
@@ -81,8 +85,8 @@ mod tests {
 
     #[test]
     fn missing_and_unknown_are_errors() {
-        assert!(parse("--id c1").unwrap_err().contains("--bundle"));
+        assert!(parse("--id c1").unwrap_err().to_string().contains("--bundle"));
         assert!(parse("--bogus").is_err());
-        assert!(parse("--id").unwrap_err().contains("needs a value"));
+        assert!(parse("--id").unwrap_err().to_string().contains("needs a value"));
     }
 }

@@ -1,12 +1,14 @@
 //! Running the runtime's `create` with the container's stdio.
 
 use crate::args::Args;
+use crate::failure::Failure;
 use crate::sys;
 use oci_shim::monitor::protocol::{CONSOLE_SOCKET_NAME, PID_FILE_NAME};
 use std::io::{self, Read};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::UnixListener;
 use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
 /// The container's stdio as the monitor holds it once create succeeded.
@@ -25,34 +27,67 @@ pub struct ContainerIo {
     pub held: Option<[OwnedFd; 3]>,
 }
 
-/// Runs `<runtime> <args> create ...` and returns the container's init pid
-/// and stdio, or a one-line reason for the daemon.
-pub fn create(args: &Args) -> Result<(libc::pid_t, ContainerIo), String> {
-    let pid_file = args.state_dir.join(PID_FILE_NAME);
-    let (out_r, out_w) = sys::pipe().map_err(|e| format!("pipe: {e}"))?;
-    let (err_r, err_w) = sys::pipe().map_err(|e| format!("pipe: {e}"))?;
-    let (in_r, in_w) = if args.stdin && !args.terminal {
-        let (r, w) = sys::pipe().map_err(|e| format!("pipe: {e}"))?;
-        (Some(r), Some(w))
-    } else {
-        (None, None)
-    };
-    let dup = |fd: &OwnedFd| fd.try_clone().map_err(|e| format!("dup: {e}"));
-    let null = || {
-        std::fs::File::open("/dev/null")
-            .map(OwnedFd::from)
-            .map_err(|e| format!("/dev/null: {e}"))
-    };
-    let held = [
-        match &in_r {
-            Some(r) => dup(r)?,
-            None => null()?,
-        },
-        dup(&out_w)?,
-        dup(&err_w)?,
-    ];
-    let in_r = in_r.map_or_else(Stdio::null, Stdio::from);
+/// The container's stdio before create: pipes, and our copies of the
+/// container's ends for a runtime that takes them only at `start`.
+struct Pipes {
+    out: (OwnedFd, OwnedFd),
+    err: (OwnedFd, OwnedFd),
+    stdin: (Option<OwnedFd>, Option<OwnedFd>),
+    held: [OwnedFd; 3],
+}
 
+impl Pipes {
+    fn new(args: &Args) -> Result<Pipes, Failure> {
+        let out = sys::pipe().map_err(Failure::sys("pipe"))?;
+        let err = sys::pipe().map_err(Failure::sys("pipe"))?;
+        let stdin = if args.stdin && !args.terminal {
+            let (r, w) = sys::pipe().map_err(Failure::sys("pipe"))?;
+            (Some(r), Some(w))
+        } else {
+            (None, None)
+        };
+        let null = || {
+            std::fs::File::open("/dev/null")
+                .map(OwnedFd::from)
+                .map_err(Failure::sys("/dev/null"))
+        };
+        let held = [
+            match &stdin.0 {
+                Some(r) => dup(r)?,
+                None => null()?,
+            },
+            dup(&out.1)?,
+            dup(&err.1)?,
+        ];
+        Ok(Pipes {
+            out,
+            err,
+            stdin,
+            held,
+        })
+    }
+}
+
+fn dup(fd: &OwnedFd) -> Result<OwnedFd, Failure> {
+    fd.try_clone().map_err(Failure::sys("dup"))
+}
+
+/// What the runtime left once `create` returned.
+struct Created {
+    status: libc::c_int,
+    master: Option<OwnedFd>,
+    stderr: Vec<u8>,
+}
+
+/// Runs `<runtime> <args> create ...` and returns the container's init pid
+/// and stdio.
+pub fn create(args: &Args) -> Result<(libc::pid_t, ContainerIo), Failure> {
+    let pid_file = args.state_dir.join(PID_FILE_NAME);
+    let pipes = Pipes::new(args)?;
+    let (out_r, out_w) = pipes.out;
+    let (err_r, err_w) = pipes.err;
+    let (in_r, in_w) = pipes.stdin;
+    let console = console_socket(args)?;
     let mut cmd = Command::new(&args.runtime);
     cmd.args(&args.runtime_args)
         .arg("create")
@@ -60,63 +95,111 @@ pub fn create(args: &Args) -> Result<(libc::pid_t, ContainerIo), String> {
         .arg(&args.bundle)
         .arg("--pid-file")
         .arg(&pid_file);
-    let console = if args.terminal {
-        let path = args.state_dir.join(CONSOLE_SOCKET_NAME);
-        let _ = std::fs::remove_file(&path);
-        let listener = UnixListener::bind(&path).map_err(|e| format!("console socket: {e}"))?;
-        cmd.arg("--console-socket").arg(&path);
-        cmd.stdin(Stdio::null()).stdout(Stdio::null());
-        Some((listener, path))
-    } else {
-        cmd.stdin(in_r).stdout(Stdio::from(out_w));
-        None
-    };
+    match &console {
+        Some((_, path)) => {
+            cmd.arg("--console-socket").arg(path);
+            cmd.stdin(Stdio::null()).stdout(Stdio::null());
+        }
+        None => {
+            cmd.stdin(in_r.map_or_else(Stdio::null, Stdio::from))
+                .stdout(Stdio::from(out_w));
+        }
+    }
     cmd.arg(&args.id).stderr(Stdio::from(err_w));
     // SAFETY: only async-signal-safe calls (sigprocmask) between fork and exec.
     unsafe {
         cmd.pre_exec(sys::unblock_signals);
     }
-    let child = cmd
-        .spawn()
-        .map_err(|e| format!("cannot run {}: {e}", args.runtime.display()))?;
+    let child = cmd.spawn().map_err(|source| Failure::Spawn {
+        runtime: args.runtime.clone(),
+        source,
+    })?;
     // Drop our copies of the child's ends (the Command held them) so EOF
     // arrives when the container closes them.
     drop(cmd);
     // The runtime's cgroup move would otherwise wait out a grace period on
     // the container's start-up path; we have nothing else to do meanwhile.
     oci_shim::cgroup_warmup::warm_up();
+    let created = wait_for_runtime(child.id() as libc::pid_t, &err_r, console.as_ref())?;
+    if let Some((_, path)) = &console {
+        let _ = std::fs::remove_file(path);
+    }
+    let (code, sig) = sys::decode_wait_status(created.status);
+    if code != 0 {
+        return Err(Failure::Runtime {
+            verb: "create",
+            how: if sig != 0 {
+                format!("killed by signal {sig}")
+            } else {
+                format!("exit status {code}")
+            },
+            stderr: String::from_utf8_lossy(&created.stderr).trim().to_string(),
+        });
+    }
+    let pid = read_pid(&pid_file)?;
+    let io = match created.master {
+        Some(m) => ContainerIo {
+            stdout: Some(dup(&m)?),
+            stderr: Some(err_r),
+            stdin: if args.stdin { Some(dup(&m)?) } else { None },
+            terminal: Some(m),
+            held: None,
+        },
+        None if args.terminal => return Err(Failure::NoTerminal),
+        None => ContainerIo {
+            stdout: Some(out_r),
+            stderr: Some(err_r),
+            stdin: in_w,
+            terminal: None,
+            held: Some(pipes.held),
+        },
+    };
+    Ok((pid, io))
+}
 
-    let runtime_pid = child.id() as libc::pid_t;
+/// With a terminal, the socket the runtime sends the terminal's master to.
+fn console_socket(args: &Args) -> Result<Option<(UnixListener, PathBuf)>, Failure> {
+    if !args.terminal {
+        return Ok(None);
+    }
+    let path = args.state_dir.join(CONSOLE_SOCKET_NAME);
+    let _ = std::fs::remove_file(&path);
+    let listener = UnixListener::bind(&path).map_err(Failure::sys("console socket"))?;
+    Ok(Some((listener, path)))
+}
+
+/// Waits for the runtime's `create` to exit, accepting the terminal on the
+/// console socket and draining its stderr meanwhile (so it can never block
+/// on a full pipe).
+fn wait_for_runtime(
+    runtime_pid: libc::pid_t,
+    err_r: &OwnedFd,
+    console: Option<&(UnixListener, PathBuf)>,
+) -> Result<Created, Failure> {
     let mut master = None;
-    let mut err_text = Vec::new();
-    sys::set_nonblocking(err_r.as_raw_fd()).map_err(|e| format!("pipe: {e}"))?;
-    // The runtime connects to the console socket before it exits, so accept
-    // while waiting; its stderr is drained so it can never block on a full pipe.
+    let mut stderr = Vec::new();
+    sys::set_nonblocking(err_r.as_raw_fd()).map_err(Failure::sys("pipe"))?;
     // Woken the moment the runtime exits (a pidfd), rather than on the next
     // poll tick: create sits on every container's start-up path.
     let exited = sys::pidfd_open(runtime_pid);
-    let status = loop {
-        if let Some((listener, _)) = &console {
-            if master.is_none() {
-                listener.set_nonblocking(true).ok();
-                if let Ok((stream, _)) = listener.accept() {
-                    stream.set_nonblocking(false).ok();
-                    master = Some(
-                        crate::console::receive_master(&stream)
-                            .map_err(|e| format!("console socket: {e}"))?,
-                    );
-                }
-            }
+    loop {
+        if let (Some((listener, _)), None) = (console, &master) {
+            master = accept_terminal(listener)?;
         }
-        drain(&err_r, &mut err_text);
+        drain(err_r, &mut stderr);
         let mut status = 0;
         // SAFETY: valid out pointer; runtime_pid is our child.
         let r = unsafe { libc::waitpid(runtime_pid, &mut status, libc::WNOHANG) };
         if r == runtime_pid {
-            break status;
+            drain(err_r, &mut stderr);
+            return Ok(Created {
+                status,
+                master,
+                stderr,
+            });
         }
         if r < 0 {
-            return Err(format!("waitpid: {}", io::Error::last_os_error()));
+            return Err(Failure::sys("waitpid")(io::Error::last_os_error()));
         }
         let mut fds = [
             libc::pollfd {
@@ -138,45 +221,34 @@ pub fn create(args: &Args) -> Result<(libc::pid_t, ContainerIo), String> {
             5
         };
         let _ = sys::poll(&mut fds, tick);
+    }
+}
+
+/// The terminal's master, if the runtime has connected to the console
+/// socket yet.
+fn accept_terminal(listener: &UnixListener) -> Result<Option<OwnedFd>, Failure> {
+    listener.set_nonblocking(true).ok();
+    let Ok((stream, _)) = listener.accept() else {
+        return Ok(None);
     };
-    drain(&err_r, &mut err_text);
-    if let Some((_, path)) = &console {
-        let _ = std::fs::remove_file(path);
-    }
-    let (code, sig) = sys::decode_wait_status(status);
-    if code != 0 {
-        let text = String::from_utf8_lossy(&err_text);
-        let how = if sig != 0 {
-            format!("killed by signal {sig}")
-        } else {
-            format!("exit status {code}")
-        };
-        return Err(format!("create failed ({how}): {}", text.trim()));
-    }
-    let pid = std::fs::read_to_string(&pid_file)
-        .map_err(|e| format!("pid file {}: {e}", pid_file.display()))?
+    stream.set_nonblocking(false).ok();
+    crate::console::receive_master(&stream)
+        .map(Some)
+        .map_err(Failure::sys("console socket"))
+}
+
+/// The init pid the runtime wrote.
+fn read_pid(path: &std::path::Path) -> Result<libc::pid_t, Failure> {
+    let failure = |reason: String| Failure::File {
+        what: "pid file",
+        path: path.to_path_buf(),
+        reason,
+    };
+    std::fs::read_to_string(path)
+        .map_err(|e| failure(e.to_string()))?
         .trim()
         .parse::<libc::pid_t>()
-        .map_err(|e| format!("pid file {}: {e}", pid_file.display()))?;
-
-    let io = match master {
-        Some(m) => ContainerIo {
-            stdout: Some(dup(&m)?),
-            stderr: Some(err_r),
-            stdin: if args.stdin { Some(dup(&m)?) } else { None },
-            terminal: Some(m),
-            held: None,
-        },
-        None if args.terminal => return Err("runtime never sent the terminal".into()),
-        None => ContainerIo {
-            stdout: Some(out_r),
-            stderr: Some(err_r),
-            stdin: in_w,
-            terminal: None,
-            held: Some(held),
-        },
-    };
-    Ok((pid, io))
+        .map_err(|e| failure(e.to_string()))
 }
 
 fn drain(fd: &OwnedFd, into: &mut Vec<u8>) {

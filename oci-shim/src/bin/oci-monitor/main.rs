@@ -13,12 +13,14 @@ mod args;
 mod console;
 mod create;
 mod cri_log;
+mod failure;
 mod reap;
 mod runtime_wait;
 mod serve;
 mod sys;
 mod timestamp;
 
+use failure::Failure;
 use oci_shim::monitor::protocol::{ExitRecord, EXIT_FILE_NAME, MONITOR_PID_FILE_NAME, SOCKET_NAME};
 use std::fs::OpenOptions;
 use std::io::Write;
@@ -62,7 +64,10 @@ fn main() {
     let code = match run(&args) {
         Ok(()) => 0,
         Err(reason) => {
-            report(&format!("error {}", reason.replace('\n', " ")), false);
+            report(
+                &format!("error {}", reason.to_string().replace('\n', " ")),
+                false,
+            );
             1
         }
     };
@@ -89,20 +94,26 @@ fn report(line: &str, detach: bool) {
     }
 }
 
-fn run(args: &args::Args) -> Result<(), String> {
+fn run(args: &args::Args) -> Result<(), Failure> {
     // Our own diagnostics go to a file in the state dir, not the daemon's stderr.
     let diag = args.state_dir.join("monitor.log");
     if let Ok(f) = OpenOptions::new().create(true).append(true).open(&diag) {
         // SAFETY: dup2 onto our own stderr.
         unsafe { libc::dup2(f.as_raw_fd(), 2) };
     }
-    let sigchld = sys::sigchld_fd().map_err(|e| format!("signalfd: {e}"))?;
+    let sigchld = sys::sigchld_fd().map_err(Failure::sys("signalfd"))?;
     let sock_path = args.state_dir.join(SOCKET_NAME);
     let _ = std::fs::remove_file(&sock_path);
-    let listener =
-        UnixListener::bind(&sock_path).map_err(|e| format!("bind {}: {e}", sock_path.display()))?;
-    let log = cri_log::CriLog::open(args.log_path.clone())
-        .map_err(|e| format!("log {}: {e}", args.log_path.display()))?;
+    let listener = UnixListener::bind(&sock_path).map_err(|e| Failure::File {
+        what: "socket",
+        path: sock_path.clone(),
+        reason: e.to_string(),
+    })?;
+    let log = cri_log::CriLog::open(args.log_path.clone()).map_err(|e| Failure::File {
+        what: "log",
+        path: args.log_path.clone(),
+        reason: e.to_string(),
+    })?;
 
     // The daemon starts us while it still writes the bundle; it says `go`
     // once `config.json` is in place.
@@ -166,13 +177,18 @@ fn run(args: &args::Args) -> Result<(), String> {
 /// Reads the daemon's go-ahead from stdin. Anything but `go` (EOF included:
 /// the daemon gave up on the container, or died) means the bundle will never
 /// be ready, and nothing has been created.
-fn await_go() -> Result<(), String> {
+fn await_go() -> Result<(), Failure> {
     let mut line = String::new();
     match std::io::stdin().read_line(&mut line) {
         Ok(_) if line.trim_end() == "go" => Ok(()),
-        Ok(0) => Err("aborted: the daemon closed the pipe before the bundle was ready".into()),
-        Ok(_) => Err(format!("aborted: expected `go`, got {:?}", line.trim_end())),
-        Err(e) => Err(format!("aborted: reading the go-ahead: {e}")),
+        Ok(0) => Err(Failure::Aborted(
+            "the daemon closed the pipe before the bundle was ready".into(),
+        )),
+        Ok(_) => Err(Failure::Aborted(format!(
+            "expected `go`, got {:?}",
+            line.trim_end()
+        ))),
+        Err(e) => Err(Failure::Aborted(format!("reading the go-ahead: {e}"))),
     }
 }
 

@@ -3,6 +3,7 @@
 
 use crate::create::ContainerIo;
 use crate::cri_log::{CriLog, Stream};
+use crate::failure::Failure;
 use crate::runtime_wait::{RuntimeWait, WaitResult};
 use crate::sys;
 use crate::timestamp::now_nanos;
@@ -57,7 +58,7 @@ pub struct StartCommand {
 
 impl StartCommand {
     /// Runs `start`, handing the container the held stdio if there is any.
-    fn run(&self, held: Option<[OwnedFd; 3]>) -> Result<(), String> {
+    fn run(&self, held: Option<[OwnedFd; 3]>) -> Result<(), Failure> {
         use std::process::{Command, Stdio};
         let mut cmd = Command::new(&self.runtime);
         cmd.args(&self.args).arg("start").arg(&self.id);
@@ -78,9 +79,10 @@ impl StartCommand {
         unsafe {
             std::os::unix::process::CommandExt::pre_exec(&mut cmd, sys::unblock_signals);
         }
-        let child = cmd
-            .spawn()
-            .map_err(|e| format!("cannot run {}: {e}", self.runtime.display()))?;
+        let child = cmd.spawn().map_err(|source| Failure::Spawn {
+            runtime: self.runtime.clone(),
+            source,
+        })?;
         let pid = child.id() as libc::pid_t;
         let mut err = String::new();
         if let (true, Some(mut e)) = (capture, child.stderr) {
@@ -92,12 +94,16 @@ impl StartCommand {
         // SAFETY: valid out pointer.
         while unsafe { libc::waitpid(pid, &mut status, 0) } < 0 {
             if io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
-                return Err("waitpid on start failed".into());
+                return Err(Failure::sys("waitpid on start")(io::Error::last_os_error()));
             }
         }
         match sys::decode_wait_status(status) {
             (0, _) => Ok(()),
-            (code, _) => Err(format!("start failed (exit status {code}): {}", err.trim())),
+            (code, _) => Err(Failure::Runtime {
+                verb: "start",
+                how: format!("exit status {code}"),
+                stderr: err.trim().to_string(),
+            }),
         }
     }
 }
@@ -441,7 +447,7 @@ impl Monitor {
                         }
                         "ok\n".to_owned()
                     }
-                    Err(e) => format!("error {}\n", one_line(&e)),
+                    Err(e) => format!("error {}\n", one_line(&e.to_string())),
                 }
             }
             Some(Request::Attach) => {
