@@ -376,20 +376,8 @@ fn apply<R: Read>(
     root: &OwnedFd,
     entry: &mut tar::Entry<R>,
 ) -> Result<Option<DirTime>, UnpackError> {
-    let raw_path = entry.path().map_err(UnpackError::Read)?.into_owned();
-    let shown = raw_path.display().to_string();
-    let fail = |op: &'static str| {
-        let entry = shown.clone();
-        move |errno: Errno| UnpackError::Create { entry, op, errno }
-    };
-    let rel = clean_path(&raw_path);
-    let header = entry.header().clone();
-    let kind = header.entry_type();
-    let mode = header.mode().map_err(UnpackError::Read)? & 0o7777;
-    let uid = header.uid().map_err(UnpackError::Read)?;
-    let gid = header.gid().map_err(UnpackError::Read)?;
-    let mtime = header.mtime().map_err(UnpackError::Read)? as i64;
-
+    let meta = EntryMeta::read(entry)?;
+    let kind = meta.kind;
     if kind.is_pax_global_extensions()
         || kind.is_pax_local_extensions()
         || kind.is_gnu_longname()
@@ -397,140 +385,193 @@ fn apply<R: Read>(
     {
         return Ok(None);
     }
-
-    if rel.as_os_str().is_empty() {
+    if meta.rel.as_os_str().is_empty() {
         // The layer root itself (`./`): only its metadata matters.
         if kind.is_dir() {
-            let t = |op| fail(op);
-            fchownat(
-                Some(root.as_raw_fd()),
-                ".",
-                Some(Uid::from_raw(uid as u32)),
-                Some(Gid::from_raw(gid as u32)),
-                AtFlags::AT_SYMLINK_NOFOLLOW,
+            meta.own(root, None)?;
+        }
+        return Ok(None);
+    }
+    let (parent, name) =
+        open_parent(root, &meta.rel, true).map_err(meta.fail("open parent directory"))?;
+    if whiteout(&parent, &name, &meta)? {
+        return Ok(None);
+    }
+    match create(root, &parent, &name, entry, &meta)? {
+        Created::HardLink => Ok(None),
+        Created::Directory => {
+            meta.own(&parent, Some(&name))?;
+            set_xattrs(&parent, &name, entry, &meta)?;
+            Ok(Some((meta.rel.clone(), meta.mtime)))
+        }
+        Created::Other => {
+            meta.own(&parent, Some(&name))?;
+            set_xattrs(&parent, &name, entry, &meta)?;
+            let t = TimeSpec::new(meta.mtime, 0);
+            utimensat(
+                Some(parent.as_raw_fd()),
+                name.as_os_str(),
+                &t,
+                &t,
+                UtimensatFlags::NoFollowSymlink,
             )
-            .map_err(t("chown"))?;
+            .map_err(meta.fail("set times"))?;
+            Ok(None)
+        }
+    }
+}
+
+/// What an archive entry says about itself, read once.
+struct EntryMeta {
+    /// The entry's path as written, for errors.
+    shown: String,
+    /// The path relative to the layer root, cleaned.
+    rel: PathBuf,
+    kind: tar::EntryType,
+    mode: Mode,
+    uid: u32,
+    gid: u32,
+    mtime: i64,
+}
+
+impl EntryMeta {
+    fn read<R: Read>(entry: &tar::Entry<R>) -> Result<EntryMeta, UnpackError> {
+        let raw_path = entry.path().map_err(UnpackError::Read)?.into_owned();
+        let header = entry.header();
+        let mode = header.mode().map_err(UnpackError::Read)? & 0o7777;
+        Ok(EntryMeta {
+            shown: raw_path.display().to_string(),
+            rel: clean_path(&raw_path),
+            kind: header.entry_type(),
+            mode: Mode::from_bits_truncate(mode as libc::mode_t),
+            uid: header.uid().map_err(UnpackError::Read)? as u32,
+            gid: header.gid().map_err(UnpackError::Read)? as u32,
+            mtime: header.mtime().map_err(UnpackError::Read)? as i64,
+        })
+    }
+
+    /// An error of system call `op` on this entry.
+    fn fail(&self, op: &'static str) -> impl FnOnce(Errno) -> UnpackError {
+        let entry = self.shown.clone();
+        move |errno| UnpackError::Create { entry, op, errno }
+    }
+
+    /// Sets owner and mode on `name` in `dir` (on `dir` itself for `None`).
+    fn own(&self, dir: &OwnedFd, name: Option<&std::ffi::OsStr>) -> Result<(), UnpackError> {
+        let path = name.unwrap_or(std::ffi::OsStr::new("."));
+        fchownat(
+            Some(dir.as_raw_fd()),
+            path,
+            Some(Uid::from_raw(self.uid)),
+            Some(Gid::from_raw(self.gid)),
+            AtFlags::AT_SYMLINK_NOFOLLOW,
+        )
+        .map_err(self.fail("chown"))?;
+        if self.kind != tar::EntryType::Symlink {
+            // After chown, which clears setuid/setgid bits.
             fchmodat(
-                Some(root.as_raw_fd()),
-                ".",
-                Mode::from_bits_truncate(mode as libc::mode_t),
+                Some(dir.as_raw_fd()),
+                path,
+                self.mode,
                 FchmodatFlags::FollowSymlink,
             )
-            .map_err(fail("chmod"))?;
+            .map_err(self.fail("chmod"))?;
         }
-        return Ok(None);
+        Ok(())
     }
+}
 
-    let (parent, name) = open_parent(root, &rel, true).map_err(fail("open parent directory"))?;
-    let name_str = name.to_string_lossy();
-
-    if name_str == OPAQUE_MARKER {
-        set_xattr_at(&parent, None, OPAQUE_XATTR, b"y").map_err(fail("mark directory opaque"))?;
-        return Ok(None);
+/// Applies an opaque-directory marker or a whiteout as overlayfs spells
+/// them; `true` if the entry was one.
+fn whiteout(
+    parent: &OwnedFd,
+    name: &std::ffi::OsStr,
+    meta: &EntryMeta,
+) -> Result<bool, UnpackError> {
+    let name = name.to_string_lossy();
+    if name == OPAQUE_MARKER {
+        set_xattr_at(parent, None, OPAQUE_XATTR, b"y")
+            .map_err(meta.fail("mark directory opaque"))?;
+        return Ok(true);
     }
-    if let Some(hidden) = name_str.strip_prefix(WHITEOUT_PREFIX) {
-        if hidden.is_empty() || hidden == "." || hidden == ".." {
-            return Ok(None);
-        }
-        let hidden = std::ffi::OsString::from(hidden);
-        clear(&parent, &hidden, false).map_err(fail("remove before whiteout"))?;
-        mknodat(
-            Some(parent.as_raw_fd()),
-            hidden.as_os_str(),
-            SFlag::S_IFCHR,
-            Mode::empty(),
-            makedev(0, 0),
-        )
-        .map_err(fail("create whiteout device"))?;
-        return Ok(None);
+    let Some(hidden) = name.strip_prefix(WHITEOUT_PREFIX) else {
+        return Ok(false);
+    };
+    if hidden.is_empty() || hidden == "." || hidden == ".." {
+        return Ok(true);
     }
+    let hidden = std::ffi::OsString::from(hidden);
+    clear(parent, &hidden, false).map_err(meta.fail("remove before whiteout"))?;
+    mknodat(
+        Some(parent.as_raw_fd()),
+        hidden.as_os_str(),
+        SFlag::S_IFCHR,
+        Mode::empty(),
+        makedev(0, 0),
+    )
+    .map_err(meta.fail("create whiteout device"))?;
+    Ok(true)
+}
 
+/// What [`create`] made.
+enum Created {
+    /// A directory: its times are set once its contents are in.
+    Directory,
+    /// A hard link: it shares its target's inode and metadata.
+    HardLink,
+    /// A file, symlink or node.
+    Other,
+}
+
+/// Creates the entry `name` in `parent`, replacing what was there.
+fn create<R: Read>(
+    root: &OwnedFd,
+    parent: &OwnedFd,
+    name: &std::ffi::OsStr,
+    entry: &mut tar::Entry<R>,
+    meta: &EntryMeta,
+) -> Result<Created, UnpackError> {
     let pfd = Some(parent.as_raw_fd());
-    let n = name.as_os_str();
-    let perm = Mode::from_bits_truncate(mode as libc::mode_t);
-    let mut dir_time = None;
-    match kind {
+    let replace = |keep_dir| clear(parent, name, keep_dir).map_err(meta.fail("replace"));
+    match meta.kind {
         tar::EntryType::Directory => {
-            if !clear(&parent, n, true).map_err(fail("replace"))? {
-                nix::sys::stat::mkdirat(pfd, n, perm).map_err(fail("mkdir"))?;
+            if !replace(true)? {
+                nix::sys::stat::mkdirat(pfd, name, meta.mode).map_err(meta.fail("mkdir"))?;
             }
-            dir_time = Some((rel.clone(), mtime));
+            return Ok(Created::Directory);
         }
         tar::EntryType::Regular | tar::EntryType::Continuous => {
-            clear(&parent, n, false).map_err(fail("replace"))?;
-            let fd = openat(
-                pfd,
-                n,
-                OFlag::O_WRONLY
-                    | OFlag::O_CREAT
-                    | OFlag::O_EXCL
-                    | OFlag::O_NOFOLLOW
-                    | OFlag::O_CLOEXEC,
-                Mode::from_bits_truncate(0o600),
-            )
-            .map_err(fail("create file"))?;
-            // SAFETY: openat just returned this descriptor.
-            let mut file = unsafe { File::from_raw_fd(fd) };
-            io::copy(entry, &mut file).map_err(|source| {
-                if source.kind() == io::ErrorKind::UnexpectedEof
-                    || source.kind() == io::ErrorKind::InvalidData
-                    || source.kind() == io::ErrorKind::InvalidInput
-                {
-                    UnpackError::Read(source)
-                } else {
-                    UnpackError::Write {
-                        entry: shown.clone(),
-                        source,
-                    }
-                }
-            })?;
+            replace(false)?;
+            write_file(parent, name, entry, meta)?;
         }
         tar::EntryType::Symlink => {
-            let target = entry
-                .link_name()
-                .map_err(UnpackError::Read)?
-                .ok_or(UnpackError::Create {
-                    entry: shown.clone(),
-                    op: "symlink without target",
-                    errno: Errno::EINVAL,
-                })?
-                .into_owned();
-            clear(&parent, n, false).map_err(fail("replace"))?;
+            let target = link_target(entry, meta, "symlink without target")?;
+            replace(false)?;
             // The target is stored verbatim: it is only ever followed inside
             // the container's root (or by us with RESOLVE_IN_ROOT).
-            symlinkat(target.as_path(), pfd, n).map_err(fail("symlink"))?;
+            symlinkat(target.as_path(), pfd, name).map_err(meta.fail("symlink"))?;
         }
         tar::EntryType::Link => {
-            let target = entry
-                .link_name()
-                .map_err(UnpackError::Read)?
-                .ok_or(UnpackError::Create {
-                    entry: shown.clone(),
-                    op: "hard link without target",
-                    errno: Errno::EINVAL,
-                })?
-                .into_owned();
-            let target = clean_path(&target);
+            let target = clean_path(&link_target(entry, meta, "hard link without target")?);
             let (tparent, tname) =
-                open_parent(root, &target, false).map_err(fail("resolve hard link target"))?;
-            clear(&parent, n, false).map_err(fail("replace"))?;
+                open_parent(root, &target, false).map_err(meta.fail("resolve hard link target"))?;
+            replace(false)?;
             linkat(
                 Some(tparent.as_raw_fd()),
                 tname.as_os_str(),
                 pfd,
-                n,
+                name,
                 AtFlags::empty(),
             )
-            .map_err(fail("hard link"))?;
-            // A hard link shares the target's inode: its metadata is the
-            // target's, already applied.
-            return Ok(None);
+            .map_err(meta.fail("hard link"))?;
+            return Ok(Created::HardLink);
         }
         tar::EntryType::Fifo => {
-            clear(&parent, n, false).map_err(fail("replace"))?;
-            mknodat(pfd, n, SFlag::S_IFIFO, perm, 0).map_err(fail("mknod"))?;
+            replace(false)?;
+            mknodat(pfd, name, SFlag::S_IFIFO, meta.mode, 0).map_err(meta.fail("mknod"))?;
         }
         tar::EntryType::Char | tar::EntryType::Block => {
+            let header = entry.header();
             let major = header
                 .device_major()
                 .map_err(UnpackError::Read)?
@@ -539,63 +580,114 @@ fn apply<R: Read>(
                 .device_minor()
                 .map_err(UnpackError::Read)?
                 .unwrap_or(0);
-            let kind_flag = match kind {
-                tar::EntryType::Char => SFlag::S_IFCHR,
-                _ => SFlag::S_IFBLK,
+            let kind = if meta.kind == tar::EntryType::Char {
+                SFlag::S_IFCHR
+            } else {
+                SFlag::S_IFBLK
             };
-            clear(&parent, n, false).map_err(fail("replace"))?;
-            mknodat(pfd, n, kind_flag, perm, makedev(major.into(), minor.into()))
-                .map_err(fail("mknod"))?;
+            replace(false)?;
+            mknodat(
+                pfd,
+                name,
+                kind,
+                meta.mode,
+                makedev(major.into(), minor.into()),
+            )
+            .map_err(meta.fail("mknod"))?;
         }
         other => {
             return Err(UnpackError::Unsupported {
-                entry: shown,
+                entry: meta.shown.clone(),
                 kind: other,
             })
         }
     }
+    Ok(Created::Other)
+}
 
-    fchownat(
-        pfd,
-        n,
-        Some(Uid::from_raw(uid as u32)),
-        Some(Gid::from_raw(gid as u32)),
-        AtFlags::AT_SYMLINK_NOFOLLOW,
+/// A link entry's target.
+fn link_target<R: Read>(
+    entry: &tar::Entry<R>,
+    meta: &EntryMeta,
+    missing: &'static str,
+) -> Result<PathBuf, UnpackError> {
+    Ok(entry
+        .link_name()
+        .map_err(UnpackError::Read)?
+        .ok_or(UnpackError::Create {
+            entry: meta.shown.clone(),
+            op: missing,
+            errno: Errno::EINVAL,
+        })?
+        .into_owned())
+}
+
+/// Writes a regular file's contents into a new file `name` in `parent`.
+fn write_file<R: Read>(
+    parent: &OwnedFd,
+    name: &std::ffi::OsStr,
+    entry: &mut tar::Entry<R>,
+    meta: &EntryMeta,
+) -> Result<(), UnpackError> {
+    let fd = openat(
+        Some(parent.as_raw_fd()),
+        name,
+        OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::from_bits_truncate(0o600),
     )
-    .map_err(fail("chown"))?;
-    if kind != tar::EntryType::Symlink {
-        // After chown, which clears setuid/setgid bits.
-        fchmodat(pfd, n, perm, FchmodatFlags::FollowSymlink).map_err(fail("chmod"))?;
-    }
-    if let Some(extensions) = entry.pax_extensions().map_err(UnpackError::Read)? {
-        for ext in extensions {
-            let ext = ext.map_err(UnpackError::Read)?;
-            let Ok(key) = ext.key() else { continue };
-            let Some(attr) = key.strip_prefix(PAX_XATTR_PREFIX) else {
-                continue;
-            };
-            // overlayfs reads its own attributes (opaque, redirect, metacopy)
-            // from lower layers; only our whiteout conversion may set them.
-            if attr.starts_with(OVERLAY_XATTR_PREFIX) {
-                tracing::warn!(entry = %shown, %attr, "ignoring overlayfs xattr from archive");
-                continue;
-            }
-            match set_xattr_at(&parent, Some(n), attr, ext.value_bytes()) {
-                Ok(()) => {}
-                // The kernel refuses `user.` attributes on symlinks; losing
-                // one there is better than failing the whole image.
-                Err(errno) if kind == tar::EntryType::Symlink => {
-                    tracing::warn!(entry = %shown, %attr, %errno, "xattr on symlink not kept");
-                }
-                Err(errno) => return Err(fail("set xattr")(errno)),
+    .map_err(meta.fail("create file"))?;
+    // SAFETY: openat just returned this descriptor.
+    let mut file = unsafe { File::from_raw_fd(fd) };
+    io::copy(entry, &mut file).map_err(|source| {
+        if matches!(
+            source.kind(),
+            io::ErrorKind::UnexpectedEof | io::ErrorKind::InvalidData | io::ErrorKind::InvalidInput
+        ) {
+            UnpackError::Read(source)
+        } else {
+            UnpackError::Write {
+                entry: meta.shown.clone(),
+                source,
             }
         }
+    })?;
+    Ok(())
+}
+
+/// The entry's extended attributes from its PAX records, except
+/// overlayfs's own.
+fn set_xattrs<R: Read>(
+    parent: &OwnedFd,
+    name: &std::ffi::OsStr,
+    entry: &mut tar::Entry<R>,
+    meta: &EntryMeta,
+) -> Result<(), UnpackError> {
+    let Some(extensions) = entry.pax_extensions().map_err(UnpackError::Read)? else {
+        return Ok(());
+    };
+    for ext in extensions {
+        let ext = ext.map_err(UnpackError::Read)?;
+        let Ok(key) = ext.key() else { continue };
+        let Some(attr) = key.strip_prefix(PAX_XATTR_PREFIX) else {
+            continue;
+        };
+        // overlayfs reads its own attributes (opaque, redirect, metacopy)
+        // from lower layers; only our whiteout conversion may set them.
+        if attr.starts_with(OVERLAY_XATTR_PREFIX) {
+            tracing::warn!(entry = %meta.shown, %attr, "ignoring overlayfs xattr from archive");
+            continue;
+        }
+        match set_xattr_at(parent, Some(name), attr, ext.value_bytes()) {
+            Ok(()) => {}
+            // The kernel refuses `user.` attributes on symlinks; losing
+            // one there is better than failing the whole image.
+            Err(errno) if meta.kind == tar::EntryType::Symlink => {
+                tracing::warn!(entry = %meta.shown, %attr, %errno, "xattr on symlink not kept");
+            }
+            Err(errno) => return Err(meta.fail("set xattr")(errno)),
+        }
     }
-    if dir_time.is_none() {
-        let t = TimeSpec::new(mtime, 0);
-        utimensat(pfd, n, &t, &t, UtimensatFlags::NoFollowSymlink).map_err(fail("set times"))?;
-    }
-    Ok(dir_time)
+    Ok(())
 }
 
 /// Sets an extended attribute on `name` inside `dir` (or on `dir` itself),

@@ -85,8 +85,14 @@ mod tests {
 
     #[test]
     fn missing_and_unknown_are_errors() {
-        assert!(parse("--id c1").unwrap_err().to_string().contains("--bundle"));
+        assert!(parse("--id c1")
+            .unwrap_err()
+            .to_string()
+            .contains("--bundle"));
         assert!(parse("--bogus").is_err());
-        assert!(parse("--id").unwrap_err().to_string().contains("needs a value"));
+        assert!(parse("--id")
+            .unwrap_err()
+            .to_string()
+            .contains("needs a value"));
     }
 }
