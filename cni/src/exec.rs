@@ -160,80 +160,86 @@ impl PluginExec {
             // (a shell plugin's `sleep`, iptables) and not just the parent.
             .process_group(0)
             .kill_on_drop(true);
-        let mut attempt = 0;
-        let mut child = loop {
-            match cmd.spawn() {
-                Ok(child) => break child,
-                // ETXTBSY: the binary is being replaced (package upgrade) or
-                // a concurrent fork briefly holds a write fd to it; it clears
-                // within milliseconds.
-                Err(e)
-                    if e.raw_os_error() == Some(nix::errno::Errno::ETXTBSY as i32)
-                        && attempt < 5 =>
-                {
-                    attempt += 1;
-                    tokio::time::sleep(Duration::from_millis(20 * attempt)).await;
-                }
-                Err(e) => return Err(spawn_err(e)),
-            }
-        };
+        let mut child = spawn_retrying(&mut cmd).await.map_err(spawn_err)?;
         let pid = child.id();
         let deadline = tokio::time::Instant::now() + self.timeout;
-
-        // Feed stdin, drain stdout and stderr concurrently: a plugin that
-        // fills a pipe before reading its config must not deadlock us.
-        let mut stdin = child.stdin.take();
-        let feed = async move {
-            if let Some(s) = stdin.as_mut() {
-                // A plugin may exit without reading stdin; that is its
-                // business, its exit status tells what happened.
-                let _ = s.write_all(&stdin_bytes).await;
+        let finished =
+            tokio::time::timeout_at(deadline, communicate(&mut child, stdin_bytes)).await;
+        let Ok((stdout, stderr, status)) = finished else {
+            if let Some(pid) = pid.and_then(|p| i32::try_from(p).ok()) {
+                // The group may already be gone; the wait below settles it.
+                let _ = nix::sys::signal::killpg(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
             }
-            drop(stdin);
-        };
-        let mut out = child.stdout.take();
-        let mut err = child.stderr.take();
-        let read_out = async {
-            let mut buf = Vec::new();
-            if let Some(o) = out.as_mut() {
-                let _ = o.take(MAX_OUTPUT).read_to_end(&mut buf).await;
-            }
-            buf
-        };
-        let read_err = async {
-            let mut buf = Vec::new();
-            if let Some(e) = err.as_mut() {
-                let _ = e.take(MAX_OUTPUT).read_to_end(&mut buf).await;
-            }
-            buf
-        };
-        let all = async {
-            let ((), stdout, stderr, status) = tokio::join!(feed, read_out, read_err, child.wait());
-            (stdout, stderr, status)
-        };
-        let finished = tokio::time::timeout_at(deadline, all).await;
-        let (stdout, stderr, status) = match finished {
-            Ok(done) => done,
-            Err(_) => {
-                if let Some(pid) = pid.and_then(|p| i32::try_from(p).ok()) {
-                    // The group may already be gone; the wait below settles it.
-                    let _ = nix::sys::signal::killpg(
-                        nix::unistd::Pid::from_raw(pid),
-                        nix::sys::signal::Signal::SIGKILL,
-                    );
-                }
-                let _ = child.kill().await;
-                return Err(Error::PluginTimeout {
-                    plugin: plugin.to_string(),
-                    command,
-                    container_id: inv.container_id.clone(),
-                    timeout: self.timeout,
-                });
-            }
+            let _ = child.kill().await;
+            return Err(Error::PluginTimeout {
+                plugin: plugin.to_string(),
+                command,
+                container_id: inv.container_id.clone(),
+                timeout: self.timeout,
+            });
         };
         let status = status.map_err(spawn_err)?;
         interpret(plugin, inv, status, &stdout, &stderr)
     }
+}
+
+/// Spawns `cmd`, retrying briefly on ETXTBSY: the binary is being replaced
+/// (package upgrade) or a concurrent fork briefly holds a write fd to it; it
+/// clears within milliseconds.
+async fn spawn_retrying(
+    cmd: &mut tokio::process::Command,
+) -> std::io::Result<tokio::process::Child> {
+    let mut attempt = 0;
+    loop {
+        match cmd.spawn() {
+            Err(e)
+                if e.raw_os_error() == Some(nix::errno::Errno::ETXTBSY as i32) && attempt < 5 =>
+            {
+                attempt += 1;
+                tokio::time::sleep(Duration::from_millis(20 * attempt)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Feeds the plugin its config and drains stdout and stderr concurrently
+/// (a plugin that fills a pipe before reading its config must not deadlock
+/// us), then waits for it.
+async fn communicate(
+    child: &mut tokio::process::Child,
+    stdin_bytes: Vec<u8>,
+) -> (Vec<u8>, Vec<u8>, std::io::Result<std::process::ExitStatus>) {
+    let mut stdin = child.stdin.take();
+    let feed = async move {
+        if let Some(s) = stdin.as_mut() {
+            // A plugin may exit without reading stdin; that is its
+            // business, its exit status tells what happened.
+            let _ = s.write_all(&stdin_bytes).await;
+        }
+        drop(stdin);
+    };
+    let mut out = child.stdout.take();
+    let mut err = child.stderr.take();
+    let read_out = async {
+        let mut buf = Vec::new();
+        if let Some(o) = out.as_mut() {
+            let _ = o.take(MAX_OUTPUT).read_to_end(&mut buf).await;
+        }
+        buf
+    };
+    let read_err = async {
+        let mut buf = Vec::new();
+        if let Some(e) = err.as_mut() {
+            let _ = e.take(MAX_OUTPUT).read_to_end(&mut buf).await;
+        }
+        buf
+    };
+    let ((), stdout, stderr, status) = tokio::join!(feed, read_out, read_err, child.wait());
+    (stdout, stderr, status)
 }
 
 fn interpret(

@@ -241,9 +241,15 @@ impl TrustPolicy {
         hint: Option<TrustHint>,
         privilege: &[PrivilegeCause],
     ) -> Result<Decision, DecisionError> {
-        let trusted_handler = &self.config.default_handler;
+        let (trusted, why) = self.verdict(hint, privilege);
+        self.place(trusted, why, privilege)
+    }
+
+    /// Whether the pod is trusted, and why, from the hint, the node's
+    /// default and the pod's privileges.
+    fn verdict(&self, hint: Option<TrustHint>, privilege: &[PrivilegeCause]) -> (bool, String) {
         let privileged = !privilege.is_empty();
-        let (trusted, why) = match (hint, self.config.default_workload_trust) {
+        match (hint, self.config.default_workload_trust) {
             (Some(hint), WorkloadTrust::Untrusted) if hint.trusted && privileged => (
                 true,
                 format!(
@@ -282,8 +288,20 @@ impl TrustPolicy {
                 false,
                 "untrusted by default (default_workload_trust=untrusted)".to_owned(),
             ),
-        };
+        }
+    }
 
+    /// The handler a pod of this verdict runs on: the trusted one, the
+    /// untrusted one, or none (a privileged untrusted pod under
+    /// `privileged_untrusted = reject`).
+    fn place(
+        &self,
+        trusted: bool,
+        why: String,
+        privilege: &[PrivilegeCause],
+    ) -> Result<Decision, DecisionError> {
+        let trusted_handler = &self.config.default_handler;
+        let privileged = !privilege.is_empty();
         if trusted {
             return Ok(Decision {
                 handler: trusted_handler.clone(),

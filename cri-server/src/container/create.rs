@@ -53,13 +53,42 @@ pub async fn create(daemon: &Arc<Daemon>, request: cri::CreateContainerRequest) 
     })?;
     let image_config = ImageConfig::from_json(&image.config_json)
         .map_err(|e| Error::internal(format!("image {} configuration", image.id), e))?;
+    let mut container = new_container(daemon, &sandbox, &meta, &config, &image, &image_config)?;
+    reserve_name(daemon, &container)?;
+    match build_and_create(daemon, &sandbox, &mut container, &config, &image_config).await {
+        Ok(()) => record(daemon, container, &sandbox_id),
+        Err(e) => {
+            tracing::warn!(container = %container.name, error = %e, "CreateContainer failed; undoing");
+            if let Ok(runtime) = daemon.runtime(&container.runtime_handler) {
+                let _ = runtime.delete(&container.id, true).await;
+            }
+            let _ = daemon.images.remove_rootfs(&container.id).await;
+            let _ = tokio::fs::remove_dir_all(daemon.layout.container_dir(&container.id)).await;
+            daemon.container_names.release(&container.name);
+            Err(e)
+        }
+    }
+}
 
+/// The container record the request describes, with a fresh id.
+fn new_container(
+    daemon: &Daemon,
+    sandbox: &Sandbox,
+    meta: &cri::ContainerMetadata,
+    config: &cri::ContainerConfig,
+    image: &image_store::Image,
+    image_config: &ImageConfig,
+) -> Result<Container> {
     let mut container = Container::new(
         sandbox_core::id::generate()?,
-        &sandbox,
+        sandbox,
         ContainerMetadata::new(&meta.name, meta.attempt),
     );
-    container.image = image_name.clone();
+    container.image = config
+        .image
+        .as_ref()
+        .map(|i| i.image.clone())
+        .unwrap_or_default();
     container.image_ref = image.id.clone();
     container.command = config.command.clone();
     container.args = config.args.clone();
@@ -84,45 +113,35 @@ pub async fn create(daemon: &Arc<Daemon>, request: cri::CreateContainerRequest) 
     } else {
         log_path
     };
+    Ok(container)
+}
 
+/// Reserves the container's name; a name already held names its holder.
+fn reserve_name(daemon: &Daemon, container: &Container) -> Result<()> {
     match daemon
         .container_names
         .reserve(&container.name, &container.id)
     {
-        Ok(()) => {}
-        Err(sandbox_core::Error::NameReserved { holder, .. }) => {
-            return Err(Error::AlreadyExists(format!(
-                "container {} already exists as {holder}",
-                container.name
-            )))
-        }
-        Err(e) => return Err(e.into()),
+        Ok(()) => Ok(()),
+        Err(sandbox_core::Error::NameReserved { holder, .. }) => Err(Error::AlreadyExists(
+            format!("container {} already exists as {holder}", container.name),
+        )),
+        Err(e) => Err(e.into()),
     }
+}
 
-    match build_and_create(daemon, &sandbox, &mut container, &config, &image_config).await {
-        Ok(()) => {
-            daemon.save_container(&container)?;
-            let id = container.id.clone();
-            daemon.containers.add(container)?;
-            let updated = daemon.sandboxes.update(&sandbox_id, |s| {
-                s.add_container(&id);
-                s.clone()
-            })?;
-            daemon.save_sandbox(&updated)?;
-            daemon.emit(&id, cri::ContainerEventType::ContainerCreatedEvent);
-            Ok(id)
-        }
-        Err(e) => {
-            tracing::warn!(container = %container.name, error = %e, "CreateContainer failed; undoing");
-            if let Ok(runtime) = daemon.runtime(&container.runtime_handler) {
-                let _ = runtime.delete(&container.id, true).await;
-            }
-            let _ = daemon.images.remove_rootfs(&container.id).await;
-            let _ = tokio::fs::remove_dir_all(daemon.layout.container_dir(&container.id)).await;
-            daemon.container_names.release(&container.name);
-            Err(e)
-        }
-    }
+/// Saves and stores a created container, adds it to its pod, and says so.
+fn record(daemon: &Daemon, container: Container, sandbox_id: &str) -> Result<String> {
+    daemon.save_container(&container)?;
+    let id = container.id.clone();
+    daemon.containers.add(container)?;
+    let updated = daemon.sandboxes.update(sandbox_id, |s| {
+        s.add_container(&id);
+        s.clone()
+    })?;
+    daemon.save_sandbox(&updated)?;
+    daemon.emit(&id, cri::ContainerEventType::ContainerCreatedEvent);
+    Ok(id)
 }
 
 async fn build_and_create(

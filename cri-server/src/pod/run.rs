@@ -21,86 +21,14 @@ pub async fn run(daemon: &Arc<Daemon>, request: cri::RunPodSandboxRequest) -> Re
     let config = request
         .config
         .ok_or_else(|| Error::InvalidArgument("RunPodSandbox: config is required".into()))?;
-    let meta = config.metadata.clone().ok_or_else(|| {
-        Error::InvalidArgument("RunPodSandbox: config.metadata is required".into())
-    })?;
-    for (field, value) in [
-        ("name", &meta.name),
-        ("namespace", &meta.namespace),
-        ("uid", &meta.uid),
-    ] {
-        if value.is_empty() {
-            return Err(Error::InvalidArgument(format!(
-                "RunPodSandbox: config.metadata.{field} is required"
-            )));
-        }
-    }
-    let linux = config.linux.clone().unwrap_or_default();
-    let security = linux.security_context.clone().unwrap_or_default();
-    let namespaces = convert::namespace_options(security.namespace_options.as_ref());
-    let port_mappings = convert::port_mappings(&config.port_mappings)
-        .map_err(|e| Error::InvalidArgument(e.to_string()))?;
-    let sysctls = cri_spec::sysctls::validate(
-        &linux.sysctls,
-        namespaces.network == NamespaceMode::Node,
-        namespaces.ipc == NamespaceMode::Node,
-    )
-    .map_err(|e| Error::InvalidArgument(format!("pod {}: {e}", meta.name)))?;
-    daemon
-        .config
-        .runtime
-        .cgroup_driver
-        .check_parent(&linux.cgroup_parent)
-        .map_err(|e| Error::InvalidArgument(format!("pod {}: linux.{e}", meta.name)))?;
-
-    let mut sandbox = Sandbox::new(
-        sandbox_core::id::generate()?,
-        PodMetadata::new(&meta.name, &meta.namespace, &meta.uid, meta.attempt),
-    );
-    let decision = {
-        let mut input = PodTrustInput::new(&config.annotations);
-        input.runtime_handler = &request.runtime_handler;
-        input.privileged = security.privileged;
-        input.host_network = namespaces.network == NamespaceMode::Node;
-        input.host_pid = namespaces.pid == NamespaceMode::Node;
-        input.host_ipc = namespaces.ipc == NamespaceMode::Node;
-        let decided = daemon.policy.decide(&input);
-        daemon.metrics.trust_decision(match &decided {
-            Ok(d) if d.trusted => TrustOutcome::Trusted,
-            Ok(_) => TrustOutcome::Untrusted,
-            Err(_) => TrustOutcome::Rejected,
-        });
-        decided.map_err(|e| match e {
-            trust_policy::DecisionError::PrivilegedUntrustedRejected { .. } => {
-                Error::FailedPrecondition(format!("pod {}: {e}", sandbox.name))
-            }
-            other => Error::InvalidArgument(format!("pod {}: {other}", sandbox.name)),
-        })?
-    };
-    tracing::info!(
-        pod = %sandbox.name,
-        id = %sandbox.id,
-        handler = %decision.handler,
-        trusted = decision.trusted,
-        reason = %decision.reason,
-        "trust decision"
-    );
+    let (mut sandbox, sysctls) = new_sandbox(daemon, &config)?;
+    let decision = decide_trust(daemon, &request.runtime_handler, &config, &sandbox)?;
+    sandbox.trusted = decision.trusted;
+    sandbox.trust_reason = decision.reason;
+    sandbox.runtime_handler = decision.handler;
 
     reserve_name(daemon, &sandbox).await?;
     let _guard = daemon.locks.lock(&sandbox.id).await;
-
-    sandbox.log_dir = config.log_directory.clone().into();
-    sandbox.labels = convert::map(&config.labels);
-    sandbox.annotations = convert::map(&config.annotations);
-    sandbox.cgroup_parent = linux.cgroup_parent.clone();
-    sandbox.privileged = security.privileged;
-    sandbox.trusted = decision.trusted;
-    sandbox.trust_reason = decision.reason.clone();
-    sandbox.hostname = config.hostname.clone();
-    sandbox.runtime_handler = decision.handler.clone();
-    sandbox.namespace_options = namespaces;
-    sandbox.port_mappings = port_mappings;
-
     let dns = config.dns_config.clone().map(|d| super::files::DnsConfig {
         servers: d.servers,
         searches: d.searches,
@@ -120,6 +48,97 @@ pub async fn run(daemon: &Arc<Daemon>, request: cri::RunPodSandboxRequest) -> Re
             Err(e)
         }
     }
+}
+
+/// The pod the request describes, checked (metadata, ports, sysctls,
+/// cgroup parent), with a fresh id; and its sysctls.
+fn new_sandbox(
+    daemon: &Daemon,
+    config: &cri::PodSandboxConfig,
+) -> Result<(Sandbox, std::collections::BTreeMap<String, String>)> {
+    let meta = config.metadata.clone().ok_or_else(|| {
+        Error::InvalidArgument("RunPodSandbox: config.metadata is required".into())
+    })?;
+    for (field, value) in [
+        ("name", &meta.name),
+        ("namespace", &meta.namespace),
+        ("uid", &meta.uid),
+    ] {
+        if value.is_empty() {
+            return Err(Error::InvalidArgument(format!(
+                "RunPodSandbox: config.metadata.{field} is required"
+            )));
+        }
+    }
+    let invalid =
+        |e: &dyn std::fmt::Display| Error::InvalidArgument(format!("pod {}: {e}", meta.name));
+    let linux = config.linux.clone().unwrap_or_default();
+    let security = linux.security_context.clone().unwrap_or_default();
+    let namespaces = convert::namespace_options(security.namespace_options.as_ref());
+    let sysctls = cri_spec::sysctls::validate(
+        &linux.sysctls,
+        namespaces.network == NamespaceMode::Node,
+        namespaces.ipc == NamespaceMode::Node,
+    )
+    .map_err(|e| invalid(&e))?;
+    daemon
+        .config
+        .runtime
+        .cgroup_driver
+        .check_parent(&linux.cgroup_parent)
+        .map_err(|e| invalid(&format!("linux.{e}")))?;
+    let mut sandbox = Sandbox::new(
+        sandbox_core::id::generate()?,
+        PodMetadata::new(&meta.name, &meta.namespace, &meta.uid, meta.attempt),
+    );
+    sandbox.port_mappings =
+        convert::port_mappings(&config.port_mappings).map_err(|e| invalid(&e))?;
+    sandbox.log_dir = config.log_directory.clone().into();
+    sandbox.labels = convert::map(&config.labels);
+    sandbox.annotations = convert::map(&config.annotations);
+    sandbox.cgroup_parent = linux.cgroup_parent.clone();
+    sandbox.privileged = security.privileged;
+    sandbox.hostname = config.hostname.clone();
+    sandbox.namespace_options = namespaces;
+    Ok((sandbox, sysctls))
+}
+
+/// The trust decision for the pod: which handler, and why (logged, and
+/// counted for the metrics).
+fn decide_trust(
+    daemon: &Daemon,
+    runtime_handler: &str,
+    config: &cri::PodSandboxConfig,
+    sandbox: &Sandbox,
+) -> Result<trust_policy::Decision> {
+    let namespaces = &sandbox.namespace_options;
+    let mut input = PodTrustInput::new(&config.annotations);
+    input.runtime_handler = runtime_handler;
+    input.privileged = sandbox.privileged;
+    input.host_network = namespaces.network == NamespaceMode::Node;
+    input.host_pid = namespaces.pid == NamespaceMode::Node;
+    input.host_ipc = namespaces.ipc == NamespaceMode::Node;
+    let decided = daemon.policy.decide(&input);
+    daemon.metrics.trust_decision(match &decided {
+        Ok(d) if d.trusted => TrustOutcome::Trusted,
+        Ok(_) => TrustOutcome::Untrusted,
+        Err(_) => TrustOutcome::Rejected,
+    });
+    let decision = decided.map_err(|e| match e {
+        trust_policy::DecisionError::PrivilegedUntrustedRejected { .. } => {
+            Error::FailedPrecondition(format!("pod {}: {e}", sandbox.name))
+        }
+        other => Error::InvalidArgument(format!("pod {}: {other}", sandbox.name)),
+    })?;
+    tracing::info!(
+        pod = %sandbox.name,
+        id = %sandbox.id,
+        handler = %decision.handler,
+        trusted = decision.trusted,
+        reason = %decision.reason,
+        "trust decision"
+    );
+    Ok(decision)
 }
 
 /// Reserves the pod's name. A name held by a pod that is no longer ready
