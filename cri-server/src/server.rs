@@ -58,7 +58,8 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         }
     };
     daemon.streaming.spawn(Arc::clone(&daemon));
-    let metrics_task = metrics_server.map(|server| server.spawn(daemon.metrics.registry(&daemon)));
+    let metrics_task =
+        metrics_server.map(|server| server.spawn(crate::metrics::collector::registry(&daemon)));
     let mut term = signal(SignalKind::terminate()).map_err(ServeError::Signals)?;
     let mut int = signal(SignalKind::interrupt()).map_err(ServeError::Signals)?;
     let notifier = Notifier::from_env();

@@ -9,9 +9,10 @@ use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetri
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
 use sandbox_core::{ContainerFilter, ContainerState, SandboxFilter, SandboxState};
 use std::collections::BTreeSet;
-use std::sync::Weak;
+use std::sync::{Arc, Weak};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StateLabels {
@@ -135,6 +136,16 @@ impl Collector for StoreCollector {
         )?)?;
         Ok(())
     }
+}
+
+/// A registry of everything the daemon serves: its counters, and the gauges
+/// [`StoreCollector`] reads from `daemon` at each scrape. The registry holds
+/// the daemon weakly, so serving metrics never keeps a stopped daemon alive.
+pub fn registry(daemon: &Arc<Daemon>) -> Registry {
+    let mut registry = Registry::with_prefix(super::PREFIX);
+    daemon.metrics.register(&mut registry);
+    registry.register_collector(Box::new(StoreCollector::new(Arc::downgrade(daemon))));
+    registry
 }
 
 #[cfg(test)]

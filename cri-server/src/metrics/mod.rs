@@ -17,12 +17,10 @@ pub mod collector;
 pub mod rpc;
 pub mod server;
 
-use crate::daemon::Daemon;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
-use std::sync::Arc;
 
 /// The prefix of every metric name the daemon serves.
 pub const PREFIX: &str = "cri_server";
@@ -86,13 +84,9 @@ impl Metrics {
             .inc();
     }
 
-    /// A registry of everything the daemon serves: these counters, and the
-    /// gauges [`collector::StoreCollector`] reads from `daemon` at each
-    /// scrape. The registry holds the daemon weakly, so serving metrics
-    /// never keeps a stopped daemon alive.
-    pub fn registry(&self, daemon: &Arc<Daemon>) -> Registry {
-        let mut registry = Registry::with_prefix(PREFIX);
-        self.rpc.register(&mut registry);
+    /// Registers these counters (the RPC ones included) in `registry`.
+    pub fn register(&self, registry: &mut Registry) {
+        self.rpc.register(registry);
         registry.register(
             "trust_decisions",
             "Trust decisions RunPodSandbox asked for, by outcome.",
@@ -103,10 +97,6 @@ impl Metrics {
             "PullImage calls, by result.",
             self.image_pulls.clone(),
         );
-        registry.register_collector(Box::new(collector::StoreCollector::new(Arc::downgrade(
-            daemon,
-        ))));
-        registry
     }
 }
 
