@@ -389,7 +389,7 @@ async fn undo(daemon: &Arc<Daemon>, sandbox: &Sandbox) {
 }
 
 #[cfg(test)]
-mod tests {
+mod verb_tests {
     use super::*;
     use crate::testing::{launch_failing, launch_ok, network_status, pod_request, Doubles};
 
