@@ -104,6 +104,7 @@ impl Default for RuntimeConfig {
                 path: PathBuf::from("/usr/sbin/runc"),
                 args: Vec::new(),
                 allowed_annotations: Vec::new(),
+                timeout_seconds: default_runtime_timeout(),
             },
         );
         handlers.insert(
@@ -114,6 +115,7 @@ impl Default for RuntimeConfig {
                 // on this kernel; host network and ptrace do.
                 args: vec!["--network=host".into(), "--platform=ptrace".into()],
                 allowed_annotations: Vec::new(),
+                timeout_seconds: default_runtime_timeout(),
             },
         );
         RuntimeConfig {
@@ -145,6 +147,16 @@ pub struct HandlerConfig {
     /// id) are always set.
     #[serde(default)]
     pub allowed_annotations: Vec<String>,
+    /// How long one runtime command (create, start, kill, delete, state,
+    /// update) may take before it is killed and the call fails with
+    /// DeadlineExceeded naming the command: a hung runtime never holds a
+    /// pod for good. Execs keep their own timeouts.
+    #[serde(default = "default_runtime_timeout")]
+    pub timeout_seconds: u64,
+}
+
+fn default_runtime_timeout() -> u64 {
+    oci_shim::runtime::DEFAULT_RUNTIME_TIMEOUT.as_secs()
 }
 
 impl HandlerConfig {
@@ -378,6 +390,12 @@ impl Config {
                     e.to_string(),
                 )
             })?;
+            if handler.timeout_seconds == 0 {
+                return Err(invalid(
+                    &format!("runtime.handlers.{name}.timeout_seconds"),
+                    "must be at least 1".into(),
+                ));
+            }
         }
         let default_name = &runtime.default_handler;
         if let Some(default) = runtime.handlers.get(default_name) {
@@ -530,6 +548,26 @@ mod tests {
         }
         config.runtime.handlers.get_mut("runsc").unwrap().path = "/nonexistent/runsc".into();
         config.validate().unwrap();
+    }
+
+    #[test]
+    fn runtime_timeouts_default_to_two_minutes_and_zero_is_refused() {
+        let config = Config::parse("[runtime.handlers.runc]\npath = \"/usr/sbin/runc\"\n").unwrap();
+        assert_eq!(config.runtime.handlers["runc"].timeout_seconds, 120);
+        let mut config = Config::default();
+        config
+            .runtime
+            .handlers
+            .get_mut("runsc")
+            .unwrap()
+            .timeout_seconds = 0;
+        let err = config.validate().unwrap_err().to_string();
+        if !err.contains("runtime.handlers.runc.path") {
+            assert!(
+                err.contains("runtime.handlers.runsc.timeout_seconds"),
+                "{err}"
+            );
+        }
     }
 
     #[test]

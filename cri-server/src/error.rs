@@ -92,6 +92,8 @@ impl Error {
                 // untrusted hint: the request is wrong.
                 _ => Code::InvalidArgument,
             },
+            // A hung runtime, killed: the caller may retry.
+            Error::Oci(oci_shim::Error::RuntimeTimeout { .. }) => Code::DeadlineExceeded,
             Error::Netns(_) | Error::Oci(_) => Code::Internal,
             Error::ContainerUser { source, .. } => {
                 use cri_spec::image_config::UserError as U;

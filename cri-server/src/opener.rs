@@ -118,6 +118,7 @@ fn handlers(config: &Config, layout: &Layout) -> BTreeMap<String, RuntimeHandler
                 args,
                 root: layout.runtime_root(name),
                 kind: runtime_kind(h),
+                timeout: std::time::Duration::from_secs(h.timeout_seconds.max(1)),
             };
             (name.clone(), cfg)
         })

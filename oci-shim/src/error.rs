@@ -28,6 +28,18 @@ pub enum Error {
         /// The runtime's own explanation (stderr and log file).
         detail: String,
     },
+    /// The runtime did not finish in time and was killed.
+    #[error("container {id}: {runtime}: `{command}` did not finish within {after:?}; killed")]
+    RuntimeTimeout {
+        /// Container the command was about.
+        id: String,
+        /// Name of the runtime handler.
+        runtime: String,
+        /// The command line that was run.
+        command: String,
+        /// How long it was given.
+        after: std::time::Duration,
+    },
     /// The runtime binary could not be started at all.
     #[error("container {id}: {runtime}: cannot run `{command}`: {source}")]
     RuntimeSpawn {

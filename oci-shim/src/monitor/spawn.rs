@@ -82,6 +82,8 @@ impl MonitorConfig {
             s(&self.log_path),
             "--runtime".into(),
             s(&self.runtime.path),
+            "--runtime-timeout".into(),
+            self.runtime.timeout.as_secs().max(1).to_string(),
         ];
         let log = self.state_dir.join(protocol::RUNTIME_LOG_NAME);
         for a in self.runtime.global_args(&log) {
@@ -398,29 +400,25 @@ impl PendingMonitor {
                 let _ = stdin.write_all(b"go\n").await;
             }
         }
-        let mut line = String::new();
-        if let Some(mut out) = self.child.stdout.take() {
-            // The detached monitor writes one line and then lets go of the pipe.
-            let mut buf = Vec::new();
-            let mut byte = [0u8; 1];
-            while out
-                .read(&mut byte)
-                .await
-                .map_err(|e| Error::monitor(id, e.to_string()))?
-                == 1
-            {
-                if byte[0] == b'\n' {
-                    break;
-                }
-                buf.push(byte[0]);
+        // The monitor kills a runtime that outlives its timeout and reports;
+        // this backstop covers a monitor that cannot.
+        let backstop = cfg.runtime.timeout + std::time::Duration::from_secs(30);
+        let stdout = self.child.stdout.take();
+        let line = match tokio::time::timeout(backstop, read_report_line(id, stdout)).await {
+            Ok(line) => line?,
+            Err(_) => {
+                let _ = self.child.start_kill();
+                return Err(Error::RuntimeTimeout {
+                    id: id.clone(),
+                    runtime: cfg.runtime.name.clone(),
+                    command: format!(
+                        "{} create (through oci-monitor)",
+                        cfg.runtime.path.display()
+                    ),
+                    after: backstop,
+                });
             }
-            line = String::from_utf8_lossy(&buf).into_owned();
-            if !line.starts_with("ready") {
-                // A failed monitor holds the pipe until it exits: EOF means it is gone.
-                let mut rest = Vec::new();
-                let _ = out.read_to_end(&mut rest).await;
-            }
-        }
+        };
         let mut stderr = String::new();
         if let Some(mut err) = self.child.stderr.take() {
             let _ = err.read_to_string(&mut stderr).await;
@@ -429,6 +427,35 @@ impl PendingMonitor {
         let _ = self.child.wait().await;
         parse_report(cfg, &line, &stderr).await
     }
+}
+
+/// The monitor's one report line (`ready ...` or `error ...`); after an
+/// error, waits for the monitor to let go of the pipe (it exits).
+async fn read_report_line(id: &str, stdout: Option<tokio::process::ChildStdout>) -> Result<String> {
+    let Some(mut out) = stdout else {
+        return Ok(String::new());
+    };
+    // The detached monitor writes one line and then lets go of the pipe.
+    let mut buf = Vec::new();
+    let mut byte = [0u8; 1];
+    while out
+        .read(&mut byte)
+        .await
+        .map_err(|e| Error::monitor(id, e.to_string()))?
+        == 1
+    {
+        if byte[0] == b'\n' {
+            break;
+        }
+        buf.push(byte[0]);
+    }
+    let line = String::from_utf8_lossy(&buf).into_owned();
+    if !line.starts_with("ready") {
+        // A failed monitor holds the pipe until it exits: EOF means it is gone.
+        let mut rest = Vec::new();
+        let _ = out.read_to_end(&mut rest).await;
+    }
+    Ok(line)
 }
 
 async fn parse_report(cfg: &MonitorConfig, line: &str, stderr: &str) -> Result<Monitor> {

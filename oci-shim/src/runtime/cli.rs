@@ -80,14 +80,23 @@ impl CliRuntime {
                 .map_err(|e| Error::io("runtime log", std::env::temp_dir(), "create", e))
         })
         .await?;
-        let output = tokio::process::Command::new(&self.config.path)
+        let running = tokio::process::Command::new(&self.config.path)
             .args(self.config.global_args(log.path()))
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
-            .output()
+            // On timeout the future is dropped, and with it the runtime.
+            .kill_on_drop(true)
+            .output();
+        let output = tokio::time::timeout(self.config.timeout, running)
             .await
+            .map_err(|_| Error::RuntimeTimeout {
+                id: id.to_owned(),
+                runtime: self.config.name.clone(),
+                command: self.describe(args),
+                after: self.config.timeout,
+            })?
             .map_err(|source| Error::RuntimeSpawn {
                 id: id.to_owned(),
                 runtime: self.config.name.clone(),

@@ -37,7 +37,17 @@ pub struct RuntimeHandlerConfig {
     pub root: PathBuf,
     /// Command-line dialect.
     pub kind: RuntimeKind,
+    /// How long one runtime command (create, start, kill, delete, state,
+    /// update, ...) may take before it is killed and reported: a hung
+    /// runtime must never hold a pod for good. Execs have their own
+    /// timeouts.
+    pub timeout: std::time::Duration,
 }
+
+/// The default [`RuntimeHandlerConfig::timeout`]: far beyond any healthy
+/// runtime command (runsc's create takes a few seconds), well within what
+/// kubelet waits before it retries (4 minutes).
+pub const DEFAULT_RUNTIME_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
 
 impl RuntimeHandlerConfig {
     /// runc at `/usr/sbin/runc` with state under `root`.
@@ -48,6 +58,7 @@ impl RuntimeHandlerConfig {
             args: Vec::new(),
             root: root.into(),
             kind: RuntimeKind::Runc,
+            timeout: DEFAULT_RUNTIME_TIMEOUT,
         }
     }
 
@@ -60,6 +71,7 @@ impl RuntimeHandlerConfig {
             args: vec!["--network=host".into(), "--platform=ptrace".into()],
             root: root.into(),
             kind: RuntimeKind::Runsc,
+            timeout: DEFAULT_RUNTIME_TIMEOUT,
         }
     }
 

@@ -24,7 +24,7 @@ mod update;
 pub use cli::{read_runtime_log, CliRuntime};
 pub use exec::{ExecSyncResult, EXEC_OUTPUT_CAP};
 pub use exec_stream::{ExecReader, ExecSession, ExecStreamOptions, ExecWriter};
-pub use handler::{RuntimeHandlerConfig, RuntimeKind};
+pub use handler::{RuntimeHandlerConfig, RuntimeKind, DEFAULT_RUNTIME_TIMEOUT};
 pub use state::{ContainerState, ContainerStatus};
 
 use crate::error::Result;

@@ -12,13 +12,16 @@ pub struct Args {
     pub log_path: PathBuf,
     pub runtime: PathBuf,
     pub runtime_args: Vec<String>,
+    /// How long the runtime's `create` and `start` may take before the
+    /// monitor kills them and reports failure.
+    pub runtime_timeout: std::time::Duration,
     pub terminal: bool,
     pub stdin: bool,
     pub stdin_once: bool,
 }
 
 pub const USAGE: &str = "usage: oci-monitor --id ID --bundle DIR --state-dir DIR --log-path FILE \
---runtime PATH [--runtime-arg ARG]... [--terminal] [--stdin] [--stdin-once]";
+--runtime PATH [--runtime-arg ARG]... [--runtime-timeout SECONDS] [--terminal] [--stdin] [--stdin-once]";
 
 impl Args {
     pub fn parse(mut argv: impl Iterator<Item = String>) -> Result<Args, Failure> {
@@ -31,6 +34,7 @@ impl Args {
             log_path: PathBuf::new(),
             runtime: PathBuf::new(),
             runtime_args: Vec::new(),
+            runtime_timeout: std::time::Duration::from_secs(120),
             terminal: false,
             stdin: false,
             stdin_once: false,
@@ -47,6 +51,15 @@ impl Args {
                 "--log-path" => log_path = Some(value()?),
                 "--runtime" => runtime = Some(value()?),
                 "--runtime-arg" => args.runtime_args.push(value()?),
+                "--runtime-timeout" => {
+                    let text = value()?;
+                    let seconds = text.parse::<u64>().map_err(|_| {
+                        Failure::Usage(format!(
+                            "--runtime-timeout {text:?} is not a number of seconds"
+                        ))
+                    })?;
+                    args.runtime_timeout = std::time::Duration::from_secs(seconds.max(1));
+                }
                 "--terminal" => args.terminal = true,
                 "--stdin" => args.stdin = true,
                 "--stdin-once" => args.stdin_once = true,

@@ -120,7 +120,12 @@ pub fn create(args: &Args) -> Result<(libc::pid_t, ContainerIo), Failure> {
     // The runtime's cgroup move would otherwise wait out a grace period on
     // the container's start-up path; we have nothing else to do meanwhile.
     oci_shim::cgroup_warmup::warm_up();
-    let created = wait_for_runtime(child.id() as libc::pid_t, &err_r, console.as_ref())?;
+    let created = wait_for_runtime(
+        child.id() as libc::pid_t,
+        &err_r,
+        console.as_ref(),
+        args.runtime_timeout,
+    )?;
     if let Some((_, path)) = &console {
         let _ = std::fs::remove_file(path);
     }
@@ -170,12 +175,14 @@ fn console_socket(args: &Args) -> Result<Option<(UnixListener, PathBuf)>, Failur
 
 /// Waits for the runtime's `create` to exit, accepting the terminal on the
 /// console socket and draining its stderr meanwhile (so it can never block
-/// on a full pipe).
+/// on a full pipe). A runtime still running after `timeout` is killed.
 fn wait_for_runtime(
     runtime_pid: libc::pid_t,
     err_r: &OwnedFd,
     console: Option<&(UnixListener, PathBuf)>,
+    timeout: std::time::Duration,
 ) -> Result<Created, Failure> {
+    let deadline = std::time::Instant::now() + timeout;
     let mut master = None;
     let mut stderr = Vec::new();
     sys::set_nonblocking(err_r.as_raw_fd()).map_err(Failure::sys("pipe"))?;
@@ -200,6 +207,15 @@ fn wait_for_runtime(
         }
         if r < 0 {
             return Err(Failure::sys("waitpid")(io::Error::last_os_error()));
+        }
+        if std::time::Instant::now() >= deadline {
+            sys::kill_and_reap(runtime_pid);
+            drain(err_r, &mut stderr);
+            return Err(Failure::Runtime {
+                verb: "create",
+                how: format!("no answer within {}s; killed", timeout.as_secs()),
+                stderr: String::from_utf8_lossy(&stderr).trim().to_string(),
+            });
         }
         let mut fds = [
             libc::pollfd {
@@ -251,7 +267,8 @@ fn read_pid(path: &std::path::Path) -> Result<libc::pid_t, Failure> {
         .map_err(|e| failure(e.to_string()))
 }
 
-fn drain(fd: &OwnedFd, into: &mut Vec<u8>) {
+/// Reads what `fd` (non-blocking) holds now into `into`, keeping the start.
+pub fn drain(fd: &OwnedFd, into: &mut Vec<u8>) {
     let mut buf = [0u8; 1024];
     let mut file = std::fs::File::from(match fd.try_clone() {
         Ok(f) => f,

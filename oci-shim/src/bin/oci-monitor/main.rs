@@ -147,6 +147,7 @@ fn run(args: &args::Args) -> Result<(), Failure> {
         runtime: args.runtime.clone(),
         args: args.runtime_args.clone(),
         id: args.id.clone(),
+        timeout: args.runtime_timeout,
     };
     let mut monitor = serve::Monitor::new(pid, log, io, listener, sigchld, args.stdin_once, start);
     if foreign {

@@ -54,6 +54,8 @@ pub struct StartCommand {
     pub runtime: std::path::PathBuf,
     pub args: Vec<String>,
     pub id: String,
+    /// How long `start` may take before it is killed.
+    pub timeout: std::time::Duration,
 }
 
 impl StartCommand {
@@ -84,19 +86,8 @@ impl StartCommand {
             source,
         })?;
         let pid = child.id() as libc::pid_t;
-        let mut err = String::new();
-        if let (true, Some(mut e)) = (capture, child.stderr) {
-            let _ = e.read_to_string(&mut err);
-        }
-        // Reaped here, not by the loop: SIGCHLD is blocked and this is the only
-        // waitpid for this pid.
-        let mut status = 0;
-        // SAFETY: valid out pointer.
-        while unsafe { libc::waitpid(pid, &mut status, 0) } < 0 {
-            if io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
-                return Err(Failure::sys("waitpid on start")(io::Error::last_os_error()));
-            }
-        }
+        let stderr = child.stderr.filter(|_| capture).map(OwnedFd::from);
+        let (status, err) = self.wait(pid, stderr)?;
         match sys::decode_wait_status(status) {
             (0, _) => Ok(()),
             (code, _) => Err(Failure::Runtime {
@@ -104,6 +95,46 @@ impl StartCommand {
                 how: format!("exit status {code}"),
                 stderr: err.trim().to_string(),
             }),
+        }
+    }
+
+    /// Waits for the runtime's `start` (our child `pid`) while draining its
+    /// stderr; one still running after the timeout is killed. Reaped here,
+    /// not by the loop: SIGCHLD is blocked and this is the only waitpid for
+    /// this pid.
+    fn wait(&self, pid: libc::pid_t, stderr: Option<OwnedFd>) -> Result<(i32, String), Failure> {
+        let deadline = Instant::now() + self.timeout;
+        let mut err = Vec::new();
+        if let Some(fd) = &stderr {
+            sys::set_nonblocking(fd.as_raw_fd()).map_err(Failure::sys("pipe"))?;
+        }
+        loop {
+            if let Some(fd) = &stderr {
+                crate::create::drain(fd, &mut err);
+            }
+            let mut status = 0;
+            // SAFETY: valid out pointer; pid is our child.
+            let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+            if r == pid {
+                return Ok((status, String::from_utf8_lossy(&err).into_owned()));
+            }
+            if r < 0 && io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
+                return Err(Failure::sys("waitpid on start")(io::Error::last_os_error()));
+            }
+            if Instant::now() >= deadline {
+                sys::kill_and_reap(pid);
+                return Err(Failure::Runtime {
+                    verb: "start",
+                    how: format!("no answer within {}s; killed", self.timeout.as_secs()),
+                    stderr: String::from_utf8_lossy(&err).trim().to_string(),
+                });
+            }
+            let mut fds = [libc::pollfd {
+                fd: stderr.as_ref().map_or(-1, |fd| fd.as_raw_fd()),
+                events: libc::POLLIN,
+                revents: 0,
+            }];
+            let _ = sys::poll(&mut fds, 20);
         }
     }
 }

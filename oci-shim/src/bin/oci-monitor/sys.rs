@@ -153,3 +153,15 @@ pub fn resize_terminal(fd: RawFd, width: u16, height: u16) -> io::Result<()> {
     check(unsafe { libc::ioctl(fd, libc::TIOCSWINSZ, &ws) })?;
     Ok(())
 }
+
+/// SIGKILLs our child `pid` and reaps it.
+pub fn kill_and_reap(pid: libc::pid_t) {
+    // SAFETY: plain syscalls on our own child; a valid out pointer.
+    unsafe {
+        libc::kill(pid, libc::SIGKILL);
+        let mut status = 0;
+        while libc::waitpid(pid, &mut status, 0) < 0
+            && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted
+        {}
+    }
+}
