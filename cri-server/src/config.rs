@@ -81,6 +81,10 @@ pub struct RuntimeConfig {
     /// default) or `"systemd"` (needs a running systemd; kubelet's
     /// `cgroupDriver` must say the same).
     pub cgroup_driver: CgroupDriver,
+    /// How long a pod or container whose RunPodSandbox or CreateContainer
+    /// call was cancelled waits for kubelet's retry to claim it, before it
+    /// is removed again. A retry within it gets the same id.
+    pub unclaimed_creation_grace_seconds: u64,
 }
 
 impl RuntimeConfig {
@@ -125,6 +129,7 @@ impl Default for RuntimeConfig {
             privileged_untrusted: PrivilegedUntrusted::TrustedRuntime,
             handlers,
             cgroup_driver: CgroupDriver::Cgroupfs,
+            unclaimed_creation_grace_seconds: crate::creations::DEFAULT_GRACE.as_secs(),
         }
     }
 }

@@ -8,6 +8,7 @@
 //! reverse.
 
 use crate::config::Config;
+use crate::creations::Creations;
 use crate::error::{Error, Result};
 use crate::layout::Layout;
 use crate::locks::KeyedLocks;
@@ -103,6 +104,10 @@ pub struct Daemon {
     pub streaming: crate::streaming::StreamingServer,
     /// The daemon's own counters, served by the `/metrics` endpoint.
     pub metrics: crate::metrics::Metrics,
+    /// RunPodSandbox calls in flight or unclaimed, by pod (retries join).
+    pub pod_creations: Arc<Creations>,
+    /// CreateContainer calls in flight or unclaimed, by container.
+    pub container_creations: Arc<Creations>,
 }
 
 impl Daemon {
@@ -114,6 +119,7 @@ impl Daemon {
         )
         .map_err(|e| Error::InvalidArgument(format!("runtime configuration: {e}")))?;
         let (events, _) = broadcast::channel(1024);
+        let grace = std::time::Duration::from_secs(config.runtime.unclaimed_creation_grace_seconds);
         Ok(Daemon {
             layout: Layout::new(&config.root, &config.state),
             sandboxes: SandboxStore::new(),
@@ -137,6 +143,8 @@ impl Daemon {
             events,
             streaming: parts.streaming,
             metrics: crate::metrics::Metrics::default(),
+            pod_creations: Creations::new(grace),
+            container_creations: Creations::new(grace),
             config,
         })
     }

@@ -141,16 +141,22 @@ impl cri::image_service_server::ImageService for ImageService {
         let request = request.into_inner();
         let name = pull_name(&image_name(request.image.as_ref(), "PullImage")?)?;
         let started = std::time::Instant::now();
-        let pulled = self
-            .daemon
-            .images
-            .pull(&name, credentials(request.auth))
-            .await;
-        self.daemon.metrics.image_pull(pulled.is_ok());
-        // A pull is a burst the idle daemon never repeats: give back what
-        // it left in the allocator.
-        crate::memory::release_free().await;
-        let image = pulled.map_err(Error::from)?;
+        let daemon = Arc::clone(&self.daemon);
+        let image_name = name.clone();
+        // To its end whatever the client does: a pull cut short halfway
+        // would be repeated from scratch by kubelet's retry.
+        let image = crate::runtime_service::detached(async move {
+            let pulled = daemon
+                .images
+                .pull(&image_name, credentials(request.auth))
+                .await;
+            daemon.metrics.image_pull(pulled.is_ok());
+            // A pull is a burst the idle daemon never repeats: give back
+            // what it left in the allocator.
+            crate::memory::release_free().await;
+            Ok(pulled?)
+        })
+        .await?;
         tracing::info!(image = %name, id = %image.id, elapsed = ?started.elapsed(), "pulled");
         Ok(Response::new(cri::PullImageResponse {
             image_ref: image.id,

@@ -24,6 +24,7 @@
 pub mod accept;
 pub mod config;
 pub mod container;
+pub mod creations;
 pub mod daemon;
 pub mod error;
 pub mod image_service;

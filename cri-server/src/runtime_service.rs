@@ -54,6 +54,20 @@ impl RuntimeService {
     }
 }
 
+/// Runs a mutating verb to its end in a task of its own: a client that
+/// cancels (kubelet at its deadline) must not cut it short halfway, with its
+/// undo never run.
+pub async fn detached<T, F>(verb: F) -> Result<T, Status>
+where
+    F: std::future::Future<Output = crate::error::Result<T>> + Send + 'static,
+    T: Send + 'static,
+{
+    match tokio::spawn(verb).await {
+        Ok(result) => Ok(result?),
+        Err(e) => Err(Status::internal(format!("the call's task failed: {e}"))),
+    }
+}
+
 fn unimplemented(rpc: &str) -> Status {
     Status::unimplemented(format!("{rpc} is not implemented yet"))
 }
@@ -150,7 +164,26 @@ impl cri::runtime_service_server::RuntimeService for RuntimeService {
         &self,
         request: Request<cri::RunPodSandboxRequest>,
     ) -> Result<Response<cri::RunPodSandboxResponse>, Status> {
-        let id = pod::run::run(&self.daemon, request.into_inner()).await?;
+        let request = request.into_inner();
+        let Some(meta) = request.config.as_ref().and_then(|c| c.metadata.clone()) else {
+            // Refused by the verb, with the field at fault.
+            return Ok(Response::new(cri::RunPodSandboxResponse {
+                pod_sandbox_id: pod::run::run(&self.daemon, request).await?,
+            }));
+        };
+        let key = format!(
+            "pod {}/{} (uid {}, attempt {})",
+            meta.namespace, meta.name, meta.uid, meta.attempt
+        );
+        let fingerprint = crate::creations::fingerprint(&request);
+        let daemon = Arc::clone(&self.daemon);
+        let id = self
+            .daemon
+            .pod_creations
+            .create_once(&key, fingerprint, async move {
+                Ok(pod::run::run(&daemon, request).await?)
+            })
+            .await?;
         Ok(Response::new(cri::RunPodSandboxResponse {
             pod_sandbox_id: id,
         }))
@@ -161,7 +194,11 @@ impl cri::runtime_service_server::RuntimeService for RuntimeService {
         request: Request<cri::StopPodSandboxRequest>,
     ) -> Result<Response<cri::StopPodSandboxResponse>, Status> {
         tracing::info!(pod = %request.get_ref().pod_sandbox_id);
-        pod::stop::stop(&self.daemon, &request.get_ref().pod_sandbox_id).await?;
+        let (daemon, id) = (
+            Arc::clone(&self.daemon),
+            request.into_inner().pod_sandbox_id,
+        );
+        detached(async move { pod::stop::stop(&daemon, &id).await }).await?;
         Ok(Response::new(cri::StopPodSandboxResponse {}))
     }
 
@@ -170,7 +207,11 @@ impl cri::runtime_service_server::RuntimeService for RuntimeService {
         request: Request<cri::RemovePodSandboxRequest>,
     ) -> Result<Response<cri::RemovePodSandboxResponse>, Status> {
         tracing::info!(pod = %request.get_ref().pod_sandbox_id);
-        pod::remove::remove(&self.daemon, &request.get_ref().pod_sandbox_id).await?;
+        let (daemon, id) = (
+            Arc::clone(&self.daemon),
+            request.into_inner().pod_sandbox_id,
+        );
+        detached(async move { pod::remove::remove(&daemon, &id).await }).await?;
         Ok(Response::new(cri::RemovePodSandboxResponse {}))
     }
 
@@ -196,8 +237,27 @@ impl cri::runtime_service_server::RuntimeService for RuntimeService {
         &self,
         request: Request<cri::CreateContainerRequest>,
     ) -> Result<Response<cri::CreateContainerResponse>, Status> {
-        tracing::info!(pod = %request.get_ref().pod_sandbox_id);
-        let id = container::create::create(&self.daemon, request.into_inner()).await?;
+        let request = request.into_inner();
+        tracing::info!(pod = %request.pod_sandbox_id);
+        let Some(meta) = request.config.as_ref().and_then(|c| c.metadata.clone()) else {
+            // Refused by the verb, with the field at fault.
+            return Ok(Response::new(cri::CreateContainerResponse {
+                container_id: container::create::create(&self.daemon, request).await?,
+            }));
+        };
+        let key = format!(
+            "container {} in pod {} (attempt {})",
+            meta.name, request.pod_sandbox_id, meta.attempt
+        );
+        let fingerprint = crate::creations::fingerprint(&request);
+        let daemon = Arc::clone(&self.daemon);
+        let id = self
+            .daemon
+            .container_creations
+            .create_once(&key, fingerprint, async move {
+                Ok(container::create::create(&daemon, request).await?)
+            })
+            .await?;
         tracing::info!(container = %id, "created");
         Ok(Response::new(cri::CreateContainerResponse {
             container_id: id,
@@ -209,7 +269,8 @@ impl cri::runtime_service_server::RuntimeService for RuntimeService {
         request: Request<cri::StartContainerRequest>,
     ) -> Result<Response<cri::StartContainerResponse>, Status> {
         tracing::info!(container = %request.get_ref().container_id);
-        container::start::start(&self.daemon, &request.get_ref().container_id).await?;
+        let (daemon, id) = (Arc::clone(&self.daemon), request.into_inner().container_id);
+        detached(async move { container::start::start(&daemon, &id).await }).await?;
         Ok(Response::new(cri::StartContainerResponse {}))
     }
 
@@ -219,7 +280,9 @@ impl cri::runtime_service_server::RuntimeService for RuntimeService {
     ) -> Result<Response<cri::StopContainerResponse>, Status> {
         let r = request.into_inner();
         tracing::info!(container = %r.container_id, timeout = r.timeout);
-        container::stop::stop(&self.daemon, &r.container_id, r.timeout).await?;
+        let daemon = Arc::clone(&self.daemon);
+        detached(async move { container::stop::stop(&daemon, &r.container_id, r.timeout).await })
+            .await?;
         Ok(Response::new(cri::StopContainerResponse {}))
     }
 
@@ -228,7 +291,8 @@ impl cri::runtime_service_server::RuntimeService for RuntimeService {
         request: Request<cri::RemoveContainerRequest>,
     ) -> Result<Response<cri::RemoveContainerResponse>, Status> {
         tracing::info!(container = %request.get_ref().container_id);
-        container::remove::remove(&self.daemon, &request.get_ref().container_id).await?;
+        let (daemon, id) = (Arc::clone(&self.daemon), request.into_inner().container_id);
+        detached(async move { container::remove::remove(&daemon, &id).await }).await?;
         Ok(Response::new(cri::RemoveContainerResponse {}))
     }
 
@@ -255,7 +319,8 @@ impl cri::runtime_service_server::RuntimeService for RuntimeService {
         request: Request<cri::UpdateContainerResourcesRequest>,
     ) -> Result<Response<cri::UpdateContainerResourcesResponse>, Status> {
         tracing::info!(container = %request.get_ref().container_id);
-        container::update::update(&self.daemon, request.into_inner()).await?;
+        let (daemon, r) = (Arc::clone(&self.daemon), request.into_inner());
+        detached(async move { container::update::update(&daemon, r).await }).await?;
         Ok(Response::new(cri::UpdateContainerResourcesResponse {}))
     }
 

@@ -58,6 +58,7 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         }
     };
     daemon.streaming.spawn(Arc::clone(&daemon));
+    let sweeper = crate::watch::sweep_unclaimed(&daemon);
     let metrics_task =
         metrics_server.map(|server| server.spawn(crate::metrics::collector::registry(&daemon)));
     let mut term = signal(SignalKind::terminate()).map_err(ServeError::Signals)?;
@@ -108,7 +109,7 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         ))))
         .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
         .await;
-    for task in metrics_task.into_iter().chain(watchdog) {
+    for task in metrics_task.into_iter().chain(watchdog).chain([sweeper]) {
         task.abort();
     }
     // A socket file left behind would look like a crashed daemon's; remove it.

@@ -60,3 +60,39 @@ pub fn watch_container(daemon: &Arc<Daemon>, id: &str) {
         }
     });
 }
+
+/// Removes, every few seconds, the pods and containers whose
+/// RunPodSandbox or CreateContainer was cancelled and that no retry claimed
+/// within the grace period (see [`crate::creations`]): nothing a cancelled
+/// call made lingers. Ends with the daemon.
+pub fn sweep_unclaimed(daemon: &Arc<Daemon>) -> tokio::task::JoinHandle<()> {
+    let grace =
+        std::time::Duration::from_secs(daemon.config.runtime.unclaimed_creation_grace_seconds);
+    let period = (grace / 2).clamp(
+        std::time::Duration::from_secs(1),
+        std::time::Duration::from_secs(10),
+    );
+    let daemon = Arc::downgrade(daemon);
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(period);
+        loop {
+            ticks.tick().await;
+            let Some(daemon) = daemon.upgrade() else {
+                return;
+            };
+            let now = std::time::Instant::now();
+            for (name, id) in daemon.container_creations.expired(now) {
+                tracing::warn!(%name, container = %id, "created for a cancelled call nobody retried; removing");
+                if let Err(e) = crate::container::remove::remove(&daemon, &id).await {
+                    tracing::warn!(container = %id, error = %e, "removing an unclaimed container");
+                }
+            }
+            for (name, id) in daemon.pod_creations.expired(now) {
+                tracing::warn!(%name, pod = %id, "created for a cancelled call nobody retried; removing");
+                if let Err(e) = crate::pod::remove::remove(&daemon, &id).await {
+                    tracing::warn!(pod = %id, error = %e, "removing an unclaimed pod");
+                }
+            }
+        }
+    })
+}

@@ -141,6 +141,28 @@ impl NameRegistrar {
         self.lock().release(name)
     }
 
+    /// Frees `name` only if `id` holds it: a name is never taken from an
+    /// object that reserved it meanwhile. Returns whether it was freed.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let names = sandbox_core::NameRegistrar::new();
+    /// names.reserve("n", "c2")?;
+    /// assert!(!names.release_held("n", "c1"));
+    /// assert!(names.release_held("n", "c2"));
+    /// assert_eq!(names.get("n"), None);
+    /// # Ok::<(), sandbox_core::Error>(())
+    /// ```
+    pub fn release_held(&self, name: &str, id: &str) -> bool {
+        let mut registry = self.lock();
+        if registry.holder_of.get(name).map(String::as_str) != Some(id) {
+            return false;
+        }
+        registry.release(name);
+        true
+    }
+
     /// Frees every name `id` holds, returning them sorted.
     ///
     /// # Examples

@@ -64,7 +64,9 @@ pub async fn create(daemon: &Arc<Daemon>, request: cri::CreateContainerRequest) 
             }
             let _ = daemon.images.remove_rootfs(&container.id).await;
             let _ = tokio::fs::remove_dir_all(daemon.layout.container_dir(&container.id)).await;
-            daemon.container_names.release(&container.name);
+            daemon
+                .container_names
+                .release_held(&container.name, &container.id);
             Err(e)
         }
     }

@@ -159,8 +159,11 @@ async fn reserve_name(daemon: &Arc<Daemon>, sandbox: &Sandbox) -> Result<()> {
                     daemon.pod_names.reserve(&sandbox.name, &sandbox.id)?;
                     Ok(())
                 }
+                // Held by an id no pod has: left by a creation that died.
+                // Retries of a creation in flight never get here (they
+                // join it, see `crate::creations`).
                 Err(_) => {
-                    daemon.pod_names.release(&sandbox.name);
+                    daemon.pod_names.release_held(&sandbox.name, &holder);
                     daemon.pod_names.reserve(&sandbox.name, &sandbox.id)?;
                     Ok(())
                 }
@@ -385,7 +388,7 @@ async fn undo(daemon: &Arc<Daemon>, sandbox: &Sandbox) {
     }
     let _ = daemon.images.remove_rootfs(&sandbox.id).await;
     let _ = tokio::fs::remove_dir_all(daemon.layout.sandbox_dir(&sandbox.id)).await;
-    daemon.pod_names.release(&sandbox.name);
+    daemon.pod_names.release_held(&sandbox.name, &sandbox.id);
 }
 
 #[cfg(test)]
