@@ -82,7 +82,7 @@ pub struct Daemon {
     /// Container lifecycle events for GetContainerEvents.
     pub events: broadcast::Sender<cri::ContainerEventResponse>,
     /// The Exec/Attach/PortForward streaming server and its tokens.
-    pub streaming: crate::streaming::StreamingServer,
+    pub streaming: cri_streaming::StreamingServer,
     /// The daemon's own counters, served by the `/metrics` endpoint.
     pub metrics: crate::metrics::Metrics,
 }
@@ -173,7 +173,7 @@ impl Daemon {
                     "not found beside the cri-server executable; install both together",
                 )
             })?;
-        let streaming = crate::streaming::StreamingServer::bind(&config.streaming)
+        let streaming = cri_streaming::StreamingServer::bind(&config.streaming.server_config())
             .await
             .map_err(|e| StartError::new("streaming server", e))?;
         let (events, _) = broadcast::channel(1024);

@@ -14,6 +14,8 @@
 //!   dispatchers to [`pod`] and [`container`] (one verb per file).
 //! - [`stats`]: container and pod stats and CRI metrics; [`metrics`]: the
 //!   daemon's own Prometheus endpoint.
+//! - [`stream_backend`]: the daemon behind the `cri-streaming` server
+//!   (Exec, Attach, PortForward).
 //! - [`daemon`]: shared state, start-up and restore; [`records`] and
 //!   [`layout`]: what lives where on disk; [`pause`]: the built-in infra
 //!   process.
@@ -22,7 +24,6 @@
 
 #![warn(missing_docs)]
 
-pub mod accept;
 pub mod annotations;
 pub mod config;
 pub mod container;
@@ -43,5 +44,5 @@ pub mod runtime_service;
 pub mod server;
 pub mod socket;
 pub mod stats;
-pub mod streaming;
+pub mod stream_backend;
 pub mod systemd;

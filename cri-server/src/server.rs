@@ -57,7 +57,8 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
             return Err(e.into());
         }
     };
-    daemon.streaming.spawn(Arc::clone(&daemon));
+    let backend = crate::stream_backend::DaemonBackend::new(Arc::clone(&daemon));
+    daemon.streaming.spawn(Arc::new(backend));
     let metrics_task = metrics_server.map(|server| server.spawn(daemon.metrics.registry(&daemon)));
     let mut term = signal(SignalKind::terminate()).map_err(ServeError::Signals)?;
     let mut int = signal(SignalKind::interrupt()).map_err(ServeError::Signals)?;
