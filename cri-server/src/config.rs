@@ -232,6 +232,25 @@ pub struct StreamingConfig {
     pub tls_key: Option<PathBuf>,
 }
 
+impl StreamingConfig {
+    /// What the streaming server is started with.
+    pub fn server_config(&self) -> cri_streaming::ServerConfig {
+        let tls = match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => Some(cri_streaming::TlsPaths {
+                cert: cert.clone(),
+                key: key.clone(),
+            }),
+            _ => None,
+        };
+        cri_streaming::ServerConfig {
+            address: self.address.clone(),
+            token_ttl: std::time::Duration::from_secs(self.token_ttl_seconds),
+            tls,
+            ..cri_streaming::ServerConfig::default()
+        }
+    }
+}
+
 impl Default for StreamingConfig {
     fn default() -> Self {
         StreamingConfig {

@@ -54,7 +54,7 @@ pub struct Parts {
     /// The per-container monitor executable.
     pub monitor_binary: PathBuf,
     /// The Exec/Attach/PortForward streaming server and its tokens.
-    pub streaming: crate::streaming::StreamingServer,
+    pub streaming: cri_streaming::StreamingServer,
 }
 
 /// Everything request handlers share.
@@ -101,7 +101,7 @@ pub struct Daemon {
     /// Container lifecycle events for GetContainerEvents.
     pub events: broadcast::Sender<cri::ContainerEventResponse>,
     /// The Exec/Attach/PortForward streaming server and its tokens.
-    pub streaming: crate::streaming::StreamingServer,
+    pub streaming: cri_streaming::StreamingServer,
     /// The daemon's own counters, served by the `/metrics` endpoint.
     pub metrics: crate::metrics::Metrics,
     /// RunPodSandbox calls in flight or unclaimed, by pod (retries join).

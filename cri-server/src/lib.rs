@@ -14,6 +14,8 @@
 //!   dispatchers to [`pod`] and [`container`] (one verb per file).
 //! - [`stats`]: container and pod stats and CRI metrics; [`metrics`]: the
 //!   daemon's own Prometheus endpoint.
+//! - [`stream_backend`]: the daemon behind the `cri-streaming` server
+//!   (Exec, Attach, PortForward).
 //! - [`daemon`]: shared state, built from [`daemon::Parts`] with no I/O;
 //!   [`opener`]: the real parts at start; [`restore`] and [`watch`]: records
 //!   back after a restart, exits followed; [`records`] and [`layout`]: what
@@ -21,7 +23,6 @@
 
 #![warn(missing_docs)]
 
-pub mod accept;
 pub mod config;
 pub mod container;
 pub mod creations;
@@ -42,7 +43,7 @@ pub mod runtime_service;
 pub mod server;
 pub mod socket;
 pub mod stats;
-pub mod streaming;
+pub mod stream_backend;
 pub mod systemd;
 #[cfg(test)]
 pub mod testing;

@@ -92,7 +92,7 @@ async fn parts(config: &Config) -> Result<Parts, StartError> {
             .map_err(|e| StartError::new("reading the daemon's capabilities", e))?,
         pause_rootfs,
         monitor_binary,
-        streaming: crate::streaming::StreamingServer::bind(&config.streaming)
+        streaming: cri_streaming::StreamingServer::bind(&config.streaming.server_config())
             .await
             .map_err(|e| StartError::new("streaming server", e))?,
     })

@@ -45,7 +45,7 @@ impl RuntimeService {
     /// A single-use URL on the streaming server for `request`.
     fn streaming_url(
         &self,
-        request: crate::streaming::protocol::StreamRequest,
+        request: impl Into<cri_streaming::StreamRequest>,
     ) -> Result<String, Status> {
         self.daemon
             .streaming
@@ -364,7 +364,7 @@ impl cri::runtime_service_server::RuntimeService for RuntimeService {
             .containers
             .get(&r.container_id)
             .map_err(crate::error::Error::from)?;
-        let url = self.streaming_url(crate::streaming::protocol::StreamRequest::Exec {
+        let url = self.streaming_url(cri_streaming::ExecRequest {
             container_id: container.id.clone(),
             cmd: r.cmd,
             tty: r.tty,
@@ -387,7 +387,7 @@ impl cri::runtime_service_server::RuntimeService for RuntimeService {
             .containers
             .get(&r.container_id)
             .map_err(crate::error::Error::from)?;
-        let url = self.streaming_url(crate::streaming::protocol::StreamRequest::Attach {
+        let url = self.streaming_url(cri_streaming::AttachRequest {
             container_id: container.id.clone(),
             tty: r.tty,
             stdin: r.stdin,
@@ -408,14 +408,20 @@ impl cri::runtime_service_server::RuntimeService for RuntimeService {
             .sandboxes
             .get(&r.pod_sandbox_id)
             .map_err(crate::error::Error::from)?;
-        if let Some(bad) = r.port.iter().find(|p| !(1..=65535).contains(*p)) {
-            return Err(Status::invalid_argument(format!(
-                "PortForward: port {bad} is out of range"
-            )));
+        let mut ports = Vec::with_capacity(r.port.len());
+        for port in &r.port {
+            match u16::try_from(*port) {
+                Ok(p) if p > 0 => ports.push(p),
+                _ => {
+                    return Err(Status::invalid_argument(format!(
+                        "PortForward: port {port} is out of range"
+                    )))
+                }
+            }
         }
-        let url = self.streaming_url(crate::streaming::protocol::StreamRequest::PortForward {
-            sandbox_id: sandbox.id.clone(),
-            ports: r.port,
+        let url = self.streaming_url(cri_streaming::PortForwardRequest {
+            pod_sandbox_id: sandbox.id.clone(),
+            ports,
         })?;
         Ok(Response::new(cri::PortForwardResponse { url }))
     }

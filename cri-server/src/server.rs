@@ -57,7 +57,8 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
             return Err(e.into());
         }
     };
-    daemon.streaming.spawn(Arc::clone(&daemon));
+    let backend = crate::stream_backend::DaemonBackend::new(Arc::clone(&daemon));
+    daemon.streaming.spawn(Arc::new(backend));
     let sweeper = crate::watch::sweep_unclaimed(&daemon);
     let metrics_task =
         metrics_server.map(|server| server.spawn(crate::metrics::collector::registry(&daemon)));

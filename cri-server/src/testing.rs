@@ -96,9 +96,11 @@ impl Doubles {
             host: oci_shim::spec::HostLimits::of_current_process().expect("host limits"),
             pause_rootfs: dir.path().join("pause"),
             monitor_binary: dir.path().join("oci-monitor"),
-            streaming: crate::streaming::StreamingServer::bind(&Default::default())
-                .await
-                .expect("streaming server on 127.0.0.1:0"),
+            streaming: cri_streaming::StreamingServer::bind(
+                &crate::config::StreamingConfig::default().server_config(),
+            )
+            .await
+            .expect("streaming server on 127.0.0.1:0"),
         };
         let daemon = Daemon::new(config, parts).expect("a daemon of doubles");
         TestDaemon {

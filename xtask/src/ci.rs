@@ -20,6 +20,7 @@ pub fn run(root: &Path) -> Result<()> {
         cmd
     };
     exec(cargo().args(["fmt", "--all", "--", "--check"]))?;
+    crate::deps::check(root)?;
     exec(cargo().args([
         "clippy",
         "--workspace",
@@ -38,5 +39,51 @@ pub fn run(root: &Path) -> Result<()> {
     // monitor) from target/debug, which `cargo test` alone does not build.
     exec(cargo().args(["build", "--workspace", "--bins"]))?;
     exec(cargo().args(["test", "--workspace"]))?;
+    verb_tests_unprivileged(root)?;
     Ok(())
+}
+
+/// Runs the daemon's verb tests (a daemon built from doubles) as `nobody`
+/// with no capabilities: they must need neither root nor a runtime.
+fn verb_tests_unprivileged(root: &Path) -> Result<()> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let out = Command::new(cargo)
+        .current_dir(root)
+        .args([
+            "test",
+            "-p",
+            "cri-server",
+            "--lib",
+            "--no-run",
+            "--message-format=json",
+        ])
+        .output()?;
+    let executable = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|m| m["profile"]["test"] == true && m["target"]["name"] == "cri_server")
+        .find_map(|m| m["executable"].as_str().map(str::to_owned))
+        .ok_or_else(|| anyhow::anyhow!("no cri-server unit test executable was built"))?;
+    let tmp = tempfile_dir()?;
+    exec(
+        Command::new("setpriv")
+            .args(["--reuid", "65534", "--regid", "65534", "--clear-groups"])
+            .args(["--inh-caps=-all", "--bounding-set=-all"])
+            .arg(&executable)
+            .arg("verb_tests")
+            .env("TMPDIR", &tmp)
+            .env("HOME", &tmp)
+            .current_dir(&tmp),
+    )?;
+    let _ = std::fs::remove_dir_all(&tmp);
+    Ok(())
+}
+
+/// A scratch directory `nobody` may write in.
+fn tempfile_dir() -> Result<std::path::PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = std::env::temp_dir().join(format!("xtask-unprivileged-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o1777))?;
+    Ok(dir)
 }

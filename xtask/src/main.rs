@@ -7,6 +7,7 @@
 mod bench;
 mod ci;
 mod command;
+mod deps;
 mod fixtures;
 mod grpc_python;
 mod run;

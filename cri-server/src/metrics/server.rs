@@ -1,8 +1,8 @@
 //! The `/metrics` HTTP endpoint: `GET /metrics` answers the registry in the
 //! OpenMetrics text format; anything else is 404.
 
-use crate::accept::Limits;
 use bytes::Bytes;
+use cri_streaming::accept::{self, Limits};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
@@ -11,10 +11,17 @@ use prometheus_client::registry::Registry;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// The content type of the OpenMetrics text format, which Prometheus
 /// negotiates and parses.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// The endpoint's listener limits: a few scrapers.
+pub const LIMITS: Limits = Limits {
+    max_connections: 32,
+    header_timeout: Duration::from_secs(10),
+};
 
 /// Why the metrics endpoint could not start.
 #[derive(Debug, thiserror::Error)]
@@ -70,10 +77,10 @@ impl MetricsServer {
         if let Ok(address) = listener.local_addr() {
             tracing::info!(%address, "metrics endpoint listening");
         }
-        tokio::spawn(crate::accept::serve_forever(
+        tokio::spawn(accept::serve_forever(
             listener,
             "metrics",
-            Limits::METRICS,
+            LIMITS,
             move |stream, peer| {
                 let registry = Arc::clone(&registry);
                 async move {
@@ -81,7 +88,7 @@ impl MetricsServer {
                         let registry = Arc::clone(&registry);
                         async move { Ok::<_, Infallible>(answer(&registry, &request)) }
                     });
-                    let connection = Limits::METRICS
+                    let connection = LIMITS
                         .http1()
                         .serve_connection(TokioIo::new(stream), service);
                     if let Err(e) = connection.await {

@@ -1,7 +1,7 @@
 //! The protocol-neutral face of a session: what exec and attach read from the
 //! client and write back, whether SPDY or WebSocket carries it.
 
-use super::protocol::{Outcome, StreamKind, TerminalSize};
+use crate::protocol::{Outcome, StreamKind, TerminalSize};
 use bytes::Bytes;
 use tokio::sync::mpsc;
 

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 /// # Examples
 ///
 /// ```
-/// use cri_server::streaming::tokens::TokenStore;
+/// use cri_streaming::tokens::TokenStore;
 /// use std::time::Duration;
 ///
 /// let store = TokenStore::new(Duration::from_secs(60));
@@ -26,8 +26,11 @@ pub struct TokenStore<T> {
 
 /// A token could not be drawn from the system's random source.
 #[derive(Debug, thiserror::Error)]
-#[error("streaming token: random source: {0}")]
-pub struct TokenError(String);
+#[error("streaming token: random source: {source}")]
+pub struct TokenError {
+    /// Why the random source failed.
+    pub source: getrandom::Error,
+}
 
 impl<T> TokenStore<T> {
     /// An empty store whose tokens live `ttl`.
@@ -42,7 +45,7 @@ impl<T> TokenStore<T> {
     /// and returns the token. Expired entries are dropped on the way.
     pub fn insert(&self, request: T) -> Result<String, TokenError> {
         let mut raw = [0u8; 16];
-        getrandom::fill(&mut raw).map_err(|e| TokenError(e.to_string()))?;
+        getrandom::fill(&mut raw).map_err(|source| TokenError { source })?;
         let token = hex::encode(raw);
         let now = Instant::now();
         let mut pending = self.lock();

@@ -1,60 +1,9 @@
-//! What the remotecommand and portforward protocols share whatever carries
-//! them (SPDY or WebSocket): the requests a token stands for, the stream
-//! kinds, the error stream's `metav1.Status` and the resize message.
+//! What the remotecommand protocol shares whatever carries it (SPDY or
+//! WebSocket): the stream kinds, the error stream's `metav1.Status` and the
+//! resize message.
 
 use bytes::Bytes;
 use serde::Deserialize;
-
-/// What a streaming token was issued for.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum StreamRequest {
-    /// A command to run in a container.
-    Exec {
-        /// The container.
-        container_id: String,
-        /// The command.
-        cmd: Vec<String>,
-        /// Run it on a terminal.
-        tty: bool,
-        /// Give it the client's stdin.
-        stdin: bool,
-        /// Send its stdout.
-        stdout: bool,
-        /// Send its stderr.
-        stderr: bool,
-    },
-    /// The container's main process.
-    Attach {
-        /// The container.
-        container_id: String,
-        /// The container runs on a terminal.
-        tty: bool,
-        /// Forward the client's stdin.
-        stdin: bool,
-        /// Send stdout.
-        stdout: bool,
-        /// Send stderr.
-        stderr: bool,
-    },
-    /// TCP ports inside a pod's network namespace.
-    PortForward {
-        /// The pod.
-        sandbox_id: String,
-        /// The ports the caller named (clients name them again per stream).
-        ports: Vec<i32>,
-    },
-}
-
-impl StreamRequest {
-    /// The URL path segment (`exec`, `attach`, `portforward`).
-    pub fn verb(&self) -> &'static str {
-        match self {
-            StreamRequest::Exec { .. } => "exec",
-            StreamRequest::Attach { .. } => "attach",
-            StreamRequest::PortForward { .. } => "portforward",
-        }
-    }
-}
 
 /// A remotecommand stream, by the `streamType` header (SPDY) or channel
 /// number (WebSocket).

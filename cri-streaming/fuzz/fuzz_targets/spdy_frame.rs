@@ -5,8 +5,8 @@
 
 #![no_main]
 
-use cri_server::streaming::spdy::frame::Frame;
-use cri_server::streaming::spdy::header_block::Decoder;
+use cri_streaming::spdy::frame::Frame;
+use cri_streaming::spdy::header_block::Decoder;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -4,18 +4,21 @@
 
 pub mod dictionary;
 pub mod flow;
+mod forward;
 pub mod frame;
 pub mod header_block;
-pub mod session;
+mod session;
+mod writer;
 
-use super::protocol::StreamRequest;
-use crate::daemon::Daemon;
+use crate::request::{Command, StreamRequest};
+use crate::Backend;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use std::sync::Arc;
+use session::Mode;
+pub use writer::MAX_PENDING;
 
 /// Remotecommand protocol versions, most preferred first.
 pub const REMOTECOMMAND_PROTOCOLS: [&str; 4] = [
@@ -50,8 +53,8 @@ pub fn negotiate<'a, I: IntoIterator<Item = &'a str>>(
 
 /// Answers an `Upgrade: SPDY/3.1` request: 101 with the negotiated protocol,
 /// then the session runs on the upgraded connection.
-pub fn upgrade(
-    daemon: Arc<Daemon>,
+pub(crate) fn upgrade(
+    backend: Backend,
     req: &mut Request<Incoming>,
     request: StreamRequest,
 ) -> Response<Full<Bytes>> {
@@ -60,7 +63,14 @@ pub fn upgrade(
         .get_all("x-stream-protocol-version")
         .iter()
         .filter_map(|v| v.to_str().ok());
-    let port_forward = matches!(request, StreamRequest::PortForward { .. });
+    let mode = match request {
+        StreamRequest::Exec(exec) => Mode::Command(Command::Exec(exec)),
+        StreamRequest::Attach(attach) => Mode::Command(Command::Attach(attach)),
+        StreamRequest::PortForward(forward) => Mode::PortForward {
+            pod: forward.pod_sandbox_id,
+        },
+    };
+    let port_forward = matches!(mode, Mode::PortForward { .. });
     let Some(protocol) = negotiate(offers, port_forward) else {
         let mut r = Response::new(Full::new(Bytes::from_static(
             b"unable to upgrade: unable to negotiate protocol\n",
@@ -71,15 +81,7 @@ pub fn upgrade(
     let on_upgrade = hyper::upgrade::on(req);
     tokio::spawn(async move {
         match on_upgrade.await {
-            Ok(upgraded) => {
-                session::serve(
-                    TokioIo::new(upgraded),
-                    daemon,
-                    request,
-                    protocol.to_string(),
-                )
-                .await
-            }
+            Ok(upgraded) => session::serve(TokioIo::new(upgraded), backend, mode, protocol).await,
             Err(e) => tracing::debug!(error = %e, "SPDY upgrade"),
         }
     });

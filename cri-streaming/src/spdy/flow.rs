@@ -19,7 +19,7 @@
 //!
 //! ```
 //! use bytes::Bytes;
-//! use cri_server::streaming::spdy::flow::SendWindows;
+//! use cri_streaming::spdy::flow::SendWindows;
 //!
 //! let mut windows = SendWindows::new();
 //! // A peer that speaks flow control: the session now obeys windows.

@@ -39,7 +39,7 @@ pub fn get<'a>(headers: &'a Headers, name: &str) -> Option<&'a str> {
 /// # Examples
 ///
 /// ```
-/// use cri_server::streaming::spdy::header_block::{Decoder, Encoder};
+/// use cri_streaming::spdy::header_block::{Decoder, Encoder};
 ///
 /// let (mut enc, mut dec) = (Encoder::new(), Decoder::new());
 /// for _ in 0..2 {

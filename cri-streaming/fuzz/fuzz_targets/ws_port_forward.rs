@@ -5,8 +5,8 @@
 
 #![no_main]
 
-use cri_server::streaming::port_forward::ports_from_query;
-use cri_server::streaming::websocket::{decode, encode, WsProtocol};
+use cri_streaming::port_forward::ports_from_query;
+use cri_streaming::websocket::{decode, encode, WsProtocol};
 use libfuzzer_sys::fuzz_target;
 use tokio_tungstenite::tungstenite::Message;
 

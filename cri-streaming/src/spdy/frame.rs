@@ -40,7 +40,7 @@ pub mod rst {
 /// # Examples
 ///
 /// ```
-/// use cri_server::streaming::spdy::frame::Frame;
+/// use cri_streaming::spdy::frame::Frame;
 ///
 /// let ping = Frame::Ping { id: 7 };
 /// let bytes = ping.encode();
@@ -182,20 +182,24 @@ impl Frame {
                 return Err(FrameError::StreamZero(0));
             }
             let data = Bytes::copy_from_slice(body);
-            return Ok(Some((
-                Frame::Data {
-                    stream_id,
-                    flags,
-                    data,
-                },
-                used,
-            )));
+            let frame = Frame::Data {
+                stream_id,
+                flags,
+                data,
+            };
+            return Ok(Some((frame, used)));
         }
         let version = u16::from_be_bytes([buf[0], buf[1]]) & 0x7fff;
         if version != VERSION {
             return Err(FrameError::Version(version));
         }
         let kind = u16::from_be_bytes([buf[2], buf[3]]);
+        Ok(Some((Frame::parse_control(kind, flags, body)?, used)))
+    }
+
+    /// A control frame's body, by type.
+    fn parse_control(kind: u16, flags: u8, body: &[u8]) -> Result<Frame, FrameError> {
+        let len = body.len();
         let bad_len = || FrameError::Length { kind, len };
         let need = |n: usize, exact: bool| {
             if (exact && len != n) || len < n {
@@ -210,7 +214,7 @@ impl Frame {
                 id => Ok(id),
             }
         };
-        let frame = match kind {
+        Ok(match kind {
             1 => {
                 need(10, false)?;
                 Frame::SynStream {
@@ -221,85 +225,94 @@ impl Frame {
                     headers: Bytes::copy_from_slice(&body[10..]),
                 }
             }
-            2 => {
+            2 | 8 => {
                 need(4, false)?;
-                Frame::SynReply {
-                    stream_id: stream(body)?,
-                    flags,
-                    headers: Bytes::copy_from_slice(&body[4..]),
+                let (stream_id, headers) = (stream(body)?, Bytes::copy_from_slice(&body[4..]));
+                if kind == 2 {
+                    Frame::SynReply {
+                        stream_id,
+                        flags,
+                        headers,
+                    }
+                } else {
+                    Frame::Headers {
+                        stream_id,
+                        flags,
+                        headers,
+                    }
                 }
             }
             3 => {
                 need(8, true)?;
-                Frame::RstStream {
-                    stream_id: stream(body)?,
-                    status: be32(&body[4..]),
-                }
+                let (stream_id, status) = (stream(body)?, be32(&body[4..]));
+                Frame::RstStream { stream_id, status }
             }
-            4 => {
-                need(4, false)?;
-                let count = be32(body) as usize;
-                if count.checked_mul(8).and_then(|n| n.checked_add(4)) != Some(len) {
-                    return Err(bad_len());
-                }
-                let entries = body[4..]
-                    .chunks_exact(8)
-                    .map(|e| (e[0], be32(e) & 0x00ff_ffff, be32(&e[4..])))
-                    .collect();
-                Frame::Settings { flags, entries }
-            }
+            4 => Frame::parse_settings(flags, body).ok_or_else(bad_len)?,
             6 => {
                 need(4, true)?;
                 Frame::Ping { id: be32(body) }
             }
             7 => {
                 need(8, true)?;
+                let last_good_stream_id = be32(body) & 0x7fff_ffff;
+                let status = be32(&body[4..]);
                 Frame::GoAway {
-                    last_good_stream_id: be32(body) & 0x7fff_ffff,
-                    status: be32(&body[4..]),
-                }
-            }
-            8 => {
-                need(4, false)?;
-                Frame::Headers {
-                    stream_id: stream(body)?,
-                    flags,
-                    headers: Bytes::copy_from_slice(&body[4..]),
+                    last_good_stream_id,
+                    status,
                 }
             }
             9 => {
                 need(8, true)?;
-                Frame::WindowUpdate {
-                    stream_id: be32(body) & 0x7fff_ffff,
-                    delta: be32(&body[4..]) & 0x7fff_ffff,
-                }
+                let stream_id = be32(body) & 0x7fff_ffff;
+                let delta = be32(&body[4..]) & 0x7fff_ffff;
+                Frame::WindowUpdate { stream_id, delta }
             }
             other => Frame::Unknown { kind: other },
-        };
-        Ok(Some((frame, used)))
+        })
+    }
+
+    /// A SETTINGS body; `None` when its entry count disagrees with its length.
+    fn parse_settings(flags: u8, body: &[u8]) -> Option<Frame> {
+        let count = be32(body.get(..4)?) as usize;
+        if count.checked_mul(8).and_then(|n| n.checked_add(4)) != Some(body.len()) {
+            return None;
+        }
+        let entries = body[4..]
+            .chunks_exact(8)
+            .map(|e| (e[0], be32(e) & 0x00ff_ffff, be32(&e[4..])))
+            .collect();
+        Some(Frame::Settings { flags, entries })
     }
 
     /// Serializes the frame. `Unknown` encodes as an empty control frame of
     /// its type.
     pub fn encode(&self) -> Bytes {
         let mut out = BytesMut::new();
-        let control = |out: &mut BytesMut, kind: u16, flags: u8, body: &[u8]| {
-            out.put_u16(0x8000 | VERSION);
-            out.put_u16(kind);
-            out.put_u32((u32::from(flags) << 24) | (body.len() as u32 & 0x00ff_ffff));
-            out.put_slice(body);
-        };
-        let mut body = BytesMut::new();
-        match self {
-            Frame::Data {
+        let Some((kind, flags, body)) = self.control_body() else {
+            if let Frame::Data {
                 stream_id,
                 flags,
                 data,
-            } => {
+            } = self
+            {
                 out.put_u32(stream_id & 0x7fff_ffff);
                 out.put_u32((u32::from(*flags) << 24) | (data.len() as u32 & 0x00ff_ffff));
                 out.put_slice(data);
             }
+            return out.freeze();
+        };
+        out.put_u16(0x8000 | VERSION);
+        out.put_u16(kind);
+        out.put_u32((u32::from(flags) << 24) | (body.len() as u32 & 0x00ff_ffff));
+        out.put_slice(&body);
+        out.freeze()
+    }
+
+    /// A control frame's type, flags and body; `None` for DATA.
+    fn control_body(&self) -> Option<(u16, u8, BytesMut)> {
+        let mut body = BytesMut::new();
+        let (kind, flags) = match self {
+            Frame::Data { .. } => return None,
             Frame::SynStream {
                 stream_id,
                 associated_to,
@@ -312,21 +325,33 @@ impl Frame {
                 body.put_u8((priority & 0x7) << 5);
                 body.put_u8(0);
                 body.put_slice(headers);
-                control(&mut out, 1, *flags, &body);
+                (1, *flags)
             }
             Frame::SynReply {
+                stream_id,
+                flags,
+                headers,
+            }
+            | Frame::Headers {
                 stream_id,
                 flags,
                 headers,
             } => {
                 body.put_u32(stream_id & 0x7fff_ffff);
                 body.put_slice(headers);
-                control(&mut out, 2, *flags, &body);
+                (
+                    if matches!(self, Frame::SynReply { .. }) {
+                        2
+                    } else {
+                        8
+                    },
+                    *flags,
+                )
             }
             Frame::RstStream { stream_id, status } => {
                 body.put_u32(stream_id & 0x7fff_ffff);
                 body.put_u32(*status);
-                control(&mut out, 3, 0, &body);
+                (3, 0)
             }
             Frame::Settings { flags, entries } => {
                 body.put_u32(entries.len() as u32);
@@ -334,34 +359,28 @@ impl Frame {
                     body.put_u32((u32::from(*f) << 24) | (id & 0x00ff_ffff));
                     body.put_u32(*value);
                 }
-                control(&mut out, 4, *flags, &body);
+                (4, *flags)
             }
-            Frame::Ping { id } => control(&mut out, 6, 0, &id.to_be_bytes()),
+            Frame::Ping { id } => {
+                body.put_u32(*id);
+                (6, 0)
+            }
             Frame::GoAway {
                 last_good_stream_id,
                 status,
             } => {
                 body.put_u32(last_good_stream_id & 0x7fff_ffff);
                 body.put_u32(*status);
-                control(&mut out, 7, 0, &body);
-            }
-            Frame::Headers {
-                stream_id,
-                flags,
-                headers,
-            } => {
-                body.put_u32(stream_id & 0x7fff_ffff);
-                body.put_slice(headers);
-                control(&mut out, 8, *flags, &body);
+                (7, 0)
             }
             Frame::WindowUpdate { stream_id, delta } => {
                 body.put_u32(stream_id & 0x7fff_ffff);
                 body.put_u32(delta & 0x7fff_ffff);
-                control(&mut out, 9, 0, &body);
+                (9, 0)
             }
-            Frame::Unknown { kind } => control(&mut out, *kind, 0, &[]),
-        }
-        out.freeze()
+            Frame::Unknown { kind } => (*kind, 0),
+        };
+        Some((kind, flags, body))
     }
 }
 

@@ -33,10 +33,10 @@ pub struct TlsError {
 /// # Examples
 ///
 /// ```no_run
-/// use cri_server::streaming::tls::TlsFiles;
+/// use cri_streaming::tls::TlsFiles;
 /// use std::sync::Arc;
 ///
-/// # async fn demo() -> Result<(), cri_server::streaming::tls::TlsError> {
+/// # async fn demo() -> Result<(), cri_streaming::tls::TlsError> {
 /// let tls = Arc::new(TlsFiles::load(
 ///     "/etc/cri-server/tls.crt".into(),
 ///     "/etc/cri-server/tls.key".into(),

@@ -1,10 +1,11 @@
-//! The accept loop of the daemon's TCP listeners (streaming, metrics): one
-//! task per connection, a cap on how many are open at once, and a pause
-//! instead of a spin when accepting fails.
+//! The accept loop of a TCP listener with limits (the streaming server's,
+//! and any other a runtime serves, such as a metrics endpoint): one task per
+//! connection, a cap on how many are open at once, and a pause instead of a
+//! spin when accepting fails.
 //!
 //! Anything that reaches the port can connect, including a host-network pod.
 //! Each listener therefore holds at most [`Limits::max_connections`]
-//! connections (a connection beyond it is closed at once, so the daemon's
+//! connections (a connection beyond it is closed at once, so the process's
 //! descriptors cannot be exhausted through it), and its HTTP server closes
 //! a connection that takes longer than [`Limits::header_timeout`] to send a
 //! request's headers: slow headers (slowloris) and idle keep-alive
@@ -42,11 +43,6 @@ impl Limits {
     pub const STREAMING: Limits = Limits {
         max_connections: 256,
         header_timeout: Duration::from_secs(15),
-    };
-    /// The metrics endpoint: a few scrapers.
-    pub const METRICS: Limits = Limits {
-        max_connections: 32,
-        header_timeout: Duration::from_secs(10),
     };
 
     /// An HTTP/1.1 server builder that enforces [`Limits::header_timeout`].
@@ -122,10 +118,13 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Limited<S> {
 /// # Examples
 ///
 /// ```no_run
-/// use cri_server::accept::Limits;
+/// use cri_streaming::accept::Limits;
+/// use std::time::Duration;
+///
 /// # async fn demo() -> std::io::Result<()> {
+/// let limits = Limits { max_connections: 32, header_timeout: Duration::from_secs(10) };
 /// let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-/// cri_server::accept::serve_forever(listener, "example", Limits::METRICS, |stream, peer| async move {
+/// cri_streaming::accept::serve_forever(listener, "example", limits, |stream, peer| async move {
 ///     let _ = (stream, peer); // speak the protocol here
 /// })
 /// .await;

@@ -2,12 +2,14 @@
 //! message (`v5`, `v4` and the legacy `channel.k8s.io`), or the same as base64
 //! text with an ASCII digit (`v4.base64`, `base64.channel.k8s.io`).
 
-use super::protocol::{parse_sizes, StreamKind};
-use super::streams::{ClientSide, Output};
+use crate::protocol::{parse_sizes, StreamKind, TerminalSize};
+use crate::streams::{ClientSide, Output};
 use base64::Engine;
 use bytes::Bytes;
+use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
@@ -88,7 +90,7 @@ pub async fn accept<S: AsyncRead + AsyncWrite + Unpin>(io: S) -> WebSocketStream
 
 /// Decodes one client message into `(channel, payload)`; `None` for a
 /// message of the wrong kind, without a channel byte or with bad base64.
-/// Never panics (fuzzed from `cri-server/fuzz/`).
+/// Never panics (fuzzed from `cri-streaming/fuzz/`).
 pub fn decode(protocol: WsProtocol, message: Message) -> Option<(u8, Bytes)> {
     if protocol.base64() {
         let text = match message {
@@ -136,87 +138,94 @@ pub fn encode(protocol: WsProtocol, channel: u8, data: &[u8]) -> Message {
 /// Carries a remotecommand session over `ws` until the command ends (the
 /// outcome is sent, then a close) or the client leaves (the session's output
 /// receiver is dropped, which stops the command).
-pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
+pub(crate) async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     ws: WebSocketStream<S>,
     protocol: WsProtocol,
     client: ClientSide,
 ) {
-    let (mut sink, mut stream) = ws.split();
-    let ClientSide {
-        mut stdin,
-        resize,
-        mut out,
-    } = client;
-    let reader = async {
-        while let Some(Ok(message)) = stream.next().await {
-            if matches!(message, Message::Close(_)) {
-                return;
-            }
-            if matches!(message, Message::Ping(_) | Message::Pong(_)) {
-                continue;
-            }
-            let Some((channel, data)) = decode(protocol, message) else {
-                tracing::debug!("websocket: malformed message; ending the session");
-                return;
-            };
-            if channel == 255 && protocol == WsProtocol::V5 {
-                // v5 close signal: the payload names the channel to close.
-                if data.first() == Some(&StreamKind::Stdin.channel()) {
-                    stdin = None;
-                }
-                continue;
-            }
-            match StreamKind::from_channel(channel) {
-                Some(StreamKind::Stdin) => {
-                    if let Some(tx) = &stdin {
-                        if tx.send(data).await.is_err() {
-                            stdin = None;
-                        }
-                    }
-                }
-                Some(StreamKind::Resize) => {
-                    for size in parse_sizes(&data) {
-                        let _ = resize.send(size).await;
-                    }
-                }
-                _ => {
-                    tracing::debug!(channel, "websocket: message on a server channel; ending");
-                    return;
-                }
-            }
-        }
-    };
-    let writer = async {
-        while let Some(output) = out.recv().await {
-            match output {
-                Output::Data(kind, data) => {
-                    if sink
-                        .send(encode(protocol, kind.channel(), &data))
-                        .await
-                        .is_err()
-                    {
-                        return;
-                    }
-                }
-                Output::Done(outcome) => {
-                    if let Some(payload) = outcome.encode(protocol.structured_errors()) {
-                        let _ = sink
-                            .send(encode(protocol, StreamKind::Error.channel(), &payload))
-                            .await;
-                    }
-                    break;
-                }
-            }
-        }
-        let _ = sink.send(Message::Close(None)).await;
-        let _ = sink.flush().await;
-    };
+    let (sink, stream) = ws.split();
+    let ClientSide { stdin, resize, out } = client;
     // Whichever side ends first ends the session: the command finished, or
     // the client went away (dropping `out`'s receiver tells the command).
     tokio::select! {
-        _ = reader => {}
-        _ = writer => {}
+        _ = read_client(stream, protocol, stdin, resize) => {}
+        _ = write_client(sink, protocol, out) => {}
     }
+}
+
+/// Hands the client's stdin and resizes to the command until the client
+/// closes or breaks the protocol.
+async fn read_client<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: SplitStream<WebSocketStream<S>>,
+    protocol: WsProtocol,
+    mut stdin: Option<mpsc::Sender<Bytes>>,
+    resize: mpsc::Sender<TerminalSize>,
+) {
+    while let Some(Ok(message)) = stream.next().await {
+        if matches!(message, Message::Close(_)) {
+            return;
+        }
+        if matches!(message, Message::Ping(_) | Message::Pong(_)) {
+            continue;
+        }
+        let Some((channel, data)) = decode(protocol, message) else {
+            tracing::debug!("websocket: malformed message; ending the session");
+            return;
+        };
+        if channel == 255 && protocol == WsProtocol::V5 {
+            // v5 close signal: the payload names the channel to close.
+            if data.first() == Some(&StreamKind::Stdin.channel()) {
+                stdin = None;
+            }
+            continue;
+        }
+        match StreamKind::from_channel(channel) {
+            Some(StreamKind::Stdin) => {
+                if let Some(tx) = &stdin {
+                    if tx.send(data).await.is_err() {
+                        stdin = None;
+                    }
+                }
+            }
+            Some(StreamKind::Resize) => {
+                for size in parse_sizes(&data) {
+                    let _ = resize.send(size).await;
+                }
+            }
+            _ => {
+                tracing::debug!(channel, "websocket: message on a server channel; ending");
+                return;
+            }
+        }
+    }
+}
+
+/// Sends the command's output, then its outcome on the error channel and a
+/// close.
+async fn write_client<S: AsyncRead + AsyncWrite + Unpin>(
+    mut sink: SplitSink<WebSocketStream<S>, Message>,
+    protocol: WsProtocol,
+    mut out: mpsc::Receiver<Output>,
+) {
+    while let Some(output) = out.recv().await {
+        match output {
+            Output::Data(kind, data) => {
+                let message = encode(protocol, kind.channel(), &data);
+                if sink.send(message).await.is_err() {
+                    return;
+                }
+            }
+            Output::Done(outcome) => {
+                if let Some(payload) = outcome.encode(protocol.structured_errors()) {
+                    let message = encode(protocol, StreamKind::Error.channel(), &payload);
+                    let _ = sink.send(message).await;
+                }
+                break;
+            }
+        }
+    }
+    let _ = sink.send(Message::Close(None)).await;
+    let _ = sink.flush().await;
 }
 
 #[cfg(test)]

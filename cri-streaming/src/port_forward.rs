@@ -1,61 +1,17 @@
-//! Port forwarding: a TCP connection to a port inside the pod's network
-//! namespace per client request.
-//!
-//! The connection is dialled on a dedicated thread that entered the pod's
-//! namespace (through `netns`), never on a tokio worker; the connected socket
-//! then moves to tokio, since a socket stays in the namespace it was made in.
+//! Port forwarding over WebSocket, and what the SPDY session shares with it:
+//! one TCP connection to a pod port per client request, dialled by the
+//! backend ([`crate::StreamBackend::port_forward_dial`]), copied both ways
+//! until either side closes.
 
-use super::websocket::{decode, encode, WsProtocol};
-use crate::daemon::Daemon;
+use crate::websocket::{decode, encode, WsProtocol};
+use crate::Backend;
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
-use std::sync::Arc;
-use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
-
-/// How long dialling a pod port may take.
-const DIAL_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Connects to `127.0.0.1:port` in pod `sandbox_id`'s network (the host's
-/// for a host-network pod).
-pub async fn dial(
-    daemon: &Daemon,
-    sandbox_id: &str,
-    port: u16,
-) -> Result<tokio::net::TcpStream, String> {
-    let sandbox = daemon
-        .sandboxes
-        .get(sandbox_id)
-        .map_err(|e| e.to_string())?;
-    let address = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-    let std_stream = match sandbox.netns_path.clone() {
-        None => {
-            // Host network: no namespace to enter.
-            return tokio::time::timeout(DIAL_TIMEOUT, tokio::net::TcpStream::connect(address))
-                .await
-                .map_err(|_| format!("pod {sandbox_id}: port {port}: connect timed out"))?
-                .map_err(|e| format!("pod {sandbox_id}: port {port}: {e}"));
-        }
-        Some(path) => {
-            // `run_in` blocks while its own thread works inside the namespace.
-            let joined = tokio::task::spawn_blocking(move || {
-                let ns = netns::NetNs::open(&path).map_err(|e| e.to_string())?;
-                ns.run_in(|| std::net::TcpStream::connect_timeout(&address, DIAL_TIMEOUT))
-                    .map_err(|e| e.to_string())?
-                    .map_err(|e| e.to_string())
-            })
-            .await
-            .map_err(|e| e.to_string())?;
-            joined.map_err(|e| format!("pod {sandbox_id}: port {port}: {e}"))?
-        }
-    };
-    let fail = |e: std::io::Error| format!("pod {sandbox_id}: port {port}: {e}");
-    std_stream.set_nonblocking(true).map_err(fail)?;
-    tokio::net::TcpStream::from_std(std_stream).map_err(fail)
-}
 
 /// WebSocket subprotocols for port forwarding, most preferred first.
 pub const WS_PROTOCOLS: [&str; 4] = [
@@ -83,7 +39,7 @@ pub fn negotiate_ws(offered: &str) -> Option<(&'static str, WsProtocol)> {
 pub const MAX_WS_PORTS: usize = 64;
 
 /// Most ports under base64 framing, whose channel is one ASCII digit-or-more
-/// character (`'0' + channel`, at most [`super::websocket::MAX_BASE64_CHANNEL`]).
+/// character (`'0' + channel`, at most [`crate::websocket::MAX_BASE64_CHANNEL`]).
 pub const MAX_WS_BASE64_PORTS: usize = 40;
 
 /// Why the `port` parameters of a port-forward URL cannot be used.
@@ -107,7 +63,7 @@ pub enum PortQueryError {
 /// # Examples
 ///
 /// ```
-/// use cri_server::streaming::port_forward::ports_from_query;
+/// use cri_streaming::port_forward::ports_from_query;
 /// assert_eq!(ports_from_query("port=80&x=1&port=8080").unwrap(), [80, 8080]);
 /// assert_eq!(ports_from_query("").unwrap(), Vec::<u16>::new());
 /// assert!(ports_from_query("port=0").is_err());
@@ -132,11 +88,11 @@ pub fn ports_from_query(query: &str) -> Result<Vec<u16>, PortQueryError> {
 /// Port forwarding over WebSocket: one connection per port, port `i` on
 /// channels `2i` (data) and `2i+1` (error), each opened by a message holding
 /// the port (little-endian u16), as kubelet's WebSocket port forwarding does.
-pub async fn serve_websocket<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
+pub(crate) async fn serve_websocket<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
     ws: WebSocketStream<S>,
     framing: WsProtocol,
-    daemon: Arc<Daemon>,
-    sandbox_id: String,
+    backend: Backend,
+    pod: String,
     ports: Vec<u16>,
 ) {
     let (mut sink, mut stream) = ws.split();
@@ -144,46 +100,22 @@ pub async fn serve_websocket<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>
     let mut to_ports = Vec::new();
     let mut tasks = Vec::new();
     for (i, port) in ports.iter().copied().enumerate() {
-        let (data_ch, error_ch) = ((2 * i) as u8, (2 * i + 1) as u8);
-        for ch in [data_ch, error_ch] {
+        let (data, error) = ((2 * i) as u8, (2 * i + 1) as u8);
+        for channel in [data, error] {
             let _ = tx
-                .send((ch, Bytes::copy_from_slice(&port.to_le_bytes())))
+                .send((channel, Bytes::copy_from_slice(&port.to_le_bytes())))
                 .await;
         }
-        let (in_tx, mut in_rx) = mpsc::channel::<Bytes>(16);
-        to_ports.push(in_tx);
-        let (daemon, sandbox_id, tx) = (Arc::clone(&daemon), sandbox_id.clone(), tx.clone());
-        tasks.push(tokio::spawn(async move {
-            let conn = match dial(&daemon, &sandbox_id, port).await {
-                Ok(c) => c,
-                Err(message) => {
-                    let _ = tx.send((error_ch, Bytes::from(message))).await;
-                    return;
-                }
-            };
-            let (mut rd, mut wr) = conn.into_split();
-            let up = async {
-                while let Some(chunk) = in_rx.recv().await {
-                    if wr.write_all(&chunk).await.is_err() {
-                        return;
-                    }
-                }
-                let _ = wr.shutdown().await;
-            };
-            let down = async {
-                let mut buf = vec![0u8; 32 * 1024];
-                while let Ok(n @ 1..) = rd.read(&mut buf).await {
-                    if tx
-                        .send((data_ch, Bytes::copy_from_slice(&buf[..n])))
-                        .await
-                        .is_err()
-                    {
-                        return;
-                    }
-                }
-            };
-            tokio::join!(up, down);
-        }));
+        let (to_port, from_client) = mpsc::channel::<Bytes>(16);
+        to_ports.push(to_port);
+        let connection = WsConnection {
+            pod: pod.clone(),
+            port,
+            data,
+            error,
+        };
+        let (backend, tx) = (Backend::clone(&backend), tx.clone());
+        tasks.push(tokio::spawn(connection.run(backend, from_client, tx)));
     }
     drop(tx);
     let reader = async {
@@ -197,8 +129,8 @@ pub async fn serve_websocket<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>
             let Some((channel, data)) = decode(framing, message) else {
                 return;
             };
-            let index = usize::from(channel / 2);
             // Only data channels carry client bytes.
+            let index = usize::from(channel / 2);
             if channel % 2 != 0 || index >= to_ports.len() {
                 return;
             }
@@ -219,6 +151,80 @@ pub async fn serve_websocket<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>
     }
     for t in tasks {
         t.abort();
+    }
+}
+
+/// One forwarded port of a WebSocket session and its two channels.
+struct WsConnection {
+    pod: String,
+    port: u16,
+    data: u8,
+    error: u8,
+}
+
+impl WsConnection {
+    /// Dials the port, then copies both ways; a failed dial is reported on
+    /// the error channel.
+    async fn run(
+        self,
+        backend: Backend,
+        from_client: mpsc::Receiver<Bytes>,
+        tx: mpsc::Sender<(u8, Bytes)>,
+    ) {
+        let conn = match backend.port_forward_dial(&self.pod, self.port).await {
+            Ok(c) => c,
+            Err(e) => {
+                let _ = tx.send((self.error, Bytes::from(e.to_string()))).await;
+                return;
+            }
+        };
+        let (rd, wr) = conn.into_split();
+        let data = self.data;
+        tokio::join!(
+            upstream(wr, from_client),
+            downstream(rd, &tx, |chunk| (data, chunk))
+        );
+    }
+}
+
+/// Most ports one WebSocket session with `framing` carries.
+pub fn max_ws_ports(framing: WsProtocol) -> usize {
+    match framing {
+        WsProtocol::V4Base64 | WsProtocol::V1Base64 => MAX_WS_BASE64_PORTS,
+        _ => MAX_WS_PORTS,
+    }
+}
+
+/// Copies the client's bytes to a forwarded connection; the client's end
+/// shuts the connection's write side down.
+pub(crate) async fn upstream(mut to: OwnedWriteHalf, mut from_client: mpsc::Receiver<Bytes>) {
+    while let Some(chunk) = from_client.recv().await {
+        if to.write_all(&chunk).await.is_err() {
+            return;
+        }
+    }
+    let _ = to.shutdown().await;
+}
+
+/// Copies a forwarded connection's bytes to the client, each chunk wrapped
+/// by `wrap`: `true` when the connection ended (EOF or error), `false` when
+/// the client's side was gone first.
+pub(crate) async fn downstream<T>(
+    mut from: OwnedReadHalf,
+    to_client: &mpsc::Sender<T>,
+    wrap: impl Fn(Bytes) -> T,
+) -> bool {
+    let mut buf = vec![0u8; 32 * 1024];
+    loop {
+        match from.read(&mut buf).await {
+            Ok(0) | Err(_) => return true,
+            Ok(n) => {
+                let chunk = Bytes::copy_from_slice(&buf[..n]);
+                if to_client.send(wrap(chunk)).await.is_err() {
+                    return false;
+                }
+            }
+        }
     }
 }
 
@@ -249,7 +255,7 @@ mod properties {
         // Exactly fits: one port more would need channel 80.
         assert_eq!(
             2 * MAX_WS_BASE64_PORTS - 1,
-            usize::from(super::super::websocket::MAX_BASE64_CHANNEL)
+            usize::from(crate::websocket::MAX_BASE64_CHANNEL)
         );
         assert!(2 * MAX_WS_PORTS - 1 <= usize::from(u8::MAX));
     }
