@@ -1,0 +1,159 @@
+//! Kubelet's habit: a deadline on every call, and the same call again when
+//! it passed. A cancelled RunPodSandbox or CreateContainer runs on, its
+//! retry gets the same object, and nothing is left behind.
+
+use k8s_cri::v1 as cri;
+use std::path::Path;
+use std::time::Duration;
+use tests::daemon::Daemon;
+use tests::fixtures::{container_config, pod_config, BUSYBOX};
+
+/// Mount points under the daemon's directory (root filesystems, pins),
+/// but for the pin directory's own private mount, which lives as long as
+/// the daemon.
+fn mounts_under(dir: &Path) -> Vec<String> {
+    let pin_dir = dir.join("state/netns").display().to_string();
+    let dir = dir.display().to_string();
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(4))
+        .filter(|mount_point| mount_point.starts_with(&dir) && **mount_point != *pin_dir)
+        .map(str::to_string)
+        .collect()
+}
+
+/// Live `oci-monitor` processes of the daemon in `dir`.
+fn monitors_of(dir: &Path) -> Vec<String> {
+    let dir = dir.display().to_string();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|p| std::fs::read(p.path().join("cmdline")).ok())
+        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+        .filter(|c| c.contains("oci-monitor") && c.contains(&dir))
+        .collect()
+}
+
+/// Waits (at most 10 s) until `check` holds.
+async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    for _ in 0..500 {
+        if check() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("{what}");
+}
+
+#[tokio::test]
+async fn a_retry_after_a_cancelled_call_gets_the_same_pod_and_container() {
+    let daemon = Daemon::start("").await;
+    daemon.pull(BUSYBOX).await;
+    let mut runtime = daemon.runtime().await;
+    let mut made = Vec::new();
+    for round in 0..10u64 {
+        // 5 to 41 ms: some calls are cut before the runtime ran, some
+        // during it, some after.
+        let deadline = Duration::from_millis(5 + round * 4);
+        let config = pod_config(&format!("cancel-{round}"));
+        let run = cri::RunPodSandboxRequest {
+            config: Some(config.clone()),
+            runtime_handler: String::new(),
+        };
+        let first = tokio::time::timeout(deadline, runtime.run_pod_sandbox(run.clone())).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let pod = runtime
+            .run_pod_sandbox(run)
+            .await
+            .unwrap_or_else(|e| {
+                panic!(
+                    "round {round}: retried RunPodSandbox: {e}\n{}",
+                    daemon.log()
+                )
+            })
+            .into_inner()
+            .pod_sandbox_id;
+        if let Ok(Ok(answer)) = first {
+            assert_eq!(answer.into_inner().pod_sandbox_id, pod);
+        }
+        let create = cri::CreateContainerRequest {
+            pod_sandbox_id: pod.clone(),
+            config: Some(container_config("app", BUSYBOX, &["sleep", "600"])),
+            sandbox_config: Some(config),
+        };
+        let first = tokio::time::timeout(deadline, runtime.create_container(create.clone())).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let container = runtime
+            .create_container(create)
+            .await
+            .unwrap_or_else(|e| {
+                panic!(
+                    "round {round}: retried CreateContainer: {e}\n{}",
+                    daemon.log()
+                )
+            })
+            .into_inner()
+            .container_id;
+        if let Ok(Ok(answer)) = first {
+            assert_eq!(answer.into_inner().container_id, container);
+        }
+        made.push((pod, container));
+    }
+    let pods = daemon.list_pods().await;
+    assert_eq!(pods.len(), 10, "one pod per round: {pods:#?}");
+    let containers = runtime
+        .list_containers(cri::ListContainersRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .containers;
+    assert_eq!(containers.len(), 10, "one container per round");
+    for (pod, _) in &made {
+        daemon.remove_pod(pod).await;
+    }
+    let dir = daemon.dir().to_path_buf();
+    eventually("mounts left after removing every pod", || {
+        mounts_under(&dir).is_empty()
+    })
+    .await;
+    eventually("monitors left after removing every pod", || {
+        monitors_of(&dir).is_empty()
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_pod_nobody_retries_is_removed_after_the_grace_period() {
+    let daemon = Daemon::start("[runtime]\nunclaimed_creation_grace_seconds = 2\n").await;
+    let mut runtime = daemon.runtime().await;
+    let run = cri::RunPodSandboxRequest {
+        config: Some(pod_config("abandoned")),
+        runtime_handler: String::new(),
+    };
+    // Cut short while the pod is being made, then never asked for again.
+    let first = tokio::time::timeout(Duration::from_millis(15), runtime.run_pod_sandbox(run)).await;
+    assert!(
+        first.is_err(),
+        "the call finished within 15 ms; the test needs it cut short"
+    );
+    // Made, unclaimed, and removed again once the grace period passed.
+    let dir = daemon.dir().to_path_buf();
+    let mut seen = false;
+    for _ in 0..400 {
+        let pods = daemon.list_pods().await;
+        seen |= !pods.is_empty();
+        if seen && pods.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(seen, "the cancelled RunPodSandbox never made its pod");
+    assert!(
+        daemon.list_pods().await.is_empty(),
+        "the unclaimed pod is still there"
+    );
+    assert!(daemon.log().contains("nobody retried"), "{}", daemon.log());
+    eventually("mounts left", || mounts_under(&dir).is_empty()).await;
+    eventually("monitors left", || monitors_of(&dir).is_empty()).await;
+}
