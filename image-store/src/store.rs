@@ -220,7 +220,7 @@ impl ImageStore {
     /// any blobs and layers no other image uses. Absent is Ok; an image a
     /// container's root filesystem uses is refused.
     pub async fn remove(&self, reference_or_id: &str) -> Result<()> {
-        let _exclusive = self.inner.gc.write().await;
+        let _exclusive = exclusive_behind_readers(&self.inner.gc).await;
         let inner = Arc::clone(&self.inner);
         let wanted = reference_or_id.to_string();
         tokio::task::spawn_blocking(move || inner.remove(&wanted))
@@ -573,8 +573,46 @@ impl Inner {
     }
 }
 
+/// Takes `lock` exclusively once no reader holds it, without queueing: a
+/// writer waiting in tokio's fair lock would hold up every reader that comes
+/// after it, so a removal waiting on a stalled pull would stall every
+/// CreateContainer (which mounts root filesystems under the shared lock).
+async fn exclusive_behind_readers(
+    lock: &tokio::sync::RwLock<()>,
+) -> tokio::sync::RwLockWriteGuard<'_, ()> {
+    loop {
+        if let Ok(guard) = lock.try_write() {
+            return guard;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #[tokio::test]
+    async fn a_waiting_removal_never_holds_up_readers() {
+        let lock = std::sync::Arc::new(tokio::sync::RwLock::new(()));
+        // A stalled pull holds the shared lock.
+        let pull = lock.clone().read_owned().await;
+        let removal = tokio::spawn({
+            let lock = lock.clone();
+            async move {
+                let _held = super::exclusive_behind_readers(&lock).await;
+            }
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        // A root filesystem still mounts meanwhile.
+        let mount = tokio::time::timeout(std::time::Duration::from_millis(500), lock.read()).await;
+        assert!(mount.is_ok(), "a reader queued behind the waiting removal");
+        drop(mount);
+        drop(pull);
+        tokio::time::timeout(std::time::Duration::from_secs(2), removal)
+            .await
+            .expect("the removal proceeds once the pull is done")
+            .unwrap();
+    }
+
     use super::*;
 
     fn digest(c: char) -> Digest {
