@@ -46,6 +46,7 @@ pub struct CacheEntry {
 /// };
 /// cache.save(&entry).unwrap();
 /// assert_eq!(cache.load("c1", "eth0").unwrap(), Some(entry.clone()));
+/// assert_eq!(cache.container_ids().unwrap(), ["c1"]);
 /// cache.remove(&entry).unwrap();
 /// assert_eq!(cache.load("c1", "eth0").unwrap(), None);
 /// ```
@@ -135,6 +136,34 @@ impl ResultCache {
             });
         }
         Ok(Some(entry))
+    }
+
+    /// The ids of every container with a recorded entry, sorted (none
+    /// when the cache was never written).
+    ///
+    /// # Errors
+    ///
+    /// The directory exists but cannot be read.
+    pub fn container_ids(&self) -> Result<Vec<String>> {
+        let entries = match std::fs::read_dir(&self.dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(source) => {
+                return Err(Error::Io {
+                    what: "result cache",
+                    path: self.dir.clone(),
+                    op: "list",
+                    source,
+                })
+            }
+        };
+        let mut ids: Vec<String> = entries
+            .flatten()
+            .filter(|e| e.path().is_dir())
+            .filter_map(|e| e.file_name().into_string().ok())
+            .collect();
+        ids.sort();
+        Ok(ids)
     }
 
     /// Deletes `entry`'s file (and its container directory once empty); an

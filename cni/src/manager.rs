@@ -351,6 +351,10 @@ impl PodNetwork for CniManager {
         .map(|_| ())
     }
 
+    async fn attached(&self) -> Result<Vec<String>> {
+        self.cache_op(|c| c.container_ids()).await
+    }
+
     async fn attachment(&self, container_id: &str, ifname: &str) -> Result<Option<NetworkStatus>> {
         let (cid, ifn) = (container_id.to_string(), ifname.to_string());
         let Some(entry) = self.cache_op(move |c| c.load(&cid, &ifn)).await? else {

@@ -163,6 +163,10 @@ pub trait PodNetwork: Send + Sync {
     /// PodSandboxStatus reports after a restart.
     async fn attachment(&self, container_id: &str, ifname: &str) -> Result<Option<NetworkStatus>>;
 
+    /// The ids of every container with a recorded attachment, sorted: what
+    /// a runtime reconciles against its own records after a crash.
+    async fn attached(&self) -> Result<Vec<String>>;
+
     /// Whether a network configuration is loaded (kubelet's NetworkReady).
     fn status(&self) -> std::result::Result<(), NotReadyReason>;
 }

@@ -23,6 +23,8 @@ pub struct Swept {
     pub pods: Vec<String>,
     /// Ids of half-made containers removed.
     pub containers: Vec<String>,
+    /// Ids of CNI attachments removed that no pod (and no directory) claimed.
+    pub attachments: Vec<String>,
 }
 
 /// Removes every pod and container directory under `state` that no record
@@ -46,6 +48,24 @@ pub async fn sweep(
             tracing::warn!(pod = %id, error = %e, "half-made pod: CNI DEL failed");
         }
         swept.pods.push(id);
+    }
+    // gVisor pods and pods with `net.*` sysctls attach before their
+    // directory exists: an attachment no pod claims is undone too.
+    match daemon.network.attached().await {
+        Ok(attached) => {
+            for id in attached.into_iter().filter(|id| !pods.contains(id)) {
+                if swept.pods.contains(&id) {
+                    continue;
+                }
+                tracing::warn!(pod = %id, "removing a CNI attachment no record claims");
+                let request = cni::PodNetworkRequest::new(&id, "");
+                if let Err(e) = daemon.network.teardown(&request).await {
+                    tracing::warn!(pod = %id, error = %e, "unclaimed attachment: CNI DEL failed");
+                }
+                swept.attachments.push(id);
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot list CNI attachments"),
     }
     swept
 }
@@ -109,6 +129,25 @@ fn monitor_pid(id: &str, monitor_dir: &Path) -> Option<i32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn an_attachment_no_pod_claims_is_torn_down_and_a_claimed_one_kept() {
+        let mut d = crate::testing::Doubles::new();
+        d.network
+            .expect_attached()
+            .times(1)
+            .returning(|| Ok(vec!["ghost".into(), "kept".into()]));
+        d.network
+            .expect_teardown()
+            .withf(|r| r.container_id == "ghost")
+            .times(1)
+            .returning(|_| Ok(()));
+        let t = d.build().await;
+        let pods: HashSet<String> = ["kept".to_string()].into();
+        let swept = sweep(&t.daemon, &pods, &HashSet::new()).await;
+        assert_eq!(swept.attachments, ["ghost"]);
+        assert!(swept.pods.is_empty() && swept.containers.is_empty());
+    }
 
     #[test]
     fn unclaimed_lists_only_directories_without_a_record() {

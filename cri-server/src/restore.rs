@@ -42,6 +42,7 @@ pub async fn restore(daemon: &Arc<Daemon>) {
         stale_pins = ?report,
         half_made_pods = ?half_made.pods,
         half_made_containers = ?half_made.containers,
+        unclaimed_attachments = ?half_made.attachments,
         "state restored"
     );
 }
