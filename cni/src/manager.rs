@@ -202,8 +202,8 @@ fn cni_args(pod: &PodNetworkRequest) -> Vec<(String, String)> {
     ]
 }
 
-fn status_of(network: &str, raw: Value) -> std::result::Result<NetworkStatus, String> {
-    let result = CniResult::from_json(&raw).map_err(|e| e.to_string())?;
+fn status_of(network: &str, raw: Value) -> std::result::Result<NetworkStatus, serde_json::Error> {
+    let result = CniResult::from_json(&raw)?;
     Ok(NetworkStatus {
         network: network.to_string(),
         ips: result.pod_ips(),
@@ -281,7 +281,7 @@ impl PodNetwork for CniManager {
                 .unwrap_or_default(),
             command: "ADD",
             container_id: pod.container_id.clone(),
-            reason,
+            reason: reason.to_string(),
         })
     }
 
@@ -366,7 +366,10 @@ impl PodNetwork for CniManager {
         let path = self.cache.dir().to_path_buf();
         status_of(&entry.network, raw)
             .map(Some)
-            .map_err(|reason| Error::CacheCorrupt { path, reason })
+            .map_err(|e| Error::CacheCorrupt {
+                path,
+                reason: e.to_string(),
+            })
     }
 
     fn status(&self) -> std::result::Result<(), NotReadyReason> {

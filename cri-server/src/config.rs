@@ -291,31 +291,37 @@ impl MetricsConfig {
     }
 
     /// Why `address` cannot be served on, if it cannot.
-    fn check(&self) -> Result<(), String> {
+    fn check(&self) -> Result<(), MetricsAddressError> {
         if self.address.is_empty() {
             return Ok(());
         }
-        let address: std::net::SocketAddr = self.address.parse().map_err(|_| {
-            format!(
-                "{:?} is not an ip:port address (e.g. \"127.0.0.1:9090\"; empty turns metrics off)",
-                self.address
-            )
-        })?;
+        let given = self.address.clone();
+        let address: std::net::SocketAddr = self
+            .address
+            .parse()
+            .map_err(|_| MetricsAddressError::NotAnAddress(given.clone()))?;
         if address.ip().is_unspecified() {
-            return Err(format!(
-                "{:?} listens on every interface; give an explicit address such as 127.0.0.1:{}",
-                self.address,
-                address.port()
-            ));
+            return Err(MetricsAddressError::EveryInterface(given, address.port()));
         }
         if address.port() == 0 {
-            return Err(format!(
-                "{:?} has port 0; a scraper needs a fixed port",
-                self.address
-            ));
+            return Err(MetricsAddressError::PortZero(given));
         }
         Ok(())
     }
+}
+
+/// Why a metrics address cannot be served on.
+#[derive(Debug, thiserror::Error)]
+pub enum MetricsAddressError {
+    /// Not `ip:port`.
+    #[error("{0:?} is not an ip:port address (e.g. \"127.0.0.1:9090\"; empty turns metrics off)")]
+    NotAnAddress(String),
+    /// A wildcard address.
+    #[error("{0:?} listens on every interface; give an explicit address such as 127.0.0.1:{1}")]
+    EveryInterface(String, u16),
+    /// Port 0.
+    #[error("{0:?} has port 0; a scraper needs a fixed port")]
+    PortZero(String),
 }
 
 /// Why a configuration cannot be used. Each message is one line that names
@@ -348,6 +354,16 @@ pub enum ConfigError {
     },
 }
 
+/// The parser's message folded onto one line: errors are one line each.
+fn one_line(message: &str) -> String {
+    message
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 impl Config {
     /// Reads and validates the file at `path`, or returns the embedded default
     /// when `path` is `None`.
@@ -368,9 +384,9 @@ impl Config {
                     path: path.to_path_buf(),
                     source,
                 })?;
-                Config::parse(&text).map_err(|message| ConfigError::Parse {
+                Config::parse(&text).map_err(|e| ConfigError::Parse {
                     path: path.to_path_buf(),
-                    message,
+                    message: one_line(&e.to_string()),
                 })?
             }
         };
@@ -378,16 +394,9 @@ impl Config {
         Ok(config)
     }
 
-    /// Parses TOML text, folding the parser's message onto one line.
-    fn parse(text: &str) -> Result<Config, String> {
-        toml::from_str(text).map_err(|e| {
-            e.to_string()
-                .lines()
-                .map(str::trim)
-                .filter(|l| !l.is_empty())
-                .collect::<Vec<_>>()
-                .join(" ")
-        })
+    /// Parses TOML text.
+    fn parse(text: &str) -> Result<Config, toml::de::Error> {
+        toml::from_str(text)
     }
 
     /// Checks what the schema alone cannot: handler names refer to
@@ -468,7 +477,7 @@ impl Config {
         }
         self.metrics
             .check()
-            .map_err(|message| invalid("metrics.address", message))?;
+            .map_err(|e| invalid("metrics.address", e.to_string()))?;
         Ok(())
     }
 
@@ -536,13 +545,19 @@ mod tests {
 
     #[test]
     fn unknown_runtime_key_is_refused_naming_it() {
-        let err = Config::parse("[runtime]\nbogus = 1\n").unwrap_err();
+        let err = Config::parse("[runtime]\nbogus = 1\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("bogus"), "{err}");
     }
 
     #[test]
     fn unknown_key_is_refused_naming_it() {
-        let err = Config::parse("[runtime]\ndefault_handlr = \"runc\"\n").unwrap_err();
+        let err = one_line(
+            &Config::parse("[runtime]\ndefault_handlr = \"runc\"\n")
+                .unwrap_err()
+                .to_string(),
+        );
         assert!(err.contains("default_handlr"), "{err}");
         assert!(!err.contains('\n'));
     }
@@ -596,7 +611,9 @@ mod tests {
 
     #[test]
     fn bad_trust_values_are_refused() {
-        let err = Config::parse("[runtime]\ndefault_workload_trust = \"maybe\"\n").unwrap_err();
+        let err = Config::parse("[runtime]\ndefault_workload_trust = \"maybe\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("maybe"), "{err}");
     }
 
@@ -605,7 +622,9 @@ mod tests {
         let config = Config::parse("[streaming]\ntoken_ttl_seconds = 5\n").unwrap();
         assert_eq!(config.streaming.address, "127.0.0.1:0");
         assert_eq!(config.streaming.token_ttl_seconds, 5);
-        let err = Config::parse("[streaming]\nadress = \"x\"\n").unwrap_err();
+        let err = Config::parse("[streaming]\nadress = \"x\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("adress"), "{err}");
         let mut config = Config::default();
         config.streaming.address = "localhost".into();
@@ -648,7 +667,9 @@ mod tests {
             assert!(err.contains("metrics.address"), "{err}");
             assert!(err.contains(why), "{bad}: {err}");
         }
-        let err = Config::parse("[metrics]\nadress = \"x\"\n").unwrap_err();
+        let err = Config::parse("[metrics]\nadress = \"x\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("adress"), "{err}");
     }
 

@@ -127,9 +127,17 @@ impl RecordDir {
     }
 }
 
-fn load_one<T: DeserializeOwned>(path: &Path) -> Result<T, String> {
-    let text = fs::read(path).map_err(|e| e.to_string())?;
-    serde_json::from_slice(&text).map_err(|e| e.to_string())
+/// Why one record could not be read back.
+#[derive(Debug, thiserror::Error)]
+enum LoadError {
+    #[error("read: {0}")]
+    Read(#[from] std::io::Error),
+    #[error("parse: {0}")]
+    Parse(#[from] serde_json::Error),
+}
+
+fn load_one<T: DeserializeOwned>(path: &Path) -> Result<T, LoadError> {
+    Ok(serde_json::from_slice(&fs::read(path)?)?)
 }
 
 #[cfg(test)]

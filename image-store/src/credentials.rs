@@ -37,6 +37,20 @@ impl std::fmt::Debug for Credentials {
     }
 }
 
+/// Why a CRI `auth` field cannot be decoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum BadAuth {
+    /// Not base64.
+    #[error("auth field is not base64")]
+    NotBase64,
+    /// Decodes to something that is not UTF-8.
+    #[error("auth field is not UTF-8")]
+    NotUtf8,
+    /// Decodes to text without the `:` between user and password.
+    #[error("auth field is not user:password")]
+    NoColon,
+}
+
 impl Credentials {
     /// A digest of every field, to tell credentials apart without keeping
     /// (or comparing) the secrets themselves.
@@ -59,7 +73,7 @@ impl Credentials {
 
     /// The oci-client authentication these credentials amount to; the error
     /// says why an `auth` field cannot be decoded.
-    pub(crate) fn to_registry_auth(&self) -> Result<RegistryAuth, String> {
+    pub(crate) fn to_registry_auth(&self) -> Result<RegistryAuth, BadAuth> {
         if !self.registry_token.is_empty() {
             return Ok(RegistryAuth::Bearer(self.registry_token.clone()));
         }
@@ -69,12 +83,9 @@ impl Credentials {
         if !self.auth.is_empty() {
             let decoded = base64::engine::general_purpose::STANDARD
                 .decode(self.auth.trim())
-                .map_err(|e| format!("auth field is not base64: {e}"))?;
-            let decoded =
-                String::from_utf8(decoded).map_err(|_| "auth field is not UTF-8".to_string())?;
-            let (user, password) = decoded
-                .split_once(':')
-                .ok_or_else(|| "auth field is not user:password".to_string())?;
+                .map_err(|_| BadAuth::NotBase64)?;
+            let decoded = String::from_utf8(decoded).map_err(|_| BadAuth::NotUtf8)?;
+            let (user, password) = decoded.split_once(':').ok_or(BadAuth::NoColon)?;
             return Ok(RegistryAuth::Basic(user.into(), password.into()));
         }
         if !self.username.is_empty() {

@@ -306,18 +306,29 @@ async fn user_of(
         })
 }
 
+/// Why a CRI volume cannot be mounted.
+#[derive(Debug, thiserror::Error)]
+enum VolumeError {
+    #[error("mount container_path {0:?} is not absolute")]
+    RelativeDestination(String),
+    #[error("mount host_path {path}: {source}")]
+    HostPath {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
 /// A CRI volume: the host path resolved (a symlink is followed, as kubelet's
 /// hostPath volumes may be symlinks) and must exist.
-fn volume(m: &cri::Mount) -> std::result::Result<Mount, String> {
+fn volume(m: &cri::Mount) -> std::result::Result<Mount, VolumeError> {
     if m.container_path.is_empty() || !m.container_path.starts_with('/') {
-        return Err(format!(
-            "mount container_path {:?} is not absolute",
-            m.container_path
-        ));
+        return Err(VolumeError::RelativeDestination(m.container_path.clone()));
     }
     let host = Path::new(&m.host_path);
-    let resolved = std::fs::canonicalize(host)
-        .map_err(|e| format!("mount host_path {}: {e}", host.display()))?;
+    let resolved = std::fs::canonicalize(host).map_err(|source| VolumeError::HostPath {
+        path: host.to_path_buf(),
+        source,
+    })?;
     let propagation = match cri::MountPropagation::try_from(m.propagation) {
         Ok(cri::MountPropagation::PropagationHostToContainer) => MountPropagation::HostToContainer,
         Ok(cri::MountPropagation::PropagationBidirectional) => MountPropagation::Bidirectional,
@@ -357,7 +368,10 @@ mod tests {
             host_path: "/nonexistent/x".into(),
             ..Default::default()
         };
-        assert!(volume(&missing).unwrap_err().contains("/nonexistent/x"));
+        assert!(volume(&missing)
+            .unwrap_err()
+            .to_string()
+            .contains("/nonexistent/x"));
     }
 }
 

@@ -118,11 +118,16 @@ fn bit_of(name: &str) -> Option<usize> {
     CAPABILITY_NAMES.iter().position(|n| *n == full)
 }
 
+/// A capability name oci-spec does not know.
+#[derive(Debug, thiserror::Error)]
+#[error("unknown capability {0:?}")]
+pub struct UnknownCapability(pub String);
+
 /// Converts capability names to oci-spec's enum; names oci-spec does not know
 /// are reported back so the caller can say which one was refused.
 pub(crate) fn to_oci_set<'a>(
     names: impl IntoIterator<Item = &'a str>,
-) -> Result<Capabilities, String> {
+) -> Result<Capabilities, UnknownCapability> {
     names
         .into_iter()
         .map(|name| {
@@ -133,7 +138,7 @@ pub(crate) fn to_oci_set<'a>(
                 format!("CAP_{upper}")
             };
             serde_json::from_value::<Capability>(serde_json::Value::String(full))
-                .map_err(|_| format!("unknown capability {name:?}"))
+                .map_err(|_| UnknownCapability(name.to_string()))
         })
         .collect()
 }

@@ -384,7 +384,7 @@ impl ContainerSpec {
                 })
                 .collect()
         };
-        let caps = capabilities::to_oci_set(cap_names).map_err(Error::Spec)?;
+        let caps = capabilities::to_oci_set(cap_names).map_err(|e| Error::Spec(e.to_string()))?;
         // Inheritable and ambient are set (empty) on purpose: oci-spec's
         // defaults put capabilities there that an empty bounding set does not
         // hold, and runc then fails with "unable to apply caps".
