@@ -64,8 +64,10 @@ impl MetadataStore {
         self.dir.join(format!("{}.json", id.hex()))
     }
 
-    /// Every record on disk. A corrupt record is an error naming its file
-    /// rather than a silently forgotten image. A record whose digests do not
+    /// Every record on disk. A corrupt record is set aside as
+    /// `<name>.json.corrupt` with a warning naming it: one damaged file must
+    /// not keep the store (and the daemon) from starting, and its content is
+    /// collected as unreferenced. A record whose digests do not
     /// parse was written for a hostile image by a daemon that did not check
     /// them: it is removed (its content is collected as unreferenced) and
     /// the image is pulled again, and refused, when next asked for.
@@ -86,7 +88,14 @@ impl MetadataStore {
                     );
                     fs::remove_file(&path).map_err(io(&path, "remove"))?;
                 }
-                Err(source) => return Err(Error::Metadata { path, source }),
+                Err(source) => {
+                    tracing::warn!(
+                        path = %path.display(), error = %source,
+                        "unreadable image record set aside"
+                    );
+                    fs::rename(&path, path.with_extension("json.corrupt"))
+                        .map_err(io(&path, "set aside"))?;
+                }
             }
         }
         Ok(out)
@@ -164,11 +173,13 @@ mod tests {
     }
 
     #[test]
-    fn corrupt_record_is_an_error_naming_the_file() {
+    fn a_corrupt_record_is_set_aside_not_fatal() {
         let root = dirs();
         fs::write(root.path().join("images/x.json"), b"{not json").unwrap();
-        let err = MetadataStore::new(root.path()).load_all().unwrap_err();
-        assert!(err.to_string().contains("x.json"), "{err}");
+        let records = MetadataStore::new(root.path()).load_all().unwrap();
+        assert!(records.is_empty());
+        assert!(root.path().join("images/x.json.corrupt").exists());
+        assert!(!root.path().join("images/x.json").exists());
     }
 
     #[test]

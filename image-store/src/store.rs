@@ -391,7 +391,16 @@ fn load_images(
             metadata.remove(&record.id)?;
             continue;
         }
-        let config = blobs.read(&record.id, limit)?;
+        let config = match blobs.read(&record.id, limit) {
+            Ok(config) => config,
+            // Its config is gone (a crash, a disk error): the image is
+            // forgotten, to be pulled again, rather than the store unusable.
+            Err(e) => {
+                tracing::warn!(image = %record.id, error = %e, "dropping an image whose config cannot be read");
+                metadata.remove(&record.id)?;
+                continue;
+            }
+        };
         let config = String::from_utf8_lossy(&config).into_owned();
         state.insert(record.id.clone(), (record, config));
     }
@@ -669,6 +678,22 @@ mod tests {
         // And that survives a restart: records are on disk.
         let records = inner.metadata.load_all().unwrap();
         assert_eq!(records.len(), 2);
+    }
+
+    #[test]
+    fn an_image_whose_config_is_gone_is_forgotten_not_fatal() {
+        let (dir, inner) = open();
+        let r: ImageReference = "example.com/app:v1".parse().unwrap();
+        let image = inner.record(&r, fetched('1', 'a'), "{}".into()).unwrap();
+        let id: Digest = image.id.parse().unwrap();
+        let config = inner.blobs.path(&id);
+        if config.exists() {
+            std::fs::remove_file(&config).unwrap();
+        }
+        drop(inner);
+        let reopened = Inner::open(dir.path().to_path_buf(), RegistriesConfig::default()).unwrap();
+        assert!(lock(&reopened.state).is_empty());
+        assert!(reopened.metadata.load_all().unwrap().is_empty());
     }
 
     #[test]
