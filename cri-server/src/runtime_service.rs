@@ -54,6 +54,17 @@ impl RuntimeService {
     }
 }
 
+/// Whether a pod made earlier is still one a retried RunPodSandbox may get.
+fn ready_pod(daemon: &Daemon) -> impl Fn(&str) -> bool + '_ {
+    |id| daemon.sandboxes.get(id).is_ok_and(|s| !s.is_stopped())
+}
+
+/// Whether a container made earlier is still one a retried CreateContainer
+/// may get.
+fn existing_container(daemon: &Daemon) -> impl Fn(&str) -> bool + '_ {
+    |id| daemon.containers.contains(id)
+}
+
 /// Runs a mutating verb to its end in a task of its own: a client that
 /// cancels (kubelet at its deadline) must not cut it short halfway, with its
 /// undo never run.
@@ -164,6 +175,7 @@ impl cri::runtime_service_server::RuntimeService for RuntimeService {
         &self,
         request: Request<cri::RunPodSandboxRequest>,
     ) -> Result<Response<cri::RunPodSandboxResponse>, Status> {
+        let deadline = crate::creations::deadline_of(request.metadata());
         let request = request.into_inner();
         let Some(meta) = request.config.as_ref().and_then(|c| c.metadata.clone()) else {
             // Refused by the verb, with the field at fault.
@@ -180,9 +192,13 @@ impl cri::runtime_service_server::RuntimeService for RuntimeService {
         let id = self
             .daemon
             .pod_creations
-            .create_once(&key, fingerprint, async move {
-                Ok(pod::run::run(&daemon, request).await?)
-            })
+            .create_once(
+                &key,
+                fingerprint,
+                deadline,
+                ready_pod(&self.daemon),
+                async move { Ok(pod::run::run(&daemon, request).await?) },
+            )
             .await?;
         Ok(Response::new(cri::RunPodSandboxResponse {
             pod_sandbox_id: id,
@@ -237,6 +253,7 @@ impl cri::runtime_service_server::RuntimeService for RuntimeService {
         &self,
         request: Request<cri::CreateContainerRequest>,
     ) -> Result<Response<cri::CreateContainerResponse>, Status> {
+        let deadline = crate::creations::deadline_of(request.metadata());
         let request = request.into_inner();
         tracing::info!(pod = %request.pod_sandbox_id);
         let Some(meta) = request.config.as_ref().and_then(|c| c.metadata.clone()) else {
@@ -254,9 +271,13 @@ impl cri::runtime_service_server::RuntimeService for RuntimeService {
         let id = self
             .daemon
             .container_creations
-            .create_once(&key, fingerprint, async move {
-                Ok(container::create::create(&daemon, request).await?)
-            })
+            .create_once(
+                &key,
+                fingerprint,
+                deadline,
+                existing_container(&self.daemon),
+                async move { Ok(container::create::create(&daemon, request).await?) },
+            )
             .await?;
         tracing::info!(container = %id, "created");
         Ok(Response::new(cri::CreateContainerResponse {

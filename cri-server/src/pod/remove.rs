@@ -53,6 +53,7 @@ pub async fn remove(daemon: &Arc<Daemon>, id_or_prefix: &str) -> Result<()> {
         .remove(&id)
         .map_err(|e| Error::internal(format!("pod {id}"), e))?;
     daemon.pod_names.release_by_id(&id);
+    daemon.pod_creations.forget_id(&id);
     let _ = daemon.sandboxes.remove(&id);
     tracing::info!(pod = %sandbox.name, id = %id, "pod removed");
     Ok(())
