@@ -146,6 +146,7 @@ impl cri::image_service_server::ImageService for ImageService {
         // To its end whatever the client does: a pull cut short halfway
         // would be repeated from scratch by kubelet's retry.
         let image = crate::runtime_service::detached(async move {
+            crate::fault::point("pull_image.started");
             let pulled = daemon
                 .images
                 .pull(&image_name, credentials(request.auth))

@@ -28,6 +28,7 @@ pub mod container;
 pub mod creations;
 pub mod daemon;
 pub mod error;
+pub mod fault;
 pub mod image_service;
 pub mod layout;
 pub mod locks;

@@ -12,6 +12,8 @@ pub struct Daemon {
     child: Option<Child>,
     dir: tempfile::TempDir,
     config_path: PathBuf,
+    /// The fault point the next start arms (`CRI_SERVER_FAULT`).
+    fault: Option<String>,
 }
 
 /// Where the workspace's binaries are: beside the running executable (a
@@ -82,6 +84,7 @@ impl Daemon {
             child: None,
             dir,
             config_path,
+            fault: None,
         };
         daemon.spawn().await;
         daemon
@@ -89,15 +92,18 @@ impl Daemon {
 
     async fn spawn(&mut self) {
         let log = std::fs::File::create(self.dir.path().join("daemon.log")).expect("log");
-        let child = Command::new(binary("cri-server"))
+        let mut command = Command::new(binary("cri-server"));
+        command
             .arg("--config")
             .arg(&self.config_path)
             .arg("--log-level")
             .arg("debug")
             .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("spawn cri-server");
+            .stderr(log);
+        if let Some(point) = &self.fault {
+            command.env("CRI_SERVER_FAULT", point);
+        }
+        let child = command.spawn().expect("spawn cri-server");
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(20);
         // Connectable, not merely present: a killed daemon leaves its socket.
@@ -139,6 +145,29 @@ impl Daemon {
 
     /// Kills the daemon with SIGKILL, as a crash would, and waits for it.
     pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Arms `point` (a `cri_server::fault::POINTS` name; the daemon must be
+    /// built with the `fault-points` feature) for the next (re)start: the
+    /// daemon kills itself with SIGKILL when it gets there. `None` disarms.
+    pub fn arm_fault(&mut self, point: Option<&str>) {
+        self.fault = point.map(str::to_string);
+    }
+
+    /// Whether the daemon process has exited (it was killed, or died).
+    pub fn has_exited(&mut self) -> bool {
+        match self.child.as_mut() {
+            Some(child) => child.try_wait().ok().flatten().is_some(),
+            None => true,
+        }
+    }
+
+    /// Reaps a daemon that died on its own, so that it can be restarted.
+    pub fn reap(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
@@ -218,6 +247,12 @@ impl Daemon {
 /// A channel to the CRI socket at `socket`, for a daemon this harness did not
 /// start.
 pub async fn channel(socket: &Path) -> Channel {
+    try_channel(socket).await.expect("connect to daemon")
+}
+
+/// A channel to the CRI socket at `socket`, or why there is none (the
+/// daemon is down: the chaos test kills it on purpose).
+pub async fn try_channel(socket: &Path) -> Result<Channel, tonic::transport::Error> {
     let socket = socket.to_path_buf();
     Endpoint::try_from("http://[::]:50051")
         .expect("static uri")
@@ -229,7 +264,6 @@ pub async fn channel(socket: &Path) -> Channel {
             }
         }))
         .await
-        .expect("connect to daemon")
 }
 
 /// Removes every pod the daemon on `socket` knows, so that a test that fails

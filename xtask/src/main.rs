@@ -5,6 +5,7 @@
 //! and (as the crates grow) test fixtures and benchmarks.
 
 mod bench;
+mod chaos;
 mod ci;
 mod command;
 mod deps;
@@ -41,6 +42,16 @@ enum Command {
     Ci,
     /// Start the local registry and push the test images to it.
     Fixtures,
+    /// Cancel, race and kill the daemon under a workload, and check after
+    /// every cycle that nothing was lost or leaked.
+    Chaos {
+        /// How many cycles.
+        #[arg(long, default_value_t = 100)]
+        cycles: u32,
+        /// Seed for the random choices (a failed run prints its seed).
+        #[arg(long)]
+        seed: Option<u64>,
+    },
     /// Measure performance against the real components.
     Bench {
         /// Which benchmark to run.
@@ -58,6 +69,7 @@ fn main() -> Result<()> {
         Command::Ci => ci::run(&root),
         Command::Fixtures => fixtures::prepare(&root),
         Command::Bench { which } => bench::run(&root, which),
+        Command::Chaos { cycles, seed } => chaos::run(&root, cycles, seed),
     }
 }
 

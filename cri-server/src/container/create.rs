@@ -56,7 +56,10 @@ pub async fn create(daemon: &Arc<Daemon>, request: cri::CreateContainerRequest) 
     let mut container = new_container(daemon, &sandbox, &meta, &config, &image, &image_config)?;
     reserve_name(daemon, &container)?;
     match build_and_create(daemon, &sandbox, &mut container, &config, &image_config).await {
-        Ok(()) => record(daemon, container, &sandbox_id),
+        Ok(()) => {
+            crate::fault::point("create_container.before_record");
+            record(daemon, container, &sandbox_id)
+        }
         Err(e) => {
             tracing::warn!(container = %container.name, error = %e, "CreateContainer failed; undoing");
             if let Ok(runtime) = daemon.runtime(&container.runtime_handler) {
@@ -211,6 +214,7 @@ async fn write_bundle(
         // read-only as `root.readonly` asks.
         .create_rootfs(&container.image_ref, &container.id, false)
         .await?;
+    crate::fault::point("create_container.rootfs_mounted");
     let user = match user_to_resolve(&security, image.user.as_deref()).map_err(|e| invalid(&e))? {
         Some(user) => Some(user_of(&rootfs.path, user, container).await?),
         None => None,

@@ -48,6 +48,7 @@ pub async fn remove(daemon: &Arc<Daemon>, id_or_prefix: &str) -> Result<()> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(Error::internal(dir.display(), e)),
     }
+    crate::fault::point("remove_pod_sandbox.before_record_removed");
     daemon
         .sandbox_records
         .remove(&id)

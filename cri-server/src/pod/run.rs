@@ -36,6 +36,7 @@ pub async fn run(daemon: &Arc<Daemon>, request: cri::RunPodSandboxRequest) -> Re
     });
     match start(daemon, &mut sandbox, dns, sysctls).await {
         Ok(()) => {
+            crate::fault::point("run_pod_sandbox.before_record");
             daemon.save_sandbox(&sandbox)?;
             let id = sandbox.id.clone();
             daemon.sandboxes.add(sandbox)?;
@@ -196,6 +197,7 @@ async fn start(
             .await
             .map_err(|e| Error::internal(format!("pod {}", sandbox.id), e))??;
         sandbox.netns_path = Some(ns.path().to_path_buf());
+        crate::fault::point("run_pod_sandbox.netns_pinned");
     }
     let handler = daemon.handler(&sandbox.runtime_handler)?;
     let overlap = handler.kind == oci_shim::runtime::RuntimeKind::Runc
@@ -222,6 +224,7 @@ async fn start(
     // Both ran to the end, so `undo` finds whatever either left.
     sandbox.pod_ips = ips?;
     let (pid, argv) = infra?;
+    crate::fault::point("run_pod_sandbox.infra_started");
 
     let hostname = if host_network {
         nix::unistd::gethostname()

@@ -59,6 +59,7 @@ pub async fn stop_locked(daemon: &Arc<Daemon>, id: &str) -> Result<()> {
     }
 
     if sandbox.netns_path.is_some() {
+        crate::fault::point("stop_pod_sandbox.before_cni_del");
         super::network::teardown(daemon, &sandbox).await?;
         let pins = daemon.pins.clone();
         let pin = id.to_string();
