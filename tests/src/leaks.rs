@@ -29,6 +29,14 @@ pub fn find(daemon_dir: &Path, owners: &HashSet<String>, ever: &HashSet<String>)
             found.push(format!("network namespace pin {pin}"));
         }
     }
+    // The daemon's record of each CNI attachment: one no pod owns is an
+    // attachment (IP, rules) that nothing will ever release. Its id counts
+    // for the host-wide checks below too.
+    let attached = dir_names(&daemon_dir.join("root/cni"));
+    for id in attached.iter().filter(|id| leaked(id)) {
+        found.push(format!("CNI attachment of {id}"));
+        found.extend(host_state_of(id));
+    }
     for handler in ["runc", "runsc"] {
         for id in runtime_containers(handler, &daemon_dir.join("state/runtimes").join(handler)) {
             if leaked(&id) {
@@ -36,7 +44,10 @@ pub fn find(daemon_dir: &Path, owners: &HashSet<String>, ever: &HashSet<String>)
             }
         }
     }
-    for id in ever.iter().filter(|id| leaked(id)) {
+    for id in ever
+        .iter()
+        .filter(|id| leaked(id) && !attached.contains(id))
+    {
         found.extend(host_state_of(id));
     }
     found

@@ -11,7 +11,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// Builds and runs `cri-chaos` for `cycles` cycles; fails on any violation.
-pub fn run(root: &Path, cycles: u32, seed: Option<u64>) -> Result<()> {
+/// `fault` names a point to arm in every cycle (see `cri-server/src/fault.rs`).
+pub fn run(root: &Path, cycles: u32, seed: Option<u64>, fault: Option<&str>) -> Result<()> {
     fixtures::prepare(root)?;
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     command::exec(Command::new(&cargo).current_dir(root).args([
@@ -33,6 +34,9 @@ pub fn run(root: &Path, cycles: u32, seed: Option<u64>) -> Result<()> {
     chaos.args(["--cycles", &cycles.to_string()]);
     if let Some(seed) = seed {
         chaos.args(["--seed", &seed.to_string()]);
+    }
+    if let Some(point) = fault {
+        chaos.args(["--fault", point]);
     }
     command::exec(&mut chaos)
 }

@@ -9,8 +9,9 @@ use anyhow::Result;
 use std::path::Path;
 use std::process::Command;
 
-/// Runs setup (with the tests' Python gRPC client), `cargo fmt --check`, clippy with warnings denied, rustdoc with
-/// warnings denied, and every unit and end-to-end test.
+/// Runs setup (with the tests' Python gRPC client), `cargo fmt --check`,
+/// clippy with warnings denied, rustdoc with warnings denied, every unit and
+/// end-to-end test, and a short chaos run.
 pub fn run(root: &Path) -> Result<()> {
     setup::run()?;
     grpc_python::install(root)?;
@@ -40,8 +41,16 @@ pub fn run(root: &Path) -> Result<()> {
     exec(cargo().args(["build", "--workspace", "--bins"]))?;
     exec(cargo().args(["test", "--workspace"]))?;
     verb_tests_unprivileged(root)?;
+    // A short chaos run on a fresh seed each time (printed, so a failure can
+    // be replayed with `cargo xtask chaos --seed S`); the long runs are
+    // `cargo xtask chaos`.
+    crate::chaos::run(root, CHAOS_CYCLES_IN_CI, None, None)?;
     Ok(())
 }
+
+/// Chaos cycles CI runs: about ten seconds each, with a kill and restart in
+/// most of them.
+const CHAOS_CYCLES_IN_CI: u32 = 8;
 
 /// Runs the daemon's verb tests (a daemon built from doubles) as `nobody`
 /// with no capabilities: they must need neither root nor a runtime.

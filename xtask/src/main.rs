@@ -51,6 +51,9 @@ enum Command {
         /// Seed for the random choices (a failed run prints its seed).
         #[arg(long)]
         seed: Option<u64>,
+        /// Arm this fault point in every cycle instead of a random one.
+        #[arg(long)]
+        fault: Option<String>,
     },
     /// Measure performance against the real components.
     Bench {
@@ -69,7 +72,11 @@ fn main() -> Result<()> {
         Command::Ci => ci::run(&root),
         Command::Fixtures => fixtures::prepare(&root),
         Command::Bench { which } => bench::run(&root, which),
-        Command::Chaos { cycles, seed } => chaos::run(&root, cycles, seed),
+        Command::Chaos {
+            cycles,
+            seed,
+            fault,
+        } => chaos::run(&root, cycles, seed, fault.as_deref()),
     }
 }
 

@@ -77,6 +77,8 @@ struct Chaos {
     armed: Option<&'static str>,
     /// Whether a random kill was sent since the last restart.
     killed: bool,
+    /// A fault point to arm in every cycle (`--fault`), to test one spot.
+    always: Option<&'static str>,
 }
 
 /// A pod the workload holds, with its containers.
@@ -89,15 +91,28 @@ struct Pod {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> ExitCode {
     let mut cycles = 100;
-    let mut seed = std::process::id() as u64 | 1;
+    // Process ids repeat on fresh machines; the clock does not.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    let mut seed = (now ^ std::process::id() as u64) | 1;
+    let mut fault = None;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
-        let value: Option<u64> = args.next().and_then(|v| v.parse().ok());
-        match (arg.as_str(), value) {
+        let value = args.next();
+        let number: Option<u64> = value.as_deref().and_then(|v| v.parse().ok());
+        match (arg.as_str(), number) {
             ("--cycles", Some(n)) => cycles = n as u32,
             ("--seed", Some(s)) => seed = s | 1,
+            ("--fault", _) if FAULT_POINTS.contains(&value.as_deref().unwrap_or("")) => {
+                fault = FAULT_POINTS
+                    .iter()
+                    .copied()
+                    .find(|p| Some(*p) == value.as_deref())
+            }
             _ => {
-                eprintln!("usage: cri-chaos [--cycles N] [--seed S]");
+                eprintln!("usage: cri-chaos [--cycles N] [--seed S] [--fault POINT]");
+                eprintln!("fault points: {}", FAULT_POINTS.join(", "));
                 return ExitCode::from(2);
             }
         }
@@ -111,6 +126,7 @@ async fn main() -> ExitCode {
         ever: HashSet::new(),
         armed: None,
         killed: false,
+        always: fault,
     };
     let _ = chaos
         .call(|(_, mut images)| async move {
@@ -144,7 +160,9 @@ impl Chaos {
     /// down, check again.
     async fn cycle(&mut self, cycle: u32) {
         self.stats.cycles += 1;
-        if self.rng.chance(3) {
+        if let Some(point) = self.always {
+            self.restart_with(Some(point)).await;
+        } else if self.rng.chance(3) {
             let point = FAULT_POINTS[self.rng.below(FAULT_POINTS.len() as u64) as usize];
             self.restart_with(Some(point)).await;
         }
