@@ -91,6 +91,39 @@ impl CgroupDriver {
         }
     }
 
+    /// Where the cgroup a spec's `linux.cgroupsPath` names is below a
+    /// hierarchy's root, whichever driver wrote it: `slice:prefix:name`
+    /// (systemd) or an absolute path (cgroupfs). Used to find what a
+    /// half-made container left when no record says which driver made it.
+    ///
+    /// ```
+    /// use cgroups::CgroupDriver;
+    ///
+    /// assert_eq!(CgroupDriver::fs_path_of("/cri-server/c1").unwrap(), "/cri-server/c1");
+    /// assert_eq!(
+    ///     CgroupDriver::fs_path_of("a-b.slice:cri-server:c1").unwrap(),
+    ///     "/a.slice/a-b.slice/cri-server-c1.scope"
+    /// );
+    /// assert!(CgroupDriver::fs_path_of("relative/c1").is_err());
+    /// ```
+    pub fn fs_path_of(runtime_path: &str) -> Result<String, CgroupParentError> {
+        let refuse = |reason: &str| CgroupParentError {
+            parent: runtime_path.to_owned(),
+            reason: reason.to_owned(),
+        };
+        if runtime_path.starts_with('/') {
+            return Ok(runtime_path.to_owned());
+        }
+        let mut parts = runtime_path.splitn(3, ':');
+        match (parts.next(), parts.next(), parts.next()) {
+            (Some(slice), Some(prefix), Some(name)) if !prefix.is_empty() && !name.is_empty() => {
+                let slice = slice_of(slice)?;
+                Ok(format!("{}/{prefix}-{name}.scope", expand_slice(slice)))
+            }
+            _ => Err(refuse("neither an absolute path nor slice:prefix:name")),
+        }
+    }
+
     /// Checks a pod's `cgroup_parent` before anything is made for it.
     pub fn check_parent(self, parent: &str) -> Result<(), CgroupParentError> {
         self.runtime_path(parent, "check").map(|_| ())

@@ -1,9 +1,10 @@
 //! Control groups as a container runtime needs them: where a pod's or
 //! container's cgroup is ([`CgroupDriver`]: cgroupfs directories or systemd
 //! slices and scopes), what it uses and allows ([`Hierarchy`] reads v1, v2
-//! and hybrid hosts), and CPU usage as a rate ([`CpuRates`]).
+//! and hybrid hosts), and CPU usage as a rate ([`CpuRates`]); and removing
+//! a cgroup a runtime left behind ([`Hierarchy::remove`]).
 //!
-//! No I/O happens outside [`Hierarchy`]'s readers, which never fail: a file
+//! No I/O happens outside [`Hierarchy`]. Its readers never fail: a file
 //! that is missing (a cgroup already gone, a controller not mounted) reads as
 //! `None`, because stats are best effort and a container may exit at any
 //! moment.
@@ -24,8 +25,10 @@ pub mod cpu_rate;
 pub mod driver;
 pub mod hierarchy;
 pub mod readings;
+pub mod removal;
 
 pub use cpu_rate::CpuRates;
 pub use driver::{CgroupDriver, CgroupParentError, SCOPE_PREFIX};
 pub use hierarchy::Hierarchy;
 pub use readings::{CgroupLimits, CgroupUsage, TaskCounts};
+pub use removal::RemoveError;

@@ -25,6 +25,8 @@ pub struct Swept {
     pub containers: Vec<String>,
     /// Ids of CNI attachments removed that no pod (and no directory) claimed.
     pub attachments: Vec<String>,
+    /// Ids of root filesystems removed that no pod or container claimed.
+    pub root_filesystems: Vec<String>,
 }
 
 /// Removes every pod and container directory under `state` that no record
@@ -49,12 +51,23 @@ pub async fn sweep(
         }
         swept.pods.push(id);
     }
-    // gVisor pods and pods with `net.*` sysctls attach before their
-    // directory exists: an attachment no pod claims is undone too.
+    swept.attachments = unclaimed_attachments(daemon, pods, &swept.pods).await;
+    swept.root_filesystems = unclaimed_root_filesystems(daemon, pods, containers).await;
+    swept
+}
+
+/// Tears down the CNI attachments no pod claims: gVisor pods and pods with
+/// `net.*` sysctls attach before their directory exists.
+async fn unclaimed_attachments(
+    daemon: &Daemon,
+    pods: &HashSet<String>,
+    already: &[String],
+) -> Vec<String> {
+    let mut swept = Vec::new();
     match daemon.network.attached().await {
         Ok(attached) => {
             for id in attached.into_iter().filter(|id| !pods.contains(id)) {
-                if swept.pods.contains(&id) {
+                if already.contains(&id) {
                     continue;
                 }
                 tracing::warn!(pod = %id, "removing a CNI attachment no record claims");
@@ -62,10 +75,39 @@ pub async fn sweep(
                 if let Err(e) = daemon.network.teardown(&request).await {
                     tracing::warn!(pod = %id, error = %e, "unclaimed attachment: CNI DEL failed");
                 }
-                swept.attachments.push(id);
+                swept.push(id);
             }
         }
         Err(e) => tracing::warn!(error = %e, "cannot list CNI attachments"),
+    }
+    swept
+}
+
+/// Removes the root filesystems no pod or container claims: a daemon
+/// killed between mounting one and making its container's directory leaves
+/// one that no directory names either.
+async fn unclaimed_root_filesystems(
+    daemon: &Daemon,
+    pods: &HashSet<String>,
+    containers: &HashSet<String>,
+) -> Vec<String> {
+    let ids = match daemon.images.root_filesystems().await {
+        Ok(ids) => ids,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot list root filesystems");
+            return Vec::new();
+        }
+    };
+    let mut swept = Vec::new();
+    for id in ids {
+        if pods.contains(&id) || containers.contains(&id) {
+            continue;
+        }
+        tracing::warn!(id, "removing a root filesystem no record claims");
+        match daemon.images.remove_rootfs(&id).await {
+            Ok(()) => swept.push(id),
+            Err(e) => tracing::warn!(id, error = %e, "unclaimed root filesystem"),
+        }
     }
     swept
 }
@@ -94,11 +136,24 @@ async fn remove_container(daemon: &Arc<Daemon>, id: &str, dir: &Path) {
         // SAFETY: plain syscall; the pid was checked to be this id's monitor.
         unsafe { libc::kill(pid, libc::SIGKILL) };
     }
+    let cgroup = cgroup_of(id, dir);
     // Which handler made it is in no record: ask each (an unknown id is a
     // quick "does not exist").
     for name in daemon.handlers.keys() {
         if let Ok(runtime) = daemon.runtime(name) {
             let _ = runtime.delete(id, true).await;
+        }
+    }
+    // A runtime killed inside `create` has no state to delete from, but may
+    // have made the cgroup (with its init still in it).
+    if let Some(path) = cgroup {
+        let removed = tokio::task::spawn_blocking(move || {
+            let result = cgroups::Hierarchy::detect().remove(&path);
+            (path, result)
+        })
+        .await;
+        if let Ok((path, Err(e))) = removed {
+            tracing::warn!(id, cgroup = %path, error = %e, "half-made container: cgroup");
         }
     }
     if let Err(e) = daemon.images.remove_rootfs(id).await {
@@ -107,6 +162,21 @@ async fn remove_container(daemon: &Arc<Daemon>, id: &str, dir: &Path) {
     if let Err(e) = tokio::fs::remove_dir_all(dir).await {
         tracing::warn!(id, error = %e, "half-made container: directory");
     }
+}
+
+/// The cgroup (below each hierarchy's root) that the bundle in `dir` gave
+/// container `id`, if it names one that is `id`'s own: the bundle is read
+/// from disk, and a path that is not the container's must never be killed.
+fn cgroup_of(id: &str, dir: &Path) -> Option<String> {
+    let bytes = std::fs::read(Layout::bundle(dir).join("config.json")).ok()?;
+    let spec: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    let runtime_path = spec.pointer("/linux/cgroupsPath")?.as_str()?;
+    let path = cgroups::CgroupDriver::fs_path_of(runtime_path).ok()?;
+    let own = Path::new(&path)
+        .file_name()
+        .and_then(|name| name.to_str())
+        .is_some_and(|name| name == id || name == format!("{}-{id}.scope", cgroups::SCOPE_PREFIX));
+    own.then_some(path)
 }
 
 /// The pid in `monitor.pid`, if that process is still `id`'s monitor (pids
@@ -133,6 +203,9 @@ mod tests {
     #[tokio::test(flavor = "multi_thread")]
     async fn an_attachment_no_pod_claims_is_torn_down_and_a_claimed_one_kept() {
         let mut d = crate::testing::Doubles::new();
+        d.images
+            .expect_root_filesystems()
+            .returning(|| Ok(Vec::new()));
         d.network
             .expect_attached()
             .times(1)
@@ -147,6 +220,58 @@ mod tests {
         let swept = sweep(&t.daemon, &pods, &HashSet::new()).await;
         assert_eq!(swept.attachments, ["ghost"]);
         assert!(swept.pods.is_empty() && swept.containers.is_empty());
+    }
+
+    #[test]
+    fn only_a_cgroup_named_for_the_container_is_taken_from_its_bundle() {
+        let dir = tempfile::tempdir().unwrap();
+        let bundle = Layout::bundle(dir.path());
+        std::fs::create_dir_all(&bundle).unwrap();
+        let with = |path: &str| {
+            let spec = serde_json::json!({"linux": {"cgroupsPath": path}});
+            std::fs::write(bundle.join("config.json"), spec.to_string()).unwrap();
+            cgroup_of("c1", dir.path())
+        };
+        assert_eq!(
+            with("/kubepods/pod1/c1").as_deref(),
+            Some("/kubepods/pod1/c1")
+        );
+        assert_eq!(
+            with("kubepods-pod1.slice:cri-server:c1").as_deref(),
+            Some("/kubepods.slice/kubepods-pod1.slice/cri-server-c1.scope")
+        );
+        for foreign in [
+            "/kubepods/pod1",
+            "/kubepods/c1/..",
+            "/",
+            "relative/c1",
+            "/x/c2",
+        ] {
+            assert_eq!(with(foreign), None, "{foreign}");
+        }
+        std::fs::write(bundle.join("config.json"), "not json").unwrap();
+        assert_eq!(cgroup_of("c1", dir.path()), None);
+        assert_eq!(cgroup_of("c1", &dir.path().join("missing")), None);
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_root_filesystem_no_record_claims_is_removed() {
+        let mut d = crate::testing::Doubles::new();
+        d.network.expect_attached().returning(|| Ok(Vec::new()));
+        d.images
+            .expect_root_filesystems()
+            .times(1)
+            .returning(|| Ok(vec!["ctr".into(), "ghost".into(), "pod".into()]));
+        d.images
+            .expect_remove_rootfs()
+            .withf(|id| id == "ghost")
+            .times(1)
+            .returning(|_| Ok(()));
+        let t = d.build().await;
+        let pods: HashSet<String> = ["pod".to_string()].into();
+        let containers: HashSet<String> = ["ctr".to_string()].into();
+        let swept = sweep(&t.daemon, &pods, &containers).await;
+        assert_eq!(swept.root_filesystems, ["ghost"]);
     }
 
     #[test]

@@ -5,6 +5,7 @@
 use crate::daemon::Daemon;
 use crate::layout::Layout;
 use oci_shim::monitor::protocol::ExitRecord;
+use oci_shim::runtime::ContainerStatus;
 use sandbox_core::{Container, ContainerState, Sandbox, SandboxState};
 use std::collections::HashSet;
 use std::path::Path;
@@ -43,6 +44,7 @@ pub async fn restore(daemon: &Arc<Daemon>) {
         half_made_pods = ?half_made.pods,
         half_made_containers = ?half_made.containers,
         unclaimed_attachments = ?half_made.attachments,
+        unclaimed_root_filesystems = ?half_made.root_filesystems,
         "state restored"
     );
 }
@@ -110,7 +112,11 @@ async fn restore_container(daemon: &Arc<Daemon>, mut container: Container) -> bo
             None if container.state == ContainerState::Running => {
                 crate::watch::watch_container(daemon, &container.id);
             }
-            None => {}
+            None => {
+                if started_meanwhile(daemon, &mut container).await {
+                    crate::watch::watch_container(daemon, &container.id);
+                }
+            }
         }
     }
     let _ = daemon
@@ -118,6 +124,39 @@ async fn restore_container(daemon: &Arc<Daemon>, mut container: Container) -> bo
         .reserve(&container.name, &container.id);
     let _ = daemon.save_container(&container);
     daemon.containers.add(container).is_ok()
+}
+
+/// Whether created `container` was started after all: a daemon killed
+/// inside StartContainer, after the runtime's `start` and before the record
+/// said so, comes back with a record that says "created" for a container
+/// that runs. The runtime's word wins, or the container could never be
+/// started, stopped cleanly or exec'd into again. Marks it running if so.
+async fn started_meanwhile(daemon: &Daemon, container: &mut Container) -> bool {
+    let Ok(runtime) = daemon.runtime(&container.runtime_handler) else {
+        return false;
+    };
+    let state = match runtime.state(&container.id).await {
+        Ok(state) => state,
+        Err(e) => {
+            tracing::warn!(container = %container.id, error = %e, "created container: runtime state unknown");
+            return false;
+        }
+    };
+    if !matches!(
+        state.status,
+        ContainerStatus::Running | ContainerStatus::Paused
+    ) {
+        return false;
+    }
+    let pid = container.pid.unwrap_or(state.pid);
+    if container
+        .mark_started(sandbox_core::timestamp::now(), pid)
+        .is_err()
+    {
+        return false;
+    }
+    tracing::info!(container = %container.id, "started while the daemon was away");
+    true
 }
 
 /// How `container` ended while the daemon was away: `None` while it runs.
@@ -138,5 +177,93 @@ async fn exited(daemon: &Daemon, container: &Container, dir: &Path) -> Option<Ex
                 finished_at_unix_nanos: sandbox_core::timestamp::now() as u64,
             })
         }
+    }
+}
+
+#[cfg(test)]
+mod verb_tests {
+    use super::*;
+    use crate::testing::{ready_pod, Doubles};
+    use oci_shim::runtime::ContainerState as RuntimeState;
+
+    /// A record saying "created" for container `name` of a new pod, as a
+    /// daemon killed inside StartContainer leaves it.
+    fn created_record(daemon: &Daemon, name: &str) -> String {
+        let pod = ready_pod(daemon, "p");
+        let sandbox = daemon.sandboxes.get(&pod).unwrap();
+        let id = sandbox_core::id::generate().unwrap();
+        let mut container = Container::new(
+            id.clone(),
+            &sandbox,
+            sandbox_core::ContainerMetadata::new(name, 0),
+        );
+        container.runtime_handler = "runc".into();
+        container.pid = Some(4242);
+        daemon.save_container(&container).unwrap();
+        id
+    }
+
+    fn runtime_says(status: ContainerStatus) -> RuntimeState {
+        serde_json::from_value(serde_json::json!({
+            "id": "c", "pid": 4242, "status": status, "bundle": "/b"
+        }))
+        .unwrap()
+    }
+
+    fn recorded_state(daemon: &Daemon, id: &str) -> ContainerState {
+        let records: Vec<Container> = daemon.container_records.load_all();
+        records.into_iter().find(|c| c.id == id).unwrap().state
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_container_the_runtime_started_while_the_daemon_was_away_comes_back_running() {
+        let mut d = Doubles::new();
+        d.monitors.expect_exited().returning(|_, _| Ok(None));
+        d.runc
+            .expect_state()
+            .times(1)
+            .returning(|_| Ok(runtime_says(ContainerStatus::Running)));
+        // The watcher follows it from now on.
+        d.monitors.expect_wait().returning(|id, _| {
+            Err(oci_shim::Error::Monitor {
+                id: id.into(),
+                reason: "test: gone".into(),
+            })
+        });
+        d.network.expect_attached().returning(|| Ok(Vec::new()));
+        d.images
+            .expect_root_filesystems()
+            .returning(|| Ok(Vec::new()));
+        let t = d.build().await;
+        let id = created_record(&t.daemon, "started");
+
+        restore(&t.daemon).await;
+
+        assert_eq!(recorded_state(&t.daemon, &id), ContainerState::Running);
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_container_the_runtime_holds_created_stays_created() {
+        let mut d = Doubles::new();
+        d.monitors.expect_exited().returning(|_, _| Ok(None));
+        d.runc
+            .expect_state()
+            .times(1)
+            .returning(|_| Ok(runtime_says(ContainerStatus::Created)));
+        d.monitors.expect_wait().times(0);
+        d.network.expect_attached().returning(|| Ok(Vec::new()));
+        d.images
+            .expect_root_filesystems()
+            .returning(|| Ok(Vec::new()));
+        let t = d.build().await;
+        let id = created_record(&t.daemon, "created");
+
+        restore(&t.daemon).await;
+
+        assert_eq!(recorded_state(&t.daemon, &id), ContainerState::Created);
+        assert_eq!(
+            t.daemon.containers.get(&id).unwrap().state,
+            ContainerState::Created
+        );
     }
 }

@@ -35,6 +35,8 @@ pub trait ContainerImages: Send + Sync {
     /// Unmounts and removes container `container_id`'s root filesystem;
     /// nothing to remove is not an error.
     async fn remove_rootfs(&self, container_id: &str) -> Result<()>;
+    /// The ids of every container that has a root filesystem.
+    async fn root_filesystems(&self) -> Result<Vec<String>>;
     /// Bytes and inodes of container `container_id`'s writable layer.
     async fn writable_layer_usage(&self, container_id: &str) -> Result<Option<(u64, u64)>>;
 }
@@ -69,6 +71,9 @@ impl ContainerImages for ImageStore {
     }
     async fn remove_rootfs(&self, container_id: &str) -> Result<()> {
         ImageStore::remove_rootfs(self, container_id).await
+    }
+    async fn root_filesystems(&self) -> Result<Vec<String>> {
+        ImageStore::root_filesystems(self).await
     }
     async fn writable_layer_usage(&self, container_id: &str) -> Result<Option<(u64, u64)>> {
         ImageStore::writable_layer_usage(self, container_id).await

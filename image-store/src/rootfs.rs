@@ -497,6 +497,25 @@ impl RootFsDir {
         self.discard(&dir)
     }
 
+    /// Every container that has a root filesystem here, mounted or not.
+    pub(crate) fn ids(&self) -> Result<Vec<String>> {
+        let mut ids = Vec::new();
+        let entries = match fs::read_dir(&self.dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(ids),
+            Err(e) => return Err(io(&self.dir, "list")(e)),
+        };
+        for entry in entries.filter_map(|e| e.ok()) {
+            if let Ok(name) = entry.file_name().into_string() {
+                if check_container_id(&name).is_ok() {
+                    ids.push(name);
+                }
+            }
+        }
+        ids.sort();
+        Ok(ids)
+    }
+
     /// Containers whose root filesystem comes from `image_id`.
     pub(crate) fn users_of(&self, image_id: &str) -> Result<Vec<String>> {
         let mut users = Vec::new();

@@ -305,6 +305,16 @@ impl ImageStore {
             .map_err(|_| Error::Task("reading a root filesystem"))?
     }
 
+    /// The ids of every container with a root filesystem in the store, so
+    /// that a runtime can remove those it has no record of (a crash between
+    /// mounting one and recording its container).
+    pub async fn root_filesystems(&self) -> Result<Vec<String>> {
+        let inner = Arc::clone(&self.inner);
+        tokio::task::spawn_blocking(move || inner.rootfs.ids())
+            .await
+            .map_err(|_| Error::Task("listing root filesystems"))?
+    }
+
     /// Unmounts and deletes the root filesystem of `container_id`; absent is
     /// Ok.
     pub async fn remove_rootfs(&self, container_id: &str) -> Result<()> {

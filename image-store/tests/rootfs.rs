@@ -46,9 +46,14 @@ async fn multi_layer_rootfs_applies_whiteouts_and_opaque_dirs() {
     let err = store.remove(&image.id).await.unwrap_err();
     assert!(matches!(err, Error::InUse { .. }), "{err}");
     assert!(err.to_string().contains("ctr-multi"), "{err}");
+    assert_eq!(
+        store.root_filesystems().await.unwrap(),
+        ["ctr-multi", "ctr-other"]
+    );
     store.remove_rootfs("ctr-multi").await.unwrap();
     store.remove_rootfs("ctr-multi").await.unwrap();
     assert!(!rootfs.path.exists());
+    assert_eq!(store.root_filesystems().await.unwrap(), ["ctr-other"]);
     assert!(
         store.remove(MULTI_LAYER).await.is_err(),
         "ctr-other still uses it"

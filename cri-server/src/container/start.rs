@@ -4,6 +4,7 @@
 use crate::daemon::Daemon;
 use crate::error::{Error, Result};
 use k8s_cri::v1 as cri;
+use oci_shim::runtime::ContainerStatus;
 use sandbox_core::ContainerState;
 use std::sync::Arc;
 
@@ -18,10 +19,16 @@ pub async fn start(daemon: &Arc<Daemon>, id_or_prefix: &str) -> Result<()> {
             container.state
         )));
     }
-    daemon
+    if let Err(e) = daemon
         .monitors
         .start(&id, &super::monitor_dir(daemon, &id))
-        .await?;
+        .await
+    {
+        if !started_before(daemon, &container).await {
+            return Err(e.into());
+        }
+        tracing::info!(container = %id, "already started by an earlier attempt");
+    }
     // The init's pid is known from create; if it has exited already, the
     // watcher records how.
     let pid = container.pid.unwrap_or(0);
@@ -34,4 +41,97 @@ pub async fn start(daemon: &Arc<Daemon>, id_or_prefix: &str) -> Result<()> {
     crate::watch::watch_container(daemon, &id);
     daemon.emit(&id, cri::ContainerEventType::ContainerStartedEvent);
     Ok(())
+}
+
+/// Whether the runtime has started `container` already though its record
+/// says "created": the runtime's `start` of a call whose daemon was killed
+/// can finish after the restarted daemon read the runtime's state. Kubelet's
+/// retry then finds it started, and the start counts as done.
+async fn started_before(daemon: &Daemon, container: &sandbox_core::Container) -> bool {
+    let Ok(runtime) = daemon.runtime(&container.runtime_handler) else {
+        return false;
+    };
+    runtime.state(&container.id).await.is_ok_and(|state| {
+        matches!(
+            state.status,
+            ContainerStatus::Running | ContainerStatus::Paused | ContainerStatus::Stopped
+        )
+    })
+}
+
+#[cfg(test)]
+mod verb_tests {
+    use super::*;
+    use crate::testing::{ready_pod, Doubles};
+
+    /// A created container in a new pod.
+    fn created(daemon: &Daemon) -> String {
+        let pod = ready_pod(daemon, "p");
+        let sandbox = daemon.sandboxes.get(&pod).unwrap();
+        let id = sandbox_core::id::generate().unwrap();
+        let mut container = sandbox_core::Container::new(
+            id.clone(),
+            &sandbox,
+            sandbox_core::ContainerMetadata::new("c", 0),
+        );
+        container.runtime_handler = "runc".into();
+        container.pid = Some(4242);
+        daemon.containers.add(container).unwrap();
+        id
+    }
+
+    fn refused_start(d: &mut Doubles) {
+        d.monitors.expect_start().times(1).returning(|id, _| {
+            Err(oci_shim::Error::Monitor {
+                id: id.into(),
+                reason: "start failed: cannot start container in state running".into(),
+            })
+        });
+    }
+
+    fn runtime_says(d: &mut Doubles, status: &'static str) {
+        d.runc.expect_state().times(1).returning(move |_| {
+            Ok(serde_json::from_value(
+                serde_json::json!({"id": "c", "pid": 4242, "status": status}),
+            )
+            .unwrap())
+        });
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_start_the_runtime_already_made_counts_as_done() {
+        let mut d = Doubles::new();
+        refused_start(&mut d);
+        runtime_says(&mut d, "running");
+        d.monitors.expect_wait().returning(|id, _| {
+            Err(oci_shim::Error::Monitor {
+                id: id.into(),
+                reason: "test: gone".into(),
+            })
+        });
+        let t = d.build().await;
+        let id = created(&t.daemon);
+
+        start(&t.daemon, &id).await.unwrap();
+
+        let records: Vec<sandbox_core::Container> = t.daemon.container_records.load_all();
+        assert_eq!(records[0].state, ContainerState::Running);
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_start_that_failed_while_still_created_is_an_error() {
+        let mut d = Doubles::new();
+        refused_start(&mut d);
+        runtime_says(&mut d, "created");
+        let t = d.build().await;
+        let id = created(&t.daemon);
+
+        let err = start(&t.daemon, &id).await.unwrap_err();
+
+        assert!(err.to_string().contains("cannot start"), "{err}");
+        assert_eq!(
+            t.daemon.containers.get(&id).unwrap().state,
+            ContainerState::Created
+        );
+    }
 }
