@@ -13,6 +13,7 @@ pub const POINTS: &[&str] = &[
     "run_pod_sandbox.before_record",
     "create_container.rootfs_mounted",
     "create_container.before_record",
+    "start_container.started",
     "stop_pod_sandbox.before_cni_del",
     "remove_pod_sandbox.before_record_removed",
     "pull_image.started",

@@ -29,6 +29,7 @@ pub async fn start(daemon: &Arc<Daemon>, id_or_prefix: &str) -> Result<()> {
         }
         tracing::info!(container = %id, "already started by an earlier attempt");
     }
+    crate::fault::point("start_container.started");
     // The init's pid is known from create; if it has exited already, the
     // watcher records how.
     let pid = container.pid.unwrap_or(0);
