@@ -183,8 +183,56 @@ pub struct ImageConfig {
     /// The image infra containers run; empty means the built-in pause program,
     /// which needs no pull.
     pub pause_image: String,
+    /// How long, in seconds, a pull may go without progress: it fails once,
+    /// for that long, fewer than 64 KiB arrived and no request completed
+    /// (containerd's `image_pull_progress_timeout`), so a registry that drips
+    /// bytes or never answers cannot hold a pull, and the image store's
+    /// locks, for good. From 1 to 3600; default 60.
+    pub pull_stall_timeout_seconds: PullStallTimeout,
     /// Registry mirrors and insecure registries, by reference prefix.
     pub registries: Vec<RegistryConfig>,
+}
+
+/// `[image] pull_stall_timeout_seconds`: whole seconds, 60 by default.
+///
+/// # Examples
+///
+/// ```
+/// use cri_server::config::Config;
+///
+/// let config: Config = toml::from_str("[image]\npull_stall_timeout_seconds = 30").unwrap();
+/// let options = config.image.pull_stall_timeout_seconds.pull_options().unwrap();
+/// assert_eq!(options.stall_timeout().as_secs(), 30);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct PullStallTimeout(pub u64);
+
+impl Default for PullStallTimeout {
+    fn default() -> Self {
+        PullStallTimeout(image_store::DEFAULT_STALL_TIMEOUT.as_secs())
+    }
+}
+
+impl PullStallTimeout {
+    /// The image store's pull options with this stall timeout; out of range
+    /// (see [`Config::validate`]) is an error.
+    pub fn pull_options(self) -> Result<image_store::PullOptions, image_store::PullOptionsError> {
+        image_store::PullOptions::default()
+            .with_stall_timeout(std::time::Duration::from_secs(self.0))
+    }
+
+    /// Why this cannot be a stall timeout, in the config's terms (seconds).
+    fn check(self) -> Result<(), String> {
+        self.pull_options().map(drop).map_err(|_| {
+            format!(
+                "must be from {} to {} seconds, not {}",
+                image_store::MIN_STALL_TIMEOUT.as_secs(),
+                image_store::MAX_STALL_TIMEOUT.as_secs(),
+                self.0
+            )
+        })
+    }
 }
 
 /// The `[network]` table.
@@ -478,6 +526,10 @@ impl Config {
         self.metrics
             .check()
             .map_err(|e| invalid("metrics.address", e.to_string()))?;
+        self.image
+            .pull_stall_timeout_seconds
+            .check()
+            .map_err(|message| invalid("image.pull_stall_timeout_seconds", message))?;
         Ok(())
     }
 
@@ -671,6 +723,59 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("adress"), "{err}");
+    }
+
+    #[test]
+    fn pull_stall_timeout_defaults_to_a_minute_and_bounds_are_enforced() {
+        let config = Config::default();
+        assert_eq!(config.image.pull_stall_timeout_seconds.0, 60);
+        assert!(config.to_toml().contains("pull_stall_timeout_seconds = 60"));
+        let config = Config::parse("[image]\npull_stall_timeout_seconds = 5\n").unwrap();
+        let options = config.image.pull_stall_timeout_seconds.pull_options();
+        assert_eq!(options.unwrap().stall_timeout().as_secs(), 5);
+        for (seconds, ok) in [
+            (0, false),
+            (1, true),
+            (3600, true),
+            (3601, false),
+            (u64::MAX, false),
+        ] {
+            let text = format!("[image]\npull_stall_timeout_seconds = {seconds}\n");
+            let parsed = match Config::parse(&text) {
+                Ok(config) => config,
+                // Past TOML's integers: refused while parsing.
+                Err(e) => {
+                    assert!(
+                        !ok && e.to_string().contains("pull_stall_timeout_seconds"),
+                        "{e}"
+                    );
+                    continue;
+                }
+            };
+            let checked = parsed.image.pull_stall_timeout_seconds.check();
+            assert_eq!(checked.is_ok(), ok, "{seconds}: {checked:?}");
+            let mut config = Config::default();
+            config.image.pull_stall_timeout_seconds = PullStallTimeout(seconds);
+            match config.validate() {
+                // Without runc installed validation stops earlier.
+                Err(e) if e.to_string().contains("runtime.") => {}
+                Err(e) => {
+                    let e = e.to_string();
+                    assert!(!ok, "{seconds}: {e}");
+                    assert!(
+                        e.contains("config key image.pull_stall_timeout_seconds"),
+                        "{e}"
+                    );
+                    assert!(e.contains("must be from 1 to 3600 seconds"), "{e}");
+                }
+                Ok(()) => assert!(ok, "{seconds} accepted"),
+            }
+        }
+        let err = Config::parse("[image]\npull_stall_timeout_seconds = -1\n").unwrap_err();
+        assert!(
+            err.to_string().contains("pull_stall_timeout_seconds"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -70,7 +70,12 @@ async fn parts(config: &Config) -> Result<Parts, StartError> {
     let registries = image_store::RegistriesConfig {
         registries: config.image.registries.clone(),
     };
-    let images = image_store::ImageStore::open(layout.images(), registries)
+    let pull_options = config
+        .image
+        .pull_stall_timeout_seconds
+        .pull_options()
+        .map_err(|e| StartError::new("image.pull_stall_timeout_seconds", e))?;
+    let images = image_store::ImageStore::open_with(layout.images(), registries, pull_options)
         .await
         .map_err(|e| StartError::new("image store", e))?;
     let mut cni_config = cni::CniManagerConfig::new(&config.network.conf_dir, layout.cni_cache());

@@ -13,14 +13,20 @@
 //! (with the caller's username and password, if any) and is sent again;
 //! `Basic` gets the caller's username and password. A bearer token given by
 //! the caller is sent from the start.
+//!
+//! Every wait on the registry (connecting and response headers, each piece
+//! of a body) runs under the pull's [`Progress`] watch, which fails the pull
+//! with a stall when too little arrives for a whole window; the per-read
+//! timeout is derived from that window.
 
+use crate::progress::{self, Progress, Stall};
 use crate::registries::Endpoint;
 use oci_client::secrets::RegistryAuth;
 use reqwest::header::{HeaderMap, HeaderValue, ACCEPT, AUTHORIZATION, WWW_AUTHENTICATE};
 use reqwest::{Client, Response, StatusCode, Url};
 use serde::Deserialize;
-use std::sync::Mutex;
-use std::time::Duration;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
 
 /// Bytes of an error answer kept for the message.
 const MAX_ERROR_BODY: u64 = 64 << 10;
@@ -71,6 +77,10 @@ pub(crate) enum HttpError {
         /// The cap.
         limit: u64,
     },
+    /// The pull as a whole made too little progress; it ends here, on
+    /// every endpoint.
+    #[error("{}: stalled ({} bytes in the last {:?})", .0.object, .0.bytes, .0.window)]
+    Stalled(Stall),
 }
 
 /// Why a token realm's answer is unusable.
@@ -100,9 +110,28 @@ fn transport(url: &str) -> impl FnOnce(reqwest::Error) -> HttpError + '_ {
     }
 }
 
+/// Why a wait on the registry ended without its answer.
+pub(crate) enum Cut {
+    /// The connection failed (or timed out without the pull stalling).
+    Transport(reqwest::Error),
+    /// The pull as a whole made too little progress.
+    Stalled(Stall),
+}
+
+impl Cut {
+    fn into_http(self, url: &str) -> HttpError {
+        match self {
+            Cut::Transport(source) => transport(url)(source),
+            Cut::Stalled(stall) => HttpError::Stalled(stall),
+        }
+    }
+}
+
 /// One repository on one endpoint, with the credentials of one pull.
 pub(crate) struct Session {
     http: Client,
+    /// The pull's stall watch, shared by every endpoint it tries.
+    progress: Arc<Progress>,
     /// `scheme://host/v2/repository`.
     base: String,
     repository: String,
@@ -113,8 +142,12 @@ pub(crate) struct Session {
 
 impl Session {
     /// A session for `endpoint` (whose repository the reference was mapped
-    /// to).
-    pub(crate) fn new(endpoint: &Endpoint, auth: RegistryAuth) -> Result<Self, HttpError> {
+    /// to), its waits watched by `progress`.
+    pub(crate) fn new(
+        endpoint: &Endpoint,
+        auth: RegistryAuth,
+        progress: Arc<Progress>,
+    ) -> Result<Self, HttpError> {
         let scheme = if endpoint.insecure { "http" } else { "https" };
         // Docker Hub's API is not served on its name (oci-client does the
         // same).
@@ -123,9 +156,10 @@ impl Session {
             other => other,
         };
         let base = format!("{scheme}://{host}/v2/{}", endpoint.repository);
+        let window = progress.window();
         let http = Client::builder()
-            .connect_timeout(Duration::from_secs(10))
-            .read_timeout(Duration::from_secs(120))
+            .connect_timeout(progress::connect_timeout(window))
+            .read_timeout(progress::read_timeout(window))
             .user_agent(concat!(
                 "cri-server-image-store/",
                 env!("CARGO_PKG_VERSION")
@@ -138,6 +172,7 @@ impl Session {
         };
         Ok(Self {
             http,
+            progress,
             base,
             repository: endpoint.repository.clone(),
             auth,
@@ -160,14 +195,15 @@ impl Session {
             .get("Docker-Content-Digest")
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
-        let body = read_capped(response, limit)
+        let body = self
+            .read_capped(response, limit)
             .await
             .map_err(|e| e.into_http(&url, limit))?;
         Ok((body, header))
     }
 
     /// The answer to a blob request, status checked, body unread: the
-    /// caller streams it with [`next_chunk`] under its own cap.
+    /// caller streams it with [`Session::next_chunk`] under its own cap.
     pub(crate) async fn blob(&self, digest: &crate::digest::Digest) -> Result<Response, HttpError> {
         let url = format!("{}/blobs/{digest}", self.base);
         self.get(&url, None).await
@@ -176,6 +212,94 @@ impl Session {
     /// The URL of the blob `digest`, for messages.
     pub(crate) fn blob_url(&self, digest: &crate::digest::Digest) -> String {
         format!("{}/blobs/{digest}", self.base)
+    }
+
+    /// Waits on the registry for `wait` under the pull's stall watch. A
+    /// read that timed out is the stall it means when the watch agrees (the
+    /// per-read timeout is at most the window, so the two fire together).
+    async fn wait<T>(&self, wait: impl Future<Output = reqwest::Result<T>>) -> Result<T, Cut> {
+        match self.progress.bound(wait).await {
+            Ok(Ok(output)) => Ok(output),
+            Ok(Err(e)) if e.is_timeout() && !e.is_connect() => {
+                Err(match self.progress.stall_after_timeout() {
+                    Some(stall) => Cut::Stalled(stall),
+                    None => Cut::Transport(e),
+                })
+            }
+            Ok(Err(e)) => Err(Cut::Transport(e)),
+            Err(stall) => Err(Cut::Stalled(stall)),
+        }
+    }
+
+    /// Passes a 200 through; anything else becomes an error carrying the
+    /// registry's message (its body read to at most [`MAX_ERROR_BODY`]).
+    async fn check_status(&self, response: Response, url: &str) -> Result<Response, HttpError> {
+        let status = response.status();
+        if status == StatusCode::OK {
+            return Ok(response);
+        }
+        if status == StatusCode::UNAUTHORIZED {
+            return Err(HttpError::Unauthorized {
+                url: url.to_string(),
+            });
+        }
+        let body = match self.read_capped(response, MAX_ERROR_BODY).await {
+            Ok(body) => body,
+            // A stall ends the pull; any other failure only loses the
+            // message.
+            Err(Capped::Cut(Cut::Stalled(stall))) => return Err(HttpError::Stalled(stall)),
+            Err(_) => Vec::new(),
+        };
+        Err(HttpError::Status {
+            url: url.to_string(),
+            status: status.as_u16(),
+            message: error_message(&body),
+        })
+    }
+
+    /// Reads `response`'s body if it is at most `limit` bytes: a larger
+    /// `Content-Length` is refused before reading, and reading stops as soon
+    /// as more than `limit` bytes have arrived (the buffer never holds more
+    /// than `limit`). The whole body counts as a completed request.
+    pub(crate) async fn read_capped(
+        &self,
+        mut response: Response,
+        limit: u64,
+    ) -> Result<Vec<u8>, Capped> {
+        let declared = response.content_length();
+        if declared.is_some_and(|n| n > limit) {
+            return Err(Capped::TooLarge);
+        }
+        // Within the cap, so safe to take at its word: one allocation rather
+        // than a doubling buffer's peaks.
+        let mut body = Vec::with_capacity(declared.unwrap_or(0) as usize);
+        while let Some(chunk) = self.wait(response.chunk()).await.map_err(Capped::Cut)? {
+            self.progress.received(chunk.len() as u64);
+            if (body.len() + chunk.len()) as u64 > limit {
+                return Err(Capped::TooLarge);
+            }
+            body.extend_from_slice(&chunk);
+        }
+        self.progress.completed();
+        Ok(body)
+    }
+
+    /// The next piece of a streamed body, if any; the end of the body
+    /// counts as a completed request.
+    pub(crate) async fn next_chunk(
+        &self,
+        response: &mut Response,
+        url: &str,
+    ) -> Result<Option<bytes::Bytes>, HttpError> {
+        let chunk = self
+            .wait(response.chunk())
+            .await
+            .map_err(|cut| cut.into_http(url))?;
+        match &chunk {
+            Some(chunk) => self.progress.received(chunk.len() as u64),
+            None => self.progress.completed(),
+        }
+        Ok(chunk)
     }
 
     fn current_authorization(&self) -> Option<HeaderValue> {
@@ -195,7 +319,11 @@ impl Session {
             if let Some(authorization) = self.current_authorization() {
                 request = request.header(AUTHORIZATION, authorization);
             }
-            let response = request.send().await.map_err(transport(url))?;
+            self.progress.fetching(url);
+            let response = self
+                .wait(request.send())
+                .await
+                .map_err(|cut| cut.into_http(url))?;
             // One answer to one challenge; a second 401 is final.
             if response.status() == StatusCode::UNAUTHORIZED && !challenged {
                 challenged = true;
@@ -203,7 +331,7 @@ impl Session {
                     continue;
                 }
             }
-            return check_status(response, url).await;
+            return self.check_status(response, url).await;
         }
     }
 
@@ -260,14 +388,19 @@ impl Session {
         if let RegistryAuth::Basic(user, password) = &self.auth {
             request = request.basic_auth(user, Some(password));
         }
-        let response = request.send().await.map_err(transport(realm))?;
+        self.progress.fetching(realm);
+        let response = self
+            .wait(request.send())
+            .await
+            .map_err(|cut| cut.into_http(realm))?;
         if response.status() != StatusCode::OK {
             return Err(fail(TokenFault::Status(response.status().as_u16())));
         }
-        let body = read_capped(response, MAX_TOKEN_BODY)
+        let body = self
+            .read_capped(response, MAX_TOKEN_BODY)
             .await
             .map_err(|e| match e {
-                Capped::Transport(source) => transport(realm)(source),
+                Capped::Cut(cut) => cut.into_http(realm),
                 Capped::TooLarge => fail(TokenFault::TooLarge(MAX_TOKEN_BODY)),
             })?;
         #[derive(Deserialize)]
@@ -298,28 +431,6 @@ fn basic(user: &str, password: &str) -> HeaderValue {
     value
 }
 
-/// Passes a 200 through; anything else becomes an error carrying the
-/// registry's message (its body read to at most [`MAX_ERROR_BODY`]).
-async fn check_status(response: Response, url: &str) -> Result<Response, HttpError> {
-    let status = response.status();
-    if status == StatusCode::OK {
-        return Ok(response);
-    }
-    if status == StatusCode::UNAUTHORIZED {
-        return Err(HttpError::Unauthorized {
-            url: url.to_string(),
-        });
-    }
-    let body = read_capped(response, MAX_ERROR_BODY)
-        .await
-        .unwrap_or_default();
-    Err(HttpError::Status {
-        url: url.to_string(),
-        status: status.as_u16(),
-        message: error_message(&body),
-    })
-}
-
 /// The distribution API's `{"errors": [{"code", "message"}]}`, or the
 /// start of the body.
 fn error_message(body: &[u8]) -> String {
@@ -347,8 +458,8 @@ fn error_message(body: &[u8]) -> String {
 
 /// Why a capped read stopped.
 pub(crate) enum Capped {
-    /// The connection failed.
-    Transport(reqwest::Error),
+    /// The connection failed, or the pull stalled.
+    Cut(Cut),
     /// More than the cap arrived.
     TooLarge,
 }
@@ -356,42 +467,13 @@ pub(crate) enum Capped {
 impl Capped {
     fn into_http(self, url: &str, limit: u64) -> HttpError {
         match self {
-            Capped::Transport(source) => transport(url)(source),
+            Capped::Cut(cut) => cut.into_http(url),
             Capped::TooLarge => HttpError::TooLarge {
                 url: url.to_string(),
                 limit,
             },
         }
     }
-}
-
-/// Reads `response`'s body if it is at most `limit` bytes: a larger
-/// `Content-Length` is refused before reading, and reading stops as soon as
-/// more than `limit` bytes have arrived (the buffer never holds more than
-/// `limit`).
-pub(crate) async fn read_capped(mut response: Response, limit: u64) -> Result<Vec<u8>, Capped> {
-    let declared = response.content_length();
-    if declared.is_some_and(|n| n > limit) {
-        return Err(Capped::TooLarge);
-    }
-    // Within the cap, so safe to take at its word: one allocation rather
-    // than a doubling buffer's peaks.
-    let mut body = Vec::with_capacity(declared.unwrap_or(0) as usize);
-    while let Some(chunk) = response.chunk().await.map_err(Capped::Transport)? {
-        if (body.len() + chunk.len()) as u64 > limit {
-            return Err(Capped::TooLarge);
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body)
-}
-
-/// The next piece of a streamed body, if any.
-pub(crate) async fn next_chunk(
-    response: &mut Response,
-    url: &str,
-) -> Result<Option<bytes::Bytes>, HttpError> {
-    response.chunk().await.map_err(transport(url))
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@ use crate::layer_unpack::UnpackError;
 use crate::reference::ReferenceError;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// Everything that can go wrong in the image store.
 #[derive(Debug, thiserror::Error)]
@@ -21,6 +22,21 @@ pub enum Error {
         image: String,
         /// One line per endpoint tried.
         attempts: Vec<String>,
+    },
+    /// The pull made too little progress: for a whole window of waiting on
+    /// the registry (its stall timeout), fewer than
+    /// [`crate::MIN_PROGRESS_BYTES`] arrived and no request completed. The
+    /// pull fails as a whole, whichever endpoint it was on.
+    #[error("pull {image}: no progress for {window:?} fetching {object} ({bytes} bytes in the last {window:?})")]
+    Stalled {
+        /// The image as asked for.
+        image: String,
+        /// The URL being fetched when the window ran out.
+        object: String,
+        /// Bytes received in the last window.
+        bytes: u64,
+        /// The window: the stall timeout.
+        window: Duration,
     },
     /// The pull could not be set up (credentials that do not decode).
     #[error("pull {image}: {reason}")]

@@ -17,7 +17,8 @@
 //! - `pull` fetches manifests, configs and layers with our own bounded
 //!   distribution client (every body read under a cap: 4 MiB for documents,
 //!   the descriptor's size for blobs), verifying each digest and each
-//!   layer's diff id, into the [`blob_store`].
+//!   layer's diff id, into the [`blob_store`]; `progress` fails a pull that
+//!   stalls (too few bytes for a whole [`PullOptions::stall_timeout`]).
 //! - [`layer_unpack`] turns a layer tarball into an overlayfs lower directory
 //!   without ever writing outside it; [`layer_store`] keeps those directories
 //!   by chain id so images share them.
@@ -57,6 +58,7 @@ pub mod layer_store;
 pub mod layer_unpack;
 pub mod metadata;
 pub mod oci;
+mod progress;
 mod pull;
 pub mod reference;
 pub mod registries;
@@ -70,6 +72,10 @@ pub use image::Image;
 pub use images::ContainerImages;
 #[cfg(any(test, feature = "mock"))]
 pub use images::MockContainerImages;
+pub use progress::{
+    PullOptions, PullOptionsError, DEFAULT_STALL_TIMEOUT, MAX_STALL_TIMEOUT, MIN_PROGRESS_BYTES,
+    MIN_STALL_TIMEOUT,
+};
 pub use reference::{ImageReference, ReferenceError};
 pub use registries::{Endpoint, RegistriesConfig, RegistryConfig};
 pub use rootfs::RootFs;

@@ -15,18 +15,24 @@
 //! [`fetch`] returns, so a pull that dies leaves at most complete,
 //! unreferenced blobs and layers (collected at the next open) and temporary
 //! files (deleted at the next open).
+//!
+//! One [`Progress`] watches the whole pull, across endpoints: a pull that
+//! stalls fails as a whole ([`Error::Stalled`]), in band, so a download in
+//! progress is discarded on the way out like any other failure.
 
 use crate::blob_store::BlobStore;
 use crate::digest::Digest;
-use crate::distribution::{self, Capped, HttpError, Session};
+use crate::distribution::{Capped, Cut, HttpError, Session};
 use crate::error::{Error, Refusal, Result};
 use crate::layer_store::{chain_ids, ChainId, LayerStore};
 use crate::layer_unpack::{unpack, Compression, UnpackError};
 use crate::oci::{Descriptor, Document, ImageConfig, Manifest, MAX_DOCUMENT_SIZE, MAX_LAYER_SIZE};
+use crate::progress::{Progress, PullOptions, Stall};
 use crate::reference::ImageReference;
 use crate::registries::Endpoint;
 use oci_client::secrets::RegistryAuth;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 /// What a successful fetch produced; every blob and layer named here is
 /// complete in the store.
@@ -48,10 +54,11 @@ pub(crate) struct Fetched {
 }
 
 /// Whether a failure is the endpoint's (try the next one) or ours or the
-/// image's (stop).
+/// image's (stop), or the pull's as a whole (stop).
 enum Failure {
     Remote(String),
     Local(Error),
+    Stalled(Stall),
 }
 
 impl From<Error> for Failure {
@@ -62,23 +69,29 @@ impl From<Error> for Failure {
 
 impl From<HttpError> for Failure {
     fn from(e: HttpError) -> Self {
-        Failure::Remote(e.to_string())
+        match e {
+            HttpError::Stalled(stall) => Failure::Stalled(stall),
+            other => Failure::Remote(other.to_string()),
+        }
     }
 }
 
 type Fetch<T> = std::result::Result<T, Failure>;
 
 /// Fetches `reference` from the first endpoint that has it, adding the
-/// bytes of every blob it stores to `pulled`.
+/// bytes of every blob it stores to `pulled`; `options` says when the pull
+/// as a whole has stalled.
 pub(crate) async fn fetch(
     blobs: &BlobStore,
     layers: &LayerStore,
     reference: &ImageReference,
     endpoints: &[Endpoint],
     auth: &RegistryAuth,
+    options: &PullOptions,
     pulled: &AtomicU64,
 ) -> Result<Fetched> {
     let image = reference.to_string();
+    let progress = Arc::new(Progress::new(options));
     let mut attempts = Vec::new();
     for endpoint in endpoints {
         let pull = Pull {
@@ -87,7 +100,7 @@ pub(crate) async fn fetch(
             layers,
             pulled,
         };
-        let fetched = match Session::new(endpoint, auth.clone()) {
+        let fetched = match Session::new(endpoint, auth.clone(), Arc::clone(&progress)) {
             Ok(session) => pull.fetch_from(&session, reference).await,
             Err(e) => Err(e.into()),
         };
@@ -100,7 +113,11 @@ pub(crate) async fn fetch(
                 })
             }
             Err(Failure::Local(e)) => return Err(e),
+            Err(Failure::Stalled(stall)) => return Err(stalled(image, stall)),
             Err(Failure::Remote(why)) => {
+                // The next endpoint gets a window of its own: a mirror that
+                // failed slowly must not count against the registry.
+                progress.completed();
                 tracing::info!(%image, endpoint = %endpoint.host, %why, "endpoint failed");
                 let scheme = if endpoint.insecure { "http" } else { "https" };
                 attempts.push(format!(
@@ -111,6 +128,15 @@ pub(crate) async fn fetch(
         }
     }
     Err(Error::Registry { image, attempts })
+}
+
+fn stalled(image: String, stall: Stall) -> Error {
+    Error::Stalled {
+        image,
+        object: stall.object,
+        bytes: stall.bytes,
+        window: stall.window,
+    }
 }
 
 /// One pull's view of the store, and the count of bytes it fetches.
@@ -270,17 +296,22 @@ impl Pull<'_> {
             None => {
                 let url = session.blob_url(&desc.digest);
                 let response = session.blob(&desc.digest).await?;
-                let bytes = distribution::read_capped(response, desc.size)
-                    .await
-                    .map_err(|e| match e {
-                        Capped::TooLarge => self.refuse(
-                            &object,
-                            Refusal::OverDeclared {
-                                declared: desc.size,
-                            },
-                        ),
-                        Capped::Transport(e) => Failure::Remote(format!("{url}: {e}")),
-                    })?;
+                let bytes =
+                    session
+                        .read_capped(response, desc.size)
+                        .await
+                        .map_err(|e| match e {
+                            Capped::TooLarge => self.refuse(
+                                &object,
+                                Refusal::OverDeclared {
+                                    declared: desc.size,
+                                },
+                            ),
+                            Capped::Cut(Cut::Transport(e)) => {
+                                Failure::Remote(format!("{url}: {e}"))
+                            }
+                            Capped::Cut(Cut::Stalled(stall)) => Failure::Stalled(stall),
+                        })?;
                 self.count(bytes.len() as u64);
                 let actual = Digest::of(desc.digest.algorithm(), &bytes);
                 if actual != desc.digest {
@@ -349,7 +380,7 @@ impl Pull<'_> {
         }
         let mut writer = self.blobs.writer(layer.digest.algorithm()).await?;
         let written = loop {
-            let chunk = match distribution::next_chunk(&mut response, &url).await {
+            let chunk = match session.next_chunk(&mut response, &url).await {
                 Ok(Some(chunk)) => chunk,
                 Ok(None) => break Ok(()),
                 Err(e) => break Err(Failure::from(e)),

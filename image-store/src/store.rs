@@ -23,6 +23,7 @@ use crate::error::{io, Error, Result};
 use crate::image::Image;
 use crate::layer_store::{ChainId, LayerStore};
 use crate::metadata::{ImageRecord, MetadataStore};
+use crate::progress::PullOptions;
 use crate::pull;
 use crate::reference::{image_id_of, ImageReference};
 use crate::registries::RegistriesConfig;
@@ -105,6 +106,8 @@ struct Inner {
     gc: tokio::sync::RwLock<()>,
     /// Bytes fetched from registries and stored since the store was opened.
     pulled_bytes: AtomicU64,
+    /// How pulls are run (when one has stalled).
+    pull_options: PullOptions,
 }
 
 impl ImageStore {
@@ -112,10 +115,21 @@ impl ImageStore {
     /// previous process left half-written, and blobs and layers no image
     /// references (a pull that died after fetching them).
     pub async fn open(root: impl AsRef<Path>, registries: RegistriesConfig) -> Result<Self> {
+        Self::open_with(root, registries, PullOptions::default()).await
+    }
+
+    /// [`ImageStore::open`], with pulls run by `options` (its stall
+    /// timeout) rather than the defaults.
+    pub async fn open_with(
+        root: impl AsRef<Path>,
+        registries: RegistriesConfig,
+        options: PullOptions,
+    ) -> Result<Self> {
         let root = root.as_ref().to_path_buf();
-        let inner = tokio::task::spawn_blocking(move || Inner::open(root, registries))
+        let mut inner = tokio::task::spawn_blocking(move || Inner::open(root, registries))
             .await
             .map_err(|_| Error::Task("opening the image store"))??;
+        inner.pull_options = options;
         Ok(Self {
             inner: Arc::new(inner),
         })
@@ -458,6 +472,7 @@ impl Inner {
             in_flight: Mutex::new(HashMap::new()),
             gc: tokio::sync::RwLock::new(()),
             pulled_bytes: AtomicU64::new(0),
+            pull_options: PullOptions::default(),
         };
         inner.collect_garbage()?;
         Ok(inner)
@@ -483,6 +498,7 @@ impl Inner {
             &reference,
             &endpoints,
             &auth,
+            &self.pull_options,
             &self.pulled_bytes,
         )
         .await?;

@@ -1,13 +1,14 @@
 //! A tiny HTTP/1.1 server on loopback standing in for a registry that
-//! misbehaves in ways the real one cannot be made to (wrong bytes, 401s), or
-//! that counts requests.
+//! misbehaves in ways the real one cannot be made to (wrong bytes, 401s,
+//! answers dripped or never sent), or that counts requests.
 
 use image_store::blob_store::sha256_digest;
 use image_store::{RegistriesConfig, RegistryConfig};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 
 /// What the fake registry answers: status, headers, body.
 pub type Response = (u16, Vec<(&'static str, String)>, Vec<u8>);
@@ -75,6 +76,77 @@ pub async fn serve_route(route: Route, required_auth: Option<&'static str>) -> S
     address
 }
 
+/// How a paced route's answer goes out.
+#[derive(Clone, Copy, Debug)]
+pub enum Pace {
+    /// Headers and body at once.
+    Whole,
+    /// Headers, then `bytes` of the body every `every`.
+    Drip { bytes: usize, every: Duration },
+    /// Headers, then nothing: the body never comes.
+    HeadersOnly,
+    /// Not a byte: the request is read and the connection kept open.
+    Silent,
+}
+
+/// A route that also says how its answer goes out.
+pub type PacedRoute = Arc<dyn Fn(&str) -> (Response, Pace) + Send + Sync>;
+
+/// A one-shot-per-connection HTTP server answering from `route`, each
+/// answer paced as the route says (and without [`serve_route`]'s delay).
+pub async fn serve_paced(route: PacedRoute) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            tokio::spawn(answer_paced(socket, Arc::clone(&route)));
+        }
+    });
+    address
+}
+
+async fn answer_paced(mut socket: TcpStream, route: PacedRoute) {
+    let mut buf = vec![0; 8192];
+    let n = socket.read(&mut buf).await.unwrap_or(0);
+    let request = String::from_utf8_lossy(&buf[..n]).to_string();
+    let path = request.split_whitespace().nth(1).unwrap_or("/").to_string();
+    let ((status, headers, body), pace) = route(&path);
+    if let Pace::Silent = pace {
+        return hold(socket).await;
+    }
+    let mut head = format!(
+        "HTTP/1.1 {status} X\r\nContent-Length: {}\r\nConnection: close\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    if socket.write_all(head.as_bytes()).await.is_err() {
+        return;
+    }
+    match pace {
+        Pace::Whole => {
+            let _ = socket.write_all(&body).await;
+        }
+        Pace::Drip { bytes, every } => {
+            for piece in body.chunks(bytes.max(1)) {
+                tokio::time::sleep(every).await;
+                if socket.write_all(piece).await.is_err() {
+                    return;
+                }
+            }
+        }
+        Pace::HeadersOnly | Pace::Silent => hold(socket).await,
+    }
+}
+
+/// Keeps a connection open without a word until the client hangs up.
+async fn hold(mut socket: TcpStream) {
+    let mut byte = [0; 1];
+    let _ = socket.read(&mut byte).await;
+}
+
 /// A registry configuration reaching `address` over plain HTTP.
 pub fn insecure(address: &str) -> RegistriesConfig {
     RegistriesConfig {
@@ -92,7 +164,8 @@ pub static MANIFEST_GETS: AtomicUsize = AtomicUsize::new(0);
 /// Blob requests [`tiny_registry`] answered.
 pub static BLOB_GETS: AtomicUsize = AtomicUsize::new(0);
 
-/// A one-layer image: its manifest, config and layer (a file `hi`).
+/// A one-layer image: its manifest, config and layer ([`tiny`]'s holds a
+/// file `hi`).
 pub struct Tiny {
     pub manifest: Vec<u8>,
     pub config: Vec<u8>,
@@ -102,36 +175,43 @@ pub struct Tiny {
 /// The tiny image, built once.
 pub fn tiny() -> &'static Tiny {
     static TINY: OnceLock<Tiny> = OnceLock::new();
-    TINY.get_or_init(|| {
-        let mut b = tar::Builder::new(Vec::new());
-        let mut h = tar::Header::new_gnu();
-        h.set_entry_type(tar::EntryType::Regular);
-        h.set_mode(0o644);
-        h.set_uid(0);
-        h.set_gid(0);
-        h.set_size(3);
-        b.append_data(&mut h, "hi", b"hi\n".as_slice()).unwrap();
-        let layer = b.into_inner().unwrap();
-        let config = serde_json::to_vec(&serde_json::json!({
-            "architecture": "amd64", "os": "linux",
-            "rootfs": {"type": "layers", "diff_ids": [sha256_digest(&layer)]},
-        }))
-        .unwrap();
-        let manifest = serde_json::to_vec(&serde_json::json!({
-            "schemaVersion": 2,
-            "mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
-                       "digest": sha256_digest(&config), "size": config.len()},
-            "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar",
-                        "digest": sha256_digest(&layer), "size": layer.len()}],
-        }))
-        .unwrap();
-        Tiny {
-            manifest,
-            config,
-            layer,
-        }
-    })
+    TINY.get_or_init(|| one_file_image("hi", b"hi\n"))
+}
+
+/// A one-layer image whose (uncompressed) layer holds one file.
+pub fn one_file_image(name: &str, contents: &[u8]) -> Tiny {
+    let mut b = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(tar::EntryType::Regular);
+    h.set_mode(0o644);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_size(contents.len() as u64);
+    b.append_data(&mut h, name, contents).unwrap();
+    image_of(b.into_inner().unwrap())
+}
+
+/// A one-layer image around an uncompressed `layer`.
+fn image_of(layer: Vec<u8>) -> Tiny {
+    let config = serde_json::to_vec(&serde_json::json!({
+        "architecture": "amd64", "os": "linux",
+        "rootfs": {"type": "layers", "diff_ids": [sha256_digest(&layer)]},
+    }))
+    .unwrap();
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                   "digest": sha256_digest(&config), "size": config.len()},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar",
+                    "digest": sha256_digest(&layer), "size": layer.len()}],
+    }))
+    .unwrap();
+    Tiny {
+        manifest,
+        config,
+        layer,
+    }
 }
 
 /// Serves [`tiny`] under any repository and tag, counting requests.
@@ -146,7 +226,11 @@ pub fn tiny_registry(path: &str) -> Response {
 
 /// Serves [`tiny`] under any repository and tag.
 pub fn tiny_response(path: &str) -> Response {
-    let t = tiny();
+    image_response(tiny(), path)
+}
+
+/// Serves `t` under any repository and tag.
+pub fn image_response(t: &Tiny, path: &str) -> Response {
     if path == "/v2/" {
         return (200, vec![], vec![]);
     }
