@@ -9,7 +9,7 @@ pub use image_store::RegistryConfig;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use trust_policy::{PrivilegedUntrusted, TrustConfig, TrustPolicy, WorkloadTrust};
+use trust_policy::{PrivilegedUntrusted, TrustConfig, TrustPolicy, TrustedImages, WorkloadTrust};
 
 /// The whole configuration file.
 ///
@@ -60,7 +60,7 @@ impl Default for Config {
 
 /// The `[runtime]` table: the trust policy's keys and the handlers themselves.
 ///
-/// The four policy keys keep the names operators know; their values are the
+/// The five policy keys keep the names operators know; their values are the
 /// `trust-policy` crate's types, so a bad value is refused while parsing.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -75,6 +75,11 @@ pub struct RuntimeConfig {
     pub default_workload_trust: WorkloadTrust,
     /// What happens to a privileged pod that is untrusted.
     pub privileged_untrusted: PrivilegedUntrusted,
+    /// Which images may run outside the sandbox: `"any"` (the default) or
+    /// `"verified"` (only images a `sigstoreSigned` requirement of
+    /// `[image] signature_policy` verified; a `true` trust hint may then
+    /// lift an untrusted default).
+    pub trusted_images: TrustedImages,
     /// Every runtime handler, by name (the name RuntimeClass refers to).
     pub handlers: BTreeMap<String, HandlerConfig>,
     /// Who places pods and containers in the cgroup tree: `"cgroupfs"` (the
@@ -95,6 +100,7 @@ impl RuntimeConfig {
             untrusted_handler: Some(self.untrusted_handler.clone()).filter(|h| !h.is_empty()),
             default_workload_trust: self.default_workload_trust,
             privileged_untrusted: self.privileged_untrusted,
+            trusted_images: self.trusted_images,
         }
     }
 }
@@ -127,6 +133,7 @@ impl Default for RuntimeConfig {
             untrusted_handler: "runsc".into(),
             default_workload_trust: WorkloadTrust::Trusted,
             privileged_untrusted: PrivilegedUntrusted::TrustedRuntime,
+            trusted_images: TrustedImages::Any,
             handlers,
             cgroup_driver: CgroupDriver::Cgroupfs,
             unclaimed_creation_grace_seconds: crate::creations::DEFAULT_GRACE.as_secs(),

@@ -87,7 +87,10 @@ impl Error {
                 _ => Code::Internal,
             },
             Error::Trust(e) => match e {
-                T::PrivilegedUntrustedRejected { .. } => Code::FailedPrecondition,
+                // The pod is fine; the node's policy refuses it as it is.
+                T::PrivilegedUntrustedRejected { .. } | T::UnverifiedImage { .. } => {
+                    Code::FailedPrecondition
+                }
                 // Unknown handlers, bad hints, a handler that contradicts an
                 // untrusted hint: the request is wrong.
                 _ => Code::InvalidArgument,

@@ -36,6 +36,8 @@ pub struct Doubles {
     pub images: MockContainerImages,
     /// The pod network.
     pub network: MockPodNetwork,
+    /// `[runtime] trusted_images` of the daemon's configuration.
+    pub trusted_images: trust_policy::TrustedImages,
 }
 
 /// A daemon of doubles, with what a test inspects afterwards.
@@ -62,18 +64,20 @@ impl Doubles {
             monitors_instead: None,
             images: MockContainerImages::new(),
             network,
+            trusted_images: trust_policy::TrustedImages::Any,
         }
     }
 
     /// Builds the daemon on a fresh temporary directory.
     pub async fn build(self) -> TestDaemon {
         let dir = tempfile::tempdir().expect("tempdir");
-        let config = Config {
+        let mut config = Config {
             root: dir.path().join("root"),
             state: dir.path().join("state"),
             socket: dir.path().join("cri.sock"),
             ..Config::default()
         };
+        config.runtime.trusted_images = self.trusted_images;
         let layout = crate::layout::Layout::new(&config.root, &config.state);
         let netns = Arc::new(RecordingSyscall::new());
         let pins = PinDir::unmanaged_with(Arc::clone(&netns) as _, layout.netns())
@@ -214,6 +218,7 @@ pub fn image(id: &str) -> image_store::Image {
         uid: None,
         username: String::new(),
         config_json: r#"{"config":{"Cmd":["sh"],"Env":["PATH=/bin"]}}"#.into(),
+        evidence: Vec::new(),
     }
 }
 

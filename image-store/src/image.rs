@@ -21,6 +21,9 @@ pub struct Image {
     pub username: String,
     /// The image config as JSON, for verbose status.
     pub config_json: String,
+    /// What the pull-time check said, per reference pulled (empty when no
+    /// check ran).
+    pub evidence: Vec<crate::PullEvidence>,
 }
 
 /// Splits an image config's `User` into CRI's uid / username.
@@ -55,6 +58,7 @@ impl Image {
             uid,
             username,
             config_json,
+            evidence: record.evidence.clone(),
         }
     }
 }

@@ -52,6 +52,7 @@ mod credentials;
 pub mod digest;
 mod distribution;
 mod error;
+pub mod evidence;
 pub mod image;
 pub mod images;
 pub mod layer_store;
@@ -68,6 +69,7 @@ mod temp;
 
 pub use credentials::Credentials;
 pub use error::{Error, Refusal, Result};
+pub use evidence::PullEvidence;
 pub use image::Image;
 pub use images::ContainerImages;
 #[cfg(any(test, feature = "mock"))]

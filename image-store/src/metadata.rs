@@ -28,6 +28,9 @@ pub struct ImageRecord {
     pub layers: Vec<ChainId>,
     /// Every blob the image holds on to: manifests, index, config, layers.
     pub blobs: Vec<Digest>,
+    /// What the pull-time check said, per reference pulled.
+    #[serde(default)]
+    pub evidence: Vec<crate::PullEvidence>,
 }
 
 /// A record as an older daemon may have written it: the same fields with
@@ -42,6 +45,8 @@ struct UncheckedRecord {
     size: u64,
     layers: Vec<String>,
     blobs: Vec<String>,
+    #[serde(default)]
+    evidence: serde_json::Value,
 }
 
 /// The `images/` directory.
@@ -149,6 +154,7 @@ mod tests {
             size: 3,
             layers: vec![],
             blobs: vec![],
+            evidence: vec![],
         }
     }
 

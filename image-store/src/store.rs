@@ -544,6 +544,7 @@ impl Inner {
                     size: fetched.size,
                     layers: fetched.layers.clone(),
                     blobs: Vec::new(),
+                    evidence: Vec::new(),
                 },
                 config.clone(),
             )

@@ -250,6 +250,21 @@ pub struct Container {
     pub reason: String,
     /// A human-readable explanation of the state.
     pub message: String,
+    /// Why its image may run where its pod runs, decided at create.
+    pub image_trust: Option<ImageTrust>,
+}
+
+/// Why a container's image was admitted on its pod's handler
+/// (`trusted_images`), kept to show in the pod's verbose status.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ImageTrust {
+    /// Whether a signature verified the image.
+    pub verified: bool,
+    /// What its signatures proved, or why nothing vouches for it.
+    pub evidence: String,
+    /// Why it may run where it runs.
+    pub reason: String,
 }
 
 impl Container {

@@ -72,7 +72,7 @@ pub mod store;
 pub mod timestamp;
 
 pub use container::{
-    Container, ContainerMetadata, ContainerState, Mount, MountPropagation, Resources,
+    Container, ContainerMetadata, ContainerState, ImageTrust, Mount, MountPropagation, Resources,
 };
 pub use error::{Error, ObjectKind, Result};
 pub use filter::{All, ContainerFilter, Filter, SandboxFilter};

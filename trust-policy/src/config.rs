@@ -48,6 +48,10 @@ pub struct TrustConfig {
     pub default_workload_trust: WorkloadTrust,
     /// What to do with a pod that is privileged yet annotated untrusted.
     pub privileged_untrusted: PrivilegedUntrusted,
+    /// Which images may run outside the sandbox: any (the default), or only
+    /// images a signature verified. Under `verified`, a `true` hint may
+    /// lift an untrusted default, because the images are then checked.
+    pub trusted_images: TrustedImages,
 }
 
 impl Default for TrustConfig {
@@ -69,6 +73,7 @@ impl Default for TrustConfig {
             untrusted_handler: None,
             default_workload_trust: WorkloadTrust::default(),
             privileged_untrusted: PrivilegedUntrusted::default(),
+            trusted_images: TrustedImages::default(),
         }
     }
 }
@@ -194,6 +199,33 @@ setting_names!(PrivilegedUntrusted, "privileged_untrusted", {
     Reject => "reject",
 });
 
+/// Which images may run on a handler other than the untrusted one.
+///
+/// # Examples
+///
+/// ```
+/// use trust_policy::TrustedImages;
+///
+/// assert_eq!(TrustedImages::default(), TrustedImages::Any);
+/// assert_eq!("verified".parse(), Ok(TrustedImages::Verified));
+/// assert_eq!(TrustedImages::Verified.to_string(), "verified");
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TrustedImages {
+    /// Any image the pull policy admits (the behaviour without signatures).
+    #[default]
+    Any,
+    /// Only images a `sigstoreSigned` requirement verified at pull;
+    /// `insecureAcceptAnything` is not evidence.
+    Verified,
+}
+
+setting_names!(TrustedImages, "trusted_images", {
+    Any => "any",
+    Verified => "verified",
+});
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -216,6 +248,7 @@ mod tests {
                 untrusted_handler: Some("runsc".into()),
                 default_workload_trust: WorkloadTrust::Trusted,
                 privileged_untrusted: PrivilegedUntrusted::TrustedRuntime,
+                trusted_images: TrustedImages::Any,
             }
         );
     }
@@ -236,6 +269,7 @@ mod tests {
                 untrusted_handler: Some("runsc".into()),
                 default_workload_trust: WorkloadTrust::Untrusted,
                 privileged_untrusted: PrivilegedUntrusted::Reject,
+                trusted_images: TrustedImages::Verified,
             },
         ] {
             let text = toml::to_string(&config).unwrap();
@@ -323,6 +357,7 @@ mod tests {
             PrivilegedUntrusted::TrustedRuntime,
             PrivilegedUntrusted::Reject,
         ]);
+        check(&[TrustedImages::Any, TrustedImages::Verified]);
     }
 
     #[test]

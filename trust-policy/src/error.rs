@@ -164,4 +164,23 @@ pub enum DecisionError {
         /// refuses it, in one sentence.
         reason: String,
     },
+    /// Under `trusted_images = "verified"`, a container's image has no
+    /// signature evidence and its pod does not run in the sandbox.
+    #[error(
+        "image {image} may not run on handler {handler}: trusted_images=verified admits only \
+         images a sigstoreSigned requirement verified, and {why}; sign it, or run the pod \
+         untrusted{}",
+        untrusted_handler.as_deref().map(|h| format!(" (on {h})")).unwrap_or_default()
+    )]
+    UnverifiedImage {
+        /// The image as the container named it.
+        image: String,
+        /// The handler the pod runs on.
+        handler: String,
+        /// What the evidence says instead (no policy, accepted without a
+        /// signature, ...).
+        why: String,
+        /// Where untrusted pods run, when a handler is configured.
+        untrusted_handler: Option<String>,
+    },
 }

@@ -15,6 +15,9 @@
 //! - [`TrustPolicy`] (`policy`): a config validated against the known
 //!   handlers; [`TrustPolicy::decide`] holds every rule.
 //! - [`Decision`] (`decision`): handler, verdict and reason.
+//! - [`ImageEvidence`] and [`ImageAdmission`] (`evidence`): what an image's
+//!   signatures proved, and [`TrustPolicy::admit_image`], whether a
+//!   container of it may run where its pod runs (`trusted_images`).
 //! - [`ConfigError`], [`DecisionError`], [`ParseSettingError`] (`error`).
 //!
 //! The rules are CRI-O's (2017), fail-safe: a pod author's annotation can
@@ -48,12 +51,14 @@
 mod config;
 mod decision;
 mod error;
+mod evidence;
 mod input;
 mod policy;
 
-pub use config::{PrivilegedUntrusted, TrustConfig, WorkloadTrust};
+pub use config::{PrivilegedUntrusted, TrustConfig, TrustedImages, WorkloadTrust};
 pub use decision::Decision;
 pub use error::{ConfigError, DecisionError, ParseSettingError};
+pub use evidence::{ImageAdmission, ImageEvidence};
 pub use input::{
     PodTrustInput, PrivilegeCause, CRIO_TRUSTED_SANDBOX_ANNOTATION, TRUSTED_SANDBOX_ANNOTATION,
 };

@@ -3,7 +3,7 @@
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
 
-use crate::config::{PrivilegedUntrusted, TrustConfig, WorkloadTrust};
+use crate::config::{PrivilegedUntrusted, TrustConfig, TrustedImages, WorkloadTrust};
 use crate::decision::Decision;
 use crate::error::{ConfigError, DecisionError};
 use crate::input::{PodTrustInput, PrivilegeCause, TrustHint};
@@ -143,8 +143,10 @@ impl TrustPolicy {
     ///    never resolved silently in favour of the less isolated runtime.
     /// 3. Otherwise the pod is untrusted if an annotation says so, or if
     ///    `default_workload_trust = "untrusted"` and the pod is not
-    ///    privileged. A `true` hint cannot lift the untrusted default: any
-    ///    pod author can write an annotation.
+    ///    privileged. A `true` hint cannot lift the untrusted default (any
+    ///    pod author can write an annotation) unless
+    ///    `trusted_images = "verified"`: then every container's image must
+    ///    prove itself ([`TrustPolicy::admit_image`]).
     /// 4. Trusted pods run on `default_handler`; untrusted ones on
     ///    `untrusted_handler`, or `default_handler` when none is configured.
     /// 5. A privileged pod annotated untrusted runs on `default_handler` with
@@ -258,8 +260,23 @@ impl TrustPolicy {
                     join(privilege)
                 ),
             ),
+            // Evidence makes the hint safe: every container's image must
+            // then be verified before it runs outside the sandbox
+            // (`admit_image`).
+            (Some(hint), WorkloadTrust::Untrusted)
+                if hint.trusted && self.config.trusted_images == TrustedImages::Verified =>
+            {
+                (
+                    true,
+                    format!(
+                        "trusted by {hint} despite default_workload_trust=untrusted, because \
+                         trusted_images=verified admits only signed images"
+                    ),
+                )
+            }
             // Any pod author can write the annotation: it can lower trust,
-            // never lift the node's untrusted default (CRI-O's rule).
+            // never lift the node's untrusted default (CRI-O's rule), unless
+            // images are checked (above).
             (Some(hint), WorkloadTrust::Untrusted) if hint.trusted => (
                 false,
                 format!(

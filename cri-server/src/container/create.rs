@@ -13,9 +13,10 @@ use k8s_cri::v1 as cri;
 use oci_shim::bundle::Bundle;
 use oci_shim::monitor::{launch_alongside, MonitorConfig};
 use oci_shim::runtime::RuntimeKind;
-use sandbox_core::{Container, ContainerMetadata, Mount, MountPropagation, Sandbox};
+use sandbox_core::{Container, ContainerMetadata, ImageTrust, Mount, MountPropagation, Sandbox};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use trust_policy::ImageEvidence;
 
 /// Creates a container in pod `request.pod_sandbox_id` and returns its id.
 pub async fn create(daemon: &Arc<Daemon>, request: cri::CreateContainerRequest) -> Result<String> {
@@ -51,9 +52,11 @@ pub async fn create(daemon: &Arc<Daemon>, request: cri::CreateContainerRequest) 
             "image {image_name:?} is not present: pull it first"
         ))
     })?;
+    let image_trust = admit_image(daemon, &sandbox, &image_name, &image)?;
     let image_config = ImageConfig::from_json(&image.config_json)
         .map_err(|e| Error::internal(format!("image {} configuration", image.id), e))?;
     let mut container = new_container(daemon, &sandbox, &meta, &config, &image, &image_config)?;
+    container.image_trust = Some(image_trust);
     reserve_name(daemon, &container)?;
     match build_and_create(daemon, &sandbox, &mut container, &config, &image_config).await {
         Ok(()) => {
@@ -73,6 +76,45 @@ pub async fn create(daemon: &Arc<Daemon>, request: cri::CreateContainerRequest) 
             Err(e)
         }
     }
+}
+
+/// Whether a container of `image` may run on its pod's handler
+/// (`[runtime] trusted_images`), from the evidence its pulls recorded.
+fn admit_image(
+    daemon: &Daemon,
+    sandbox: &Sandbox,
+    name: &str,
+    image: &image_store::Image,
+) -> Result<ImageTrust> {
+    let evidence = evidence_of(name, image);
+    let pod = trust_policy::Decision {
+        handler: sandbox.runtime_handler.clone(),
+        trusted: sandbox.trusted,
+        reason: sandbox.trust_reason.clone(),
+    };
+    let admission = daemon.policy.admit_image(&pod, &evidence)?;
+    Ok(ImageTrust {
+        verified: evidence.verified,
+        evidence: evidence.summary,
+        reason: admission.reason,
+    })
+}
+
+/// What the pulls of `image` proved: verified when any pull's signatures
+/// vouched for these bytes (the evidence is about the content, whatever
+/// name it was pulled under).
+fn evidence_of(name: &str, image: &image_store::Image) -> ImageEvidence {
+    if let Some(signed) = image.evidence.iter().find(|e| e.verified) {
+        return ImageEvidence::verified(
+            name,
+            format!("{} (pulled as {})", signed.summary, signed.reference),
+        );
+    }
+    let why = match image.evidence.last() {
+        Some(last) => format!("{} (pulled as {})", last.summary, last.reference),
+        None => "no signature policy checked it when it was pulled".to_owned(),
+    };
+    ImageEvidence::unverified(name, why)
 }
 
 /// The container record the request describes, with a fresh id.
@@ -383,6 +425,111 @@ mod tests {
 mod verb_tests {
     use super::*;
     use crate::testing::{container_request, expect_rootfs, launch_failing, launch_ok, ready_pod};
+
+    /// The test image, with what its pulls recorded.
+    fn image_with(evidence: Vec<image_store::PullEvidence>) -> image_store::Image {
+        image_store::Image {
+            evidence,
+            ..crate::testing::image("sha256:aaaa")
+        }
+    }
+
+    fn pulled_as(reference: &str, verified: bool, summary: &str) -> image_store::PullEvidence {
+        image_store::PullEvidence {
+            reference: reference.into(),
+            verified,
+            summary: summary.into(),
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn under_verified_images_an_unsigned_image_is_refused_on_the_trusted_handler() {
+        let mut d = crate::testing::Doubles::new();
+        d.trusted_images = trust_policy::TrustedImages::Verified;
+        let unsigned = image_with(vec![pulled_as(
+            "registry.test/busybox:1",
+            false,
+            "accepted by insecureAcceptAnything",
+        )]);
+        d.images
+            .expect_status()
+            .returning(move |_| Ok(Some(unsigned.clone())));
+        // Refused before anything is made.
+        d.images.expect_create_rootfs().times(0);
+        d.monitors.expect_prepare().times(0);
+        let t = d.build().await;
+        let pod = ready_pod(&t.daemon, "web");
+
+        let err = create(&t.daemon, container_request(&pod, "app"))
+            .await
+            .unwrap_err();
+
+        let status = tonic::Status::from(err);
+        assert_eq!(status.code(), tonic::Code::FailedPrecondition);
+        for part in [
+            "registry.test/busybox:1",
+            "handler runc",
+            "trusted_images=verified",
+            "insecureAcceptAnything",
+            "sign it, or run the pod untrusted",
+        ] {
+            assert!(
+                status.message().contains(part),
+                "{part}: {}",
+                status.message()
+            );
+        }
+        assert!(t
+            .daemon
+            .container_names
+            .reserve("k8s_app_web_test_web-uid_0", "next")
+            .is_ok());
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_verified_image_runs_on_the_trusted_handler_and_says_why() {
+        let roots = tempfile::tempdir().unwrap();
+        let mut d = crate::testing::Doubles::new();
+        d.trusted_images = trust_policy::TrustedImages::Verified;
+        let signed = image_with(vec![
+            pulled_as("other.test/busybox:1", false, "no signature required"),
+            pulled_as("registry.test/busybox:1", true, "signed by key sha256:ab12"),
+        ]);
+        d.images
+            .expect_status()
+            .returning(move |_| Ok(Some(signed.clone())));
+        expect_rootfs(&mut d.images, roots.path());
+        d.monitors
+            .expect_prepare()
+            .times(1)
+            .returning(|_| Ok(launch_ok()));
+        let t = d.build().await;
+        let pod = ready_pod(&t.daemon, "web");
+
+        let id = create(&t.daemon, container_request(&pod, "app"))
+            .await
+            .unwrap();
+
+        let trust = t
+            .daemon
+            .containers
+            .get(&id)
+            .unwrap()
+            .image_trust
+            .clone()
+            .unwrap();
+        assert!(trust.verified);
+        assert_eq!(
+            trust.evidence,
+            "signed by key sha256:ab12 (pulled as registry.test/busybox:1)"
+        );
+        assert!(
+            trust.reason.contains("may run on handler runc"),
+            "{}",
+            trust.reason
+        );
+    }
 
     #[tokio::test(flavor = "multi_thread")]
     async fn a_runtime_failure_releases_the_name_and_undoes_once() {

@@ -53,10 +53,7 @@ pub async fn status(
     if verbose {
         info.insert(
             "trust".to_string(),
-            format!(
-                "{{\"handler\":{:?},\"trusted\":{},\"reason\":{:?}}}",
-                sandbox.runtime_handler, sandbox.trusted, sandbox.trust_reason
-            ),
+            trust_info(daemon, &sandbox).to_string(),
         );
         info.insert(
             "info".to_string(),
@@ -68,5 +65,33 @@ pub async fn status(
         info,
         containers_statuses: Vec::new(),
         timestamp: sandbox_core::timestamp::now(),
+    })
+}
+
+/// The pod's trust decision and, for each of its containers, why its image
+/// may run there and on what evidence.
+fn trust_info(daemon: &Daemon, sandbox: &Sandbox) -> serde_json::Value {
+    let containers: Vec<serde_json::Value> = sandbox
+        .containers
+        .iter()
+        .filter_map(|id| daemon.containers.get(id).ok())
+        .map(|c| {
+            let trust = c.image_trust.clone().unwrap_or_default();
+            serde_json::json!({
+                "id": c.id,
+                "name": c.metadata.name,
+                "image": c.image,
+                "verified": trust.verified,
+                "evidence": trust.evidence,
+                "reason": trust.reason,
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "handler": sandbox.runtime_handler,
+        "trusted": sandbox.trusted,
+        "reason": sandbox.trust_reason,
+        "trustedImages": daemon.policy.config().trusted_images.as_str(),
+        "containers": containers,
     })
 }

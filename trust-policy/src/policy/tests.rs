@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use proptest::prelude::*;
 
 use super::*;
+use crate::evidence::ImageEvidence;
 use crate::input::{CRIO_TRUSTED_SANDBOX_ANNOTATION as CRIO, TRUSTED_SANDBOX_ANNOTATION as OURS};
 
 const KNOWN: [&str; 3] = ["runc", "runsc", "kata"];
@@ -18,12 +19,22 @@ fn policy(
     default_trust: WorkloadTrust,
     mode: PrivilegedUntrusted,
 ) -> TrustPolicy {
+    policy_with(untrusted, default_trust, mode, TrustedImages::Any)
+}
+
+fn policy_with(
+    untrusted: Option<&str>,
+    default_trust: WorkloadTrust,
+    mode: PrivilegedUntrusted,
+    images: TrustedImages,
+) -> TrustPolicy {
     TrustPolicy::new(
         TrustConfig {
             default_handler: "runc".into(),
             untrusted_handler: untrusted.map(Into::into),
             default_workload_trust: default_trust,
             privileged_untrusted: mode,
+            trusted_images: images,
         },
         KNOWN,
     )
@@ -431,6 +442,29 @@ enum Expect {
     Contradiction,
 }
 
+fn runs(handler: &'static str, trusted: bool) -> Expect {
+    Expect::Runs {
+        handler,
+        trusted,
+        warns: false,
+    }
+}
+
+/// Whether a container of an image with (`verified`) or without signature
+/// evidence may run in a pod on `handler`: the image half of the table.
+fn image_oracle(
+    handler: &str,
+    untrusted: Option<&str>,
+    images: TrustedImages,
+    verified: bool,
+) -> bool {
+    match (images, untrusted == Some(handler), verified) {
+        (TrustedImages::Any, _, _) => true,
+        (TrustedImages::Verified, true, _) => true,
+        (TrustedImages::Verified, false, verified) => verified,
+    }
+}
+
 /// The specification as a flat first-match table. It is deliberately shaped
 /// unlike `decide` (which first forms a verdict, then places it): each row
 /// names the inputs it matches and the outcome, so a reader can check rows
@@ -442,15 +476,17 @@ fn oracle(
     privileged: bool,
     untrusted_configured: bool,
     mode: PrivilegedUntrusted,
+    images: TrustedImages,
 ) -> Expect {
     use Expect::*;
     use PrivilegedUntrusted::{Reject, TrustedRuntime};
     use WorkloadTrust::{Trusted, Untrusted};
-    let runs = |handler, trusted| Runs {
-        handler,
-        trusted,
-        warns: false,
-    };
+    // Only checked images make the hint safe enough to lift the default.
+    if (explicit, hint, default_trust, privileged, images)
+        == (None, Hint::True, Untrusted, false, TrustedImages::Verified)
+    {
+        return runs("runc", true);
+    }
     #[rustfmt::skip]
     let expect = match (explicit, hint, default_trust, privileged, untrusted_configured, mode) {
         // explicit    hint           default    priv   untrusted cfg  mode
@@ -501,10 +537,7 @@ fn every_combination_matches_the_oracle() {
                 for causes in privilege_sets {
                     for untrusted in [Some("runsc"), None] {
                         for explicit in [None, Some("runc"), Some("runsc"), Some("youki")] {
-                            for mode in [
-                                PrivilegedUntrusted::TrustedRuntime,
-                                PrivilegedUntrusted::Reject,
-                            ] {
+                            for (mode, images) in MODES_AND_IMAGES {
                                 rows += 1;
                                 let expect = oracle(
                                     explicit,
@@ -513,18 +546,22 @@ fn every_combination_matches_the_oracle() {
                                     !causes.is_empty(),
                                     untrusted.is_some(),
                                     mode,
+                                    images,
                                 );
                                 *outcomes.entry(format!("{expect:?}")).or_default() += 1;
-                                check_row(
+                                let placed = check_row(
                                     hint,
                                     keys,
                                     default_trust,
                                     causes,
                                     untrusted,
                                     explicit,
-                                    mode,
+                                    (mode, images),
                                     expect,
                                 );
+                                if let Some((policy, decision)) = placed {
+                                    check_images(&policy, &decision, untrusted, images);
+                                }
                             }
                         }
                     }
@@ -532,7 +569,7 @@ fn every_combination_matches_the_oracle() {
             }
         }
     }
-    assert_eq!(rows, 10 * 2 * 6 * 2 * 4 * 2);
+    assert_eq!(rows, 10 * 2 * 6 * 2 * 4 * 4);
     // Every outcome the table can name is reached: four errors and five
     // placements (runc trusted/untrusted/untrusted-with-warning, runsc
     // untrusted, runsc trusted when requested by name without being the
@@ -540,6 +577,52 @@ fn every_combination_matches_the_oracle() {
     assert_eq!(outcomes.len(), 9, "{outcomes:#?}");
 }
 
+/// Every `privileged_untrusted` with every `trusted_images`.
+const MODES_AND_IMAGES: [(PrivilegedUntrusted, TrustedImages); 4] = [
+    (PrivilegedUntrusted::TrustedRuntime, TrustedImages::Any),
+    (PrivilegedUntrusted::Reject, TrustedImages::Any),
+    (PrivilegedUntrusted::TrustedRuntime, TrustedImages::Verified),
+    (PrivilegedUntrusted::Reject, TrustedImages::Verified),
+];
+
+/// A placed pod's containers, with and without signature evidence, against
+/// [`image_oracle`].
+fn check_images(
+    policy: &TrustPolicy,
+    pod: &Decision,
+    untrusted: Option<&str>,
+    images: TrustedImages,
+) {
+    for verified in [true, false] {
+        let evidence = ImageEvidence {
+            image: "registry.test/app:1".into(),
+            verified,
+            summary: if verified {
+                "signed by key k"
+            } else {
+                "unsigned"
+            }
+            .into(),
+        };
+        let row = format!("pod on {} ({images}), verified={verified}", pod.handler);
+        match (
+            image_oracle(&pod.handler, untrusted, images, verified),
+            policy.admit_image(pod, &evidence),
+        ) {
+            (true, Ok(admission)) => assert_eq!(admission.evidence, evidence, "{row}"),
+            (false, Err(err @ DecisionError::UnverifiedImage { .. })) => {
+                let message = err.to_string();
+                assert!(message.contains("registry.test/app:1"), "{row}: {message}");
+                assert!(message.contains(&pod.handler), "{row}: {message}");
+                assert!(message.contains("unsigned"), "{row}: {message}");
+            }
+            (want, got) => panic!("{row}: expected admitted={want}, got {got:?}"),
+        }
+    }
+}
+
+/// Checks one row of the pod table; a placed pod comes back with its
+/// policy, for the image half of the table.
 #[allow(clippy::too_many_arguments)]
 fn check_row(
     hint: Hint,
@@ -548,9 +631,9 @@ fn check_row(
     causes: &[PrivilegeCause],
     untrusted: Option<&'static str>,
     explicit: Option<&'static str>,
-    mode: PrivilegedUntrusted,
+    (mode, images): (PrivilegedUntrusted, TrustedImages),
     expect: Expect,
-) {
+) -> Option<(TrustPolicy, Decision)> {
     let value = match hint {
         Hint::Absent => None,
         Hint::True => Some("true"),
@@ -578,9 +661,9 @@ fn check_row(
     };
     let row = format!(
         "hint={hint:?} keys={keys:?} default={default_trust} causes={causes:?} \
-         untrusted={untrusted:?} explicit={explicit:?} mode={mode}"
+         untrusted={untrusted:?} explicit={explicit:?} mode={mode} images={images}"
     );
-    let policy = policy(untrusted, default_trust, mode);
+    let policy = policy_with(untrusted, default_trust, mode, images);
     let (got, warnings) = capture_warnings(|| policy.decide(&input));
     match (expect, got) {
         (
@@ -627,6 +710,7 @@ fn check_row(
                     assert!(decision.reason.contains(&cause.to_string()), "{row}");
                 }
             }
+            return Some((policy, decision));
         }
         (Expect::UnknownHandler, Err(DecisionError::UnknownHandler { handler, known })) => {
             assert_eq!(Some(handler.as_str()), explicit, "{row}");
@@ -656,6 +740,7 @@ fn check_row(
         }
         (expect, got) => panic!("{row}: expected {expect:?}, got {got:?}"),
     }
+    None
 }
 
 // ---------------------------------------------------------------------------
@@ -738,13 +823,17 @@ fn arb_config() -> impl Strategy<Value = TrustConfig> {
             Just(PrivilegedUntrusted::TrustedRuntime),
             Just(PrivilegedUntrusted::Reject)
         ],
+        prop_oneof![Just(TrustedImages::Any), Just(TrustedImages::Verified)],
     )
         .prop_map(
-            |(untrusted, default_workload_trust, privileged_untrusted)| TrustConfig {
-                default_handler: "runc".into(),
-                untrusted_handler: untrusted.map(Into::into),
-                default_workload_trust,
-                privileged_untrusted,
+            |(untrusted, default_workload_trust, privileged_untrusted, trusted_images)| {
+                TrustConfig {
+                    default_handler: "runc".into(),
+                    untrusted_handler: untrusted.map(Into::into),
+                    default_workload_trust,
+                    privileged_untrusted,
+                    trusted_images,
+                }
             },
         )
 }
@@ -803,7 +892,8 @@ proptest! {
             }
         }
         // A `true` hint never moves a pod: it cannot lift the untrusted
-        // default (any pod author can write it).
+        // default (any pod author can write it), unless images are checked;
+        // then it can only move it to the trusted handler.
         let no_hints = HashMap::new();
         let trusting = HashMap::from([(CRIO.to_owned(), "true".to_owned())]);
         let placed = |a| {
@@ -811,7 +901,11 @@ proptest! {
                 .decide(&PodTrustInput { annotations: a, ..bare })
                 .map(|d| (d.handler, d.trusted))
         };
-        prop_assert_eq!(placed(&trusting), placed(&no_hints));
+        if policy.config().trusted_images == TrustedImages::Any {
+            prop_assert_eq!(placed(&trusting), placed(&no_hints));
+        } else if placed(&trusting) != placed(&no_hints) {
+            prop_assert_eq!(placed(&trusting), Ok(("runc".to_owned(), true)));
+        }
         // A value that is not true/false never yields a decision.
         let bad = |v: &Option<String>| v.as_deref().is_some_and(|v| {
             !v.eq_ignore_ascii_case("true") && !v.eq_ignore_ascii_case("false")
@@ -821,4 +915,83 @@ proptest! {
             prop_assert!(is_invalid_hint, "{:?}", got);
         }
     }
+}
+
+// ---------------------------------------------------------------------------
+// Evidence: exact reasons for the rows that `trusted_images` changes.
+
+#[test]
+fn a_true_hint_lifts_the_untrusted_default_only_with_verified_images() {
+    let hinted = annotations(&[(CRIO, "true")]);
+    let input = PodTrustInput::new(&hinted);
+    let verified = policy_with(
+        Some("runsc"),
+        WorkloadTrust::Untrusted,
+        PrivilegedUntrusted::TrustedRuntime,
+        TrustedImages::Verified,
+    );
+    let decision = verified.decide(&input).unwrap();
+    assert_eq!(
+        decision,
+        Decision {
+            handler: "runc".into(),
+            trusted: true,
+            reason: "trusted by annotation io.kubernetes.cri-o.TrustedSandbox=true despite \
+                     default_workload_trust=untrusted, because trusted_images=verified admits \
+                     only signed images: runs on trusted handler runc"
+                .into(),
+        }
+    );
+    let signed = ImageEvidence::verified("registry.test/app:1", "signed by key sha256:ab");
+    assert_eq!(
+        verified.admit_image(&decision, &signed).unwrap().reason,
+        "verified (signed by key sha256:ab): may run on handler runc"
+    );
+    let unsigned = ImageEvidence::unverified("registry.test/app:1", "it has no signature");
+    assert_eq!(
+        verified
+            .admit_image(&decision, &unsigned)
+            .unwrap_err()
+            .to_string(),
+        "image registry.test/app:1 may not run on handler runc: trusted_images=verified admits \
+         only images a sigstoreSigned requirement verified, and it has no signature; sign it, \
+         or run the pod untrusted (on runsc)"
+    );
+
+    let any = policy(
+        Some("runsc"),
+        WorkloadTrust::Untrusted,
+        PrivilegedUntrusted::TrustedRuntime,
+    );
+    let decision = any.decide(&input).unwrap();
+    assert_eq!(decision.handler, "runsc");
+    assert_eq!(
+        any.admit_image(&decision, &unsigned).unwrap().reason,
+        "trusted_images=any admits every image"
+    );
+}
+
+#[test]
+fn the_sandbox_runs_unsigned_images_under_verified() {
+    let untrusted = annotations(&[(CRIO, "false")]);
+    let policy = policy_with(
+        Some("runsc"),
+        WorkloadTrust::Trusted,
+        PrivilegedUntrusted::TrustedRuntime,
+        TrustedImages::Verified,
+    );
+    let decision = policy.decide(&PodTrustInput::new(&untrusted)).unwrap();
+    let unsigned = ImageEvidence::unverified("busybox", "no signature policy is configured");
+    assert_eq!(
+        policy.admit_image(&decision, &unsigned).unwrap().reason,
+        "the pod runs in the sandbox (runsc), which runs any image the pull policy admits"
+    );
+    // Privileged and hinted untrusted lands on runc: runc needs evidence.
+    let privileged = PodTrustInput {
+        privileged: true,
+        ..PodTrustInput::new(&untrusted)
+    };
+    let decision = policy.decide(&privileged).unwrap();
+    assert_eq!(decision.handler, "runc");
+    assert!(policy.admit_image(&decision, &unsigned).is_err());
 }
