@@ -115,6 +115,14 @@ impl Error {
                 image_store::Error::Refused { .. } | image_store::Error::DigestMismatch { .. } => {
                     Code::FailedPrecondition
                 }
+                // The signature policy refuses the image (or a pull this
+                // one joined was refused): the node will not have it.
+                image_store::Error::PolicyRefused { .. } => Code::PermissionDenied,
+                image_store::Error::SharedPull { source, .. }
+                    if matches!(**source, image_store::Error::PolicyRefused { .. }) =>
+                {
+                    Code::PermissionDenied
+                }
                 _ => Code::Internal,
             },
         }

@@ -68,6 +68,13 @@ fn cri_image(image: &image_store::Image) -> cri::Image {
     }
 }
 
+/// What the signature policy said at each pull of `image` (one entry per
+/// reference; `[]` when no policy checked it), as JSON like every verbose
+/// info value.
+fn signatures_info(image: &image_store::Image) -> String {
+    serde_json::to_string(&image.evidence).unwrap_or_else(|_| "[]".to_string())
+}
+
 fn image_name(spec: Option<&cri::ImageSpec>, rpc: &str) -> Result<String> {
     spec.map(|s| s.image.clone())
         .filter(|i| !i.is_empty())
@@ -126,6 +133,7 @@ impl cri::image_service_server::ImageService for ImageService {
         if request.verbose {
             if let Some(image) = &image {
                 info.insert("info".to_string(), image.config_json.clone());
+                info.insert("signatures".to_string(), signatures_info(image));
             }
         }
         Ok(Response::new(cri::ImageStatusResponse {

@@ -14,6 +14,8 @@
 //!   dispatchers to [`pod`] and [`container`] (one verb per file).
 //! - [`stats`]: container and pod stats and CRI metrics; [`metrics`]: the
 //!   daemon's own Prometheus endpoint.
+//! - [`signatures`]: `[image] signature_policy`, the image store's pull
+//!   check, and its reload on SIGHUP.
 //! - [`stream_backend`]: the daemon behind the `cri-streaming` server
 //!   (Exec, Attach, PortForward).
 //! - [`daemon`]: shared state, built from [`daemon::Parts`] with no I/O;
@@ -42,6 +44,7 @@ pub mod records;
 pub mod restore;
 pub mod runtime_service;
 pub mod server;
+pub mod signatures;
 pub mod socket;
 pub mod stats;
 pub mod stream_backend;

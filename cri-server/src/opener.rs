@@ -1,11 +1,12 @@
 //! Building the real daemon at start: directories, the pause root, the pin
-//! directory, the image store, CNI, the runtimes and the streaming port;
-//! then restoring what was recorded.
+//! directory, the image store (and its signature policy), CNI, the runtimes
+//! and the streaming port; then restoring what was recorded.
 
 use crate::config::{Config, HandlerConfig};
 use crate::daemon::{Daemon, Parts};
 use crate::layout::Layout;
 use crate::records::RecordDir;
+use crate::signatures::Signatures;
 use cgroups::CgroupDriver;
 use netns::PinDir;
 use oci_shim::monitor::ProcessMonitors;
@@ -35,9 +36,17 @@ impl StartError {
 /// Exists exactly when systemd is the running init (sd_booted(3)).
 const SYSTEMD_RUNNING: &str = "/run/systemd/system";
 
+/// The daemon, and what reloads its signature policy (on SIGHUP).
+pub struct Opened {
+    /// The daemon, its records restored.
+    pub daemon: Arc<Daemon>,
+    /// The signature policy in force, and its file.
+    pub signatures: Signatures,
+}
+
 /// Prepares everything the daemon needs on this machine, then restores every
 /// pod and container recorded on disk.
-pub async fn open(config: Config) -> Result<Arc<Daemon>, StartError> {
+pub async fn open(config: Config) -> Result<Opened, StartError> {
     if config.runtime.cgroup_driver == CgroupDriver::Systemd
         && !std::path::Path::new(SYSTEMD_RUNNING).exists()
     {
@@ -46,15 +55,39 @@ pub async fn open(config: Config) -> Result<Arc<Daemon>, StartError> {
             format!("\"systemd\" needs a running systemd, and there is none here (no {SYSTEMD_RUNNING}); use \"cgroupfs\""),
         ));
     }
-    let parts = parts(&config).await?;
+    // First: a policy that does not load stops the daemon before it
+    // touches anything (the error names the file and where in it).
+    let policy = crate::signatures::load_policy(&config.image)
+        .map_err(|e| StartError::new("image.signature_policy", e))?;
+    let images = image_store(&config).await?;
+    let parts = parts(&config, images.clone()).await?;
     let daemon =
         Arc::new(Daemon::new(config, parts).map_err(|e| StartError::new("configuration", e))?);
+    let counts = daemon.metrics.signatures.clone();
+    let signatures = Signatures::install(&daemon.config.image, policy, images, counts);
     crate::restore::restore(&daemon).await;
-    Ok(daemon)
+    Ok(Opened { daemon, signatures })
 }
 
-/// The real parts: files, processes and sockets of this machine.
-async fn parts(config: &Config) -> Result<Parts, StartError> {
+/// The image store, with the configured mirrors and stall timeout.
+async fn image_store(config: &Config) -> Result<image_store::ImageStore, StartError> {
+    let layout = Layout::new(&config.root, &config.state);
+    let registries = image_store::RegistriesConfig {
+        registries: config.image.registries.clone(),
+    };
+    let pull_options = config
+        .image
+        .pull_stall_timeout_seconds
+        .pull_options()
+        .map_err(|e| StartError::new("image.pull_stall_timeout_seconds", e))?;
+    image_store::ImageStore::open_with(layout.images(), registries, pull_options)
+        .await
+        .map_err(|e| StartError::new("image store", e))
+}
+
+/// The real parts: files, processes and sockets of this machine, around
+/// the image store `images`.
+async fn parts(config: &Config, images: image_store::ImageStore) -> Result<Parts, StartError> {
     let layout = Layout::new(&config.root, &config.state);
     let monitor_binary = monitor_binary()?;
     let handlers = handlers(config, &layout);
@@ -67,17 +100,6 @@ async fn parts(config: &Config) -> Result<Parts, StartError> {
         .collect();
     let pause_rootfs = crate::pause::install(&layout.pause_rootfs())
         .map_err(|e| StartError::new(layout.pause_rootfs().display(), e))?;
-    let registries = image_store::RegistriesConfig {
-        registries: config.image.registries.clone(),
-    };
-    let pull_options = config
-        .image
-        .pull_stall_timeout_seconds
-        .pull_options()
-        .map_err(|e| StartError::new("image.pull_stall_timeout_seconds", e))?;
-    let images = image_store::ImageStore::open_with(layout.images(), registries, pull_options)
-        .await
-        .map_err(|e| StartError::new("image store", e))?;
     let mut cni_config = cni::CniManagerConfig::new(&config.network.conf_dir, layout.cni_cache());
     cni_config.plugin_dirs = config.network.plugin_dirs.clone();
     let network = cni::CniManager::new(cni_config).map_err(|e| StartError::new("CNI", e))?;

@@ -1,4 +1,5 @@
-//! Serving CRI over the unix socket until SIGTERM or SIGINT.
+//! Serving CRI over the unix socket until SIGTERM or SIGINT; SIGHUP
+//! reloads the signature policy (`crate::signatures`).
 
 use crate::config::Config;
 use crate::image_service::ImageService;
@@ -41,6 +42,8 @@ pub enum ServeError {
 ///
 /// Returns after SIGTERM or SIGINT once in-flight requests have finished.
 /// Containers are not touched on the way out: they outlive the daemon.
+/// SIGHUP reloads `[image] signature_policy` (a file that does not load
+/// leaves the policy in force as it was, with an error in the log).
 pub async fn serve(config: Config) -> Result<(), ServeError> {
     // Bound first: a taken metrics port must not leave a socket file behind.
     let metrics_server = match config.metrics.socket_addr() {
@@ -48,8 +51,8 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         None => None,
     };
     let listener = socket::bind(&config.socket).await?;
-    let daemon = match crate::opener::open(config.clone()).await {
-        Ok(daemon) => daemon,
+    let opened = match crate::opener::open(config.clone()).await {
+        Ok(opened) => opened,
         Err(e) => {
             // Nothing serves it: a socket left behind would look like a
             // crashed daemon's.
@@ -57,6 +60,13 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
             return Err(e.into());
         }
     };
+    let daemon = opened.daemon;
+    // Handled, so a SIGHUP no longer kills the daemon (its default action).
+    let hangups = signal(SignalKind::hangup()).map_err(ServeError::Signals)?;
+    let reloader = tokio::spawn(crate::signatures::reload_on_hangup(
+        opened.signatures,
+        hangups,
+    ));
     let backend = crate::stream_backend::DaemonBackend::new(Arc::clone(&daemon));
     daemon.streaming.spawn(Arc::new(backend));
     let sweeper = crate::watch::sweep_unclaimed(&daemon);
@@ -110,7 +120,11 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         ))))
         .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
         .await;
-    for task in metrics_task.into_iter().chain(watchdog).chain([sweeper]) {
+    for task in metrics_task
+        .into_iter()
+        .chain(watchdog)
+        .chain([sweeper, reloader])
+    {
         task.abort();
     }
     // A socket file left behind would look like a crashed daemon's; remove it.

@@ -61,6 +61,19 @@ pub enum Error {
         #[source]
         cause: Refusal,
     },
+    /// The pull-time check ([`crate::PullCheck`], the signature policy)
+    /// refused manifest `digest`: nothing of the image was stored, and a
+    /// stored image's evidence for this reference and digest now says so.
+    #[error("pull {image}: {refusal}")]
+    PolicyRefused {
+        /// The image as asked for.
+        image: String,
+        /// The top manifest digest the check refused.
+        digest: Digest,
+        /// Why.
+        #[source]
+        refusal: crate::PullRefusal,
+    },
     /// Content did not match the digest that names it.
     #[error("pull {image}: blob {expected}: digest mismatch, got {actual}")]
     DigestMismatch {

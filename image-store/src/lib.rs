@@ -22,9 +22,12 @@
 //! - [`layer_unpack`] turns a layer tarball into an overlayfs lower directory
 //!   without ever writing outside it; [`layer_store`] keeps those directories
 //!   by chain id so images share them.
-//! - [`metadata`] records images (names, layers, blobs) atomically; an image
-//!   becomes visible only when its record is written, after everything it
-//!   needs is complete.
+//! - [`check`] is the hook a caller's pull-time check plugs into (the
+//!   daemon's signature policy): it sees the top manifest digest before
+//!   anything else is fetched, refuses or returns [`PullEvidence`].
+//! - [`metadata`] records images (names, layers, blobs, evidence)
+//!   atomically; an image becomes visible only when its record is written,
+//!   after everything it needs is complete.
 //! - `rootfs` mounts a container's overlay and remembers which image it uses,
 //!   so images in use cannot be removed.
 //!
@@ -48,6 +51,7 @@
 #![warn(missing_docs)]
 
 pub mod blob_store;
+pub mod check;
 mod credentials;
 pub mod digest;
 mod distribution;
@@ -67,6 +71,9 @@ mod rootfs;
 mod store;
 mod temp;
 
+#[cfg(any(test, feature = "mock"))]
+pub use check::MockPullCheck;
+pub use check::{PullCheck, PullRefusal};
 pub use credentials::Credentials;
 pub use error::{Error, Refusal, Result};
 pub use evidence::PullEvidence;
@@ -81,4 +88,4 @@ pub use progress::{
 pub use reference::{ImageReference, ReferenceError};
 pub use registries::{Endpoint, RegistriesConfig, RegistryConfig};
 pub use rootfs::RootFs;
-pub use store::{FsUsage, ImageStore};
+pub use store::{FsUsage, ImageStore, Recheck};

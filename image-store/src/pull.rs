@@ -19,11 +19,18 @@
 //! One [`Progress`] watches the whole pull, across endpoints: a pull that
 //! stalls fails as a whole ([`Error::Stalled`]), in band, so a download in
 //! progress is discarded on the way out like any other failure.
+//!
+//! The pull-time check ([`crate::PullCheck`]) runs as soon as the top
+//! manifest's digest is known and the manifest parses, before the platform
+//! manifest, the config or any layer is fetched: a refused image costs one
+//! manifest request and leaves nothing behind.
 
 use crate::blob_store::BlobStore;
+use crate::check::CheckSlot;
 use crate::digest::Digest;
 use crate::distribution::{Capped, Cut, HttpError, Session};
 use crate::error::{Error, Refusal, Result};
+use crate::evidence::PullEvidence;
 use crate::layer_store::{chain_ids, ChainId, LayerStore};
 use crate::layer_unpack::{unpack, Compression, UnpackError};
 use crate::oci::{Descriptor, Document, ImageConfig, Manifest, MAX_DOCUMENT_SIZE, MAX_LAYER_SIZE};
@@ -51,6 +58,22 @@ pub(crate) struct Fetched {
     pub blobs: Vec<Digest>,
     /// The config as fetched.
     pub config: Vec<u8>,
+    /// What the pull-time check said about `top_digest`; `None` when no
+    /// check is installed.
+    pub evidence: Option<PullEvidence>,
+}
+
+/// Where a pull puts what it fetches and what it counts, and the check it
+/// runs.
+pub(crate) struct Target<'a> {
+    /// The blob store.
+    pub blobs: &'a BlobStore,
+    /// The unpacked layers.
+    pub layers: &'a LayerStore,
+    /// Bytes fetched and stored, for metrics.
+    pub pulled: &'a AtomicU64,
+    /// The pull-time check.
+    pub check: &'a CheckSlot,
 }
 
 /// Whether a failure is the endpoint's (try the next one) or ours or the
@@ -78,17 +101,16 @@ impl From<HttpError> for Failure {
 
 type Fetch<T> = std::result::Result<T, Failure>;
 
-/// Fetches `reference` from the first endpoint that has it, adding the
-/// bytes of every blob it stores to `pulled`; `options` says when the pull
-/// as a whole has stalled.
+/// Fetches `reference` from the first endpoint that has it into `target`,
+/// adding the bytes of every blob it stores to its count, once its check
+/// accepted the top manifest; `options` says when the pull as a whole has
+/// stalled.
 pub(crate) async fn fetch(
-    blobs: &BlobStore,
-    layers: &LayerStore,
+    target: Target<'_>,
     reference: &ImageReference,
     endpoints: &[Endpoint],
     auth: &RegistryAuth,
     options: &PullOptions,
-    pulled: &AtomicU64,
 ) -> Result<Fetched> {
     let image = reference.to_string();
     let progress = Arc::new(Progress::new(options));
@@ -96,9 +118,11 @@ pub(crate) async fn fetch(
     for endpoint in endpoints {
         let pull = Pull {
             image: &image,
-            blobs,
-            layers,
-            pulled,
+            blobs: target.blobs,
+            layers: target.layers,
+            pulled: target.pulled,
+            check: target.check,
+            auth,
         };
         let fetched = match Session::new(endpoint, auth.clone(), Arc::clone(&progress)) {
             Ok(session) => pull.fetch_from(&session, reference).await,
@@ -139,12 +163,15 @@ fn stalled(image: String, stall: Stall) -> Error {
     }
 }
 
-/// One pull's view of the store, and the count of bytes it fetches.
+/// One pull's view of the store, the count of bytes it fetches, and its
+/// check.
 struct Pull<'a> {
     image: &'a str,
     blobs: &'a BlobStore,
     layers: &'a LayerStore,
     pulled: &'a AtomicU64,
+    check: &'a CheckSlot,
+    auth: &'a RegistryAuth,
 }
 
 /// A validated manifest and the documents that led to it, not yet stored.
@@ -153,6 +180,8 @@ struct Resolved {
     manifest: Manifest,
     /// Manifests (and index) to store once everything checks out.
     documents: Vec<(Digest, Vec<u8>)>,
+    /// What the check said about `top_digest`.
+    evidence: Option<PullEvidence>,
 }
 
 impl Pull<'_> {
@@ -199,6 +228,7 @@ impl Pull<'_> {
             layers: chain,
             blobs: held,
             config: config_bytes,
+            evidence: resolved.evidence,
         })
     }
 
@@ -228,6 +258,7 @@ impl Pull<'_> {
         let top_digest = top_digest(&bytes, pinned, header.as_deref())?;
         let document = Document::parse(&bytes)
             .map_err(|cause| self.refuse(format!("manifest {top_digest}"), cause))?;
+        let evidence = self.checked(reference, &top_digest).await?;
         let mut documents = vec![(top_digest.clone(), bytes)];
         let manifest = match document {
             Document::Manifest(manifest) => manifest,
@@ -245,7 +276,28 @@ impl Pull<'_> {
             top_digest,
             manifest,
             documents,
+            evidence,
         })
+    }
+
+    /// Runs the pull-time check on the top manifest digest: a refusal is the
+    /// image's fault, not the endpoint's, so no other endpoint is tried.
+    async fn checked(
+        &self,
+        reference: &ImageReference,
+        top_digest: &Digest,
+    ) -> Fetch<Option<PullEvidence>> {
+        self.check
+            .run(reference, top_digest, self.auth)
+            .await
+            .map_err(|refusal| {
+                tracing::debug!(image = %self.image, digest = %top_digest, %refusal, "refused by the pull check");
+                Failure::Local(Error::PolicyRefused {
+                    image: self.image.to_string(),
+                    digest: top_digest.clone(),
+                    refusal,
+                })
+            })
     }
 
     /// The index entry's manifest, read to at most its declared size.

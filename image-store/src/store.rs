@@ -6,7 +6,7 @@
 //! ```text
 //! blobs/<algorithm>/<hex> manifests, configs, compressed layers
 //! layers/<chain id hex>/  unpacked layers (overlayfs lower directories)
-//! images/<id hex>.json    image records (names, layers, blobs)
+//! images/<id hex>.json    image records (names, layers, blobs, evidence)
 //! containers/<id>/        per-container upper, work, rootfs mount, image.json
 //! tmp/                    anything half-written; emptied by open
 //! ```
@@ -15,11 +15,21 @@
 //! and device nodes from images, and no local user may reach them through
 //! the store (cf. Docker's CVE-2021-41091). [`ImageStore::open`] sets the
 //! modes every time, so a store made before is fixed too.
+//!
+//! A pull-time check ([`crate::PullCheck`], installed with
+//! [`ImageStore::set_pull_check`]) decides on the top manifest digest before
+//! anything else is fetched; what it says is recorded with the image, one
+//! entry per reference. A pull is recorded only with the evidence of the
+//! check in force when it is recorded (a pull that raced a replacement is
+//! checked again), and [`ImageStore::recheck_evidence`] brings stored
+//! evidence up to a new check.
 
 use crate::blob_store::BlobStore;
+use crate::check::{CheckSlot, PullCheck, RegistryAuth};
 use crate::credentials::Credentials;
 use crate::digest::Digest;
 use crate::error::{io, Error, Result};
+use crate::evidence::PullEvidence;
 use crate::image::Image;
 use crate::layer_store::{ChainId, LayerStore};
 use crate::metadata::{ImageRecord, MetadataStore};
@@ -39,8 +49,10 @@ type SharedPull = Shared<BoxFuture<'static, std::result::Result<Image, Arc<Error
 
 /// A pull in flight is shared by callers asking for the same reference with
 /// the same credentials, and only by them: a caller must not be handed an
-/// image fetched with someone else's credentials, nor their failure.
-type PullKey = (String, [u8; 32]);
+/// image fetched with someone else's credentials, nor their failure. Nor
+/// one checked by a pull check since replaced (the generation of the
+/// check): after a policy reload, new pulls see the new policy.
+type PullKey = (String, [u8; 32], u64);
 
 /// The store's directories, all made 0700 at open.
 const DIRS: [&str; 7] = [
@@ -108,6 +120,24 @@ struct Inner {
     pulled_bytes: AtomicU64,
     /// How pulls are run (when one has stalled).
     pull_options: PullOptions,
+    /// The pull-time check and its generation. Taken after `state` when
+    /// both are held: recording compares generations under `state`.
+    check: Mutex<CheckSlot>,
+}
+
+/// What [`ImageStore::recheck_evidence`] did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Recheck {
+    /// Evidence entries checked again and replaced.
+    pub replaced: usize,
+    /// Entries that now say verified where they did not, or the reverse.
+    pub changed: usize,
+    /// Entries left alone: a newer pull replaced them meanwhile, their
+    /// image was removed, or they cannot be parsed back.
+    pub skipped: usize,
+    /// Whether the check was replaced again before the end (the next
+    /// recheck covers the rest).
+    pub superseded: bool,
 }
 
 impl ImageStore {
@@ -147,9 +177,11 @@ impl ImageStore {
     pub async fn pull(&self, reference: &str, credentials: Option<Credentials>) -> Result<Image> {
         let parsed: ImageReference = reference.parse()?;
         let name = parsed.to_string();
+        let slot = lock(&self.inner.check).clone();
         let key = (
             name.clone(),
             credentials.clone().unwrap_or_default().fingerprint(),
+            slot.generation,
         );
         let shared = {
             let mut in_flight = lock(&self.inner.in_flight);
@@ -162,7 +194,7 @@ impl ImageStore {
                     // timing out) must not cancel a download others share.
                     let task = tokio::spawn(async move {
                         let result = Arc::clone(&inner)
-                            .pull(parsed, credentials)
+                            .pull(parsed, credentials, slot)
                             .await
                             .map_err(Arc::new);
                         lock(&inner.in_flight).remove(&task_key);
@@ -204,6 +236,76 @@ impl ImageStore {
     /// ```
     pub fn bytes_pulled(&self) -> u64 {
         self.inner.pulled_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Installs `check` as the pull-time check (`None` removes it), for
+    /// every pull that starts from now on. A pull under way is checked
+    /// again with it before it is recorded; stored evidence is not touched
+    /// ([`ImageStore::recheck_evidence`] re-evaluates it).
+    pub fn set_pull_check(&self, check: Option<Arc<dyn PullCheck>>) {
+        let mut slot = lock(&self.inner.check);
+        slot.generation += 1;
+        slot.check = check;
+    }
+
+    /// Records `evidence` for image `image_id` (its full id), in place of
+    /// the entry for the same reference if that entry is for the same
+    /// digest, or as a new entry if the image has none for that reference.
+    /// An entry for another digest was made by a later pull and is left
+    /// alone, as is an image no longer stored: `Ok(false)`.
+    pub async fn set_evidence(&self, image_id: &str, evidence: PullEvidence) -> Result<bool> {
+        let inner = Arc::clone(&self.inner);
+        let id = image_id.to_string();
+        let written = tokio::task::spawn_blocking(move || inner.set_evidence(&id, evidence, None))
+            .await
+            .map_err(|_| Error::Task("recording evidence"))??;
+        Ok(written == Written::Yes)
+    }
+
+    /// Runs the current pull-time check again on every evidence entry of
+    /// every stored image, replacing each with its answer (a refusal as
+    /// unverified evidence saying why): after the check changed (a policy
+    /// reloaded), stored images are judged as a new pull would be. Checks
+    /// run one at a time, without credentials (the store keeps none): an
+    /// image whose check needs them ends up unverified until it is pulled
+    /// again. Stops early when the check is replaced meanwhile.
+    pub async fn recheck_evidence(&self) -> Result<Recheck> {
+        let slot = lock(&self.inner.check).clone();
+        let mut report = Recheck::default();
+        if slot.check.is_none() {
+            return Ok(report);
+        }
+        let entries = self.list().into_iter().flat_map(|image| {
+            image
+                .evidence
+                .into_iter()
+                .map(move |e| (image.id.clone(), e))
+        });
+        for (id, old) in entries {
+            let Some(new) = recheck_entry(&slot, &old).await else {
+                report.skipped += 1;
+                continue;
+            };
+            let changed = new.verified != old.verified;
+            let inner = Arc::clone(&self.inner);
+            let generation = Some(slot.generation);
+            let written =
+                tokio::task::spawn_blocking(move || inner.set_evidence(&id, new, generation))
+                    .await
+                    .map_err(|_| Error::Task("recording evidence"))??;
+            match written {
+                Written::Yes => {
+                    report.replaced += 1;
+                    report.changed += usize::from(changed);
+                }
+                Written::Skipped => report.skipped += 1,
+                Written::Superseded => {
+                    report.superseded = true;
+                    break;
+                }
+            }
+        }
+        Ok(report)
     }
 
     /// Every image, once each, ordered by id.
@@ -340,6 +442,33 @@ impl ImageStore {
     }
 }
 
+/// The current check's answer for a stored evidence entry, a refusal as
+/// unverified evidence; `None` when the entry does not parse back (written
+/// by hand?) or no check is installed.
+async fn recheck_entry(slot: &CheckSlot, old: &PullEvidence) -> Option<PullEvidence> {
+    let reference = old.reference.parse::<ImageReference>().ok()?;
+    let digest = old.digest.parse::<Digest>().ok()?;
+    match slot
+        .run(&reference, &digest, &RegistryAuth::Anonymous)
+        .await
+    {
+        Ok(evidence) => evidence,
+        Err(refusal) => Some(refusal.evidence(&reference, &digest)),
+    }
+}
+
+/// Whether [`Inner::set_evidence`] wrote.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Written {
+    /// The entry is recorded.
+    Yes,
+    /// The image is gone, or a later pull made the entry for another
+    /// digest.
+    Skipped,
+    /// The check changed since the evidence was made: it is stale.
+    Superseded,
+}
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic while holding the lock leaves plain data, still consistent
     // with the files on disk (which are written before the map changes).
@@ -473,6 +602,7 @@ impl Inner {
             gc: tokio::sync::RwLock::new(()),
             pulled_bytes: AtomicU64::new(0),
             pull_options: PullOptions::default(),
+            check: Mutex::new(CheckSlot::default()),
         };
         inner.collect_garbage()?;
         Ok(inner)
@@ -482,6 +612,7 @@ impl Inner {
         self: Arc<Self>,
         reference: ImageReference,
         credentials: Option<Credentials>,
+        slot: CheckSlot,
     ) -> Result<Image> {
         let _shared = self.gc.read().await;
         let auth = credentials
@@ -492,34 +623,112 @@ impl Inner {
                 reason: format!("credentials: {reason}"),
             })?;
         let endpoints = self.registries.endpoints(&reference);
-        let fetched = pull::fetch(
-            &self.blobs,
-            &self.layers,
-            &reference,
-            &endpoints,
-            &auth,
-            &self.pull_options,
-            &self.pulled_bytes,
-        )
-        .await?;
-        let this = Arc::clone(&self);
-        tokio::task::spawn_blocking(move || {
-            let config = String::from_utf8_lossy(&fetched.config).into_owned();
-            this.record(&reference, fetched, config)
-        })
-        .await
-        .map_err(|_| Error::Task("recording a pulled image"))?
+        let target = pull::Target {
+            blobs: &self.blobs,
+            layers: &self.layers,
+            pulled: &self.pulled_bytes,
+            check: &slot,
+        };
+        let fetched = pull::fetch(target, &reference, &endpoints, &auth, &self.pull_options).await;
+        let fetched = match fetched {
+            Err(Error::PolicyRefused {
+                image,
+                digest,
+                refusal,
+            }) => {
+                let refused = (digest, refusal, slot.generation);
+                return Err(self.refused(&reference, image, refused).await);
+            }
+            other => Arc::new(other?),
+        };
+        let mut checked = (slot.generation, fetched.evidence.clone());
+        // Recorded only with the current check's evidence: if the check was
+        // replaced while this pull ran (a reload), the image is checked
+        // again, and recorded only once no newer check came meanwhile.
+        loop {
+            let this = Arc::clone(&self);
+            let (r, f) = (reference.clone(), Arc::clone(&fetched));
+            let recorded = tokio::task::spawn_blocking(move || this.record(&r, &f, checked))
+                .await
+                .map_err(|_| Error::Task("recording a pulled image"))??;
+            if let Some(image) = recorded {
+                return Ok(image);
+            }
+            let slot = lock(&self.check).clone();
+            checked = match slot.run(&reference, &fetched.top_digest, &auth).await {
+                Ok(evidence) => (slot.generation, evidence),
+                Err(refusal) => {
+                    let refused = (fetched.top_digest.clone(), refusal, slot.generation);
+                    return Err(self
+                        .refused(&reference, reference.to_string(), refused)
+                        .await);
+                }
+            };
+        }
+    }
+
+    /// A refused pull's error, once the stored evidence it makes stale (the
+    /// same reference and digest) says so too: a re-pull refused under a
+    /// new policy must not leave the old verdict standing. `refused` is the
+    /// digest, the refusal and the generation of the check that refused.
+    async fn refused(
+        self: &Arc<Self>,
+        reference: &ImageReference,
+        image: String,
+        (digest, refusal, generation): (Digest, crate::PullRefusal, u64),
+    ) -> Error {
+        let evidence = refusal.evidence(reference, &digest);
+        let this = Arc::clone(self);
+        let withdrawn =
+            tokio::task::spawn_blocking(move || this.withdraw(evidence, generation)).await;
+        if let Ok(Err(e)) = withdrawn {
+            tracing::warn!(%image, error = %e, "could not record a refusal on the stored image");
+        }
+        Error::PolicyRefused {
+            image,
+            digest,
+            refusal,
+        }
+    }
+
+    /// Replaces every stored entry for `evidence`'s reference and digest
+    /// with it, unless the check that refused (of `generation`) was replaced
+    /// meanwhile: the new one (and its recheck) has the say.
+    fn withdraw(&self, evidence: PullEvidence, generation: u64) -> Result<()> {
+        let mut state = lock(&self.state);
+        if lock(&self.check).generation != generation {
+            return Ok(());
+        }
+        for (record, _) in state.values_mut() {
+            let stale =
+                |e: &PullEvidence| e.reference == evidence.reference && e.digest == evidence.digest;
+            if record.evidence.iter().any(stale) {
+                record.evidence.retain(|e| !stale(e));
+                record.evidence.push(evidence.clone());
+                self.metadata.save(record)?;
+            }
+        }
+        Ok(())
     }
 
     /// Makes a fetched image visible under its names: the tag moves here
-    /// from whichever image had it.
+    /// from whichever image had it, and the check's evidence replaces the
+    /// image's entry for this reference. `None` when the check's generation
+    /// is no longer `checked`'s: the image is checked again first.
     fn record(
         &self,
         reference: &ImageReference,
-        fetched: pull::Fetched,
-        config: String,
-    ) -> Result<Image> {
+        fetched: &pull::Fetched,
+        (generation, evidence): (u64, Option<PullEvidence>),
+    ) -> Result<Option<Image>> {
         let mut state = lock(&self.state);
+        // Compared under `state`: a recheck that starts after the check
+        // changed lists the images after this record is made, so it sees
+        // the record, or this sees the change.
+        if lock(&self.check).generation != generation {
+            return Ok(None);
+        }
+        let config = String::from_utf8_lossy(&fetched.config).into_owned();
         let tag = reference.repo_tag();
         let digest = reference.repo_digest(fetched.top_digest.as_str());
         if let Some(tag) = &tag {
@@ -557,13 +766,51 @@ impl Inner {
         if !record.repo_digests.contains(&digest) {
             record.repo_digests.push(digest);
         }
-        for blob in fetched.blobs {
-            if !record.blobs.contains(&blob) {
-                record.blobs.push(blob);
+        for blob in &fetched.blobs {
+            if !record.blobs.contains(blob) {
+                record.blobs.push(blob.clone());
             }
         }
+        if let Some(evidence) = evidence {
+            record
+                .evidence
+                .retain(|e| e.reference != evidence.reference);
+            record.evidence.push(evidence);
+        }
         self.metadata.save(record)?;
-        Ok(Image::from_record(record, config))
+        Ok(Some(Image::from_record(record, config)))
+    }
+
+    /// [`ImageStore::set_evidence`], refused as [`Written::Superseded`]
+    /// when `generation` is given and is no longer the check's.
+    fn set_evidence(
+        &self,
+        image_id: &str,
+        evidence: PullEvidence,
+        generation: Option<u64>,
+    ) -> Result<Written> {
+        let mut state = lock(&self.state);
+        if generation.is_some_and(|g| g != lock(&self.check).generation) {
+            return Ok(Written::Superseded);
+        }
+        let Some((record, _)) = image_id
+            .parse::<Digest>()
+            .ok()
+            .and_then(|id| state.get_mut(&id))
+        else {
+            return Ok(Written::Skipped);
+        };
+        let same_reference = record
+            .evidence
+            .iter()
+            .position(|e| e.reference == evidence.reference);
+        match same_reference {
+            Some(i) if record.evidence[i].digest != evidence.digest => return Ok(Written::Skipped),
+            Some(i) => record.evidence[i] = evidence,
+            None => record.evidence.push(evidence),
+        }
+        self.metadata.save(record)?;
+        Ok(Written::Yes)
     }
 
     fn remove(&self, wanted: &str) -> Result<()> {
@@ -665,7 +912,17 @@ mod tests {
             layers: vec![],
             blobs: vec![],
             config: b"{}".to_vec(),
+            evidence: None,
         }
+    }
+
+    /// Records `fetched` under the current check's generation.
+    fn record(inner: &Inner, r: &ImageReference, fetched: pull::Fetched) -> Image {
+        let generation = lock(&inner.check).generation;
+        inner
+            .record(r, &fetched, (generation, fetched.evidence.clone()))
+            .unwrap()
+            .expect("the generation is current")
     }
 
     fn open() -> (tempfile::TempDir, Inner) {
@@ -687,8 +944,8 @@ mod tests {
     fn a_tag_moves_to_the_image_pulled_last_and_the_old_one_keeps_its_digest() {
         let (_dir, inner) = open();
         let r: ImageReference = "example.com/app:v1".parse().unwrap();
-        let old = inner.record(&r, fetched('1', 'a'), "{}".into()).unwrap();
-        let new = inner.record(&r, fetched('2', 'b'), "{}".into()).unwrap();
+        let old = record(&inner, &r, fetched('1', 'a'));
+        let new = record(&inner, &r, fetched('2', 'b'));
         assert!(tags(&inner, '1').is_empty());
         assert_eq!(tags(&inner, '2'), ["example.com/app:v1"]);
         let state = lock(&inner.state);
@@ -707,11 +964,57 @@ mod tests {
         assert_eq!(records.len(), 2);
     }
 
+    #[tokio::test]
+    async fn a_replaced_check_refuses_stale_records_and_rechecks_stored_evidence() {
+        let (_dir, inner) = open();
+        let store = ImageStore {
+            inner: Arc::new(inner),
+        };
+        let r: ImageReference = "example.com/app:v1".parse().unwrap();
+        let mut signed = fetched('1', 'a');
+        signed.evidence = Some(PullEvidence {
+            reference: r.to_string(),
+            digest: digest('a').to_string(),
+            verified: true,
+            ..Default::default()
+        });
+        record(&store.inner, &r, signed);
+        let mut check = crate::check::MockPullCheck::new();
+        check
+            .expect_check()
+            .withf(|r, d, auth| {
+                r.to_string() == "example.com/app:v1"
+                    && *d == digest('a')
+                    && *auth == RegistryAuth::Anonymous
+            })
+            .times(1)
+            .returning(|_, _, _| {
+                Err(crate::PullRefusal::new(
+                    std::fmt::Error,
+                    serde_json::json!("why"),
+                ))
+            });
+        store.set_pull_check(Some(Arc::new(check)));
+        // Fetched under the check before: recorded only after another check.
+        let stale = store.inner.record(&r, &fetched('1', 'a'), (0, None));
+        assert!(stale.unwrap().is_none());
+        let report = store.recheck_evidence().await.unwrap();
+        assert_eq!((report.replaced, report.changed), (1, 1));
+        let evidence = &store
+            .status("example.com/app:v1")
+            .unwrap()
+            .unwrap()
+            .evidence;
+        assert_eq!(evidence.len(), 1);
+        assert!(!evidence[0].verified);
+        assert_eq!(evidence[0].detail, serde_json::json!("why"));
+    }
+
     #[test]
     fn an_image_whose_config_is_gone_is_forgotten_not_fatal() {
         let (dir, inner) = open();
         let r: ImageReference = "example.com/app:v1".parse().unwrap();
-        let image = inner.record(&r, fetched('1', 'a'), "{}".into()).unwrap();
+        let image = record(&inner, &r, fetched('1', 'a'));
         let id: Digest = image.id.parse().unwrap();
         let config = inner.blobs.path(&id);
         if config.exists() {
@@ -732,7 +1035,7 @@ mod tests {
             "example.com/app:v1",
         ] {
             let r: ImageReference = reference.parse().unwrap();
-            inner.record(&r, fetched('1', 'a'), "{}".into()).unwrap();
+            record(&inner, &r, fetched('1', 'a'));
         }
         assert_eq!(
             tags(&inner, '1'),
@@ -746,7 +1049,7 @@ mod tests {
     fn ids_are_found_in_both_forms_and_unknown_ids_are_none() {
         let (_dir, inner) = open();
         let r: ImageReference = "example.com/app:v1".parse().unwrap();
-        inner.record(&r, fetched('1', 'a'), "{}".into()).unwrap();
+        record(&inner, &r, fetched('1', 'a'));
         let state = lock(&inner.state);
         let hex = "1".repeat(64);
         let id = digest('1');

@@ -7,6 +7,8 @@
 //!   policy ([`Metrics::trust_decision`]).
 //! - Image pulls by result ([`Metrics::image_pull`]) and the bytes the image
 //!   store has fetched.
+//! - Signature policy checks by result ([`SignatureCounts`]), counted by
+//!   the pull check itself, so re-evaluations after a reload count too.
 //! - Pods and containers by state and runtime handler, counted from the
 //!   daemon's stores at each scrape ([`collector`]).
 //!
@@ -57,6 +59,53 @@ struct ResultLabels {
     result: &'static str,
 }
 
+/// How a signature policy check of an image ended.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum SignatureResult {
+    /// Signatures vouched for it.
+    Verified,
+    /// Accepted without signatures (`insecureAcceptAnything`).
+    Accepted,
+    /// Refused: the pull fails.
+    Refused,
+}
+
+impl SignatureResult {
+    /// The `result` label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SignatureResult::Verified => "verified",
+            SignatureResult::Accepted => "accepted",
+            SignatureResult::Refused => "refused",
+        }
+    }
+}
+
+/// `signature_verifications_total` by result. Clones share the counts: the
+/// pull check holds one, the registry another.
+#[derive(Clone, Debug, Default)]
+pub struct SignatureCounts(Family<ResultLabels, Counter>);
+
+impl SignatureCounts {
+    /// Counts one check.
+    pub fn count(&self, result: SignatureResult) {
+        self.0
+            .get_or_create(&ResultLabels {
+                result: result.as_str(),
+            })
+            .inc();
+    }
+
+    /// The count of `result` so far.
+    pub fn get(&self, result: SignatureResult) -> u64 {
+        self.0
+            .get_or_create(&ResultLabels {
+                result: result.as_str(),
+            })
+            .get()
+    }
+}
+
 /// The daemon's counters; cheap to update from any handler.
 #[derive(Debug, Default)]
 pub struct Metrics {
@@ -64,6 +113,8 @@ pub struct Metrics {
     pub rpc: rpc::RpcMetrics,
     trust_decisions: Family<OutcomeLabels, Counter>,
     image_pulls: Family<ResultLabels, Counter>,
+    /// Signature policy checks by result, counted by the pull check.
+    pub signatures: SignatureCounts,
 }
 
 impl Metrics {
@@ -97,6 +148,11 @@ impl Metrics {
             "PullImage calls, by result.",
             self.image_pulls.clone(),
         );
+        registry.register(
+            "signature_verifications",
+            "Images checked against [image] signature_policy (pulls and re-evaluations after a reload), by result.",
+            self.signatures.0.clone(),
+        );
     }
 }
 
@@ -124,5 +180,25 @@ mod tests {
         );
         assert!(text.contains("cri_server_trust_decisions_total{outcome=\"rejected\"} 1"));
         assert!(text.contains("cri_server_image_pulls_total{result=\"failure\"} 1"));
+    }
+
+    #[test]
+    fn signature_checks_are_counted_by_result_in_the_registry() {
+        let metrics = Metrics::default();
+        let counts = metrics.signatures.clone();
+        counts.count(SignatureResult::Verified);
+        counts.count(SignatureResult::Refused);
+        counts.count(SignatureResult::Refused);
+        assert_eq!(metrics.signatures.get(SignatureResult::Refused), 2);
+        let mut registry = Registry::with_prefix(PREFIX);
+        metrics.register(&mut registry);
+        let mut text = String::new();
+        encode(&mut text, &registry).unwrap();
+        for line in [
+            "cri_server_signature_verifications_total{result=\"verified\"} 1",
+            "cri_server_signature_verifications_total{result=\"refused\"} 2",
+        ] {
+            assert!(text.contains(line), "{line} missing from\n{text}");
+        }
     }
 }
