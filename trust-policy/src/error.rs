@@ -168,7 +168,7 @@ pub enum DecisionError {
     /// signature evidence and its pod does not run in the sandbox.
     #[error(
         "image {image} may not run on handler {handler}: trusted_images=verified admits only \
-         images a sigstoreSigned requirement verified, and {why}; sign it, or run the pod \
+         images a sigstoreSigned requirement verified (its evidence: {why}); sign it, or run the pod \
          untrusted{}",
         untrusted_handler.as_deref().map(|h| format!(" (on {h})")).unwrap_or_default()
     )]

@@ -96,7 +96,7 @@ impl TrustPolicy {
     /// assert_eq!(
     ///     err.to_string(),
     ///     "image busybox may not run on handler runc: trusted_images=verified admits only \
-    ///      images a sigstoreSigned requirement verified, and no signature was required; \
+    ///      images a sigstoreSigned requirement verified (its evidence: no signature was required); \
     ///      sign it, or run the pod untrusted (on runsc)"
     /// );
     /// # Ok::<(), trust_policy::ConfigError>(())

@@ -954,7 +954,7 @@ fn a_true_hint_lifts_the_untrusted_default_only_with_verified_images() {
             .unwrap_err()
             .to_string(),
         "image registry.test/app:1 may not run on handler runc: trusted_images=verified admits \
-         only images a sigstoreSigned requirement verified, and it has no signature; sign it, \
+         only images a sigstoreSigned requirement verified (its evidence: it has no signature); sign it, \
          or run the pod untrusted (on runsc)"
     );
 
