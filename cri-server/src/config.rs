@@ -1,14 +1,18 @@
-//! The daemon's configuration: a TOML file whose key names are a contract with
-//! operators and tooling, and the embedded default used when no file is given.
+//! The daemon's configuration: TOML whose key names are a contract with
+//! operators and tooling, read from a main file and its drop-ins laid over
+//! the embedded default (see [`ConfigSources`]).
 //!
 //! Unknown keys are refused rather than ignored, so a typo never silently
 //! falls back to a default.
 
+mod sources;
+
 use cgroups::CgroupDriver;
 pub use image_store::RegistryConfig;
 use serde::{Deserialize, Serialize};
+pub use sources::{ConfigSources, Layered, DEFAULT_FILE, DROP_IN_DIR};
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use trust_policy::{PrivilegedUntrusted, TrustConfig, TrustPolicy, TrustedImages, WorkloadTrust};
 
 /// The whole configuration file.
@@ -430,36 +434,35 @@ fn one_line(message: &str) -> String {
 }
 
 impl Config {
-    /// Reads and validates the file at `path`, or returns the embedded default
-    /// when `path` is `None`.
+    /// Reads `sources` (the main file, then its drop-ins, over the
+    /// embedded default) and validates the result.
     ///
     /// # Examples
     ///
     /// ```
-    /// use cri_server::config::Config;
+    /// use cri_server::config::{Config, ConfigSources};
     ///
-    /// let config = Config::load(None).unwrap();
-    /// assert_eq!(config, Config::default());
+    /// // No main file and no drop-ins: the embedded default.
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let sources = ConfigSources {
+    ///     explicit: false,
+    ///     ..ConfigSources::new(Some(dir.path().join("config.toml")), None)
+    /// };
+    /// assert_eq!(Config::load(&sources).unwrap(), Config::default());
     /// ```
-    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
-        let config = match path {
-            None => Config::default(),
-            Some(path) => {
-                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-                    path: path.to_path_buf(),
-                    source,
-                })?;
-                Config::parse(&text).map_err(|e| ConfigError::Parse {
-                    path: path.to_path_buf(),
-                    message: one_line(&e.to_string()),
-                })?
-            }
-        };
-        config.validate()?;
-        Ok(config)
+    pub fn load(sources: &ConfigSources) -> Result<Config, ConfigError> {
+        Ok(Config::load_layered(sources)?.config)
+    }
+
+    /// [`Config::load`], also saying which file set each key.
+    pub fn load_layered(sources: &ConfigSources) -> Result<Layered, ConfigError> {
+        let layered = sources::layer(&sources.files()?)?;
+        layered.config.validate()?;
+        Ok(layered)
     }
 
     /// Parses TOML text.
+    #[cfg(test)]
     fn parse(text: &str) -> Result<Config, toml::de::Error> {
         toml::from_str(text)
     }
@@ -565,6 +568,7 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
 
     #[test]
     fn the_default_reaches_registries_directly() {
@@ -822,7 +826,8 @@ mod tests {
 
     #[test]
     fn unreadable_file_names_the_path() {
-        let err = Config::load(Some(Path::new("/nonexistent/cri.toml"))).unwrap_err();
+        let sources = ConfigSources::new(Some("/nonexistent/cri.toml".into()), None);
+        let err = Config::load(&sources).unwrap_err();
         assert!(err.to_string().contains("/nonexistent/cri.toml"));
     }
 }

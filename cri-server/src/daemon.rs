@@ -71,8 +71,8 @@ pub struct Daemon {
     pub pod_names: NameRegistrar,
     /// Container names (`k8s_<container>_…`) to container ids.
     pub container_names: NameRegistrar,
-    /// Which handler a pod runs on.
-    pub policy: TrustPolicy,
+    /// Which handler a pod runs on: swapped whole by a reload.
+    policy: std::sync::RwLock<Arc<TrustPolicy>>,
     /// The configured handlers, as the runtime driver needs them.
     pub handlers: BTreeMap<String, RuntimeHandlerConfig>,
     runtimes: BTreeMap<String, Arc<dyn OciRuntime>>,
@@ -126,7 +126,7 @@ impl Daemon {
             containers: ContainerStore::new(),
             pod_names: NameRegistrar::new(),
             container_names: NameRegistrar::new(),
-            policy,
+            policy: std::sync::RwLock::new(Arc::new(policy)),
             handlers: parts.handlers,
             runtimes: parts.runtimes,
             monitors: parts.monitors,
@@ -147,6 +147,18 @@ impl Daemon {
             container_creations: Creations::new(grace),
             config,
         })
+    }
+
+    /// The trust policy in force.
+    pub fn policy(&self) -> Arc<TrustPolicy> {
+        // A poisoned lock still holds a whole policy: a swap is one store.
+        Arc::clone(&self.policy.read().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Puts `policy` in force for the next decisions (a reload); pods
+    /// already placed keep their handler.
+    pub fn set_policy(&self, policy: TrustPolicy) {
+        *self.policy.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(policy);
     }
 
     /// The runtime of handler `name`.

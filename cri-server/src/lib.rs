@@ -41,6 +41,7 @@ pub mod orphans;
 pub mod pause;
 pub mod pod;
 pub mod records;
+pub mod reload;
 pub mod restore;
 pub mod runtime_service;
 pub mod server;

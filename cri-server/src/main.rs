@@ -1,19 +1,32 @@
 //! `cri-server`: the CRI v1 daemon's command line.
 
-use clap::{Parser, Subcommand};
-use cri_server::config::Config;
+use clap::{CommandFactory, Parser, Subcommand};
+use cri_server::config::{Config, ConfigSources};
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+/// The version and the git revision it was built from.
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (",
+    env!("CRI_SERVER_GIT_REVISION"),
+    ")"
+);
+
 /// A Kubernetes CRI v1 runtime that decides per pod whether it is trusted and
 /// runs it on runc or on a sandboxing runtime (gVisor's runsc).
 #[derive(Parser)]
-#[command(name = "cri-server", version, about)]
+#[command(name = "cri-server", version = VERSION)]
 struct Cli {
-    /// The configuration file; without it, the embedded default is used.
+    /// The main configuration file [default: /etc/cri-server/config.toml;
+    /// when that is absent, the embedded default].
     #[arg(long, global = true)]
     config: Option<PathBuf>,
+    /// The drop-in directory: every `*.toml` in it, in lexical order, laid
+    /// over the main file [default: `config.d` beside the main file].
+    #[arg(long, global = true)]
+    config_dir: Option<PathBuf>,
     /// Log level or tracing filter (error, warn, info, debug, trace).
     #[arg(long, global = true, default_value = "info")]
     log_level: String,
@@ -36,19 +49,74 @@ enum LogFormat {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Print the effective configuration as TOML and exit.
-    Config,
+    /// Print the effective configuration (main file and drop-ins over the
+    /// embedded default) as TOML and exit.
+    Config {
+        /// Instead, list each key with the file that set it.
+        #[arg(long)]
+        sources: bool,
+    },
+    /// Ask the running daemon to reload its configuration (SIGHUP to the pid
+    /// in its state directory).
+    Reload,
+    /// Print a shell completion script.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff).
+    Man,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let filter = match tracing_subscriber::EnvFilter::try_new(&cli.log_level) {
-        Ok(filter) => filter,
-        Err(e) => {
-            eprintln!("cri-server: --log-level {:?}: {e}", cli.log_level);
-            return ExitCode::FAILURE;
+    match &cli.command {
+        Some(Command::Completions { shell }) => {
+            let mut script = Vec::new();
+            clap_complete::generate(*shell, &mut Cli::command(), "cri-server", &mut script);
+            return out(&String::from_utf8_lossy(&script));
         }
+        Some(Command::Man) => {
+            let mut page = Vec::new();
+            // Section 8: system administration commands (daemons).
+            let man = clap_mangen::Man::new(Cli::command()).section("8");
+            return match man.render(&mut page) {
+                Ok(()) => out(&String::from_utf8_lossy(&page)),
+                Err(e) => fail(format!("writing the man page: {e}")),
+            };
+        }
+        _ => {}
+    }
+    if let Err(message) = init_logs(&cli) {
+        return fail(message);
+    }
+    let sources = ConfigSources::new(cli.config.clone(), cli.config_dir.clone());
+    let layered = match Config::load_layered(&sources) {
+        Ok(layered) => layered,
+        Err(e) => return fail(e.to_string()),
     };
+    match cli.command {
+        Some(Command::Config { sources: false }) => out(&layered.config.to_toml()),
+        Some(Command::Config { sources: true }) => {
+            let lines: String = layered
+                .sources
+                .iter()
+                .map(|(key, file)| format!("{key} = {file}\n"))
+                .collect();
+            out(&lines)
+        }
+        Some(Command::Reload) => match cri_server::reload::signal_running(&layered.config) {
+            Ok(pid) => out(&format!("sent SIGHUP to cri-server (pid {pid})\n")),
+            Err(e) => fail(e.to_string()),
+        },
+        _ => run(layered.config, sources),
+    }
+}
+
+/// Sets up logging to stderr as the flags ask.
+fn init_logs(cli: &Cli) -> Result<(), String> {
+    let filter = tracing_subscriber::EnvFilter::try_new(&cli.log_level)
+        .map_err(|e| format!("--log-level {:?}: {e}", cli.log_level))?;
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -58,32 +126,40 @@ fn main() -> ExitCode {
         LogFormat::Text => logs.with_ansi(std::io::stderr().is_terminal()).init(),
         LogFormat::Json => logs.json().flatten_event(true).init(),
     }
-    let config = match Config::load(cli.config.as_deref()) {
-        Ok(config) => config,
-        Err(e) => {
-            eprintln!("cri-server: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    if let Some(Command::Config) = cli.command {
-        print!("{}", config.to_toml());
-        return ExitCode::SUCCESS;
-    }
+    Ok(())
+}
+
+/// Runs the daemon until it is told to stop.
+fn run(config: Config, sources: ConfigSources) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
     {
         Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("cri-server: starting the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(e) => return fail(format!("starting the async runtime: {e}")),
     };
-    match runtime.block_on(cri_server::server::serve(config)) {
+    match runtime.block_on(cri_server::server::serve(config, sources)) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("cri-server: {e}");
-            ExitCode::FAILURE
-        }
+        Err(e) => fail(e.to_string()),
     }
+}
+
+/// Writes `text` to stdout; a closed pipe (`| head`) is not an error worth
+/// a panic.
+fn out(text: &str) -> ExitCode {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(e) => fail(format!("writing to stdout: {e}")),
+    }
+}
+
+fn fail(message: String) -> ExitCode {
+    eprintln!("cri-server: {message}");
+    ExitCode::FAILURE
 }

@@ -1,7 +1,7 @@
 //! Serving CRI over the unix socket until SIGTERM or SIGINT; SIGHUP
-//! reloads the signature policy (`crate::signatures`).
+//! reloads the configuration (`crate::reload`).
 
-use crate::config::Config;
+use crate::config::{Config, ConfigSources};
 use crate::image_service::ImageService;
 use crate::metrics::rpc::RpcMetricsLayer;
 use crate::metrics::server::{MetricsError, MetricsServer};
@@ -42,9 +42,10 @@ pub enum ServeError {
 ///
 /// Returns after SIGTERM or SIGINT once in-flight requests have finished.
 /// Containers are not touched on the way out: they outlive the daemon.
-/// SIGHUP reloads `[image] signature_policy` (a file that does not load
-/// leaves the policy in force as it was, with an error in the log).
-pub async fn serve(config: Config) -> Result<(), ServeError> {
+/// SIGHUP reads `sources` again and puts what can change live in force
+/// ([`crate::reload`]); the daemon's pid is in `<state>/cri-server.pid`
+/// meanwhile, for `cri-server reload`.
+pub async fn serve(config: Config, sources: ConfigSources) -> Result<(), ServeError> {
     // Bound first: a taken metrics port must not leave a socket file behind.
     let metrics_server = match config.metrics.socket_addr() {
         Some(address) => Some(MetricsServer::bind(address).await?),
@@ -63,10 +64,17 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
     let daemon = opened.daemon;
     // Handled, so a SIGHUP no longer kills the daemon (its default action).
     let hangups = signal(SignalKind::hangup()).map_err(ServeError::Signals)?;
-    let reloader = tokio::spawn(crate::signatures::reload_on_hangup(
+    let reloader = crate::reload::Reloader::new(
+        sources,
+        config.clone(),
+        Arc::clone(&daemon),
         opened.signatures,
-        hangups,
-    ));
+    );
+    let reloader = tokio::spawn(crate::reload::on_hangup(reloader, hangups));
+    let pid_file = crate::reload::pid_file(&config);
+    if let Err(e) = crate::reload::write_pid_file(&pid_file) {
+        tracing::warn!(file = %pid_file.display(), error = %e, "cannot write the pid file: `cri-server reload` will not find the daemon");
+    }
     let backend = crate::stream_backend::DaemonBackend::new(Arc::clone(&daemon));
     daemon.streaming.spawn(Arc::new(backend));
     let sweeper = crate::watch::sweep_unclaimed(&daemon);
@@ -129,5 +137,6 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
     }
     // A socket file left behind would look like a crashed daemon's; remove it.
     let _ = std::fs::remove_file(&socket_path);
+    let _ = std::fs::remove_file(&pid_file);
     result.map_err(ServeError::from)
 }

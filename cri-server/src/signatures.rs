@@ -272,10 +272,42 @@ impl Signatures {
         let Some(path) = self.path.clone() else {
             return Ok(Reloaded::NotConfigured);
         };
-        let file = path.clone();
-        let policy = tokio::task::spawn_blocking(move || SignaturePolicy::load(&file))
-            .await
-            .map_err(|_| ReloadError::Task)??;
+        let policy = load_blocking(path.clone()).await?;
+        self.put_in_force(policy);
+        Ok(Reloaded::Policy(path))
+    }
+
+    /// Takes a reloaded `[image]` table: its registries, for pulls and for
+    /// fetching signatures (the same mirrors), and its `signature_policy`,
+    /// put in force as [`Signatures::reload`] does. A policy that does not
+    /// load changes nothing, registries included; an emptied path removes
+    /// the check, so pulls are no longer checked.
+    pub async fn reconfigure(&mut self, config: &ImageConfig) -> Result<Reloaded, ReloadError> {
+        let registries = RegistriesConfig {
+            registries: config.registries.clone(),
+        };
+        let path = configured(config).map(Path::to_path_buf);
+        let policy = match &path {
+            Some(path) => Some(load_blocking(path.clone()).await?),
+            None => None,
+        };
+        self.store.set_registries(registries.clone());
+        self.registries = registries;
+        self.path = path.clone();
+        match (path, policy) {
+            (Some(path), Some(policy)) => {
+                self.put_in_force(policy);
+                Ok(Reloaded::Policy(path))
+            }
+            _ => {
+                self.store.set_pull_check(None);
+                Ok(Reloaded::NotConfigured)
+            }
+        }
+    }
+
+    /// Installs `policy` and re-evaluates stored images in the background.
+    fn put_in_force(&self, policy: SignaturePolicy) {
         self.set(policy);
         let store = self.store.clone();
         tokio::spawn(async move {
@@ -292,27 +324,15 @@ impl Signatures {
                 }
             }
         });
-        Ok(Reloaded::Policy(path))
     }
 }
 
-/// Reloads `signatures` on every SIGHUP, logging how it went; runs until
-/// the signal stream ends.
-pub async fn reload_on_hangup(signatures: Signatures, mut hangups: tokio::signal::unix::Signal) {
-    while hangups.recv().await.is_some() {
-        match signatures.reload().await {
-            Ok(Reloaded::NotConfigured) => {
-                tracing::info!("SIGHUP: no [image] signature_policy configured, nothing to reload")
-            }
-            Ok(Reloaded::Policy(path)) => {
-                tracing::info!(policy = %path.display(), "SIGHUP: signature policy reloaded")
-            }
-            Err(error) => tracing::error!(
-                %error,
-                "SIGHUP: signature policy not reloaded; the previous one stays in force"
-            ),
-        }
-    }
+/// Loads the policy at `path` off the async workers (it reads key files).
+async fn load_blocking(path: PathBuf) -> Result<SignaturePolicy, ReloadError> {
+    tokio::task::spawn_blocking(move || SignaturePolicy::load(&path))
+        .await
+        .map_err(|_| ReloadError::Task)?
+        .map_err(ReloadError::from)
 }
 
 #[cfg(test)]

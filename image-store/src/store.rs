@@ -103,7 +103,8 @@ struct Inner {
     /// second process's downloads in flight.
     _lock: nix::fcntl::Flock<std::fs::File>,
     root: PathBuf,
-    registries: RegistriesConfig,
+    /// Swapped whole by [`ImageStore::set_registries`].
+    registries: Mutex<Arc<RegistriesConfig>>,
     blobs: BlobStore,
     layers: LayerStore,
     metadata: MetadataStore,
@@ -236,6 +237,29 @@ impl ImageStore {
     /// ```
     pub fn bytes_pulled(&self) -> u64 {
         self.inner.pulled_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Puts `registries` (mirrors, insecure registries) in force for every
+    /// pull that starts from now on (a configuration reload); pulls under
+    /// way finish with the endpoints they started with.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo(store: image_store::ImageStore) {
+    /// use image_store::{RegistriesConfig, RegistryConfig};
+    /// store.set_registries(RegistriesConfig {
+    ///     registries: vec![RegistryConfig {
+    ///         prefix: "registry.k8s.io".into(),
+    ///         mirrors: vec!["mirror.example:5000".into()],
+    ///         insecure: false,
+    ///         mirrors_only: false,
+    ///     }],
+    /// });
+    /// # }
+    /// ```
+    pub fn set_registries(&self, registries: RegistriesConfig) {
+        *lock(&self.inner.registries) = Arc::new(registries);
     }
 
     /// Installs `check` as the pull-time check (`None` removes it), for
@@ -596,7 +620,7 @@ impl Inner {
             metadata,
             rootfs: RootFsDir::new(&root),
             root,
-            registries,
+            registries: Mutex::new(Arc::new(registries)),
             state: Mutex::new(state),
             in_flight: Mutex::new(HashMap::new()),
             gc: tokio::sync::RwLock::new(()),
@@ -622,7 +646,7 @@ impl Inner {
                 image: reference.to_string(),
                 reason: format!("credentials: {reason}"),
             })?;
-        let endpoints = self.registries.endpoints(&reference);
+        let endpoints = lock(&self.registries).endpoints(&reference);
         let target = pull::Target {
             blobs: &self.blobs,
             layers: &self.layers,

@@ -377,7 +377,7 @@ async fn sighup_reloads_the_policy_and_re_evaluates_stored_images() {
     std::fs::write(&path, signed_by.to_string()).unwrap();
     hangup(&daemon);
     let deadline = Instant::now() + Duration::from_secs(10);
-    while !daemon.log().contains("signature policy not reloaded") {
+    while !daemon.log().contains("configuration not reloaded") {
         assert!(
             Instant::now() < deadline,
             "no reload error logged:\n{}",

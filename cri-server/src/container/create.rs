@@ -92,7 +92,7 @@ fn admit_image(
         trusted: sandbox.trusted,
         reason: sandbox.trust_reason.clone(),
     };
-    let admission = daemon.policy.admit_image(&pod, &evidence)?;
+    let admission = daemon.policy().admit_image(&pod, &evidence)?;
     Ok(ImageTrust {
         verified: evidence.verified,
         evidence: evidence.summary,

@@ -9,6 +9,7 @@
 //!   store has fetched.
 //! - Signature policy checks by result ([`SignatureCounts`]), counted by
 //!   the pull check itself, so re-evaluations after a reload count too.
+//! - Configuration reloads by result ([`Metrics::count_reload`]).
 //! - Pods and containers by state and runtime handler, counted from the
 //!   daemon's stores at each scrape ([`collector`]).
 //!
@@ -115,6 +116,7 @@ pub struct Metrics {
     image_pulls: Family<ResultLabels, Counter>,
     /// Signature policy checks by result, counted by the pull check.
     pub signatures: SignatureCounts,
+    config_reloads: Family<ResultLabels, Counter>,
 }
 
 impl Metrics {
@@ -131,6 +133,14 @@ impl Metrics {
     pub fn image_pull(&self, succeeded: bool) {
         let result = if succeeded { "success" } else { "failure" };
         self.image_pulls
+            .get_or_create(&ResultLabels { result })
+            .inc();
+    }
+
+    /// Counts one configuration reload (SIGHUP) by whether it was applied.
+    pub fn count_reload(&self, applied: bool) {
+        let result = if applied { "applied" } else { "failed" };
+        self.config_reloads
             .get_or_create(&ResultLabels { result })
             .inc();
     }
@@ -152,6 +162,11 @@ impl Metrics {
             "signature_verifications",
             "Images checked against [image] signature_policy (pulls and re-evaluations after a reload), by result.",
             self.signatures.0.clone(),
+        );
+        registry.register(
+            "config_reloads",
+            "Configuration reloads (SIGHUP), by result: applied, or failed and the previous configuration kept.",
+            self.config_reloads.clone(),
         );
     }
 }

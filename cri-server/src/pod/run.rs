@@ -119,7 +119,7 @@ fn decide_trust(
     input.host_network = namespaces.network == NamespaceMode::Node;
     input.host_pid = namespaces.pid == NamespaceMode::Node;
     input.host_ipc = namespaces.ipc == NamespaceMode::Node;
-    let decided = daemon.policy.decide(&input);
+    let decided = daemon.policy().decide(&input);
     daemon.metrics.trust_decision(match &decided {
         Ok(d) if d.trusted => TrustOutcome::Trusted,
         Ok(_) => TrustOutcome::Untrusted,

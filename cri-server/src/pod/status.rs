@@ -91,7 +91,7 @@ fn trust_info(daemon: &Daemon, sandbox: &Sandbox) -> serde_json::Value {
         "handler": sandbox.runtime_handler,
         "trusted": sandbox.trusted,
         "reason": sandbox.trust_reason,
-        "trustedImages": daemon.policy.config().trusted_images.as_str(),
+        "trustedImages": daemon.policy().config().trusted_images.as_str(),
         "containers": containers,
     })
 }

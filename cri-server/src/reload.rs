@@ -1,0 +1,280 @@
+//! Live reload: SIGHUP (or `cri-server reload`, which sends it through the
+//! pid file) reads the configuration's files again, checks the result
+//! whole, and only then puts the reloadable part in force. Pods and
+//! containers keep running whatever happens.
+//!
+//! Reloadable: the trust settings (`[runtime]` default and untrusted
+//! handlers, default trust, `privileged_untrusted`, `trusted_images`), the
+//! signature policy (its path and its file) and the registries and mirrors
+//! (`[image] registries`). Any other changed key is logged as needing a
+//! restart and keeps its running value. A reload that fails (a file that
+//! does not parse, an unknown key, a policy that does not load, handlers
+//! the trust settings do not name) changes nothing and says why.
+
+use crate::config::{Config, ConfigError, ConfigSources};
+use crate::daemon::Daemon;
+use crate::signatures::{ReloadError as PolicyReloadError, Signatures};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use trust_policy::TrustPolicy;
+
+/// The pid file's name in the state directory.
+pub const PID_FILE: &str = "cri-server.pid";
+
+/// Keys a reload puts in force; every other key needs a restart.
+const RELOADABLE: &[&str] = &[
+    "runtime.default_handler",
+    "runtime.untrusted_handler",
+    "runtime.default_workload_trust",
+    "runtime.privileged_untrusted",
+    "runtime.trusted_images",
+    "image.signature_policy",
+    "image.registries",
+];
+
+/// Why a reload (or `cri-server reload`) did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    /// The configuration's files do not make a valid configuration.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The trust settings do not fit the running handlers.
+    #[error("runtime trust settings: {0}")]
+    Trust(#[from] trust_policy::ConfigError),
+    /// The signature policy does not load.
+    #[error("image.signature_policy: {0}")]
+    SignaturePolicy(#[from] PolicyReloadError),
+    /// Reading the configuration on a blocking thread failed.
+    #[error("reading the configuration: background task failed")]
+    Task,
+    /// No running daemon could be found to signal.
+    #[error("pid file {path}: {reason}")]
+    NotRunning {
+        /// The pid file.
+        path: PathBuf,
+        /// What was wrong.
+        reason: String,
+    },
+}
+
+/// What a reload changed.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Reloaded {
+    /// Reloadable keys whose value changed, now in force.
+    pub applied: Vec<String>,
+    /// Changed keys that keep their running value until a restart.
+    pub needs_restart: Vec<String>,
+}
+
+/// Holds what a reload swaps: the configuration in force, the daemon's
+/// policy, the signature check.
+pub struct Reloader {
+    sources: ConfigSources,
+    /// The configuration as started; keys that need a restart are compared
+    /// with it, so they are reported until the restart.
+    started: Config,
+    /// The reloadable keys' values in force.
+    current: Config,
+    daemon: Arc<Daemon>,
+    signatures: Signatures,
+}
+
+impl Reloader {
+    /// A reloader for a daemon started from `config`, read from `sources`.
+    pub fn new(
+        sources: ConfigSources,
+        config: Config,
+        daemon: Arc<Daemon>,
+        signatures: Signatures,
+    ) -> Self {
+        Reloader {
+            sources,
+            started: config.clone(),
+            current: config,
+            daemon,
+            signatures,
+        }
+    }
+
+    /// Reads the files again and puts the reloadable part in force; on any
+    /// error nothing changes.
+    pub async fn reload(&mut self) -> Result<Reloaded, ReloadError> {
+        let sources = self.sources.clone();
+        let new = tokio::task::spawn_blocking(move || Config::load(&sources))
+            .await
+            .map_err(|_| ReloadError::Task)??;
+        let handlers = self.started.runtime.handlers.keys().cloned();
+        let policy = TrustPolicy::new(new.runtime.trust_config(), handlers)?;
+        let changed = changed_keys(&self.current, &new);
+        let (applied, _): (Vec<String>, Vec<String>) =
+            changed.into_iter().partition(|k| reloadable(k));
+        let needs_restart: Vec<String> = changed_keys(&self.started, &new)
+            .into_iter()
+            .filter(|k| !reloadable(k))
+            .collect();
+        // The only step that can still fail comes first.
+        self.signatures.reconfigure(&new.image).await?;
+        self.daemon.set_policy(policy);
+        self.current = new;
+        Ok(Reloaded {
+            applied,
+            needs_restart,
+        })
+    }
+}
+
+fn reloadable(key: &str) -> bool {
+    RELOADABLE.iter().any(|r| {
+        key == *r || key.starts_with(&format!("{r}.")) || key.starts_with(&format!("{r}["))
+    })
+}
+
+/// The leaf keys whose values differ between `old` and `new`, dotted.
+fn changed_keys(old: &Config, new: &Config) -> Vec<String> {
+    let (old, new) = (leaves(old), leaves(new));
+    let mut keys: Vec<String> = old
+        .iter()
+        .filter(|(k, v)| new.get(*k) != Some(v))
+        .map(|(k, _)| k.clone())
+        .chain(new.keys().filter(|k| !old.contains_key(*k)).cloned())
+        .collect();
+    keys.sort();
+    keys.dedup();
+    keys
+}
+
+fn leaves(config: &Config) -> BTreeMap<String, toml::Value> {
+    let mut out = BTreeMap::new();
+    if let Ok(value) = toml::Value::try_from(config) {
+        flatten("", &value, &mut out);
+    }
+    out
+}
+
+fn flatten(path: &str, value: &toml::Value, out: &mut BTreeMap<String, toml::Value>) {
+    match value {
+        toml::Value::Table(table) => {
+            for (key, value) in table {
+                let path = if path.is_empty() {
+                    key.clone()
+                } else {
+                    format!("{path}.{key}")
+                };
+                flatten(&path, value, out);
+            }
+        }
+        other => {
+            out.insert(path.to_owned(), other.clone());
+        }
+    }
+}
+
+/// Reloads on every SIGHUP, logging and counting how it went; runs until
+/// the signal stream ends.
+pub async fn on_hangup(mut reloader: Reloader, mut hangups: tokio::signal::unix::Signal) {
+    while hangups.recv().await.is_some() {
+        let result = reloader.reload().await;
+        reloader.daemon.metrics.count_reload(result.is_ok());
+        match result {
+            Ok(reloaded) => tracing::info!(
+                applied = ?reloaded.applied,
+                needs_restart = ?reloaded.needs_restart,
+                "SIGHUP: configuration reloaded"
+            ),
+            Err(error) => tracing::error!(
+                %error,
+                "SIGHUP: configuration not reloaded; the previous one stays in force"
+            ),
+        }
+    }
+}
+
+/// Where the running daemon of `config` keeps its pid.
+pub fn pid_file(config: &Config) -> PathBuf {
+    config.state.join(PID_FILE)
+}
+
+/// Writes this process's pid to `path` whole (temporary file, rename): a
+/// reader never sees half a number.
+pub fn write_pid_file(path: &std::path::Path) -> std::io::Result<()> {
+    let temporary = path.with_extension("pid.tmp");
+    std::fs::write(&temporary, format!("{}\n", std::process::id()))?;
+    std::fs::rename(&temporary, path)
+}
+
+/// Sends SIGHUP to the daemon of `config`, found through its pid file and
+/// checked to be a `cri-server` (pids are reused); returns its pid.
+pub fn signal_running(config: &Config) -> Result<i32, ReloadError> {
+    let path = pid_file(config);
+    let not_running = |reason: String| ReloadError::NotRunning {
+        path: path.clone(),
+        reason,
+    };
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| not_running(format!("{e} (is the daemon running?)")))?;
+    let pid: i32 = text
+        .trim()
+        .parse()
+        .ok()
+        .filter(|pid| *pid > 0)
+        .ok_or_else(|| not_running(format!("{:?} is not a pid", text.trim())))?;
+    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+    if comm.trim() != "cri-server" {
+        return Err(not_running(format!(
+            "pid {pid} is not a running cri-server"
+        )));
+    }
+    // SAFETY: plain syscall on a pid just checked to be a cri-server.
+    if unsafe { libc::kill(pid, libc::SIGHUP) } != 0 {
+        return Err(not_running(std::io::Error::last_os_error().to_string()));
+    }
+    Ok(pid)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn changed_keys_are_split_into_reloadable_and_restart() {
+        let old = Config::default();
+        let mut new = old.clone();
+        new.runtime.trusted_images = trust_policy::TrustedImages::Verified;
+        new.image.registries.push(crate::config::RegistryConfig {
+            prefix: "registry.k8s.io".into(),
+            mirrors: vec!["127.0.0.1:5000".into()],
+            insecure: true,
+            mirrors_only: false,
+        });
+        new.socket = "/run/other.sock".into();
+        new.runtime
+            .handlers
+            .get_mut("runsc")
+            .unwrap()
+            .args
+            .push("--debug".into());
+        let changed = changed_keys(&old, &new);
+        let (reload, restart): (Vec<_>, Vec<_>) = changed.iter().partition(|k| reloadable(k));
+        assert_eq!(reload, ["image.registries", "runtime.trusted_images"]);
+        assert_eq!(restart, ["runtime.handlers.runsc.args", "socket"]);
+    }
+
+    #[test]
+    fn a_pid_file_of_another_process_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config {
+            state: dir.path().to_path_buf(),
+            ..Config::default()
+        };
+        let err = signal_running(&config).unwrap_err().to_string();
+        assert!(err.contains("is the daemon running"), "{err}");
+        // Our own pid: alive, but a test binary, not a cri-server.
+        std::fs::write(pid_file(&config), std::process::id().to_string()).unwrap();
+        let err = signal_running(&config).unwrap_err().to_string();
+        assert!(err.contains("is not a running cri-server"), "{err}");
+        std::fs::write(pid_file(&config), "garbage").unwrap();
+        let err = signal_running(&config).unwrap_err().to_string();
+        assert!(err.contains("not a pid"), "{err}");
+    }
+}
