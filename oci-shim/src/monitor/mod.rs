@@ -6,6 +6,7 @@
 
 mod client;
 mod launcher;
+mod log_size;
 pub mod protocol;
 mod spawn;
 
@@ -13,5 +14,6 @@ pub use client::{AttachFrame, ContainerStatus, MonitorClient};
 pub use launcher::{launch_alongside, MonitorLauncher, PendingLaunch, ProcessMonitors};
 #[cfg(any(test, feature = "mock"))]
 pub use launcher::{MockMonitorLauncher, MockPendingLaunch};
+pub use log_size::{LogSizeMax, LogSizeMaxTooSmall};
 pub(crate) use spawn::monitor_beside_current_exe;
 pub use spawn::{Monitor, MonitorConfig, MonitorStatus, PendingMonitor};

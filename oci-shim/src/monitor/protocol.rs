@@ -17,7 +17,7 @@
 //! | `start`            | `ok` once the runtime's `start` succeeded, or `error <reason>` |
 //! | `state`            | `running <container pid>` or `exited <code> <signal> <finished_at_unix_nanos>` |
 //! | `wait`             | `exited <code> <signal> <finished_at_unix_nanos>` once the container has exited |
-//! | `reopen_log`       | `ok` once the log file was reopened (after rotation), or `error <reason>` |
+//! | `reopen_log`       | `ok` once the log file was reopened (after rotation; a capped log counts the reopened file alone), or `error <reason>` |
 //! | `resize <w> <h>`   | `ok`, or `error <reason>` when the container has no terminal |
 //! | `attach`           | `ok`, then the connection switches to attach mode (below) |
 //!

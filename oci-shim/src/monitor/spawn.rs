@@ -2,6 +2,7 @@
 
 use super::client::MonitorClient;
 use super::protocol::{self, ExitRecord};
+use super::LogSizeMax;
 use crate::error::{Error, Result};
 use crate::runtime::RuntimeHandlerConfig;
 use std::path::{Path, PathBuf};
@@ -13,13 +14,16 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 /// # Examples
 ///
 /// ```
-/// use oci_shim::monitor::MonitorConfig;
+/// use oci_shim::monitor::{LogSizeMax, MonitorConfig};
 /// use oci_shim::runtime::RuntimeHandlerConfig;
 ///
 /// let mut cfg = MonitorConfig::new("c1", "/b", "/run/c1", "/var/log/c1.log",
 ///     RuntimeHandlerConfig::runc("/run/oci/runc"));
 /// cfg.stdin = true;
 /// assert!(cfg.monitor_args().contains(&"--stdin".to_string()));
+/// assert!(!cfg.monitor_args().contains(&"--log-size-max".to_string()));
+/// cfg.log_size_max = LogSizeMax::from_config(65536).unwrap();
+/// assert!(cfg.monitor_args().windows(2).any(|w| w == ["--log-size-max", "65536"]));
 /// ```
 #[derive(Debug, Clone)]
 pub struct MonitorConfig {
@@ -40,6 +44,11 @@ pub struct MonitorConfig {
     pub stdin: bool,
     /// Close stdin when the first attach ends.
     pub stdin_once: bool,
+    /// The most bytes the log file may hold (`[runtime] log_size_max`);
+    /// `None` (the default) is unlimited. Before an entry that would
+    /// overflow it, the monitor starts a new, empty file renamed over the
+    /// path, as conmon does; a file reopened after rotation is capped anew.
+    pub log_size_max: Option<LogSizeMax>,
     /// Path of the `oci-monitor` binary.
     pub monitor_binary: PathBuf,
 }
@@ -64,6 +73,7 @@ impl MonitorConfig {
             terminal: false,
             stdin: false,
             stdin_once: false,
+            log_size_max: None,
             monitor_binary,
         }
     }
@@ -85,6 +95,10 @@ impl MonitorConfig {
             "--runtime-timeout".into(),
             self.runtime.timeout.as_secs().max(1).to_string(),
         ];
+        if let Some(max) = self.log_size_max {
+            args.push("--log-size-max".into());
+            args.push(max.to_string());
+        }
         let log = self.state_dir.join(protocol::RUNTIME_LOG_NAME);
         for a in self.runtime.global_args(&log) {
             args.push("--runtime-arg".into());

@@ -1,6 +1,7 @@
 //! Command line of `oci-monitor` (hand-parsed to keep the binary small).
 
 use crate::failure::Failure;
+use oci_shim::monitor::LogSizeMax;
 use std::path::PathBuf;
 
 /// What the daemon told the monitor to do.
@@ -15,13 +16,16 @@ pub struct Args {
     /// How long the runtime's `create` and `start` may take before the
     /// monitor kills them and reports failure.
     pub runtime_timeout: std::time::Duration,
+    /// The most bytes the CRI log file may hold; `None` is unlimited.
+    pub log_size_max: Option<LogSizeMax>,
     pub terminal: bool,
     pub stdin: bool,
     pub stdin_once: bool,
 }
 
 pub const USAGE: &str = "usage: oci-monitor --id ID --bundle DIR --state-dir DIR --log-path FILE \
---runtime PATH [--runtime-arg ARG]... [--runtime-timeout SECONDS] [--terminal] [--stdin] [--stdin-once]";
+--runtime PATH [--runtime-arg ARG]... [--runtime-timeout SECONDS] [--log-size-max BYTES] \
+[--terminal] [--stdin] [--stdin-once]";
 
 impl Args {
     pub fn parse(mut argv: impl Iterator<Item = String>) -> Result<Args, Failure> {
@@ -35,6 +39,7 @@ impl Args {
             runtime: PathBuf::new(),
             runtime_args: Vec::new(),
             runtime_timeout: std::time::Duration::from_secs(120),
+            log_size_max: None,
             terminal: false,
             stdin: false,
             stdin_once: false,
@@ -59,6 +64,10 @@ impl Args {
                         ))
                     })?;
                     args.runtime_timeout = std::time::Duration::from_secs(seconds.max(1));
+                }
+                "--log-size-max" => {
+                    let max = value()?.parse::<LogSizeMax>().map_err(Failure::Usage)?;
+                    args.log_size_max = Some(max);
                 }
                 "--terminal" => args.terminal = true,
                 "--stdin" => args.stdin = true,
@@ -94,6 +103,18 @@ mod tests {
         assert_eq!(a.id, "c1");
         assert_eq!(a.runtime_args, ["--root", "/x"]);
         assert!(a.stdin && a.stdin_once && !a.terminal);
+        assert_eq!(a.log_size_max, None);
+    }
+
+    #[test]
+    fn log_size_max() {
+        let base = "--id c1 --bundle /b --state-dir /s --log-path /l --runtime /r";
+        let a = parse(&format!("{base} --log-size-max 65536")).unwrap();
+        assert_eq!(a.log_size_max.map(LogSizeMax::bytes), Some(65536));
+        for bad in ["100", "-1", "lots"] {
+            let e = parse(&format!("{base} --log-size-max {bad}")).unwrap_err();
+            assert!(e.to_string().contains("log_size_max"), "{e}");
+        }
     }
 
     #[test]

@@ -109,10 +109,11 @@ fn run(args: &args::Args) -> Result<(), Failure> {
         path: sock_path.clone(),
         reason: e.to_string(),
     })?;
-    let log = cri_log::CriLog::open(args.log_path.clone()).map_err(|e| Failure::File {
+    let max = args.log_size_max.map(oci_shim::monitor::LogSizeMax::bytes);
+    let log = cri_log::CriLog::open(args.log_path.clone(), max).map_err(|e| Failure::File {
         what: "log",
-        path: args.log_path.clone(),
-        reason: e.to_string(),
+        path: e.path,
+        reason: format!("{}: {}", e.op, e.source),
     })?;
 
     // The daemon starts us while it still writes the bundle; it says `go`

@@ -349,13 +349,13 @@ impl Monitor {
             // EOF, or EIO from a terminal master whose slave side closed.
             *slot = None;
             if let Err(e) = self.log.finish(stream, now_nanos()) {
-                eprintln!("oci-monitor: log: {e}");
+                eprintln!("oci-monitor: {e}");
             }
             return;
         }
         let data = &self.buf[..n as usize];
         if let Err(e) = self.log.write_chunk(stream, data, now_nanos()) {
-            eprintln!("oci-monitor: log: {e}");
+            eprintln!("oci-monitor: {e}");
         }
         let tag = match stream {
             Stream::Stdout => FRAME_STDOUT,
