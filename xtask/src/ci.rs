@@ -11,7 +11,8 @@ use std::process::Command;
 
 /// Runs setup (with the tests' Python gRPC client), `cargo fmt --check`,
 /// clippy with warnings denied, rustdoc with warnings denied, every unit and
-/// end-to-end test, and a short chaos run.
+/// end-to-end test, the Debian package's install test, and a short chaos
+/// run.
 pub fn run(root: &Path) -> Result<()> {
     setup::run()?;
     grpc_python::install(root)?;
@@ -41,6 +42,9 @@ pub fn run(root: &Path) -> Result<()> {
     exec(cargo().args(["build", "--workspace", "--bins"]))?;
     exec(cargo().args(["test", "--workspace"]))?;
     verb_tests_unprivileged(root)?;
+    // The package, from the debug binaries just tested: builds, installs
+    // into a scratch root, runs, removes leaving state.
+    crate::deb::check(&crate::deb::build(root, crate::deb::Profile::Debug)?)?;
     // A short chaos run on a fresh seed each time (printed, so a failure can
     // be replayed with `cargo xtask chaos --seed S`); the long runs are
     // `cargo xtask chaos`.

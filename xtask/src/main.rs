@@ -8,6 +8,7 @@ mod bench;
 mod chaos;
 mod ci;
 mod command;
+mod deb;
 mod deps;
 mod fixtures;
 mod grpc_python;
@@ -55,6 +56,10 @@ enum Command {
         #[arg(long)]
         fault: Option<String>,
     },
+    /// Build the Debian package (release binaries, unit, default config,
+    /// man page, completions) under target/deb/, and test-install it into a
+    /// scratch root.
+    Deb,
     /// Measure performance against the real components.
     Bench {
         /// Which benchmark to run.
@@ -72,6 +77,7 @@ fn main() -> Result<()> {
         Command::Ci => ci::run(&root),
         Command::Fixtures => fixtures::prepare(&root),
         Command::Bench { which } => bench::run(&root, which),
+        Command::Deb => deb::build(&root, deb::Profile::Release).and_then(|deb| deb::check(&deb)),
         Command::Chaos {
             cycles,
             seed,
