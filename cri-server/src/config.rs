@@ -94,6 +94,22 @@ pub struct RuntimeConfig {
     /// call was cancelled waits for kubelet's retry to claim it, before it
     /// is removed again. A retry within it gets the same id.
     pub unclaimed_creation_grace_seconds: u64,
+    /// The most bytes a container's log file holds (CRI-O's key and
+    /// meaning): negative is unlimited (the default, -1), otherwise at
+    /// least 8192. The monitor starts a new file, renamed over the log,
+    /// with the entry that would pass it, so entries stay whole and the
+    /// newest output is kept. Containers keep the cap they started with.
+    pub log_size_max: i64,
+}
+
+impl RuntimeConfig {
+    /// The monitor's cap from `log_size_max` (checked by
+    /// [`Config::validate`]; an unchecked bad value caps nothing).
+    pub fn log_size_max(&self) -> Option<oci_shim::monitor::LogSizeMax> {
+        oci_shim::monitor::LogSizeMax::from_config(self.log_size_max)
+            .ok()
+            .flatten()
+    }
 }
 
 impl RuntimeConfig {
@@ -141,6 +157,7 @@ impl Default for RuntimeConfig {
             handlers,
             cgroup_driver: CgroupDriver::Cgroupfs,
             unclaimed_creation_grace_seconds: crate::creations::DEFAULT_GRACE.as_secs(),
+            log_size_max: -1,
         }
     }
 }
@@ -498,6 +515,8 @@ impl Config {
                 ));
             }
         }
+        oci_shim::monitor::LogSizeMax::from_config(runtime.log_size_max)
+            .map_err(|e| invalid("runtime.log_size_max", e.to_string()))?;
         let default_name = &runtime.default_handler;
         if let Some(default) = runtime.handlers.get(default_name) {
             if !default.path.is_file() {
@@ -822,6 +841,24 @@ mod tests {
             err.to_string().contains("pull_stall_timeout_seconds"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn log_size_max_follows_crio() {
+        let with = |value: i64| {
+            let config = Config::parse(&format!("[runtime]\nlog_size_max = {value}\n")).unwrap();
+            (config.validate(), config.runtime.log_size_max())
+        };
+        assert!(matches!(with(-1), (Ok(()), None)));
+        let (ok, cap) = with(65536);
+        assert!(ok.is_ok());
+        assert_eq!(cap.map(|c| c.bytes()), Some(65536));
+        for too_small in [0, 100, 8191] {
+            let err = with(too_small).0.unwrap_err().to_string();
+            assert!(err.contains("runtime.log_size_max"), "{err}");
+            assert!(err.contains("8192"), "{err}");
+        }
+        assert_eq!(Config::default().runtime.log_size_max, -1);
     }
 
     #[test]
