@@ -161,6 +161,14 @@ pub enum PayloadError {
     Optional(&'static str),
 }
 
+/// "N bytes, more than L" when the size is known, else "more than L bytes".
+fn over_limit(size: Option<usize>, limit: usize) -> String {
+    match size {
+        Some(size) => format!("{size} bytes, more than {limit}"),
+        None => format!("more than {limit} bytes"),
+    }
+}
+
 /// Signatures that could not be fetched or read. The image is then neither
 /// verified nor known to be unsigned.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, thiserror::Error)]
@@ -174,13 +182,16 @@ pub enum SourceError {
         /// One line per endpoint tried.
         attempts: Vec<String>,
     },
-    /// The signature manifest is larger than the limit.
-    #[error("signature manifest {location}: {size} bytes, more than {limit}")]
+    /// The signature manifest is larger than the limit. Nothing past the
+    /// limit was read.
+    #[error("signature manifest {location}: {}", over_limit(*.size, *.limit))]
     ManifestTooLarge {
         /// Where the manifest came from.
         location: String,
-        /// Its size.
-        size: usize,
+        /// Its size, when known (declared by the registry, or read whole);
+        /// `None` when the registry sent more than the limit without
+        /// saying how much.
+        size: Option<usize>,
         /// The limit.
         limit: usize,
     },

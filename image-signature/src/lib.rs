@@ -21,7 +21,8 @@
 //! - [`key`] reads cosign public keys (ECDSA P-256, Ed25519); [`payload`]
 //!   the simple-signing document a signature covers.
 //! - [`source`] defines how signature images are fetched (bounded by
-//!   [`Limits`]); [`registry`] does it over oci-client.
+//!   [`Limits`]); [`registry`] does it with image-store's bounded
+//!   distribution client.
 //! - [`verify`] applies the policy ([`PolicyVerifier`], behind the
 //!   [`ImageVerifier`] trait); [`outcome`] holds the results.
 //!

@@ -1,9 +1,9 @@
-//! [`RegistrySource`]: signature images fetched over oci-client, through
-//! the same mirror configuration as the pull (image-store's
-//! [`RegistriesConfig::endpoints`]: the longest matching prefix's mirrors
-//! in order, then the registry itself unless `mirrors_only`, each over
-//! plain HTTP when `insecure`), with the same client settings as
-//! image-store's pull.
+//! [`RegistrySource`]: signature images fetched with image-store's bounded
+//! distribution client ([`RegistryClient`]), through the same mirror
+//! configuration as the pull (image-store's [`RegistriesConfig::endpoints`]:
+//! the longest matching prefix's mirrors in order, then the registry itself
+//! unless `mirrors_only`, each over plain HTTP when `insecure`), with the
+//! pull's authentication, timeouts and stall watch.
 //!
 //! Which endpoint is asked: each in turn until one has the signature tag.
 //! An endpoint that answers "no such manifest" sends us to the next; one
@@ -14,10 +14,15 @@
 //! which that was, and any endpoint will do: nothing fetched is believed
 //! before it verifies against the policy's keys and `D`.
 //!
-//! Bounds: payload blobs are streamed and cut at
-//! [`Limits::payload_bytes`]. The manifest's size is checked against
-//! [`Limits::manifest_bytes`] once received: oci-client 0.18 reads manifest
-//! bodies whole and has no hook to stop earlier.
+//! Bounds: every read goes through image-store's bounded client
+//! ([`RegistryClient`], the pull's own), so nothing is buffered past its
+//! cap: the manifest is refused once more than [`Limits::manifest_bytes`]
+//! arrived (or as soon as its `Content-Length` says it would), each
+//! payload once more than [`Limits::payload_bytes`] did, and error bodies
+//! and token answers are capped too. A registry that stops sending, or
+//! drips, fails the endpoint once a whole stall timeout passes with too
+//! little progress (image-store's default, or the pull's own through
+//! [`RegistrySource::with_options`]).
 
 use crate::error::SourceError;
 use crate::source::{
@@ -25,14 +30,11 @@ use crate::source::{
     SignatureLayer, SignatureSource,
 };
 use async_trait::async_trait;
-use futures_util::StreamExt as _;
-use image_store::{Endpoint, ImageReference, RegistriesConfig};
-use oci_client::client::{ClientConfig, ClientProtocol};
-use oci_client::errors::{OciDistributionError, OciErrorCode};
-use oci_client::manifest::{OciDescriptor, IMAGE_MANIFEST_MEDIA_TYPE, OCI_IMAGE_MEDIA_TYPE};
-use oci_client::secrets::RegistryAuth;
-use oci_client::{Client, Reference};
-use std::time::Duration;
+use image_store::check::RegistryAuth;
+use image_store::digest::Digest;
+use image_store::distribution::{FetchError, RegistryClient};
+use image_store::oci::{DOCKER_MANIFEST, OCI_MANIFEST};
+use image_store::{Endpoint, ImageReference, PullOptions, RegistriesConfig};
 
 /// Fetches cosign signature images from registries and their mirrors.
 ///
@@ -41,27 +43,43 @@ use std::time::Duration;
 /// ```
 /// use image_signature::RegistrySource;
 /// use image_store::{RegistriesConfig, RegistryConfig};
-/// use oci_client::secrets::RegistryAuth;
+/// use image_store::check::RegistryAuth;
+/// use image_store::PullOptions;
+/// use std::time::Duration;
 /// let registries = RegistriesConfig { registries: vec![RegistryConfig {
 ///     prefix: "registry.k8s.io".into(),
 ///     mirrors: vec!["127.0.0.1:5000".into()],
 ///     insecure: true,
 ///     mirrors_only: true,
 /// }]};
-/// let source = RegistrySource::new(registries, RegistryAuth::Anonymous);
+/// let options = PullOptions::default().with_stall_timeout(Duration::from_secs(30))?;
+/// let source = RegistrySource::new(registries, RegistryAuth::Anonymous).with_options(options);
 /// # let _ = source;
+/// # Ok::<(), image_store::PullOptionsError>(())
 /// ```
 #[derive(Clone, Debug)]
 pub struct RegistrySource {
     registries: RegistriesConfig,
     auth: RegistryAuth,
+    options: PullOptions,
 }
 
 impl RegistrySource {
     /// A source over the daemon's `registries`, authenticating as the pull
-    /// did (`auth`).
+    /// did (`auth`), with the default stall timeout.
     pub fn new(registries: RegistriesConfig, auth: RegistryAuth) -> Self {
-        Self { registries, auth }
+        Self {
+            registries,
+            auth,
+            options: PullOptions::default(),
+        }
+    }
+
+    /// The same, fetching under `options` (the pull's stall timeout): each
+    /// endpoint fails once, for a whole stall timeout, too little arrives.
+    pub fn with_options(mut self, options: PullOptions) -> Self {
+        self.options = options;
+        self
     }
 }
 
@@ -89,13 +107,14 @@ impl SignatureSource for RegistrySource {
         })?;
         let mut failures = Vec::new();
         for endpoint in self.registries.endpoints(image) {
-            let at = Reference::with_tag(
-                endpoint.host.clone(),
-                endpoint.repository.clone(),
-                tag.clone(),
-            );
             let location = location(&endpoint, &tag);
-            match from_endpoint(&client(&endpoint), &at, &self.auth, &location, limits).await {
+            // One client (one stall watch, one token) per endpoint: a
+            // mirror that failed slowly does not count against the next.
+            let attempt = match RegistryClient::new(&endpoint, self.auth.clone(), &self.options) {
+                Ok(client) => from_endpoint(&client, &tag, &location, limits).await,
+                Err(e) => Err(Attempt::Failed(e.to_string())),
+            };
+            match attempt {
                 Ok(found) => return Ok(Some(found)),
                 Err(Attempt::NotFound) => {
                     tracing::debug!(%image, %location, "no signature image here");
@@ -123,48 +142,38 @@ fn location(endpoint: &Endpoint, tag: &str) -> String {
     format!("{scheme}://{}/{}:{tag}", endpoint.host, endpoint.repository)
 }
 
-/// A client configured as image-store's pull configures its own (its
-/// builder is private to image-store), with a shorter read timeout: a
-/// signature image is a few KiB.
-fn client(endpoint: &Endpoint) -> Client {
-    Client::new(ClientConfig {
-        protocol: if endpoint.insecure {
-            ClientProtocol::Http
-        } else {
-            ClientProtocol::Https
-        },
-        connect_timeout: Some(Duration::from_secs(10)),
-        read_timeout: Some(Duration::from_secs(30)),
-        ..Default::default()
-    })
-}
-
+/// The signature image at `tag` on `client`'s endpoint, every read within
+/// `limits`.
 async fn from_endpoint(
-    client: &Client,
-    at: &Reference,
-    auth: &RegistryAuth,
+    client: &RegistryClient,
+    tag: &str,
     location: &str,
     limits: &Limits,
 ) -> Result<SignatureImage, Attempt> {
-    let accepted = [OCI_IMAGE_MEDIA_TYPE, IMAGE_MANIFEST_MEDIA_TYPE];
-    let (manifest, _) = client
-        .pull_manifest_raw(at, auth, &accepted)
-        .await
-        .map_err(|e| {
-            if is_not_found(&e) {
-                Attempt::NotFound
-            } else {
-                Attempt::Failed(e.to_string())
-            }
-        })?;
+    let accepted = [OCI_MANIFEST, DOCKER_MANIFEST];
+    let limit = limits.manifest_bytes as u64;
+    let manifest = match client.fetch_manifest(tag, &accepted, limit).await {
+        Ok(manifest) => manifest,
+        Err(e) if e.is_not_found() => return Err(Attempt::NotFound),
+        // The image's signatures are not to be read here; another endpoint
+        // serving a smaller manifest would not make this one less hostile.
+        Err(FetchError::TooLarge { declared, .. }) => {
+            return Err(Attempt::Refused(SourceError::ManifestTooLarge {
+                location: location.to_string(),
+                size: declared.map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
+                limit: limits.manifest_bytes,
+            }))
+        }
+        Err(e) => return Err(Attempt::Failed(e.to_string())),
+    };
     let descriptors =
-        parse_signature_manifest(&manifest, location, limits).map_err(Attempt::Refused)?;
+        parse_signature_manifest(&manifest.bytes, location, limits).map_err(Attempt::Refused)?;
     let mut layers = Vec::with_capacity(descriptors.len());
     for descriptor in descriptors {
         let payload = if descriptor.size > limits.payload_bytes as u64 {
             None
         } else {
-            payload(client, at, &descriptor, limits.payload_bytes).await?
+            payload(client, &descriptor, location, limits.payload_bytes).await?
         };
         layers.push(SignatureLayer {
             digest: descriptor.digest,
@@ -180,47 +189,22 @@ async fn from_endpoint(
 
 /// The payload blob, read up to `limit` bytes; `None` past that.
 async fn payload(
-    client: &Client,
-    at: &Reference,
+    client: &RegistryClient,
     descriptor: &LayerDescriptor,
+    location: &str,
     limit: usize,
 ) -> Result<Option<Vec<u8>>, Attempt> {
-    let failed = |e: &dyn std::fmt::Display| {
-        Attempt::Failed(format!("signature payload {}: {e}", descriptor.digest))
-    };
-    let blob = OciDescriptor {
-        digest: descriptor.digest.clone(),
-        size: i64::try_from(descriptor.size).unwrap_or(i64::MAX),
-        ..Default::default()
-    };
-    let mut stream = client
-        .pull_blob_stream(at, &blob)
-        .await
-        .map_err(|e| failed(&e))?;
-    let mut bytes = Vec::new();
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| failed(&e))?;
-        if bytes.len() + chunk.len() > limit {
-            return Ok(None);
-        }
-        bytes.extend_from_slice(&chunk);
-    }
-    Ok(Some(bytes))
-}
-
-/// Whether the registry said the signature tag (or the repository) does
-/// not exist, as distribution says it: 404 with MANIFEST_UNKNOWN,
-/// NAME_UNKNOWN or NOT_FOUND, or a bare 404.
-fn is_not_found(e: &OciDistributionError) -> bool {
-    match e {
-        OciDistributionError::RegistryError { envelope, .. } => envelope.errors.iter().any(|e| {
-            matches!(
-                e.code,
-                OciErrorCode::ManifestUnknown | OciErrorCode::NameUnknown | OciErrorCode::NotFound
-            )
-        }),
-        OciDistributionError::ServerError { code, .. } => *code == 404,
-        OciDistributionError::ImageManifestNotFoundError(_) => true,
-        _ => false,
+    // The digest names the blob in a URL: a manifest whose layer digest is
+    // not one is refused rather than fetched from somewhere odd.
+    let digest: Digest = descriptor.digest.parse().map_err(|e| {
+        Attempt::Refused(SourceError::BadManifest {
+            location: location.to_string(),
+            why: format!("layer digest {:?}: {e}", descriptor.digest),
+        })
+    })?;
+    match client.fetch_blob(&digest, limit as u64).await {
+        Ok(bytes) => Ok(Some(bytes)),
+        Err(FetchError::TooLarge { .. }) => Ok(None),
+        Err(e) => Err(Attempt::Failed(format!("signature payload {digest}: {e}"))),
     }
 }

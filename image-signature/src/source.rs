@@ -1,8 +1,9 @@
 //! Where signatures come from. The crate does no networking of its own: a
 //! [`SignatureSource`] fetches the signature image (cosign's
 //! `<repository>:sha256-<hex>.sig` tag) and its simple-signing payloads,
-//! within [`Limits`]; [`crate::RegistrySource`] does so over oci-client
-//! with the daemon's mirrors, [`MemorySource`] from memory.
+//! within [`Limits`]; [`crate::RegistrySource`] does so over image-store's
+//! bounded distribution client with the daemon's mirrors, [`MemorySource`]
+//! from memory.
 //!
 //! Nothing a source returns is trusted: the verifier checks each payload
 //! against its layer digest and signature before reading it.
@@ -90,7 +91,7 @@ pub struct LayerDescriptor {
     pub annotations: BTreeMap<String, String>,
 }
 
-/// Fetches signature images. Implemented over oci-client by
+/// Fetches signature images. Implemented over the registries by
 /// [`crate::RegistrySource`]; with the `mock` feature, `MockSignatureSource`
 /// (mockall) stands in for it in other crates' tests.
 #[cfg_attr(any(test, feature = "mock"), mockall::automock)]
@@ -158,7 +159,7 @@ pub fn parse_signature_manifest(
     if bytes.len() > limits.manifest_bytes {
         return Err(SourceError::ManifestTooLarge {
             location: location.to_string(),
-            size: bytes.len(),
+            size: Some(bytes.len()),
             limit: limits.manifest_bytes,
         });
     }

@@ -10,13 +10,10 @@ use image_signature::{
     ImageVerifier, KeyAlgorithm, PolicyVerifier, PublicKey, RefusalKind, RefusalReason,
     RegistrySource, SignaturePolicy, SourceError, Verification,
 };
-use image_store::{ImageReference, RegistriesConfig, RegistryConfig};
-use oci_client::client::{ClientConfig, ClientProtocol};
-use oci_client::manifest::{
-    IMAGE_MANIFEST_MEDIA_TYPE, OCI_IMAGE_INDEX_MEDIA_TYPE, OCI_IMAGE_MEDIA_TYPE,
-};
-use oci_client::secrets::RegistryAuth;
-use oci_client::{Client, Reference};
+use image_store::check::RegistryAuth;
+use image_store::distribution::RegistryClient;
+use image_store::{oci, Endpoint, ImageReference, PullOptions, RegistriesConfig, RegistryConfig};
+use sha2::{Digest as _, Sha256};
 use std::net::TcpStream;
 use std::path::Path;
 use std::time::Duration;
@@ -73,24 +70,29 @@ fn policy() -> PolicyVerifier {
     PolicyVerifier::new(SignaturePolicy::from_json(json.as_bytes()).unwrap())
 }
 
-/// The digest `repository:tag` resolves to on the fixture registry (the
-/// index's for a multi-arch image), as the daemon's pull would report it.
-async fn resolve(repository: &str, tag: &str) -> String {
-    let client = Client::new(ClientConfig {
-        protocol: ClientProtocol::Http,
-        ..Default::default()
-    });
-    let at = Reference::with_tag(REGISTRY.into(), repository.into(), tag.into());
-    let accepted = [
-        OCI_IMAGE_MEDIA_TYPE,
-        IMAGE_MANIFEST_MEDIA_TYPE,
-        OCI_IMAGE_INDEX_MEDIA_TYPE,
-    ];
-    let (_, digest) = client
-        .pull_manifest_raw(&at, &RegistryAuth::Anonymous, &accepted)
+/// The manifest `repository:tag` names on the fixture registry, as one of
+/// `accept`.
+async fn manifest(repository: &str, tag: &str, accept: &[&str]) -> Vec<u8> {
+    let endpoint = Endpoint {
+        host: REGISTRY.into(),
+        repository: repository.into(),
+        insecure: true,
+    };
+    let client =
+        RegistryClient::new(&endpoint, RegistryAuth::Anonymous, &PullOptions::default()).unwrap();
+    client
+        .fetch_manifest(tag, accept, 4 << 20)
         .await
-        .unwrap_or_else(|e| panic!("{repository}:{tag}: {e}"));
-    digest
+        .unwrap_or_else(|e| panic!("{repository}:{tag}: {e}"))
+        .bytes
+}
+
+/// The digest `repository:tag` resolves to on the fixture registry (the
+/// index's for a multi-arch image), as the daemon's pull would report it:
+/// the sha256 of the manifest's bytes.
+async fn resolve(repository: &str, tag: &str) -> String {
+    let bytes = manifest(repository, tag, &oci::ACCEPTED).await;
+    format!("sha256:{}", hex::encode(Sha256::digest(&bytes)))
 }
 
 async fn check(
@@ -159,15 +161,7 @@ async fn a_multi_arch_signature_covers_the_index_only() {
     .await
     .unwrap();
     assert!(v.verified);
-    let client = Client::new(ClientConfig {
-        protocol: ClientProtocol::Http,
-        ..Default::default()
-    });
-    let at = Reference::with_tag(REGISTRY.into(), "signed/multi-arch".into(), "latest".into());
-    let (bytes, _) = client
-        .pull_manifest_raw(&at, &RegistryAuth::Anonymous, &[OCI_IMAGE_INDEX_MEDIA_TYPE])
-        .await
-        .unwrap();
+    let bytes = manifest("signed/multi-arch", "latest", &[oci::OCI_INDEX]).await;
     let parsed: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
     let child = parsed["manifests"][1]["digest"].as_str().unwrap();
     let r = check(

@@ -19,6 +19,8 @@
 //!   the descriptor's size for blobs), verifying each digest and each
 //!   layer's diff id, into the [`blob_store`]; `progress` fails a pull that
 //!   stalls (too few bytes for a whole [`PullOptions::stall_timeout`]).
+//!   [`distribution::RegistryClient`] is that client's public face, for
+//!   other crates fetching from the same registries just as boundedly.
 //! - [`layer_unpack`] turns a layer tarball into an overlayfs lower directory
 //!   without ever writing outside it; [`layer_store`] keeps those directories
 //!   by chain id so images share them.
@@ -54,7 +56,7 @@ pub mod blob_store;
 pub mod check;
 mod credentials;
 pub mod digest;
-mod distribution;
+pub mod distribution;
 mod error;
 pub mod evidence;
 pub mod image;

@@ -28,7 +28,7 @@
 use crate::blob_store::BlobStore;
 use crate::check::CheckSlot;
 use crate::digest::Digest;
-use crate::distribution::{Capped, Cut, HttpError, Session};
+use crate::distribution::{Capped, Cut, FetchError, Session};
 use crate::error::{Error, Refusal, Result};
 use crate::evidence::PullEvidence;
 use crate::layer_store::{chain_ids, ChainId, LayerStore};
@@ -90,11 +90,11 @@ impl From<Error> for Failure {
     }
 }
 
-impl From<HttpError> for Failure {
-    fn from(e: HttpError) -> Self {
-        match e {
-            HttpError::Stalled(stall) => Failure::Stalled(stall),
-            other => Failure::Remote(other.to_string()),
+impl From<FetchError> for Failure {
+    fn from(e: FetchError) -> Self {
+        match e.stall() {
+            Some(stall) => Failure::Stalled(stall),
+            None => Failure::Remote(e.to_string()),
         }
     }
 }
@@ -353,7 +353,7 @@ impl Pull<'_> {
                         .read_capped(response, desc.size)
                         .await
                         .map_err(|e| match e {
-                            Capped::TooLarge => self.refuse(
+                            Capped::TooLarge { .. } => self.refuse(
                                 &object,
                                 Refusal::OverDeclared {
                                     declared: desc.size,
@@ -502,9 +502,9 @@ impl Pull<'_> {
 
     /// Maps a capped read's overflow to a refusal of `object` (with the cap
     /// put into words by `cause`); other failures are the endpoint's.
-    fn over(&self, e: HttpError, object: &str, cause: impl FnOnce(u64) -> Refusal) -> Failure {
+    fn over(&self, e: FetchError, object: &str, cause: impl FnOnce(u64) -> Refusal) -> Failure {
         match e {
-            HttpError::TooLarge { limit, .. } => self.refuse(object, cause(limit)),
+            FetchError::TooLarge { limit, .. } => self.refuse(object, cause(limit)),
             other => other.into(),
         }
     }
