@@ -31,7 +31,7 @@ use image_signature::{
 use image_store::check::RegistryAuth;
 use image_store::digest::Digest;
 use image_store::{
-    ImageReference, ImageStore, PullCheck, PullEvidence, PullRefusal, RegistriesConfig,
+    ImageReference, ImageStore, PullCheck, PullEvidence, PullOptions, PullRefusal, RegistriesConfig,
 };
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -48,14 +48,17 @@ pub struct SignatureCheck {
 
 impl SignatureCheck {
     /// Checks pulls against `policy`, fetching signatures through
-    /// `registries` (the daemon's mirrors), counting results in `counts`.
+    /// `registries` (the daemon's mirrors) under the pulls' stall timeout
+    /// (`options`), counting results in `counts`.
     pub fn new(
         policy: SignaturePolicy,
         registries: RegistriesConfig,
+        options: PullOptions,
         counts: SignatureCounts,
     ) -> Self {
         let source: SourceFor = Arc::new(move |auth: &RegistryAuth| {
-            Box::new(RegistrySource::new(registries.clone(), auth.clone())) as Box<StaticSource>
+            let source = RegistrySource::new(registries.clone(), auth.clone());
+            Box::new(source.with_options(options.clone())) as Box<StaticSource>
         });
         Self::with(Arc::new(PolicyVerifier::new(policy)), source, counts)
     }
@@ -214,6 +217,8 @@ pub struct Signatures {
     path: Option<PathBuf>,
     store: ImageStore,
     registries: RegistriesConfig,
+    /// `[image] pull_stall_timeout_seconds`, for signature fetches too.
+    options: PullOptions,
     counts: SignatureCounts,
 }
 
@@ -243,6 +248,7 @@ impl Signatures {
             registries: RegistriesConfig {
                 registries: config.registries.clone(),
             },
+            options: pull_options(config),
             counts,
         };
         if let (Some(path), Some(policy)) = (&signatures.path, policy) {
@@ -261,7 +267,12 @@ impl Signatures {
     }
 
     fn set(&self, policy: SignaturePolicy) {
-        let check = SignatureCheck::new(policy, self.registries.clone(), self.counts.clone());
+        let check = SignatureCheck::new(
+            policy,
+            self.registries.clone(),
+            self.options.clone(),
+            self.counts.clone(),
+        );
         self.store.set_pull_check(Some(Arc::new(check)));
     }
 
@@ -293,6 +304,7 @@ impl Signatures {
         };
         self.store.set_registries(registries.clone());
         self.registries = registries;
+        self.options = pull_options(config);
         self.path = path.clone();
         match (path, policy) {
             (Some(path), Some(policy)) => {
@@ -325,6 +337,14 @@ impl Signatures {
             }
         });
     }
+}
+
+/// The stall timeout of `config` (checked when the configuration loaded).
+fn pull_options(config: &ImageConfig) -> PullOptions {
+    config
+        .pull_stall_timeout_seconds
+        .pull_options()
+        .unwrap_or_default()
 }
 
 /// Loads the policy at `path` off the async workers (it reads key files).
