@@ -135,6 +135,7 @@ impl Default for RuntimeConfig {
                 args: Vec::new(),
                 allowed_annotations: Vec::new(),
                 timeout_seconds: default_runtime_timeout(),
+                runtime_root: None,
             },
         );
         handlers.insert(
@@ -146,6 +147,7 @@ impl Default for RuntimeConfig {
                 args: vec!["--network=host".into(), "--platform=ptrace".into()],
                 allowed_annotations: Vec::new(),
                 timeout_seconds: default_runtime_timeout(),
+                runtime_root: None,
             },
         );
         RuntimeConfig {
@@ -186,6 +188,11 @@ pub struct HandlerConfig {
     /// pod for good. Execs keep their own timeouts.
     #[serde(default = "default_runtime_timeout")]
     pub timeout_seconds: u64,
+    /// The runtime's state directory (its `--root`; containerd's and
+    /// CRI-O's `runtime_root`). Default: `<state>/runtimes/<handler>`, on
+    /// the daemon's own tmpfs-like state. An absolute path.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime_root: Option<PathBuf>,
 }
 
 fn default_runtime_timeout() -> u64 {
@@ -508,6 +515,16 @@ impl Config {
                     e.to_string(),
                 )
             })?;
+            if handler
+                .runtime_root
+                .as_ref()
+                .is_some_and(|r| !r.is_absolute())
+            {
+                return Err(invalid(
+                    &format!("runtime.handlers.{name}.runtime_root"),
+                    "must be an absolute path".into(),
+                ));
+            }
             if handler.timeout_seconds == 0 {
                 return Err(invalid(
                     &format!("runtime.handlers.{name}.timeout_seconds"),
@@ -840,6 +857,24 @@ mod tests {
         assert!(
             err.to_string().contains("pull_stall_timeout_seconds"),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn a_runtime_root_must_be_absolute() {
+        let config = Config::parse(
+            "[runtime]\nuntrusted_handler = \"\"\n[runtime.handlers.runc]\npath = \"/usr/sbin/runc\"\nruntime_root = \"rel\"\n",
+        )
+        .unwrap();
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("runtime.handlers.runc.runtime_root"), "{err}");
+        let config = Config::parse(
+            "[runtime]\nuntrusted_handler = \"\"\n[runtime.handlers.runc]\npath = \"/usr/sbin/runc\"\nruntime_root = \"/run/x\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            config.runtime.handlers["runc"].runtime_root.as_deref(),
+            Some(Path::new("/run/x"))
         );
     }
 

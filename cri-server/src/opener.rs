@@ -143,7 +143,10 @@ fn handlers(config: &Config, layout: &Layout) -> BTreeMap<String, RuntimeHandler
                 name: name.clone(),
                 path: h.path.clone(),
                 args,
-                root: layout.runtime_root(name),
+                root: h
+                    .runtime_root
+                    .clone()
+                    .unwrap_or_else(|| layout.runtime_root(name)),
                 kind: runtime_kind(h),
                 timeout: std::time::Duration::from_secs(h.timeout_seconds.max(1)),
             };

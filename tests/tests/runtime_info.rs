@@ -290,3 +290,28 @@ async fn under_systemd_the_daemon_says_ready_once_it_serves_and_stopping_on_sigt
     assert_eq!(stopping, "STOPPING=1\n");
     assert!(child.wait().unwrap().success());
 }
+
+/// Issue #18: `runtime_root` per handler moves the runtime's state (its
+/// `--root`), as containerd's and CRI-O's key does; a drop-in that sets
+/// only it keeps the handler's binary.
+#[tokio::test]
+async fn a_handler_keeps_its_state_in_its_runtime_root() {
+    let root = tempfile::tempdir().unwrap();
+    let runc_root = root.path().join("runc-state");
+    let daemon = tests::daemon::Daemon::start(&format!(
+        "[runtime.handlers.runc]\nruntime_root = {:?}\n",
+        runc_root.display().to_string()
+    ))
+    .await;
+    let pod = daemon
+        .run_pod(tests::fixtures::pod_config("rooted"), "")
+        .await;
+    assert!(
+        runc_root.join(&pod).join("state.json").is_file(),
+        "no runc state under {}:\n{}",
+        runc_root.display(),
+        daemon.log()
+    );
+    daemon.remove_pod(&pod).await;
+    assert!(!runc_root.join(&pod).exists(), "runc state left behind");
+}
