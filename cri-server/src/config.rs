@@ -136,6 +136,7 @@ impl Default for RuntimeConfig {
                 allowed_annotations: Vec::new(),
                 timeout_seconds: default_runtime_timeout(),
                 runtime_root: None,
+                privileged_without_host_devices: false,
             },
         );
         handlers.insert(
@@ -148,6 +149,7 @@ impl Default for RuntimeConfig {
                 allowed_annotations: Vec::new(),
                 timeout_seconds: default_runtime_timeout(),
                 runtime_root: None,
+                privileged_without_host_devices: false,
             },
         );
         RuntimeConfig {
@@ -193,6 +195,11 @@ pub struct HandlerConfig {
     /// the daemon's own tmpfs-like state. An absolute path.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub runtime_root: Option<PathBuf>,
+    /// Privileged containers on this handler get every privilege but the
+    /// host's devices (containerd's key): for VM-based runtimes, where host
+    /// devices mean nothing, or nodes that never hand `/dev` to a pod.
+    #[serde(default)]
+    pub privileged_without_host_devices: bool,
 }
 
 fn default_runtime_timeout() -> u64 {

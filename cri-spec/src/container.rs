@@ -78,6 +78,9 @@ pub struct ContainerInputs<'a> {
     pub annotations: &'a std::collections::BTreeMap<String, String>,
     /// Whether the kernel has AppArmor enabled.
     pub apparmor_enabled: bool,
+    /// The handler's `privileged_without_host_devices`: privileged
+    /// containers get no host devices.
+    pub privileged_without_host_devices: bool,
 }
 
 /// The user CreateContainer must look up in the image: the request's uid
@@ -147,7 +150,12 @@ pub fn build(inputs: &ContainerInputs<'_>) -> Result<BuiltContainer, ContainerSp
         }
     }
     // After resources: privilege adds a device rule to them.
-    crate::security::apply(&mut spec, &security, inputs.apparmor_enabled)?;
+    crate::security::apply_with_devices(
+        &mut spec,
+        &security,
+        inputs.apparmor_enabled,
+        !inputs.privileged_without_host_devices,
+    )?;
     add_devices(&mut spec, &request.devices)?;
     spec.pod_role = Some(PodRole::Container {
         sandbox_id: inputs.pod_id.to_string(),

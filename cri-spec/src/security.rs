@@ -162,6 +162,19 @@ pub fn apply(
     security: &cri::LinuxContainerSecurityContext,
     apparmor_enabled: bool,
 ) -> Result<(), SecurityError> {
+    apply_with_devices(spec, security, apparmor_enabled, true)
+}
+
+/// [`apply`], choosing whether a privileged container gets the host's
+/// devices: a handler with `privileged_without_host_devices` (containerd's
+/// key; a VM-based runtime, or an operator who wants privilege without
+/// `/dev`) passes `false`, and privilege lifts everything else.
+pub fn apply_with_devices(
+    spec: &mut ContainerSpec,
+    security: &cri::LinuxContainerSecurityContext,
+    apparmor_enabled: bool,
+    host_devices: bool,
+) -> Result<(), SecurityError> {
     if let Some(caps) = &security.capabilities {
         spec.process.capabilities = capabilities(
             &spec.process.capabilities,
@@ -185,7 +198,9 @@ pub fn apply(
                 *option = "rw".into();
             }
         }
-        add_host_devices(spec, Path::new("/dev"))?;
+        if host_devices {
+            add_host_devices(spec, Path::new("/dev"))?;
+        }
     } else {
         spec.seccomp = seccomp;
         spec.process.apparmor_profile = apparmor;
@@ -635,5 +650,22 @@ mod tests {
         let rules = spec.resources.as_ref().unwrap().devices().clone().unwrap();
         assert_eq!(rules.len(), 1);
         assert!(rules[0].allow() && rules[0].typ().is_none());
+    }
+
+    #[test]
+    fn privileged_without_host_devices_lifts_the_rest_only() {
+        let mut spec = ContainerSpec::new("/r", ["true"]);
+        let before = spec.devices.len();
+        let sc = cri::LinuxContainerSecurityContext {
+            privileged: true,
+            ..context()
+        };
+        apply_with_devices(&mut spec, &sc, false, false).unwrap();
+        assert!(spec.privileged && spec.masked_paths.is_empty());
+        assert_eq!(spec.devices.len(), before, "{:?}", spec.devices);
+        assert!(!spec
+            .devices
+            .iter()
+            .any(|d| d.path() == Path::new("/dev/null")));
     }
 }

@@ -296,6 +296,12 @@ async fn write_bundle(
         allowed_annotations: &allowed,
         annotations: &container.annotations,
         apparmor_enabled: cri_spec::security::apparmor_enabled(),
+        privileged_without_host_devices: daemon
+            .config
+            .runtime
+            .handlers
+            .get(&sandbox.runtime_handler)
+            .is_some_and(|h| h.privileged_without_host_devices),
     })
     .map_err(|e| invalid(&e))?;
     container.working_dir = built.spec.process.cwd.clone();

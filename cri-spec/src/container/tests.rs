@@ -76,6 +76,7 @@ fn build_with_volumes(
         allowed_annotations: &allow,
         annotations: &annotations,
         apparmor_enabled: false,
+        privileged_without_host_devices: false,
     };
     edit(&mut inputs);
     build(&inputs)
@@ -352,4 +353,23 @@ fn added_capabilities_and_privilege_come_from_the_security_context() {
     assert!(caps.contains(&"CAP_NET_ADMIN".to_string()), "{caps:?}");
     assert!(!caps.contains(&"CAP_CHOWN".to_string()), "{caps:?}");
     assert!(!built.spec.privileged);
+}
+
+#[test]
+fn a_handler_without_host_devices_gives_privileged_containers_none() {
+    let mut r = request();
+    security(&mut r).privileged = true;
+    let has_null = |spec: &ContainerSpec| {
+        spec.devices
+            .iter()
+            .any(|d| d.path() == Path::new("/dev/null"))
+    };
+    let with = build_with(&r, &image(&["/ep"], &[]), |_| {}).unwrap();
+    assert!(with.spec.privileged && has_null(&with.spec));
+    let without = build_with(&r, &image(&["/ep"], &[]), |i| {
+        i.privileged_without_host_devices = true
+    })
+    .unwrap();
+    assert!(without.spec.privileged, "still privileged otherwise");
+    assert!(!has_null(&without.spec), "{:?}", without.spec.devices);
 }
