@@ -326,6 +326,36 @@ impl Drop for Daemon {
     }
 }
 
+/// Starts the daemon on `config_path` expecting it to refuse to start:
+/// waits (at most 20 s) for it to exit, and returns how it exited and what
+/// it wrote to stderr. A daemon still running then is killed, and the test
+/// fails with `why` (what should have stopped it).
+pub async fn refused_start(config_path: &Path, why: &str) -> (std::process::ExitStatus, String) {
+    let mut child = Command::new(binary("cri-server"))
+        .arg("--config")
+        .arg(config_path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn cri-server");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for cri-server") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the daemon started despite {why}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let mut stderr = String::new();
+    if let Some(mut pipe) = child.stderr.take() {
+        let _ = std::io::Read::read_to_string(&mut pipe, &mut stderr);
+    }
+    (status, stderr)
+}
+
 /// Runs the daemon binary with `args` to completion (for command-line tests).
 pub fn run_cli(args: &[&str]) -> Output {
     Command::new(binary("cri-server"))

@@ -3,37 +3,9 @@
 //! retry gets the same object, and nothing is left behind.
 
 use k8s_cri::v1 as cri;
-use std::path::Path;
 use std::time::Duration;
 use tests::daemon::Daemon;
 use tests::fixtures::{container_config, pod_config, BUSYBOX};
-
-/// Mount points under the daemon's directory (root filesystems, pins),
-/// but for the pin directory's own private mount, which lives as long as
-/// the daemon.
-fn mounts_under(dir: &Path) -> Vec<String> {
-    let pin_dir = dir.join("state/netns").display().to_string();
-    let dir = dir.display().to_string();
-    std::fs::read_to_string("/proc/self/mountinfo")
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| l.split_whitespace().nth(4))
-        .filter(|mount_point| mount_point.starts_with(&dir) && **mount_point != *pin_dir)
-        .map(str::to_string)
-        .collect()
-}
-
-/// Live `oci-monitor` processes of the daemon in `dir`.
-fn monitors_of(dir: &Path) -> Vec<String> {
-    let dir = dir.display().to_string();
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|p| std::fs::read(p.path().join("cmdline")).ok())
-        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
-        .filter(|c| c.contains("oci-monitor") && c.contains(&dir))
-        .collect()
-}
 
 /// `message` with a `grpc-timeout` of `deadline`, as kubelet sends every call.
 fn with_deadline<T: Clone>(message: &T, deadline: Duration) -> tonic::Request<T> {
@@ -129,11 +101,11 @@ async fn a_retry_after_a_cancelled_call_gets_the_same_pod_and_container() {
     }
     let dir = daemon.dir().to_path_buf();
     eventually("mounts left after removing every pod", || {
-        mounts_under(&dir).is_empty()
+        tests::leaks::mounts(&dir).is_empty()
     })
     .await;
     eventually("monitors left after removing every pod", || {
-        monitors_of(&dir).is_empty()
+        tests::leaks::monitors(&dir).is_empty()
     })
     .await;
 }
@@ -175,6 +147,6 @@ async fn a_pod_nobody_retries_is_removed_after_the_grace_period() {
         "the unclaimed pod is still there"
     );
     assert!(daemon.log().contains("nobody retried"), "{}", daemon.log());
-    eventually("mounts left", || mounts_under(&dir).is_empty()).await;
-    eventually("monitors left", || monitors_of(&dir).is_empty()).await;
+    eventually("mounts left", || tests::leaks::mounts(&dir).is_empty()).await;
+    eventually("monitors left", || tests::leaks::monitors(&dir).is_empty()).await;
 }

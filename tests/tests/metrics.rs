@@ -5,7 +5,7 @@
 use k8s_cri::v1 as cri;
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
-use tests::daemon::{binary, run_cli, Daemon};
+use tests::daemon::{run_cli, Daemon};
 use tests::fixtures::{container_config, pod_config, BUSYBOX};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -442,24 +442,8 @@ async fn the_metrics_address_is_printed_and_a_bad_one_refuses_to_start() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port();
     let config = write(&format!("127.0.0.1:{port}"));
-    let mut child = std::process::Command::new(binary("cri-server"))
-        .args(["--config", &config])
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("the daemon started on a taken metrics port");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
-    let mut stderr = String::new();
-    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    let (status, stderr) =
+        tests::daemon::refused_start(std::path::Path::new(&config), "a taken metrics port").await;
     assert!(!status.success());
     assert!(
         stderr.contains(&format!("metrics endpoint 127.0.0.1:{port}")),

@@ -15,7 +15,7 @@ use k8s_cri::v1 as cri;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-use tests::daemon::{binary, test_config, Daemon};
+use tests::daemon::{test_config, Daemon};
 use tests::fixtures::{image_spec, BUSYBOX};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tonic::Code;
@@ -417,26 +417,8 @@ async fn a_policy_the_daemon_cannot_check_stops_it_from_starting() {
     }));
     let config_path = dir.path().join("cri-server.toml");
     std::fs::write(&config_path, test_config(dir.path(), &config(&path, ""))).unwrap();
-    let mut child = std::process::Command::new(binary("cri-server"))
-        .arg("--config")
-        .arg(&config_path)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("the daemon started on a policy it cannot check");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
-    let mut stderr = String::new();
-    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    let (status, stderr) =
+        tests::daemon::refused_start(&config_path, "a policy it cannot check").await;
     eprintln!("{stderr}");
     assert!(!status.success());
     for part in [
