@@ -33,6 +33,16 @@ impl Hierarchy {
         }
     }
 
+    /// The pressure (PSI) of the cgroup at `path`: from the v2 tree, or on a
+    /// hybrid host from its unified mount; unknown on pure v1.
+    pub fn pressure(&self, path: &str) -> crate::Pressure {
+        let rel = path.trim_start_matches('/');
+        match self {
+            Hierarchy::V2(root) => crate::Pressure::read(&root.join(rel)),
+            Hierarchy::V1(root) => crate::Pressure::read(&root.join("unified").join(rel)),
+        }
+    }
+
     /// The usage of the cgroup at `path` (as given to the runtime, e.g.
     /// `/cri-server/<id>`).
     pub fn usage(&self, path: &str) -> CgroupUsage {

@@ -24,11 +24,13 @@
 pub mod cpu_rate;
 pub mod driver;
 pub mod hierarchy;
+pub mod pressure;
 pub mod readings;
 pub mod removal;
 
 pub use cpu_rate::CpuRates;
 pub use driver::{CgroupDriver, CgroupParentError, SCOPE_PREFIX};
 pub use hierarchy::Hierarchy;
+pub use pressure::Pressure;
 pub use readings::{CgroupLimits, CgroupUsage, TaskCounts};
 pub use removal::RemoveError;

@@ -2,7 +2,8 @@
 
 use crate::daemon::Daemon;
 use crate::error::{Error, Result};
-use k8s_cri::v1 as cri;
+use crate::list_stream::{self, ListStream};
+use cri_api::v1 as cri;
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
@@ -12,6 +13,18 @@ pub struct ImageService {
 }
 
 impl ImageService {
+    /// The images ListImages and StreamImages answer with.
+    fn images(&self, filter: Option<cri::ImageFilter>) -> Result<Vec<cri::Image>, Status> {
+        let wanted = filter
+            .and_then(|f| f.image)
+            .map(|i| i.image)
+            .filter(|i| !i.is_empty());
+        Ok(match wanted {
+            Some(reference) => self.find(&reference)?.iter().map(cri_image).collect(),
+            None => self.daemon.images.list().iter().map(cri_image).collect(),
+        })
+    }
+
     /// A service over the daemon's image store.
     pub fn new(daemon: Arc<Daemon>) -> Self {
         ImageService { daemon }
@@ -108,16 +121,7 @@ impl cri::image_service_server::ImageService for ImageService {
         &self,
         request: Request<cri::ListImagesRequest>,
     ) -> Result<Response<cri::ListImagesResponse>, Status> {
-        let wanted = request
-            .into_inner()
-            .filter
-            .and_then(|f| f.image)
-            .map(|i| i.image)
-            .filter(|i| !i.is_empty());
-        let images = match wanted {
-            Some(reference) => self.find(&reference)?.iter().map(cri_image).collect(),
-            None => self.daemon.images.list().iter().map(cri_image).collect(),
-        };
+        let images = self.images(request.into_inner().filter)?;
         Ok(Response::new(cri::ListImagesResponse { images }))
     }
 
@@ -210,6 +214,18 @@ impl cri::image_service_server::ImageService for ImageService {
             image_filesystems: vec![fs.clone()],
             container_filesystems: vec![fs],
         }))
+    }
+
+    type StreamImagesStream = ListStream<cri::StreamImagesResponse>;
+
+    async fn stream_images(
+        &self,
+        request: Request<cri::StreamImagesRequest>,
+    ) -> Result<Response<Self::StreamImagesStream>, Status> {
+        let images = self.images(request.into_inner().filter)?;
+        Ok(Response::new(list_stream::stream(images, |images| {
+            cri::StreamImagesResponse { images }
+        })))
     }
 }
 

@@ -11,7 +11,8 @@
 //! - [`server`], [`socket`]: serving on the unix socket; [`systemd`]:
 //!   readiness and watchdog notifications for a `Type=notify` unit.
 //! - [`runtime_service`], [`image_service`]: the two CRI services, thin
-//!   dispatchers to [`pod`] and [`container`] (one verb per file).
+//!   dispatchers to [`pod`] and [`container`] (one verb per file);
+//!   [`list_stream`]: the `Stream*` twins of the `List*` RPCs.
 //! - [`stats`]: container and pod stats and CRI metrics; [`metrics`]: the
 //!   daemon's own Prometheus endpoint.
 //! - [`signatures`]: `[image] signature_policy`, the image store's pull
@@ -33,6 +34,7 @@ pub mod error;
 pub mod fault;
 pub mod image_service;
 pub mod layout;
+pub mod list_stream;
 pub mod locks;
 pub mod memory;
 pub mod metrics;

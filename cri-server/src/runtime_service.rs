@@ -4,9 +4,10 @@
 //! RPC's name; none of them panics.
 
 use crate::daemon::Daemon;
+use crate::list_stream::{self, ListStream};
 use crate::{container, pod};
 use cgroups::CgroupDriver;
-use k8s_cri::v1 as cri;
+use cri_api::v1 as cri;
 use std::pin::Pin;
 use std::sync::Arc;
 use tokio_stream::{Stream, StreamExt};
@@ -541,5 +542,78 @@ impl cri::runtime_service_server::RuntimeService for RuntimeService {
         Ok(Response::new(cri::ListPodSandboxMetricsResponse {
             pod_metrics: crate::stats::pod_metrics(&self.daemon).await?,
         }))
+    }
+
+    type StreamPodSandboxesStream = ListStream<cri::StreamPodSandboxesResponse>;
+
+    async fn stream_pod_sandboxes(
+        &self,
+        request: Request<cri::StreamPodSandboxesRequest>,
+    ) -> Result<Response<Self::StreamPodSandboxesStream>, Status> {
+        let items = pod::list::list(&self.daemon, request.into_inner().filter);
+        Ok(Response::new(list_stream::stream(items, |pod_sandboxes| {
+            cri::StreamPodSandboxesResponse { pod_sandboxes }
+        })))
+    }
+
+    type StreamContainersStream = ListStream<cri::StreamContainersResponse>;
+
+    async fn stream_containers(
+        &self,
+        request: Request<cri::StreamContainersRequest>,
+    ) -> Result<Response<Self::StreamContainersStream>, Status> {
+        let items = container::list::list(&self.daemon, request.into_inner().filter);
+        Ok(Response::new(list_stream::stream(items, |containers| {
+            cri::StreamContainersResponse { containers }
+        })))
+    }
+
+    type StreamContainerStatsStream = ListStream<cri::StreamContainerStatsResponse>;
+
+    async fn stream_container_stats(
+        &self,
+        request: Request<cri::StreamContainerStatsRequest>,
+    ) -> Result<Response<Self::StreamContainerStatsStream>, Status> {
+        let items = crate::stats::containers(&self.daemon, request.into_inner().filter).await?;
+        Ok(Response::new(list_stream::stream(
+            items,
+            |container_stats| cri::StreamContainerStatsResponse { container_stats },
+        )))
+    }
+
+    type StreamPodSandboxStatsStream = ListStream<cri::StreamPodSandboxStatsResponse>;
+
+    async fn stream_pod_sandbox_stats(
+        &self,
+        request: Request<cri::StreamPodSandboxStatsRequest>,
+    ) -> Result<Response<Self::StreamPodSandboxStatsStream>, Status> {
+        let items = crate::stats::pods(&self.daemon, request.into_inner().filter).await?;
+        Ok(Response::new(list_stream::stream(
+            items,
+            |pod_sandbox_stats| cri::StreamPodSandboxStatsResponse { pod_sandbox_stats },
+        )))
+    }
+
+    type StreamPodSandboxMetricsStream = ListStream<cri::StreamPodSandboxMetricsResponse>;
+
+    async fn stream_pod_sandbox_metrics(
+        &self,
+        _r: Request<cri::StreamPodSandboxMetricsRequest>,
+    ) -> Result<Response<Self::StreamPodSandboxMetricsStream>, Status> {
+        let items = crate::stats::pod_metrics(&self.daemon).await?;
+        Ok(Response::new(list_stream::stream(
+            items,
+            |pod_sandbox_metrics| cri::StreamPodSandboxMetricsResponse {
+                pod_sandbox_metrics,
+            },
+        )))
+    }
+
+    async fn update_pod_sandbox_resources(
+        &self,
+        request: Request<cri::UpdatePodSandboxResourcesRequest>,
+    ) -> Result<Response<cri::UpdatePodSandboxResourcesResponse>, Status> {
+        pod::update_resources::update_resources(&self.daemon, request.get_ref())?;
+        Ok(Response::new(cri::UpdatePodSandboxResourcesResponse {}))
     }
 }

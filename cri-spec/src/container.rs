@@ -10,7 +10,7 @@
 use crate::annotations::AllowList;
 use crate::image_config::{ImageConfig, ResolvedUser};
 use crate::namespaces::{container_namespaces, PodNamespaces};
-use k8s_cri::v1 as cri;
+use cri_api::v1 as cri;
 use oci_shim::spec::{ContainerSpec, MountSpec, PodRole, Propagation};
 use sandbox_core::{Mount, MountPropagation, NamespaceOptions};
 use std::path::{Path, PathBuf};
@@ -44,6 +44,11 @@ pub enum ContainerSpecError {
     /// A device cannot be given.
     #[error(transparent)]
     Device(#[from] crate::devices::DeviceError),
+    /// An environment value is not UTF-8. CRI carries values as bytes
+    /// (Kubernetes 1.36), but an OCI process environment is JSON strings, so
+    /// such a value cannot reach the runtime intact.
+    #[error("environment variable {0:?}: the value is not UTF-8")]
+    EnvNotUtf8(String),
 }
 
 /// Everything [`build`] needs besides the request: the answers of the
@@ -90,7 +95,7 @@ pub struct ContainerInputs<'a> {
 ///
 /// ```
 /// use cri_spec::container::user_to_resolve;
-/// use k8s_cri::v1 as cri;
+/// use cri_api::v1 as cri;
 ///
 /// let mut security = cri::LinuxContainerSecurityContext::default();
 /// assert_eq!(user_to_resolve(&security, Some("www-data")).unwrap().as_deref(), Some("www-data"));
@@ -178,11 +183,14 @@ fn process(inputs: &ContainerInputs<'_>) -> Result<ContainerSpec, ContainerSpecE
         return Err(ContainerSpecError::NoCommand);
     }
     let mut spec = ContainerSpec::new(inputs.rootfs, argv);
-    let request_env: Vec<(String, String)> = request
+    let request_env = request
         .envs
         .iter()
-        .map(|kv| (kv.key.clone(), kv.value.clone()))
-        .collect();
+        .map(|kv| match String::from_utf8(kv.value.clone()) {
+            Ok(value) => Ok((kv.key.clone(), value)),
+            Err(_) => Err(ContainerSpecError::EnvNotUtf8(kv.key.clone())),
+        })
+        .collect::<Result<Vec<(String, String)>, _>>()?;
     spec.process.env = image.env(&request_env);
     spec.process.cwd = Some(request.working_dir.clone())
         .filter(|w| !w.is_empty())

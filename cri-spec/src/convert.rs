@@ -1,6 +1,6 @@
 //! Mapping between CRI messages and the `sandbox-core` model, in one place.
 
-use k8s_cri::v1 as cri;
+use cri_api::v1 as cri;
 use sandbox_core::{
     ContainerState, NamespaceMode, NamespaceOptions, PortMapping, Protocol, SandboxState,
 };

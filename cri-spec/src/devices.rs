@@ -1,7 +1,7 @@
 //! CRI devices → OCI device nodes plus the device-cgroup rules that let the
 //! container use them.
 
-use k8s_cri::v1 as cri;
+use cri_api::v1 as cri;
 use nix::sys::stat::{major, minor, stat, SFlag};
 use oci_spec::runtime::{
     LinuxDevice, LinuxDeviceBuilder, LinuxDeviceCgroup, LinuxDeviceCgroupBuilder, LinuxDeviceType,

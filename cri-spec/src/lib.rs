@@ -29,7 +29,7 @@
 //!
 //! ```
 //! use cri_spec::resources;
-//! use k8s_cri::v1 as cri;
+//! use cri_api::v1 as cri;
 //!
 //! let limits = cri::LinuxContainerResources {
 //!     memory_limit_in_bytes: 64 << 20,
@@ -54,4 +54,5 @@ pub mod resources;
 pub mod rootfs_file;
 pub mod seccomp;
 pub mod security;
+pub mod stop_signal;
 pub mod sysctls;

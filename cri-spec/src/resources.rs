@@ -1,7 +1,7 @@
 //! CRI cgroup resources → the OCI runtime spec's, checked on the way: a
 //! negative value is refused naming its field instead of reaching the kernel.
 
-use k8s_cri::v1 as cri;
+use cri_api::v1 as cri;
 use oci_spec::runtime::{
     LinuxCpuBuilder, LinuxHugepageLimitBuilder, LinuxMemoryBuilder, LinuxResources,
     LinuxResourcesBuilder,

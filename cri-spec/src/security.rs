@@ -20,7 +20,7 @@
 //! volume mount propagation (volumes go through gVisor's gofer).
 
 use crate::seccomp::{Profile, SeccompError};
-use k8s_cri::v1 as cri;
+use cri_api::v1 as cri;
 use oci_shim::spec::{ContainerSpec, HostLimits, CAPABILITY_NAMES};
 use oci_spec::runtime::{LinuxDeviceCgroupBuilder, LinuxSeccomp};
 use std::path::Path;
@@ -145,7 +145,7 @@ pub enum SecurityError {
 ///
 /// ```
 /// use cri_spec::security::{apply, DEFAULT_MASKED_PATHS};
-/// use k8s_cri::v1 as cri;
+/// use cri_api::v1 as cri;
 /// use oci_shim::spec::ContainerSpec;
 ///
 /// let mut spec = ContainerSpec::new("/rootfs", ["sh"]);

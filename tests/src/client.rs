@@ -4,7 +4,7 @@
 
 use crate::daemon::Daemon;
 use crate::fixtures::image_spec;
-use k8s_cri::v1 as cri;
+use cri_api::v1 as cri;
 
 impl Daemon {
     /// Pulls `image` (from the fixture registry through the mirror config).

@@ -1,7 +1,7 @@
 //! A real `cri-server` process on a private socket and state directories.
 
-use k8s_cri::v1::image_service_client::ImageServiceClient;
-use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
+use cri_api::v1::image_service_client::ImageServiceClient;
+use cri_api::v1::runtime_service_client::RuntimeServiceClient;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -128,7 +128,7 @@ impl Daemon {
         loop {
             let answered = tokio::time::timeout(
                 Duration::from_secs(1),
-                rt.version(k8s_cri::v1::VersionRequest::default()),
+                rt.version(cri_api::v1::VersionRequest::default()),
             )
             .await;
             if matches!(answered, Ok(Ok(_))) {
@@ -289,14 +289,14 @@ fn remove_all_pods(socket: PathBuf) {
                 .ok()?;
             let mut client = RuntimeServiceClient::new(channel);
             let pods = client
-                .list_pod_sandbox(k8s_cri::v1::ListPodSandboxRequest { filter: None })
+                .list_pod_sandbox(cri_api::v1::ListPodSandboxRequest { filter: None })
                 .await
                 .ok()?
                 .into_inner()
                 .items;
             for pod in pods {
                 let _ = client
-                    .remove_pod_sandbox(k8s_cri::v1::RemovePodSandboxRequest {
+                    .remove_pod_sandbox(cri_api::v1::RemovePodSandboxRequest {
                         pod_sandbox_id: pod.id,
                     })
                     .await;

@@ -2,7 +2,7 @@
 //! to the local registry (reached through the daemon's default mirror
 //! configuration: `registry.k8s.io` → `127.0.0.1:5000`).
 
-use k8s_cri::v1 as cri;
+use cri_api::v1 as cri;
 use std::collections::HashMap;
 
 /// The busybox test image.

@@ -2,7 +2,7 @@
 //!
 //! The tests in `tests/tests/` start the real `cri-server` binary as root with
 //! real runc, runsc, CNI plugins and the local registry, and speak CRI over
-//! gRPC with the `k8s-cri` client types. This library holds what they share:
+//! gRPC with the `cri-api` client types. This library holds what they share:
 //! starting and stopping a daemon on a private socket and state directories,
 //! and connecting a CRI client to it.
 //!

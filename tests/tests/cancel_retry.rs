@@ -2,7 +2,7 @@
 //! it passed. A cancelled RunPodSandbox or CreateContainer runs on, its
 //! retry gets the same object, and nothing is left behind.
 
-use k8s_cri::v1 as cri;
+use cri_api::v1 as cri;
 use std::time::Duration;
 use tests::daemon::Daemon;
 use tests::fixtures::{container_config, pod_config, BUSYBOX};

@@ -2,7 +2,7 @@
 //! (including a symlinked host path), logs and their reopening, execSync
 //! with a timeout, removing a running container, resource updates, events.
 
-use k8s_cri::v1 as cri;
+use cri_api::v1 as cri;
 use tests::daemon::Daemon;
 use tests::fixtures::{container_config, pod_config, BUSYBOX};
 use tokio_stream::StreamExt;

@@ -27,7 +27,7 @@
 //! is the exec's. A zombie has no command line (`ps` shows `[sleep]`), so
 //! the checks match the name, never only the arguments.
 
-use k8s_cri::v1 as cri;
+use cri_api::v1 as cri;
 use std::time::Duration;
 use tests::daemon::Daemon;
 use tests::fixtures::{container_config, pod_config, BUSYBOX};

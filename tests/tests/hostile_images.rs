@@ -8,8 +8,8 @@
 //! The oversized manifest cannot be pushed to the fixture registry (it
 //! refuses bodies over 4 MiB), so a tiny registry inside the test serves it.
 
-use k8s_cri::v1 as cri;
-use k8s_cri::v1::image_service_client::ImageServiceClient;
+use cri_api::v1 as cri;
+use cri_api::v1::image_service_client::ImageServiceClient;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};

@@ -9,7 +9,7 @@
 //! left behind and the pod's lock is free again; the link to `/etc/shadow`
 //! resolves to the image's own file.
 
-use k8s_cri::v1 as cri;
+use cri_api::v1 as cri;
 use std::path::Path;
 use std::time::{Duration, Instant};
 use tests::daemon::Daemon;

@@ -5,8 +5,8 @@
 //! Every test starts its own daemon, so each has an empty store of its own
 //! and counts (three images, one image) are exact.
 
-use k8s_cri::v1 as cri;
-use k8s_cri::v1::image_service_client::ImageServiceClient;
+use cri_api::v1 as cri;
+use cri_api::v1::image_service_client::ImageServiceClient;
 use std::path::{Path, PathBuf};
 use tests::daemon::Daemon;
 use tests::fixtures::{container_config, image_spec, pod_config, BUSYBOX};

@@ -4,7 +4,7 @@
 //! and only for so long without sending a whole request header (10 s on
 //! metrics, 15 s on streaming), and the daemon keeps serving meanwhile.
 
-use k8s_cri::v1 as cri;
+use cri_api::v1 as cri;
 use std::time::{Duration, Instant};
 use tests::daemon::Daemon;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -2,7 +2,7 @@
 //! ListPodSandboxMetrics for a busy pod, and the daemon's own `/metrics`
 //! endpoint (on when `[metrics] address` is set, refused when it is bad).
 
-use k8s_cri::v1 as cri;
+use cri_api::v1 as cri;
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 use tests::daemon::{run_cli, Daemon};

@@ -3,7 +3,7 @@
 //! also sends the container's mounts back to the host. runc only: gVisor
 //! serves volumes through its gofer and propagates no mounts.
 
-use k8s_cri::v1 as cri;
+use cri_api::v1 as cri;
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use std::path::{Path, PathBuf};
 use tests::daemon::Daemon;

@@ -2,7 +2,7 @@
 //! reach pods, DNS config, hostname, host network, and a clean teardown.
 //! Traffic goes only to loopback and to pod addresses on the test bridge.
 
-use k8s_cri::v1 as cri;
+use cri_api::v1 as cri;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;

@@ -1,7 +1,7 @@
 //! critest "PodSandbox" and "Container runtime ... basic operations" on runc:
 //! run, status, list, stop, remove; create, start, exec, stop, remove.
 
-use k8s_cri::v1 as cri;
+use cri_api::v1 as cri;
 use tests::daemon::Daemon;
 use tests::fixtures::{container_config, image_spec, pod_config, BUSYBOX};
 use tonic::Code;

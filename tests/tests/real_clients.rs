@@ -286,7 +286,7 @@ async fn every_verbose_info_value_is_json_as_crictl_expects() {
         )
         .await;
     let mut runtime = daemon.runtime().await;
-    use k8s_cri::v1 as cri;
+    use cri_api::v1 as cri;
     let infos = [
         (
             "Status",

@@ -4,7 +4,7 @@
 //! reload`) puts registries, trust settings and the signature policy in
 //! force without touching running pods, or changes nothing and says why.
 
-use k8s_cri::v1 as cri;
+use cri_api::v1 as cri;
 use std::time::{Duration, Instant};
 use tests::daemon::{run_cli, Daemon};
 use tests::fixtures::{pod_config, BUSYBOX};

@@ -3,7 +3,7 @@
 //! an exit that happened while the daemon was down shows its real code, and
 //! stop/remove work and leave nothing behind.
 
-use k8s_cri::v1 as cri;
+use cri_api::v1 as cri;
 use tests::daemon::Daemon;
 use tests::fixtures::{container_config, pod_config, BUSYBOX};
 

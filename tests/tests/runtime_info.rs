@@ -1,7 +1,7 @@
 //! critest "Runtime info": version info and runtime conditions, plus the
 //! daemon's command line and socket handling.
 
-use k8s_cri::v1 as cri;
+use cri_api::v1 as cri;
 use tests::daemon::{run_cli, Daemon};
 
 #[tokio::test]

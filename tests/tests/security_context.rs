@@ -5,7 +5,7 @@
 //! privileged containers, and the pod's namespaces. Where gVisor supports a
 //! behaviour the test runs on runsc too.
 
-use k8s_cri::v1 as cri;
+use cri_api::v1 as cri;
 use tests::daemon::Daemon;
 use tests::fixtures::{container_config, image_spec, pod_config, BUSYBOX};
 use tonic::Code;

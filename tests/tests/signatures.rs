@@ -11,7 +11,7 @@
 //! garbage or huge signature image is refused quickly; the counts are in
 //! `/metrics`.
 
-use k8s_cri::v1 as cri;
+use cri_api::v1 as cri;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};

@@ -9,7 +9,7 @@
 //! (`cargo xtask fixtures`); busybox lies outside the policy's signed scope
 //! and is accepted by `insecureAcceptAnything`, which is not evidence.
 
-use k8s_cri::v1 as cri;
+use cri_api::v1 as cri;
 use std::collections::HashMap;
 use tests::daemon::Daemon;
 use tests::fixtures::{container_config, pod_config, BUSYBOX};

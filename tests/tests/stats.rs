@@ -1,7 +1,7 @@
 //! critest "listing container stats" and issue 8's stats: CPU and memory
 //! from the cgroups, the writable layer, the pod's network counters.
 
-use k8s_cri::v1 as cri;
+use cri_api::v1 as cri;
 use tests::daemon::Daemon;
 use tests::fixtures::{container_config, pod_config, BUSYBOX};
 

@@ -1,7 +1,7 @@
 //! Exec, Attach and PortForward through the streaming server (issue 7), with
 //! the tests crate's own WebSocket and SPDY clients.
 
-use k8s_cri::v1 as cri;
+use cri_api::v1 as cri;
 use std::time::Duration;
 use tests::daemon::Daemon;
 use tests::fixtures::{container_config, pod_config, BUSYBOX};

@@ -2,7 +2,7 @@
 //! namespaced sysctls set on the pod reach its containers; malformed and
 //! node-wide ones are refused before anything is created.
 
-use k8s_cri::v1 as cri;
+use cri_api::v1 as cri;
 use std::collections::HashMap;
 use tests::daemon::Daemon;
 use tests::fixtures::{container_config, image_spec, pod_config, BUSYBOX};

@@ -2,7 +2,7 @@
 //! on. gVisor reports its own kernel version (4.4.0) from `uname -r`, which is
 //! how a test proves a container is sandboxed.
 
-use k8s_cri::v1 as cri;
+use cri_api::v1 as cri;
 use std::collections::HashMap;
 use tests::daemon::Daemon;
 use tests::fixtures::{container_config, pod_config, BUSYBOX};

@@ -21,6 +21,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("oci-shim", 0),
     ("image-store", 0),
     ("cri-streaming", 0),
+    ("cri-api", 0),
     // Built on foundations.
     ("cri-spec", 1),
     ("image-signature", 1),

@@ -7,7 +7,7 @@
 //! lives in a virtual environment under `target/grpc-python` with stubs
 //! generated from the same CRI proto the daemon is built from.
 
-use crate::command::{exec, probe};
+use crate::command::exec;
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -64,28 +64,10 @@ pub fn install(root: &Path) -> Result<()> {
     Ok(())
 }
 
-/// The CRI v1 proto of the `k8s-cri` crate the daemon is built with, found
-/// through `cargo metadata` (xtask itself must not depend on that crate: its
-/// build needs `protoc`, which setup installs).
+/// The CRI v1 proto the daemon is built from: the upstream file vendored in
+/// the `cri-api` crate, so Python speaks exactly the daemon's API.
 fn cri_proto(root: &Path) -> Result<PathBuf> {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let Some(json) = probe(Command::new(cargo).current_dir(root).args([
-        "metadata",
-        "--format-version",
-        "1",
-        "--locked",
-    ])) else {
-        bail!("cargo metadata failed in {}", root.display());
-    };
-    let metadata: serde_json::Value = serde_json::from_str(&json).context("cargo metadata")?;
-    let manifest = metadata["packages"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|p| p["name"] == "k8s-cri")
-        .and_then(|p| p["manifest_path"].as_str())
-        .context("k8s-cri is not in the workspace's dependency graph")?;
-    let proto = Path::new(manifest).with_file_name("proto/v1.proto");
+    let proto = root.join("cri-api/proto/api.proto");
     if !proto.is_file() {
         bail!("{} is missing", proto.display());
     }

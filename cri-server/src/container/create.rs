@@ -5,11 +5,11 @@
 use crate::daemon::Daemon;
 use crate::error::{Error, Result};
 use crate::layout::Layout;
+use cri_api::v1 as cri;
 use cri_spec::container::{user_to_resolve, ContainerInputs};
 use cri_spec::convert;
 use cri_spec::image_config::{resolve_user, ImageConfig};
 use cri_spec::namespaces::PodNamespaces;
-use k8s_cri::v1 as cri;
 use oci_shim::bundle::Bundle;
 use oci_shim::monitor::{launch_alongside, MonitorConfig};
 use oci_shim::runtime::RuntimeKind;
@@ -145,10 +145,9 @@ fn new_container(
     container.stdin = config.stdin;
     container.stdin_once = config.stdin_once;
     container.runtime_handler = sandbox.runtime_handler.clone();
-    container.stop_signal = image_config
-        .stop_signal
-        .clone()
-        .unwrap_or_else(|| "SIGTERM".into());
+    container.stop_signal =
+        cri_spec::stop_signal::resolve(config.stop_signal, image_config.stop_signal.as_deref())
+            .map_err(|e| Error::InvalidArgument(format!("container {}: {e}", container.name)))?;
     // kubelet gives a directory per pod and a path relative to it; without
     // them the log stays with the container's own state.
     let log_path = sandbox.log_dir.join(&config.log_path);
@@ -369,6 +368,30 @@ enum VolumeError {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// A CRI mount feature this runtime does not offer; kubelet checks the
+    /// handler features in Status before asking, so only a client that did
+    /// not look gets here, and must not get a mount that silently differs.
+    #[error("mount {container_path:?}: {feature} is not supported by this runtime")]
+    Unsupported {
+        container_path: String,
+        feature: &'static str,
+    },
+}
+
+/// The CRI mount features [`volume`] refuses, and why they are absent:
+/// image volumes (KEP-4639) need an image mounted per volume, recursive
+/// read-only needs runc ≥ 1.1 with `rro` (Status says false), id-mapped
+/// mounts come with user namespaces.
+fn unsupported_feature(m: &cri::Mount) -> Option<&'static str> {
+    if m.image.as_ref().is_some_and(|i| !i.image.is_empty()) || !m.image_sub_path.is_empty() {
+        Some("an image volume (image, image_sub_path)")
+    } else if m.recursive_read_only {
+        Some("recursive_read_only")
+    } else if !m.uid_mappings.is_empty() || !m.gid_mappings.is_empty() {
+        Some("an id-mapped mount (uid_mappings, gid_mappings)")
+    } else {
+        None
+    }
 }
 
 /// A CRI volume: the host path resolved (a symlink is followed, as kubelet's
@@ -376,6 +399,12 @@ enum VolumeError {
 fn volume(m: &cri::Mount) -> std::result::Result<Mount, VolumeError> {
     if m.container_path.is_empty() || !m.container_path.starts_with('/') {
         return Err(VolumeError::RelativeDestination(m.container_path.clone()));
+    }
+    if let Some(feature) = unsupported_feature(m) {
+        return Err(VolumeError::Unsupported {
+            container_path: m.container_path.clone(),
+            feature,
+        });
     }
     let host = Path::new(&m.host_path);
     let resolved = std::fs::canonicalize(host).map_err(|source| VolumeError::HostPath {
@@ -399,6 +428,50 @@ fn volume(m: &cri::Mount) -> std::result::Result<Mount, VolumeError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mount_features_we_lack_are_refused_before_the_host_is_read() {
+        let base = cri::Mount {
+            container_path: "/data".into(),
+            host_path: "/etc".into(),
+            ..Default::default()
+        };
+        let image = cri::Mount {
+            image: Some(cri::ImageSpec {
+                image: "busybox".into(),
+                ..Default::default()
+            }),
+            host_path: String::new(),
+            ..base.clone()
+        };
+        let sub_path = cri::Mount {
+            image_sub_path: "bin".into(),
+            ..base.clone()
+        };
+        let rro = cri::Mount {
+            recursive_read_only: true,
+            readonly: true,
+            ..base.clone()
+        };
+        let idmap = cri::Mount {
+            uid_mappings: vec![cri::IdMapping {
+                host_id: 100000,
+                container_id: 0,
+                length: 65536,
+            }],
+            ..base.clone()
+        };
+        for (m, feature) in [
+            (image, "image volume"),
+            (sub_path, "image volume"),
+            (rro, "recursive_read_only"),
+            (idmap, "id-mapped"),
+        ] {
+            let err = volume(&m).unwrap_err().to_string();
+            assert!(err.contains(feature) && err.contains("/data"), "{err}");
+        }
+        assert!(volume(&base).is_ok());
+    }
 
     #[test]
     fn volume_follows_symlinks_and_refuses_missing_paths() {

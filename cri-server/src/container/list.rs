@@ -1,8 +1,8 @@
 //! ListContainers with CRI's filters (id prefix, state, pod id, labels).
 
 use crate::daemon::Daemon;
+use cri_api::v1 as cri;
 use cri_spec::convert;
-use k8s_cri::v1 as cri;
 use sandbox_core::ContainerFilter;
 use std::sync::Arc;
 

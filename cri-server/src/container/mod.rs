@@ -17,7 +17,7 @@ pub mod update;
 
 use crate::daemon::Daemon;
 use crate::layout::Layout;
-use k8s_cri::v1 as cri;
+use cri_api::v1 as cri;
 use oci_shim::monitor::protocol::ExitRecord;
 
 use std::path::Path;

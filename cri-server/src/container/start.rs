@@ -3,7 +3,7 @@
 
 use crate::daemon::Daemon;
 use crate::error::{Error, Result};
-use k8s_cri::v1 as cri;
+use cri_api::v1 as cri;
 use oci_shim::runtime::ContainerStatus;
 use sandbox_core::ContainerState;
 use std::sync::Arc;

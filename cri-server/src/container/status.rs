@@ -2,8 +2,8 @@
 
 use crate::daemon::Daemon;
 use crate::error::Result;
+use cri_api::v1 as cri;
 use cri_spec::convert;
-use k8s_cri::v1 as cri;
 use sandbox_core::{Container, MountPropagation};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -37,6 +37,7 @@ pub fn cri_status(container: &Container) -> cri::ContainerStatus {
         image: Some(cri_image(container)),
         image_ref: container.image_ref.clone(),
         image_id: container.image_ref.clone(),
+        stop_signal: cri_spec::stop_signal::to_cri(&container.stop_signal),
         reason: container.reason.clone(),
         message: container.message.clone(),
         labels: convert::cri_map(&container.labels),

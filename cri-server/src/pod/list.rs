@@ -1,8 +1,8 @@
 //! ListPodSandbox with CRI's filters (id prefix, state, label selector).
 
 use crate::daemon::Daemon;
+use cri_api::v1 as cri;
 use cri_spec::convert;
-use k8s_cri::v1 as cri;
 use sandbox_core::SandboxFilter;
 use std::sync::Arc;
 

@@ -1,4 +1,5 @@
-//! Pod sandbox verbs, one per file: `run`, `stop`, `remove`, `status`, `list`;
+//! Pod sandbox verbs, one per file: `run`, `stop`, `remove`, `status`, `list`,
+//! `update_resources`;
 //! and what a pod has: its `network` (CNI), its shared `files`
 //! (resolv.conf, hostname, hosts).
 //!
@@ -14,3 +15,4 @@ pub mod remove;
 pub mod run;
 pub mod status;
 pub mod stop;
+pub mod update_resources;

@@ -3,8 +3,8 @@
 
 use crate::daemon::Daemon;
 use crate::error::Result;
+use cri_api::v1 as cri;
 use cri_spec::convert;
-use k8s_cri::v1 as cri;
 use sandbox_core::Sandbox;
 use std::collections::HashMap;
 use std::sync::Arc;

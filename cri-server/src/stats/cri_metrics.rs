@@ -18,7 +18,7 @@
 
 use super::network::InterfaceCounters;
 use cgroups::{CgroupLimits, CgroupUsage, TaskCounts};
-use k8s_cri::v1 as cri;
+use cri_api::v1 as cri;
 
 /// The label keys every family starts with, as cAdvisor names them under
 /// kubelet: kubelet's container name, the runtime's id, the image, the

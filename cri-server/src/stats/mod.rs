@@ -11,10 +11,11 @@ pub mod network;
 
 use crate::daemon::Daemon;
 use crate::error::{Error, Result};
-use cgroups::{CgroupUsage, Hierarchy};
+use cgroups::pressure::{PsiLine, PsiStats};
+use cgroups::{CgroupUsage, Hierarchy, Pressure};
+use cri_api::v1 as cri;
 use cri_metrics::{ContainerReading, FsCapacity, Identity};
 use cri_spec::convert;
-use k8s_cri::v1 as cri;
 use sandbox_core::{Container, ContainerFilter, ContainerState, Sandbox, SandboxFilter};
 use std::path::Path;
 use std::sync::Arc;
@@ -23,8 +24,36 @@ fn u64_value(v: Option<u64>) -> Option<cri::UInt64Value> {
     v.map(|value| cri::UInt64Value { value })
 }
 
-fn cpu(daemon: &Daemon, key: &str, usage: &CgroupUsage, now: i64) -> cri::CpuUsage {
+/// CRI's PSI from the kernel's (whose totals are microseconds).
+fn psi(stats: Option<PsiStats>) -> Option<cri::PsiStats> {
+    let data = |line: PsiLine| cri::PsiData {
+        total: line.total_us.saturating_mul(1000),
+        avg10: line.avg10,
+        avg60: line.avg60,
+        avg300: line.avg300,
+    };
+    stats.map(|s| cri::PsiStats {
+        full: Some(data(s.full)),
+        some: Some(data(s.some)),
+    })
+}
+
+/// I/O usage: CRI carries only its pressure so far.
+fn io(pressure: &Pressure, now: i64) -> Option<cri::IoUsage> {
+    pressure.io.map(|_| cri::IoUsage {
+        timestamp: now,
+        psi: psi(pressure.io),
+    })
+}
+
+fn cpu(
+    daemon: &Daemon,
+    key: &str,
+    (usage, pressure): (&CgroupUsage, &Pressure),
+    now: i64,
+) -> cri::CpuUsage {
     cri::CpuUsage {
+        psi: psi(pressure.cpu),
         timestamp: now,
         usage_core_nano_seconds: u64_value(usage.cpu_ns),
         usage_nano_cores: u64_value(
@@ -35,8 +64,9 @@ fn cpu(daemon: &Daemon, key: &str, usage: &CgroupUsage, now: i64) -> cri::CpuUsa
     }
 }
 
-fn memory(usage: &CgroupUsage, now: i64) -> cri::MemoryUsage {
+fn memory((usage, pressure): (&CgroupUsage, &Pressure), now: i64) -> cri::MemoryUsage {
     cri::MemoryUsage {
+        psi: psi(pressure.memory),
         timestamp: now,
         working_set_bytes: u64_value(usage.working_set_bytes),
         available_bytes: None,
@@ -67,8 +97,9 @@ pub async fn container(daemon: &Arc<Daemon>, container: &Container) -> Result<cr
         .map(|s| s.cgroup_parent.clone())
         .unwrap_or_default();
     let dir = daemon.cgroup_dir(&parent, &container.id);
-    let usage = off_workers(format!("container {}", container.id), move || {
-        Hierarchy::detect().usage(&dir)
+    let (usage, pressure) = off_workers(format!("container {}", container.id), move || {
+        let hierarchy = Hierarchy::detect();
+        (hierarchy.usage(&dir), hierarchy.pressure(&dir))
     })
     .await?;
     let layer = daemon.images.writable_layer_usage(&container.id).await?;
@@ -79,8 +110,9 @@ pub async fn container(daemon: &Arc<Daemon>, container: &Container) -> Result<cr
             labels: convert::cri_map(&container.labels),
             annotations: convert::cri_map(&container.annotations),
         }),
-        cpu: Some(cpu(daemon, &container.id, &usage, now)),
-        memory: Some(memory(&usage, now)),
+        cpu: Some(cpu(daemon, &container.id, (&usage, &pressure), now)),
+        memory: Some(memory((&usage, &pressure), now)),
+        io: io(&pressure, now),
         writable_layer: Some(cri::FilesystemUsage {
             timestamp: now,
             fs_id: Some(cri::FilesystemIdentifier {
@@ -138,12 +170,20 @@ pub async fn pod(daemon: &Arc<Daemon>, sandbox: &Sandbox) -> Result<cri::PodSand
         .as_ref()
         .and_then(|c| c.pid)
         .filter(|_| !sandbox.is_stopped() && sandbox.netns_path.is_some());
-    let (total, network) = off_workers(format!("pod {}", sandbox.id), move || {
+    let pod_dir = pod_cgroup_dir(daemon, sandbox);
+    let (total, pressure, network) = off_workers(format!("pod {}", sandbox.id), move || {
         let hierarchy = Hierarchy::detect();
         let mut dirs = dirs.iter();
         let first = dirs.next().map(|d| hierarchy.usage(d)).unwrap_or_default();
         let total = dirs.fold(first, |sum, d| sum.plus(&hierarchy.usage(d)));
-        (total, infra_pid.map(|pid| network::usage(pid, now)))
+        // Stall times cannot be summed over containers: only a cgroup of
+        // the pod's own has them.
+        let pressure = pod_dir.map(|d| hierarchy.pressure(&d)).unwrap_or_default();
+        (
+            total,
+            pressure,
+            infra_pid.map(|pid| network::usage(pid, now)),
+        )
     })
     .await?;
     Ok(cri::PodSandboxStats {
@@ -154,14 +194,33 @@ pub async fn pod(daemon: &Arc<Daemon>, sandbox: &Sandbox) -> Result<cri::PodSand
             annotations: convert::cri_map(&sandbox.annotations),
         }),
         linux: Some(cri::LinuxPodSandboxStats {
-            cpu: Some(cpu(daemon, &format!("pod:{}", sandbox.id), &total, now)),
-            memory: Some(memory(&total, now)),
+            cpu: Some(cpu(
+                daemon,
+                &format!("pod:{}", sandbox.id),
+                (&total, &pressure),
+                now,
+            )),
+            memory: Some(memory((&total, &pressure), now)),
+            io: io(&pressure, now),
             network,
             process: None,
             containers,
         }),
         windows: None,
     })
+}
+
+/// The pod's own cgroup: the parent kubelet gave it (its containers' cgroups
+/// sit right under it). Without one they share the daemon's, which is no
+/// pod's.
+fn pod_cgroup_dir(daemon: &Daemon, sandbox: &Sandbox) -> Option<String> {
+    if sandbox.cgroup_parent.is_empty() {
+        return None;
+    }
+    let dir = daemon.cgroup_dir(&sandbox.cgroup_parent, &sandbox.id);
+    Path::new(&dir)
+        .parent()
+        .map(|p| p.to_string_lossy().into_owned())
 }
 
 /// The stats of pods matching a CRI filter.

@@ -2,7 +2,7 @@
 //! lives in the pod's network namespace, so `/proc/<pid>/net/dev` lists the
 //! pod's interfaces without any namespace switch.
 
-use k8s_cri::v1 as cri;
+use cri_api::v1 as cri;
 
 /// One interface's counters, as `/proc/net/dev` gives them.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -2,7 +2,7 @@
 //! daemon (issue 5), with bare runc on the same bundles as the floor.
 //!
 //! The measuring program is `cri-bench`, a binary of the `tests` crate: it
-//! speaks CRI through `k8s-cri`, whose build needs protoc, which xtask itself
+//! speaks CRI through `cri-api`, whose build needs protoc, which xtask itself
 //! must not. This step starts the fixture registry, builds the daemon, the
 //! monitor and `cri-bench` in release (side by side in `target/release`, where
 //! the daemon finds its monitor and `cri-bench` finds the daemon) and runs it,

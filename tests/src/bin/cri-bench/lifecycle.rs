@@ -3,8 +3,8 @@
 
 use crate::stats::Samples;
 use anyhow::{Context, Result};
-use k8s_cri::v1 as cri;
-use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
+use cri_api::v1 as cri;
+use cri_api::v1::runtime_service_client::RuntimeServiceClient;
 use std::path::Path;
 use std::time::{Duration, Instant};
 use tests::fixtures::{container_config, pod_config, BUSYBOX};

@@ -14,8 +14,8 @@ mod memory;
 mod stats;
 
 use anyhow::{bail, Context, Result};
+use cri_api::v1 as cri;
 use floor::{Floor, FloorSamples};
-use k8s_cri::v1 as cri;
 use lifecycle::{LifecycleSamples, RPCS};
 use stats::{ms, Samples};
 use std::path::{Path, PathBuf};
@@ -225,7 +225,7 @@ fn cni_share(with_cni: &LifecycleSamples, host_network: &LifecycleSamples) {
 
 /// A pod with a running busybox container whose bundles the floor copies.
 async fn reference(
-    rt: &mut k8s_cri::v1::runtime_service_client::RuntimeServiceClient<tonic::transport::Channel>,
+    rt: &mut cri_api::v1::runtime_service_client::RuntimeServiceClient<tonic::transport::Channel>,
     logs: &Path,
 ) -> Result<(String, String)> {
     let config = lifecycle::pod("bench-reference", logs, false);
@@ -367,7 +367,7 @@ fn report(mode: &str, cri: &LifecycleSamples, bare: &FloorSamples) -> bool {
 /// targets are met.
 async fn memory_report(
     daemon: &Daemon,
-    rt: &mut k8s_cri::v1::runtime_service_client::RuntimeServiceClient<tonic::transport::Channel>,
+    rt: &mut cri_api::v1::runtime_service_client::RuntimeServiceClient<tonic::transport::Channel>,
     logs: &Path,
     [idle, pulled]: [u64; 2],
     pods: usize,

@@ -17,7 +17,7 @@
 //! runtime container, cgroup, IP allocation or iptables rule of theirs is
 //! left (`tests::leaks`).
 
-use k8s_cri::v1 as cri;
+use cri_api::v1 as cri;
 use std::collections::HashSet;
 use std::future::Future;
 use std::process::ExitCode;

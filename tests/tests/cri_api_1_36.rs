@@ -1,0 +1,255 @@
+//! The CRI of Kubernetes 1.36 (cri-api v0.36.3, vendored in `cri-api`):
+//! every field and RPC that arrived after the `k8s-cri` bindings either
+//! works or is refused on purpose. The Stream* RPCs answer what their List*
+//! twins answer; `stop_signal` decides how StopContainer stops; a non-UTF-8
+//! environment value and mount features the runtime lacks are refused with
+//! InvalidArgument naming the field, and leave no container behind.
+
+use cri_api::v1 as cri;
+use tests::daemon::Daemon;
+use tests::fixtures::{container_config, pod_config, BUSYBOX};
+use tokio_stream::StreamExt;
+use tonic::Code;
+
+/// Every item of a server stream, checking each message is non-empty.
+async fn collect<R, T>(
+    stream: tonic::Response<tonic::Streaming<R>>,
+    items: impl Fn(R) -> Vec<T>,
+) -> Vec<T> {
+    let mut stream = stream.into_inner();
+    let mut out = Vec::new();
+    while let Some(message) = stream.next().await {
+        let batch = items(message.expect("stream message"));
+        assert!(!batch.is_empty(), "a stream message without items");
+        out.extend(batch);
+    }
+    out
+}
+
+#[tokio::test]
+async fn stream_rpcs_answer_what_list_rpcs_answer() {
+    let daemon = Daemon::start("").await;
+    daemon.pull(BUSYBOX).await;
+    let pod = daemon.run_pod(pod_config("stream-list"), "").await;
+    let running = daemon
+        .create_started(
+            &pod,
+            container_config("sleeper", BUSYBOX, &["sleep", "600"]),
+        )
+        .await;
+    let mut rt = daemon.runtime().await;
+    let mut images = daemon.images().await;
+
+    let pods = collect(
+        rt.stream_pod_sandboxes(cri::StreamPodSandboxesRequest::default())
+            .await
+            .unwrap(),
+        |r| r.pod_sandboxes,
+    )
+    .await;
+    assert_eq!(pods.iter().map(|p| &p.id).collect::<Vec<_>>(), [&pod]);
+
+    let containers = collect(
+        rt.stream_containers(cri::StreamContainersRequest::default())
+            .await
+            .unwrap(),
+        |r| r.containers,
+    )
+    .await;
+    assert_eq!(
+        containers.iter().map(|c| &c.id).collect::<Vec<_>>(),
+        [&running]
+    );
+
+    let stats = collect(
+        rt.stream_container_stats(cri::StreamContainerStatsRequest::default())
+            .await
+            .unwrap(),
+        |r| r.container_stats,
+    )
+    .await;
+    assert_eq!(stats.len(), 1);
+    assert_eq!(stats[0].attributes.as_ref().unwrap().id, running);
+
+    let pod_stats = collect(
+        rt.stream_pod_sandbox_stats(cri::StreamPodSandboxStatsRequest::default())
+            .await
+            .unwrap(),
+        |r| r.pod_sandbox_stats,
+    )
+    .await;
+    assert_eq!(pod_stats.len(), 1);
+
+    let metrics = collect(
+        rt.stream_pod_sandbox_metrics(cri::StreamPodSandboxMetricsRequest::default())
+            .await
+            .unwrap(),
+        |r| r.pod_sandbox_metrics,
+    )
+    .await;
+    let listed = rt
+        .list_pod_sandbox_metrics(cri::ListPodSandboxMetricsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .pod_metrics;
+    assert_eq!(metrics.len(), listed.len());
+
+    let streamed_images = collect(
+        images
+            .stream_images(cri::StreamImagesRequest::default())
+            .await
+            .unwrap(),
+        |r| r.images,
+    )
+    .await;
+    let listed_images = images
+        .list_images(cri::ListImagesRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .images;
+    assert_eq!(streamed_images, listed_images);
+
+    // A filter that matches nothing: the stream ends with no message.
+    let none = collect(
+        rt.stream_containers(cri::StreamContainersRequest {
+            filter: Some(cri::ContainerFilter {
+                id: "nosuchcontainer".into(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap(),
+        |r| r.containers,
+    )
+    .await;
+    assert!(none.is_empty());
+
+    // UpdatePodSandboxResources: acknowledged for a pod, NotFound otherwise.
+    rt.update_pod_sandbox_resources(cri::UpdatePodSandboxResourcesRequest {
+        pod_sandbox_id: pod.clone(),
+        resources: Some(cri::LinuxContainerResources {
+            memory_limit_in_bytes: 256 << 20,
+            ..Default::default()
+        }),
+        overhead: None,
+    })
+    .await
+    .unwrap();
+    let err = rt
+        .update_pod_sandbox_resources(cri::UpdatePodSandboxResourcesRequest {
+            pod_sandbox_id: "0123456789abcdef".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound, "{err:?}");
+    daemon.remove_pod(&pod).await;
+}
+
+#[tokio::test]
+async fn stop_signal_from_the_request_stops_the_container() {
+    let daemon = Daemon::start("").await;
+    daemon.pull(BUSYBOX).await;
+    let pod = daemon.run_pod(pod_config("stop-signal"), "").await;
+    // The shell ignores SIGTERM; only SIGUSR1 ends it, with status 42.
+    let mut config = container_config(
+        "usr1",
+        BUSYBOX,
+        &[
+            "sh",
+            "-c",
+            "trap '' TERM; trap 'exit 42' USR1; while :; do sleep 0.1; done",
+        ],
+    );
+    config.stop_signal = cri::Signal::Sigusr1 as i32;
+    let id = daemon.create_started(&pod, config).await;
+    let status = daemon.container_status(&id).await;
+    assert_eq!(status.stop_signal, cri::Signal::Sigusr1 as i32);
+
+    let started = std::time::Instant::now();
+    daemon
+        .runtime()
+        .await
+        .stop_container(cri::StopContainerRequest {
+            container_id: id.clone(),
+            timeout: 30,
+        })
+        .await
+        .unwrap();
+    // SIGTERM would have waited out the 30 s grace period and SIGKILLed.
+    assert!(started.elapsed().as_secs() < 10, "{:?}", started.elapsed());
+    let status = daemon.container_status(&id).await;
+    assert_eq!(status.exit_code, 42, "{status:?}");
+
+    // The default: the image names none, so SIGTERM.
+    let plain = daemon
+        .create(&pod, container_config("plain", BUSYBOX, &["sleep", "600"]))
+        .await;
+    let status = daemon.container_status(&plain).await;
+    assert_eq!(status.stop_signal, cri::Signal::Sigterm as i32);
+    daemon.remove_pod(&pod).await;
+}
+
+#[tokio::test]
+async fn fields_the_runtime_cannot_honour_are_refused() {
+    let daemon = Daemon::start("").await;
+    daemon.pull(BUSYBOX).await;
+    let pod = daemon.run_pod(pod_config("refusals"), "").await;
+    let mut rt = daemon.runtime().await;
+
+    let mut bad_env = container_config("bad-env", BUSYBOX, &["true"]);
+    bad_env.envs.push(cri::KeyValue {
+        key: "BINARY".into(),
+        value: vec![0xff, 0xfe, b'x'],
+    });
+    let mut image_volume = container_config("image-volume", BUSYBOX, &["true"]);
+    image_volume.mounts.push(cri::Mount {
+        container_path: "/data".into(),
+        image: Some(cri::ImageSpec {
+            image: BUSYBOX.into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let mut bad_signal = container_config("bad-signal", BUSYBOX, &["true"]);
+    bad_signal.stop_signal = 4242;
+
+    for (config, expected) in [
+        (bad_env, "BINARY"),
+        (image_volume, "image volume"),
+        (bad_signal, "stop_signal 4242"),
+    ] {
+        let err = rt
+            .create_container(cri::CreateContainerRequest {
+                pod_sandbox_id: pod.clone(),
+                config: Some(config),
+                sandbox_config: Some(pod_config("refusals")),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+        assert!(err.message().contains(expected), "{err:?}");
+    }
+    let left = rt
+        .list_containers(cri::ListContainersRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .containers;
+    assert!(left.is_empty(), "{left:?}");
+
+    // A valid UTF-8 value still arrives byte for byte.
+    let mut env = container_config("env", BUSYBOX, &["sleep", "600"]);
+    env.envs.push(cri::KeyValue {
+        key: "GREETING".into(),
+        value: "grüße".as_bytes().to_vec(),
+    });
+    let id = daemon.create_started(&pod, env).await;
+    let out = daemon
+        .exec(&id, &["sh", "-c", "printf %s \"$GREETING\""])
+        .await;
+    assert_eq!(out.stdout, "grüße".as_bytes());
+    daemon.remove_pod(&pod).await;
+}
