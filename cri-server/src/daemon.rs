@@ -10,6 +10,7 @@
 use crate::config::Config;
 use crate::creations::Creations;
 use crate::error::{Error, Result};
+use crate::handlers::HandlerSet;
 use crate::layout::Layout;
 use crate::locks::KeyedLocks;
 use crate::records::RecordDir;
@@ -21,7 +22,6 @@ use oci_shim::monitor::MonitorLauncher;
 use oci_shim::runtime::{OciRuntime, RuntimeHandlerConfig};
 use oci_shim::spec::HostLimits;
 use sandbox_core::{Container, ContainerStore, NameRegistrar, Sandbox, SandboxStore};
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use tokio::sync::broadcast;
@@ -31,10 +31,8 @@ use trust_policy::TrustPolicy;
 /// the network, made by [`crate::opener::open`] for real and by tests from
 /// temporary directories and doubles.
 pub struct Parts {
-    /// The configured handlers, as the runtime driver needs them.
-    pub handlers: BTreeMap<String, RuntimeHandlerConfig>,
-    /// The runtime of each handler, by handler name.
-    pub runtimes: BTreeMap<String, Arc<dyn OciRuntime>>,
+    /// The configured handlers and their runtimes.
+    pub handlers: HandlerSet,
     /// Starts containers under their monitors and learns their exits.
     pub monitors: Arc<dyn MonitorLauncher>,
     /// The private network namespace pin directory.
@@ -73,9 +71,8 @@ pub struct Daemon {
     pub container_names: NameRegistrar,
     /// Which handler a pod runs on: swapped whole by a reload.
     policy: std::sync::RwLock<Arc<TrustPolicy>>,
-    /// The configured handlers, as the runtime driver needs them.
-    pub handlers: BTreeMap<String, RuntimeHandlerConfig>,
-    runtimes: BTreeMap<String, Arc<dyn OciRuntime>>,
+    /// The handlers and their runtimes: swapped whole by a reload.
+    handlers: std::sync::RwLock<Arc<HandlerSet>>,
     /// Starts containers under their monitors and learns their exits.
     pub monitors: Arc<dyn MonitorLauncher>,
     /// The private network namespace pin directory.
@@ -127,8 +124,7 @@ impl Daemon {
             pod_names: NameRegistrar::new(),
             container_names: NameRegistrar::new(),
             policy: std::sync::RwLock::new(Arc::new(policy)),
-            handlers: parts.handlers,
-            runtimes: parts.runtimes,
+            handlers: std::sync::RwLock::new(Arc::new(parts.handlers)),
             monitors: parts.monitors,
             pins: parts.pins,
             sandbox_records: parts.sandbox_records,
@@ -161,35 +157,51 @@ impl Daemon {
         *self.policy.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(policy);
     }
 
+    /// The handlers in force.
+    pub fn handlers(&self) -> Arc<HandlerSet> {
+        // A poisoned lock still holds a whole set: a swap is one store.
+        Arc::clone(&self.handlers.read().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Puts `handlers` in force for the next calls (a reload).
+    pub fn set_handlers(&self, handlers: HandlerSet) {
+        *self.handlers.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(handlers);
+    }
+
+    fn not_configured(name: &str) -> Error {
+        Error::Internal(format!("runtime handler {name:?} is not configured"))
+    }
+
     /// The runtime of handler `name`.
     pub fn runtime(&self, name: &str) -> Result<Arc<dyn OciRuntime>> {
-        self.runtimes
+        self.handlers()
             .get(name)
-            .cloned()
-            .ok_or_else(|| Error::Internal(format!("runtime handler {name:?} is not configured")))
+            .map(|h| Arc::clone(&h.runtime))
+            .ok_or_else(|| Self::not_configured(name))
     }
 
     /// The runtimes of every handler, by name.
-    pub fn runtimes(&self) -> impl Iterator<Item = (&String, &Arc<dyn OciRuntime>)> {
-        self.runtimes.iter()
+    pub fn runtimes(&self) -> Vec<(String, Arc<dyn OciRuntime>)> {
+        self.handlers()
+            .iter()
+            .map(|(name, h)| (name.clone(), Arc::clone(&h.runtime)))
+            .collect()
     }
 
     /// The handler configuration for `name`.
     pub fn handler(&self, name: &str) -> Result<RuntimeHandlerConfig> {
-        self.handlers
+        self.handlers()
             .get(name)
-            .cloned()
-            .ok_or_else(|| Error::Internal(format!("runtime handler {name:?} is not configured")))
+            .map(|h| h.runtime_config.clone())
+            .ok_or_else(|| Self::not_configured(name))
     }
 
     /// Which annotations handler `name` may receive in `config.json`
     /// (none for a handler that is not configured).
     pub fn allowed_annotations(&self, name: &str) -> cri_spec::annotations::AllowList {
-        self.config
-            .runtime
-            .handlers
+        self.handlers()
             .get(name)
-            .map(crate::config::HandlerConfig::allow_list)
+            .map(|h| h.settings.allow_list())
             .unwrap_or_default()
     }
 

@@ -20,6 +20,7 @@
 //! - [`stream_backend`]: the daemon behind the `cri-streaming` server
 //!   (Exec, Attach, PortForward).
 //! - [`daemon`]: shared state, built from [`daemon::Parts`] with no I/O;
+//!   [`handlers`]: the runtime handlers in force (swapped by a reload);
 //!   [`opener`]: the real parts at start; [`restore`] and [`watch`]: records
 //!   back after a restart, exits followed; [`records`] and [`layout`]: what
 //!   lives where on disk; [`pause`]: the built-in infra process.
@@ -32,6 +33,7 @@ pub mod creations;
 pub mod daemon;
 pub mod error;
 pub mod fault;
+pub mod handlers;
 pub mod image_service;
 pub mod layout;
 pub mod list_stream;

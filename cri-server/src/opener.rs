@@ -4,16 +4,19 @@
 
 use crate::config::{Config, HandlerConfig};
 use crate::daemon::{Daemon, Parts};
+use crate::handlers::{Handler, HandlerSet};
 use crate::layout::Layout;
 use crate::records::RecordDir;
 use crate::signatures::Signatures;
 use cgroups::CgroupDriver;
 use netns::PinDir;
 use oci_shim::monitor::ProcessMonitors;
-use oci_shim::runtime::{CliRuntime, OciRuntime, RuntimeHandlerConfig, RuntimeKind};
+use oci_shim::runtime::{
+    CliRuntime, OciRuntime, RuntimeFeatures, RuntimeHandlerConfig, RuntimeKind,
+};
 use oci_shim::spec::HostLimits;
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// Why the daemon could not start.
@@ -90,14 +93,7 @@ async fn image_store(config: &Config) -> Result<image_store::ImageStore, StartEr
 async fn parts(config: &Config, images: image_store::ImageStore) -> Result<Parts, StartError> {
     let layout = Layout::new(&config.root, &config.state);
     let monitor_binary = monitor_binary()?;
-    let handlers = handlers(config, &layout);
-    let runtimes = handlers
-        .iter()
-        .map(|(name, handler)| {
-            let runtime = CliRuntime::new(handler.clone()).with_monitor_binary(&monitor_binary);
-            (name.clone(), Arc::new(runtime) as Arc<dyn OciRuntime>)
-        })
-        .collect();
+    let handlers = handler_set(config, &layout, &monitor_binary).await;
     let pause_rootfs = crate::pause::install(&layout.pause_rootfs())
         .map_err(|e| StartError::new(layout.pause_rootfs().display(), e))?;
     let mut cni_config = cni::CniManagerConfig::new(&config.network.conf_dir, layout.cni_cache());
@@ -105,7 +101,6 @@ async fn parts(config: &Config, images: image_store::ImageStore) -> Result<Parts
     let network = cni::CniManager::new(cni_config).map_err(|e| StartError::new("CNI", e))?;
     Ok(Parts {
         handlers,
-        runtimes,
         monitors: Arc::new(ProcessMonitors),
         pins: PinDir::prepare(layout.netns())
             .map_err(|e| StartError::new("network namespace directory", e))?,
@@ -123,6 +118,30 @@ async fn parts(config: &Config, images: image_store::ImageStore) -> Result<Parts
             .await
             .map_err(|e| StartError::new("streaming server", e))?,
     })
+}
+
+/// The handlers of `config`, each with its runtime driver and what the
+/// runtime says it can do (asked of all at once: a start or a reload waits
+/// for the slowest only).
+pub async fn handler_set(config: &Config, layout: &Layout, monitor_binary: &Path) -> HandlerSet {
+    let probes = handlers(config, layout)
+        .into_iter()
+        .map(|(name, runtime_config)| async move {
+            let runtime =
+                CliRuntime::new(runtime_config.clone()).with_monitor_binary(monitor_binary);
+            let features = runtime.features().await.unwrap_or_else(|error| {
+            tracing::info!(%error, "runtime features unknown: none of the optional ones assumed");
+            RuntimeFeatures::default()
+        });
+            let handler = Handler {
+                settings: config.runtime.handlers[&name].clone(),
+                runtime_config,
+                runtime: Arc::new(runtime) as Arc<dyn OciRuntime>,
+                features,
+            };
+            (name, handler)
+        });
+    HandlerSet::new(futures_util::future::join_all(probes).await)
 }
 
 /// Each configured handler as the runtime driver needs it.

@@ -139,10 +139,8 @@ async fn remove_container(daemon: &Arc<Daemon>, id: &str, dir: &Path) {
     let cgroup = cgroup_of(id, dir);
     // Which handler made it is in no record: ask each (an unknown id is a
     // quick "does not exist").
-    for name in daemon.handlers.keys() {
-        if let Ok(runtime) = daemon.runtime(name) {
-            let _ = runtime.delete(id, true).await;
-        }
+    for (_, runtime) in daemon.runtimes() {
+        let _ = runtime.delete(id, true).await;
     }
     // A runtime killed inside `create` has no state to delete from, but may
     // have made the cgroup (with its init still in it).

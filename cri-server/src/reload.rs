@@ -5,11 +5,13 @@
 //!
 //! Reloadable: the trust settings (`[runtime]` default and untrusted
 //! handlers, default trust, `privileged_untrusted`, `trusted_images`), the
-//! signature policy (its path and its file) and the registries and mirrors
-//! (`[image] registries`). Any other changed key is logged as needing a
-//! restart and keeps its running value. A reload that fails (a file that
-//! does not parse, an unknown key, a policy that does not load, handlers
-//! the trust settings do not name) changes nothing and says why.
+//! runtime handlers (added or changed; one pods run on cannot be removed
+//! nor its `runtime_root` moved), the signature policy (its path and its
+//! file) and the registries and mirrors (`[image] registries`). Any other
+//! changed key is logged as needing a restart and keeps its running value.
+//! A reload that fails (a file that does not parse, an unknown key, a
+//! policy that does not load, trust settings naming a handler that is not
+//! configured, a handler in use removed) changes nothing and says why.
 
 use crate::config::{Config, ConfigError, ConfigSources};
 use crate::daemon::Daemon;
@@ -31,6 +33,7 @@ const RELOADABLE: &[&str] = &[
     "runtime.trusted_images",
     "image.signature_policy",
     "image.registries",
+    "runtime.handlers",
 ];
 
 /// Why a reload (or `cri-server reload`) did not happen.
@@ -42,6 +45,16 @@ pub enum ReloadError {
     /// The trust settings do not fit the running handlers.
     #[error("runtime trust settings: {0}")]
     Trust(#[from] trust_policy::ConfigError),
+    /// A handler running pods would be removed, or its state moved.
+    #[error("runtime.handlers.{handler}: {why}, and pods run on it: {pods}")]
+    HandlerInUse {
+        /// The handler.
+        handler: String,
+        /// What the new configuration does to it.
+        why: &'static str,
+        /// Some of its pods.
+        pods: String,
+    },
     /// The signature policy does not load.
     #[error("image.signature_policy: {0}")]
     SignaturePolicy(#[from] PolicyReloadError),
@@ -104,9 +117,17 @@ impl Reloader {
         let new = tokio::task::spawn_blocking(move || Config::load(&sources))
             .await
             .map_err(|_| ReloadError::Task)??;
-        let handlers = self.started.runtime.handlers.keys().cloned();
-        let policy = TrustPolicy::new(new.runtime.trust_config(), handlers)?;
+        let policy = TrustPolicy::new(
+            new.runtime.trust_config(),
+            new.runtime.handlers.keys().cloned(),
+        )?;
         let changed = changed_keys(&self.current, &new);
+        let handlers = if changed.iter().any(|k| k.starts_with("runtime.handlers.")) {
+            self.check_handlers_in_use(&new)?;
+            Some(self.handler_set(&new).await)
+        } else {
+            None
+        };
         let (applied, _): (Vec<String>, Vec<String>) =
             changed.into_iter().partition(|k| reloadable(k));
         let needs_restart: Vec<String> = changed_keys(&self.started, &new)
@@ -115,12 +136,57 @@ impl Reloader {
             .collect();
         // The only step that can still fail comes first.
         self.signatures.reconfigure(&new.image).await?;
+        if let Some(handlers) = handlers {
+            self.daemon.set_handlers(handlers);
+        }
         self.daemon.set_policy(policy);
         self.current = new;
         Ok(Reloaded {
             applied,
             needs_restart,
         })
+    }
+}
+
+impl Reloader {
+    /// Refuses a configuration that removes a handler pods run on, or moves
+    /// its runtime state (`runtime_root`): the runtime would no longer find
+    /// them. Adding handlers and changing anything else is fine: the next
+    /// runtime command of every pod uses the new settings.
+    fn check_handlers_in_use(&self, new: &Config) -> Result<(), ReloadError> {
+        let running = self
+            .daemon
+            .sandboxes
+            .list(&sandbox_core::SandboxFilter::default());
+        for (name, old) in &self.current.runtime.handlers {
+            let why = match new.runtime.handlers.get(name) {
+                None => "removed",
+                Some(h) if h.runtime_root != old.runtime_root => "runtime_root changed",
+                Some(_) => continue,
+            };
+            let pods: Vec<&str> = running
+                .iter()
+                .filter(|s| &s.runtime_handler == name)
+                .map(|s| s.id.as_str())
+                .take(3)
+                .collect();
+            if !pods.is_empty() {
+                return Err(ReloadError::HandlerInUse {
+                    handler: name.clone(),
+                    why,
+                    pods: pods.join(", "),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The handlers of `new`, probed like at start; the cgroup driver (a
+    /// restart-only key) stays the running one.
+    async fn handler_set(&self, new: &Config) -> crate::handlers::HandlerSet {
+        let mut config = new.clone();
+        config.runtime.cgroup_driver = self.started.runtime.cgroup_driver;
+        crate::opener::handler_set(&config, &self.daemon.layout, &self.daemon.monitor_binary).await
     }
 }
 
@@ -256,8 +322,15 @@ mod tests {
             .push("--debug".into());
         let changed = changed_keys(&old, &new);
         let (reload, restart): (Vec<_>, Vec<_>) = changed.iter().partition(|k| reloadable(k));
-        assert_eq!(reload, ["image.registries", "runtime.trusted_images"]);
-        assert_eq!(restart, ["runtime.handlers.runsc.args", "socket"]);
+        assert_eq!(
+            reload,
+            [
+                "image.registries",
+                "runtime.handlers.runsc.args",
+                "runtime.trusted_images"
+            ]
+        );
+        assert_eq!(restart, ["socket"]);
     }
 
     #[test]

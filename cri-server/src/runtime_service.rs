@@ -28,18 +28,6 @@ impl RuntimeService {
     pub fn new(daemon: Arc<Daemon>) -> Self {
         RuntimeService { daemon }
     }
-
-    /// Handlers whose binary is missing: reported, never silently dropped.
-    fn missing_handlers(&self) -> Vec<String> {
-        self.daemon
-            .config
-            .runtime
-            .handlers
-            .iter()
-            .filter(|(_, h)| !h.path.is_file())
-            .map(|(name, h)| format!("{name} ({})", h.path.display()))
-            .collect()
-    }
 }
 
 impl RuntimeService {
@@ -80,6 +68,25 @@ where
     }
 }
 
+/// Status's handler list: each handler whose binary is present, with what
+/// its runtime can do. kubelet schedules recursive read-only mounts and
+/// user-namespaced pods by these.
+fn runtime_handlers(handlers: &crate::handlers::HandlerSet) -> Vec<cri::RuntimeHandler> {
+    handlers
+        .iter()
+        .filter(|(_, h)| h.settings.path.is_file())
+        .map(|(name, h)| cri::RuntimeHandler {
+            name: name.clone(),
+            features: Some(cri::RuntimeHandlerFeatures {
+                recursive_read_only_mounts: h.features.recursive_read_only(),
+                // Pods in user namespaces are not implemented yet, whatever
+                // the runtime could do.
+                user_namespaces: false,
+            }),
+        })
+        .collect()
+}
+
 fn unimplemented(rpc: &str) -> Status {
     Status::unimplemented(format!("{rpc} is not implemented yet"))
 }
@@ -105,7 +112,8 @@ impl cri::runtime_service_server::RuntimeService for RuntimeService {
         &self,
         request: Request<cri::StatusRequest>,
     ) -> Result<Response<cri::StatusResponse>, Status> {
-        let missing = self.missing_handlers();
+        let handlers = self.daemon.handlers();
+        let missing = handlers.missing_binaries();
         let runtime_ready = cri::RuntimeCondition {
             r#type: "RuntimeReady".into(),
             status: true,
@@ -136,25 +144,18 @@ impl cri::runtime_service_server::RuntimeService for RuntimeService {
             let config = serde_json::to_string(&self.daemon.config).unwrap_or_default();
             info.insert("config".to_string(), config);
         }
-        let runtime_handlers = self
-            .daemon
-            .config
-            .runtime
-            .handlers
-            .keys()
-            .filter(|name| !missing.iter().any(|m| m.starts_with(&format!("{name} "))))
-            .map(|name| cri::RuntimeHandler {
-                name: name.clone(),
-                features: Some(cri::RuntimeHandlerFeatures::default()),
-            })
-            .collect();
         Ok(Response::new(cri::StatusResponse {
             status: Some(cri::RuntimeStatus {
                 conditions: vec![runtime_ready, network_ready],
             }),
             info,
-            runtime_handlers,
-            features: None,
+            runtime_handlers: runtime_handlers(&handlers),
+            features: Some(cri::RuntimeFeatures {
+                // Strict needs the image's /etc/group left out and the
+                // effective user reported in ContainerStatus.user: not yet.
+                supplemental_groups_policy: false,
+                user_namespaces_host_network: false,
+            }),
         }))
     }
 

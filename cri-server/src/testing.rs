@@ -9,6 +9,7 @@
 
 use crate::config::Config;
 use crate::daemon::{Daemon, Parts};
+use crate::handlers::{Handler, HandlerSet};
 use crate::records::RecordDir;
 use cni::MockPodNetwork;
 use cri_api::v1 as cri;
@@ -18,7 +19,6 @@ use netns::PinDir;
 use oci_shim::monitor::protocol::ExitRecord;
 use oci_shim::monitor::{MockMonitorLauncher, MockPendingLaunch, Monitor};
 use oci_shim::runtime::{MockOciRuntime, OciRuntime, RuntimeHandlerConfig};
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 /// The doubles a test daemon is made of; set expectations, then [`build`].
@@ -84,10 +84,14 @@ impl Doubles {
             .expect("pin dir over the recording double");
         let runc = RuntimeHandlerConfig::runc(layout.runtime_root("runc"));
         let parts = Parts {
-            handlers: BTreeMap::from([("runc".to_string(), runc)]),
-            runtimes: BTreeMap::from([(
+            handlers: HandlerSet::new([(
                 "runc".to_string(),
-                Arc::new(self.runc) as Arc<dyn OciRuntime>,
+                Handler {
+                    settings: config.runtime.handlers["runc"].clone(),
+                    runtime_config: runc,
+                    runtime: Arc::new(self.runc) as Arc<dyn OciRuntime>,
+                    features: Default::default(),
+                },
             )]),
             monitors: self
                 .monitors_instead

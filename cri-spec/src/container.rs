@@ -242,6 +242,10 @@ pub fn volume_mount(mount: &Mount) -> MountSpec {
     if mount.readonly {
         options.push("ro".into());
     }
+    if mount.recursive_read_only {
+        // runc ≥ 1.1 applies it with mount_setattr(AT_RECURSIVE).
+        options.push("rro".into());
+    }
     MountSpec {
         destination: mount.container_path.to_string_lossy().into_owned(),
         kind: "bind".into(),

@@ -132,6 +132,9 @@ pub struct Mount {
     pub selinux_relabel: bool,
     /// Mount propagation.
     pub propagation: MountPropagation,
+    /// Read-only all the way down: submounts of the host path too
+    /// (`rro`; only with `readonly` and private propagation).
+    pub recursive_read_only: bool,
 }
 
 /// The Linux cgroup limits of a container, as CRI's
@@ -450,6 +453,7 @@ mod tests {
             readonly: true,
             selinux_relabel: false,
             propagation: MountPropagation::Bidirectional,
+            recursive_read_only: false,
         });
         c.env.push("A=b".into());
         c.mark_started(1, 10).unwrap();

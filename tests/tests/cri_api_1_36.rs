@@ -253,3 +253,49 @@ async fn fields_the_runtime_cannot_honour_are_refused() {
     assert_eq!(out.stdout, "grüße".as_bytes());
     daemon.remove_pod(&pod).await;
 }
+
+/// Unmounts the tmpfs a test put under a volume, whatever the test did.
+struct Submount(std::path::PathBuf);
+
+impl Drop for Submount {
+    fn drop(&mut self) {
+        let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
+#[tokio::test]
+async fn recursive_read_only_reaches_submounts_on_runc() {
+    let daemon = Daemon::start("").await;
+    daemon.pull(BUSYBOX).await;
+    let pod = daemon.run_pod(pod_config("rro"), "").await;
+    let host = tempfile::tempdir().unwrap();
+    let sub = host.path().join("sub");
+    std::fs::create_dir(&sub).unwrap();
+    nix::mount::mount(
+        Some("tmpfs"),
+        &sub,
+        Some("tmpfs"),
+        nix::mount::MsFlags::empty(),
+        Some("size=1m"),
+    )
+    .unwrap();
+    let _submount = Submount(sub.clone());
+    let mount = |recursive_read_only: bool, path: &str| cri::Mount {
+        container_path: path.into(),
+        host_path: host.path().to_string_lossy().into_owned(),
+        readonly: true,
+        recursive_read_only,
+        ..Default::default()
+    };
+    let mut config = container_config("rro", BUSYBOX, &["sleep", "600"]);
+    config.mounts = vec![mount(true, "/all-ro"), mount(false, "/top-ro")];
+    let id = daemon.create_started(&pod, config).await;
+    // Plain read-only leaves the submount writable; rro does not.
+    let (code, _) = daemon.sh(&id, "touch /top-ro/sub/plain").await;
+    assert_eq!(code, 0, "a plain ro bind keeps submounts writable");
+    let (code, out) = daemon.sh(&id, "touch /all-ro/sub/recursive 2>&1").await;
+    assert_ne!(code, 0, "{out}");
+    assert!(out.contains("Read-only file system"), "{out}");
+    assert!(!sub.join("recursive").exists());
+    daemon.remove_pod(&pod).await;
+}

@@ -222,3 +222,72 @@ async fn reload_without_a_running_daemon_says_so() {
         "{err}"
     );
 }
+
+/// The handlers Status reports, with whether each can mount recursively
+/// read-only.
+async fn status_handlers(daemon: &Daemon) -> Vec<(String, bool)> {
+    daemon
+        .runtime()
+        .await
+        .status(cri::StatusRequest { verbose: false })
+        .await
+        .unwrap()
+        .into_inner()
+        .runtime_handlers
+        .into_iter()
+        .map(|h| {
+            let rro = h.features.is_some_and(|f| f.recursive_read_only_mounts);
+            (h.name, rro)
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn handlers_are_added_by_reload_and_one_in_use_cannot_be_removed() {
+    let daemon = Daemon::start("").await;
+    let before = status_handlers(&daemon).await;
+    // runc 1.1 lists rro in `runc features`; runsc (2022) has no features.
+    assert!(before.contains(&("runc".into(), true)), "{before:?}");
+    assert!(before.contains(&("runsc".into(), false)), "{before:?}");
+
+    drop_in(
+        &daemon,
+        "50-debug.toml",
+        "[runtime.handlers.runc-debug]\npath = \"/usr/sbin/runc\"\nargs = [\"--debug\"]\n",
+    );
+    let line = reload(&daemon, "configuration reloaded").await;
+    assert!(line.contains("runtime.handlers.runc-debug"), "{line}");
+    let after = status_handlers(&daemon).await;
+    assert!(after.contains(&("runc-debug".into(), true)), "{after:?}");
+    let pod = daemon
+        .run_pod(pod_config("on-new-handler"), "runc-debug")
+        .await;
+
+    // Taking the handler away while a pod runs on it is refused, naming it.
+    std::fs::remove_file(daemon.dir().join("config.d/50-debug.toml")).unwrap();
+    let line = reload(&daemon, "configuration not reloaded").await;
+    assert!(
+        line.contains("runtime.handlers.runc-debug") && line.contains(&pod),
+        "{line}"
+    );
+    assert!(status_handlers(&daemon)
+        .await
+        .iter()
+        .any(|(n, _)| n == "runc-debug"));
+
+    // Once the pod is gone, the same reload goes through.
+    daemon.remove_pod(&pod).await;
+    reload(&daemon, "configuration reloaded").await;
+    let last = status_handlers(&daemon).await;
+    assert!(!last.iter().any(|(n, _)| n == "runc-debug"), "{last:?}");
+    let err = daemon
+        .runtime()
+        .await
+        .run_pod_sandbox(cri::RunPodSandboxRequest {
+            config: Some(pod_config("gone-handler")),
+            runtime_handler: "runc-debug".into(),
+        })
+        .await
+        .unwrap_err();
+    assert!(err.message().contains("runc-debug"), "{err:?}");
+}

@@ -261,7 +261,11 @@ async fn write_bundle(
         Some(user) => Some(user_of(&rootfs.path, user, container).await?),
         None => None,
     };
-    container.mounts = volumes(config, container).await?;
+    let rro = daemon
+        .handlers()
+        .get(&sandbox.runtime_handler)
+        .is_some_and(|h| h.features.recursive_read_only());
+    container.mounts = volumes(config, container, rro).await?;
     let on_gvisor = handler.kind == RuntimeKind::Runsc;
     let pod_dir = daemon.layout.sandbox_dir(&sandbox.id);
     let pod_files: Vec<(PathBuf, &'static str)> = crate::pod::files::MOUNTS
@@ -296,11 +300,9 @@ async fn write_bundle(
         annotations: &container.annotations,
         apparmor_enabled: cri_spec::security::apparmor_enabled(),
         privileged_without_host_devices: daemon
-            .config
-            .runtime
-            .handlers
+            .handlers()
             .get(&sandbox.runtime_handler)
-            .is_some_and(|h| h.privileged_without_host_devices),
+            .is_some_and(|h| h.settings.privileged_without_host_devices),
     })
     .map_err(|e| invalid(&e))?;
     container.working_dir = built.spec.process.cwd.clone();
@@ -322,10 +324,14 @@ async fn write_bundle(
 
 /// The request's volumes, host paths resolved and their propagation made
 /// possible on the host (on a blocking thread: both touch the filesystem).
-async fn volumes(config: &cri::ContainerConfig, container: &Container) -> Result<Vec<Mount>> {
+async fn volumes(
+    config: &cri::ContainerConfig,
+    container: &Container,
+    recursive_read_only: bool,
+) -> Result<Vec<Mount>> {
     let mut mounts = Vec::new();
     for m in &config.mounts {
-        let mount = volume(m)
+        let mount = volume(m, recursive_read_only)
             .map_err(|e| Error::InvalidArgument(format!("container {}: {e}", container.name)))?;
         let (host, propagation) = (mount.host_path.clone(), mount.propagation);
         tokio::task::spawn_blocking(move || {
@@ -368,6 +374,8 @@ enum VolumeError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("mount {0:?}: recursive_read_only needs readonly and private propagation")]
+    RecursiveReadOnlyNeedsReadOnly(String),
     /// A CRI mount feature this runtime does not offer; kubelet checks the
     /// handler features in Status before asking, so only a client that did
     /// not look gets here, and must not get a mount that silently differs.
@@ -380,12 +388,12 @@ enum VolumeError {
 
 /// The CRI mount features [`volume`] refuses, and why they are absent:
 /// image volumes (KEP-4639) need an image mounted per volume, recursive
-/// read-only needs runc ≥ 1.1 with `rro` (Status says false), id-mapped
-/// mounts come with user namespaces.
-fn unsupported_feature(m: &cri::Mount) -> Option<&'static str> {
+/// read-only a runtime whose features list `rro` (Status tells kubelet per
+/// handler), id-mapped mounts come with user namespaces.
+fn unsupported_feature(m: &cri::Mount, recursive_read_only: bool) -> Option<&'static str> {
     if m.image.as_ref().is_some_and(|i| !i.image.is_empty()) || !m.image_sub_path.is_empty() {
         Some("an image volume (image, image_sub_path)")
-    } else if m.recursive_read_only {
+    } else if m.recursive_read_only && !recursive_read_only {
         Some("recursive_read_only")
     } else if !m.uid_mappings.is_empty() || !m.gid_mappings.is_empty() {
         Some("an id-mapped mount (uid_mappings, gid_mappings)")
@@ -396,11 +404,11 @@ fn unsupported_feature(m: &cri::Mount) -> Option<&'static str> {
 
 /// A CRI volume: the host path resolved (a symlink is followed, as kubelet's
 /// hostPath volumes may be symlinks) and must exist.
-fn volume(m: &cri::Mount) -> std::result::Result<Mount, VolumeError> {
+fn volume(m: &cri::Mount, recursive_read_only: bool) -> std::result::Result<Mount, VolumeError> {
     if m.container_path.is_empty() || !m.container_path.starts_with('/') {
         return Err(VolumeError::RelativeDestination(m.container_path.clone()));
     }
-    if let Some(feature) = unsupported_feature(m) {
+    if let Some(feature) = unsupported_feature(m, recursive_read_only) {
         return Err(VolumeError::Unsupported {
             container_path: m.container_path.clone(),
             feature,
@@ -422,7 +430,24 @@ fn volume(m: &cri::Mount) -> std::result::Result<Mount, VolumeError> {
         readonly: m.readonly,
         selinux_relabel: m.selinux_relabel,
         propagation,
+        recursive_read_only: recursive_read_only_mount(m)?,
     })
+}
+
+/// Whether `m` asks for a recursive read-only mount, which CRI allows only
+/// on a read-only, private mount (a submount propagated in later could not
+/// be made read-only).
+fn recursive_read_only_mount(m: &cri::Mount) -> std::result::Result<bool, VolumeError> {
+    let private = matches!(
+        cri::MountPropagation::try_from(m.propagation),
+        Ok(cri::MountPropagation::PropagationPrivate) | Err(_)
+    );
+    if m.recursive_read_only && !(m.readonly && private) {
+        return Err(VolumeError::RecursiveReadOnlyNeedsReadOnly(
+            m.container_path.clone(),
+        ));
+    }
+    Ok(m.recursive_read_only)
 }
 
 #[cfg(test)]
@@ -467,10 +492,29 @@ mod tests {
             (rro, "recursive_read_only"),
             (idmap, "id-mapped"),
         ] {
-            let err = volume(&m).unwrap_err().to_string();
+            let err = volume(&m, false).unwrap_err().to_string();
             assert!(err.contains(feature) && err.contains("/data"), "{err}");
         }
-        assert!(volume(&base).is_ok());
+        assert!(volume(&base, false).is_ok());
+        // With a runtime that has rro: only read-only and private.
+        let rro = cri::Mount {
+            recursive_read_only: true,
+            readonly: true,
+            ..base.clone()
+        };
+        assert!(volume(&rro, true).unwrap().recursive_read_only);
+        let writable = cri::Mount {
+            readonly: false,
+            ..rro.clone()
+        };
+        let shared = cri::Mount {
+            propagation: cri::MountPropagation::PropagationBidirectional as i32,
+            ..rro.clone()
+        };
+        for m in [writable, shared] {
+            let err = volume(&m, true).unwrap_err().to_string();
+            assert!(err.contains("needs readonly and private"), "{err}");
+        }
     }
 
     #[test]
@@ -486,7 +530,7 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(
-            volume(&m).unwrap().host_path,
+            volume(&m, false).unwrap().host_path,
             target.canonicalize().unwrap()
         );
         let missing = cri::Mount {
@@ -494,7 +538,7 @@ mod tests {
             host_path: "/nonexistent/x".into(),
             ..Default::default()
         };
-        assert!(volume(&missing)
+        assert!(volume(&missing, false)
             .unwrap_err()
             .to_string()
             .contains("/nonexistent/x"));

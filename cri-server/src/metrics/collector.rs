@@ -91,8 +91,8 @@ impl Collector for StoreCollector {
         // Configured handlers, and any a record still names after a
         // configuration change.
         let handlers: BTreeSet<String> = daemon
-            .handlers
-            .keys()
+            .handlers()
+            .names()
             .cloned()
             .chain(sandboxes.iter().map(|s| s.runtime_handler.clone()))
             .chain(containers.iter().map(|c| c.runtime_handler.clone()))

@@ -257,8 +257,17 @@ fn volumes_and_pod_files_are_bind_mounted() {
         readonly: true,
         selinux_relabel: false,
         propagation: MountPropagation::HostToContainer,
+        recursive_read_only: false,
     };
-    let volumes = [volume];
+    let rro = Mount {
+        container_path: "/all-ro".into(),
+        host_path: "/srv".into(),
+        readonly: true,
+        propagation: MountPropagation::Private,
+        recursive_read_only: true,
+        ..Default::default()
+    };
+    let volumes = [volume, rro];
     let built = build_with_volumes(&request(), &image(&["/ep"], &[]), &volumes, |_| {}).unwrap();
     let data = built
         .spec
@@ -268,6 +277,13 @@ fn volumes_and_pod_files_are_bind_mounted() {
         .unwrap();
     assert_eq!(data.options, ["rbind", "ro"]);
     assert_eq!(data.propagation, Some(Propagation::HostToContainer));
+    let all_ro = built
+        .spec
+        .mounts
+        .iter()
+        .find(|m| m.destination == "/all-ro")
+        .unwrap();
+    assert_eq!(all_ro.options, ["rbind", "ro", "rro"]);
     let hosts = built
         .spec
         .mounts

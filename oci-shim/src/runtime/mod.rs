@@ -11,6 +11,7 @@ mod delete;
 mod exec;
 mod exec_stream;
 mod exec_tree;
+mod features;
 mod handler;
 mod kill;
 mod list;
@@ -24,6 +25,7 @@ mod update;
 pub use cli::{read_runtime_log, CliRuntime};
 pub use exec::{ExecSyncResult, EXEC_OUTPUT_CAP};
 pub use exec_stream::{ExecReader, ExecSession, ExecStreamOptions, ExecWriter};
+pub use features::{FeaturesError, LinuxFeatures, RuntimeFeatures};
 pub use handler::{RuntimeHandlerConfig, RuntimeKind, DEFAULT_RUNTIME_TIMEOUT};
 pub use state::{ContainerState, ContainerStatus};
 
