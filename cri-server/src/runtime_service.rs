@@ -151,9 +151,9 @@ impl cri::runtime_service_server::RuntimeService for RuntimeService {
             info,
             runtime_handlers: runtime_handlers(&handlers),
             features: Some(cri::RuntimeFeatures {
-                // Strict needs the image's /etc/group left out and the
-                // effective user reported in ContainerStatus.user: not yet.
-                supplemental_groups_policy: false,
+                // Strict leaves the image's /etc/group out, and
+                // ContainerStatus.user reports the process's identity.
+                supplemental_groups_policy: true,
                 user_namespaces_host_network: false,
             }),
         }))

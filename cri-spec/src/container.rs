@@ -49,6 +49,9 @@ pub enum ContainerSpecError {
     /// such a value cannot reach the runtime intact.
     #[error("environment variable {0:?}: the value is not UTF-8")]
     EnvNotUtf8(String),
+    /// A `supplemental_groups_policy` CRI does not define.
+    #[error("supplemental_groups_policy {0} is neither Merge nor Strict")]
+    UnknownGroupsPolicy(i32),
 }
 
 /// Everything [`build`] needs besides the request: the answers of the
@@ -212,11 +215,27 @@ fn apply_user(
         .iter()
         .map(|g| id("supplemental_groups", *g))
         .collect::<Result<Vec<u32>, _>>()?;
+    // Strict (KEP-3619): only the groups the pod spec names; Merge, the
+    // default, adds the user's groups from the image's /etc/group, which
+    // an image author controls.
+    let strict = match cri::SupplementalGroupsPolicy::try_from(security.supplemental_groups_policy)
+    {
+        Ok(policy) => policy == cri::SupplementalGroupsPolicy::Strict,
+        Err(_) => {
+            return Err(ContainerSpecError::UnknownGroupsPolicy(
+                security.supplemental_groups_policy,
+            ))
+        }
+    };
     let Some(user) = resolved else {
         spec.process.user.additional_gids = supplemental;
         return Ok(());
     };
-    let mut groups = user.additional_gids;
+    let mut groups = if strict {
+        Vec::new()
+    } else {
+        user.additional_gids
+    };
     for g in supplemental {
         if !groups.contains(&g) {
             groups.push(g);

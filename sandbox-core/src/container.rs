@@ -137,6 +137,19 @@ pub struct Mount {
     pub recursive_read_only: bool,
 }
 
+/// The uid, gid and supplementary groups a container's process runs with,
+/// as ContainerStatus reports them.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ProcessUser {
+    /// The uid.
+    pub uid: u32,
+    /// The primary gid.
+    pub gid: u32,
+    /// The supplementary gids, as given to `setgroups`.
+    pub additional_gids: Vec<u32>,
+}
+
 /// The Linux cgroup limits of a container, as CRI's
 /// `LinuxContainerResources` gives them (0 or empty: not set).
 ///
@@ -233,6 +246,9 @@ pub struct Container {
     /// The signal that asks the container to stop (the image's
     /// `StopSignal`, `SIGTERM` when it names none).
     pub stop_signal: String,
+    /// The identity its process was given; `None` in records older than
+    /// the field.
+    pub process_user: Option<ProcessUser>,
     /// The cgroup limits it was last given (at creation or by an update).
     pub resources: Option<Resources>,
     /// The CRI runtime handler of its pod.

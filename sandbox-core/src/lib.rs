@@ -72,7 +72,8 @@ pub mod store;
 pub mod timestamp;
 
 pub use container::{
-    Container, ContainerMetadata, ContainerState, ImageTrust, Mount, MountPropagation, Resources,
+    Container, ContainerMetadata, ContainerState, ImageTrust, Mount, MountPropagation, ProcessUser,
+    Resources,
 };
 pub use error::{Error, ObjectKind, Result};
 pub use filter::{All, ContainerFilter, Filter, SandboxFilter};

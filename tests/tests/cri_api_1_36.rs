@@ -299,3 +299,77 @@ async fn recursive_read_only_reaches_submounts_on_runc() {
     assert!(!sub.join("recursive").exists());
     daemon.remove_pod(&pod).await;
 }
+
+/// A fixture whose `User=app` (1500) is, by the image's `/etc/group`, in
+/// audio (29), video (44) and staff (50).
+const USER_GROUPS: &str = "registry.k8s.io/user-groups:latest";
+
+#[tokio::test]
+async fn strict_supplemental_groups_and_the_reported_user() {
+    let daemon = Daemon::start("").await;
+    daemon.pull(USER_GROUPS).await;
+    let features = daemon
+        .runtime()
+        .await
+        .status(cri::StatusRequest { verbose: false })
+        .await
+        .unwrap()
+        .into_inner()
+        .features
+        .unwrap();
+    assert!(features.supplemental_groups_policy);
+    let pod = daemon.run_pod(pod_config("groups"), "").await;
+    let run = |name: &str, policy: cri::SupplementalGroupsPolicy| {
+        let mut config = container_config(name, USER_GROUPS, &["sleep", "600"]);
+        config.linux = Some(cri::LinuxContainerConfig {
+            security_context: Some(cri::LinuxContainerSecurityContext {
+                supplemental_groups: vec![4242],
+                supplemental_groups_policy: policy as i32,
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        config
+    };
+    let groups_of = |out: String| {
+        let mut groups: Vec<u32> = out
+            .split_whitespace()
+            .filter_map(|g| g.parse().ok())
+            .collect();
+        groups.sort_unstable();
+        groups
+    };
+    let merge = daemon
+        .create_started(&pod, run("merge", cri::SupplementalGroupsPolicy::Merge))
+        .await;
+    let (_, out) = daemon.sh(&merge, "id -G").await;
+    assert_eq!(groups_of(out), [29, 44, 50, 1500, 4242]);
+
+    // Strict: what the image's /etc/group says is left out.
+    let strict = daemon
+        .create_started(&pod, run("strict", cri::SupplementalGroupsPolicy::Strict))
+        .await;
+    let (_, out) = daemon.sh(&strict, "id -G").await;
+    assert_eq!(groups_of(out), [1500, 4242]);
+
+    let user = daemon
+        .container_status(&strict)
+        .await
+        .user
+        .unwrap()
+        .linux
+        .unwrap();
+    assert_eq!((user.uid, user.gid), (1500, 1500));
+    assert_eq!(user.supplemental_groups, [4242]);
+    let merged = daemon
+        .container_status(&merge)
+        .await
+        .user
+        .unwrap()
+        .linux
+        .unwrap();
+    let mut reported = merged.supplemental_groups.clone();
+    reported.sort_unstable();
+    assert_eq!(reported, [29, 44, 50, 4242]);
+    daemon.remove_pod(&pod).await;
+}

@@ -306,6 +306,12 @@ async fn write_bundle(
     })
     .map_err(|e| invalid(&e))?;
     container.working_dir = built.spec.process.cwd.clone();
+    let user = &built.spec.process.user;
+    container.process_user = Some(sandbox_core::ProcessUser {
+        uid: user.uid,
+        gid: user.gid,
+        additional_gids: user.additional_gids.clone(),
+    });
     container.env = built.spec.process.env.clone();
     container.privileged = security.privileged;
     container.resources = built.resources;

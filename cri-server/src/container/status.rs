@@ -38,6 +38,13 @@ pub fn cri_status(container: &Container) -> cri::ContainerStatus {
         image_ref: container.image_ref.clone(),
         image_id: container.image_ref.clone(),
         stop_signal: cri_spec::stop_signal::to_cri(&container.stop_signal),
+        user: container.process_user.as_ref().map(|u| cri::ContainerUser {
+            linux: Some(cri::LinuxContainerUser {
+                uid: i64::from(u.uid),
+                gid: i64::from(u.gid),
+                supplemental_groups: u.additional_gids.iter().map(|g| i64::from(*g)).collect(),
+            }),
+        }),
         reason: container.reason.clone(),
         message: container.message.clone(),
         labels: convert::cri_map(&container.labels),
@@ -67,7 +74,6 @@ pub fn cri_status(container: &Container) -> cri::ContainerStatus {
             .resources
             .as_ref()
             .map(cri_spec::resources::to_cri),
-        user: None,
     }
 }
 

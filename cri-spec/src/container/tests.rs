@@ -195,6 +195,31 @@ fn the_resolved_user_takes_run_as_group_and_supplemental_groups() {
 }
 
 #[test]
+fn strict_supplemental_groups_leave_the_images_groups_out() {
+    let resolved = |i: &mut ContainerInputs<'_>| {
+        i.user = Some(ResolvedUser {
+            uid: 1000,
+            gid: 1000,
+            additional_gids: vec![10, 20],
+        })
+    };
+    let mut r = request();
+    security(&mut r).supplemental_groups = vec![30];
+    let merged = build_with(&r, &image(&["/ep"], &[]), resolved).unwrap();
+    assert_eq!(merged.spec.process.user.additional_gids, [10, 20, 30]);
+    security(&mut r).supplemental_groups_policy = cri::SupplementalGroupsPolicy::Strict as i32;
+    let strict = build_with(&r, &image(&["/ep"], &[]), resolved).unwrap();
+    assert_eq!(strict.spec.process.user.additional_gids, [30]);
+    assert_eq!(strict.spec.process.user.gid, 1000);
+    security(&mut r).supplemental_groups_policy = 7;
+    let err = build_with(&r, &image(&["/ep"], &[]), resolved).unwrap_err();
+    assert!(
+        err.to_string().contains("supplemental_groups_policy 7"),
+        "{err}"
+    );
+}
+
+#[test]
 fn namespaces_join_the_pod_or_follow_the_request() {
     use sandbox_core::NamespaceMode as M;
     let pid_mode = |mode: M| {
