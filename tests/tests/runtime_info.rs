@@ -315,3 +315,66 @@ async fn a_handler_keeps_its_state_in_its_runtime_root() {
     daemon.remove_pod(&pod).await;
     assert!(!runc_root.join(&pod).exists(), "runc state left behind");
 }
+
+/// Issue #18: `privileged_without_host_devices` (containerd's key): on such
+/// a handler a privileged container keeps every privilege but sees none of
+/// the host's devices; the same pod on plain runc sees them.
+#[tokio::test]
+async fn privileged_without_host_devices_hides_the_hosts_devices() {
+    use tests::fixtures::{container_config, pod_config, BUSYBOX};
+    let daemon = Daemon::start(
+        "[runtime.handlers.runc-nodev]\npath = \"/usr/sbin/runc\"\n\
+         privileged_without_host_devices = true\n",
+    )
+    .await;
+    daemon.pull(BUSYBOX).await;
+    let host_disk = std::fs::read_dir("/dev")
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            use std::os::unix::fs::FileTypeExt;
+            std::fs::symlink_metadata(p).is_ok_and(|m| m.file_type().is_block_device())
+        })
+        .expect("a block device on the host")
+        .to_string_lossy()
+        .into_owned();
+    let privileged_pod = |name: &str| {
+        let mut config = pod_config(name);
+        config.linux = Some(cri::LinuxPodSandboxConfig {
+            security_context: Some(cri::LinuxSandboxSecurityContext {
+                privileged: true,
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        config
+    };
+    let privileged_container = || {
+        let mut config = container_config("privileged", BUSYBOX, &["sleep", "600"]);
+        config.linux = Some(cri::LinuxContainerConfig {
+            security_context: Some(cri::LinuxContainerSecurityContext {
+                privileged: true,
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        config
+    };
+    let mut seen = Vec::new();
+    for handler in ["runc", "runc-nodev"] {
+        let pod = daemon.run_pod(privileged_pod(handler), handler).await;
+        let id = daemon.create_started(&pod, privileged_container()).await;
+        let (has_disk, _) = daemon.sh(&id, &format!("test -b {host_disk}")).await;
+        let (_, caps) = daemon.sh(&id, "grep CapEff /proc/self/status").await;
+        seen.push((
+            handler,
+            has_disk == 0,
+            caps.split_whitespace().nth(1).map(str::to_owned),
+        ));
+        daemon.remove_pod(&pod).await;
+    }
+    assert!(seen[0].1, "plain runc shows {host_disk}: {seen:?}");
+    assert!(!seen[1].1, "runc-nodev hides {host_disk}: {seen:?}");
+    assert_eq!(seen[0].2, seen[1].2, "the same capabilities: {seen:?}");
+}
