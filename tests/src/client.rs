@@ -7,6 +7,16 @@ use crate::fixtures::image_spec;
 use cri_api::v1 as cri;
 
 impl Daemon {
+    /// The runtime's Status (not verbose).
+    pub async fn status(&self) -> cri::StatusResponse {
+        self.runtime()
+            .await
+            .status(cri::StatusRequest { verbose: false })
+            .await
+            .unwrap_or_else(|e| panic!("Status: {e}\n{}", self.log()))
+            .into_inner()
+    }
+
     /// Pulls `image` (from the fixture registry through the mirror config).
     pub async fn pull(&self, image: &str) -> String {
         self.images()

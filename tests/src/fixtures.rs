@@ -51,3 +51,17 @@ pub fn image_spec(image: &str) -> Option<cri::ImageSpec> {
         ..Default::default()
     })
 }
+
+/// A block device of the host (`/dev/vda`, `/dev/loop0`…), to tell whether
+/// a container sees the host's devices.
+pub fn host_block_device() -> String {
+    use std::os::unix::fs::FileTypeExt;
+    std::fs::read_dir("/dev")
+        .expect("read /dev")
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| std::fs::symlink_metadata(p).is_ok_and(|m| m.file_type().is_block_device()))
+        .expect("a block device on the host")
+        .to_string_lossy()
+        .into_owned()
+}

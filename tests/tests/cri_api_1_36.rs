@@ -308,15 +308,7 @@ const USER_GROUPS: &str = "registry.k8s.io/user-groups:latest";
 async fn strict_supplemental_groups_and_the_reported_user() {
     let daemon = Daemon::start("").await;
     daemon.pull(USER_GROUPS).await;
-    let features = daemon
-        .runtime()
-        .await
-        .status(cri::StatusRequest { verbose: false })
-        .await
-        .unwrap()
-        .into_inner()
-        .features
-        .unwrap();
+    let features = daemon.status().await.features.unwrap();
     assert!(features.supplemental_groups_policy);
     let pod = daemon.run_pod(pod_config("groups"), "").await;
     let run = |name: &str, policy: cri::SupplementalGroupsPolicy| {

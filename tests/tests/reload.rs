@@ -227,12 +227,8 @@ async fn reload_without_a_running_daemon_says_so() {
 /// read-only.
 async fn status_handlers(daemon: &Daemon) -> Vec<(String, bool)> {
     daemon
-        .runtime()
+        .status()
         .await
-        .status(cri::StatusRequest { verbose: false })
-        .await
-        .unwrap()
-        .into_inner()
         .runtime_handlers
         .into_iter()
         .map(|h| {

@@ -328,17 +328,7 @@ async fn privileged_without_host_devices_hides_the_hosts_devices() {
     )
     .await;
     daemon.pull(BUSYBOX).await;
-    let host_disk = std::fs::read_dir("/dev")
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .find(|p| {
-            use std::os::unix::fs::FileTypeExt;
-            std::fs::symlink_metadata(p).is_ok_and(|m| m.file_type().is_block_device())
-        })
-        .expect("a block device on the host")
-        .to_string_lossy()
-        .into_owned();
+    let host_disk = tests::fixtures::host_block_device();
     let privileged_pod = |name: &str| {
         let mut config = pod_config(name);
         config.linux = Some(cri::LinuxPodSandboxConfig {

@@ -635,16 +635,7 @@ async fn privileged_gets_every_held_capability_host_devices_and_writable_sys() {
         .await;
     assert_eq!(pod.cap_eff(&privileged).await, daemon_caps());
     assert_ne!(pod.cap_eff(&plain).await, daemon_caps());
-    let host_disk = std::fs::read_dir("/dev")
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .find(|p| {
-            use std::os::unix::fs::FileTypeExt;
-            std::fs::symlink_metadata(p).is_ok_and(|m| m.file_type().is_block_device())
-        })
-        .expect("a block device on the host");
-    let disk = host_disk.to_string_lossy().into_owned();
+    let disk = tests::fixtures::host_block_device();
     assert_eq!(
         pod.exec(&privileged, &["test", "-b", &disk]).await.0,
         0,
