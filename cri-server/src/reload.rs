@@ -7,7 +7,8 @@
 //! handlers, default trust, `privileged_untrusted`, `trusted_images`), the
 //! runtime handlers (added or changed; one pods run on cannot be removed
 //! nor its `runtime_root` moved), the signature policy (its path and its
-//! file) and the registries and mirrors (`[image] registries`). Any other
+//! file), the registries and mirrors (`[image] registries`) and the
+//! metrics endpoint (`[metrics] address`: opened, moved or closed). Any other
 //! changed key is logged as needing a restart and keeps its running value.
 //! A reload that fails (a file that does not parse, an unknown key, a
 //! policy that does not load, trust settings naming a handler that is not
@@ -15,6 +16,7 @@
 
 use crate::config::{Config, ConfigError, ConfigSources};
 use crate::daemon::Daemon;
+use crate::metrics::endpoint::MetricsEndpoint;
 use crate::signatures::{ReloadError as PolicyReloadError, Signatures};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -34,6 +36,7 @@ const RELOADABLE: &[&str] = &[
     "image.signature_policy",
     "image.registries",
     "runtime.handlers",
+    "metrics.address",
 ];
 
 /// Why a reload (or `cri-server reload`) did not happen.
@@ -55,6 +58,9 @@ pub enum ReloadError {
         /// Some of its pods.
         pods: String,
     },
+    /// The new metrics address cannot be served on.
+    #[error(transparent)]
+    Metrics(#[from] crate::metrics::server::MetricsError),
     /// The signature policy does not load.
     #[error("image.signature_policy: {0}")]
     SignaturePolicy(#[from] PolicyReloadError),
@@ -91,15 +97,18 @@ pub struct Reloader {
     current: Config,
     daemon: Arc<Daemon>,
     signatures: Signatures,
+    metrics: MetricsEndpoint,
 }
 
 impl Reloader {
-    /// A reloader for a daemon started from `config`, read from `sources`.
+    /// A reloader for a daemon started from `config`, read from `sources`,
+    /// owning what it swaps besides the daemon's state: the signature check
+    /// and the metrics endpoint.
     pub fn new(
         sources: ConfigSources,
         config: Config,
         daemon: Arc<Daemon>,
-        signatures: Signatures,
+        (signatures, metrics): (Signatures, MetricsEndpoint),
     ) -> Self {
         Reloader {
             sources,
@@ -107,6 +116,7 @@ impl Reloader {
             current: config,
             daemon,
             signatures,
+            metrics,
         }
     }
 
@@ -134,8 +144,13 @@ impl Reloader {
             .into_iter()
             .filter(|k| !reloadable(k))
             .collect();
+        // Bound before anything is swapped: a taken port changes nothing.
+        let metrics = self.metrics.prepare(new.metrics.socket_addr()).await?;
         // The only step that can still fail comes first.
         self.signatures.reconfigure(&new.image).await?;
+        if let Some(metrics) = metrics {
+            self.metrics.switch(metrics, &self.daemon);
+        }
         if let Some(handlers) = handlers {
             self.daemon.set_handlers(handlers);
         }

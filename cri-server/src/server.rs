@@ -3,6 +3,7 @@
 
 use crate::config::{Config, ConfigSources};
 use crate::image_service::ImageService;
+use crate::metrics::endpoint::MetricsEndpoint;
 use crate::metrics::rpc::RpcMetricsLayer;
 use crate::metrics::server::{MetricsError, MetricsServer};
 use crate::opener::StartError;
@@ -64,11 +65,12 @@ pub async fn serve(config: Config, sources: ConfigSources) -> Result<(), ServeEr
     let daemon = opened.daemon;
     // Handled, so a SIGHUP no longer kills the daemon (its default action).
     let hangups = signal(SignalKind::hangup()).map_err(ServeError::Signals)?;
+    let metrics = MetricsEndpoint::serve(config.metrics.socket_addr(), metrics_server, &daemon);
     let reloader = crate::reload::Reloader::new(
         sources,
         config.clone(),
         Arc::clone(&daemon),
-        opened.signatures,
+        (opened.signatures, metrics),
     );
     let reloader = tokio::spawn(crate::reload::on_hangup(reloader, hangups));
     let pid_file = crate::reload::pid_file(&config);
@@ -78,8 +80,6 @@ pub async fn serve(config: Config, sources: ConfigSources) -> Result<(), ServeEr
     let backend = crate::stream_backend::DaemonBackend::new(Arc::clone(&daemon));
     daemon.streaming.spawn(Arc::new(backend));
     let sweeper = crate::watch::sweep_unclaimed(&daemon);
-    let metrics_task =
-        metrics_server.map(|server| server.spawn(crate::metrics::collector::registry(&daemon)));
     let mut term = signal(SignalKind::terminate()).map_err(ServeError::Signals)?;
     let mut int = signal(SignalKind::interrupt()).map_err(ServeError::Signals)?;
     let notifier = Notifier::from_env();
@@ -128,11 +128,8 @@ pub async fn serve(config: Config, sources: ConfigSources) -> Result<(), ServeEr
         ))))
         .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
         .await;
-    for task in metrics_task
-        .into_iter()
-        .chain(watchdog)
-        .chain([sweeper, reloader])
-    {
+    // The reloader owns the metrics endpoint: aborted, it closes it.
+    for task in watchdog.into_iter().chain([sweeper, reloader]) {
         task.abort();
     }
     // A socket file left behind would look like a crashed daemon's; remove it.

@@ -14,6 +14,7 @@
 pub mod client;
 pub mod daemon;
 pub mod fixtures;
+pub mod http;
 pub mod leaks;
 pub mod spdy_client;
 pub mod ws_client;

@@ -7,7 +7,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 use tests::daemon::{run_cli, Daemon};
 use tests::fixtures::{container_config, pod_config, BUSYBOX};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tests::http::{free_port, get};
 
 /// The families kubelet's dashboards read most, which must be announced.
 const EXPECTED: &[&str] = &[
@@ -213,29 +213,6 @@ async fn a_busy_pod_reports_cpu_memory_and_network_metrics_by_container_id() {
 }
 
 /// A port nothing listens on right now.
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    listener.local_addr().expect("address").port()
-}
-
-/// `GET path` on 127.0.0.1:`port`: the status code and the body.
-async fn get(port: u16, path: &str) -> (u16, String) {
-    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .unwrap_or_else(|e| panic!("connect to the metrics endpoint: {e}"));
-    let request = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).await.unwrap();
-    let (head, body) = answer.split_once("\r\n\r\n").expect("an HTTP answer");
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .expect("a status code");
-    (status, body.to_string())
-}
-
 /// The TCP ports process `pid` listens on.
 fn listening_ports(pid: u32) -> Vec<u16> {
     let inodes: HashSet<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))

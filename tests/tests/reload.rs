@@ -287,3 +287,53 @@ async fn handlers_are_added_by_reload_and_one_in_use_cannot_be_removed() {
         .unwrap_err();
     assert!(err.message().contains("runc-debug"), "{err:?}");
 }
+
+#[tokio::test]
+async fn a_reload_opens_moves_and_closes_the_metrics_endpoint() {
+    use tests::http::{free_port, get, try_get};
+    let daemon = Daemon::start("").await;
+    let first = free_port();
+    drop_in(
+        &daemon,
+        "60-metrics.toml",
+        &format!("[metrics]\naddress = \"127.0.0.1:{first}\"\n"),
+    );
+    let line = reload(&daemon, "configuration reloaded").await;
+    assert!(line.contains("metrics.address"), "{line}");
+    let (code, body) = get(first, "/metrics").await;
+    assert_eq!(code, 200);
+    assert!(body.contains("cri_server_config_reloads_total"), "{body}");
+
+    // A taken port: the reload fails and the endpoint stays where it was.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken_port = taken.local_addr().unwrap().port();
+    drop_in(
+        &daemon,
+        "60-metrics.toml",
+        &format!("[metrics]\naddress = \"127.0.0.1:{taken_port}\"\n"),
+    );
+    let line = reload(&daemon, "configuration not reloaded").await;
+    assert!(line.contains(&taken_port.to_string()), "{line}");
+    assert_eq!(get(first, "/metrics").await.0, 200);
+
+    // Moved, then closed.
+    let second = free_port();
+    drop_in(
+        &daemon,
+        "60-metrics.toml",
+        &format!("[metrics]\naddress = \"127.0.0.1:{second}\"\n"),
+    );
+    reload(&daemon, "configuration reloaded").await;
+    assert_eq!(get(second, "/metrics").await.0, 200);
+    assert!(
+        try_get(first, "/metrics").await.is_err(),
+        "the old port still serves"
+    );
+    std::fs::remove_file(daemon.dir().join("config.d/60-metrics.toml")).unwrap();
+    reload(&daemon, "configuration reloaded").await;
+    assert!(
+        try_get(second, "/metrics").await.is_err(),
+        "closed endpoint still serves"
+    );
+    drop(taken);
+}

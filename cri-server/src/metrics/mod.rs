@@ -14,9 +14,10 @@
 //!   daemon's stores at each scrape ([`collector`]).
 //!
 //! Counting is always on (a few atomics per request); only serving them
-//! needs the address.
+//! needs the address, which a reload may change ([`endpoint`]).
 
 pub mod collector;
+pub mod endpoint;
 pub mod rpc;
 pub mod server;
 
