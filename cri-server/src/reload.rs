@@ -8,7 +8,8 @@
 //! runtime handlers (added or changed; one pods run on cannot be removed
 //! nor its `runtime_root` moved), the signature policy (its path and its
 //! file) and the registries and mirrors (`[image] registries`). Any other
-//! changed key is logged as needing a restart and keeps its running value.
+//! changed key (`[tracing]` among them: the exporter starts with the
+//! daemon) is logged as needing a restart and keeps its running value.
 //! A reload that fails (a file that does not parse, an unknown key, a
 //! policy that does not load, trust settings naming a handler that is not
 //! configured, a handler in use removed) changes nothing and says why.
@@ -314,6 +315,7 @@ mod tests {
             mirrors_only: false,
         });
         new.socket = "/run/other.sock".into();
+        new.tracing.endpoint = "http://127.0.0.1:4317".into();
         new.runtime
             .handlers
             .get_mut("runsc")
@@ -330,7 +332,8 @@ mod tests {
                 "runtime.trusted_images"
             ]
         );
-        assert_eq!(restart, ["socket"]);
+        // The exporter starts with the daemon: [tracing] needs a restart.
+        assert_eq!(restart, ["socket", "tracing.endpoint"]);
     }
 
     #[test]
