@@ -5,10 +5,12 @@
 //! Unknown keys are refused rather than ignored, so a typo never silently
 //! falls back to a default.
 
+mod otlp;
 mod sources;
 
 use cgroups::CgroupDriver;
 pub use image_store::RegistryConfig;
+pub use otlp::{TracingConfig, TracingConfigError};
 use serde::{Deserialize, Serialize};
 pub use sources::{ConfigSources, Layered, DEFAULT_FILE, DROP_IN_DIR};
 use std::collections::BTreeMap;
@@ -45,6 +47,8 @@ pub struct Config {
     pub streaming: StreamingConfig,
     /// The daemon's own Prometheus metrics endpoint.
     pub metrics: MetricsConfig,
+    /// OpenTelemetry spans of every CRI call, sent over OTLP/gRPC.
+    pub tracing: TracingConfig,
 }
 
 impl Default for Config {
@@ -58,6 +62,7 @@ impl Default for Config {
             network: NetworkConfig::default(),
             streaming: StreamingConfig::default(),
             metrics: MetricsConfig::default(),
+            tracing: TracingConfig::default(),
         }
     }
 }
@@ -598,7 +603,9 @@ impl Config {
             let why = format!("{} is not an absolute path", policy.display());
             return Err(invalid("image.signature_policy", why));
         }
-        Ok(())
+        self.tracing
+            .check()
+            .map_err(|e| invalid(e.key(), e.to_string()))
     }
 
     /// The configuration as TOML, as `cri-server config` prints it.
@@ -901,6 +908,54 @@ mod tests {
             assert!(err.contains("8192"), "{err}");
         }
         assert_eq!(Config::default().runtime.log_size_max, -1);
+    }
+
+    #[test]
+    fn tracing_is_off_by_default_and_bad_keys_are_named() {
+        let config = Config::default();
+        assert!(!config.tracing.enabled());
+        let text = config.to_toml();
+        assert!(text.contains("[tracing]\nendpoint = \"\""), "{text}");
+        let config = Config::parse(
+            "[tracing]\nendpoint = \"http://127.0.0.1:4317\"\nsampling_ratio = 0.5\n",
+        )
+        .unwrap();
+        assert_eq!(config.tracing.endpoint, "http://127.0.0.1:4317");
+        assert_eq!(config.tracing.sampling_ratio, 0.5);
+        for (text, key, why) in [
+            (
+                "endpoint = \"127.0.0.1:4317\"",
+                "config key tracing.endpoint",
+                "127.0.0.1:4317",
+            ),
+            (
+                "endpoint = \"https://collector:4317\"",
+                "config key tracing.endpoint",
+                "https",
+            ),
+            (
+                "sampling_ratio = 1.5",
+                "config key tracing.sampling_ratio",
+                "1.5",
+            ),
+            (
+                "sampling_ratio = -1",
+                "config key tracing.sampling_ratio",
+                "-1",
+            ),
+        ] {
+            let config = Config::parse(&format!("[tracing]\n{text}\n")).unwrap();
+            let err = config.validate().unwrap_err().to_string();
+            // Without runc installed validation stops earlier.
+            if err.contains("runtime.") {
+                continue;
+            }
+            assert!(err.contains(key) && err.contains(why), "{text}: {err}");
+        }
+        let err = Config::parse("[tracing]\nendpont = \"x\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("endpont"), "{err}");
     }
 
     #[test]

@@ -14,7 +14,8 @@
 //!   dispatchers to [`pod`] and [`container`] (one verb per file);
 //!   [`list_stream`]: the `Stream*` twins of the `List*` RPCs.
 //! - [`stats`]: container and pod stats and CRI metrics; [`metrics`]: the
-//!   daemon's own Prometheus endpoint.
+//!   daemon's own Prometheus endpoint; [`otel`]: OpenTelemetry spans of
+//!   every CRI call, over OTLP (`[tracing]`).
 //! - [`signatures`]: `[image] signature_policy`, the image store's pull
 //!   check, and its reload on SIGHUP.
 //! - [`stream_backend`]: the daemon behind the `cri-streaming` server
@@ -42,6 +43,7 @@ pub mod memory;
 pub mod metrics;
 pub mod opener;
 pub mod orphans;
+pub mod otel;
 pub mod pause;
 pub mod pod;
 pub mod records;

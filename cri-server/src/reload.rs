@@ -9,7 +9,8 @@
 //! nor its `runtime_root` moved), the signature policy (its path and its
 //! file), the registries and mirrors (`[image] registries`) and the
 //! metrics endpoint (`[metrics] address`: opened, moved or closed). Any other
-//! changed key is logged as needing a restart and keeps its running value.
+//! changed key (`[tracing]` among them: the exporter starts with the
+//! daemon) is logged as needing a restart and keeps its running value.
 //! A reload that fails (a file that does not parse, an unknown key, a
 //! policy that does not load, trust settings naming a handler that is not
 //! configured, a handler in use removed) changes nothing and says why.
@@ -329,6 +330,7 @@ mod tests {
             mirrors_only: false,
         });
         new.socket = "/run/other.sock".into();
+        new.tracing.endpoint = "http://127.0.0.1:4317".into();
         new.runtime
             .handlers
             .get_mut("runsc")
@@ -345,7 +347,8 @@ mod tests {
                 "runtime.trusted_images"
             ]
         );
-        assert_eq!(restart, ["socket"]);
+        // The exporter starts with the daemon: [tracing] needs a restart.
+        assert_eq!(restart, ["socket", "tracing.endpoint"]);
     }
 
     #[test]

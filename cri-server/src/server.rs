@@ -7,6 +7,8 @@ use crate::metrics::endpoint::MetricsEndpoint;
 use crate::metrics::rpc::RpcMetricsLayer;
 use crate::metrics::server::{MetricsError, MetricsServer};
 use crate::opener::StartError;
+use crate::otel::layer::SpanLayer;
+use crate::otel::{Tracing, TracingError};
 use crate::runtime_service::RuntimeService;
 use crate::socket;
 use crate::systemd::Notifier;
@@ -36,10 +38,14 @@ pub enum ServeError {
     /// The metrics endpoint could not start.
     #[error(transparent)]
     Metrics(#[from] MetricsError),
+    /// The OTLP exporter could not start.
+    #[error(transparent)]
+    Tracing(#[from] TracingError),
 }
 
 /// Serves the RuntimeService and ImageService on `config.socket`, and the
-/// daemon's metrics on `config.metrics.address` when one is set.
+/// daemon's metrics on `config.metrics.address` when one is set; a span of
+/// each call goes to `config.tracing.endpoint` when one is set.
 ///
 /// Returns after SIGTERM or SIGINT once in-flight requests have finished.
 /// Containers are not touched on the way out: they outlive the daemon.
@@ -52,6 +58,8 @@ pub async fn serve(config: Config, sources: ConfigSources) -> Result<(), ServeEr
         Some(address) => Some(MetricsServer::bind(address).await?),
         None => None,
     };
+    // Before the socket too: nothing to clean up if it fails.
+    let tracing = Tracing::start(&config.tracing)?;
     let listener = socket::bind(&config.socket).await?;
     let opened = match crate::opener::open(config.clone()).await {
         Ok(opened) => opened,
@@ -120,6 +128,8 @@ pub async fn serve(config: Config, sources: ConfigSources) -> Result<(), ServeEr
         )
         // Requests, errors and latency by method and code, for /metrics.
         .layer(RpcMetricsLayer::new(daemon.metrics.rpc.clone()))
+        // A span per call, when [tracing] is on.
+        .layer(SpanLayer::new(tracing.as_ref().map(Tracing::tracer)))
         .add_service(RuntimeServiceServer::new(RuntimeService::new(Arc::clone(
             &daemon,
         ))))
@@ -135,5 +145,8 @@ pub async fn serve(config: Config, sources: ConfigSources) -> Result<(), ServeEr
     // A socket file left behind would look like a crashed daemon's; remove it.
     let _ = std::fs::remove_file(&socket_path);
     let _ = std::fs::remove_file(&pid_file);
+    if let Some(tracing) = tracing {
+        tracing.shutdown().await;
+    }
     result.map_err(ServeError::from)
 }

@@ -93,8 +93,9 @@ impl RpcMetrics {
 /// The `method` label of a request path: `runtime.v1.RuntimeService/Version`
 /// for `/runtime.v1.RuntimeService/Version`. A path outside the CRI
 /// services, or one no method could have, is `other`, so a client cannot
-/// make up label values without bound.
-fn method_label(path: &str) -> String {
+/// make up label values without bound. Spans are named the same way
+/// (`crate::otel::layer`).
+pub(crate) fn method_label(path: &str) -> String {
     let path = path.trim_start_matches('/');
     let known = ["runtime.v1.RuntimeService/", "runtime.v1.ImageService/"]
         .iter()
