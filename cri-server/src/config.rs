@@ -37,6 +37,10 @@ pub struct Config {
     pub root: PathBuf,
     /// Runtime state that does not survive a reboot: bundles, monitors, netns pins.
     pub state: PathBuf,
+    /// The log level or tracing filter (`info`, `debug`,
+    /// `info,cri_server::pod=debug`); empty: `--log-level`, else `info`.
+    /// Reloadable, so a node can be made to say more without a restart.
+    pub log_level: String,
     /// OCI runtimes and the trust policy.
     pub runtime: RuntimeConfig,
     /// Images and registries.
@@ -57,6 +61,7 @@ impl Default for Config {
             socket: PathBuf::from("/run/cri-server/cri-server.sock"),
             root: PathBuf::from("/var/lib/cri-server"),
             state: PathBuf::from("/run/cri-server"),
+            log_level: String::new(),
             runtime: RuntimeConfig::default(),
             image: ImageConfig::default(),
             network: NetworkConfig::default(),
@@ -511,6 +516,10 @@ impl Config {
             key: key.to_string(),
             message,
         };
+        if !self.log_level.is_empty() {
+            tracing_subscriber::EnvFilter::try_new(&self.log_level)
+                .map_err(|e| invalid("log_level", e.to_string()))?;
+        }
         let runtime = &self.runtime;
         TrustPolicy::new(runtime.trust_config(), runtime.handlers.keys().cloned()).map_err(
             |e| match e {

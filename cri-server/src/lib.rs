@@ -39,6 +39,7 @@ pub mod image_service;
 pub mod layout;
 pub mod list_stream;
 pub mod locks;
+pub mod log_level;
 pub mod memory;
 pub mod metrics;
 pub mod opener;

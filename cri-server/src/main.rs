@@ -2,9 +2,14 @@
 
 use clap::{CommandFactory, Parser, Subcommand};
 use cri_server::config::{Config, ConfigSources};
+use cri_server::log_level::LogLevel;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::reload::Handle;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Registry};
 
 /// The version and the git revision it was built from.
 const VERSION: &str = concat!(
@@ -27,9 +32,10 @@ struct Cli {
     /// over the main file [default: `config.d` beside the main file].
     #[arg(long, global = true)]
     config_dir: Option<PathBuf>,
-    /// Log level or tracing filter (error, warn, info, debug, trace).
-    #[arg(long, global = true, default_value = "info")]
-    log_level: String,
+    /// Log level or tracing filter (error, warn, info, debug, trace)
+    /// [default: the configuration's `log_level`, else info].
+    #[arg(long, global = true)]
+    log_level: Option<String>,
     /// Log line format: `text` for people (coloured only on a terminal),
     /// `json` (one object per line) for log shippers.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
@@ -87,14 +93,25 @@ fn main() -> ExitCode {
         }
         _ => {}
     }
-    if let Err(message) = init_logs(&cli) {
-        return fail(message);
-    }
+    let handle = match init_logs(&cli) {
+        Ok(handle) => handle,
+        Err(message) => return fail(message),
+    };
     let sources = ConfigSources::new(cli.config.clone(), cli.config_dir.clone());
     let layered = match Config::load_layered(&sources) {
         Ok(layered) => layered,
         Err(e) => return fail(e.to_string()),
     };
+    // The flag, else the configuration (checked at load), else info.
+    let start_up = cli
+        .log_level
+        .clone()
+        .or_else(|| Some(layered.config.log_level.clone()).filter(|l| !l.is_empty()))
+        .unwrap_or_else(|| "info".into());
+    let log_level = LogLevel::new(handle, &start_up);
+    if let Err(e) = log_level.set(&start_up) {
+        return fail(e.to_string());
+    }
     match cli.command {
         Some(Command::Config { sources: false }) => out(&layered.config.to_toml()),
         Some(Command::Config { sources: true }) => {
@@ -109,28 +126,32 @@ fn main() -> ExitCode {
             Ok(pid) => out(&format!("sent SIGHUP to cri-server (pid {pid})\n")),
             Err(e) => fail(e.to_string()),
         },
-        _ => run(layered.config, sources),
+        _ => run(layered.config, sources, log_level),
     }
 }
 
-/// Sets up logging to stderr as the flags ask.
-fn init_logs(cli: &Cli) -> Result<(), String> {
-    let filter = tracing_subscriber::EnvFilter::try_new(&cli.log_level)
-        .map_err(|e| format!("--log-level {:?}: {e}", cli.log_level))?;
-    let logs = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+/// Sets up logging to stderr as the flags ask, at `--log-level` (or info
+/// until the configuration is read); returns the handle that changes the
+/// level later.
+fn init_logs(cli: &Cli) -> Result<Handle<EnvFilter, Registry>, String> {
+    let level = cli.log_level.as_deref().unwrap_or("info");
+    let filter = EnvFilter::try_new(level).map_err(|e| format!("--log-level {level:?}: {e}"))?;
+    let (filter, handle) = tracing_subscriber::reload::Layer::new(filter);
+    let logs = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let registry = tracing_subscriber::registry().with(filter);
     match cli.log_format {
         // Escapes only where a terminal renders them: in a file, a pipe or
         // journald they are noise.
-        LogFormat::Text => logs.with_ansi(std::io::stderr().is_terminal()).init(),
-        LogFormat::Json => logs.json().flatten_event(true).init(),
+        LogFormat::Text => registry
+            .with(logs.with_ansi(std::io::stderr().is_terminal()))
+            .init(),
+        LogFormat::Json => registry.with(logs.json().flatten_event(true)).init(),
     }
-    Ok(())
+    Ok(handle)
 }
 
 /// Runs the daemon until it is told to stop.
-fn run(config: Config, sources: ConfigSources) -> ExitCode {
+fn run(config: Config, sources: ConfigSources, log_level: LogLevel) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -138,7 +159,7 @@ fn run(config: Config, sources: ConfigSources) -> ExitCode {
         Ok(runtime) => runtime,
         Err(e) => return fail(format!("starting the async runtime: {e}")),
     };
-    match runtime.block_on(cri_server::server::serve(config, sources)) {
+    match runtime.block_on(cri_server::server::serve(config, sources, log_level)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(e.to_string()),
     }

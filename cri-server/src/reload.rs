@@ -8,7 +8,8 @@
 //! runtime handlers (added or changed; one pods run on cannot be removed
 //! nor its `runtime_root` moved), the signature policy (its path and its
 //! file), the registries and mirrors (`[image] registries`) and the
-//! metrics endpoint (`[metrics] address`: opened, moved or closed). Any other
+//! metrics endpoint (`[metrics] address`: opened, moved or closed) and the
+//! log filter (`log_level`). Any other
 //! changed key (`[tracing]` among them: the exporter starts with the
 //! daemon) is logged as needing a restart and keeps its running value.
 //! A reload that fails (a file that does not parse, an unknown key, a
@@ -17,6 +18,7 @@
 
 use crate::config::{Config, ConfigError, ConfigSources};
 use crate::daemon::Daemon;
+use crate::log_level::LogLevel;
 use crate::metrics::endpoint::MetricsEndpoint;
 use crate::signatures::{ReloadError as PolicyReloadError, Signatures};
 use std::collections::BTreeMap;
@@ -38,6 +40,7 @@ const RELOADABLE: &[&str] = &[
     "image.registries",
     "runtime.handlers",
     "metrics.address",
+    "log_level",
 ];
 
 /// Why a reload (or `cri-server reload`) did not happen.
@@ -99,17 +102,18 @@ pub struct Reloader {
     daemon: Arc<Daemon>,
     signatures: Signatures,
     metrics: MetricsEndpoint,
+    log_level: LogLevel,
 }
 
 impl Reloader {
     /// A reloader for a daemon started from `config`, read from `sources`,
-    /// owning what it swaps besides the daemon's state: the signature check
-    /// and the metrics endpoint.
+    /// owning what it swaps besides the daemon's state: the signature check,
+    /// the metrics endpoint and the log filter.
     pub fn new(
         sources: ConfigSources,
         config: Config,
         daemon: Arc<Daemon>,
-        (signatures, metrics): (Signatures, MetricsEndpoint),
+        (signatures, metrics, log_level): (Signatures, MetricsEndpoint, LogLevel),
     ) -> Self {
         Reloader {
             sources,
@@ -118,6 +122,7 @@ impl Reloader {
             daemon,
             signatures,
             metrics,
+            log_level,
         }
     }
 
@@ -151,6 +156,12 @@ impl Reloader {
         self.signatures.reconfigure(&new.image).await?;
         if let Some(metrics) = metrics {
             self.metrics.switch(metrics, &self.daemon);
+        }
+        if new.log_level != self.current.log_level {
+            // Checked when the configuration loaded: it parses.
+            if let Err(error) = self.log_level.set(&new.log_level) {
+                tracing::warn!(%error, "log level unchanged");
+            }
         }
         if let Some(handlers) = handlers {
             self.daemon.set_handlers(handlers);

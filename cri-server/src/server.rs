@@ -52,7 +52,11 @@ pub enum ServeError {
 /// SIGHUP reads `sources` again and puts what can change live in force
 /// ([`crate::reload`]); the daemon's pid is in `<state>/cri-server.pid`
 /// meanwhile, for `cri-server reload`.
-pub async fn serve(config: Config, sources: ConfigSources) -> Result<(), ServeError> {
+pub async fn serve(
+    config: Config,
+    sources: ConfigSources,
+    log_level: crate::log_level::LogLevel,
+) -> Result<(), ServeError> {
     // Bound first: a taken metrics port must not leave a socket file behind.
     let metrics_server = match config.metrics.socket_addr() {
         Some(address) => Some(MetricsServer::bind(address).await?),
@@ -78,7 +82,7 @@ pub async fn serve(config: Config, sources: ConfigSources) -> Result<(), ServeEr
         sources,
         config.clone(),
         Arc::clone(&daemon),
-        (opened.signatures, metrics),
+        (opened.signatures, metrics, log_level),
     );
     let reloader = tokio::spawn(crate::reload::on_hangup(reloader, hangups));
     let pid_file = crate::reload::pid_file(&config);

@@ -337,3 +337,47 @@ async fn a_reload_opens_moves_and_closes_the_metrics_endpoint() {
     );
     drop(taken);
 }
+
+#[tokio::test]
+async fn a_reload_changes_the_log_level() {
+    let daemon = Daemon::start("").await;
+    // The test daemon logs at debug; a drop-in quiets it to warnings (so
+    // the reload's own info line is not written either: watch the effect).
+    drop_in(&daemon, "70-quiet.toml", "log_level = \"warn\"\n");
+    assert!(run_cli(&["--config", &config_arg(&daemon), "reload"])
+        .status
+        .success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let before = daemon.log().len();
+        daemon.status().await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if !daemon.log()[before..].contains("Status") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still logging requests at info:\n{}",
+            daemon.log()
+        );
+    }
+
+    // Emptied: back to the level the daemon started with.
+    std::fs::remove_file(daemon.dir().join("config.d/70-quiet.toml")).unwrap();
+    let line = reload(&daemon, "configuration reloaded").await;
+    assert!(line.contains("log_level"), "{line}");
+    let before = daemon.log().len();
+    daemon.status().await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let loud = daemon.log()[before..].to_string();
+    assert!(
+        loud.contains("Status"),
+        "no request lines after the reload:\n{loud}"
+    );
+
+    // A filter that does not parse is refused, naming the key.
+    drop_in(&daemon, "70-quiet.toml", "log_level = \"info,=[\"\n");
+    let out = run_cli(&["--config", &config_arg(&daemon), "reload"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("log_level"));
+}
