@@ -241,6 +241,12 @@ pub struct ImageConfig {
     /// bytes or never answers cannot hold a pull, and the image store's
     /// locks, for good. From 1 to 3600; default 60.
     pub pull_stall_timeout_seconds: PullStallTimeout,
+    /// How many layers of one pull are downloaded at once, each unpacked
+    /// while it arrives (containerd's key): more overlap a registry's
+    /// latency; each costs a connection, a blocking thread and a few MiB of
+    /// chunks in flight. Pulls of images that share a layer download it
+    /// once whatever this says. From 1 to 32; default 3.
+    pub max_concurrent_downloads: MaxConcurrentDownloads,
     /// The containers-policy.json(5) every pull is checked against (CRI-O's
     /// key): `sigstoreSigned` (cosign keys), `insecureAcceptAnything` and
     /// `reject`, by scope. A refused image fails its pull
@@ -294,6 +300,71 @@ impl PullStallTimeout {
                 self.0
             )
         })
+    }
+}
+
+/// `[image] max_concurrent_downloads`: 3 by default.
+///
+/// # Examples
+///
+/// ```
+/// use cri_server::config::Config;
+///
+/// let config: Config = toml::from_str("[image]\nmax_concurrent_downloads = 5").unwrap();
+/// let options = config.image.pull_options().unwrap();
+/// assert_eq!(options.max_concurrent_downloads(), 5);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct MaxConcurrentDownloads(pub u64);
+
+impl Default for MaxConcurrentDownloads {
+    fn default() -> Self {
+        MaxConcurrentDownloads(image_store::DEFAULT_CONCURRENT_DOWNLOADS as u64)
+    }
+}
+
+impl MaxConcurrentDownloads {
+    /// `options` with this many downloads at once; out of range (see
+    /// [`Config::validate`]) is an error.
+    fn apply(
+        self,
+        options: image_store::PullOptions,
+    ) -> Result<image_store::PullOptions, image_store::PullOptionsError> {
+        // Past usize is past the maximum too.
+        options.with_max_concurrent_downloads(usize::try_from(self.0).unwrap_or(usize::MAX))
+    }
+
+    /// Why this cannot be a number of downloads, in the config's terms.
+    fn check(self) -> Result<(), String> {
+        self.apply(image_store::PullOptions::default())
+            .map(drop)
+            .map_err(|_| {
+                format!(
+                    "must be from 1 to {}, not {}",
+                    image_store::MAX_CONCURRENT_DOWNLOADS,
+                    self.0
+                )
+            })
+    }
+}
+
+impl ImageConfig {
+    /// The image store's pull options: the stall timeout and the
+    /// concurrent downloads. An out-of-range key (see [`Config::validate`])
+    /// is an error naming it.
+    pub fn pull_options(&self) -> Result<image_store::PullOptions, ConfigError> {
+        let invalid = |key: &str, e: image_store::PullOptionsError| ConfigError::Invalid {
+            key: key.to_string(),
+            message: e.to_string(),
+        };
+        let options = self
+            .pull_stall_timeout_seconds
+            .pull_options()
+            .map_err(|e| invalid("image.pull_stall_timeout_seconds", e))?;
+        self.max_concurrent_downloads
+            .apply(options)
+            .map_err(|e| invalid("image.max_concurrent_downloads", e))
     }
 }
 
@@ -607,6 +678,10 @@ impl Config {
             .pull_stall_timeout_seconds
             .check()
             .map_err(|message| invalid("image.pull_stall_timeout_seconds", message))?;
+        self.image
+            .max_concurrent_downloads
+            .check()
+            .map_err(|message| invalid("image.max_concurrent_downloads", message))?;
         let policy = &self.image.signature_policy;
         if !policy.as_os_str().is_empty() && !policy.is_absolute() {
             let why = format!("{} is not an absolute path", policy.display());
@@ -879,6 +954,58 @@ mod tests {
         let err = Config::parse("[image]\npull_stall_timeout_seconds = -1\n").unwrap_err();
         assert!(
             err.to_string().contains("pull_stall_timeout_seconds"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn max_concurrent_downloads_defaults_to_three_and_bounds_are_enforced() {
+        let config = Config::default();
+        assert_eq!(config.image.max_concurrent_downloads.0, 3);
+        assert!(config.to_toml().contains("max_concurrent_downloads = 3"));
+        assert_eq!(
+            config
+                .image
+                .pull_options()
+                .unwrap()
+                .max_concurrent_downloads(),
+            3
+        );
+        for (downloads, ok) in [
+            (0, false),
+            (1, true),
+            (32, true),
+            (33, false),
+            (u64::MAX, false),
+        ] {
+            let mut config = Config::default();
+            config.image.max_concurrent_downloads = MaxConcurrentDownloads(downloads);
+            let options = config.image.pull_options();
+            assert_eq!(options.is_ok(), ok, "{downloads}");
+            if let Err(e) = options {
+                assert!(
+                    e.to_string().contains("image.max_concurrent_downloads"),
+                    "{e}"
+                );
+            }
+            match config.validate() {
+                // Without runc installed validation stops earlier.
+                Err(e) if e.to_string().contains("runtime.") => {}
+                Err(e) => {
+                    let e = e.to_string();
+                    assert!(!ok, "{downloads}: {e}");
+                    assert!(
+                        e.contains("config key image.max_concurrent_downloads"),
+                        "{e}"
+                    );
+                    assert!(e.contains("must be from 1 to 32"), "{e}");
+                }
+                Ok(()) => assert!(ok, "{downloads} accepted"),
+            }
+        }
+        let err = Config::parse("[image]\nmax_concurrent_downloads = -1\n").unwrap_err();
+        assert!(
+            err.to_string().contains("max_concurrent_downloads"),
             "{err}"
         );
     }

@@ -118,10 +118,18 @@ impl Error {
                 // The signature policy refuses the image (or a pull this
                 // one joined was refused): the node will not have it.
                 image_store::Error::PolicyRefused { .. } => Code::PermissionDenied,
+                // The node's disk, not the daemon: kubelet's image garbage
+                // collection (or an operator) can make room.
+                image_store::Error::NoSpace { .. } => Code::ResourceExhausted,
                 image_store::Error::SharedPull { source, .. }
                     if matches!(**source, image_store::Error::PolicyRefused { .. }) =>
                 {
                     Code::PermissionDenied
+                }
+                image_store::Error::SharedPull { source, .. }
+                    if matches!(**source, image_store::Error::NoSpace { .. }) =>
+                {
+                    Code::ResourceExhausted
                 }
                 _ => Code::Internal,
             },
@@ -168,5 +176,25 @@ mod tests {
         let status = Status::from(Error::from(taken));
         assert_eq!(status.code(), Code::AlreadyExists);
         assert!(status.message().contains("k8s_POD_a_b_c_0"));
+    }
+
+    #[test]
+    fn a_full_image_store_is_resource_exhausted_joined_or_not() {
+        let full = || image_store::Error::NoSpace {
+            image: "registry.k8s.io/pause:3.9".into(),
+            object: "layer sha256:ab: entry bin/sh: writing content".into(),
+            source: std::io::Error::from_raw_os_error(libc::ENOSPC),
+        };
+        let status = Status::from(Error::from(full()));
+        assert_eq!(status.code(), Code::ResourceExhausted);
+        assert!(status.message().contains("registry.k8s.io/pause:3.9"));
+        let joined = image_store::Error::SharedPull {
+            image: "registry.k8s.io/pause:3.9".into(),
+            source: std::sync::Arc::new(full()),
+        };
+        assert_eq!(
+            Status::from(Error::from(joined)).code(),
+            Code::ResourceExhausted
+        );
     }
 }

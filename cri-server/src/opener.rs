@@ -72,7 +72,8 @@ pub async fn open(config: Config) -> Result<Opened, StartError> {
     Ok(Opened { daemon, signatures })
 }
 
-/// The image store, with the configured mirrors and stall timeout.
+/// The image store, with the configured mirrors, stall timeout and
+/// concurrent downloads.
 async fn image_store(config: &Config) -> Result<image_store::ImageStore, StartError> {
     let layout = Layout::new(&config.root, &config.state);
     let registries = image_store::RegistriesConfig {
@@ -80,9 +81,8 @@ async fn image_store(config: &Config) -> Result<image_store::ImageStore, StartEr
     };
     let pull_options = config
         .image
-        .pull_stall_timeout_seconds
         .pull_options()
-        .map_err(|e| StartError::new("image.pull_stall_timeout_seconds", e))?;
+        .map_err(|e| StartError::new("configuration", e))?;
     image_store::ImageStore::open_with(layout.images(), registries, pull_options)
         .await
         .map_err(|e| StartError::new("image store", e))

@@ -27,7 +27,8 @@
 //! that window.
 
 use crate::digest::Digest;
-use crate::progress::{self, Progress, PullOptions, Stall};
+use crate::options::PullOptions;
+use crate::progress::{self, Progress, Stall};
 use crate::registries::Endpoint;
 use oci_client::secrets::RegistryAuth;
 use reqwest::header::{HeaderMap, HeaderValue, ACCEPT, AUTHORIZATION, WWW_AUTHENTICATE};
@@ -334,6 +335,11 @@ impl Session {
     ) -> Result<Response, FetchError> {
         let url = format!("{}/blobs/{digest}", self.base);
         self.get(&url, None).await
+    }
+
+    /// `scheme://host/v2/repository`, for messages.
+    pub(crate) fn base(&self) -> &str {
+        &self.base
     }
 
     /// The URL of the blob `digest`, for messages.

@@ -158,6 +158,20 @@ pub enum Error {
         #[source]
         source: Box<Error>,
     },
+    /// The store's filesystem is full (or its quota reached) while a pull
+    /// wrote to it: the pull stopped, its staging directories and
+    /// temporary files are removed, and what was stored before is intact.
+    #[error("pull {image}: {object}: {source}")]
+    NoSpace {
+        /// The image as asked for.
+        image: String,
+        /// The write that failed: `<path>: <operation>`, or
+        /// `layer sha256:…: entry <name>: <operation>`.
+        object: String,
+        /// The kernel's answer (`ENOSPC` or `EDQUOT`).
+        #[source]
+        source: std::io::Error,
+    },
     /// Another process has the store open.
     #[error("image store {}: in use by another process", path.display())]
     Locked {
@@ -279,6 +293,58 @@ pub enum Refusal {
     },
 }
 
+impl Error {
+    /// `e` as [`Error::NoSpace`] for a pull of `image` when it failed
+    /// because the store's filesystem is full (`ENOSPC`) or the quota
+    /// reached (`EDQUOT`); otherwise `e` unchanged.
+    pub(crate) fn out_of_space(self, image: &str) -> Error {
+        match self.space_failure() {
+            Some((object, errno)) => Error::NoSpace {
+                image: image.to_string(),
+                object,
+                source: std::io::Error::from_raw_os_error(errno),
+            },
+            None => self,
+        }
+    }
+
+    /// The write that ran out of space and its errno, if that is what
+    /// this is.
+    fn space_failure(&self) -> Option<(String, i32)> {
+        match self {
+            Error::Io { path, op, source } => source
+                .raw_os_error()
+                .filter(|errno| is_full(*errno))
+                .map(|errno| (format!("{}: {op}", path.display()), errno)),
+            Error::Unpack { digest, source, .. } => unpack_out_of_space(source)
+                .map(|(what, errno)| (format!("layer {digest}: {what}"), errno)),
+            Error::Store { source, .. } => source.space_failure(),
+            _ => None,
+        }
+    }
+}
+
+/// `ENOSPC` (the filesystem is full) or `EDQUOT` (the quota is reached).
+fn is_full(errno: i32) -> bool {
+    matches!(errno, libc::ENOSPC | libc::EDQUOT)
+}
+
+/// Where an unpack ran out of space, and the errno, if it did.
+fn unpack_out_of_space(e: &UnpackError) -> Option<(String, i32)> {
+    let (what, errno) = match e {
+        UnpackError::Write { entry, source } => (
+            format!("entry {entry}: writing content"),
+            source.raw_os_error()?,
+        ),
+        UnpackError::Create { entry, op, errno } => (format!("entry {entry}: {op}"), *errno as i32),
+        UnpackError::Destination { path, errno } => {
+            (format!("layer directory {}", path.display()), *errno as i32)
+        }
+        UnpackError::Read(_) | UnpackError::Unsupported { .. } => return None,
+    };
+    is_full(errno).then_some((what, errno))
+}
+
 /// The store's result type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -289,4 +355,56 @@ pub(crate) fn io(
 ) -> impl FnOnce(std::io::Error) -> Error {
     let path = path.into();
     move |source| Error::Io { path, op, source }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn io_error(errno: i32) -> Error {
+        io("/store/tmp/x", "write")(std::io::Error::from_raw_os_error(errno))
+    }
+
+    #[test]
+    fn a_full_disk_becomes_no_space_anything_else_stays() {
+        let full = io_error(libc::ENOSPC).out_of_space("img");
+        assert!(matches!(full, Error::NoSpace { .. }), "{full}");
+        assert_eq!(
+            full.to_string(),
+            format!(
+                "pull img: /store/tmp/x: write: {}",
+                std::io::Error::from_raw_os_error(libc::ENOSPC)
+            )
+        );
+        let wrapped = Error::Store {
+            image: "img".into(),
+            source: Box::new(io_error(libc::EDQUOT)),
+        };
+        assert!(matches!(wrapped.out_of_space("img"), Error::NoSpace { .. }));
+        let denied = Error::Store {
+            image: "img".into(),
+            source: Box::new(io_error(libc::EACCES)),
+        };
+        assert!(matches!(denied.out_of_space("img"), Error::Store { .. }));
+        let unpack = Error::Unpack {
+            image: "img".into(),
+            digest: "sha256:ab".into(),
+            source: UnpackError::Create {
+                entry: "bin/sh".into(),
+                op: "symlink",
+                errno: nix::errno::Errno::ENOSPC,
+            },
+        };
+        let text = unpack.out_of_space("img").to_string();
+        assert!(
+            text.starts_with("pull img: layer sha256:ab: entry bin/sh: symlink: "),
+            "{text}"
+        );
+        let broken = Error::Unpack {
+            image: "img".into(),
+            digest: "sha256:ab".into(),
+            source: UnpackError::Read(std::io::ErrorKind::UnexpectedEof.into()),
+        };
+        assert!(matches!(broken.out_of_space("img"), Error::Unpack { .. }));
+    }
 }

@@ -16,9 +16,13 @@
 //!   manifests and configs into typed documents and holds their limits.
 //! - `pull` fetches manifests, configs and layers with our own bounded
 //!   distribution client (every body read under a cap: 4 MiB for documents,
-//!   the descriptor's size for blobs), verifying each digest and each
-//!   layer's diff id, into the [`blob_store`]; `progress` fails a pull that
-//!   stalls (too few bytes for a whole [`PullOptions::stall_timeout`]).
+//!   the descriptor's size for blobs): documents into the [`blob_store`],
+//!   layers several at a time ([`PullOptions::max_concurrent_downloads`]),
+//!   each streamed through a blocking job (`layer_stream`) that hashes,
+//!   decompresses and unpacks it as it arrives and commits it only once
+//!   its digest and diff id check out; `flights` shares a layer in flight
+//!   between pulls and skips one already verified. `progress` fails a pull
+//!   that stalls (too few bytes for a whole [`PullOptions::stall_timeout`]).
 //!   [`distribution::RegistryClient`] is that client's public face, for
 //!   other crates fetching from the same registries just as boundedly.
 //! - [`layer_unpack`] turns a layer tarball into an overlayfs lower directory
@@ -59,12 +63,15 @@ pub mod digest;
 pub mod distribution;
 mod error;
 pub mod evidence;
+mod flights;
 pub mod image;
 pub mod images;
 pub mod layer_store;
+mod layer_stream;
 pub mod layer_unpack;
 pub mod metadata;
 pub mod oci;
+mod options;
 mod progress;
 mod pull;
 pub mod reference;
@@ -83,10 +90,11 @@ pub use image::Image;
 pub use images::ContainerImages;
 #[cfg(any(test, feature = "mock"))]
 pub use images::MockContainerImages;
-pub use progress::{
-    PullOptions, PullOptionsError, DEFAULT_STALL_TIMEOUT, MAX_STALL_TIMEOUT, MIN_PROGRESS_BYTES,
-    MIN_STALL_TIMEOUT,
+pub use options::{
+    PullOptions, PullOptionsError, DEFAULT_CONCURRENT_DOWNLOADS, DEFAULT_STALL_TIMEOUT,
+    MAX_CONCURRENT_DOWNLOADS, MAX_STALL_TIMEOUT, MIN_STALL_TIMEOUT,
 };
+pub use progress::MIN_PROGRESS_BYTES;
 pub use reference::{ImageReference, ReferenceError};
 pub use registries::{Endpoint, RegistriesConfig, RegistryConfig};
 pub use rootfs::RootFs;

@@ -26,8 +26,14 @@ pub struct ImageRecord {
     pub size: u64,
     /// Chain ids of the layers, bottom first.
     pub layers: Vec<ChainId>,
-    /// Every blob the image holds on to: manifests, index, config, layers.
+    /// Every blob the image holds on to: manifests, index, config (and,
+    /// in records written before layer blobs stopped being kept, layers).
     pub blobs: Vec<Digest>,
+    /// The layers' compressed digests, bottom first, beside `layers`: each
+    /// blob was verified to unpack to its chain id, so a later pull of the
+    /// same blob need not fetch it. Empty in older records.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub layer_digests: Vec<Digest>,
     /// What the pull-time check said, per reference pulled.
     #[serde(default)]
     pub evidence: Vec<crate::PullEvidence>,
@@ -45,6 +51,8 @@ struct UncheckedRecord {
     size: u64,
     layers: Vec<String>,
     blobs: Vec<String>,
+    #[serde(default)]
+    layer_digests: Vec<String>,
     #[serde(default)]
     evidence: serde_json::Value,
 }
@@ -154,6 +162,7 @@ mod tests {
             size: 3,
             layers: vec![],
             blobs: vec![],
+            layer_digests: vec![],
             evidence: vec![],
         }
     }
@@ -176,6 +185,32 @@ mod tests {
         meta.remove(&id).unwrap();
         assert!(meta.load_all().unwrap().is_empty());
         assert_eq!(fs::read_dir(root.path().join("tmp")).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn layer_digests_round_trip_and_older_records_without_them_load() {
+        let root = dirs();
+        let meta = MetadataStore::new(root.path());
+        let id: Digest = format!("sha256:{}", "1".repeat(64)).parse().unwrap();
+        let mut with = record(&id);
+        with.layers = crate::layer_store::chain_ids(std::slice::from_ref(&id));
+        with.layer_digests = vec![id.clone()];
+        meta.save(&with).unwrap();
+        assert_eq!(meta.load_all().unwrap(), vec![with]);
+        let older = serde_json::json!({
+            "id": id, "repo_tags": [], "repo_digests": [], "size": 1,
+            "layers": [id], "blobs": [id],
+        });
+        fs::write(
+            root.path()
+                .join("images")
+                .join(format!("{}.json", id.hex())),
+            serde_json::to_vec(&older).unwrap(),
+        )
+        .unwrap();
+        let loaded = meta.load_all().unwrap();
+        assert_eq!(loaded.len(), 1);
+        assert!(loaded[0].layer_digests.is_empty());
     }
 
     #[test]

@@ -17,6 +17,7 @@
 //! Bytes are kept per sixteenth of a window, so "the last window" is exact
 //! to within a sixteenth, always in the registry's favour.
 
+use crate::options::{PullOptions, MIN_STALL_TIMEOUT};
 use std::collections::VecDeque;
 use std::future::Future;
 use std::sync::Mutex;
@@ -27,15 +28,6 @@ use tokio::time::Instant;
 /// (unless a request completes in it): 64 KiB a minute by default, about
 /// 1 KiB/s, far below any registry that is serving.
 pub const MIN_PROGRESS_BYTES: u64 = 64 << 10;
-/// The default stall timeout (containerd's default progress timeout is of
-/// the same order; a minute without 64 KiB is no pull in progress).
-pub const DEFAULT_STALL_TIMEOUT: Duration = Duration::from_secs(60);
-/// The shortest stall timeout accepted: shorter windows would fail a pull
-/// on one slow round trip.
-pub const MIN_STALL_TIMEOUT: Duration = Duration::from_secs(1);
-/// The longest stall timeout accepted: a pull allowed to hold its locks an
-/// hour without progress is one the watch no longer protects against.
-pub const MAX_STALL_TIMEOUT: Duration = Duration::from_secs(3600);
 /// The per-read timeout used before stall detection; reads keep it when the
 /// window is longer.
 const MAX_READ_TIMEOUT: Duration = Duration::from_secs(120);
@@ -43,65 +35,6 @@ const MAX_READ_TIMEOUT: Duration = Duration::from_secs(120);
 const MAX_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Slots per window: the resolution of "the last window".
 const SLOTS: u32 = 16;
-
-/// How the image store runs pulls.
-///
-/// # Examples
-///
-/// ```
-/// use image_store::PullOptions;
-/// use std::time::Duration;
-///
-/// let options = PullOptions::default().with_stall_timeout(Duration::from_secs(30))?;
-/// assert_eq!(options.stall_timeout(), Duration::from_secs(30));
-/// assert!(PullOptions::default().with_stall_timeout(Duration::ZERO).is_err());
-/// # Ok::<(), image_store::PullOptionsError>(())
-/// ```
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct PullOptions {
-    stall_timeout: Duration,
-}
-
-impl Default for PullOptions {
-    fn default() -> Self {
-        Self {
-            stall_timeout: DEFAULT_STALL_TIMEOUT,
-        }
-    }
-}
-
-impl PullOptions {
-    /// These options with the stall timeout `timeout`: a pull fails when,
-    /// for that long, fewer than [`MIN_PROGRESS_BYTES`] arrive and no
-    /// request completes. It must be within [`MIN_STALL_TIMEOUT`] and
-    /// [`MAX_STALL_TIMEOUT`].
-    pub fn with_stall_timeout(self, timeout: Duration) -> Result<Self, PullOptionsError> {
-        if !(MIN_STALL_TIMEOUT..=MAX_STALL_TIMEOUT).contains(&timeout) {
-            return Err(PullOptionsError::StallTimeout { given: timeout });
-        }
-        Ok(Self {
-            stall_timeout: timeout,
-        })
-    }
-
-    /// The stall timeout: see [`PullOptions::with_stall_timeout`].
-    pub fn stall_timeout(&self) -> Duration {
-        self.stall_timeout
-    }
-}
-
-/// Options the image store cannot run pulls with.
-#[derive(Debug, thiserror::Error)]
-pub enum PullOptionsError {
-    /// A stall timeout out of range.
-    #[error(
-        "stall timeout {given:?}: must be from {MIN_STALL_TIMEOUT:?} to {MAX_STALL_TIMEOUT:?}"
-    )]
-    StallTimeout {
-        /// The timeout given.
-        given: Duration,
-    },
-}
 
 /// The per-read timeout for a pull with stall timeout `window`: never longer
 /// than the window, so a connection silent for a whole window is reported
@@ -156,7 +89,7 @@ impl Progress {
     /// A watch with the stall timeout of `options`.
     pub(crate) fn new(options: &PullOptions) -> Self {
         // The options are checked, but a zero slot would divide by zero.
-        let window = options.stall_timeout.max(MIN_STALL_TIMEOUT);
+        let window = options.stall_timeout().max(MIN_STALL_TIMEOUT);
         Self {
             window,
             slot: window / SLOTS,
@@ -322,6 +255,7 @@ impl Drop for Waiting<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::options::{DEFAULT_STALL_TIMEOUT, MAX_STALL_TIMEOUT};
     use std::future::pending;
     use tokio::time::sleep;
 
@@ -451,22 +385,6 @@ mod tests {
         let waited = progress.bound(sleep(SECOND - progress.slot / 2)).await;
         assert!(waited.is_ok());
         assert!(progress.stall_after_timeout().is_some());
-    }
-
-    #[test]
-    fn stall_timeouts_out_of_range_are_refused() {
-        let options = PullOptions::default();
-        assert_eq!(options.stall_timeout(), DEFAULT_STALL_TIMEOUT);
-        for bad in [Duration::ZERO, SECOND / 2, MAX_STALL_TIMEOUT + SECOND] {
-            let err = options.clone().with_stall_timeout(bad).unwrap_err();
-            assert!(
-                err.to_string().contains("must be from 1s to 3600s"),
-                "{err}"
-            );
-        }
-        for good in [MIN_STALL_TIMEOUT, MAX_STALL_TIMEOUT] {
-            assert!(options.clone().with_stall_timeout(good).is_ok());
-        }
     }
 
     #[test]

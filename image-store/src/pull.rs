@@ -6,10 +6,12 @@
 //! config are read to at most [`MAX_DOCUMENT_SIZE`] (and to their
 //! descriptor's size), parsed into typed documents whose digests and diff
 //! ids are [`Digest`]s, and checked against each other, all before anything
-//! is written. Layers are then streamed to the blob store, capped at their
-//! descriptor's size and verified against their digest, and each layer is
-//! checked against its diff id (unpacked on a blocking thread, or only
-//! hashed when a layer of that chain id is already unpacked).
+//! is written. Layers are then fetched several at a time (`layers.rs`), each
+//! streamed through a blocking job that hashes, decompresses and unpacks it
+//! as it arrives (`stream.rs`, `crate::layer_stream`): capped at its
+//! descriptor's size, verified against its digest and its diff id before it
+//! is renamed into place (or only hashed when a layer of that chain id is
+//! unpacked already but this blob was never checked against it).
 //!
 //! Nothing here makes the image visible: the caller records it once
 //! [`fetch`] returns, so a pull that dies leaves at most complete,
@@ -25,21 +27,27 @@
 //! manifest, the config or any layer is fetched: a refused image costs one
 //! manifest request and leaves nothing behind.
 
+mod layers;
+mod stream;
+
 use crate::blob_store::BlobStore;
 use crate::check::CheckSlot;
 use crate::digest::Digest;
 use crate::distribution::{Capped, Cut, FetchError, Session};
 use crate::error::{Error, Refusal, Result};
 use crate::evidence::PullEvidence;
+use crate::flights::Flights;
 use crate::layer_store::{chain_ids, ChainId, LayerStore};
-use crate::layer_unpack::{unpack, Compression, UnpackError};
-use crate::oci::{Descriptor, Document, ImageConfig, Manifest, MAX_DOCUMENT_SIZE, MAX_LAYER_SIZE};
-use crate::progress::{Progress, PullOptions, Stall};
+use crate::oci::{Descriptor, Document, ImageConfig, Manifest, MAX_DOCUMENT_SIZE};
+use crate::options::PullOptions;
+use crate::progress::{Progress, Stall};
 use crate::reference::ImageReference;
 use crate::registries::Endpoint;
+use layers::ms;
 use oci_client::secrets::RegistryAuth;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
 
 /// What a successful fetch produced; every blob and layer named here is
 /// complete in the store.
@@ -54,7 +62,11 @@ pub(crate) struct Fetched {
     pub size: u64,
     /// Layer chain ids, bottom first.
     pub layers: Vec<ChainId>,
-    /// Every blob the image holds.
+    /// The layers' compressed digests, bottom first: each was verified to
+    /// unpack to its chain id.
+    pub layer_digests: Vec<Digest>,
+    /// Every blob the image holds in the store: its manifests (and index)
+    /// and its config. Layer blobs are not kept.
     pub blobs: Vec<Digest>,
     /// The config as fetched.
     pub config: Vec<u8>,
@@ -74,14 +86,18 @@ pub(crate) struct Target<'a> {
     pub pulled: &'a AtomicU64,
     /// The pull-time check.
     pub check: &'a CheckSlot,
+    /// Layers in flight and known, shared with the store's other pulls.
+    pub flights: &'a Flights,
 }
 
 /// Whether a failure is the endpoint's (try the next one) or ours or the
-/// image's (stop), or the pull's as a whole (stop).
+/// image's (stop), or the pull's as a whole (stop); or a layer's that was
+/// stopped because another layer failed first.
 enum Failure {
     Remote(String),
     Local(Error),
     Stalled(Stall),
+    Aborted,
 }
 
 impl From<Error> for Failure {
@@ -104,7 +120,7 @@ type Fetch<T> = std::result::Result<T, Failure>;
 /// Fetches `reference` from the first endpoint that has it into `target`,
 /// adding the bytes of every blob it stores to its count, once its check
 /// accepted the top manifest; `options` says when the pull as a whole has
-/// stalled.
+/// stalled and how many layers it downloads at once.
 pub(crate) async fn fetch(
     target: Target<'_>,
     reference: &ImageReference,
@@ -122,6 +138,8 @@ pub(crate) async fn fetch(
             layers: target.layers,
             pulled: target.pulled,
             check: target.check,
+            flights: target.flights,
+            options,
             auth,
         };
         let fetched = match Session::new(endpoint, auth.clone(), Arc::clone(&progress)) {
@@ -130,14 +148,10 @@ pub(crate) async fn fetch(
         };
         match fetched {
             Ok(fetched) => return Ok(fetched),
-            Err(Failure::Local(e @ (Error::Io { .. } | Error::Metadata { .. }))) => {
-                return Err(Error::Store {
-                    image,
-                    source: Box::new(e),
-                })
-            }
-            Err(Failure::Local(e)) => return Err(e),
+            Err(Failure::Local(e)) => return Err(local(image, e)),
             Err(Failure::Stalled(stall)) => return Err(stalled(image, stall)),
+            // Only ever a layer's, behind the failure that stopped it.
+            Err(Failure::Aborted) => return Err(Error::Task("pulling an image")),
             Err(Failure::Remote(why)) => {
                 // The next endpoint gets a window of its own: a mirror that
                 // failed slowly must not count against the registry.
@@ -152,6 +166,18 @@ pub(crate) async fn fetch(
         }
     }
     Err(Error::Registry { image, attempts })
+}
+
+/// A failure of ours or the image's, as the pull reports it: a full disk
+/// as [`Error::NoSpace`], other store failures naming the image.
+fn local(image: String, e: Error) -> Error {
+    match e.out_of_space(&image) {
+        e @ (Error::Io { .. } | Error::Metadata { .. }) => Error::Store {
+            image,
+            source: Box::new(e),
+        },
+        other => other,
+    }
 }
 
 fn stalled(image: String, stall: Stall) -> Error {
@@ -171,6 +197,8 @@ struct Pull<'a> {
     layers: &'a LayerStore,
     pulled: &'a AtomicU64,
     check: &'a CheckSlot,
+    flights: &'a Flights,
+    options: &'a PullOptions,
     auth: &'a RegistryAuth,
 }
 
@@ -198,6 +226,7 @@ impl Pull<'_> {
     }
 
     async fn fetch_from(&self, session: &Session, reference: &ImageReference) -> Fetch<Fetched> {
+        let started = Instant::now();
         let resolved = self.resolve(session, reference).await?;
         let manifest = &resolved.manifest;
         let (config_bytes, config) = self.config(session, &manifest.config).await?;
@@ -206,26 +235,28 @@ impl Pull<'_> {
             .check_layers(manifest)
             .map_err(|cause| self.refuse(format!("config {config_digest}"), cause))?;
         let chain = chain_ids(&config.diff_ids);
-        let mut size = config_bytes.len() as u64;
-        let mut held = Vec::new();
-        for ((layer, diff_id), chain_id) in manifest.layers.iter().zip(&config.diff_ids).zip(&chain)
-        {
-            size = size.saturating_add(layer.size);
-            held.push(layer.digest.clone());
-            self.layer(session, layer, diff_id, chain_id).await?;
-        }
+        tracing::debug!(image = %self.image, endpoint = %session.base(), layers = chain.len(), resolve_ms = ms(started), "resolved");
+        let fetching = Instant::now();
+        self.layers(session, &manifest.layers, &config.diff_ids, &chain)
+            .await?;
+        tracing::debug!(image = %self.image, layers_ms = ms(fetching), "every layer in place");
         // The manifests and config are written last, once every layer has
         // checked out too: a refused image leaves none of its documents.
+        let storing = Instant::now();
+        let mut held = Vec::new();
         let documents = resolved.documents.iter().map(|(d, b)| (d, b.as_slice()));
         for (digest, bytes) in documents.chain([(config_digest, config_bytes.as_slice())]) {
             self.store_blob(digest, bytes).await?;
             held.push(digest.clone());
         }
+        tracing::debug!(image = %self.image, documents_ms = ms(storing), "documents stored");
+        let layer_sizes = manifest.layers.iter().map(|l| l.size);
         Ok(Fetched {
             id: config_digest.clone(),
             top_digest: resolved.top_digest,
-            size,
+            size: layer_sizes.fold(config_bytes.len() as u64, u64::saturating_add),
             layers: chain,
+            layer_digests: manifest.layers.iter().map(|l| l.digest.clone()).collect(),
             blobs: held,
             config: config_bytes,
             evidence: resolved.evidence,
@@ -379,92 +410,6 @@ impl Pull<'_> {
         Ok((bytes, config))
     }
 
-    /// Makes sure the layer's blob is stored and its chain id unpacked, each
-    /// verified.
-    async fn layer(
-        &self,
-        session: &Session,
-        layer: &Descriptor,
-        diff_id: &Digest,
-        chain_id: &ChainId,
-    ) -> Fetch<()> {
-        let object = format!("layer {}", layer.digest);
-        let compression = Compression::from_media_type(&layer.media_type).ok_or_else(|| {
-            self.refuse(&object, Refusal::LayerMediaType(layer.media_type.clone()))
-        })?;
-        declared_within(layer, MAX_LAYER_SIZE).map_err(|c| self.refuse(&object, c))?;
-        let (have_layer, blob_size) = {
-            let (blobs, layers) = (self.blobs.clone(), self.layers.clone());
-            let (chain_id, digest) = (chain_id.clone(), layer.digest.clone());
-            blocking(move || Ok((layers.contains(&chain_id), blobs.size(&digest)))).await?
-        };
-        if let Some(stored) = blob_size {
-            same_size(layer, stored).map_err(|c| self.refuse(&object, c))?;
-        }
-        // A directory under a chain id was verified when it was unpacked:
-        // the chain id hashes the diff ids it was checked against.
-        if have_layer && blob_size.is_some() {
-            return Ok(());
-        }
-        if blob_size.is_none() {
-            let bytes = self.download(session, layer, &object).await?;
-            self.count(bytes);
-        }
-        let check = LayerCheck {
-            digest: layer.digest.clone(),
-            compression,
-            diff_id: diff_id.clone(),
-            // Already unpacked: the new blob is only hashed, not unpacked.
-            unpack_into: (!have_layer).then(|| chain_id.clone()),
-        };
-        self.check_layer(check).await
-    }
-
-    /// Streams one layer blob into the store, refusing it as soon as more
-    /// bytes arrive than its descriptor declares; returns its size.
-    async fn download(&self, session: &Session, layer: &Descriptor, object: &str) -> Fetch<u64> {
-        let declared = layer.size;
-        let over = || self.refuse(object, Refusal::OverDeclared { declared });
-        let url = session.blob_url(&layer.digest);
-        let mut response = session.blob(&layer.digest).await?;
-        if response.content_length().is_some_and(|n| n > declared) {
-            return Err(over());
-        }
-        let mut writer = self.blobs.writer(layer.digest.algorithm()).await?;
-        let written = loop {
-            let chunk = match session.next_chunk(&mut response, &url).await {
-                Ok(Some(chunk)) => chunk,
-                Ok(None) => break Ok(()),
-                Err(e) => break Err(Failure::from(e)),
-            };
-            if writer.size() + chunk.len() as u64 > declared {
-                break Err(over());
-            }
-            if let Err(e) = writer.write(&chunk).await {
-                // A full disk is ours, not the endpoint's.
-                break Err(Failure::Local(e));
-            }
-        };
-        if let Err(e) = written {
-            writer.discard();
-            return Err(e);
-        }
-        let size = writer.size();
-        if let Err(c) = same_size(layer, size) {
-            writer.discard();
-            return Err(self.refuse(object, c));
-        }
-        self.blobs
-            .commit(writer, &layer.digest)
-            .await
-            .map_err(|e| match e {
-                Error::DigestMismatch { actual, .. } => {
-                    Failure::Remote(format!("{object}: digest mismatch, got {actual}"))
-                }
-                other => Failure::Local(other),
-            })
-    }
-
     /// Stores a document blob unless it is stored already (verifying it
     /// again on the way in).
     async fn store_blob(&self, digest: &Digest, bytes: &[u8]) -> Fetch<()> {
@@ -474,30 +419,6 @@ impl Pull<'_> {
             false => blobs.write(&digest, &bytes),
         });
         Ok(stored.await?)
-    }
-
-    /// Verifies a stored layer blob against its diff id on a blocking
-    /// thread, unpacking it into place when asked; a blob that does not
-    /// match (or does not decode) is removed.
-    async fn check_layer(&self, check: LayerCheck) -> Fetch<()> {
-        let (blobs, layers) = (self.blobs.clone(), self.layers.clone());
-        let digest = check.digest.clone();
-        let outcome = tokio::task::spawn_blocking(move || check.run(&blobs, &layers))
-            .await
-            .map_err(|_| Error::Task("unpacking a layer"))?;
-        let object = format!("layer {digest}");
-        match outcome {
-            Ok(()) => Ok(()),
-            Err(LayerFault::Store(e)) => Err(Failure::Local(e)),
-            Err(LayerFault::DiffId { expected, actual }) => {
-                Err(self.refuse(object, Refusal::DiffId { expected, actual }))
-            }
-            Err(LayerFault::Unpack(source)) => Err(Failure::Local(Error::Unpack {
-                image: self.image.to_string(),
-                digest: digest.to_string(),
-                source,
-            })),
-        }
     }
 
     /// Maps a capped read's overflow to a refusal of `object` (with the cap
@@ -566,70 +487,4 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'sta
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|_| Error::Task("storing pulled content"))?
-}
-
-/// One stored layer blob to check against its diff id.
-struct LayerCheck {
-    digest: Digest,
-    compression: Compression,
-    diff_id: Digest,
-    /// Unpack into this chain id's directory; `None` to only hash.
-    unpack_into: Option<ChainId>,
-}
-
-enum LayerFault {
-    Store(Error),
-    DiffId { expected: Digest, actual: Digest },
-    Unpack(UnpackError),
-}
-
-impl LayerCheck {
-    /// Blocking.
-    fn run(self, blobs: &BlobStore, layers: &LayerStore) -> std::result::Result<(), LayerFault> {
-        let path = blobs.path(&self.digest);
-        let file = std::fs::File::open(&path)
-            .map_err(|e| LayerFault::Store(crate::error::io(&path, "open")(e)))?;
-        let reader = std::io::BufReader::new(file);
-        let algorithm = self.diff_id.algorithm();
-        let (staging, computed) = match &self.unpack_into {
-            None => (
-                None,
-                crate::layer_unpack::diff_id(reader, self.compression, algorithm),
-            ),
-            Some(_) => {
-                let staging = layers.staging_dir().map_err(LayerFault::Store)?;
-                let unpacked = unpack(reader, self.compression, &staging, algorithm);
-                (Some(staging), unpacked.map(|u| u.diff_id))
-            }
-        };
-        let fault = match computed {
-            Ok(actual) if actual == self.diff_id => None,
-            Ok(actual) => Some(LayerFault::DiffId {
-                expected: self.diff_id.clone(),
-                actual,
-            }),
-            Err(e) => Some(LayerFault::Unpack(e)),
-        };
-        if let Some(fault) = fault {
-            if let Some(staging) = &staging {
-                crate::layer_store::discard(staging);
-            }
-            // A blob that is not the layer its image says, or that does not
-            // decode, would only fail the next attempt the same way; a full
-            // disk is no fault of the blob's.
-            if matches!(
-                fault,
-                LayerFault::DiffId { .. } | LayerFault::Unpack(UnpackError::Read(_))
-            ) {
-                let _ = blobs.remove(&self.digest);
-            }
-            return Err(fault);
-        }
-        match (staging, self.unpack_into) {
-            (Some(staging), Some(chain_id)) => layers
-                .commit(&staging, &chain_id)
-                .map_err(LayerFault::Store),
-            _ => Ok(()),
-        }
-    }
 }

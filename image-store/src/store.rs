@@ -4,7 +4,7 @@
 //! Layout under the root:
 //!
 //! ```text
-//! blobs/<algorithm>/<hex> manifests, configs, compressed layers
+//! blobs/<algorithm>/<hex> manifests, indexes, configs
 //! layers/<chain id hex>/  unpacked layers (overlayfs lower directories)
 //! images/<id hex>.json    image records (names, layers, blobs, evidence)
 //! containers/<id>/        per-container upper, work, rootfs mount, image.json
@@ -30,10 +30,11 @@ use crate::credentials::Credentials;
 use crate::digest::Digest;
 use crate::error::{io, Error, Result};
 use crate::evidence::PullEvidence;
+use crate::flights::Flights;
 use crate::image::Image;
 use crate::layer_store::{ChainId, LayerStore};
 use crate::metadata::{ImageRecord, MetadataStore};
-use crate::progress::PullOptions;
+use crate::options::PullOptions;
 use crate::pull;
 use crate::reference::{image_id_of, ImageReference};
 use crate::registries::RegistriesConfig;
@@ -124,6 +125,9 @@ struct Inner {
     /// The pull-time check and its generation. Taken after `state` when
     /// both are held: recording compares generations under `state`.
     check: Mutex<CheckSlot>,
+    /// Layers being fetched, and (chain id, blob) pairs verified, shared by
+    /// every pull.
+    flights: Flights,
 }
 
 /// What [`ImageStore::recheck_evidence`] did.
@@ -613,6 +617,14 @@ impl Inner {
         let blobs = BlobStore::new(&root);
         let metadata = MetadataStore::new(&root);
         let state = load_images(&blobs, &metadata)?;
+        let flights = Flights::new(state.values().flat_map(|(record, _)| {
+            // Both bottom first; an older record has no layer digests.
+            record
+                .layers
+                .iter()
+                .cloned()
+                .zip(record.layer_digests.clone())
+        }));
         let inner = Self {
             _lock: lock,
             blobs,
@@ -627,6 +639,7 @@ impl Inner {
             pulled_bytes: AtomicU64::new(0),
             pull_options: PullOptions::default(),
             check: Mutex::new(CheckSlot::default()),
+            flights,
         };
         inner.collect_garbage()?;
         Ok(inner)
@@ -638,6 +651,7 @@ impl Inner {
         credentials: Option<Credentials>,
         slot: CheckSlot,
     ) -> Result<Image> {
+        let started = std::time::Instant::now();
         let _shared = self.gc.read().await;
         let auth = credentials
             .unwrap_or_default()
@@ -652,6 +666,7 @@ impl Inner {
             layers: &self.layers,
             pulled: &self.pulled_bytes,
             check: &slot,
+            flights: &self.flights,
         };
         let fetched = pull::fetch(target, &reference, &endpoints, &auth, &self.pull_options).await;
         let fetched = match fetched {
@@ -665,6 +680,7 @@ impl Inner {
             }
             other => Arc::new(other?),
         };
+        let recording = std::time::Instant::now();
         let mut checked = (slot.generation, fetched.evidence.clone());
         // Recorded only with the current check's evidence: if the check was
         // replaced while this pull ran (a reload), the image is checked
@@ -676,6 +692,12 @@ impl Inner {
                 .await
                 .map_err(|_| Error::Task("recording a pulled image"))??;
             if let Some(image) = recorded {
+                tracing::debug!(
+                    image = %reference,
+                    record_ms = recording.elapsed().as_millis() as u64,
+                    total_ms = started.elapsed().as_millis() as u64,
+                    "pull recorded"
+                );
                 return Ok(image);
             }
             let slot = lock(&self.check).clone();
@@ -777,6 +799,7 @@ impl Inner {
                     size: fetched.size,
                     layers: fetched.layers.clone(),
                     blobs: Vec::new(),
+                    layer_digests: Vec::new(),
                     evidence: Vec::new(),
                 },
                 config.clone(),
@@ -794,6 +817,11 @@ impl Inner {
             if !record.blobs.contains(blob) {
                 record.blobs.push(blob.clone());
             }
+        }
+        // Another manifest may carry the same config with other blobs
+        // (recompressed layers): the pairs first recorded stay.
+        if record.layer_digests.is_empty() {
+            record.layer_digests = fetched.layer_digests.clone();
         }
         if let Some(evidence) = evidence {
             record
@@ -871,6 +899,7 @@ impl Inner {
                 self.layers.remove(&chain)?;
             }
         }
+        self.flights.retain(&layers);
         for digest in self.blobs.list()? {
             if !blobs.contains(&digest) {
                 self.blobs.remove(&digest)?;
@@ -934,6 +963,7 @@ mod tests {
             top_digest: digest(top),
             size: 10,
             layers: vec![],
+            layer_digests: vec![],
             blobs: vec![],
             config: b"{}".to_vec(),
             evidence: None,

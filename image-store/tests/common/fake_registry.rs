@@ -95,21 +95,66 @@ pub type PacedRoute = Arc<dyn Fn(&str) -> (Response, Pace) + Send + Sync>;
 /// A one-shot-per-connection HTTP server answering from `route`, each
 /// answer paced as the route says (and without [`serve_route`]'s delay).
 pub async fn serve_paced(route: PacedRoute) -> String {
+    serve_gauged(route, Arc::new(Gauge::default())).await
+}
+
+/// Blob requests being answered now, and the most at once: a request
+/// counts from its arrival until its answer is written (or the client
+/// hangs up).
+#[derive(Default, Debug)]
+pub struct Gauge {
+    now: AtomicUsize,
+    peak: AtomicUsize,
+}
+
+impl Gauge {
+    /// The most blob requests answered at once so far.
+    pub fn peak(&self) -> usize {
+        self.peak.load(Ordering::SeqCst)
+    }
+
+    /// Blob requests being answered now.
+    pub fn now(&self) -> usize {
+        self.now.load(Ordering::SeqCst)
+    }
+}
+
+/// One blob request being answered.
+struct Gauged(Arc<Gauge>);
+
+impl Gauged {
+    fn start(gauge: &Arc<Gauge>) -> Self {
+        let now = gauge.now.fetch_add(1, Ordering::SeqCst) + 1;
+        gauge.peak.fetch_max(now, Ordering::SeqCst);
+        Self(Arc::clone(gauge))
+    }
+}
+
+impl Drop for Gauged {
+    fn drop(&mut self) {
+        self.0.now.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// [`serve_paced`], with the blob requests in progress counted in `gauge`.
+pub async fn serve_gauged(route: PacedRoute, gauge: Arc<Gauge>) -> String {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap().to_string();
     tokio::spawn(async move {
         while let Ok((socket, _)) = listener.accept().await {
-            tokio::spawn(answer_paced(socket, Arc::clone(&route)));
+            let (route, gauge) = (Arc::clone(&route), Arc::clone(&gauge));
+            tokio::spawn(async move { answer_paced(socket, route, gauge).await });
         }
     });
     address
 }
 
-async fn answer_paced(mut socket: TcpStream, route: PacedRoute) {
+async fn answer_paced(mut socket: TcpStream, route: PacedRoute, gauge: Arc<Gauge>) {
     let mut buf = vec![0; 8192];
     let n = socket.read(&mut buf).await.unwrap_or(0);
     let request = String::from_utf8_lossy(&buf[..n]).to_string();
     let path = request.split_whitespace().nth(1).unwrap_or("/").to_string();
+    let _counted = path.contains("/blobs/").then(|| Gauged::start(&gauge));
     let ((status, headers, body), pace) = route(&path);
     if let Pace::Silent = pace {
         return hold(socket).await;
