@@ -1,6 +1,6 @@
 //! The blocking half of a layer download: the body's chunks arrive through
-//! a bounded channel ([`CHANNEL_CHUNKS`] deep, so at most a few MiB of a
-//! layer are ever held) and are hashed, decompressed and unpacked into a
+//! a bounded channel ([`CHANNEL_CHUNKS`] deep, so at most a couple of MiB
+//! of a layer are ever held) and are hashed, decompressed and unpacked into a
 //! staging directory as they come, on a blocking thread ([`LayerJob::run`]).
 //! The compressed blob itself is not kept: nothing in the store or the
 //! daemon reads a layer's blob once its directory is made.
@@ -25,8 +25,10 @@ use std::path::Path;
 use tokio::sync::mpsc;
 
 /// Chunks queued between the download and its job: hyper's chunks are at
-/// most a few hundred KiB, so a layer holds a few MiB at most.
-pub(crate) const CHANNEL_CHUNKS: usize = 8;
+/// most about 400 KiB, so a layer holds under 2 MiB here. The job is the
+/// slower side (it hashes twice and writes), so a deeper queue would only
+/// hold more memory, not move bytes faster.
+pub(crate) const CHANNEL_CHUNKS: usize = 4;
 
 /// What the download sends its job.
 pub(crate) enum Chunk {

@@ -23,7 +23,7 @@ use nix::sys::time::TimeSpec;
 use nix::unistd::UnlinkatFlags;
 use nix::unistd::{fchownat, linkat, symlinkat, unlinkat, Gid, Uid};
 use std::fs::File;
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::{Component, Path, PathBuf};
 
@@ -638,20 +638,43 @@ fn write_file<R: Read>(
     .map_err(meta.fail("create file"))?;
     // SAFETY: openat just returned this descriptor.
     let mut file = unsafe { File::from_raw_fd(fd) };
-    io::copy(entry, &mut file).map_err(|source| {
-        if matches!(
-            source.kind(),
-            io::ErrorKind::UnexpectedEof | io::ErrorKind::InvalidData | io::ErrorKind::InvalidInput
-        ) {
-            UnpackError::Read(source)
-        } else {
-            UnpackError::Write {
-                entry: meta.shown.clone(),
-                source,
+    copy_content(entry, &mut file, meta)
+}
+
+/// The most of a file's content held at once: layers are mostly large
+/// files, and the kernel's write path costs per call (`io::copy` would
+/// write 8 KiB at a time).
+const WRITE_CHUNK: usize = 256 << 10;
+
+/// Copies an entry's content into `file` in writes of up to
+/// [`WRITE_CHUNK`]; a failed read is the archive's, a failed write ours.
+fn copy_content<R: Read>(
+    entry: &mut tar::Entry<R>,
+    file: &mut File,
+    meta: &EntryMeta,
+) -> Result<(), UnpackError> {
+    // The header's size is the archive's word: only a cap on the buffer.
+    let capacity = usize::try_from(entry.size()).map_or(WRITE_CHUNK, |n| n.min(WRITE_CHUNK));
+    let mut buf = vec![0; capacity.max(1)];
+    loop {
+        let mut filled = 0;
+        while filled < buf.len() {
+            match entry.read(&mut buf[filled..]) {
+                Ok(0) => break,
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(UnpackError::Read(e)),
             }
         }
-    })?;
-    Ok(())
+        file.write_all(&buf[..filled])
+            .map_err(|source| UnpackError::Write {
+                entry: meta.shown.clone(),
+                source,
+            })?;
+        if filled < buf.len() {
+            return Ok(());
+        }
+    }
 }
 
 /// The entry's extended attributes from its PAX records, except
