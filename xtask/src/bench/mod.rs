@@ -5,6 +5,7 @@
 pub mod images;
 pub mod lifecycle;
 pub mod monitor;
+pub mod pull;
 
 use anyhow::Result;
 use clap::ValueEnum;
@@ -19,6 +20,9 @@ pub enum Which {
     Images,
     /// Pod and container lifecycles against the daemon, and its memory.
     Lifecycle,
+    /// A cold and a warm PullImage of large images against the daemon,
+    /// with parallel curl downloads of the same blobs as the floor.
+    Pull,
     /// Every benchmark, in the order above.
     All,
 }
@@ -34,6 +38,9 @@ pub fn run(root: &Path, which: Which) -> Result<()> {
     }
     if all || which == Which::Lifecycle {
         lifecycle::run(root)?;
+    }
+    if all || which == Which::Pull {
+        pull::run(root)?;
     }
     Ok(())
 }
