@@ -247,6 +247,10 @@ pub struct ImageConfig {
     /// chunks in flight. Pulls of images that share a layer download it
     /// once whatever this says. From 1 to 32; default 3.
     pub max_concurrent_downloads: MaxConcurrentDownloads,
+    /// Platforms (`os/arch[/variant]`) pulled from a multi-platform image
+    /// when the index has nothing for this node's own, tried in order
+    /// (e.g. `["linux/386"]` on amd64). Default: none, only the node's.
+    pub platforms: Vec<String>,
     /// The containers-policy.json(5) every pull is checked against (CRI-O's
     /// key): `sigstoreSigned` (cosign keys), `insecureAcceptAnything` and
     /// `reject`, by scope. A refused image fails its pull
@@ -362,9 +366,27 @@ impl ImageConfig {
             .pull_stall_timeout_seconds
             .pull_options()
             .map_err(|e| invalid("image.pull_stall_timeout_seconds", e))?;
-        self.max_concurrent_downloads
+        let options = self
+            .max_concurrent_downloads
             .apply(options)
-            .map_err(|e| invalid("image.max_concurrent_downloads", e))
+            .map_err(|e| invalid("image.max_concurrent_downloads", e))?;
+        Ok(options.with_platform_fallbacks(self.platform_fallbacks()?))
+    }
+
+    /// `platforms`, parsed; the first that is not a platform is an error
+    /// naming it.
+    pub fn platform_fallbacks(&self) -> Result<Vec<image_store::platform::Platform>, ConfigError> {
+        self.platforms
+            .iter()
+            .map(|p| {
+                p.parse().map_err(
+                    |e: image_store::platform::PlatformError| ConfigError::Invalid {
+                        key: "image.platforms".into(),
+                        message: e.to_string(),
+                    },
+                )
+            })
+            .collect()
     }
 }
 
@@ -682,6 +704,7 @@ impl Config {
             .max_concurrent_downloads
             .check()
             .map_err(|message| invalid("image.max_concurrent_downloads", message))?;
+        self.image.platform_fallbacks()?;
         let policy = &self.image.signature_policy;
         if !policy.as_os_str().is_empty() && !policy.is_absolute() {
             let why = format!("{} is not an absolute path", policy.display());
@@ -954,6 +977,30 @@ mod tests {
         let err = Config::parse("[image]\npull_stall_timeout_seconds = -1\n").unwrap_err();
         assert!(
             err.to_string().contains("pull_stall_timeout_seconds"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn platform_fallbacks_are_checked_at_load_and_follow_the_host() {
+        let config: Config = toml::from_str("[image]\nplatforms = [\"linux/386\"]\n").unwrap();
+        config.validate().unwrap();
+        let options = config.image.pull_options().unwrap();
+        let wanted: Vec<String> = options
+            .platforms()
+            .wanted()
+            .iter()
+            .map(|p| p.to_string())
+            .collect();
+        assert_eq!(
+            wanted[0],
+            image_store::platform::Platform::host().to_string()
+        );
+        assert_eq!(wanted.last().map(String::as_str), Some("linux/386"));
+        let bad: Config = toml::from_str("[image]\nplatforms = [\"linux\"]\n").unwrap();
+        let err = bad.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("image.platforms") && err.contains("\"linux\""),
             "{err}"
         );
     }

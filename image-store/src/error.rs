@@ -232,9 +232,14 @@ pub enum Refusal {
     /// An index entry that is itself an index.
     #[error("the index's linux/amd64 entry is another index")]
     NestedIndex,
-    /// No entry for the platform this store runs.
-    #[error("the image index has no linux/amd64 image")]
-    NoPlatform,
+    /// No entry for a platform this node runs.
+    #[error("the image index has no image for {} (it offers {})", .wanted.join(", "), if .offered.is_empty() { "no platform at all".to_string() } else { .offered.join(", ") })]
+    NoPlatform {
+        /// The host's platform and the configured fallbacks.
+        wanted: Vec<String>,
+        /// The platforms the index lists.
+        offered: Vec<String>,
+    },
     /// A layer whose media type we cannot unpack.
     #[error("unsupported layer media type {0:?}")]
     LayerMediaType(String),

@@ -72,6 +72,7 @@ pub mod layer_unpack;
 pub mod metadata;
 pub mod oci;
 mod options;
+pub mod platform;
 mod progress;
 mod pull;
 pub mod reference;

@@ -49,6 +49,9 @@ pub struct Platform {
     /// `amd64`, `arm64`, …
     #[serde(default)]
     pub architecture: String,
+    /// `v7`, `v8`, … (ARM); empty when the entry gives none.
+    #[serde(default)]
+    pub variant: String,
 }
 
 /// A content descriptor with its digest parsed.
@@ -205,17 +208,6 @@ impl Document {
     }
 }
 
-impl Index {
-    /// The first linux/amd64 entry (the platform this store runs).
-    pub fn linux_amd64(&self) -> Option<&Descriptor> {
-        self.manifests.iter().find(|d| {
-            d.platform
-                .as_ref()
-                .is_some_and(|p| p.os == "linux" && p.architecture == "amd64")
-        })
-    }
-}
-
 impl ImageConfig {
     /// Parses an image config, keeping only its diff ids, each parsed.
     ///
@@ -335,16 +327,21 @@ mod tests {
     }
 
     #[test]
-    fn indexes_pick_linux_amd64() {
+    fn index_entries_keep_their_platform_and_variant() {
         let index = serde_json::json!({"schemaVersion": 2, "mediaType": DOCKER_LIST, "manifests": [
-            {"digest": hex('a'), "size": 1, "platform": {"os": "linux", "architecture": "arm64"}},
+            {"digest": hex('a'), "size": 1, "platform": {"os": "linux", "architecture": "arm", "variant": "v7"}},
             {"digest": hex('b'), "size": 1, "platform": {"os": "linux", "architecture": "amd64"}},
         ]});
         let Document::Index(i) = Document::parse(&serde_json::to_vec(&index).unwrap()).unwrap()
         else {
             panic!("not an index")
         };
-        assert_eq!(i.linux_amd64().unwrap().digest.to_string(), hex('b'));
+        let platform = i.manifests[0].platform.as_ref().unwrap();
+        assert_eq!(
+            (platform.architecture.as_str(), platform.variant.as_str()),
+            ("arm", "v7")
+        );
+        assert_eq!(i.manifests[1].platform.as_ref().unwrap().variant, "");
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! how many layers it downloads at once), each option checked when it is
 //! set.
 
+use crate::platform::{Platform, PlatformChoice};
 use std::time::Duration;
 
 /// The default stall timeout (containerd's default progress timeout is of
@@ -41,6 +42,7 @@ pub const MAX_CONCURRENT_DOWNLOADS: usize = 32;
 pub struct PullOptions {
     stall_timeout: Duration,
     max_concurrent_downloads: usize,
+    platforms: PlatformChoice,
 }
 
 impl Default for PullOptions {
@@ -48,6 +50,7 @@ impl Default for PullOptions {
         Self {
             stall_timeout: DEFAULT_STALL_TIMEOUT,
             max_concurrent_downloads: DEFAULT_CONCURRENT_DOWNLOADS,
+            platforms: PlatformChoice::default(),
         }
     }
 }
@@ -88,6 +91,20 @@ impl PullOptions {
     /// [`PullOptions::with_max_concurrent_downloads`].
     pub fn max_concurrent_downloads(&self) -> usize {
         self.max_concurrent_downloads
+    }
+
+    /// These options with `fallbacks` tried, in order, after the host's own
+    /// platform when an image index is chosen from.
+    pub fn with_platform_fallbacks(self, fallbacks: Vec<Platform>) -> Self {
+        Self {
+            platforms: PlatformChoice::new(fallbacks),
+            ..self
+        }
+    }
+
+    /// The platforms a pull takes from an index, best first.
+    pub fn platforms(&self) -> &PlatformChoice {
+        &self.platforms
     }
 }
 

@@ -40,6 +40,7 @@ use crate::flights::Flights;
 use crate::layer_store::{chain_ids, ChainId, LayerStore};
 use crate::oci::{Descriptor, Document, ImageConfig, Manifest, MAX_DOCUMENT_SIZE};
 use crate::options::PullOptions;
+use crate::platform::PlatformChoice;
 use crate::progress::{Progress, Stall};
 use crate::reference::ImageReference;
 use crate::registries::Endpoint;
@@ -295,9 +296,14 @@ impl Pull<'_> {
             Document::Manifest(manifest) => manifest,
             Document::Index(index) => {
                 let object = format!("image index {top_digest}");
-                let chosen = index
-                    .linux_amd64()
-                    .ok_or_else(|| self.refuse(&object, Refusal::NoPlatform))?;
+                let platforms = self.options.platforms();
+                let chosen = platforms.choose(&index.manifests).ok_or_else(|| {
+                    let refusal = Refusal::NoPlatform {
+                        wanted: platforms.wanted().iter().map(ToString::to_string).collect(),
+                        offered: PlatformChoice::offered(&index.manifests),
+                    };
+                    self.refuse(&object, refusal)
+                })?;
                 let (bytes, manifest) = self.platform_manifest(session, chosen).await?;
                 documents.push((chosen.digest.clone(), bytes));
                 manifest
