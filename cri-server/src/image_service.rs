@@ -159,11 +159,13 @@ impl cri::image_service_server::ImageService for ImageService {
         // would be repeated from scratch by kubelet's retry.
         let image = crate::runtime_service::detached(async move {
             crate::fault::point("pull_image.started");
+            let in_flight = daemon.metrics.pull_in_flight();
             let pulled = daemon
                 .images
                 .pull(&image_name, credentials(request.auth))
                 .await;
-            daemon.metrics.image_pull(pulled.is_ok());
+            drop(in_flight);
+            daemon.metrics.image_pull(pulled.is_ok(), started.elapsed());
             // A pull is a burst the idle daemon never repeats: give back
             // what it left in the allocator.
             crate::memory::release_free().await;

@@ -28,6 +28,7 @@
 //! manifest request and leaves nothing behind.
 
 mod layers;
+mod report;
 mod stream;
 
 use crate::blob_store::BlobStore;

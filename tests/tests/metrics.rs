@@ -351,6 +351,11 @@ async fn the_metrics_endpoint_counts_rpcs_pods_trust_and_pulls() {
         1.0,
     );
     expect("cri_server_image_pulls_total{result=\"success\"}", 1.0);
+    expect(
+        "cri_server_image_pull_duration_seconds_count{result=\"success\"}",
+        1.0,
+    );
+    expect("cri_server_image_pulls_in_flight", 0.0);
     let bytes = sample(&text, "cri_server_image_pull_bytes_total").unwrap_or(0.0);
     assert!(bytes > 500_000.0, "busybox is pulled whole: {bytes}");
 

@@ -24,7 +24,10 @@ pub mod server;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
+use std::time::Duration;
 
 /// The prefix of every metric name the daemon serves.
 pub const PREFIX: &str = "cri_server";
@@ -108,6 +111,31 @@ impl SignatureCounts {
     }
 }
 
+/// Pull durations from 0.1 s to about 7 minutes.
+fn pull_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.1, 2.0, 13))
+}
+
+/// Pull durations by result (a newtype: the family has no `Default`).
+#[derive(Debug, Clone)]
+struct PullSeconds(Family<ResultLabels, Histogram, fn() -> Histogram>);
+
+impl Default for PullSeconds {
+    fn default() -> Self {
+        PullSeconds(Family::new_with_constructor(pull_histogram))
+    }
+}
+
+/// PullImage calls in progress; see [`Metrics::pull_in_flight`].
+#[must_use]
+pub struct PullInFlight(Gauge);
+
+impl Drop for PullInFlight {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
 /// The daemon's counters; cheap to update from any handler.
 #[derive(Debug, Default)]
 pub struct Metrics {
@@ -115,6 +143,8 @@ pub struct Metrics {
     pub rpc: rpc::RpcMetrics,
     trust_decisions: Family<OutcomeLabels, Counter>,
     image_pulls: Family<ResultLabels, Counter>,
+    image_pull_seconds: PullSeconds,
+    image_pulls_in_flight: Gauge,
     /// Signature policy checks by result, counted by the pull check.
     pub signatures: SignatureCounts,
     config_reloads: Family<ResultLabels, Counter>,
@@ -130,12 +160,22 @@ impl Metrics {
             .inc();
     }
 
-    /// Counts one PullImage by whether it succeeded.
-    pub fn image_pull(&self, succeeded: bool) {
+    /// Counts one PullImage by whether it succeeded, and how long it took.
+    pub fn image_pull(&self, succeeded: bool, took: Duration) {
         let result = if succeeded { "success" } else { "failure" };
         self.image_pulls
             .get_or_create(&ResultLabels { result })
             .inc();
+        self.image_pull_seconds
+            .0
+            .get_or_create(&ResultLabels { result })
+            .observe(took.as_secs_f64());
+    }
+
+    /// Counts a PullImage in progress until the guard is dropped.
+    pub fn pull_in_flight(&self) -> PullInFlight {
+        self.image_pulls_in_flight.inc();
+        PullInFlight(self.image_pulls_in_flight.clone())
     }
 
     /// Counts one configuration reload (SIGHUP) by whether it was applied.
@@ -158,6 +198,16 @@ impl Metrics {
             "image_pulls",
             "PullImage calls, by result.",
             self.image_pulls.clone(),
+        );
+        registry.register(
+            "image_pull_duration_seconds",
+            "How long PullImage calls took, by result.",
+            self.image_pull_seconds.0.clone(),
+        );
+        registry.register(
+            "image_pulls_in_flight",
+            "PullImage calls in progress.",
+            self.image_pulls_in_flight.clone(),
         );
         registry.register(
             "signature_verifications",
@@ -183,11 +233,14 @@ mod tests {
         metrics.trust_decision(TrustOutcome::Trusted);
         metrics.trust_decision(TrustOutcome::Trusted);
         metrics.trust_decision(TrustOutcome::Rejected);
-        metrics.image_pull(true);
-        metrics.image_pull(false);
+        metrics.image_pull(true, Duration::from_millis(300));
+        metrics.image_pull(false, Duration::from_secs(2));
+        let in_flight = metrics.pull_in_flight();
         let mut registry = Registry::with_prefix(PREFIX);
         registry.register("trust_decisions", "t", metrics.trust_decisions.clone());
         registry.register("image_pulls", "p", metrics.image_pulls.clone());
+        registry.register("pull_seconds", "s", metrics.image_pull_seconds.0.clone());
+        registry.register("pulling", "f", metrics.image_pulls_in_flight.clone());
         let mut text = String::new();
         encode(&mut text, &registry).unwrap();
         assert!(
@@ -196,6 +249,15 @@ mod tests {
         );
         assert!(text.contains("cri_server_trust_decisions_total{outcome=\"rejected\"} 1"));
         assert!(text.contains("cri_server_image_pulls_total{result=\"failure\"} 1"));
+        assert!(
+            text.contains("cri_server_pull_seconds_bucket{le=\"0.4\",result=\"success\"} 1"),
+            "{text}"
+        );
+        assert!(text.contains("cri_server_pulling 1"), "{text}");
+        drop(in_flight);
+        let mut text = String::new();
+        encode(&mut text, &registry).unwrap();
+        assert!(text.contains("cri_server_pulling 0"), "{text}");
     }
 
     #[test]

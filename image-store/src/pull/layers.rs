@@ -8,6 +8,7 @@
 //! returns only once each of them is over and has removed its staging
 //! directory: a failed pull leaves complete, verified layers at most.
 
+use super::report::{Report, REPORT_EVERY};
 use super::{declared_within, Failure, Fetch, Pull};
 use crate::digest::Digest;
 use crate::distribution::Session;
@@ -18,6 +19,7 @@ use crate::layer_unpack::Compression;
 use crate::oci::{Descriptor, MAX_LAYER_SIZE};
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use std::future::Future;
+use std::sync::atomic::AtomicU64;
 use std::time::Instant;
 use tokio::sync::{watch, Semaphore};
 
@@ -85,14 +87,33 @@ impl Pull<'_> {
         let permits = Semaphore::new(self.options.max_concurrent_downloads());
         let (stop, stopped) = watch::channel(false);
         let abort = Abort(stopped);
+        let report = Report::new(&specs);
+        let (reported, slots, stopping) = (&report, &permits, &abort);
         let mut work: FuturesUnordered<_> = specs
             .iter()
-            .map(|spec| self.layer(session, spec, &permits, &abort))
+            .enumerate()
+            .map(|(i, spec)| async move {
+                let done = self
+                    .layer(session, spec, slots, stopping, reported.done(i))
+                    .await;
+                reported.complete(i);
+                done
+            })
             .collect();
         let mut first = None;
+        let mut ticks =
+            tokio::time::interval_at(tokio::time::Instant::now() + REPORT_EVERY, REPORT_EVERY);
         // Every layer runs to its end, even after a failure: an aborted
         // one returns only once its job removed what it made.
-        while let Some(done) = work.next().await {
+        loop {
+            let done = tokio::select! {
+                done = work.next() => done,
+                _ = ticks.tick() => {
+                    report.log(self.image);
+                    continue;
+                }
+            };
+            let Some(done) = done else { break };
             if let Err(failure) = done {
                 if first.is_none() {
                     stop.send_replace(true);
@@ -112,6 +133,7 @@ impl Pull<'_> {
         spec: &LayerSpec<'_>,
         permits: &Semaphore,
         abort: &Abort,
+        received: &AtomicU64,
     ) -> Fetch<()> {
         let started = Instant::now();
         let digest = &spec.descriptor.digest;
@@ -145,7 +167,7 @@ impl Pull<'_> {
                         .await?
                         .map_err(|_| Failure::Aborted)?;
                     let fetching = Instant::now();
-                    let bytes = self.stream(session, spec, unpack, abort).await?;
+                    let bytes = self.stream(session, spec, unpack, abort, received).await?;
                     lead.succeed(digest.clone());
                     self.count(bytes);
                     tracing::debug!(

@@ -10,6 +10,7 @@ use crate::distribution::Session;
 use crate::error::{Error, Refusal};
 use crate::layer_stream::{Chunk, LayerFault, LayerJob, CHANNEL_CHUNKS};
 use reqwest::Response;
+use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::sync::mpsc;
 
 /// How the download side ended when it did not fail.
@@ -31,6 +32,7 @@ impl Pull<'_> {
         spec: &LayerSpec<'_>,
         unpack: bool,
         abort: &Abort,
+        received: &AtomicU64,
     ) -> Fetch<u64> {
         let declared = spec.descriptor.size;
         let response = abort.until(session.blob(&spec.descriptor.digest)).await??;
@@ -46,7 +48,9 @@ impl Pull<'_> {
         };
         let (sender, receiver) = mpsc::channel(CHANNEL_CHUNKS);
         let job = tokio::task::spawn_blocking(move || job.run(receiver));
-        let pumped = self.pump(session, response, sender, spec, abort).await;
+        let pumped = self
+            .pump(session, response, sender, (spec, received), abort)
+            .await;
         // Awaited even when the pull is stopping: the job removes its
         // staging directory before it returns.
         let outcome = job.await.map_err(|_| Error::Task("unpacking a layer"))?;
@@ -62,7 +66,7 @@ impl Pull<'_> {
         session: &Session,
         mut response: Response,
         sender: mpsc::Sender<Chunk>,
-        spec: &LayerSpec<'_>,
+        (spec, received): (&LayerSpec<'_>, &AtomicU64),
         abort: &Abort,
     ) -> Fetch<Pumped> {
         let url = session.blob_url(&spec.descriptor.digest);
@@ -73,6 +77,7 @@ impl Pull<'_> {
             .await??
         {
             size = size.saturating_add(chunk.len() as u64);
+            received.fetch_add(chunk.len() as u64, Ordering::Relaxed);
             if size > declared {
                 return Err(self.refuse(spec.object(), Refusal::OverDeclared { declared }));
             }
