@@ -32,6 +32,10 @@ const PACKAGES: &[(&str, &str)] = &[
     ("iptables", "the portmap CNI plugin"),
     ("iproute2", "inspecting links and namespaces in tests"),
     ("systemd", "systemd-analyze, to verify the shipped unit"),
+    (
+        "containerd",
+        "the anchor `cargo xtask bench` compares against",
+    ),
 ];
 
 /// `cargo xtask setup`: installs missing packages, then writes the default

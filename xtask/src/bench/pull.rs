@@ -57,6 +57,14 @@ pub fn run(root: &Path) -> Result<()> {
         .arg(format!("registry.k8s.io/{COLD}:latest"))
         .arg("--warm")
         .arg(format!("registry.k8s.io/{WARM}:latest"));
+    // containerd, the anchor, when installed (`cargo xtask setup` does).
+    if command::on_path("containerd") && command::on_path("ctr") {
+        bench
+            .arg("--containerd")
+            .arg(format!("{}/{COLD}:latest", fixtures::registry::ADDRESS));
+    } else {
+        eprintln!("bench pull: containerd not installed; no anchor row");
+    }
     for layer in &cold.layers {
         let url = format!(
             "http://{}/v2/{COLD}/blobs/{}",

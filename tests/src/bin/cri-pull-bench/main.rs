@@ -12,6 +12,13 @@
 //! high-water mark reset (`/proc/PID/clear_refs`) before the pull and the
 //! daemon's one-time pull set-up (HTTP client, blocking threads) done by a
 //! pull of a missing image first. Exits non-zero when a target is missed.
+//!
+//! With `--containerd IMAGE` (the cold image as the registry names it),
+//! each round also times containerd pulling it ([`containerd`]), and the
+//! report gives the least CPU any verifying pull needs here ([`verify`]).
+
+mod containerd;
+mod verify;
 
 use anyhow::{bail, ensure, Context, Result};
 use cri_api::v1 as cri;
@@ -41,17 +48,19 @@ struct Options {
     /// `[image] max_concurrent_downloads` for the daemon; its default when
     /// `None`.
     downloads: Option<u32>,
+    /// The cold image as the registry names it, for containerd.
+    containerd: Option<String>,
 }
 
 impl Options {
     fn parse() -> Result<Options> {
         let (mut cold, mut warm, mut blobs, mut rounds) = (None, None, Vec::new(), 3);
-        let mut downloads = None;
+        let (mut downloads, mut containerd) = (None, None);
         let mut args = std::env::args().skip(1);
         while let Some(flag) = args.next() {
             if flag == "-h" || flag == "--help" {
                 println!(
-                    "usage: cri-pull-bench --cold IMAGE --warm IMAGE --blob URL... [--rounds N] [--downloads N]"
+                    "usage: cri-pull-bench --cold IMAGE --warm IMAGE --blob URL... [--rounds N] [--downloads N] [--containerd IMAGE]"
                 );
                 std::process::exit(0);
             }
@@ -66,6 +75,7 @@ impl Options {
                 "--downloads" => {
                     downloads = Some(value.parse().context("--downloads: not a number")?)
                 }
+                "--containerd" => containerd = Some(value),
                 other => bail!("unknown argument {other:?} (see --help)"),
             }
         }
@@ -80,6 +90,7 @@ impl Options {
             blobs,
             rounds,
             downloads,
+            containerd,
         })
     }
 }
@@ -113,6 +124,8 @@ struct Round {
     warm_rss: u64,
     /// The cold pull's phase lines from the daemon's debug log.
     phases: Vec<String>,
+    /// containerd's pull of the cold image and its CPU time, ms.
+    containerd: Option<(Duration, u64)>,
 }
 
 async fn run() -> Result<bool> {
@@ -146,6 +159,9 @@ async fn run() -> Result<bool> {
         let mut round = pulls(&o).await?;
         round.floor = floor;
         round.floor_cpu = floor_cpu;
+        if let Some(image) = &o.containerd {
+            round.containerd = Some(containerd_pull(image)?);
+        }
         println!(
             "{:>5} {:>9.0} {:>9.0} {:>6.2}x {:>9.0} {:>16.1} {:>16.1}",
             i + 1,
@@ -158,7 +174,67 @@ async fn run() -> Result<bool> {
         );
         rounds.push(round);
     }
-    Ok(report(&rounds, bytes))
+    let ok = report(&rounds, bytes);
+    if o.containerd.is_some() {
+        report_anchor(&rounds);
+    }
+    report_verification(&o.blobs, &rounds)?;
+    Ok(ok)
+}
+
+/// containerd's pull of `image` on a fresh containerd: wall and CPU time.
+fn containerd_pull(image: &str) -> Result<(Duration, u64)> {
+    let containerd = containerd::Containerd::start()?;
+    let before = containerd.cpu_ms();
+    let took = containerd.pull(image)?;
+    Ok((took, containerd.cpu_ms().saturating_sub(before)))
+}
+
+/// containerd against the floor and against us.
+fn report_anchor(rounds: &[Round]) {
+    let ours = median(rounds.iter().map(|r| r.cold.as_secs_f64()));
+    let theirs = median(
+        rounds
+            .iter()
+            .filter_map(|r| Some(r.containerd?.0.as_secs_f64())),
+    );
+    let cpu = median(rounds.iter().filter_map(|r| Some(r.containerd?.1 as f64)));
+    let ratio = median(
+        rounds
+            .iter()
+            .filter_map(|r| Some(r.containerd?.0.as_secs_f64() / r.floor.as_secs_f64().max(1e-9))),
+    );
+    println!(
+        "  containerd 1.6 (ctr images pull, fresh root): {:.0} ms, {cpu:.0} ms CPU; {ratio:.2}x the floor; our cold pull takes {:.2} of its time",
+        theirs * 1e3,
+        ours / theirs.max(1e-9)
+    );
+}
+
+/// The least CPU a verifying pull needs here, as a bound on the ratio.
+fn report_verification(blobs: &[String], rounds: &[Round]) -> Result<()> {
+    let fetched = verify::fetch(blobs)?;
+    let mut hashed = 0;
+    let mut times = Vec::new();
+    for _ in 0..3 {
+        let (took, bytes) = verify::hashing_time(&fetched)?;
+        times.push(took.as_secs_f64());
+        hashed = bytes;
+    }
+    let hashing = median(times.into_iter());
+    let registry = median(rounds.iter().map(|r| r.cold_cpu.registry_ms as f64)) / 1e3;
+    let floor = median(rounds.iter().map(|r| r.floor.as_secs_f64()));
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    let bound = (hashing + registry) / cpus;
+    println!(
+        "  checking both digests (blob and diff id) alone: {:.0} ms of CPU (SHA-256 at {:.0} MiB/s); with the registry's {:.0} ms on {cpus} CPUs no verifying pull can take under {:.0} ms = {:.2}x the floor",
+        hashing * 1e3,
+        mib(hashed) / hashing.max(1e-9),
+        registry * 1e3,
+        bound * 1e3,
+        bound / floor.max(1e-9)
+    );
+    Ok(())
 }
 
 /// Prints the medians and the verdicts; true when every target is met.
@@ -269,6 +345,7 @@ async fn pulls(o: &Options) -> Result<Round> {
         cold_rss,
         warm_rss,
         phases,
+        containerd: None,
     })
 }
 
