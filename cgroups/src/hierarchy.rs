@@ -44,8 +44,40 @@ impl Hierarchy {
     }
 
     /// The usage of the cgroup at `path` (as given to the runtime, e.g.
-    /// `/cri-server/<id>`).
+    /// `/cri-server/<id>`): [`Hierarchy::core_usage`] plus the CPU split by
+    /// mode and the memory limit hits, which cost more files on v1.
     pub fn usage(&self, path: &str) -> CgroupUsage {
+        let mut usage = self.core_usage(path);
+        let rel = path.trim_start_matches('/');
+        match self {
+            Hierarchy::V2(root) => {
+                // v2 has no failcnt; `max` counts the same event.
+                usage.failcnt = key_values(&root.join(rel).join("memory.events"))
+                    .get("max")
+                    .copied();
+            }
+            Hierarchy::V1(root) => {
+                let cpuacct = root.join("cpuacct").join(rel);
+                // Kernels before 4.7 have no usage_user/usage_sys; their
+                // cpuacct.stat counts the same in ticks.
+                let ticks = key_values(&cpuacct.join("cpuacct.stat"));
+                let mode = |file: &str, key: &str| {
+                    number(&cpuacct.join(file))
+                        .or_else(|| ticks.get(key).map(|t| t.saturating_mul(NS_PER_TICK)))
+                };
+                usage.cpu_user_ns = mode("cpuacct.usage_user", "user");
+                usage.cpu_system_ns = mode("cpuacct.usage_sys", "system");
+                usage.failcnt = number(&root.join("memory").join(rel).join("memory.failcnt"));
+            }
+        }
+        usage
+    }
+
+    /// What container stats need of the cgroup at `path` (CPU time, memory,
+    /// working set, RSS, page faults, page cache) from the fewest files:
+    /// three, where [`Hierarchy::usage`] reads up to seven. Kubelet asks
+    /// for every container's every 10–15 s, so each file counts.
+    pub fn core_usage(&self, path: &str) -> CgroupUsage {
         let rel = path.trim_start_matches('/');
         match self {
             Hierarchy::V2(root) => {
@@ -64,8 +96,7 @@ impl Hierarchy {
                     cpu_user_ns: usec("user_usec"),
                     cpu_system_ns: usec("system_usec"),
                     cache_bytes: stat.get("file").copied(),
-                    // v2 has no failcnt; `max` counts the same event.
-                    failcnt: key_values(&dir.join("memory.events")).get("max").copied(),
+                    failcnt: None,
                     local_page_faults: stat.get("pgfault").copied(),
                     local_major_page_faults: stat.get("pgmajfault").copied(),
                 }
@@ -74,25 +105,17 @@ impl Hierarchy {
                 let memory_dir = root.join("memory").join(rel);
                 let stat = key_values(&memory_dir.join("memory.stat"));
                 let memory = number(&memory_dir.join("memory.usage_in_bytes"));
-                let cpuacct = root.join("cpuacct").join(rel);
-                // Kernels before 4.7 have no usage_user/usage_sys; their
-                // cpuacct.stat counts the same in ticks.
-                let ticks = key_values(&cpuacct.join("cpuacct.stat"));
-                let mode = |file: &str, key: &str| {
-                    number(&cpuacct.join(file))
-                        .or_else(|| ticks.get(key).map(|t| t.saturating_mul(NS_PER_TICK)))
-                };
                 CgroupUsage {
-                    cpu_ns: number(&cpuacct.join("cpuacct.usage")),
+                    cpu_ns: number(&root.join("cpuacct").join(rel).join("cpuacct.usage")),
                     memory_bytes: memory,
                     working_set_bytes: working_set(memory, stat.get("total_inactive_file")),
                     rss_bytes: stat.get("total_rss").copied(),
                     page_faults: stat.get("total_pgfault").copied(),
                     major_page_faults: stat.get("total_pgmajfault").copied(),
-                    cpu_user_ns: mode("cpuacct.usage_user", "user"),
-                    cpu_system_ns: mode("cpuacct.usage_sys", "system"),
+                    cpu_user_ns: None,
+                    cpu_system_ns: None,
                     cache_bytes: stat.get("total_cache").copied(),
-                    failcnt: number(&memory_dir.join("memory.failcnt")),
+                    failcnt: None,
                     local_page_faults: stat.get("pgfault").copied(),
                     local_major_page_faults: stat.get("pgmajfault").copied(),
                 }
@@ -232,6 +255,26 @@ mod tests {
         assert_eq!(usage.working_set_bytes, Some(600000));
         assert_eq!(usage.rss_bytes, Some(300000));
         assert_eq!(usage.major_page_faults, Some(2));
+    }
+
+    #[test]
+    fn core_usage_reads_only_what_stats_need() {
+        let root = tempfile::tempdir().unwrap();
+        let mem = root.path().join("memory/c1");
+        let cpu = root.path().join("cpuacct/c1");
+        std::fs::create_dir_all(&mem).unwrap();
+        std::fs::create_dir_all(&cpu).unwrap();
+        std::fs::write(cpu.join("cpuacct.usage"), "7\n").unwrap();
+        std::fs::write(cpu.join("cpuacct.usage_user"), "5\n").unwrap();
+        std::fs::write(mem.join("memory.usage_in_bytes"), "100\n").unwrap();
+        std::fs::write(mem.join("memory.failcnt"), "3\n").unwrap();
+        std::fs::write(mem.join("memory.stat"), "total_inactive_file 40\n").unwrap();
+        let hierarchy = Hierarchy::V1(root.path().into());
+        let (core, full) = (hierarchy.core_usage("c1"), hierarchy.usage("c1"));
+        assert_eq!((core.cpu_ns, core.working_set_bytes), (Some(7), Some(60)));
+        assert_eq!((core.cpu_user_ns, core.failcnt), (None, None));
+        assert_eq!((full.cpu_user_ns, full.failcnt), (Some(5), Some(3)));
+        assert_eq!(full.working_set_bytes, core.working_set_bytes);
     }
 
     #[test]

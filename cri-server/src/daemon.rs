@@ -95,6 +95,9 @@ pub struct Daemon {
     pub locks: KeyedLocks,
     /// The previous CPU readings, for CPU rates in stats.
     pub cpu_rates: cgroups::CpuRates,
+    /// Writable-layer usage figures for stats, re-measured in the
+    /// background.
+    pub layer_usage: Arc<crate::stats::layer_usage::LayerUsageCache>,
     /// Container lifecycle events for GetContainerEvents.
     pub events: broadcast::Sender<cri::ContainerEventResponse>,
     /// The Exec/Attach/PortForward streaming server and its tokens.
@@ -136,6 +139,7 @@ impl Daemon {
             monitor_binary: parts.monitor_binary,
             locks: KeyedLocks::default(),
             cpu_rates: cgroups::CpuRates::default(),
+            layer_usage: Arc::default(),
             events,
             streaming: parts.streaming,
             metrics: crate::metrics::Metrics::default(),

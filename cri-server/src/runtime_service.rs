@@ -459,7 +459,7 @@ impl cri::runtime_service_server::RuntimeService for RuntimeService {
             .get(&request.get_ref().container_id)
             .map_err(crate::error::Error::from)?;
         Ok(Response::new(cri::ContainerStatsResponse {
-            stats: Some(crate::stats::container(&self.daemon, &container).await?),
+            stats: Some(crate::stats::container(&self.daemon, container).await?),
         }))
     }
 

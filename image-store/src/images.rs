@@ -39,6 +39,9 @@ pub trait ContainerImages: Send + Sync {
     async fn root_filesystems(&self) -> Result<Vec<String>>;
     /// Bytes and inodes of container `container_id`'s writable layer.
     async fn writable_layer_usage(&self, container_id: &str) -> Result<Option<(u64, u64)>>;
+    /// [`ContainerImages::writable_layer_usage`] of each of `ids`, in order,
+    /// in one blocking pass; `None` for one without a root filesystem.
+    async fn writable_layer_usages(&self, ids: Vec<String>) -> Result<Vec<Option<(u64, u64)>>>;
 }
 
 #[async_trait]
@@ -77,5 +80,8 @@ impl ContainerImages for ImageStore {
     }
     async fn writable_layer_usage(&self, container_id: &str) -> Result<Option<(u64, u64)>> {
         ImageStore::writable_layer_usage(self, container_id).await
+    }
+    async fn writable_layer_usages(&self, ids: Vec<String>) -> Result<Vec<Option<(u64, u64)>>> {
+        ImageStore::writable_layer_usages(self, ids).await
     }
 }

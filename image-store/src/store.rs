@@ -440,6 +440,30 @@ impl ImageStore {
             .map_err(|_| Error::Task("measuring a writable layer"))?
     }
 
+    /// [`ImageStore::writable_layer_usage`] of every container in `ids`, in
+    /// their order, measured on one blocking thread: a stats call over a
+    /// node's containers costs one thread hand-off, not one per container.
+    /// A container without a root filesystem (or a malformed id) is `None`.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo(store: image_store::ImageStore) -> image_store::Result<()> {
+    /// let usages = store.writable_layer_usages(vec!["c1".into(), "c2".into()]).await?;
+    /// assert_eq!(usages.len(), 2);
+    /// # Ok(()) }
+    /// ```
+    pub async fn writable_layer_usages(&self, ids: Vec<String>) -> Result<Vec<Option<(u64, u64)>>> {
+        let inner = Arc::clone(&self.inner);
+        tokio::task::spawn_blocking(move || {
+            ids.iter()
+                .map(|id| inner.rootfs.upper_usage(id).ok().flatten())
+                .collect()
+        })
+        .await
+        .map_err(|_| Error::Task("measuring writable layers"))
+    }
+
     /// The root filesystem of `container_id`, if it has one.
     pub async fn rootfs(&self, container_id: &str) -> Result<Option<RootFs>> {
         let inner = Arc::clone(&self.inner);

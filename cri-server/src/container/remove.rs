@@ -43,6 +43,7 @@ pub async fn remove_locked(daemon: &Arc<Daemon>, id: &str) -> Result<()> {
     daemon.container_names.release_by_id(id);
     daemon.container_creations.forget_id(id);
     daemon.cpu_rates.forget(id);
+    daemon.layer_usage.forget(id);
     let _ = daemon.containers.remove(id);
     if let Ok(sandbox) = daemon.sandboxes.update(&container.sandbox_id, |s| {
         s.remove_container(id);

@@ -7,6 +7,7 @@
 //! pod's network counters and writable layers are reported as for runc.
 
 pub mod cri_metrics;
+pub mod layer_usage;
 pub mod network;
 
 use crate::daemon::Daemon;
@@ -89,21 +90,86 @@ async fn off_workers<T: Send + 'static>(
 }
 
 /// The stats of one container.
-pub async fn container(daemon: &Arc<Daemon>, container: &Container) -> Result<cri::ContainerStats> {
+pub async fn container(
+    daemon: &Arc<Daemon>,
+    container: Arc<Container>,
+) -> Result<cri::ContainerStats> {
+    let id = container.id.clone();
+    let mut stats = batch(daemon, vec![container]).await?;
+    stats
+        .pop()
+        .ok_or_else(|| Error::internal(format!("container {id}"), "no stats read"))
+}
+
+/// The stats of `containers`, in order: every cgroup read in one pass on
+/// one blocking thread (one hand-off for a node's worth, not one per
+/// container), writable layers from the daemon's cache.
+async fn batch(
+    daemon: &Arc<Daemon>,
+    containers: Vec<Arc<Container>>,
+) -> Result<Vec<cri::ContainerStats>> {
     let now = sandbox_core::timestamp::now();
-    let parent = daemon
-        .sandboxes
-        .get(&container.sandbox_id)
-        .map(|s| s.cgroup_parent.clone())
-        .unwrap_or_default();
-    let dir = daemon.cgroup_dir(&parent, &container.id);
-    let (usage, pressure) = off_workers(format!("container {}", container.id), move || {
-        let hierarchy = Hierarchy::detect();
-        (hierarchy.usage(&dir), hierarchy.pressure(&dir))
-    })
-    .await?;
-    let layer = daemon.images.writable_layer_usage(&container.id).await?;
-    Ok(cri::ContainerStats {
+    let dirs: Vec<String> = containers
+        .iter()
+        .map(|c| {
+            let parent = daemon
+                .sandboxes
+                .get(&c.sandbox_id)
+                .map(|s| s.cgroup_parent.clone())
+                .unwrap_or_default();
+            daemon.cgroup_dir(&parent, &c.id)
+        })
+        .collect();
+    let readings = read_cgroups(dirs).await?;
+    let ids: Vec<String> = containers.iter().map(|c| c.id.clone()).collect();
+    let layers = daemon.layer_usage.usages(&daemon.images, &ids).await;
+    Ok(containers
+        .iter()
+        .zip(readings)
+        .zip(layers)
+        .map(|((c, reading), layer)| stats_of(daemon, c, reading, layer, now))
+        .collect())
+}
+
+/// The core usage and pressure of each cgroup of `dirs`, in order, read on
+/// as many blocking threads as there are CPUs (each with a share of at
+/// least [`MIN_SHARE`] cgroups): path walks through cgroupfs and the
+/// kernel's formatting of `memory.stat` are CPU work.
+async fn read_cgroups(dirs: Vec<String>) -> Result<Vec<(CgroupUsage, Pressure)>> {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let share = dirs.len().div_ceil(cpus).max(MIN_SHARE);
+    let reads: Vec<_> = dirs
+        .chunks(share)
+        .map(|chunk| {
+            let chunk = chunk.to_vec();
+            off_workers(format!("{} cgroups", chunk.len()), move || {
+                let hierarchy = Hierarchy::detect();
+                chunk
+                    .iter()
+                    .map(|dir| (hierarchy.core_usage(dir), hierarchy.pressure(dir)))
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let mut readings = Vec::with_capacity(dirs.len());
+    for read in futures_util::future::join_all(reads).await {
+        readings.extend(read?);
+    }
+    Ok(readings)
+}
+
+/// The fewest cgroups worth a thread of their own.
+const MIN_SHARE: usize = 32;
+
+/// One container's CRI stats from its readings.
+fn stats_of(
+    daemon: &Daemon,
+    container: &Container,
+    (usage, pressure): (CgroupUsage, Pressure),
+    layer: Option<(u64, u64)>,
+    now: i64,
+) -> cri::ContainerStats {
+    cri::ContainerStats {
         attributes: Some(cri::ContainerAttributes {
             id: container.id.clone(),
             metadata: Some(crate::container::status::cri_metadata(container)),
@@ -122,7 +188,7 @@ pub async fn container(daemon: &Arc<Daemon>, container: &Container) -> Result<cr
             inodes_used: u64_value(layer.map(|(_, inodes)| inodes)),
         }),
         swap: None,
-    })
+    }
 }
 
 /// The stats of containers matching a CRI filter.
@@ -137,11 +203,7 @@ pub async fn containers(
         sandbox_id_prefix: Some(filter.pod_sandbox_id).filter(|s| !s.is_empty()),
         label_selector: convert::map(&filter.label_selector),
     };
-    let mut out = Vec::new();
-    for c in daemon.containers.list(&model) {
-        out.push(container(daemon, &c).await?);
-    }
-    Ok(out)
+    batch(daemon, daemon.containers.list(&model)).await
 }
 
 /// The stats of one pod: its containers, their sum, and its network.
@@ -151,12 +213,13 @@ pub async fn pod(daemon: &Arc<Daemon>, sandbox: &Sandbox) -> Result<cri::PodSand
         sandbox_id_prefix: Some(sandbox.id.clone()),
         ..ContainerFilter::default()
     };
-    let mut containers = Vec::new();
-    for c in daemon.containers.list(&filter) {
-        if c.sandbox_id == sandbox.id {
-            containers.push(container(daemon, &c).await?);
-        }
-    }
+    let own: Vec<Arc<Container>> = daemon
+        .containers
+        .list(&filter)
+        .into_iter()
+        .filter(|c| c.sandbox_id == sandbox.id)
+        .collect();
+    let containers = batch(daemon, own).await?;
     // The pod's own cgroup (the infra container) and its containers'; the
     // filter matches by prefix, so the pod id is checked exactly.
     let mut dirs = vec![daemon.cgroup_dir(&sandbox.cgroup_parent, &sandbox.id)];
@@ -174,8 +237,11 @@ pub async fn pod(daemon: &Arc<Daemon>, sandbox: &Sandbox) -> Result<cri::PodSand
     let (total, pressure, network) = off_workers(format!("pod {}", sandbox.id), move || {
         let hierarchy = Hierarchy::detect();
         let mut dirs = dirs.iter();
-        let first = dirs.next().map(|d| hierarchy.usage(d)).unwrap_or_default();
-        let total = dirs.fold(first, |sum, d| sum.plus(&hierarchy.usage(d)));
+        let first = dirs
+            .next()
+            .map(|d| hierarchy.core_usage(d))
+            .unwrap_or_default();
+        let total = dirs.fold(first, |sum, d| sum.plus(&hierarchy.core_usage(d)));
         // Stall times cannot be summed over containers: only a cgroup of
         // the pod's own has them.
         let pressure = pod_dir.map(|d| hierarchy.pressure(&d)).unwrap_or_default();
