@@ -261,7 +261,18 @@ pub struct ImageConfig {
     /// `signedBy`) stops the daemon from starting. Empty (the default): no
     /// policy, nothing checked.
     pub signature_policy: PathBuf,
-    /// Registry mirrors and insecure registries, by reference prefix.
+    /// Registry credentials stored on the node, in the containers-auth.json
+    /// / docker `config.json` format (`{"auths": {"host[/repo]": {"auth":
+    /// …}}}`; the longest matching key wins). Each endpoint asked (a mirror
+    /// by its own location) gets its entry; kubelet's credentials
+    /// (AuthConfig) win for the image's own registry. An absolute path,
+    /// read at start and again on SIGHUP: a missing file is no
+    /// credentials, a malformed one (or one over 1 MiB) stops the start or
+    /// fails the reload. Credential helpers are not run. Empty (the
+    /// default): none.
+    pub auth_file: PathBuf,
+    /// Registry mirrors, insecure and blocked registries, and their TLS
+    /// files (`ca_file`, `cert_file`, `key_file`), by reference prefix.
     pub registries: Vec<RegistryConfig>,
 }
 
@@ -705,10 +716,14 @@ impl Config {
             .check()
             .map_err(|message| invalid("image.max_concurrent_downloads", message))?;
         self.image.platform_fallbacks()?;
-        let policy = &self.image.signature_policy;
-        if !policy.as_os_str().is_empty() && !policy.is_absolute() {
-            let why = format!("{} is not an absolute path", policy.display());
-            return Err(invalid("image.signature_policy", why));
+        for (key, path) in [
+            ("image.signature_policy", &self.image.signature_policy),
+            ("image.auth_file", &self.image.auth_file),
+        ] {
+            if !path.as_os_str().is_empty() && !path.is_absolute() {
+                let why = format!("{} is not an absolute path", path.display());
+                return Err(invalid(key, why));
+            }
         }
         self.tracing
             .check()
@@ -926,6 +941,40 @@ mod tests {
                 "{err}"
             );
         }
+    }
+
+    #[test]
+    fn auth_file_is_off_by_default_and_must_be_absolute() {
+        let config = Config::default();
+        assert!(config.image.auth_file.as_os_str().is_empty());
+        assert!(config.to_toml().contains("auth_file = \"\""));
+        let relative = Config::parse("[image]\nauth_file = \"auth.json\"\n").unwrap();
+        let err = relative.validate().unwrap_err().to_string();
+        // Without runc installed validation stops earlier.
+        if !err.contains("runtime.") {
+            assert!(
+                err.contains("image.auth_file") && err.contains("absolute"),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn registry_entries_take_blocked_and_tls_files() {
+        let config = Config::parse(
+            "[[image.registries]]\nprefix = \"quay.io/x\"\nblocked = true\n\
+             [[image.registries]]\nprefix = \"r.example\"\nca_file = \"/etc/ca.pem\"\n\
+             cert_file = \"/etc/c.pem\"\nkey_file = \"/etc/k.pem\"\n",
+        )
+        .unwrap();
+        let [blocked, tls] = &config.image.registries[..] else {
+            panic!("{:?}", config.image.registries);
+        };
+        assert!(blocked.blocked && blocked.ca_file.is_none());
+        assert_eq!(tls.key_file.as_deref(), Some(Path::new("/etc/k.pem")));
+        // Unset files are left out of the printed configuration.
+        let text = config.to_toml();
+        assert_eq!(text.matches("ca_file").count(), 1, "{text}");
     }
 
     #[test]

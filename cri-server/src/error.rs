@@ -106,34 +106,36 @@ impl Error {
                     _ => Code::InvalidArgument,
                 }
             }
-            Error::Image(e) => match e {
-                image_store::Error::Reference(_) => Code::InvalidArgument,
-                image_store::Error::NotFound(_) => Code::NotFound,
-                image_store::Error::InUse { .. } => Code::FailedPrecondition,
-                // The registry sent an image the store will not use: the
-                // caller's to fix (another image), not the daemon's.
-                image_store::Error::Refused { .. } | image_store::Error::DigestMismatch { .. } => {
-                    Code::FailedPrecondition
-                }
-                // The signature policy refuses the image (or a pull this
-                // one joined was refused): the node will not have it.
-                image_store::Error::PolicyRefused { .. } => Code::PermissionDenied,
-                // The node's disk, not the daemon: kubelet's image garbage
-                // collection (or an operator) can make room.
-                image_store::Error::NoSpace { .. } => Code::ResourceExhausted,
-                image_store::Error::SharedPull { source, .. }
-                    if matches!(**source, image_store::Error::PolicyRefused { .. }) =>
-                {
-                    Code::PermissionDenied
-                }
-                image_store::Error::SharedPull { source, .. }
-                    if matches!(**source, image_store::Error::NoSpace { .. }) =>
-                {
-                    Code::ResourceExhausted
-                }
-                _ => Code::Internal,
-            },
+            Error::Image(e) => image_code(e),
         }
+    }
+}
+
+/// The code of an image store failure (a joined pull's is its source's).
+fn image_code(e: &image_store::Error) -> Code {
+    use image_store::Error as I;
+    match e {
+        I::Reference(_) => Code::InvalidArgument,
+        I::NotFound(_) => Code::NotFound,
+        I::InUse { .. } => Code::FailedPrecondition,
+        // The registry sent an image the store will not use: the caller's
+        // to fix (another image), not the daemon's.
+        I::Refused { .. } | I::DigestMismatch { .. } => Code::FailedPrecondition,
+        // The signature policy refuses the image, or the registries
+        // configuration blocks it: the node will not have it.
+        I::PolicyRefused { .. } | I::Blocked { .. } => Code::PermissionDenied,
+        // The registry (or its token realm) refused the credentials.
+        I::Unauthorized { .. } => Code::Unauthenticated,
+        // The node's disk, not the daemon: kubelet's image garbage
+        // collection (or an operator) can make room.
+        I::NoSpace { .. } => Code::ResourceExhausted,
+        I::SharedPull { source, .. } => match image_code(source) {
+            code @ (Code::PermissionDenied | Code::Unauthenticated | Code::ResourceExhausted) => {
+                code
+            }
+            _ => Code::Internal,
+        },
+        _ => Code::Internal,
     }
 }
 
@@ -196,5 +198,34 @@ mod tests {
             Status::from(Error::from(joined)).code(),
             Code::ResourceExhausted
         );
+    }
+
+    #[test]
+    fn blocked_images_and_refused_credentials_have_their_codes_joined_or_not() {
+        let blocked = || image_store::Error::Blocked {
+            image: "quay.io/x/app:1".into(),
+            prefix: "quay.io/x".into(),
+        };
+        let refused = || image_store::Error::Unauthorized {
+            image: "r.example/app:1".into(),
+            attempts: vec!["https://r.example/app: Not authorized".into()],
+        };
+        for (error, code) in [
+            (blocked(), Code::PermissionDenied),
+            (refused(), Code::Unauthenticated),
+        ] {
+            let joined = image_store::Error::SharedPull {
+                image: "x".into(),
+                source: std::sync::Arc::new(error),
+            };
+            assert_eq!(Status::from(Error::from(joined)).code(), code);
+        }
+        assert_eq!(
+            Status::from(Error::from(blocked())).code(),
+            Code::PermissionDenied
+        );
+        let status = Status::from(Error::from(refused()));
+        assert_eq!(status.code(), Code::Unauthenticated);
+        assert!(status.message().contains("https://r.example/app"));
     }
 }

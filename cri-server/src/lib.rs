@@ -48,6 +48,7 @@ pub mod otel;
 pub mod pause;
 pub mod pod;
 pub mod records;
+pub mod registries;
 pub mod reload;
 pub mod restore;
 pub mod runtime_service;

@@ -72,13 +72,13 @@ pub async fn open(config: Config) -> Result<Opened, StartError> {
     Ok(Opened { daemon, signatures })
 }
 
-/// The image store, with the configured mirrors, stall timeout and
-/// concurrent downloads.
+/// The image store, with the configured registries (their TLS files and
+/// the auth file read), stall timeout and concurrent downloads.
 async fn image_store(config: &Config) -> Result<image_store::ImageStore, StartError> {
     let layout = Layout::new(&config.root, &config.state);
-    let registries = image_store::RegistriesConfig {
-        registries: config.image.registries.clone(),
-    };
+    let registries = crate::registries::load_blocking(&config.image)
+        .await
+        .map_err(|e| StartError::new("configuration", e))?;
     let pull_options = config
         .image
         .pull_options()

@@ -7,13 +7,15 @@
 //! handlers, default trust, `privileged_untrusted`, `trusted_images`), the
 //! runtime handlers (added or changed; one pods run on cannot be removed
 //! nor its `runtime_root` moved), the signature policy (its path and its
-//! file), the registries and mirrors (`[image] registries`) and the
-//! metrics endpoint (`[metrics] address`: opened, moved or closed) and the
+//! file), the registries and mirrors (`[image] registries`, their TLS
+//! files read again), the stored credentials (`[image] auth_file`, its
+//! path and its file) and the metrics endpoint (`[metrics] address`: opened, moved or closed) and the
 //! log filter (`log_level`). Any other
 //! changed key (`[tracing]` among them: the exporter starts with the
 //! daemon) is logged as needing a restart and keeps its running value.
 //! A reload that fails (a file that does not parse, an unknown key, a
-//! policy that does not load, trust settings naming a handler that is not
+//! policy, auth file or registry certificate that does not load, trust
+//! settings naming a handler that is not
 //! configured, a handler in use removed) changes nothing and says why.
 
 use crate::config::{Config, ConfigError, ConfigSources};
@@ -37,6 +39,7 @@ const RELOADABLE: &[&str] = &[
     "runtime.privileged_untrusted",
     "runtime.trusted_images",
     "image.signature_policy",
+    "image.auth_file",
     "image.registries",
     "runtime.handlers",
     "metrics.address",
@@ -68,6 +71,9 @@ pub enum ReloadError {
     /// The signature policy does not load.
     #[error("image.signature_policy: {0}")]
     SignaturePolicy(#[from] PolicyReloadError),
+    /// The registries' TLS files or the auth file do not load.
+    #[error(transparent)]
+    Registries(#[from] crate::registries::RegistriesError),
     /// Reading the configuration on a blocking thread failed.
     #[error("reading the configuration: background task failed")]
     Task,
@@ -150,10 +156,11 @@ impl Reloader {
             .into_iter()
             .filter(|k| !reloadable(k))
             .collect();
+        let registries = crate::registries::load_blocking(&new.image).await?;
         // Bound before anything is swapped: a taken port changes nothing.
         let metrics = self.metrics.prepare(new.metrics.socket_addr()).await?;
         // The only step that can still fail comes first.
-        self.signatures.reconfigure(&new.image).await?;
+        self.signatures.reconfigure(&new.image, registries).await?;
         if let Some(metrics) = metrics {
             self.metrics.switch(metrics, &self.daemon);
         }
@@ -339,6 +346,7 @@ mod tests {
             mirrors: vec!["127.0.0.1:5000".into()],
             insecure: true,
             mirrors_only: false,
+            ..Default::default()
         });
         new.socket = "/run/other.sock".into();
         new.tracing.endpoint = "http://127.0.0.1:4317".into();

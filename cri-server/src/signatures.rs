@@ -28,10 +28,10 @@ use image_signature::{
     ImageVerifier, PolicyError, PolicyScope, PolicyVerifier, Refusal, RegistrySource,
     SignaturePolicy, Verification,
 };
-use image_store::check::RegistryAuth;
 use image_store::digest::Digest;
 use image_store::{
-    ImageReference, ImageStore, PullCheck, PullEvidence, PullOptions, PullRefusal, RegistriesConfig,
+    ImageReference, ImageStore, PullCheck, PullEvidence, PullOptions, PullRefusal, Registries,
+    RegistryAuth,
 };
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -48,11 +48,12 @@ pub struct SignatureCheck {
 
 impl SignatureCheck {
     /// Checks pulls against `policy`, fetching signatures through
-    /// `registries` (the daemon's mirrors) under the pulls' stall timeout
-    /// (`options`), counting results in `counts`.
+    /// `registries` (the daemon's mirrors, TLS files and stored
+    /// credentials) under the pulls' stall timeout (`options`), counting
+    /// results in `counts`.
     pub fn new(
         policy: SignaturePolicy,
-        registries: RegistriesConfig,
+        registries: Registries,
         options: PullOptions,
         counts: SignatureCounts,
     ) -> Self {
@@ -216,7 +217,7 @@ pub enum Reloaded {
 pub struct Signatures {
     path: Option<PathBuf>,
     store: ImageStore,
-    registries: RegistriesConfig,
+    registries: Registries,
     /// `[image] pull_stall_timeout_seconds`, for signature fetches too.
     options: PullOptions,
     counts: SignatureCounts,
@@ -234,8 +235,9 @@ fn configured(config: &ImageConfig) -> Option<&Path> {
 
 impl Signatures {
     /// Installs `policy` (from [`load_policy`]) as `store`'s pull check,
-    /// counting in `counts`; without one, no check is installed and pulls
-    /// behave as before.
+    /// fetching signatures through the store's registries, counting in
+    /// `counts`; without one, no check is installed and pulls behave as
+    /// before.
     pub fn install(
         config: &ImageConfig,
         policy: Option<SignaturePolicy>,
@@ -244,10 +246,8 @@ impl Signatures {
     ) -> Self {
         let signatures = Signatures {
             path: configured(config).map(Path::to_path_buf),
+            registries: store.registries(),
             store,
-            registries: RegistriesConfig {
-                registries: config.registries.clone(),
-            },
             options: pull_options(config),
             counts,
         };
@@ -288,15 +288,17 @@ impl Signatures {
         Ok(Reloaded::Policy(path))
     }
 
-    /// Takes a reloaded `[image]` table: its registries, for pulls and for
-    /// fetching signatures (the same mirrors), and its `signature_policy`,
-    /// put in force as [`Signatures::reload`] does. A policy that does not
-    /// load changes nothing, registries included; an emptied path removes
-    /// the check, so pulls are no longer checked.
-    pub async fn reconfigure(&mut self, config: &ImageConfig) -> Result<Reloaded, ReloadError> {
-        let registries = RegistriesConfig {
-            registries: config.registries.clone(),
-        };
+    /// Takes a reloaded `[image]` table and its `registries` (loaded from
+    /// it), for pulls and for fetching signatures (the same mirrors, TLS
+    /// files and credentials), and its `signature_policy`, put in force as
+    /// [`Signatures::reload`] does. A policy that does not load changes
+    /// nothing, registries included; an emptied path removes the check, so
+    /// pulls are no longer checked.
+    pub async fn reconfigure(
+        &mut self,
+        config: &ImageConfig,
+        registries: Registries,
+    ) -> Result<Reloaded, ReloadError> {
         let path = configured(config).map(Path::to_path_buf);
         let policy = match &path {
             Some(path) => Some(load_blocking(path.clone()).await?),
@@ -548,7 +550,10 @@ mod tests {
         )
         .unwrap();
         let (check, auths, counts) = check_over(Arc::new(PolicyVerifier::new(policy)));
-        let auth = RegistryAuth::Basic("me".into(), "pw".into());
+        let auth = RegistryAuth::Basic {
+            username: "me".into(),
+            password: "pw".into(),
+        };
         let signed: ImageReference = IMAGE.parse().unwrap();
         let refusal = check.check(&signed, &digest(), &auth).await.unwrap_err();
         assert!(
@@ -611,7 +616,7 @@ mod tests {
     #[tokio::test]
     async fn a_policy_that_does_not_load_is_refused_at_reload_naming_the_file() {
         let dir = tempfile::tempdir().unwrap();
-        let store = ImageStore::open(dir.path().join("images"), RegistriesConfig::default())
+        let store = ImageStore::open(dir.path().join("images"), Registries::default())
             .await
             .unwrap();
         let path = dir.path().join("policy.json");

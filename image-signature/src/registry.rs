@@ -1,9 +1,11 @@
 //! [`RegistrySource`]: signature images fetched with image-store's bounded
 //! distribution client ([`RegistryClient`]), through the same mirror
-//! configuration as the pull (image-store's [`RegistriesConfig::endpoints`]:
+//! configuration as the pull (image-store's [`Registries::endpoints`]:
 //! the longest matching prefix's mirrors in order, then the registry itself
-//! unless `mirrors_only`, each over plain HTTP when `insecure`), with the
-//! pull's authentication, timeouts and stall watch.
+//! unless `mirrors_only`, each over plain HTTP when `insecure`, with its
+//! entry's TLS files; nothing for a blocked image), with the pull's
+//! authentication (the caller's, or the node's auth file's for each
+//! endpoint: [`Registries::auth_for`]), timeouts and stall watch.
 //!
 //! Which endpoint is asked: each in turn until one has the signature tag.
 //! An endpoint that answers "no such manifest" sends us to the next; one
@@ -30,11 +32,10 @@ use crate::source::{
     SignatureLayer, SignatureSource,
 };
 use async_trait::async_trait;
-use image_store::check::RegistryAuth;
 use image_store::digest::Digest;
 use image_store::distribution::{FetchError, RegistryClient};
 use image_store::oci::{DOCKER_MANIFEST, OCI_MANIFEST};
-use image_store::{Endpoint, ImageReference, PullOptions, RegistriesConfig};
+use image_store::{Endpoint, ImageReference, PullOptions, Registries, RegistryAuth};
 
 /// Fetches cosign signature images from registries and their mirrors.
 ///
@@ -42,32 +43,32 @@ use image_store::{Endpoint, ImageReference, PullOptions, RegistriesConfig};
 ///
 /// ```
 /// use image_signature::RegistrySource;
-/// use image_store::{RegistriesConfig, RegistryConfig};
-/// use image_store::check::RegistryAuth;
-/// use image_store::PullOptions;
+/// use image_store::{PullOptions, RegistriesConfig, RegistryAuth, RegistryConfig};
 /// use std::time::Duration;
 /// let registries = RegistriesConfig { registries: vec![RegistryConfig {
 ///     prefix: "registry.k8s.io".into(),
 ///     mirrors: vec!["127.0.0.1:5000".into()],
 ///     insecure: true,
 ///     mirrors_only: true,
+///     ..Default::default()
 /// }]};
 /// let options = PullOptions::default().with_stall_timeout(Duration::from_secs(30))?;
-/// let source = RegistrySource::new(registries, RegistryAuth::Anonymous).with_options(options);
+/// let source = RegistrySource::new(registries.load()?, RegistryAuth::Anonymous).with_options(options);
 /// # let _ = source;
-/// # Ok::<(), image_store::PullOptionsError>(())
+/// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Clone, Debug)]
 pub struct RegistrySource {
-    registries: RegistriesConfig,
+    registries: Registries,
     auth: RegistryAuth,
     options: PullOptions,
 }
 
 impl RegistrySource {
     /// A source over the daemon's `registries`, authenticating as the pull
-    /// did (`auth`), with the default stall timeout.
-    pub fn new(registries: RegistriesConfig, auth: RegistryAuth) -> Self {
+    /// did (`auth`, the caller's; each endpoint gets what
+    /// [`Registries::auth_for`] gives it), with the default stall timeout.
+    pub fn new(registries: Registries, auth: RegistryAuth) -> Self {
         Self {
             registries,
             auth,
@@ -110,7 +111,8 @@ impl SignatureSource for RegistrySource {
             let location = location(&endpoint, &tag);
             // One client (one stall watch, one token) per endpoint: a
             // mirror that failed slowly does not count against the next.
-            let attempt = match RegistryClient::new(&endpoint, self.auth.clone(), &self.options) {
+            let auth = self.registries.auth_for(&endpoint, image, &self.auth);
+            let attempt = match RegistryClient::new(&endpoint, auth, &self.options) {
                 Ok(client) => from_endpoint(&client, &tag, &location, limits).await,
                 Err(e) => Err(Attempt::Failed(e.to_string())),
             };

@@ -253,9 +253,10 @@ fn source(address: &str) -> RegistrySource {
             mirrors: vec![],
             insecure: true,
             mirrors_only: false,
+            ..Default::default()
         }],
     };
-    RegistrySource::new(registries, RegistryAuth::Anonymous)
+    RegistrySource::new(registries.load().unwrap(), RegistryAuth::Anonymous)
 }
 
 /// A policy requiring a signature for everything on `address`.

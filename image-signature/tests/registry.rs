@@ -40,6 +40,7 @@ fn registries(mirrors: &[&str]) -> RegistriesConfig {
             mirrors: mirrors.iter().map(|m| m.to_string()).collect(),
             insecure: true,
             mirrors_only: true,
+            ..Default::default()
         }],
     }
 }
@@ -77,6 +78,7 @@ async fn manifest(repository: &str, tag: &str, accept: &[&str]) -> Vec<u8> {
         host: REGISTRY.into(),
         repository: repository.into(),
         insecure: true,
+        ..Default::default()
     };
     let client =
         RegistryClient::new(&endpoint, RegistryAuth::Anonymous, &PullOptions::default()).unwrap();
@@ -100,7 +102,7 @@ async fn check(
     digest: &str,
     mirrors: &[&str],
 ) -> Result<Verification, image_signature::Refusal> {
-    let source = RegistrySource::new(registries(mirrors), RegistryAuth::Anonymous);
+    let source = RegistrySource::new(registries(mirrors).load().unwrap(), RegistryAuth::Anonymous);
     let image: ImageReference = image.parse().unwrap();
     policy().verify(&image, digest, &source).await
 }

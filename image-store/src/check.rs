@@ -12,13 +12,14 @@
 //! under way when it changed is checked again before it is recorded, and
 //! [`crate::ImageStore::recheck_evidence`] re-evaluates what is stored.
 
+/// The authentication a pull's caller gave, as a [`PullCheck`] receives it
+/// (decoded from the caller's [`crate::Credentials`]; the node's auth file
+/// is [`crate::Registries::auth_for`]'s to add, per endpoint).
+pub use crate::auth::RegistryAuth;
 use crate::digest::Digest;
 use crate::evidence::PullEvidence;
 use crate::reference::ImageReference;
 use async_trait::async_trait;
-/// The authentication a pull uses, as a [`PullCheck`] receives it (decoded
-/// from the caller's [`crate::Credentials`]).
-pub use oci_client::secrets::RegistryAuth;
 
 /// A decision about an image, taken at pull time from its top manifest
 /// digest. With the `mock` feature, `MockPullCheck` (mockall) stands in for

@@ -1,7 +1,6 @@
 //! Registry credentials as CRI's `AuthConfig` carries them.
 
-use base64::Engine;
-use oci_client::secrets::RegistryAuth;
+use crate::auth::{BadAuth, RegistryAuth};
 
 /// Credentials for one pull, mirroring CRI's `AuthConfig`. Empty strings
 /// mean "not given".
@@ -12,6 +11,7 @@ use oci_client::secrets::RegistryAuth;
 /// use image_store::Credentials;
 /// let creds = Credentials { username: "me".into(), password: "secret".into(), ..Default::default() };
 /// assert!(format!("{creds:?}").contains("<redacted>"));
+/// assert!(!format!("{creds:?}").contains("secret"));
 /// ```
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct Credentials {
@@ -21,8 +21,8 @@ pub struct Credentials {
     pub password: String,
     /// `base64(username:password)`, as in docker's `config.json`.
     pub auth: String,
-    /// An identity (refresh) token. oci-client cannot exchange refresh
-    /// tokens, so it is presented as a bearer token.
+    /// An identity token: an OAuth2 refresh token, exchanged at the
+    /// registry's token realm for a pull token.
     pub identity_token: String,
     /// A bearer token sent to the registry as is.
     pub registry_token: String,
@@ -35,20 +35,6 @@ impl std::fmt::Debug for Credentials {
             .field("password", &"<redacted>")
             .finish_non_exhaustive()
     }
-}
-
-/// Why a CRI `auth` field cannot be decoded.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum BadAuth {
-    /// Not base64.
-    #[error("auth field is not base64")]
-    NotBase64,
-    /// Decodes to something that is not UTF-8.
-    #[error("auth field is not UTF-8")]
-    NotUtf8,
-    /// Decodes to text without the `:` between user and password.
-    #[error("auth field is not user:password")]
-    NoColon,
 }
 
 impl Credentials {
@@ -71,28 +57,24 @@ impl Credentials {
         hash.finalize().into()
     }
 
-    /// The oci-client authentication these credentials amount to; the error
-    /// says why an `auth` field cannot be decoded.
+    /// The authentication these credentials amount to, in this order: a
+    /// registry token, an identity token, the `auth` field, the user name
+    /// and password; the error says why an `auth` field cannot be decoded.
     pub(crate) fn to_registry_auth(&self) -> Result<RegistryAuth, BadAuth> {
         if !self.registry_token.is_empty() {
             return Ok(RegistryAuth::Bearer(self.registry_token.clone()));
         }
         if !self.identity_token.is_empty() {
-            return Ok(RegistryAuth::Bearer(self.identity_token.clone()));
+            return Ok(RegistryAuth::IdentityToken(self.identity_token.clone()));
         }
         if !self.auth.is_empty() {
-            let decoded = base64::engine::general_purpose::STANDARD
-                .decode(self.auth.trim())
-                .map_err(|_| BadAuth::NotBase64)?;
-            let decoded = String::from_utf8(decoded).map_err(|_| BadAuth::NotUtf8)?;
-            let (user, password) = decoded.split_once(':').ok_or(BadAuth::NoColon)?;
-            return Ok(RegistryAuth::Basic(user.into(), password.into()));
+            return RegistryAuth::from_auth_field(&self.auth);
         }
         if !self.username.is_empty() {
-            return Ok(RegistryAuth::Basic(
-                self.username.clone(),
-                self.password.clone(),
-            ));
+            return Ok(RegistryAuth::Basic {
+                username: self.username.clone(),
+                password: self.password.clone(),
+            });
         }
         Ok(RegistryAuth::Anonymous)
     }
@@ -101,6 +83,7 @@ impl Credentials {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use base64::Engine;
 
     #[test]
     fn each_form_maps_to_an_auth() {
@@ -111,7 +94,10 @@ mod tests {
         };
         assert_eq!(
             basic.to_registry_auth().unwrap(),
-            RegistryAuth::Basic("u".into(), "p".into())
+            RegistryAuth::Basic {
+                username: "u".into(),
+                password: "p".into()
+            }
         );
         let auth = Credentials {
             auth: base64::engine::general_purpose::STANDARD.encode("u2:p:2"),
@@ -119,7 +105,10 @@ mod tests {
         };
         assert_eq!(
             auth.to_registry_auth().unwrap(),
-            RegistryAuth::Basic("u2".into(), "p:2".into())
+            RegistryAuth::Basic {
+                username: "u2".into(),
+                password: "p:2".into()
+            }
         );
         let token = Credentials {
             registry_token: "t".into(),
@@ -135,7 +124,7 @@ mod tests {
         };
         assert_eq!(
             identity.to_registry_auth().unwrap(),
-            RegistryAuth::Bearer("i".into())
+            RegistryAuth::IdentityToken("i".into())
         );
         assert_eq!(
             Credentials::default().to_registry_auth().unwrap(),

@@ -16,9 +16,11 @@
 //!
 //! Authentication follows the registry's challenge: a request answered 401
 //! with `WWW-Authenticate: Bearer realm=…` gets a pull token from the realm
-//! (with the caller's username and password, if any) and is sent again;
-//! `Basic` gets the caller's username and password. A bearer token given by
-//! the caller is sent from the start.
+//! (with the caller's username and password, if any, or by exchanging the
+//! caller's identity token: `crate::token`) and is sent again; `Basic`
+//! gets the caller's username and password. A bearer token given by the
+//! caller is sent from the start. Endpoints with TLS files of their own get
+//! a client of their own (`crate::clients`).
 //!
 //! Every wait on the registry (connecting and response headers, each piece
 //! of a body) runs under the pull's progress watch, which fails the pull
@@ -26,13 +28,14 @@
 //! [`PullOptions::stall_timeout`]; the per-read timeout is derived from
 //! that window.
 
+use crate::auth::RegistryAuth;
 use crate::digest::Digest;
 use crate::options::PullOptions;
-use crate::progress::{self, Progress, Stall};
+use crate::progress::{Progress, Stall};
 use crate::registries::Endpoint;
-use oci_client::secrets::RegistryAuth;
-use reqwest::header::{HeaderMap, HeaderValue, ACCEPT, AUTHORIZATION, WWW_AUTHENTICATE};
-use reqwest::{Client, Response, StatusCode, Url};
+use crate::token::{self, Challenge, Challenges};
+use reqwest::header::{HeaderMap, HeaderValue, ACCEPT, AUTHORIZATION};
+use reqwest::{Client, Response, StatusCode};
 use serde::Deserialize;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
@@ -50,8 +53,9 @@ const MAX_TOKEN_BODY: u64 = 1 << 20;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum FetchError {
-    /// Connecting, sending or receiving failed.
-    #[error("{url}: {source}")]
+    /// Connecting, sending or receiving failed (the message carries
+    /// reqwest's causes: a refused connection, a certificate not trusted).
+    #[error("{url}: {}", crate::tls::chain(source))]
     Transport {
         /// The request.
         url: String,
@@ -78,7 +82,8 @@ pub enum FetchError {
         /// (`MANIFEST_UNKNOWN`, …), if it had any.
         codes: Vec<String>,
     },
-    /// The token realm did not give a usable token.
+    /// The token realm did not give a usable token (or was not asked:
+    /// a realm we will not send credentials to).
     #[error("token from {realm}: {why}")]
     Token {
         /// The realm.
@@ -160,6 +165,23 @@ impl FetchError {
         }
     }
 
+    /// Whether this is the registry refusing access: a 401 after our
+    /// credentials (or without any), or no usable token from its realm.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use image_store::distribution::FetchError;
+    /// let refused = FetchError::Unauthorized { url: "https://r.example/v2/app/manifests/1".into() };
+    /// assert!(refused.is_auth_failure());
+    /// ```
+    pub fn is_auth_failure(&self) -> bool {
+        matches!(
+            self,
+            FetchError::Unauthorized { .. } | FetchError::Token { .. }
+        )
+    }
+
     /// The stall this is, for the pull's own error.
     pub(crate) fn stall(&self) -> Option<Stall> {
         match self {
@@ -187,19 +209,33 @@ impl From<Stall> for FetchError {
     }
 }
 
-/// Why a token realm's answer is unusable.
+/// Why a token realm gave no usable token. No message holds a secret or
+/// the realm's answer.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum TokenFault {
-    /// The realm is not a URL.
+    /// The realm is not a URL (with a host).
     #[error("realm is not a URL")]
     BadRealm,
+    /// The realm's scheme is neither `http` nor `https`.
+    #[error("realm has scheme {0:?}, not http or https")]
+    Scheme(String),
+    /// The realm is plain `http` but the registry is reached over TLS:
+    /// credentials are not sent in clear.
+    #[error("realm is plain http for a registry reached over https: credentials not sent")]
+    Cleartext,
+    /// The realm refused the credentials (401 or 403).
+    #[error("credentials refused (status {0})")]
+    Refused(u16),
     /// The realm answered another status than 200.
     #[error("status {0}")]
     Status(u16),
-    /// The answer is not `{"token": …}` or `{"access_token": …}`.
-    #[error("answer is not a token: {0}")]
-    Json(#[source] serde_json::Error),
+    /// The answer is not JSON (where it went wrong).
+    #[error("answer is not a token: not JSON of the expected shape ({0})")]
+    Json(String),
+    /// The answer has neither `access_token` nor `token`.
+    #[error("answer has no token")]
+    NoToken,
     /// The token cannot be sent in a header.
     #[error("token is not a valid header value")]
     Header,
@@ -240,6 +276,8 @@ pub(crate) struct Session {
     /// `scheme://host/v2/repository`.
     base: String,
     repository: String,
+    /// Whether the endpoint is reached over TLS.
+    over_tls: bool,
     auth: RegistryAuth,
     /// The `Authorization` header requests carry once a challenge was met.
     authorization: Mutex<Option<HeaderValue>>,
@@ -261,15 +299,7 @@ impl Session {
             other => other,
         };
         let base = format!("{scheme}://{host}/v2/{}", endpoint.repository);
-        let window = progress.window();
-        let http = Client::builder()
-            .connect_timeout(progress::connect_timeout(window))
-            .read_timeout(progress::read_timeout(window))
-            .user_agent(concat!(
-                "cri-server-image-store/",
-                env!("CARGO_PKG_VERSION")
-            ))
-            .build()
+        let http = crate::clients::client(endpoint.tls.as_deref(), progress.window())
             .map_err(transport(&base))?;
         let authorization = match &auth {
             RegistryAuth::Bearer(token) => bearer(token),
@@ -280,6 +310,7 @@ impl Session {
             progress,
             base,
             repository: endpoint.repository.clone(),
+            over_tls: !endpoint.insecure,
             auth,
             authorization: Mutex::new(authorization),
         })
@@ -473,33 +504,13 @@ impl Session {
     /// Sets credentials for the challenge in `headers`; false when there is
     /// nothing (new) to send.
     async fn answer_challenge(&self, headers: &HeaderMap) -> Result<bool, FetchError> {
-        let challenges = headers
-            .get_all(WWW_AUTHENTICATE)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .filter_map(|v| http_auth::parse_challenges(v).ok())
-            .flatten()
-            .collect::<Vec<_>>();
-        let param = |c: &http_auth::ChallengeRef<'_>, name: &str| {
-            c.params
-                .iter()
-                .find(|(k, _)| k.eq_ignore_ascii_case(name))
-                .map(|(_, v)| v.to_unescaped())
-        };
-        let bearer = challenges
-            .iter()
-            .filter(|c| c.scheme.eq_ignore_ascii_case("Bearer"))
-            .find_map(|c| Some((param(c, "realm")?, param(c, "service"))));
-        let header = match (&self.auth, bearer) {
+        let challenges = Challenges::parse(headers);
+        let header = match (&self.auth, challenges.bearer) {
             // A token the caller gave is all we have; it was sent already.
             (RegistryAuth::Bearer(_), _) => return Ok(false),
-            (_, Some((realm, service))) => self.token(&realm, service.as_deref()).await?,
-            (RegistryAuth::Basic(user, password), None)
-                if challenges
-                    .iter()
-                    .any(|c| c.scheme.eq_ignore_ascii_case("Basic")) =>
-            {
-                basic(user, password)
+            (_, Some(challenge)) => self.token(&challenge).await?,
+            (RegistryAuth::Basic { username, password }, None) if challenges.basic => {
+                basic(username, password)
             }
             _ => return Ok(false),
         };
@@ -507,30 +518,22 @@ impl Session {
         Ok(true)
     }
 
-    /// A pull token for our repository from `realm`.
-    async fn token(&self, realm: &str, service: Option<&str>) -> Result<HeaderValue, FetchError> {
+    /// A pull token for our repository from the realm of `challenge`.
+    async fn token(&self, challenge: &Challenge) -> Result<HeaderValue, FetchError> {
+        let realm = challenge.realm.as_str();
         let fail = |why| FetchError::Token {
             realm: realm.to_string(),
             why,
         };
         let scope = format!("repository:{}:pull", self.repository);
-        let mut query = vec![("scope", scope.as_str())];
-        if let Some(service) = service {
-            query.push(("service", service));
-        }
-        let url = Url::parse_with_params(realm, &query).map_err(|_| fail(TokenFault::BadRealm))?;
-        let mut request = self.http.get(url);
-        if let RegistryAuth::Basic(user, password) = &self.auth {
-            request = request.basic_auth(user, Some(password));
-        }
+        let request = token::request(&self.http, challenge, &scope, &self.auth, self.over_tls)
+            .map_err(fail)?;
         self.progress.fetching(realm);
         let response = self
             .wait(request.send())
             .await
             .map_err(|cut| cut.into_http(realm))?;
-        if response.status() != StatusCode::OK {
-            return Err(fail(TokenFault::Status(response.status().as_u16())));
-        }
+        token::check_status(response.status()).map_err(fail)?;
         let body = self
             .read_capped(response, MAX_TOKEN_BODY)
             .await
@@ -538,14 +541,7 @@ impl Session {
                 Capped::Cut(cut) => cut.into_http(realm),
                 Capped::TooLarge { .. } => fail(TokenFault::TooLarge(MAX_TOKEN_BODY)),
             })?;
-        #[derive(Deserialize)]
-        struct Answer {
-            token: Option<String>,
-            access_token: Option<String>,
-        }
-        let answer: Answer =
-            serde_json::from_slice(&body).map_err(|e| fail(TokenFault::Json(e)))?;
-        let token = answer.token.or(answer.access_token).unwrap_or_default();
+        let token = token::parse_answer(&body).map_err(fail)?;
         bearer(&token).ok_or_else(|| fail(TokenFault::Header))
     }
 }
@@ -573,25 +569,25 @@ pub struct FetchedManifest {
 /// most `limit` bytes are ever held ([`FetchError::TooLarge`]). Error
 /// bodies and token answers are capped too. Credentials follow the
 /// registry's challenge (Bearer token realm or Basic) and are kept for the
-/// client's later requests. Waits are watched as a pull's are: the client
-/// fails with [`FetchError::Stalled`] once, for a whole
-/// [`PullOptions::stall_timeout`], fewer than [`crate::MIN_PROGRESS_BYTES`]
-/// arrived and no request completed; reads and connects time out as the
-/// pull's do.
+/// client's later requests (an identity token is exchanged at the realm).
+/// Waits are watched as a pull's are: the client fails with
+/// [`FetchError::Stalled`] once, for a whole [`PullOptions::stall_timeout`],
+/// fewer than [`crate::MIN_PROGRESS_BYTES`] arrived and no request
+/// completed; reads and connects time out as the pull's do.
 ///
 /// Nothing fetched is verified: the caller checks digests and contents.
 ///
 /// # Examples
 ///
 /// ```no_run
-/// use image_store::check::RegistryAuth;
 /// use image_store::distribution::{FetchError, RegistryClient};
-/// use image_store::{oci, Endpoint, PullOptions};
+/// use image_store::{oci, Endpoint, PullOptions, RegistryAuth};
 /// # async fn demo() -> Result<(), FetchError> {
 /// let endpoint = Endpoint {
 ///     host: "127.0.0.1:5000".into(),
 ///     repository: "signed/good".into(),
 ///     insecure: true,
+///     ..Default::default()
 /// };
 /// let client = RegistryClient::new(&endpoint, RegistryAuth::Anonymous, &PullOptions::default())?;
 /// match client.fetch_manifest("latest", &[oci::OCI_MANIFEST], 4 << 20).await {

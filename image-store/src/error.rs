@@ -23,6 +23,27 @@ pub enum Error {
         /// One line per endpoint tried.
         attempts: Vec<String>,
     },
+    /// Every endpoint failed and at least one refused access: a 401 after
+    /// the credentials it was asked with (or without any), or no usable
+    /// token from its realm. Each attempt is listed as `endpoint: cause`;
+    /// no secret is.
+    #[error("pull {image}: not authorized: {}", attempts.join("; "))]
+    Unauthorized {
+        /// The image as asked for.
+        image: String,
+        /// One line per endpoint tried.
+        attempts: Vec<String>,
+    },
+    /// The image falls under a registry entry with `blocked = true` (or
+    /// may come only from mirrors whose locations all do): nothing was
+    /// fetched, no endpoint was contacted.
+    #[error("pull {image}: registry prefix {prefix:?} is blocked by the registries configuration")]
+    Blocked {
+        /// The image as asked for.
+        image: String,
+        /// The blocked entry's prefix.
+        prefix: String,
+    },
     /// The pull made too little progress: for a whole window of waiting on
     /// the registry (its stall timeout), fewer than
     /// [`crate::MIN_PROGRESS_BYTES`] arrived and no request completed. The

@@ -9,7 +9,11 @@
 //! How it fits together, bottom up:
 //!
 //! - [`mod@reference`] parses and normalises image references;
-//!   [`registries`] maps them to endpoints (mirrors first).
+//!   [`registries`] maps them to endpoints (mirrors first), refuses blocked
+//!   ones, and says which credentials each endpoint is asked with:
+//!   [`RegistryAuth`] from the caller ([`Credentials`], CRI's
+//!   `AuthConfig`) or the node's [`AuthFile`]; [`tls`] reads a registry's
+//!   CA bundle and client certificate.
 //! - [`digest`] is the one way to a store path: registry input is parsed
 //!   into a [`digest::Digest`] (sha256 or sha512, lowercase hex of the right
 //!   length) before it is used for anything; [`oci`] parses indexes,
@@ -25,6 +29,8 @@
 //!   that stalls (too few bytes for a whole [`PullOptions::stall_timeout`]).
 //!   [`distribution::RegistryClient`] is that client's public face, for
 //!   other crates fetching from the same registries just as boundedly.
+//!   Registry tokens come from the realm a 401 names, an identity token
+//!   exchanged there as an OAuth2 refresh token (`token`).
 //! - [`layer_unpack`] turns a layer tarball into an overlayfs lower directory
 //!   without ever writing outside it; [`layer_store`] keeps those directories
 //!   by chain id so images share them.
@@ -41,14 +47,14 @@
 //!
 //! ```no_run
 //! use image_store::{ImageStore, RegistriesConfig, RegistryConfig};
-//! # async fn demo() -> Result<(), image_store::Error> {
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 //! let registries = RegistriesConfig { registries: vec![RegistryConfig {
 //!     prefix: "registry.k8s.io".into(),
 //!     mirrors: vec!["127.0.0.1:5000".into()],
 //!     insecure: true,
-//!     mirrors_only: false,
+//!     ..Default::default()
 //! }]};
-//! let store = ImageStore::open("/var/lib/cri-server/images", registries).await?;
+//! let store = ImageStore::open("/var/lib/cri-server/images", registries.load()?).await?;
 //! let image = store.pull("registry.k8s.io/e2e-test-images/busybox:1.29-2", None).await?;
 //! assert_eq!(store.status(&image.id)?.map(|i| i.id), Some(image.id));
 //! # Ok(()) }
@@ -56,8 +62,11 @@
 
 #![warn(missing_docs)]
 
+mod auth;
+pub mod auth_file;
 pub mod blob_store;
 pub mod check;
+mod clients;
 mod credentials;
 pub mod digest;
 pub mod distribution;
@@ -70,6 +79,7 @@ pub mod layer_store;
 mod layer_stream;
 pub mod layer_unpack;
 pub mod metadata;
+mod node_file;
 pub mod oci;
 mod options;
 pub mod platform;
@@ -80,7 +90,11 @@ pub mod registries;
 mod rootfs;
 mod store;
 mod temp;
+pub mod tls;
+mod token;
 
+pub use auth::{BadAuth, RegistryAuth};
+pub use auth_file::{AuthFile, AuthFileError, LoadedAuthFile};
 #[cfg(any(test, feature = "mock"))]
 pub use check::MockPullCheck;
 pub use check::{PullCheck, PullRefusal};
@@ -97,6 +111,6 @@ pub use options::{
 };
 pub use progress::MIN_PROGRESS_BYTES;
 pub use reference::{ImageReference, ReferenceError};
-pub use registries::{Endpoint, RegistriesConfig, RegistryConfig};
+pub use registries::{Endpoint, Registries, RegistriesConfig, RegistryConfig};
 pub use rootfs::RootFs;
 pub use store::{FsUsage, ImageStore, Recheck};

@@ -45,8 +45,8 @@ use crate::platform::PlatformChoice;
 use crate::progress::{Progress, Stall};
 use crate::reference::ImageReference;
 use crate::registries::Endpoint;
+use crate::RegistryAuth;
 use layers::ms;
-use oci_client::secrets::RegistryAuth;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -92,11 +92,13 @@ pub(crate) struct Target<'a> {
     pub flights: &'a Flights,
 }
 
-/// Whether a failure is the endpoint's (try the next one) or ours or the
-/// image's (stop), or the pull's as a whole (stop); or a layer's that was
-/// stopped because another layer failed first.
+/// Whether a failure is the endpoint's (try the next one; `Denied` when it
+/// refused access) or ours or the image's (stop), or the pull's as a whole
+/// (stop); or a layer's that was stopped because another layer failed
+/// first.
 enum Failure {
     Remote(String),
+    Denied(String),
     Local(Error),
     Stalled(Stall),
     Aborted,
@@ -112,6 +114,7 @@ impl From<FetchError> for Failure {
     fn from(e: FetchError) -> Self {
         match e.stall() {
             Some(stall) => Failure::Stalled(stall),
+            None if e.is_auth_failure() => Failure::Denied(e.to_string()),
             None => Failure::Remote(e.to_string()),
         }
     }
@@ -120,20 +123,22 @@ impl From<FetchError> for Failure {
 type Fetch<T> = std::result::Result<T, Failure>;
 
 /// Fetches `reference` from the first endpoint that has it into `target`,
-/// adding the bytes of every blob it stores to its count, once its check
+/// asking each endpoint with its own credentials, adding the bytes of every
+/// blob it stores to its count, once its check (given the caller's `auth`)
 /// accepted the top manifest; `options` says when the pull as a whole has
 /// stalled and how many layers it downloads at once.
 pub(crate) async fn fetch(
     target: Target<'_>,
     reference: &ImageReference,
-    endpoints: &[Endpoint],
+    endpoints: &[(Endpoint, RegistryAuth)],
     auth: &RegistryAuth,
     options: &PullOptions,
 ) -> Result<Fetched> {
     let image = reference.to_string();
     let progress = Arc::new(Progress::new(options));
     let mut attempts = Vec::new();
-    for endpoint in endpoints {
+    let mut denied = false;
+    for (endpoint, endpoint_auth) in endpoints {
         let pull = Pull {
             image: &image,
             blobs: target.blobs,
@@ -144,30 +149,36 @@ pub(crate) async fn fetch(
             options,
             auth,
         };
-        let fetched = match Session::new(endpoint, auth.clone(), Arc::clone(&progress)) {
+        let fetched = match Session::new(endpoint, endpoint_auth.clone(), Arc::clone(&progress)) {
             Ok(session) => pull.fetch_from(&session, reference).await,
             Err(e) => Err(e.into()),
         };
-        match fetched {
+        let why = match fetched {
             Ok(fetched) => return Ok(fetched),
             Err(Failure::Local(e)) => return Err(local(image, e)),
             Err(Failure::Stalled(stall)) => return Err(stalled(image, stall)),
             // Only ever a layer's, behind the failure that stopped it.
             Err(Failure::Aborted) => return Err(Error::Task("pulling an image")),
-            Err(Failure::Remote(why)) => {
-                // The next endpoint gets a window of its own: a mirror that
-                // failed slowly must not count against the registry.
-                progress.completed();
-                tracing::info!(%image, endpoint = %endpoint.host, %why, "endpoint failed");
-                let scheme = if endpoint.insecure { "http" } else { "https" };
-                attempts.push(format!(
-                    "{scheme}://{}/{}: {why}",
-                    endpoint.host, endpoint.repository
-                ));
+            Err(Failure::Remote(why)) => why,
+            Err(Failure::Denied(why)) => {
+                denied = true;
+                why
             }
-        }
+        };
+        // The next endpoint gets a window of its own: a mirror that failed
+        // slowly must not count against the registry.
+        progress.completed();
+        tracing::info!(%image, endpoint = %endpoint.host, %why, "endpoint failed");
+        let scheme = if endpoint.insecure { "http" } else { "https" };
+        attempts.push(format!(
+            "{scheme}://{}/{}: {why}",
+            endpoint.host, endpoint.repository
+        ));
     }
-    Err(Error::Registry { image, attempts })
+    Err(match denied {
+        true => Error::Unauthorized { image, attempts },
+        false => Error::Registry { image, attempts },
+    })
 }
 
 /// A failure of ours or the image's, as the pull reports it: a full disk

@@ -37,7 +37,7 @@ use crate::metadata::{ImageRecord, MetadataStore};
 use crate::options::PullOptions;
 use crate::pull;
 use crate::reference::{image_id_of, ImageReference};
-use crate::registries::RegistriesConfig;
+use crate::registries::Registries;
 use crate::rootfs::{RootFs, RootFsDir};
 use futures_util::future::{BoxFuture, FutureExt, Shared};
 use std::collections::{HashMap, HashSet};
@@ -84,9 +84,9 @@ pub struct FsUsage {
 /// # Examples
 ///
 /// ```no_run
-/// use image_store::{ImageStore, RegistriesConfig};
+/// use image_store::{ImageStore, Registries};
 /// # async fn demo() -> Result<(), image_store::Error> {
-/// let store = ImageStore::open("/var/lib/cri-server/images", RegistriesConfig::default()).await?;
+/// let store = ImageStore::open("/var/lib/cri-server/images", Registries::default()).await?;
 /// let image = store.pull("registry.k8s.io/pause:3.9", None).await?;
 /// let rootfs = store.create_rootfs(&image.id, "container-1", false).await?;
 /// println!("rootfs at {}", rootfs.path.display());
@@ -105,7 +105,7 @@ struct Inner {
     _lock: nix::fcntl::Flock<std::fs::File>,
     root: PathBuf,
     /// Swapped whole by [`ImageStore::set_registries`].
-    registries: Mutex<Arc<RegistriesConfig>>,
+    registries: Mutex<Registries>,
     blobs: BlobStore,
     layers: LayerStore,
     metadata: MetadataStore,
@@ -146,10 +146,11 @@ pub struct Recheck {
 }
 
 impl ImageStore {
-    /// Opens (creating if needed) the store at `root`: deletes whatever a
-    /// previous process left half-written, and blobs and layers no image
-    /// references (a pull that died after fetching them).
-    pub async fn open(root: impl AsRef<Path>, registries: RegistriesConfig) -> Result<Self> {
+    /// Opens (creating if needed) the store at `root`, pulling through
+    /// `registries`: deletes whatever a previous process left
+    /// half-written, and blobs and layers no image references (a pull that
+    /// died after fetching them).
+    pub async fn open(root: impl AsRef<Path>, registries: Registries) -> Result<Self> {
         Self::open_with(root, registries, PullOptions::default()).await
     }
 
@@ -157,7 +158,7 @@ impl ImageStore {
     /// timeout) rather than the defaults.
     pub async fn open_with(
         root: impl AsRef<Path>,
-        registries: RegistriesConfig,
+        registries: Registries,
         options: PullOptions,
     ) -> Result<Self> {
         let root = root.as_ref().to_path_buf();
@@ -243,27 +244,33 @@ impl ImageStore {
         self.inner.pulled_bytes.load(Ordering::Relaxed)
     }
 
-    /// Puts `registries` (mirrors, insecure registries) in force for every
-    /// pull that starts from now on (a configuration reload); pulls under
-    /// way finish with the endpoints they started with.
+    /// Puts `registries` (mirrors, insecure and blocked registries, TLS
+    /// files, stored credentials) in force for every pull that starts from
+    /// now on (a configuration reload); pulls under way finish with the
+    /// endpoints and credentials they started with.
     ///
     /// # Examples
     ///
     /// ```no_run
-    /// # async fn demo(store: image_store::ImageStore) {
+    /// # async fn demo(store: image_store::ImageStore) -> Result<(), image_store::tls::TlsError> {
     /// use image_store::{RegistriesConfig, RegistryConfig};
-    /// store.set_registries(RegistriesConfig {
+    /// let registries = RegistriesConfig {
     ///     registries: vec![RegistryConfig {
     ///         prefix: "registry.k8s.io".into(),
     ///         mirrors: vec!["mirror.example:5000".into()],
-    ///         insecure: false,
-    ///         mirrors_only: false,
+    ///         ..Default::default()
     ///     }],
-    /// });
-    /// # }
+    /// };
+    /// store.set_registries(registries.load()?);
+    /// # Ok(()) }
     /// ```
-    pub fn set_registries(&self, registries: RegistriesConfig) {
-        *lock(&self.inner.registries) = Arc::new(registries);
+    pub fn set_registries(&self, registries: Registries) {
+        *lock(&self.inner.registries) = registries;
+    }
+
+    /// The registries in force.
+    pub fn registries(&self) -> Registries {
+        lock(&self.inner.registries).clone()
     }
 
     /// Installs `check` as the pull-time check (`None` removes it), for
@@ -613,7 +620,7 @@ fn load_images(
 }
 
 impl Inner {
-    fn open(root: PathBuf, registries: RegistriesConfig) -> Result<Self> {
+    fn open(root: PathBuf, registries: Registries) -> Result<Self> {
         for dir in std::iter::once(root.clone()).chain(DIRS.map(|sub| root.join(sub))) {
             std::fs::create_dir_all(&dir).map_err(io(&dir, "create"))?;
             private(&dir)?;
@@ -656,7 +663,7 @@ impl Inner {
             metadata,
             rootfs: RootFsDir::new(&root),
             root,
-            registries: Mutex::new(Arc::new(registries)),
+            registries: Mutex::new(registries),
             state: Mutex::new(state),
             in_flight: Mutex::new(HashMap::new()),
             gc: tokio::sync::RwLock::new(()),
@@ -667,6 +674,31 @@ impl Inner {
         };
         inner.collect_garbage()?;
         Ok(inner)
+    }
+
+    /// The endpoints to pull `reference` from, each with the credentials
+    /// to ask it with (the caller's `auth`, or the auth file's); a blocked
+    /// image is refused here, before any endpoint is contacted.
+    fn endpoints(
+        &self,
+        reference: &ImageReference,
+        auth: &RegistryAuth,
+    ) -> Result<Vec<(crate::Endpoint, RegistryAuth)>> {
+        let registries = lock(&self.registries).clone();
+        if let Some(prefix) = registries.blocked(reference) {
+            return Err(Error::Blocked {
+                image: reference.to_string(),
+                prefix: prefix.to_string(),
+            });
+        }
+        Ok(registries
+            .endpoints(reference)
+            .into_iter()
+            .map(|e| {
+                let auth = registries.auth_for(&e, reference, auth);
+                (e, auth)
+            })
+            .collect())
     }
 
     async fn pull(
@@ -684,7 +716,7 @@ impl Inner {
                 image: reference.to_string(),
                 reason: format!("credentials: {reason}"),
             })?;
-        let endpoints = lock(&self.registries).endpoints(&reference);
+        let endpoints = self.endpoints(&reference, &auth)?;
         let target = pull::Target {
             blobs: &self.blobs,
             layers: &self.layers,
@@ -1005,7 +1037,7 @@ mod tests {
 
     fn open() -> (tempfile::TempDir, Inner) {
         let dir = tempfile::tempdir().unwrap();
-        let inner = Inner::open(dir.path().to_path_buf(), RegistriesConfig::default()).unwrap();
+        let inner = Inner::open(dir.path().to_path_buf(), Registries::default()).unwrap();
         (dir, inner)
     }
 
@@ -1099,7 +1131,7 @@ mod tests {
             std::fs::remove_file(&config).unwrap();
         }
         drop(inner);
-        let reopened = Inner::open(dir.path().to_path_buf(), RegistriesConfig::default()).unwrap();
+        let reopened = Inner::open(dir.path().to_path_buf(), Registries::default()).unwrap();
         assert!(lock(&reopened.state).is_empty());
         assert!(reopened.metadata.load_all().unwrap().is_empty());
     }
@@ -1146,7 +1178,7 @@ mod tests {
             let open = std::fs::Permissions::from_mode(0o755);
             std::fs::set_permissions(root.join(sub), open).unwrap();
         }
-        let _inner = Inner::open(root.clone(), RegistriesConfig::default()).unwrap();
+        let _inner = Inner::open(root.clone(), Registries::default()).unwrap();
         for sub in std::iter::once("").chain(DIRS) {
             let mode = std::fs::metadata(root.join(sub))
                 .unwrap()

@@ -46,7 +46,7 @@ async fn the_auth_field_is_decoded() {
 async fn missing_or_wrong_credentials_are_refused() {
     let (_dir, store, image) = locked_store().await;
     let err = store.pull(&image, None).await.unwrap_err();
-    assert!(matches!(err, Error::Registry { .. }), "{err}");
+    assert!(matches!(err, Error::Unauthorized { .. }), "{err}");
     let wrong = Credentials {
         username: "me".into(),
         password: "guess".into(),

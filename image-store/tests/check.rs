@@ -14,7 +14,7 @@ use image_store::check::RegistryAuth;
 use image_store::digest::Digest;
 use image_store::{
     Credentials, Error, ImageReference, ImageStore, PullCheck, PullEvidence, PullRefusal,
-    RegistriesConfig, RegistryConfig,
+    Registries, RegistriesConfig, RegistryConfig,
 };
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -111,10 +111,11 @@ async fn store() -> (tempfile::TempDir, ImageStore, Arc<Counts>) {
             mirrors: vec![address],
             insecure: true,
             mirrors_only: true,
+            ..Default::default()
         }],
     };
     let dir = tempfile::tempdir().unwrap();
-    let store = ImageStore::open(dir.path().join("store"), registries)
+    let store = ImageStore::open(dir.path().join("store"), registries.load().unwrap())
         .await
         .unwrap();
     (dir, store, counts)
@@ -162,7 +163,10 @@ async fn a_refused_pull_fetches_nothing_past_the_top_manifest_and_stores_nothing
         [(
             reference.clone(),
             manifest_digest(),
-            RegistryAuth::Basic("me".into(), "pw".into())
+            RegistryAuth::Basic {
+                username: "me".into(),
+                password: "pw".into()
+            }
         )]
     );
     assert_eq!(counts.manifests.load(Ordering::SeqCst), 1);
@@ -216,7 +220,7 @@ async fn evidence_is_recorded_per_reference_and_a_re_pull_replaces_it() {
     );
     // And it is on disk.
     drop(store);
-    let reopened = ImageStore::open(dir.path().join("store"), RegistriesConfig::default())
+    let reopened = ImageStore::open(dir.path().join("store"), Registries::default())
         .await
         .unwrap();
     assert_eq!(reopened.list()[0].evidence.len(), 2);

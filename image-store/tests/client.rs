@@ -23,6 +23,7 @@ fn endpoint(address: &str, repository: &str) -> Endpoint {
         host: address.into(),
         repository: repository.into(),
         insecure: true,
+        ..Default::default()
     }
 }
 
@@ -117,7 +118,13 @@ async fn credentials_answer_the_challenge_and_are_kept() {
         .await
         .unwrap_err();
     assert!(matches!(err, FetchError::Unauthorized { .. }), "{err}");
-    let client = client(&address, RegistryAuth::Basic("me".into(), "s3cret".into()));
+    let client = client(
+        &address,
+        RegistryAuth::Basic {
+            username: "me".into(),
+            password: "s3cret".into(),
+        },
+    );
     client
         .fetch_manifest("latest", &[oci::OCI_MANIFEST], 1 << 20)
         .await

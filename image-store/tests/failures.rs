@@ -146,7 +146,8 @@ async fn unauthorized_is_reported() {
     let err = store.pull(&image, Some(creds)).await.unwrap_err();
     let text = err.to_string();
     eprintln!("error as reported: {text}");
-    assert!(matches!(err, Error::Registry { .. }), "{text}");
+    assert!(matches!(err, Error::Unauthorized { .. }), "{text}");
+    assert!(!text.contains("wrong"), "the password leaked: {text}");
     assert!(text.contains(&image), "{text}");
     assert!(
         text.to_lowercase().contains("auth") || text.contains("401"),

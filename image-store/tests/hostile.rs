@@ -439,7 +439,11 @@ async fn bearer_challenges_get_a_token_for_the_pull_scope() {
     let pulled = store.pull(&image, Some(creds)).await.unwrap();
     assert_eq!(pulled.id, sha256_digest(&fake_registry::tiny().config));
     let err = store.pull(&image, None).await.unwrap_err();
-    assert!(err.to_string().contains("/token: status 401"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("/token: credentials refused (status 401)"),
+        "{err}"
+    );
 }
 
 #[tokio::test]

@@ -238,9 +238,10 @@ async fn a_dead_mirror_falls_back_to_the_next_endpoint() {
             mirrors: vec!["127.0.0.1:1".into()],
             insecure: true,
             mirrors_only: false,
+            ..Default::default()
         }],
     };
-    let store = ImageStore::open(dir.path().join("s"), registries)
+    let store = ImageStore::open(dir.path().join("s"), registries.load().unwrap())
         .await
         .unwrap();
     let image = store

@@ -3,7 +3,7 @@
 //! answers dripped or never sent), or that counts requests.
 
 use image_store::blob_store::sha256_digest;
-use image_store::{RegistriesConfig, RegistryConfig};
+use image_store::{Registries, RegistriesConfig, RegistryConfig};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -193,15 +193,16 @@ async fn hold(mut socket: TcpStream) {
 }
 
 /// A registry configuration reaching `address` over plain HTTP.
-pub fn insecure(address: &str) -> RegistriesConfig {
+pub fn insecure(address: &str) -> Registries {
     RegistriesConfig {
         registries: vec![RegistryConfig {
             prefix: address.into(),
-            mirrors: vec![],
             insecure: true,
-            mirrors_only: false,
+            ..Default::default()
         }],
     }
+    .load()
+    .unwrap()
 }
 
 /// Manifest requests [`tiny_registry`] answered.

@@ -3,9 +3,10 @@
 //! `xtask/src/fixtures/mod.rs`) and stores configured to reach it.
 #![allow(dead_code)]
 
+pub mod auth_registry;
 pub mod fake_registry;
 
-use image_store::{ImageStore, RegistriesConfig, RegistryConfig};
+use image_store::{ImageStore, Registries, RegistriesConfig, RegistryConfig};
 use std::net::TcpStream;
 use std::time::Duration;
 
@@ -41,7 +42,7 @@ pub fn require_registry() {
 /// The daemon's default mirror configuration, plus plain HTTP for direct
 /// references to the fixture registry. Nothing here leaves loopback as long
 /// as the mirror has the image.
-pub fn registries() -> RegistriesConfig {
+pub fn registries() -> Registries {
     RegistriesConfig {
         registries: vec![
             RegistryConfig {
@@ -49,15 +50,19 @@ pub fn registries() -> RegistriesConfig {
                 mirrors: vec![REGISTRY.into()],
                 insecure: true,
                 mirrors_only: true,
+                ..Default::default()
             },
             RegistryConfig {
                 prefix: REGISTRY.into(),
                 mirrors: vec![],
                 insecure: true,
                 mirrors_only: false,
+                ..Default::default()
             },
         ],
     }
+    .load()
+    .unwrap()
 }
 
 /// A fresh store in a temporary directory.

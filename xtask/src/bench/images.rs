@@ -7,7 +7,7 @@
 
 use crate::fixtures;
 use anyhow::{Context, Result};
-use image_store::{ImageStore, RegistriesConfig, RegistryConfig};
+use image_store::{ImageStore, Registries, RegistriesConfig, RegistryConfig};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -36,23 +36,26 @@ pub fn run(root: &Path) -> Result<()> {
     result
 }
 
-fn registries() -> RegistriesConfig {
-    RegistriesConfig {
+fn registries() -> Result<Registries> {
+    let config = RegistriesConfig {
         registries: vec![
             RegistryConfig {
                 prefix: "registry.k8s.io".into(),
                 mirrors: vec![fixtures::registry::ADDRESS.into()],
                 insecure: true,
                 mirrors_only: true,
+                ..Default::default()
             },
             RegistryConfig {
                 prefix: fixtures::registry::ADDRESS.into(),
                 mirrors: vec![],
                 insecure: true,
                 mirrors_only: false,
+                ..Default::default()
             },
         ],
-    }
+    };
+    config.load().context("loading the registries")
 }
 
 fn ms(d: Duration) -> f64 {
@@ -72,7 +75,7 @@ async fn measure(scratch: &Path) -> Result<()> {
     );
     let (mut cold_total, mut warm_total) = (Duration::ZERO, Duration::ZERO);
     for (i, image) in IMAGES.iter().enumerate() {
-        let store = ImageStore::open(scratch.join(format!("cold-{i}")), registries()).await?;
+        let store = ImageStore::open(scratch.join(format!("cold-{i}")), registries()?).await?;
         let start = Instant::now();
         store.pull(image, None).await?;
         let cold = start.elapsed();
@@ -96,7 +99,7 @@ async fn measure(scratch: &Path) -> Result<()> {
         cold_total.as_secs_f64() / warm_total.as_secs_f64()
     );
 
-    let store = ImageStore::open(scratch.join("many"), registries()).await?;
+    let store = ImageStore::open(scratch.join("many"), registries()?).await?;
     let start = Instant::now();
     let mut last_id = String::new();
     for i in 0..STORED {
