@@ -16,6 +16,7 @@ pub mod daemon;
 pub mod fixtures;
 pub mod http;
 pub mod leaks;
+pub mod registry_front;
 pub mod spdy_client;
 pub mod ws_client;
 
