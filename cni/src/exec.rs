@@ -159,7 +159,11 @@ impl PluginExec {
             // Its own process group, so a timeout kills helpers it started
             // (a shell plugin's `sleep`, iptables) and not just the parent.
             .process_group(0)
-            .kill_on_drop(true);
+            // Never killed because our future is dropped (the daemon exits
+            // under it): a plugin cut short halfway leaves what no later DEL
+            // undoes (bridge's masquerading chain once its interface is
+            // gone). Only the deadline below kills it.
+            .kill_on_drop(false);
         let mut child = spawn_retrying(&mut cmd).await.map_err(spawn_err)?;
         let pid = child.id();
         let deadline = tokio::time::Instant::now() + self.timeout;

@@ -176,7 +176,11 @@ impl Creations {
         );
         let creations = Arc::clone(self);
         let name = name.to_string();
+        // A graceful shutdown lets the creation finish (see
+        // `runtime_service::VERBS`).
+        let entered = crate::runtime_service::VERBS.enter();
         tokio::spawn(async move {
+            let _entered = entered;
             let result = create.await;
             creations.finish(&name, &result);
             let _ = sender.send(State::Done(

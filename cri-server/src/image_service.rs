@@ -157,7 +157,7 @@ impl cri::image_service_server::ImageService for ImageService {
         let image_name = name.clone();
         // To its end whatever the client does: a pull cut short halfway
         // would be repeated from scratch by kubelet's retry.
-        let image = crate::runtime_service::detached(async move {
+        let image = crate::runtime_service::run_to_end(async move {
             crate::fault::point("pull_image.started");
             let in_flight = daemon.metrics.pull_in_flight();
             let pulled = daemon

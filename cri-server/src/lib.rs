@@ -36,6 +36,7 @@ pub mod error;
 pub mod fault;
 pub mod handlers;
 pub mod image_service;
+pub mod in_flight;
 pub mod layout;
 pub mod list_stream;
 pub mod locks;

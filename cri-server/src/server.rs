@@ -142,6 +142,7 @@ pub async fn serve(
         ))))
         .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
         .await;
+    finish_verbs().await;
     // The reloader owns the metrics endpoint: aborted, it closes it.
     for task in watchdog.into_iter().chain([sweeper, reloader]) {
         task.abort();
@@ -153,4 +154,25 @@ pub async fn serve(
         tracing.shutdown().await;
     }
     result.map_err(ServeError::from)
+}
+
+/// How long a graceful shutdown waits for verbs still running.
+const VERB_GRACE: Duration = Duration::from_secs(30);
+
+/// Lets the verbs still running (their callers may have given up) finish:
+/// dropped halfway, a StopPodSandbox would kill its CNI plugins mid-DEL and
+/// leave their iptables rules behind for good.
+async fn finish_verbs() {
+    let running = crate::runtime_service::VERBS.count();
+    if running == 0 {
+        return;
+    }
+    tracing::info!(running, "waiting for verbs still running before exiting");
+    if !crate::runtime_service::VERBS.wait_idle(VERB_GRACE).await {
+        tracing::warn!(
+            running = crate::runtime_service::VERBS.count(),
+            grace = ?VERB_GRACE,
+            "exiting with verbs still running"
+        );
+    }
 }

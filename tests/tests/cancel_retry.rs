@@ -150,3 +150,93 @@ async fn a_pod_nobody_retries_is_removed_after_the_grace_period() {
     eventually("mounts left", || tests::leaks::mounts(&dir).is_empty()).await;
     eventually("monitors left", || tests::leaks::monitors(&dir).is_empty()).await;
 }
+
+/// A CNI plugin (python3) that passes the previous result on at ADD and,
+/// at DEL, takes `delay` seconds before writing `marker`: a DEL still
+/// running when the daemon is told to stop.
+fn slow_del_plugin(dir: &std::path::Path, marker: &std::path::Path, delay: f64) {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join("cri-server-slow-del");
+    std::fs::write(
+        &path,
+        format!(
+            "#!/usr/bin/env python3\n\
+             import json, os, sys, time\n\
+             conf = json.load(sys.stdin)\n\
+             cmd = os.environ.get('CNI_COMMAND')\n\
+             if cmd == 'ADD':\n    print(json.dumps(conf.get('prevResult', {{}})))\n\
+             elif cmd == 'DEL':\n    time.sleep({delay})\n    open('{}', 'w').write('done')\n\
+             elif cmd == 'VERSION':\n    print(json.dumps({{'cniVersion': '1.0.0', 'supportedVersions': ['1.0.0']}}))\n",
+            marker.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+/// SIGTERM while a StopPodSandbox (its caller gone) is in its CNI DEL: the
+/// daemon lets it finish before exiting. Dropped halfway, the bridge
+/// plugin's DEL would leave its iptables chain behind for good.
+#[tokio::test]
+async fn a_graceful_shutdown_lets_a_cancelled_stop_finish_its_network_teardown() {
+    let dir = tempfile::tempdir().unwrap();
+    let (conf, plugins) = (dir.path().join("conf"), dir.path().join("bin"));
+    std::fs::create_dir_all(&conf).unwrap();
+    std::fs::create_dir_all(&plugins).unwrap();
+    let marker = dir.path().join("del-finished");
+    slow_del_plugin(&plugins, &marker, 1.5);
+    std::fs::write(
+        conf.join("10-slow.conflist"),
+        r#"{"cniVersion": "1.0.0", "name": "cri-server-slowdel", "plugins": [
+            {"type": "bridge", "bridge": "cni-sd0", "isGateway": true, "ipMasq": true,
+             "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.99.9.0/24"}]]}},
+            {"type": "cri-server-slow-del"}
+        ]}"#,
+    )
+    .unwrap();
+    let mut daemon = Daemon::start(&format!(
+        "[network]\nconf_dir = \"{}\"\nplugin_dirs = [\"{}\", \"/usr/lib/cni\"]\n",
+        conf.display(),
+        plugins.display()
+    ))
+    .await;
+    let pod = daemon.run_pod(pod_config("slow-del"), "").await;
+    let stop = cri::StopPodSandboxRequest {
+        pod_sandbox_id: pod.clone(),
+    };
+    // Kubelet's deadline passes while the DEL runs.
+    let cut = daemon
+        .runtime()
+        .await
+        .stop_pod_sandbox(with_deadline(&stop, Duration::from_millis(500)))
+        .await;
+    let code = cut.unwrap_err().code();
+    assert!(
+        matches!(code, tonic::Code::DeadlineExceeded | tonic::Code::Cancelled),
+        "{code:?}"
+    );
+    assert!(!marker.exists(), "the DEL is still running");
+    let status = daemon.terminate().await;
+    assert!(status.success(), "{status}");
+    assert!(
+        marker.exists(),
+        "the daemon exited before the DEL finished:\n{}",
+        daemon.log()
+    );
+    assert!(daemon.log().contains("waiting for verbs still running"));
+    // The bridge plugin's masquerading rule for the pod went with it.
+    let nat = std::process::Command::new("iptables")
+        .args(["-t", "nat", "-S", "POSTROUTING"])
+        .output()
+        .unwrap();
+    assert!(
+        !String::from_utf8_lossy(&nat.stdout).contains(&pod),
+        "{}",
+        String::from_utf8_lossy(&nat.stdout)
+    );
+    daemon.restart().await;
+    daemon.remove_pod(&pod).await;
+    let _ = std::process::Command::new("ip")
+        .args(["link", "del", "cni-sd0"])
+        .status();
+}
