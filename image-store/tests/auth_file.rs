@@ -154,15 +154,27 @@ impl Write for Captured {
     }
 }
 
-#[tokio::test(flavor = "current_thread")]
+/// The log lines of every test in this file: a subscriber of the whole
+/// process, since a thread's own (`set_default`) misses events when another
+/// test's thread hit the same call site first (tracing caches a call
+/// site's interest process-wide).
+fn captured_logs() -> &'static Captured {
+    static CAPTURED: std::sync::OnceLock<Captured> = std::sync::OnceLock::new();
+    CAPTURED.get_or_init(|| {
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::TRACE)
+            .with_writer(move || writer.clone())
+            .finish();
+        tracing::subscriber::set_global_default(subscriber).expect("the only subscriber");
+        captured
+    })
+}
+
+#[tokio::test]
 async fn no_secret_reaches_a_log_line_an_error_or_debug_output() {
-    let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_writer(move || writer.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let captured = captured_logs();
     let registry = TokenRegistry::start(REFRESH).await;
     let address = registry.address();
     let image = format!("{address}/private/tiny:1");
