@@ -177,8 +177,8 @@ impl Creations {
         let creations = Arc::clone(self);
         let name = name.to_string();
         // A graceful shutdown lets the creation finish (see
-        // `runtime_service::VERBS`).
-        let entered = crate::runtime_service::VERBS.enter();
+        // `in_flight::VERBS`).
+        let entered = crate::in_flight::VERBS.enter();
         tokio::spawn(async move {
             let _entered = entered;
             let result = create.await;

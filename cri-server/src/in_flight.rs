@@ -12,6 +12,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 use tokio::sync::Notify;
 
+/// The mutating verbs running now (verbs run `detached`, creations, network
+/// releases), which a graceful shutdown lets finish.
+pub static VERBS: InFlight = InFlight::new();
+
 /// A count of verbs running and a wake-up for when it reaches zero.
 ///
 /// # Examples

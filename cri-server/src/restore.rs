@@ -81,8 +81,16 @@ async fn restore_pod(
         tracing::error!(pod = %sandbox.id, error = %e, "pod name taken twice on disk");
     }
     let _ = daemon.save_sandbox(&sandbox);
+    let (id, release) = (sandbox.id.clone(), sandbox.network_release_pending);
     match daemon.sandboxes.add(sandbox) {
-        Ok(_) => true,
+        Ok(_) => {
+            // A stop whose network release did not finish before the
+            // daemon went away.
+            if release {
+                crate::pod::release::release_later(daemon, &id);
+            }
+            true
+        }
         Err(e) => {
             tracing::error!(error = %e, "duplicate pod record");
             false

@@ -56,13 +56,14 @@ fn existing_container(daemon: &Daemon) -> impl Fn(&str) -> bool + '_ {
 
 /// Runs a mutating verb to its end in a task of its own: a client that
 /// cancels (kubelet at its deadline) must not cut it short halfway, with its
-/// undo never run. A graceful shutdown waits for it ([`VERBS`]).
+/// undo never run. A graceful shutdown waits for it
+/// ([`crate::in_flight::VERBS`]).
 pub async fn detached<T, F>(verb: F) -> Result<T, Status>
 where
     F: std::future::Future<Output = crate::error::Result<T>> + Send + 'static,
     T: Send + 'static,
 {
-    let entered = VERBS.enter();
+    let entered = crate::in_flight::VERBS.enter();
     run_to_end(async move {
         let _entered = entered;
         verb.await
@@ -83,9 +84,6 @@ where
         Err(e) => Err(Status::internal(format!("the call's task failed: {e}"))),
     }
 }
-
-/// The mutating verbs running now, which a graceful shutdown lets finish.
-pub static VERBS: crate::in_flight::InFlight = crate::in_flight::InFlight::new();
 
 /// Status's handler list: each handler whose binary is present, with what
 /// its runtime can do. kubelet schedules recursive read-only mounts and

@@ -163,14 +163,14 @@ const VERB_GRACE: Duration = Duration::from_secs(30);
 /// dropped halfway, a StopPodSandbox would kill its CNI plugins mid-DEL and
 /// leave their iptables rules behind for good.
 async fn finish_verbs() {
-    let running = crate::runtime_service::VERBS.count();
+    let running = crate::in_flight::VERBS.count();
     if running == 0 {
         return;
     }
     tracing::info!(running, "waiting for verbs still running before exiting");
-    if !crate::runtime_service::VERBS.wait_idle(VERB_GRACE).await {
+    if !crate::in_flight::VERBS.wait_idle(VERB_GRACE).await {
         tracing::warn!(
-            running = crate::runtime_service::VERBS.count(),
+            running = crate::in_flight::VERBS.count(),
             grace = ?VERB_GRACE,
             "exiting with verbs still running"
         );

@@ -212,6 +212,28 @@ pub fn ready_pod(daemon: &Daemon, name: &str) -> String {
     id
 }
 
+/// A ready pod with a pinned network namespace and a running infra
+/// container (pid 4242), as RunPodSandbox leaves it; returns its id.
+pub fn networked_pod(daemon: &Daemon, name: &str) -> String {
+    let id = ready_pod(daemon, name);
+    let pin = daemon.pins.create(&id).expect("a pin");
+    daemon
+        .sandboxes
+        .update(&id, |s| {
+            s.namespace_options.network = sandbox_core::NamespaceMode::Pod;
+            s.netns_path = Some(pin.path().to_path_buf());
+            let mut infra = sandbox_core::Container::new(
+                id.clone(),
+                s,
+                sandbox_core::ContainerMetadata::new("POD", 0),
+            );
+            infra.mark_started(1, 4242).expect("a created infra starts");
+            s.infra_container = Some(infra);
+        })
+        .expect("the pod just added");
+    id
+}
+
 /// A busybox-like image whose root filesystem is `rootfs`.
 pub fn image(id: &str) -> image_store::Image {
     image_store::Image {

@@ -267,6 +267,10 @@ pub struct Sandbox {
     /// A short machine-readable reason for the current state (e.g. why
     /// the sandbox stopped).
     pub reason: String,
+    /// StopPodSandbox recorded the pod stopped, and its network (CNI DEL,
+    /// the namespace pin) is still to be released, off the request path:
+    /// set in the same save as the stop, cleared once released.
+    pub network_release_pending: bool,
 }
 
 impl Sandbox {

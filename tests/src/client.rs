@@ -138,6 +138,17 @@ impl Daemon {
             .expect("a status")
     }
 
+    /// Stops pod `id` (StopPodSandbox).
+    pub async fn stop_pod(&self, id: &str) {
+        self.runtime()
+            .await
+            .stop_pod_sandbox(cri::StopPodSandboxRequest {
+                pod_sandbox_id: id.to_string(),
+            })
+            .await
+            .unwrap_or_else(|e| panic!("StopPodSandbox {id}: {e}\n{}", self.log()));
+    }
+
     /// Removes pod `id` with its containers.
     pub async fn remove_pod(&self, id: &str) {
         self.runtime()

@@ -174,41 +174,87 @@ fn slow_del_plugin(dir: &std::path::Path, marker: &std::path::Path, delay: f64) 
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
 }
 
-/// SIGTERM while a StopPodSandbox (its caller gone) is in its CNI DEL: the
-/// daemon lets it finish before exiting. Dropped halfway, the bridge
-/// plugin's DEL would leave its iptables chain behind for good.
-#[tokio::test]
-async fn a_graceful_shutdown_lets_a_cancelled_stop_finish_its_network_teardown() {
-    let dir = tempfile::tempdir().unwrap();
-    let (conf, plugins) = (dir.path().join("conf"), dir.path().join("bin"));
+/// A daemon on a network whose chain ends in [`slow_del_plugin`], and the
+/// marker that plugin writes when its DEL is done.
+async fn slow_del_daemon(
+    dir: &std::path::Path,
+    bridge: &str,
+    subnet: u8,
+) -> (Daemon, std::path::PathBuf) {
+    let (conf, plugins) = (dir.join("conf"), dir.join("bin"));
     std::fs::create_dir_all(&conf).unwrap();
     std::fs::create_dir_all(&plugins).unwrap();
-    let marker = dir.path().join("del-finished");
+    let marker = dir.join("del-finished");
     slow_del_plugin(&plugins, &marker, 1.5);
     std::fs::write(
         conf.join("10-slow.conflist"),
-        r#"{"cniVersion": "1.0.0", "name": "cri-server-slowdel", "plugins": [
-            {"type": "bridge", "bridge": "cni-sd0", "isGateway": true, "ipMasq": true,
-             "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.99.9.0/24"}]]}},
-            {"type": "cri-server-slow-del"}
-        ]}"#,
+        format!(
+            r#"{{"cniVersion": "1.0.0", "name": "cri-server-{bridge}", "plugins": [
+                {{"type": "bridge", "bridge": "{bridge}", "isGateway": true, "ipMasq": true,
+                  "ipam": {{"type": "host-local", "ranges": [[{{"subnet": "10.99.{subnet}.0/24"}}]]}}}},
+                {{"type": "cri-server-slow-del"}}
+            ]}}"#
+        ),
     )
     .unwrap();
-    let mut daemon = Daemon::start(&format!(
+    let daemon = Daemon::start(&format!(
         "[network]\nconf_dir = \"{}\"\nplugin_dirs = [\"{}\", \"/usr/lib/cni\"]\n",
         conf.display(),
         plugins.display()
     ))
     .await;
+    (daemon, marker)
+}
+
+/// Whether the `nat` table still masquerades for pod `id`.
+fn masquerading(id: &str) -> bool {
+    let nat = std::process::Command::new("iptables")
+        .args(["-t", "nat", "-S", "POSTROUTING"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&nat.stdout).contains(id)
+}
+
+/// StopPodSandbox records the pod stopped and returns; its CNI DEL (most
+/// of a stop) runs after, and RemovePodSandbox waits for it.
+#[tokio::test]
+async fn a_stop_returns_before_its_cni_del_which_still_runs_to_its_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let (daemon, marker) = slow_del_daemon(dir.path(), "cni-sd1", 11).await;
+    let pod = daemon.run_pod(pod_config("slow-stop"), "").await;
+    let started = std::time::Instant::now();
+    daemon.stop_pod(&pod).await;
+    assert!(
+        started.elapsed() < Duration::from_millis(1500),
+        "the stop waited for the DEL: {:?}",
+        started.elapsed()
+    );
+    let pods = daemon.list_pods().await;
+    assert_eq!(pods[0].state(), cri::PodSandboxState::SandboxNotready);
+    eventually("the DEL ran", || marker.exists()).await;
+    eventually("the bridge DEL ran", || !masquerading(&pod)).await;
+    daemon.remove_pod(&pod).await;
+    let _ = std::process::Command::new("ip")
+        .args(["link", "del", "cni-sd1"])
+        .status();
+}
+
+/// SIGTERM while a RemovePodSandbox (its caller gone) is in its CNI DEL:
+/// the daemon lets it finish before exiting. Dropped halfway, the bridge
+/// plugin's DEL would leave its iptables chain behind for good.
+#[tokio::test]
+async fn a_graceful_shutdown_lets_a_cancelled_removal_finish_its_network_teardown() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut daemon, marker) = slow_del_daemon(dir.path(), "cni-sd2", 12).await;
     let pod = daemon.run_pod(pod_config("slow-del"), "").await;
-    let stop = cri::StopPodSandboxRequest {
+    let remove = cri::RemovePodSandboxRequest {
         pod_sandbox_id: pod.clone(),
     };
     // Kubelet's deadline passes while the DEL runs.
     let cut = daemon
         .runtime()
         .await
-        .stop_pod_sandbox(with_deadline(&stop, Duration::from_millis(500)))
+        .remove_pod_sandbox(with_deadline(&remove, Duration::from_millis(500)))
         .await;
     let code = cut.unwrap_err().code();
     assert!(
@@ -224,19 +270,10 @@ async fn a_graceful_shutdown_lets_a_cancelled_stop_finish_its_network_teardown()
         daemon.log()
     );
     assert!(daemon.log().contains("waiting for verbs still running"));
-    // The bridge plugin's masquerading rule for the pod went with it.
-    let nat = std::process::Command::new("iptables")
-        .args(["-t", "nat", "-S", "POSTROUTING"])
-        .output()
-        .unwrap();
-    assert!(
-        !String::from_utf8_lossy(&nat.stdout).contains(&pod),
-        "{}",
-        String::from_utf8_lossy(&nat.stdout)
-    );
+    assert!(!masquerading(&pod), "the bridge DEL ran to its end");
     daemon.restart().await;
-    daemon.remove_pod(&pod).await;
+    assert!(daemon.list_pods().await.is_empty(), "the removal finished");
     let _ = std::process::Command::new("ip")
-        .args(["link", "del", "cni-sd0"])
+        .args(["link", "del", "cni-sd2"])
         .status();
 }

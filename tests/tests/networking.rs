@@ -110,16 +110,20 @@ async fn pods_reach_each_other_by_ip_and_the_host_reaches_a_host_port() {
     // And straight to the pod on the test bridge.
     assert!(http_get(&format!("{server_ip}:80")).contains("served-by-pod"));
 
-    daemon
-        .runtime()
-        .await
-        .stop_pod_sandbox(cri::StopPodSandboxRequest {
-            pod_sandbox_id: server.clone(),
-        })
-        .await
-        .unwrap();
-    // Nothing of the server's network is left: no IPAM reservation, no
-    // portmap rule.
+    daemon.stop_pod(&server).await;
+    // The stop returns before its CNI DEL; a new pod publishing the same
+    // host port right away (kubelet recreating a sandbox) gets it: the old
+    // pod's release runs first.
+    let mut next_config = pod_config("web-next");
+    next_config.port_mappings = vec![cri::PortMapping {
+        protocol: cri::Protocol::Tcp as i32,
+        container_port: 80,
+        host_port: 18080,
+        host_ip: "127.0.0.1".into(),
+    }];
+    let (next, _) = run_pod(&daemon, next_config).await;
+    // By the time the new pod is up, nothing of the server's network is
+    // left: no IPAM reservation, no portmap rule.
     let reservation = std::path::Path::new("/var/lib/cni/networks/cri-server").join(&server_ip);
     assert!(
         !reservation.exists(),
@@ -131,8 +135,19 @@ async fn pods_reach_each_other_by_ip_and_the_host_reaches_a_host_port() {
         .unwrap();
     let rules = String::from_utf8_lossy(&rules.stdout);
     assert!(!rules.contains(&server), "a rule still names the pod");
+    let next_httpd = [
+        "sh",
+        "-c",
+        "mkdir -p /www && echo served-by-next > /www/index.html && exec httpd -f -p 80 -h /www",
+    ];
+    run(&daemon, &next, "httpd", &next_httpd).await;
+    assert!(http_get("127.0.0.1:18080").contains("served-by-next"));
+    daemon.remove_pod(&next).await;
+    let rules = std::process::Command::new("iptables-save")
+        .output()
+        .unwrap();
     assert!(
-        !rules.contains("18080"),
+        !String::from_utf8_lossy(&rules.stdout).contains("18080"),
         "the host port rule is still there"
     );
     daemon.remove_pod(&server).await;

@@ -11,6 +11,7 @@
 pub mod files;
 pub mod list;
 pub mod network;
+pub mod release;
 pub mod remove;
 pub mod run;
 pub mod status;

@@ -24,6 +24,9 @@ pub async fn remove(daemon: &Arc<Daemon>, id_or_prefix: &str) -> Result<()> {
     if let Err(e) = super::stop::stop_locked(daemon, &id).await {
         tracing::warn!(pod = %id, error = %e, "stop before removal failed; removing by force");
     }
+    if let Err(e) = super::release::release_locked(daemon, &id).await {
+        tracing::warn!(pod = %id, error = %e, "network release before removal failed; removing by force");
+    }
 
     let filter = ContainerFilter {
         sandbox_id_prefix: Some(id.clone()),
@@ -63,29 +66,7 @@ pub async fn remove(daemon: &Arc<Daemon>, id_or_prefix: &str) -> Result<()> {
 #[cfg(test)]
 mod verb_tests {
     use super::*;
-    use crate::testing::{exit, ready_pod, Doubles};
-
-    /// A ready pod with a pinned network namespace and a running infra
-    /// container, as RunPodSandbox leaves it.
-    fn networked_pod(daemon: &Daemon) -> String {
-        let id = ready_pod(daemon, "web");
-        let pin = daemon.pins.create(&id).unwrap();
-        daemon
-            .sandboxes
-            .update(&id, |s| {
-                s.namespace_options.network = sandbox_core::NamespaceMode::Pod;
-                s.netns_path = Some(pin.path().to_path_buf());
-                let mut infra = sandbox_core::Container::new(
-                    id.clone(),
-                    s,
-                    sandbox_core::ContainerMetadata::new("POD", 0),
-                );
-                infra.mark_started(1, 4242).unwrap();
-                s.infra_container = Some(infra);
-            })
-            .unwrap();
-        id
-    }
+    use crate::testing::{exit, networked_pod, Doubles};
 
     #[tokio::test(flavor = "multi_thread")]
     async fn removing_twice_succeeds_and_undoes_each_resource_once() {
@@ -110,7 +91,7 @@ mod verb_tests {
             .times(1)
             .returning(|_| Ok(()));
         let t = d.build().await;
-        let id = networked_pod(&t.daemon);
+        let id = networked_pod(&t.daemon, "web");
         let name = t.daemon.sandboxes.get(&id).unwrap().name.clone();
 
         remove(&t.daemon, &id).await.unwrap();

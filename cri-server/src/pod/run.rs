@@ -212,6 +212,7 @@ async fn start(
         if host_network {
             Ok(Vec::new())
         } else {
+            super::release::release_conflicting(daemon, shared).await;
             super::network::setup(daemon, shared, cni_dns).await
         }
     };

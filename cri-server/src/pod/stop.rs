@@ -1,5 +1,6 @@
-//! StopPodSandbox: stop every container, kill the infra container, release
-//! the network namespace. Idempotent: stopping a stopped or removed pod
+//! StopPodSandbox: stop every container, kill the infra container, record
+//! the pod stopped, then release its network off the request path
+//! ([`super::release`]). Idempotent: stopping a stopped or removed pod
 //! succeeds.
 
 use crate::daemon::Daemon;
@@ -20,10 +21,19 @@ pub async fn stop(daemon: &Arc<Daemon>, id_or_prefix: &str) -> Result<()> {
         Err(e) => return Err(e.into()),
     };
     let _guard = daemon.locks.lock(&id).await;
-    stop_locked(daemon, &id).await
+    stop_locked(daemon, &id).await?;
+    if daemon
+        .sandboxes
+        .get(&id)
+        .is_ok_and(|s| s.network_release_pending)
+    {
+        super::release::release_later(daemon, &id);
+    }
+    Ok(())
 }
 
-/// Stops pod `id` (a full id) while its lock is held.
+/// Stops pod `id` (a full id) while its lock is held, leaving its network
+/// to release (`network_release_pending`).
 pub async fn stop_locked(daemon: &Arc<Daemon>, id: &str) -> Result<()> {
     let Ok(sandbox) = daemon.sandboxes.get(id) else {
         return Ok(());
@@ -58,20 +68,14 @@ pub async fn stop_locked(daemon: &Arc<Daemon>, id: &str) -> Result<()> {
         }
     }
 
-    if sandbox.netns_path.is_some() {
-        crate::fault::point("stop_pod_sandbox.before_cni_del");
-        super::network::teardown(daemon, &sandbox).await?;
-        let pins = daemon.pins.clone();
-        let pin = id.to_string();
-        let removal = tokio::task::spawn_blocking(move || pins.remove(&pin))
-            .await
-            .map_err(|e| Error::internal(format!("pod {id}"), e))??;
-        tracing::debug!(pod = %id, ?removal, "network namespace released");
-    }
-
     let now = sandbox_core::timestamp::now();
     let updated = daemon.sandboxes.update(id, |s| {
         s.mark_stopped(now);
+        // In the same save as the stop: a crash from here on still finds
+        // the release to do.
+        if s.netns_path.is_some() {
+            s.network_release_pending = true;
+        }
         if let Some(infra) = s.infra_container.as_mut() {
             if infra.finished_at.is_none() {
                 infra.finished_at = Some(now);

@@ -1,0 +1,168 @@
+//! A stopped pod's network, released off StopPodSandbox's path.
+//!
+//! CNI DEL is most of a StopPodSandbox (80–110 ms here: the bridge plugin
+//! tears its masquerading rules down with six `iptables` runs, serialised
+//! on the xtables lock). The stop records the pod stopped with
+//! `network_release_pending` set, in one durable save, and returns; a task
+//! of its own then runs the DEL, removes the namespace pin and clears the
+//! flag. Whatever stops it halfway, the flag is still on disk: the next
+//! RemovePodSandbox releases inline before removing anything, and the next
+//! start resumes every pending release ([`crate::restore`]). A graceful
+//! shutdown waits for the task (`in_flight::VERBS`).
+
+use crate::daemon::Daemon;
+use crate::error::{Error, Result};
+use sandbox_core::{Protocol, Sandbox, SandboxFilter};
+use std::sync::Arc;
+
+/// Releases pod `id`'s network in a task of its own, under the pod's lock.
+pub fn release_later(daemon: &Arc<Daemon>, id: &str) {
+    let daemon = Arc::clone(daemon);
+    let id = id.to_string();
+    let entered = crate::in_flight::VERBS.enter();
+    tokio::spawn(async move {
+        let _entered = entered;
+        let _guard = daemon.locks.lock(&id).await;
+        if let Err(e) = release_locked(&daemon, &id).await {
+            tracing::warn!(pod = %id, error = %e, "releasing a stopped pod's network failed; RemovePodSandbox and the next start try again");
+        }
+    });
+}
+
+/// Releases first the network of every stopped pod, its release still
+/// pending, that publishes one of `sandbox`'s host ports: otherwise the old
+/// pod's portmap rules, matched first, would send the new pod's traffic to
+/// the stopped one until its release ran (kubelet recreates a sandbox with
+/// the same ports right after stopping the old one).
+pub async fn release_conflicting(daemon: &Arc<Daemon>, sandbox: &Sandbox) {
+    let published = |s: &Sandbox| -> Vec<(u16, Protocol)> {
+        s.port_mappings
+            .iter()
+            .filter(|m| m.host_port != 0)
+            .map(|m| (m.host_port, m.protocol))
+            .collect()
+    };
+    let wanted = published(sandbox);
+    if wanted.is_empty() {
+        return;
+    }
+    let holders: Vec<String> = daemon
+        .sandboxes
+        .list(&SandboxFilter::default())
+        .into_iter()
+        .filter(|s| s.network_release_pending && s.id != sandbox.id)
+        .filter(|s| published(s).iter().any(|p| wanted.contains(p)))
+        .map(|s| s.id.clone())
+        .collect();
+    for id in holders {
+        let _guard = daemon.locks.lock(&id).await;
+        if let Err(e) = release_locked(daemon, &id).await {
+            tracing::warn!(pod = %id, error = %e, "releasing a stopped pod's host ports for a new pod");
+        }
+    }
+}
+
+/// Releases pod `id`'s network if its stop left that pending (CNI DEL, the
+/// namespace pin), then records it released; the pod's lock is held.
+pub async fn release_locked(daemon: &Arc<Daemon>, id: &str) -> Result<()> {
+    let Ok(sandbox) = daemon.sandboxes.get(id) else {
+        return Ok(());
+    };
+    if !sandbox.network_release_pending {
+        return Ok(());
+    }
+    let started = std::time::Instant::now();
+    if sandbox.netns_path.is_some() {
+        crate::fault::point("stop_pod_sandbox.before_cni_del");
+        super::network::teardown(daemon, &sandbox).await?;
+        let pins = daemon.pins.clone();
+        let pin = id.to_string();
+        let removal = tokio::task::spawn_blocking(move || pins.remove(&pin))
+            .await
+            .map_err(|e| Error::internal(format!("pod {id}"), e))??;
+        tracing::debug!(pod = %id, ?removal, "network namespace released");
+    }
+    let updated = daemon.sandboxes.update(id, |s| {
+        s.network_release_pending = false;
+        // Nothing to release any more: a second stop has no DEL to run.
+        s.netns_path = None;
+        s.clone()
+    })?;
+    daemon.save_sandbox(&updated)?;
+    tracing::debug!(pod = %id, elapsed = ?started.elapsed(), "pod network released");
+    Ok(())
+}
+
+#[cfg(test)]
+mod verb_tests {
+    use crate::testing::{exit, networked_pod, Doubles};
+    use std::time::Duration;
+
+    /// Doubles for stopping a networked pod whose infra container is
+    /// running: it is killed and reaped.
+    fn stoppable() -> Doubles {
+        let mut d = Doubles::new();
+        d.monitors.expect_exited().returning(|_, _| Ok(None));
+        d.runc.expect_kill().returning(|_, _, _| Ok(()));
+        d.monitors.expect_wait().returning(|_, _| Ok(exit(137)));
+        d
+    }
+
+    /// Waits (at most 5 s) until the pod's release is no longer pending.
+    async fn released(daemon: &crate::daemon::Daemon, id: &str) -> sandbox_core::Sandbox {
+        for _ in 0..500 {
+            let pod = daemon.sandboxes.get(id).unwrap();
+            if !pod.network_release_pending {
+                return (*pod).clone();
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("the release never ran");
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_stop_records_the_release_and_a_task_runs_the_del_once() {
+        let mut d = stoppable();
+        d.network.expect_teardown().times(1).returning(|_| Ok(()));
+        let t = d.build().await;
+        let id = networked_pod(&t.daemon, "web");
+        crate::pod::stop::stop(&t.daemon, &id).await.unwrap();
+        let pod = released(&t.daemon, &id).await;
+        assert!(pod.is_stopped());
+        assert_eq!(pod.netns_path, None, "nothing left to release");
+        assert!(t.daemon.pins.list().unwrap().is_empty());
+        let on_disk: Vec<sandbox_core::Sandbox> = t.daemon.sandbox_records.load_all();
+        assert!(!on_disk[0].network_release_pending, "{on_disk:?}");
+        // Stopping again has no DEL to run (teardown is expected once).
+        crate::pod::stop::stop(&t.daemon, &id).await.unwrap();
+        assert!(!t.daemon.sandboxes.get(&id).unwrap().network_release_pending);
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_failed_release_stays_recorded_and_removal_runs_it_again() {
+        let mut d = stoppable();
+        let mut calls = 0;
+        d.network.expect_teardown().times(2).returning(move |_| {
+            calls += 1;
+            if calls == 1 {
+                Err(cni::Error::NotReady(cni::NotReadyReason {
+                    reason: "Test".into(),
+                    message: "a plugin failed".into(),
+                }))
+            } else {
+                Ok(())
+            }
+        });
+        d.runc.expect_delete().returning(|_, _| Ok(()));
+        d.images.expect_remove_rootfs().returning(|_| Ok(()));
+        let t = d.build().await;
+        let id = networked_pod(&t.daemon, "web");
+        crate::pod::stop::stop(&t.daemon, &id).await.unwrap();
+        // The failed task leaves the flag, on disk too.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let on_disk: Vec<sandbox_core::Sandbox> = t.daemon.sandbox_records.load_all();
+        assert!(on_disk[0].network_release_pending);
+        crate::pod::remove::remove(&t.daemon, &id).await.unwrap();
+        assert!(t.daemon.pins.list().unwrap().is_empty());
+    }
+}
