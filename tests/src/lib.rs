@@ -12,6 +12,7 @@
 #![warn(missing_docs)]
 
 pub mod client;
+pub mod containerd;
 pub mod daemon;
 pub mod fixtures;
 pub mod http;

@@ -92,6 +92,7 @@ fn bench_image<'a>(repository: &str, layers: impl Iterator<Item = &'a Layer>) ->
         format: Format::Oci,
         index: false,
         labels: Vec::new(),
+        cmd: None,
     }
 }
 

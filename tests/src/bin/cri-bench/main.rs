@@ -11,6 +11,7 @@ mod floor;
 mod leftovers;
 mod lifecycle;
 mod memory;
+mod peer;
 mod stats;
 
 use anyhow::{bail, Context, Result};
@@ -44,6 +45,9 @@ struct Options {
     iterations: usize,
     parallel: usize,
     pods: usize,
+    /// Run the same parallel lifecycles against containerd (`--peer
+    /// containerd`) and judge ours against them.
+    peer: bool,
 }
 
 impl Options {
@@ -52,15 +56,24 @@ impl Options {
             iterations: 20,
             parallel: 4,
             pods: 50,
+            peer: false,
         };
         let mut args = std::env::args().skip(1);
         while let Some(flag) = args.next() {
+            if flag == "--peer" {
+                let peer = args.next().unwrap_or_default();
+                if peer != "containerd" {
+                    bail!("--peer: only containerd is known, not {peer:?}");
+                }
+                o.peer = true;
+                continue;
+            }
             let slot = match flag.as_str() {
                 "--iterations" => &mut o.iterations,
                 "--parallel" => &mut o.parallel,
                 "--pods" => &mut o.pods,
                 "-h" | "--help" => {
-                    println!("usage: cri-bench [--iterations N] [--parallel P] [--pods M]");
+                    println!("usage: cri-bench [--iterations N] [--parallel P] [--pods M] [--peer containerd]");
                     std::process::exit(0);
                 }
                 other => bail!("unknown argument {other:?} (see --help)"),
@@ -193,6 +206,10 @@ async fn measure(daemon: &Daemon, o: &Options, scratch: &Path, floor_dir: &Path)
     let mut passed = report("sequential", &seq.0, &seq.1);
     report(&format!("{} in parallel", o.parallel), &par.0, &par.1);
     passed &= parallel_report(o.parallel, &seq.0, &par.0);
+    if o.peer {
+        let theirs = peer::lifecycles(&logs, o.parallel, o.iterations).await?;
+        passed &= peer::report(o.parallel, &par.0, &theirs);
+    }
     report("sequential, host network (no CNI)", &host.0, &host.1);
     cni_share(&seq.0, &host.0);
 

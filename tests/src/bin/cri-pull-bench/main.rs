@@ -17,7 +17,6 @@
 //! each round also times containerd pulling it ([`containerd`]), and the
 //! report gives the least CPU any verifying pull needs here ([`verify`]).
 
-mod containerd;
 mod verify;
 
 use anyhow::{bail, ensure, Context, Result};
@@ -184,7 +183,7 @@ async fn run() -> Result<bool> {
 
 /// containerd's pull of `image` on a fresh containerd: wall and CPU time.
 fn containerd_pull(image: &str) -> Result<(Duration, u64)> {
-    let containerd = containerd::Containerd::start()?;
+    let containerd = tests::containerd::Containerd::start()?;
     let before = containerd.cpu_ms();
     let took = containerd.pull(image)?;
     Ok((took, containerd.cpu_ms().saturating_sub(before)))
