@@ -145,20 +145,63 @@ pub(crate) fn overlay_safe(path: &Path) -> std::result::Result<(), &'static str>
 /// switch to the new mount API, which takes lower directories one by one.
 const MAX_MOUNT_DATA: usize = 4000;
 
+/// Mounts `overlay` with `volatile` (Linux 5.10+), or without it where the
+/// kernel refuses the option.
+///
+/// `volatile` skips every sync of the upper directory. Without it, each
+/// unmount of a container's root filesystem syncs the whole file system
+/// holding the store (overlayfs syncs its upper layer's superblock: every
+/// dirty page of the node's disk, not only the container's), 120 ms here
+/// per RemoveContainer. A container's writable layer never outlives a
+/// host crash in Kubernetes (its containers are made anew), so the syncs
+/// it skips, its processes' fsyncs included, protect nothing.
 fn mount_overlay(overlay: &Overlay) -> Result<(), (&'static str, nix::errno::Errno)> {
+    static NO_VOLATILE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    use std::sync::atomic::Ordering;
+    if !NO_VOLATILE.load(Ordering::Relaxed) {
+        // A volatile upper once unmounted keeps this marker, and overlayfs
+        // refuses it ever after (its contents may predate a crash): that
+        // EINVAL says nothing of the kernel.
+        let remount = overlay.work.join("work/incompat/volatile").exists();
+        match mount_overlay_with(overlay, true) {
+            Err((_, nix::errno::Errno::EINVAL)) if !remount => {
+                tracing::info!(
+                    "overlayfs refuses `volatile` (Linux < 5.10): root filesystems sync at unmount"
+                );
+                NO_VOLATILE.store(true, Ordering::Relaxed);
+            }
+            other => return other,
+        }
+    }
+    mount_overlay_with(overlay, false)
+}
+
+/// The legacy `mount(2)` data string for `overlay`.
+fn mount_data(overlay: &Overlay, volatile: bool) -> String {
     let lowerdir = overlay
         .lower
         .iter()
         .map(|p| p.display().to_string())
         .collect::<Vec<_>>()
         .join(":");
-    let options = format!(
+    let mut options = format!(
         "lowerdir={lowerdir},upperdir={},workdir={}",
         overlay.upper.display(),
         overlay.work.display()
     );
+    if volatile {
+        options.push_str(",volatile");
+    }
+    options
+}
+
+fn mount_overlay_with(
+    overlay: &Overlay,
+    volatile: bool,
+) -> Result<(), (&'static str, nix::errno::Errno)> {
+    let options = mount_data(overlay, volatile);
     if options.len() > MAX_MOUNT_DATA {
-        return new_api::mount_overlay(overlay);
+        return new_api::mount_overlay(overlay, volatile);
     }
     let mut flags = MsFlags::empty();
     if overlay.readonly {
@@ -184,6 +227,7 @@ mod new_api {
     use std::path::Path;
 
     const FSOPEN_CLOEXEC: libc::c_uint = 1;
+    const FSCONFIG_SET_FLAG: libc::c_uint = 0;
     const FSCONFIG_SET_STRING: libc::c_uint = 1;
     const FSCONFIG_CMD_CREATE: libc::c_uint = 6;
     const FSMOUNT_CLOEXEC: libc::c_uint = 1;
@@ -222,7 +266,27 @@ mod new_api {
             .map_err(|e| ("fsconfig overlay", e))
     }
 
-    pub(super) fn mount_overlay(overlay: &super::Overlay) -> Result<(), Failure> {
+    /// Sets the flag `key` (an option without a value).
+    fn set_flag(fs: &OwnedFd, key: &str) -> Result<(), Failure> {
+        let key = cstring(key.as_bytes(), "overlay option")?;
+        // SAFETY: valid descriptor and a NUL-terminated string that
+        // outlives the call; a flag takes no value.
+        let ret = unsafe {
+            libc::syscall(
+                libc::SYS_fsconfig,
+                fs.as_raw_fd(),
+                FSCONFIG_SET_FLAG,
+                key.as_ptr(),
+                std::ptr::null::<libc::c_char>(),
+                0,
+            )
+        };
+        Errno::result(ret)
+            .map(drop)
+            .map_err(|e| ("fsconfig overlay", e))
+    }
+
+    pub(super) fn mount_overlay(overlay: &super::Overlay, volatile: bool) -> Result<(), Failure> {
         let name = cstring(b"overlay", "fsopen overlay")?;
         // SAFETY: NUL-terminated string, plain flags.
         let fs = fd(
@@ -235,6 +299,9 @@ mod new_api {
         }
         set(&fs, "upperdir", &overlay.upper)?;
         set(&fs, "workdir", &overlay.work)?;
+        if volatile {
+            set_flag(&fs, "volatile")?;
+        }
         // SAFETY: valid descriptor; CREATE takes no key or value.
         let ret = unsafe {
             libc::syscall(

@@ -112,3 +112,24 @@ async fn in_use_survives_a_restart() {
     store.remove_rootfs("ctr-kept").await.unwrap();
     store.remove(&image.id).await.unwrap();
 }
+
+/// The writable layer is mounted `volatile`: removing a container must not
+/// sync the whole file system under the store (overlayfs syncs its upper
+/// layer's superblock at every unmount otherwise).
+#[tokio::test]
+async fn writable_root_filesystems_are_volatile() {
+    let (_dir, store) = store().await;
+    let image = store.pull(MULTI_LAYER, None).await.unwrap();
+    let rootfs = store
+        .create_rootfs(&image.id, "ctr-volatile", false)
+        .await
+        .unwrap();
+    let mountinfo = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let target = rootfs.path.display().to_string();
+    let line = mountinfo
+        .lines()
+        .find(|l| l.split_whitespace().nth(4) == Some(target.as_str()))
+        .expect("the root filesystem is mounted");
+    assert!(line.contains("volatile"), "{line}");
+    store.remove_rootfs("ctr-volatile").await.unwrap();
+}

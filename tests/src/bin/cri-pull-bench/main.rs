@@ -14,7 +14,7 @@
 //! pull of a missing image first. Exits non-zero when a target is missed.
 //!
 //! With `--containerd IMAGE` (the cold image as the registry names it),
-//! each round also times containerd pulling it ([`containerd`]), and the
+//! each round also times containerd pulling it ([`tests::containerd`]), and the
 //! report gives the least CPU any verifying pull needs here ([`verify`]).
 
 mod verify;
