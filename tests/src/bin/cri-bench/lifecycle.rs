@@ -43,7 +43,7 @@ impl LifecycleSamples {
 
 /// Awaits the RPC `f`, adds its latency to `out`, and returns its response
 /// with that latency.
-async fn timed<T, F>(what: &str, out: &mut Samples, f: F) -> Result<(T, Duration)>
+pub async fn timed<T, F>(what: &str, out: &mut Samples, f: F) -> Result<(T, Duration)>
 where
     F: std::future::Future<Output = std::result::Result<tonic::Response<T>, tonic::Status>>,
 {

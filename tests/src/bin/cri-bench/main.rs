@@ -12,6 +12,7 @@ mod leftovers;
 mod lifecycle;
 mod memory;
 mod peer;
+mod scale;
 mod stats;
 
 use anyhow::{bail, Context, Result};
@@ -48,6 +49,8 @@ struct Options {
     /// Run the same parallel lifecycles against containerd (`--peer
     /// containerd`) and judge ours against them.
     peer: bool,
+    /// Pods of the run at scale (`--scale N`, 2 containers each); 0 skips.
+    scale: usize,
 }
 
 impl Options {
@@ -57,6 +60,7 @@ impl Options {
             parallel: 4,
             pods: 50,
             peer: false,
+            scale: 110,
         };
         let mut args = std::env::args().skip(1);
         while let Some(flag) = args.next() {
@@ -68,12 +72,19 @@ impl Options {
                 o.peer = true;
                 continue;
             }
+            if flag == "--scale" {
+                let n = args.next().unwrap_or_default();
+                o.scale = n
+                    .parse()
+                    .with_context(|| format!("--scale {n:?}: not a number"))?;
+                continue;
+            }
             let slot = match flag.as_str() {
                 "--iterations" => &mut o.iterations,
                 "--parallel" => &mut o.parallel,
                 "--pods" => &mut o.pods,
                 "-h" | "--help" => {
-                    println!("usage: cri-bench [--iterations N] [--parallel P] [--pods M] [--peer containerd]");
+                    println!("usage: cri-bench [--iterations N] [--parallel P] [--pods M] [--peer containerd] [--scale PODS]");
                     std::process::exit(0);
                 }
                 other => bail!("unknown argument {other:?} (see --help)"),
@@ -206,9 +217,19 @@ async fn measure(daemon: &Daemon, o: &Options, scratch: &Path, floor_dir: &Path)
     let mut passed = report("sequential", &seq.0, &seq.1);
     report(&format!("{} in parallel", o.parallel), &par.0, &par.1);
     passed &= parallel_report(o.parallel, &seq.0, &par.0);
+    let ours_scale = match o.scale {
+        0 => None,
+        n => Some(scale::run(&daemon.socket(), &logs, "ours", n, o.parallel).await?),
+    };
     if o.peer {
-        let theirs = peer::lifecycles(&logs, o.parallel, o.iterations).await?;
+        let (theirs, theirs_scale) =
+            peer::lifecycles(&logs, o.parallel, o.iterations, o.scale).await?;
         passed &= peer::report(o.parallel, &par.0, &theirs);
+        if let Some(ours) = &ours_scale {
+            passed &= scale::report(o.scale, ours, theirs_scale.as_ref());
+        }
+    } else if let Some(ours) = &ours_scale {
+        passed &= scale::report(o.scale, ours, None);
     }
     report("sequential, host network (no CNI)", &host.0, &host.1);
     cni_share(&seq.0, &host.0);

@@ -2,6 +2,7 @@
 //! (issue #20), and the parallel rows judged against it.
 
 use crate::lifecycle::{self, LifecycleSamples};
+use crate::scale::ScaleRun;
 use crate::{ratio, verdict};
 use anyhow::{Context, Result};
 use cri_api::v1 as cri;
@@ -27,13 +28,15 @@ const TARGETS: [(&str, &[usize], f64); 5] = [
     ),
 ];
 
-/// containerd's lifecycles, `parallel` at once, after a warm-up; every pod
-/// removed before containerd stops.
+/// containerd's lifecycles, `parallel` at once, after a warm-up, and its
+/// run at scale (`scale_pods`, none when 0); every pod removed before
+/// containerd stops.
 pub async fn lifecycles(
     logs: &Path,
     parallel: usize,
     iterations: usize,
-) -> Result<LifecycleSamples> {
+    scale_pods: usize,
+) -> Result<(LifecycleSamples, Option<ScaleRun>)> {
     let containerd = Containerd::start_cri(SANDBOX_IMAGE)?;
     let socket = containerd.socket();
     let channel = tests::daemon::channel(&socket).await;
@@ -51,7 +54,12 @@ pub async fn lifecycles(
     }
     let run = async {
         rounds(&socket, logs, "peer-warm", 1, 2).await?;
-        rounds(&socket, logs, "peer-par", parallel, iterations).await
+        let samples = rounds(&socket, logs, "peer-par", parallel, iterations).await?;
+        let scale = match scale_pods {
+            0 => None,
+            n => Some(crate::scale::run(&socket, logs, "peer", n, parallel).await?),
+        };
+        Ok::<_, anyhow::Error>((samples, scale))
     };
     let result = run.await;
     let mut rt = cri::runtime_service_client::RuntimeServiceClient::new(channel);
