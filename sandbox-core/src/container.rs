@@ -271,6 +271,10 @@ pub struct Container {
     pub message: String,
     /// Why its image may run where its pod runs, decided at create.
     pub image_trust: Option<ImageTrust>,
+    /// The runtime's own state of it is deleted (StopContainer ran the
+    /// runtime's `delete` once it exited): RemoveContainer has no runtime
+    /// call left to make.
+    pub runtime_deleted: bool,
 }
 
 /// Why a container's image was admitted on its pod's handler

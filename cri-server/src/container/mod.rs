@@ -58,9 +58,24 @@ pub async fn wait_exit(
 /// Records container `id`'s exit (once: a second call changes nothing),
 /// saves the record and announces the stop.
 pub async fn record_exit(daemon: &Arc<Daemon>, id: &str, exit: &ExitRecord) {
+    record_exit_then_delete(daemon, id, exit, None).await
+}
+
+/// [`record_exit`], deleting the runtime's state of the container before
+/// the record is saved when `runtime` is given: StopContainer does, so
+/// that RemoveContainer (kubelet's next call) has no runtime process to
+/// run, as containerd's task delete at stop. The cgroup goes with it, so
+/// the OOM killer's count is read first. A failed delete is left to
+/// RemoveContainer's forced one.
+pub async fn record_exit_then_delete(
+    daemon: &Arc<Daemon>,
+    id: &str,
+    exit: &ExitRecord,
+    runtime: Option<&Arc<dyn oci_shim::runtime::OciRuntime>>,
+) {
     let at = exit.finished_at_unix_nanos as i64;
-    // The cgroup outlives the process until RemoveContainer, so the OOM
-    // killer's count can still be read here.
+    // The cgroup outlives the process until the runtime deletes the
+    // container, so the OOM killer's count can still be read here.
     let oom_killed = exit.exit_code == 128 + libc::SIGKILL
         && daemon.containers.get(id).is_ok_and(|c| {
             let parent = daemon
@@ -70,7 +85,18 @@ pub async fn record_exit(daemon: &Arc<Daemon>, id: &str, exit: &ExitRecord) {
                 .unwrap_or_default();
             cgroups::Hierarchy::detect().oom_kills(&daemon.cgroup_dir(&parent, id)) > 0
         });
+    let deleted = match runtime {
+        Some(runtime) => match runtime.delete(id, false).await {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::debug!(container = %id, error = %e, "delete after stop; RemoveContainer forces it");
+                false
+            }
+        },
+        None => false,
+    };
     let changed = daemon.containers.update(id, |c| {
+        c.runtime_deleted |= deleted;
         c.mark_exited(
             at,
             exit.exit_code,

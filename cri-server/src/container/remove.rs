@@ -27,8 +27,12 @@ pub async fn remove_locked(daemon: &Arc<Daemon>, id: &str) -> Result<()> {
     if let Err(e) = super::stop::stop_locked(daemon, id, 0).await {
         tracing::warn!(container = %id, error = %e, "stop before removal failed; removing by force");
     }
-    let runtime = daemon.runtime(&container.runtime_handler)?;
-    runtime.delete(id, true).await?;
+    // Re-read: the stop above may just have deleted it.
+    let deleted = daemon.containers.get(id).is_ok_and(|c| c.runtime_deleted);
+    if !deleted {
+        let runtime = daemon.runtime(&container.runtime_handler)?;
+        runtime.delete(id, true).await?;
+    }
     daemon.images.remove_rootfs(id).await?;
     let dir = daemon.layout.container_dir(id);
     match tokio::fs::remove_dir_all(&dir).await {
@@ -53,4 +57,34 @@ pub async fn remove_locked(daemon: &Arc<Daemon>, id: &str) -> Result<()> {
     }
     daemon.emit(id, cri::ContainerEventType::ContainerDeletedEvent);
     Ok(())
+}
+
+#[cfg(test)]
+mod verb_tests {
+    use super::*;
+    use crate::testing::{ready_pod, running_container, Doubles};
+
+    /// A container its stop already deleted from the runtime: removal runs
+    /// no runtime command (the doubles would panic on an unexpected one).
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_container_its_stop_deleted_needs_no_runtime_call() {
+        let mut d = Doubles::new();
+        d.images
+            .expect_remove_rootfs()
+            .times(1)
+            .returning(|_| Ok(()));
+        let t = d.build().await;
+        let pod = ready_pod(&t.daemon, "web");
+        let id = running_container(&t.daemon, &pod, "app");
+        t.daemon
+            .containers
+            .update(&id, |c| {
+                c.mark_exited(sandbox_core::timestamp::now(), 0, "Completed", "")
+                    .unwrap();
+                c.runtime_deleted = true;
+            })
+            .unwrap();
+        remove(&t.daemon, &id).await.unwrap();
+        assert!(t.daemon.containers.get(&id).is_err());
+    }
 }

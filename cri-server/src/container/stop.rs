@@ -54,7 +54,7 @@ pub async fn stop_locked(daemon: &Arc<Daemon>, id: &str, timeout_seconds: i64) -
     }
     match exit {
         Some(exit) => {
-            super::record_exit(daemon, id, &exit).await;
+            super::record_exit_then_delete(daemon, id, &exit, Some(&runtime)).await;
             Ok(())
         }
         None => Err(Error::internal(
@@ -155,6 +155,12 @@ mod verb_tests {
                 on_kill.notify_one();
                 Ok(())
             });
+        d.runc
+            .expect_delete()
+            .withf(|_, force| !*force)
+            .times(1)
+            .in_sequence(&mut order)
+            .returning(|_, _| Ok(()));
         d.monitors_instead = Some(Arc::new(IgnoresStopSignal { killed }));
         let t = d.build().await;
         let pod = ready_pod(&t.daemon, "web");
@@ -167,7 +173,8 @@ mod verb_tests {
         let container = t.daemon.containers.get(&id).unwrap();
         assert_eq!(container.state, ContainerState::Exited);
         assert_eq!(container.exit_code, Some(137));
-        // Stopping again is a no-op: no signal, no wait.
+        assert!(container.runtime_deleted, "deleted once it exited");
+        // Stopping again is a no-op: no signal, no wait, no delete.
         stop(&t.daemon, &id, 30).await.unwrap();
     }
 
@@ -183,6 +190,15 @@ mod verb_tests {
             .expect_wait()
             .times(1)
             .returning(|_, _| Ok(exit(0)));
+        // A failed delete is left to RemoveContainer.
+        d.runc.expect_delete().times(1).returning(|_, _| {
+            Err(oci_shim::Error::RuntimeTimeout {
+                id: "app".into(),
+                runtime: "runc".into(),
+                command: "runc delete".into(),
+                after: std::time::Duration::from_secs(1),
+            })
+        });
         let t = d.build().await;
         let pod = ready_pod(&t.daemon, "web");
         let id = running_container(&t.daemon, &pod, "app");
@@ -195,5 +211,6 @@ mod verb_tests {
         let container = t.daemon.containers.get(&id).unwrap();
         assert_eq!(container.exit_code, Some(0));
         assert_eq!(container.reason, "Completed");
+        assert!(!container.runtime_deleted);
     }
 }
