@@ -92,6 +92,7 @@ pub async fn serve(
     let backend = crate::stream_backend::DaemonBackend::new(Arc::clone(&daemon));
     daemon.streaming.spawn(Arc::new(backend));
     let sweeper = crate::watch::sweep_unclaimed(&daemon);
+    let trimmer = crate::memory::spawn_idle_trimmer(Duration::from_secs(5));
     let mut term = signal(SignalKind::terminate()).map_err(ServeError::Signals)?;
     let mut int = signal(SignalKind::interrupt()).map_err(ServeError::Signals)?;
     let notifier = Notifier::from_env();
@@ -123,10 +124,12 @@ pub async fn serve(
                 })
                 .on_response(
                     |_: &tonic::codegen::http::Response<_>, latency: Duration, _: &tracing::Span| {
+                        crate::memory::note_call();
                         tracing::info!(latency_us = latency.as_micros() as u64, "ok");
                     },
                 )
                 .on_failure(|failure: GrpcFailureClass, latency: Duration, _: &tracing::Span| {
+                    crate::memory::note_call();
                     tracing::warn!(latency_us = latency.as_micros() as u64, %failure, "failed");
                 }),
         )
@@ -144,7 +147,7 @@ pub async fn serve(
         .await;
     finish_verbs().await;
     // The reloader owns the metrics endpoint: aborted, it closes it.
-    for task in watchdog.into_iter().chain([sweeper, reloader]) {
+    for task in watchdog.into_iter().chain([sweeper, reloader, trimmer]) {
         task.abort();
     }
     // A socket file left behind would look like a crashed daemon's; remove it.

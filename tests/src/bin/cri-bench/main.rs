@@ -436,7 +436,9 @@ async fn memory_report(
 ) -> Result<bool> {
     let pid = daemon.pid();
     let marker: PathBuf = daemon.dir().to_path_buf();
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // The daemon hands its allocator's free memory back after 5–10 s
+    // without calls (`memory::spawn_idle_trimmer`): idle is after that.
+    tokio::time::sleep(Duration::from_secs(11)).await;
     let warm = memory::pss_kib(pid)?;
     for i in 0..pods {
         rt.run_pod_sandbox(cri::RunPodSandboxRequest {
