@@ -78,26 +78,19 @@ async fn rounds(
     workers: usize,
     iterations: usize,
 ) -> Result<LifecycleSamples> {
-    let mut tasks = Vec::new();
-    for w in 0..workers {
-        let channel = tests::daemon::channel(socket).await;
-        let mut rt = cri::runtime_service_client::RuntimeServiceClient::new(channel);
-        let logs = logs.to_path_buf();
-        let names: Vec<String> = (w..iterations)
-            .step_by(workers)
-            .map(|i| format!("bench-{tag}-{i}"))
-            .collect();
-        tasks.push(tokio::spawn(async move {
+    let (logs, tag) = (logs.to_path_buf(), tag.to_string());
+    let runs = crate::scale::in_parallel(socket, workers, iterations, move |mut rt, i| {
+        let (logs, name) = (logs.clone(), format!("bench-{tag}-{i}"));
+        async move {
             let mut samples = LifecycleSamples::default();
-            for name in names {
-                lifecycle::run(&mut rt, &name, &logs, false, &mut samples).await?;
-            }
-            Ok::<_, anyhow::Error>(samples)
-        }));
-    }
+            lifecycle::run(&mut rt, &name, &logs, false, &mut samples).await?;
+            Ok(samples)
+        }
+    })
+    .await?;
     let mut all = LifecycleSamples::default();
-    for t in tasks {
-        all.extend(&t.await.context("worker panicked")??);
+    for run in &runs {
+        all.extend(run);
     }
     Ok(all)
 }

@@ -138,7 +138,7 @@ async fn list_stats(socket: &Path, out: &mut ScaleRun) -> Result<()> {
 
 /// Runs `job(client, i)` for every `i` below `count`, `workers` at once,
 /// each worker on a connection of its own; the results in order of `i`.
-async fn in_parallel<T, F, Fut>(
+pub async fn in_parallel<T, F, Fut>(
     socket: &Path,
     workers: usize,
     count: usize,
