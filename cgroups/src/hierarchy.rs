@@ -2,6 +2,7 @@
 //! controllers, an empty v2 mount at /sys/fs/cgroup/unified) is read as v1:
 //! the v2 files are read only where /sys/fs/cgroup itself is cgroup2.
 
+use crate::dir::CgroupDir;
 use crate::readings::{CgroupLimits, CgroupUsage, TaskCounts};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -81,10 +82,10 @@ impl Hierarchy {
         let rel = path.trim_start_matches('/');
         match self {
             Hierarchy::V2(root) => {
-                let dir = root.join(rel);
-                let stat = key_values(&dir.join("memory.stat"));
-                let memory = number(&dir.join("memory.current"));
-                let cpu = key_values(&dir.join("cpu.stat"));
+                let dir = CgroupDir::open(&root.join(rel));
+                let stat = parse_key_values(dir.read("memory.stat"));
+                let memory = parse_number(dir.read("memory.current"));
+                let cpu = parse_key_values(dir.read("cpu.stat"));
                 let usec = |key: &str| cpu.get(key).map(|us| us.saturating_mul(1000));
                 CgroupUsage {
                     cpu_ns: usec("usage_usec"),
@@ -102,9 +103,9 @@ impl Hierarchy {
                 }
             }
             Hierarchy::V1(root) => {
-                let memory_dir = root.join("memory").join(rel);
-                let stat = key_values(&memory_dir.join("memory.stat"));
-                let memory = number(&memory_dir.join("memory.usage_in_bytes"));
+                let memory_dir = CgroupDir::open(&root.join("memory").join(rel));
+                let stat = parse_key_values(memory_dir.read("memory.stat"));
+                let memory = parse_number(memory_dir.read("memory.usage_in_bytes"));
                 CgroupUsage {
                     cpu_ns: number(&root.join("cpuacct").join(rel).join("cpuacct.usage")),
                     memory_bytes: memory,
@@ -218,12 +219,20 @@ fn working_set(usage: Option<u64>, inactive_file: Option<&u64>) -> Option<u64> {
 }
 
 fn number(path: &Path) -> Option<u64> {
-    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+    parse_number(std::fs::read_to_string(path).ok())
+}
+
+fn parse_number(text: Option<String>) -> Option<u64> {
+    text?.trim().parse().ok()
 }
 
 fn key_values(path: &Path) -> HashMap<String, u64> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
+    parse_key_values(std::fs::read_to_string(path).ok())
+}
+
+/// `key value` lines; an unreadable file has none.
+fn parse_key_values(text: Option<String>) -> HashMap<String, u64> {
+    text.unwrap_or_default()
         .lines()
         .filter_map(|l| {
             let (k, v) = l.split_once(' ')?;

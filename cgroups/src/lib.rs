@@ -22,6 +22,7 @@
 //! ```
 
 pub mod cpu_rate;
+mod dir;
 pub mod driver;
 pub mod hierarchy;
 pub mod pressure;

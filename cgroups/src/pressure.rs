@@ -43,11 +43,8 @@ pub struct Pressure {
 impl Pressure {
     /// Reads the pressure files of the v2 cgroup directory `dir`.
     pub fn read(dir: &Path) -> Pressure {
-        let file = |name: &str| {
-            std::fs::read_to_string(dir.join(name))
-                .ok()
-                .and_then(|text| parse(&text))
-        };
+        let dir = crate::dir::CgroupDir::open(dir);
+        let file = |name: &str| dir.read(name).and_then(|text| parse(&text));
         Pressure {
             cpu: file("cpu.pressure"),
             memory: file("memory.pressure"),
