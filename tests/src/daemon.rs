@@ -317,13 +317,16 @@ impl Drop for Daemon {
             let _ = child.kill();
             let _ = child.wait();
         }
-        // The daemon's private pin directory is a mount of its own, kept on
-        // purpose across daemon restarts; a test's directory must go.
-        let _ = nix::mount::umount2(
-            &self.dir.path().join("state/netns"),
-            nix::mount::MntFlags::MNT_DETACH,
-        );
+        unmount_pin_dir(self.dir.path());
     }
+}
+
+/// Unmounts the pin directory of a daemon that kept its state under `dir`
+/// (`state/netns`): the daemon's private mount of its own, kept on purpose
+/// across daemon restarts, which would keep a test's directory from going.
+/// For tests that run the daemon themselves, once it has exited.
+pub fn unmount_pin_dir(dir: &Path) {
+    let _ = nix::mount::umount2(&dir.join("state/netns"), nix::mount::MntFlags::MNT_DETACH);
 }
 
 /// Starts the daemon on `config_path` expecting it to refuse to start:

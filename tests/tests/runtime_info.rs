@@ -234,6 +234,7 @@ fn log_format_json_writes_one_object_per_line() {
         );
     }
     let status = child.wait().unwrap();
+    tests::daemon::unmount_pin_dir(dir.path());
     assert!(status.success(), "{status}");
 }
 
@@ -288,7 +289,9 @@ async fn under_systemd_the_daemon_says_ready_once_it_serves_and_stopping_on_sigt
         }
     }
     assert_eq!(stopping, "STOPPING=1\n");
-    assert!(child.wait().unwrap().success());
+    let status = child.wait().unwrap();
+    tests::daemon::unmount_pin_dir(dir.path());
+    assert!(status.success(), "{status}");
 }
 
 /// Issue #18: `runtime_root` per handler moves the runtime's state (its
