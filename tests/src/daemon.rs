@@ -200,6 +200,26 @@ impl Daemon {
         std::fs::read_to_string(self.dir.path().join("daemon.log")).unwrap_or_default()
     }
 
+    /// Waits (at most 10 s) for the daemon's log line number `seen` (from
+    /// 0) that contains `expect`, and returns it.
+    ///
+    /// # Panics
+    /// When no such line comes in time: the test fails, showing the log.
+    pub async fn wait_for_log(&self, expect: &str, seen: usize) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let log = self.log();
+            if let Some(line) = log.lines().filter(|l| l.contains(expect)).nth(seen) {
+                return line.to_string();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no {expect:?} in the log:\n{log}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// The daemon's process id.
     pub fn pid(&self) -> u32 {
         self.child.as_ref().map(Child::id).unwrap_or(0)

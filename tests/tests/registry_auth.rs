@@ -7,7 +7,7 @@
 //! on loopback for the fixture registry (`tests::registry_front`).
 
 use cri_api::v1 as cri;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tests::daemon::{refused_start, test_config, Daemon};
 use tests::fixtures::{image_spec, BUSYBOX};
 use tests::registry_front::{counting_listener, Front, TestPki};
@@ -63,18 +63,7 @@ async fn reload(daemon: &Daemon, expect: &str) -> String {
     let seen = daemon.log().matches(expect).count();
     let pid = nix::unistd::Pid::from_raw(daemon.pid() as i32);
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let log = daemon.log();
-        if let Some(line) = log.lines().filter(|l| l.contains(expect)).nth(seen) {
-            return line.to_string();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no {expect:?} in the log:\n{log}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    daemon.wait_for_log(expect, seen).await
 }
 
 fn assert_no_secret(text: &str) {

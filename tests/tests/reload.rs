@@ -39,24 +39,7 @@ async fn reload(daemon: &Daemon, expect: &str) -> String {
         stdout.contains(&format!("pid {}", daemon.pid())),
         "{stdout}"
     );
-    wait_for_log(daemon, expect, seen).await
-}
-
-/// Waits for the daemon's log line number `seen` (from 0) that contains
-/// `expect`.
-async fn wait_for_log(daemon: &Daemon, expect: &str, seen: usize) -> String {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let log = daemon.log();
-        if let Some(line) = log.lines().filter(|l| l.contains(expect)).nth(seen) {
-            return line.to_string();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no {expect:?} in the log:\n{log}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    daemon.wait_for_log(expect, seen).await
 }
 
 async fn try_pull(daemon: &Daemon, image: &str) -> Result<(), tonic::Status> {
@@ -178,7 +161,7 @@ async fn a_bad_drop_in_changes_nothing_and_a_restart_key_is_reported() {
     // systemd's ExecReload sends SIGHUP whatever the files say.
     let pid = nix::unistd::Pid::from_raw(daemon.pid() as i32);
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP).unwrap();
-    let line = wait_for_log(&daemon, "configuration not reloaded", 0).await;
+    let line = daemon.wait_for_log("configuration not reloaded", 0).await;
     assert!(
         line.contains("10-typo.toml") && line.contains("trusted_imagez"),
         "{line}"
