@@ -110,6 +110,13 @@ pub struct RuntimeConfig {
     /// with the entry that would pass it, so entries stay whole and the
     /// newest output is kept. Containers keep the cap they started with.
     pub log_size_max: i64,
+    /// Whether a pod that needs no infra ("pause") container runs without
+    /// one (CRI-O's `drop_infra_ctr`, default `true`): its IPC and UTS
+    /// namespaces are pinned like its network namespace instead, which
+    /// saves a runtime `create`, `start` and `delete` per pod. A pod keeps
+    /// its infra container on a sandboxing runtime, with a PID namespace
+    /// shared by its containers, with sysctls, or when privileged.
+    pub drop_infra_container: bool,
 }
 
 impl RuntimeConfig {
@@ -172,6 +179,7 @@ impl Default for RuntimeConfig {
             cgroup_driver: CgroupDriver::Cgroupfs,
             unclaimed_creation_grace_seconds: crate::creations::DEFAULT_GRACE.as_secs(),
             log_size_max: -1,
+            drop_infra_container: true,
         }
     }
 }

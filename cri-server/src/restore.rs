@@ -64,6 +64,11 @@ async fn restore_pod(
             Err(_) => {}
         }
     }
+    for path in [&sandbox.ipc_path, &sandbox.uts_path].into_iter().flatten() {
+        if let Some(name) = path.file_name().and_then(|n| n.to_str()) {
+            kept_pins.push(name.to_string());
+        }
+    }
     if let Some(infra) = sandbox.infra_container.clone() {
         let dir = daemon.layout.sandbox_dir(&sandbox.id);
         match exited(daemon, &infra, &dir).await {

@@ -38,6 +38,8 @@ pub struct Doubles {
     pub network: MockPodNetwork,
     /// `[runtime] trusted_images` of the daemon's configuration.
     pub trusted_images: trust_policy::TrustedImages,
+    /// `[runtime] drop_infra_container` of the daemon's configuration.
+    pub drop_infra_container: bool,
 }
 
 /// A daemon of doubles, with what a test inspects afterwards.
@@ -65,6 +67,7 @@ impl Doubles {
             images: MockContainerImages::new(),
             network,
             trusted_images: trust_policy::TrustedImages::Any,
+            drop_infra_container: true,
         }
     }
 
@@ -78,6 +81,7 @@ impl Doubles {
             ..Config::default()
         };
         config.runtime.trusted_images = self.trusted_images;
+        config.runtime.drop_infra_container = self.drop_infra_container;
         let layout = crate::layout::Layout::new(&config.root, &config.state);
         let netns = Arc::new(RecordingSyscall::new());
         let pins = PinDir::unmanaged_with(Arc::clone(&netns) as _, layout.netns())

@@ -16,6 +16,10 @@ pub struct PodNamespaces {
     /// The infra container's pid on the host, whose IPC, UTS and PID
     /// namespaces the containers join.
     pub infra_pid: Option<i32>,
+    /// The pod's pinned IPC namespace, for a pod without an infra container.
+    pub ipc_pin: Option<PathBuf>,
+    /// The pod's pinned UTS namespace, for a pod without an infra container.
+    pub uts_pin: Option<PathBuf>,
     /// gVisor keeps a pod's namespaces inside its sandbox: containers join
     /// them through the sandbox annotations, not by host path.
     pub on_gvisor: bool,
@@ -31,14 +35,21 @@ impl PodNamespaces {
     }
 
     /// The pod's namespace of `kind` (`ipc`, `uts`, `pid`) as a container
-    /// joins it: through the infra container's, or new on gVisor (or when
-    /// the infra's pid is unknown).
+    /// joins it: through the infra container's or the pod's pin, or new on
+    /// gVisor (or when neither is known).
     fn joined(&self, kind: &str) -> NamespaceSource {
-        match (self.on_gvisor, self.infra_pid) {
-            (true, _) | (false, None) => NamespaceSource::New,
-            (false, Some(pid)) => {
+        let pin = match kind {
+            "ipc" => self.ipc_pin.as_ref(),
+            "uts" => self.uts_pin.as_ref(),
+            _ => None,
+        };
+        match (self.on_gvisor, self.infra_pid, pin) {
+            (true, _, _) => NamespaceSource::New,
+            (false, Some(pid), _) => {
                 NamespaceSource::Join(PathBuf::from(format!("/proc/{pid}/ns/{kind}")))
             }
+            (false, None, Some(pin)) => NamespaceSource::Join(pin.clone()),
+            (false, None, None) => NamespaceSource::New,
         }
     }
 }
@@ -172,5 +183,29 @@ mod tests {
             .collect();
         assert_eq!(ipc.len(), 1);
         assert_eq!(ipc[0].path.as_deref(), Some(std::path::Path::new("/p")));
+    }
+
+    #[test]
+    fn without_an_infra_container_containers_join_the_pins() {
+        let pod = PodNamespaces {
+            netns: Some("/pins/p".into()),
+            ipc_pin: Some("/pins/p.ipc".into()),
+            uts_pin: Some("/pins/p.uts".into()),
+            ..PodNamespaces::default()
+        };
+        let mut spec = ContainerSpec::new("/r", ["/app"]);
+        container_namespaces(&mut spec, &pod, &NamespaceOptions::default(), None).unwrap();
+        let path = |kind| {
+            spec.namespaces
+                .iter()
+                .find(|n| n.kind == kind)
+                .map(|n| n.path.clone())
+        };
+        assert_eq!(path(NamespaceKind::Ipc), Some(Some("/pins/p.ipc".into())));
+        assert_eq!(path(NamespaceKind::Uts), Some(Some("/pins/p.uts".into())));
+        assert_eq!(path(NamespaceKind::Network), Some(Some("/pins/p".into())));
+        // Each container has a PID namespace of its own (no pod-wide one
+        // without an infra container).
+        assert_eq!(path(NamespaceKind::Pid), Some(None));
     }
 }

@@ -56,6 +56,8 @@ pub enum Op {
     Inspect,
     /// Recording a pin that could not be removed yet.
     Park,
+    /// Setting the host name of a fresh UTS namespace.
+    SetHostname,
 }
 
 impl fmt::Display for Op {
@@ -76,6 +78,7 @@ impl fmt::Display for Op {
             Op::ReadMountinfo => "read /proc/self/mountinfo",
             Op::Inspect => "inspect",
             Op::Park => "park",
+            Op::SetHostname => "set host name",
         })
     }
 }
@@ -138,6 +141,16 @@ pub enum Error {
     NotNetNs {
         /// The path that was opened.
         path: PathBuf,
+        /// What was found instead.
+        found: String,
+    },
+    /// A pin made for one kind of namespace holds another.
+    #[error("{}: not {expected} namespace ({found})", path.display())]
+    WrongKind {
+        /// The pin.
+        path: PathBuf,
+        /// The kind wanted, with its article ("an IPC").
+        expected: &'static str,
         /// What was found instead.
         found: String,
     },

@@ -68,6 +68,7 @@ mod netns;
 mod open;
 mod park;
 mod pin_dir;
+mod pod_ns;
 mod remove;
 mod run_in;
 pub mod syscall;
@@ -76,6 +77,7 @@ mod thread;
 pub use error::{Error, Op, Result};
 pub use netns::NetNs;
 pub use pin_dir::{Cleanup, PinDir, IPROUTE2_PIN_DIR};
+pub use pod_ns::PinnedKind;
 pub use remove::Removal;
 
 #[cfg(test)]

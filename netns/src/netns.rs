@@ -134,7 +134,7 @@ pub(crate) fn open_pin(sys: &dyn Syscall, pin: &Path) -> Result<(OwnedFd, FileId
     Ok((fd, id))
 }
 
-fn ns_kind(ns_type: i32) -> String {
+pub(crate) fn ns_kind(ns_type: i32) -> String {
     let name = match ns_type {
         libc::CLONE_NEWNS => "mount",
         libc::CLONE_NEWUTS => "uts",

@@ -581,3 +581,45 @@ fn deep_stack_from_a_peer_is_parked_and_retries_finish() {
     assert_eq!(mount_count(&pin), 0);
     assert!(dir.parked().unwrap().is_empty());
 }
+
+#[test]
+fn ipc_and_uts_pins_hold_fresh_namespaces_with_the_host_name_and_go_away() {
+    if !root() {
+        return;
+    }
+    let scratch = Scratch::new();
+    let dir = PinDir::prepare(scratch.path().join("pins")).unwrap();
+    let uts = netns::PinnedKind::Uts {
+        hostname: "pinned-host".into(),
+    };
+    let uts_pin = dir.create_pinned(&uts, "pod-u").unwrap();
+    let ipc_pin = dir.create_pinned(&netns::PinnedKind::Ipc, "pod-u").unwrap();
+    let host_name = nix::unistd::gethostname().unwrap();
+    assert_ne!(
+        host_name.to_str(),
+        Some("pinned-host"),
+        "the host kept its name"
+    );
+    for (pin, own) in [
+        (&uts_pin, "/proc/self/ns/uts"),
+        (&ipc_pin, "/proc/self/ns/ipc"),
+    ] {
+        assert_ne!(
+            fs::metadata(pin).unwrap().ino(),
+            fs::metadata(own).unwrap().ino(),
+            "{} is a namespace of its own",
+            pin.display()
+        );
+    }
+    let out = Command::new("nsenter")
+        .arg(format!("--uts={}", uts_pin.display()))
+        .arg("hostname")
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "pinned-host");
+    // The network pin of the same name is a different file.
+    assert!(dir.list().unwrap().iter().all(|n| n.starts_with("pod-u.")));
+    assert_eq!(dir.remove("pod-u.uts").unwrap(), Removal::Removed);
+    assert_eq!(dir.remove("pod-u.ipc").unwrap(), Removal::Removed);
+    assert!(dir.list().unwrap().is_empty());
+}

@@ -217,8 +217,8 @@ pub struct Sandbox {
     /// Annotations from the pod's config.
     pub annotations: BTreeMap<String, String>,
     /// The infra ("pause") container that holds the pod's namespaces open,
-    /// if the runtime uses one. It is not in the container store: kubelet
-    /// never sees it.
+    /// if the pod has one (see `ipc_path`). It is not in the container
+    /// store: kubelet never sees it.
     pub infra_container: Option<Container>,
     /// Ids of the pod's (workload) containers; the containers themselves
     /// live in the container store.
@@ -230,6 +230,12 @@ pub struct Sandbox {
     /// The pinned network namespace (a bind-mounted `/proc/<pid>/ns/net`);
     /// `None` for host-network pods or before the namespace exists.
     pub netns_path: Option<PathBuf>,
+    /// The pinned IPC namespace its containers join, for a pod without an
+    /// infra container that has an IPC namespace of its own.
+    pub ipc_path: Option<PathBuf>,
+    /// The pinned UTS namespace (with the pod's host name) its containers
+    /// join, for a pod without an infra container on a network of its own.
+    pub uts_path: Option<PathBuf>,
     /// The pod's `/dev/shm` mount, shared by its containers.
     pub shm_path: Option<PathBuf>,
     /// The cgroup parent kubelet asked for.
@@ -268,7 +274,7 @@ pub struct Sandbox {
     /// the sandbox stopped).
     pub reason: String,
     /// StopPodSandbox recorded the pod stopped, and its network (CNI DEL,
-    /// the namespace pin) is still to be released, off the request path:
+    /// the namespace pins) is still to be released, off the request path:
     /// set in the same save as the stop, cleared once released.
     pub network_release_pending: bool,
 }

@@ -291,6 +291,8 @@ async fn write_bundle(
             netns: sandbox.netns_path.clone(),
             options: sandbox.namespace_options.clone(),
             infra_pid: sandbox.infra_container.as_ref().and_then(|c| c.pid),
+            ipc_pin: sandbox.ipc_path.clone(),
+            uts_pin: sandbox.uts_path.clone(),
             on_gvisor,
         },
         pod_id: &sandbox.id,

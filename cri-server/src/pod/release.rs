@@ -63,7 +63,7 @@ pub async fn release_conflicting(daemon: &Arc<Daemon>, sandbox: &Sandbox) {
 }
 
 /// Releases pod `id`'s network if its stop left that pending (CNI DEL, the
-/// namespace pin), then records it released; the pod's lock is held.
+/// namespace pins), then records it released; the pod's lock is held.
 pub async fn release_locked(daemon: &Arc<Daemon>, id: &str) -> Result<()> {
     let Ok(sandbox) = daemon.sandboxes.get(id) else {
         return Ok(());
@@ -75,22 +75,56 @@ pub async fn release_locked(daemon: &Arc<Daemon>, id: &str) -> Result<()> {
     if sandbox.netns_path.is_some() {
         crate::fault::point("stop_pod_sandbox.before_cni_del");
         super::network::teardown(daemon, &sandbox).await?;
+    }
+    let held: Vec<String> = [
+        sandbox.netns_path.is_some().then(|| id.to_string()),
+        sandbox
+            .ipc_path
+            .is_some()
+            .then(|| netns::PinnedKind::Ipc.pin_name(id)),
+        sandbox.uts_path.is_some().then(|| uts_pin_name(id)),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    if !held.is_empty() {
         let pins = daemon.pins.clone();
-        let pin = id.to_string();
-        let removal = tokio::task::spawn_blocking(move || pins.remove(&pin))
-            .await
-            .map_err(|e| Error::internal(format!("pod {id}"), e))??;
-        tracing::debug!(pod = %id, ?removal, "network namespace released");
+        let removals = tokio::task::spawn_blocking(move || {
+            held.iter()
+                .map(|name| pins.remove(name))
+                .collect::<std::result::Result<Vec<_>, _>>()
+        })
+        .await
+        .map_err(|e| Error::internal(format!("pod {id}"), e))??;
+        tracing::debug!(pod = %id, ?removals, "namespace pins released");
     }
     let updated = daemon.sandboxes.update(id, |s| {
         s.network_release_pending = false;
         // Nothing to release any more: a second stop has no DEL to run.
         s.netns_path = None;
+        s.ipc_path = None;
+        s.uts_path = None;
         s.clone()
     })?;
     daemon.save_sandbox(&updated)?;
     tracing::debug!(pod = %id, elapsed = ?started.elapsed(), "pod network released");
     Ok(())
+}
+
+/// Every pin name pod `id` may have: network, IPC and UTS.
+pub fn pin_names(id: &str) -> [String; 3] {
+    [
+        id.to_string(),
+        netns::PinnedKind::Ipc.pin_name(id),
+        uts_pin_name(id),
+    ]
+}
+
+fn uts_pin_name(id: &str) -> String {
+    netns::PinnedKind::Uts {
+        hostname: String::new(),
+    }
+    .pin_name(id)
 }
 
 #[cfg(test)]

@@ -39,8 +39,11 @@ pub async fn run(daemon: &Arc<Daemon>, request: cri::RunPodSandboxRequest) -> Re
             crate::fault::point("run_pod_sandbox.before_record");
             daemon.save_sandbox(&sandbox)?;
             let id = sandbox.id.clone();
+            let has_infra = sandbox.infra_container.is_some();
             daemon.sandboxes.add(sandbox)?;
-            crate::watch::watch_infra(daemon, &id);
+            if has_infra {
+                crate::watch::watch_infra(daemon, &id);
+            }
             Ok(id)
         }
         Err(e) => {
@@ -73,6 +76,14 @@ fn new_sandbox(
     }
     let invalid =
         |e: &dyn std::fmt::Display| Error::InvalidArgument(format!("pod {}: {e}", meta.name));
+    // The kernel's limit (HOST_NAME_MAX); refused here rather than by
+    // sethostname(2) halfway through making the pod.
+    if config.hostname.len() > 64 || config.hostname.contains('\0') {
+        return Err(invalid(&format_args!(
+            "hostname of {} bytes: at most 64, without NUL",
+            config.hostname.len()
+        )));
+    }
     let linux = config.linux.clone().unwrap_or_default();
     let security = linux.security_context.clone().unwrap_or_default();
     let namespaces = convert::namespace_options(security.namespace_options.as_ref());
@@ -174,15 +185,15 @@ async fn reserve_name(daemon: &Arc<Daemon>, sandbox: &Sandbox) -> Result<()> {
     }
 }
 
-/// Creates the network namespace, attaches it (CNI ADD) and starts the
-/// infra container.
+/// Creates the network namespace, attaches it (CNI ADD) and makes what
+/// holds the pod's other namespaces: the infra container, or pins.
 ///
-/// The infra container only joins the namespace by path and CNI only
-/// configures it, so on runc the two run at once and the pod is ready after
-/// the slower of them rather than after both. They stay in sequence where
-/// one may see the other half-done: on gVisor (whose host network may read
-/// the interfaces once at boot) and for pods with `net.*` sysctls (which
-/// may name the interface CNI is still creating).
+/// Neither holder touches the network namespace beyond joining it by path
+/// and CNI only configures it, so on runc the two run at once and the pod
+/// is ready after the slower of them rather than after both. They stay in
+/// sequence where one may see the other half-done: on gVisor (whose host
+/// network may read the interfaces once at boot) and for pods with `net.*`
+/// sysctls (which may name the interface CNI is still creating).
 async fn start(
     daemon: &Arc<Daemon>,
     sandbox: &mut Sandbox,
@@ -207,6 +218,7 @@ async fn start(
         searches: d.searches,
         options: d.options,
     });
+    let infra_needed = needs_infra(daemon, sandbox, &handler, &sysctls);
     let shared: &Sandbox = sandbox;
     let attach = async {
         if host_network {
@@ -216,15 +228,24 @@ async fn start(
             super::network::setup(daemon, shared, cni_dns).await
         }
     };
-    let (ips, infra) = if overlap {
-        tokio::join!(attach, start_infra(daemon, shared, handler, sysctls))
+    let hold = async {
+        if infra_needed {
+            start_infra(daemon, shared, handler, sysctls)
+                .await
+                .map(|(pid, argv)| Holder::Infra { pid, argv })
+        } else {
+            pin_namespaces(daemon, shared).await
+        }
+    };
+    let (ips, holder) = if overlap {
+        tokio::join!(attach, hold)
     } else {
         let ips = attach.await?;
-        (Ok(ips), start_infra(daemon, shared, handler, sysctls).await)
+        (Ok(ips), hold.await)
     };
     // Both ran to the end, so `undo` finds whatever either left.
     sandbox.pod_ips = ips?;
-    let (pid, argv) = infra?;
+    let holder = holder?;
     crate::fault::point("run_pod_sandbox.infra_started");
 
     let hostname = if host_network {
@@ -245,20 +266,89 @@ async fn start(
     .map_err(|e| Error::internal(format!("pod {} files", sandbox.id), e))?;
     sandbox.resolv_path = Some(files.resolv_conf);
 
-    let mut infra = Container::new(
-        sandbox.id.clone(),
-        sandbox,
-        ContainerMetadata::new("POD", sandbox.metadata.attempt),
-    );
-    infra.name = sandbox.name.clone();
-    infra.command = argv;
-    infra.log_path = dir.join("pause.log");
-    infra.runtime_handler = sandbox.runtime_handler.clone();
     let now = sandbox_core::timestamp::now();
-    infra.mark_started(now, pid)?;
-    sandbox.infra_container = Some(infra);
+    match holder {
+        Holder::Infra { pid, argv } => {
+            let mut infra = Container::new(
+                sandbox.id.clone(),
+                sandbox,
+                ContainerMetadata::new("POD", sandbox.metadata.attempt),
+            );
+            infra.name = sandbox.name.clone();
+            infra.command = argv;
+            infra.log_path = dir.join("pause.log");
+            infra.runtime_handler = sandbox.runtime_handler.clone();
+            infra.mark_started(now, pid)?;
+            sandbox.infra_container = Some(infra);
+        }
+        Holder::Pins { ipc, uts } => {
+            sandbox.ipc_path = ipc;
+            sandbox.uts_path = uts;
+        }
+    }
     sandbox.mark_ready(now)?;
     Ok(())
+}
+
+/// What holds a pod's IPC, UTS (and PID) namespaces open.
+enum Holder {
+    /// The infra container, with its pid and command.
+    Infra { pid: i32, argv: Vec<String> },
+    /// Pins; `None` where the pod uses the host's namespace.
+    Pins {
+        ipc: Option<std::path::PathBuf>,
+        uts: Option<std::path::PathBuf>,
+    },
+}
+
+/// Whether the pod needs an infra container, as CRI-O decides with
+/// `drop_infra_ctr`: a sandboxing runtime's sandbox *is* its infra
+/// container; a PID namespace shared by the pod's containers needs an init
+/// to hold it; the runtime applies sysctls in the namespaces it makes (and
+/// refuses ones the pod's host namespaces would expose); and a privileged
+/// pod's first sysfs mount decides whether /sys is writable for every
+/// container of the network namespace.
+fn needs_infra(
+    daemon: &Daemon,
+    sandbox: &Sandbox,
+    handler: &oci_shim::runtime::RuntimeHandlerConfig,
+    sysctls: &std::collections::BTreeMap<String, String>,
+) -> bool {
+    !daemon.config.runtime.drop_infra_container
+        || handler.kind != oci_shim::runtime::RuntimeKind::Runc
+        || sandbox.namespace_options.pid == NamespaceMode::Pod
+        || !sysctls.is_empty()
+        || sandbox.privileged
+}
+
+/// Pins the pod's own IPC and UTS namespaces (not the host's it asked
+/// for); on failure neither pin is left.
+async fn pin_namespaces(daemon: &Arc<Daemon>, sandbox: &Sandbox) -> Result<Holder> {
+    let pins = daemon.pins.clone();
+    let id = sandbox.id.clone();
+    let ipc = sandbox.namespace_options.ipc != NamespaceMode::Node;
+    // UTS follows the network: a host-network pod has the host's name.
+    let uts = (sandbox.namespace_options.network != NamespaceMode::Node).then(|| {
+        netns::PinnedKind::Uts {
+            hostname: sandbox.hostname.clone(),
+        }
+    });
+    tokio::task::spawn_blocking(move || {
+        let ipc = ipc
+            .then(|| pins.create_pinned(&netns::PinnedKind::Ipc, &id))
+            .transpose()?;
+        let uts = match uts.map(|kind| pins.create_pinned(&kind, &id)).transpose() {
+            Ok(uts) => uts,
+            Err(e) => {
+                let _ = pins.remove(&netns::PinnedKind::Ipc.pin_name(&id));
+                return Err(e);
+            }
+        };
+        Ok::<_, netns::Error>(Holder::Pins { ipc, uts })
+    })
+    .await
+    .map_err(|e| Error::internal(format!("pod {}", sandbox.id), e))?
+    .map_err(Error::from)
 }
 
 /// Creates and starts the infra container in the pod's namespaces; returns
@@ -386,10 +476,15 @@ async fn undo(daemon: &Arc<Daemon>, sandbox: &Sandbox) {
     }
     if sandbox.netns_path.is_some() {
         let _ = super::network::teardown(daemon, sandbox).await;
-        let pins = daemon.pins.clone();
-        let id = sandbox.id.clone();
-        let _ = tokio::task::spawn_blocking(move || pins.remove(&id)).await;
     }
+    let pins = daemon.pins.clone();
+    let id = sandbox.id.clone();
+    let _ = tokio::task::spawn_blocking(move || {
+        for name in super::release::pin_names(&id) {
+            let _ = pins.remove(&name);
+        }
+    })
+    .await;
     let _ = daemon.images.remove_rootfs(&sandbox.id).await;
     let _ = tokio::fs::remove_dir_all(daemon.layout.sandbox_dir(&sandbox.id)).await;
     daemon.pod_names.release_held(&sandbox.name, &sandbox.id);
@@ -539,5 +634,116 @@ mod verb_tests {
         let pod = t.daemon.sandboxes.get(&id).unwrap();
         assert_eq!(pod.state, sandbox_core::SandboxState::NotReady);
         assert_eq!(pod.infra_container.as_ref().unwrap().exit_code, Some(137));
+    }
+
+    /// A pod as kubelet sends one by default: each container with a PID
+    /// namespace of its own.
+    fn own_pid_pod(name: &str) -> cri::RunPodSandboxRequest {
+        let mut request = pod_request(name);
+        let config = request.config.as_mut().unwrap();
+        config.linux = Some(cri::LinuxPodSandboxConfig {
+            security_context: Some(cri::LinuxSandboxSecurityContext {
+                namespace_options: Some(cri::NamespaceOption {
+                    pid: cri::NamespaceMode::Container as i32,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        request
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_pod_without_a_shared_pid_namespace_runs_no_infra_container_and_pins_ipc_and_uts() {
+        let mut d = Doubles::new();
+        d.network
+            .expect_setup()
+            .times(1)
+            .returning(|_| Ok(network_status()));
+        d.network.expect_teardown().times(1).returning(|_| Ok(()));
+        d.monitors.expect_prepare().never();
+        d.monitors.expect_start().never();
+        d.monitors.expect_wait().never();
+        d.images.expect_remove_rootfs().returning(|_| Ok(()));
+        let t = d.build().await;
+
+        let id = run(&t.daemon, own_pid_pod("lean")).await.unwrap();
+        let pod = t.daemon.sandboxes.get(&id).unwrap();
+        assert_eq!(pod.state, sandbox_core::SandboxState::Ready);
+        assert!(pod.infra_container.is_none());
+        let pins = t.daemon.pins.path();
+        assert_eq!(pod.ipc_path, Some(pins.join(format!("{id}.ipc"))));
+        assert_eq!(pod.uts_path, Some(pins.join(format!("{id}.uts"))));
+        use netns::syscall::Call;
+        assert!(t
+            .netns
+            .calls()
+            .iter()
+            .any(|c| c.call == Call::SetHostname("lean".into())));
+        let mut listed = t.daemon.pins.list().unwrap();
+        listed.sort();
+        assert_eq!(
+            listed,
+            [id.clone(), format!("{id}.ipc"), format!("{id}.uts")]
+        );
+
+        // Stopping releases every pin (in the background), removal the rest.
+        crate::pod::remove::remove(&t.daemon, &id).await.unwrap();
+        assert!(t.daemon.pins.list().unwrap().is_empty());
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn shared_pid_sysctls_privilege_or_the_config_keep_the_infra_container() {
+        let cases: [(&str, fn(&mut cri::RunPodSandboxRequest, &mut Doubles)); 4] = [
+            ("shared-pid", |r, _| {
+                let linux = r.config.as_mut().unwrap().linux.as_mut().unwrap();
+                let ns = linux
+                    .security_context
+                    .as_mut()
+                    .unwrap()
+                    .namespace_options
+                    .as_mut()
+                    .unwrap();
+                ns.pid = cri::NamespaceMode::Pod as i32;
+            }),
+            ("sysctls", |r, _| {
+                let linux = r.config.as_mut().unwrap().linux.as_mut().unwrap();
+                linux
+                    .sysctls
+                    .insert("kernel.shm_rmid_forced".into(), "1".into());
+            }),
+            ("privileged", |r, _| {
+                let linux = r.config.as_mut().unwrap().linux.as_mut().unwrap();
+                linux.security_context.as_mut().unwrap().privileged = true;
+            }),
+            ("configured", |_, d| d.drop_infra_container = false),
+        ];
+        for (name, change) in cases {
+            let mut d = Doubles::new();
+            d.network
+                .expect_setup()
+                .times(1)
+                .returning(|_| Ok(network_status()));
+            d.monitors
+                .expect_prepare()
+                .times(1)
+                .returning(|_| Ok(launch_ok()));
+            d.monitors.expect_start().times(1).returning(|_, _| Ok(()));
+            d.monitors
+                .expect_wait()
+                .returning(|_, _| Ok(crate::testing::exit(0)));
+            let mut request = own_pid_pod(name);
+            change(&mut request, &mut d);
+            let t = d.build().await;
+            let id = run(&t.daemon, request).await.unwrap();
+            let pod = t.daemon.sandboxes.get(&id).unwrap();
+            assert!(pod.infra_container.is_some(), "{name}");
+            assert_eq!(
+                (pod.ipc_path.clone(), pod.uts_path.clone()),
+                (None, None),
+                "{name}"
+            );
+        }
     }
 }

@@ -73,7 +73,7 @@ pub async fn stop_locked(daemon: &Arc<Daemon>, id: &str) -> Result<()> {
         s.mark_stopped(now);
         // In the same save as the stop: a crash from here on still finds
         // the release to do.
-        if s.netns_path.is_some() {
+        if s.netns_path.is_some() || s.ipc_path.is_some() || s.uts_path.is_some() {
             s.network_release_pending = true;
         }
         if let Some(infra) = s.infra_container.as_mut() {

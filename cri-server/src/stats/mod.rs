@@ -228,11 +228,7 @@ pub async fn pod(daemon: &Arc<Daemon>, sandbox: &Sandbox) -> Result<cri::PodSand
             dirs.push(daemon.cgroup_dir(&sandbox.cgroup_parent, &c.id));
         }
     }
-    let infra_pid = sandbox
-        .infra_container
-        .as_ref()
-        .and_then(|c| c.pid)
-        .filter(|_| !sandbox.is_stopped() && sandbox.netns_path.is_some());
+    let netns = network::Namespace::of(sandbox).filter(|_| !sandbox.is_stopped());
     let pod_dir = pod_cgroup_dir(daemon, sandbox);
     let (total, pressure, network) = off_workers(format!("pod {}", sandbox.id), move || {
         let hierarchy = Hierarchy::detect();
@@ -245,11 +241,7 @@ pub async fn pod(daemon: &Arc<Daemon>, sandbox: &Sandbox) -> Result<cri::PodSand
         // Stall times cannot be summed over containers: only a cgroup of
         // the pod's own has them.
         let pressure = pod_dir.map(|d| hierarchy.pressure(&d)).unwrap_or_default();
-        (
-            total,
-            pressure,
-            infra_pid.map(|pid| network::usage(pid, now)),
-        )
+        (total, pressure, netns.map(|ns| network::usage(&ns, now)))
     })
     .await?;
     Ok(cri::PodSandboxStats {
@@ -363,11 +355,7 @@ async fn one_pod_metrics(
         ..Identity::default()
     };
     let parent = sandbox.cgroup_parent.clone();
-    let infra_pid = sandbox
-        .infra_container
-        .as_ref()
-        .and_then(|c| c.pid)
-        .filter(|_| sandbox.netns_path.is_some());
+    let netns = network::Namespace::of(sandbox);
     let images = daemon.layout.images();
     let cgroups = Arc::clone(daemon);
     // cgroupfs, procfs and statvfs are file system calls: off the workers.
@@ -382,7 +370,7 @@ async fn one_pod_metrics(
             r.oom_kills = Some(hierarchy.oom_kills(&path));
             r.fs = fs;
         }
-        let interfaces = infra_pid.map(network::interfaces).unwrap_or_default();
+        let interfaces = netns.as_ref().map(network::interfaces).unwrap_or_default();
         (readings, interfaces, sandbox_core::timestamp::now())
     })
     .await?;

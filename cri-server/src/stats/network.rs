@@ -1,6 +1,7 @@
-//! A pod's network counters, read through its infra process: that process
-//! lives in the pod's network namespace, so `/proc/<pid>/net/dev` lists the
-//! pod's interfaces without any namespace switch.
+//! A pod's network counters: through its infra process where it has one
+//! (that process lives in the pod's network namespace, so
+//! `/proc/<pid>/net/dev` lists the pod's interfaces without any namespace
+//! switch), otherwise from a thread that enters the pinned namespace.
 
 use cri_api::v1 as cri;
 
@@ -41,20 +42,56 @@ impl InterfaceCounters {
     }
 }
 
-/// The pod's interfaces (loopback left out) in the namespace `pid` is in;
-/// empty when the process is gone.
-pub fn interfaces(pid: i32) -> Vec<InterfaceCounters> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/net/dev")).unwrap_or_default();
+/// Where a pod's network namespace is reached from.
+#[derive(Debug, Clone)]
+pub enum Namespace {
+    /// The namespace this process (the infra container's) is in.
+    Process(i32),
+    /// The pinned namespace at this path.
+    Pinned(std::path::PathBuf),
+}
+
+impl Namespace {
+    /// The namespace of a running pod with a network of its own: its infra
+    /// process's, or its pin's.
+    pub fn of(sandbox: &sandbox_core::Sandbox) -> Option<Namespace> {
+        let pin = sandbox.netns_path.clone()?;
+        match sandbox.infra_container.as_ref().and_then(|c| c.pid) {
+            Some(pid) => Some(Namespace::Process(pid)),
+            None => Some(Namespace::Pinned(pin)),
+        }
+    }
+
+    /// `/proc/net/dev` as seen in the namespace; empty when it is gone.
+    fn net_dev(&self) -> String {
+        match self {
+            Namespace::Process(pid) => {
+                std::fs::read_to_string(format!("/proc/{pid}/net/dev")).unwrap_or_default()
+            }
+            // thread-self: the entering thread's namespace, not the process's.
+            Namespace::Pinned(path) => netns::NetNs::open(path)
+                .and_then(|ns| ns.run_in(|| std::fs::read_to_string("/proc/thread-self/net/dev")))
+                .ok()
+                .and_then(Result::ok)
+                .unwrap_or_default(),
+        }
+    }
+}
+
+/// The pod's interfaces (loopback left out) in namespace `ns`; empty when
+/// it is gone.
+pub fn interfaces(ns: &Namespace) -> Vec<InterfaceCounters> {
+    let text = ns.net_dev();
     parse(&text)
         .into_iter()
         .filter(|i| i.name != "lo")
         .collect()
 }
 
-/// Interface counters of the namespace `pid` is in; the default interface
-/// is `eth0` (what CNI names it).
-pub fn usage(pid: i32, now: i64) -> cri::NetworkUsage {
-    let interfaces = interfaces(pid);
+/// Interface counters of namespace `ns`; the default interface is `eth0`
+/// (what CNI names it).
+pub fn usage(ns: &Namespace, now: i64) -> cri::NetworkUsage {
+    let interfaces = interfaces(ns);
     cri::NetworkUsage {
         timestamp: now,
         default_interface: interfaces

@@ -133,6 +133,10 @@ impl Syscall for LinuxSyscall {
         Errno::result(unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req) })?;
         Ok(())
     }
+
+    fn set_hostname(&self, name: &str) -> nix::Result<()> {
+        nix::unistd::sethostname(name)
+    }
 }
 
 #[cfg(test)]

@@ -83,4 +83,7 @@ pub trait Syscall: fmt::Debug + Send + Sync {
     /// Sets `IFF_UP` on interface `name` of the calling thread's network
     /// namespace (`SIOCGIFFLAGS`/`SIOCSIFFLAGS`).
     fn interface_up(&self, name: &str) -> nix::Result<()>;
+    /// `sethostname(2)`: the host name of the calling thread's UTS
+    /// namespace.
+    fn set_hostname(&self, name: &str) -> nix::Result<()>;
 }

@@ -36,6 +36,7 @@ pub enum CallKind {
     NsType,
     FileId,
     InterfaceUp,
+    SetHostname,
 }
 
 /// One call with its interesting arguments.
@@ -67,6 +68,7 @@ pub enum Call {
     NsType,
     FileId,
     InterfaceUp(String),
+    SetHostname(String),
 }
 
 impl Call {
@@ -88,6 +90,7 @@ impl Call {
             Call::NsType => CallKind::NsType,
             Call::FileId => CallKind::FileId,
             Call::InterfaceUp(_) => CallKind::InterfaceUp,
+            Call::SetHostname(_) => CallKind::SetHostname,
         }
     }
 }
@@ -113,6 +116,13 @@ struct State {
     mountinfo: String,
     fs_type: i64,
     ns_type: i32,
+    /// Set by [`RecordingSyscall::set_ns_type`]: then every file has it.
+    ns_type_forced: bool,
+    /// The kind of namespace bound onto each pin, from the bind's
+    /// `/proc/thread-self/ns/<kind>` source.
+    pinned_types: BTreeMap<PathBuf, i32>,
+    /// The file the last `open` opened: what `ns_type` answers for.
+    last_open: Option<PathBuf>,
     file_id: FileId,
 }
 
@@ -163,6 +173,9 @@ impl RecordingSyscall {
                 mountinfo: String::new(),
                 fs_type: crate::syscall::NSFS_MAGIC,
                 ns_type: libc::CLONE_NEWNET,
+                ns_type_forced: false,
+                pinned_types: BTreeMap::new(),
+                last_open: None,
                 file_id: FileId {
                     dev: 4,
                     ino: 4026532000,
@@ -237,7 +250,9 @@ impl RecordingSyscall {
 
     /// Sets what [`Syscall::ns_type`] returns.
     pub fn set_ns_type(&self, ns_type: i32) {
-        self.state().ns_type = ns_type;
+        let mut st = self.state();
+        st.ns_type = ns_type;
+        st.ns_type_forced = true;
     }
 
     /// Sets what [`Syscall::file_id`] returns.
@@ -322,6 +337,18 @@ impl Syscall for RecordingSyscall {
             return Err(Errno::ENOENT);
         }
         *st.mounts.entry(target.to_path_buf()).or_default() += 1;
+        let kind = source
+            .and_then(|s| s.strip_prefix("/proc/thread-self/ns").ok())
+            .and_then(|k| k.to_str())
+            .and_then(|k| match k {
+                "ipc" => Some(libc::CLONE_NEWIPC),
+                "uts" => Some(libc::CLONE_NEWUTS),
+                "net" => Some(libc::CLONE_NEWNET),
+                _ => None,
+            });
+        if let Some(kind) = kind {
+            st.pinned_types.insert(target.to_path_buf(), kind);
+        }
         Ok(())
     }
 
@@ -371,11 +398,12 @@ impl Syscall for RecordingSyscall {
                 if !parent_ok {
                     return Err(Errno::ENOENT);
                 }
-                st.files.insert(target);
+                st.files.insert(target.clone());
             }
         } else if !exists(&st, &target) {
             return Err(Errno::ENOENT);
         }
+        st.last_open = Some(target);
         drop(st);
         dev_null()
     }
@@ -439,7 +467,13 @@ impl Syscall for RecordingSyscall {
     }
 
     fn ns_type(&self, _fd: BorrowedFd<'_>) -> nix::Result<i32> {
-        self.record(Call::NsType).map(|st| st.ns_type)
+        self.record(Call::NsType).map(|st| {
+            let pinned = st.last_open.as_ref().and_then(|p| st.pinned_types.get(p));
+            match pinned {
+                Some(kind) if !st.ns_type_forced => *kind,
+                _ => st.ns_type,
+            }
+        })
     }
 
     fn file_id(&self, _fd: BorrowedFd<'_>) -> nix::Result<FileId> {
@@ -448,6 +482,10 @@ impl Syscall for RecordingSyscall {
 
     fn interface_up(&self, name: &str) -> nix::Result<()> {
         self.record(Call::InterfaceUp(name.to_owned())).map(drop)
+    }
+
+    fn set_hostname(&self, name: &str) -> nix::Result<()> {
+        self.record(Call::SetHostname(name.to_owned())).map(drop)
     }
 }
 

@@ -56,21 +56,31 @@ where
 
 /// A pod config named `name` whose containers log under `logs`; with
 /// `host_network` the pod uses the host's network, so no CNI runs for it.
+///
+/// Its namespaces are what kubelet asks for a pod without
+/// `shareProcessNamespace`: a PID namespace per container, the pod's IPC
+/// and network (CRI's zero value, which crictl and critest send, would be a
+/// PID namespace shared by the pod, which kubelet only asks for on request).
 pub fn pod(name: &str, logs: &Path, host_network: bool) -> cri::PodSandboxConfig {
     let mut config = pod_config(name);
     config.log_directory = logs.join(name).to_string_lossy().into_owned();
-    if host_network {
-        config.linux = Some(cri::LinuxPodSandboxConfig {
-            security_context: Some(cri::LinuxSandboxSecurityContext {
-                namespace_options: Some(cri::NamespaceOption {
-                    network: cri::NamespaceMode::Node as i32,
-                    ..Default::default()
-                }),
+    let network = if host_network {
+        cri::NamespaceMode::Node
+    } else {
+        cri::NamespaceMode::Pod
+    };
+    config.linux = Some(cri::LinuxPodSandboxConfig {
+        security_context: Some(cri::LinuxSandboxSecurityContext {
+            namespace_options: Some(cri::NamespaceOption {
+                network: network as i32,
+                pid: cri::NamespaceMode::Container as i32,
+                ipc: cri::NamespaceMode::Pod as i32,
                 ..Default::default()
             }),
             ..Default::default()
-        });
-    }
+        }),
+        ..Default::default()
+    });
     config
 }
 
