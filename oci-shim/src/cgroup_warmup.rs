@@ -33,16 +33,41 @@ use std::path::{Path, PathBuf};
 /// # Ok::<(), std::io::Error>(())
 /// ```
 pub fn warm_up() {
-    let (Ok(cgroups), Ok(mounts)) = (
-        std::fs::read_to_string("/proc/self/cgroup"),
-        std::fs::read_to_string("/proc/self/mountinfo"),
-    ) else {
+    let Ok(cgroups) = std::fs::read_to_string("/proc/self/cgroup") else {
         return;
     };
-    if let Some(procs) = own_procs_file(&cgroups, &mounts) {
+    let procs = well_known_procs_file(&cgroups, std::process::id()).or_else(|| {
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+        own_procs_file(&cgroups, &mounts)
+    });
+    if let Some(procs) = procs {
         // "0" is the writer itself.
         let _ = std::fs::write(procs, "0");
     }
+}
+
+/// Where the cgroup v2 hierarchy is usually mounted: hybrid, then unified.
+const V2_MOUNT_POINTS: [&str; 2] = ["/sys/fs/cgroup/unified", "/sys/fs/cgroup"];
+
+/// The `cgroup.procs` file of this process's cgroup v2 (`0::` line of
+/// `/proc/self/cgroup`) under a usual mount point, if it lists `pid`.
+///
+/// mountinfo would say for certain where the hierarchy is, but the kernel
+/// formats every mount of the namespace to answer, and a node with
+/// hundreds of containers has thousands: every monitor reading it was a
+/// measurable share of a busy node's CPU. Finding the process in the
+/// file's list proves the guess, at the cost of one small read.
+fn well_known_procs_file(cgroups: &str, pid: u32) -> Option<PathBuf> {
+    let path = cgroups.lines().find_map(|l| l.strip_prefix("0::"))?;
+    let relative = path.trim_start_matches('/');
+    V2_MOUNT_POINTS.iter().find_map(|point| {
+        let procs = Path::new(point).join(relative).join("cgroup.procs");
+        let listed = std::fs::read_to_string(&procs).ok()?;
+        listed
+            .lines()
+            .any(|l| l.trim() == pid.to_string())
+            .then_some(procs)
+    })
 }
 
 /// The `cgroup.procs` file of the cgroup this process is in, in the first
@@ -154,6 +179,29 @@ mod tests {
         assert_eq!(own_procs_file("", ""), None);
         assert_eq!(
             own_procs_file("7:pids:/x\n", "- - -\nshort - cgroup\n"),
+            None
+        );
+    }
+
+    #[test]
+    fn the_usual_mount_point_is_taken_only_when_it_lists_the_process() {
+        let own = std::fs::read_to_string("/proc/self/cgroup").unwrap();
+        if !own.lines().any(|l| l.starts_with("0::")) {
+            return; // a pure v1 host: no v2 line to try
+        }
+        let found = well_known_procs_file(&own, std::process::id());
+        if let Some(procs) = &found {
+            let listed = std::fs::read_to_string(procs).unwrap();
+            assert!(listed.lines().any(|l| l == std::process::id().to_string()));
+        }
+        // Not listed (another pid, another path): no guess.
+        assert_eq!(well_known_procs_file(&own, u32::MAX), None);
+        assert_eq!(
+            well_known_procs_file("0::/no/such/cgroup\n", std::process::id()),
+            None
+        );
+        assert_eq!(
+            well_known_procs_file("4:memory:/x\n", std::process::id()),
             None
         );
     }

@@ -42,10 +42,17 @@ pub async fn stop_locked(daemon: &Arc<Daemon>, id: &str) -> Result<()> {
         sandbox_id_prefix: Some(id.to_string()),
         ..ContainerFilter::default()
     };
-    for container in daemon.containers.list(&filter) {
-        if container.sandbox_id == id {
-            crate::container::stop::stop_locked(daemon, &container.id, 0).await?;
-        }
+    // All at once, as CRI-O does: each stop is mostly waiting (a runtime
+    // process, the exit), and a pod's stop should take its slowest
+    // container's time rather than the sum.
+    let stops = daemon
+        .containers
+        .list(&filter)
+        .into_iter()
+        .filter(|c| c.sandbox_id == id)
+        .map(|c| async move { crate::container::stop::stop_locked(daemon, &c.id, 0).await });
+    for stopped in futures_util::future::join_all(stops).await {
+        stopped?;
     }
 
     if sandbox.infra_container.is_some() {
