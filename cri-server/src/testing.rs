@@ -317,9 +317,5 @@ pub fn running_container(daemon: &Daemon, pod: &str, name: &str) -> String {
         .expect("a free name");
     daemon.save_container(&container).expect("a record");
     daemon.containers.add(container).expect("a new container");
-    daemon
-        .sandboxes
-        .update(pod, |s| s.add_container(&id))
-        .expect("the pod");
     id
 }

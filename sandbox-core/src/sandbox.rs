@@ -12,7 +12,7 @@ use crate::error::{Error, ObjectKind, Result};
 use crate::kube_name;
 use crate::timestamp;
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -220,9 +220,6 @@ pub struct Sandbox {
     /// if the pod has one (see `ipc_path`). It is not in the container
     /// store: kubelet never sees it.
     pub infra_container: Option<Container>,
-    /// Ids of the pod's (workload) containers; the containers themselves
-    /// live in the container store.
-    pub containers: BTreeSet<String>,
     /// The SELinux process label; empty when SELinux is not used.
     pub process_label: String,
     /// The SELinux mount label; empty when SELinux is not used.
@@ -407,36 +404,6 @@ impl Sandbox {
         self.finished_at.is_some()
     }
 
-    /// Notes that container `id` belongs to this pod; returns whether it
-    /// was new.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// # use sandbox_core::{PodMetadata, Sandbox};
-    /// let mut sandbox = Sandbox::new("ab".into(), PodMetadata::default());
-    /// assert!(sandbox.add_container("c1"));
-    /// assert!(!sandbox.add_container("c1"));
-    /// ```
-    pub fn add_container(&mut self, id: &str) -> bool {
-        self.containers.insert(id.to_owned())
-    }
-
-    /// Forgets container `id`; returns whether it belonged to this pod.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// # use sandbox_core::{PodMetadata, Sandbox};
-    /// let mut sandbox = Sandbox::new("ab".into(), PodMetadata::default());
-    /// sandbox.add_container("c1");
-    /// assert!(sandbox.remove_container("c1"));
-    /// assert!(sandbox.containers.is_empty());
-    /// ```
-    pub fn remove_container(&mut self, id: &str) -> bool {
-        self.containers.remove(id)
-    }
-
     fn invalid_transition(&self, to: SandboxState) -> Error {
         let from = if self.is_stopped() {
             "stopped".to_owned()
@@ -498,7 +465,6 @@ mod tests {
             &s,
             crate::ContainerMetadata::new(kube_name::INFRA_CONTAINER_NAME, 0),
         ));
-        s.add_container("ef56");
         s.trusted = true;
         s.mark_ready(7).unwrap();
         let json = serde_json::to_string(&s).unwrap();

@@ -42,7 +42,6 @@ fn create_container(
     let container = Container::new(id.clone(), &sandbox, metadata);
     names.reserve(&container.name, &id)?;
     containers.add(container)?;
-    sandboxes.update(&sandbox.id, |s| s.add_container(&id))?;
     Ok(id)
 }
 
@@ -53,9 +52,15 @@ fn remove_pod_sandbox(
     sandbox_id: &str,
 ) -> Result<(), Error> {
     let sandbox = sandboxes.remove(sandbox_id)?;
-    for id in &sandbox.containers {
-        containers.remove(id)?;
-        names.release_by_id(id);
+    let filter = ContainerFilter {
+        sandbox_id_prefix: Some(sandbox.id.clone()),
+        ..ContainerFilter::default()
+    };
+    for c in containers.list(&filter) {
+        if c.sandbox_id == sandbox.id {
+            containers.remove(&c.id)?;
+            names.release_by_id(&c.id);
+        }
     }
     names.release_by_id(&sandbox.id);
     Ok(())
@@ -131,11 +136,7 @@ fn removing_a_pod_frees_its_names_and_containers() {
         ..Default::default()
     };
     assert_eq!(containers.list(&in_pod).len(), 1);
-    assert!(sandboxes
-        .get(&sandbox_id)
-        .unwrap()
-        .containers
-        .contains(&nginx));
+    assert_eq!(containers.get(&nginx).unwrap().sandbox_id, sandbox_id);
 
     remove_pod_sandbox(&names, &sandboxes, &containers, &sandbox_id).unwrap();
     assert!(sandboxes.is_empty() && containers.is_empty());

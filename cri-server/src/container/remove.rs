@@ -49,12 +49,6 @@ pub async fn remove_locked(daemon: &Arc<Daemon>, id: &str) -> Result<()> {
     daemon.cpu_rates.forget(id);
     daemon.layer_usage.forget(id);
     let _ = daemon.containers.remove(id);
-    if let Ok(sandbox) = daemon.sandboxes.update(&container.sandbox_id, |s| {
-        s.remove_container(id);
-        s.clone()
-    }) {
-        daemon.save_sandbox(&sandbox)?;
-    }
     daemon.emit(id, cri::ContainerEventType::ContainerDeletedEvent);
     Ok(())
 }

@@ -71,10 +71,15 @@ pub async fn status(
 /// The pod's trust decision and, for each of its containers, why its image
 /// may run there and on what evidence.
 fn trust_info(daemon: &Daemon, sandbox: &Sandbox) -> serde_json::Value {
-    let containers: Vec<serde_json::Value> = sandbox
-        .containers
+    let filter = sandbox_core::ContainerFilter {
+        sandbox_id_prefix: Some(sandbox.id.clone()),
+        ..Default::default()
+    };
+    let mut own = daemon.containers.list(&filter);
+    own.retain(|c| c.sandbox_id == sandbox.id);
+    own.sort_by(|a, b| a.id.cmp(&b.id));
+    let containers: Vec<serde_json::Value> = own
         .iter()
-        .filter_map(|id| daemon.containers.get(id).ok())
         .map(|c| {
             let trust = c.image_trust.clone().unwrap_or_default();
             serde_json::json!({
