@@ -695,7 +695,8 @@ mod verb_tests {
 
     #[tokio::test(flavor = "multi_thread")]
     async fn shared_pid_sysctls_privilege_or_the_config_keep_the_infra_container() {
-        let cases: [(&str, fn(&mut cri::RunPodSandboxRequest, &mut Doubles)); 4] = [
+        type Change = fn(&mut cri::RunPodSandboxRequest, &mut Doubles);
+        let cases: [(&str, Change); 4] = [
             ("shared-pid", |r, _| {
                 let linux = r.config.as_mut().unwrap().linux.as_mut().unwrap();
                 let ns = linux

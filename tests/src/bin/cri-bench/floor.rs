@@ -98,6 +98,16 @@ impl Floor {
         })
     }
 
+    /// The reference container's configuration, as copied.
+    pub(crate) fn container_config(&self) -> &Value {
+        &self.container
+    }
+
+    /// The floor's scratch directory.
+    pub(crate) fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     /// One lifecycle: run the pause container, create and start the busybox
     /// container in its namespaces, then delete both. Blocking: call it on
     /// a thread of its own.
@@ -135,7 +145,7 @@ impl Floor {
         Ok(())
     }
 
-    fn bundle(&self, id: &str, config: &Value) -> Result<PathBuf> {
+    pub(crate) fn bundle(&self, id: &str, config: &Value) -> Result<PathBuf> {
         let dir = self.dir.join("bundles").join(id);
         std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
         let text = serde_json::to_vec(config)?;
@@ -147,7 +157,7 @@ impl Floor {
     /// Runs `runc --root <root> --log <log> <args>` and returns how long it
     /// took. The container inherits runc's stdio, so it must not be a pipe
     /// (reading it would wait for the container's end).
-    fn runc(&self, args: &[&str]) -> Result<Duration> {
+    pub(crate) fn runc(&self, args: &[&str]) -> Result<Duration> {
         let log = self.dir.join("runc.log");
         let start = Instant::now();
         let status = Command::new(&self.runc)
@@ -218,7 +228,7 @@ pub fn clean(runc: &Path, dir: &Path) -> usize {
     left.len()
 }
 
-fn path(p: &Path) -> &str {
+pub(crate) fn path(p: &Path) -> &str {
     p.to_str().unwrap_or_default()
 }
 
@@ -234,7 +244,7 @@ fn absolute_root(config: &mut Value, bundle: &Path) -> Result<()> {
     Ok(())
 }
 
-fn set_cgroup(config: &mut Value, id: &str) -> Result<()> {
+pub(crate) fn set_cgroup(config: &mut Value, id: &str) -> Result<()> {
     let linux = config
         .get_mut("linux")
         .and_then(Value::as_object_mut)
@@ -243,7 +253,10 @@ fn set_cgroup(config: &mut Value, id: &str) -> Result<()> {
     Ok(())
 }
 
-fn for_each_namespace(config: &mut Value, mut f: impl FnMut(&str, &mut Value)) -> Result<()> {
+pub(crate) fn for_each_namespace(
+    config: &mut Value,
+    mut f: impl FnMut(&str, &mut Value),
+) -> Result<()> {
     let namespaces = config
         .pointer_mut("/linux/namespaces")
         .and_then(Value::as_array_mut)

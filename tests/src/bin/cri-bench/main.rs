@@ -13,6 +13,7 @@ mod lifecycle;
 mod memory;
 mod peer;
 mod scale;
+mod scale_floor;
 mod stats;
 
 use anyhow::{bail, Context, Result};
@@ -25,6 +26,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tests::daemon::Daemon;
 use tests::fixtures::{container_config, image_spec, BUSYBOX};
+use tokio::runtime::Handle;
 
 /// RunPodSandbox p50 may be at most this many times the floor's.
 const RUN_POD_TARGET: f64 = 2.0;
@@ -221,15 +223,30 @@ async fn measure(daemon: &Daemon, o: &Options, scratch: &Path, floor_dir: &Path)
         0 => None,
         n => Some(scale::run(&daemon.socket(), &logs, "ours", n, o.parallel).await?),
     };
-    if o.peer {
-        let (theirs, theirs_scale) =
-            peer::lifecycles(&logs, o.parallel, o.iterations, o.scale).await?;
-        passed &= peer::report(o.parallel, &par.0, &theirs);
-        if let Some(ours) = &ours_scale {
-            passed &= scale::report(o.scale, ours, theirs_scale.as_ref());
+    let (theirs, theirs_scale) = if o.peer {
+        let (theirs, scale) = peer::lifecycles(&logs, o.parallel, o.iterations, o.scale).await?;
+        (Some(theirs), scale)
+    } else {
+        (None, None)
+    };
+    // Last of the scale runs: it makes this process a subreaper for a while.
+    let floor_scale = match o.scale {
+        0 => None,
+        n => {
+            let (floor, handle, workers) = (Arc::clone(&floor), Handle::current(), o.parallel);
+            let run = move || scale_floor::run(&floor, &handle, n, workers);
+            Some(
+                tokio::task::spawn_blocking(run)
+                    .await
+                    .context("floor at scale")??,
+            )
         }
-    } else if let Some(ours) = &ours_scale {
-        passed &= scale::report(o.scale, ours, None);
+    };
+    if let Some(theirs) = &theirs {
+        passed &= peer::report(o.parallel, &par.0, theirs);
+    }
+    if let Some(ours) = &ours_scale {
+        passed &= scale::report(o.scale, ours, theirs_scale.as_ref(), floor_scale);
     }
     report("sequential, host network (no CNI)", &host.0, &host.1);
     cni_share(&seq.0, &host.0);

@@ -171,7 +171,12 @@ where
 
 /// Our figures at scale beside containerd's, with the targets; true when
 /// every target that could be judged is met.
-pub fn report(pods: usize, ours: &ScaleRun, theirs: Option<&ScaleRun>) -> bool {
+pub fn report(
+    pods: usize,
+    ours: &ScaleRun,
+    theirs: Option<&ScaleRun>,
+    floor: Option<crate::scale_floor::FloorScale>,
+) -> bool {
     println!("\n{pods} pods x 2 containers, 4 clients at once:");
     println!("  {:<34} {:>10} {:>11}", "", "ours", "containerd");
     let row = |name: &str, f: &dyn Fn(&ScaleRun) -> f64| {
@@ -181,6 +186,14 @@ pub fn report(pods: usize, ours: &ScaleRun, theirs: Option<&ScaleRun>) -> bool {
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
     row("build, wall (ms)", &|r| ms(r.build));
     row("teardown, wall (ms)", &|r| ms(r.teardown));
+    if let Some(f) = floor {
+        println!(
+            "  {:<34} {:>10.1} (build) {:.1} (teardown)",
+            "floor: bare runc + CNI, wall (ms)",
+            ms(f.build),
+            ms(f.teardown)
+        );
+    }
     row("RunPodSandbox p50 (ms)", &|r| ms(r.run_pod.p50()));
     row("RunPodSandbox p99 (ms)", &|r| {
         ms(r.run_pod.percentile(99.0))
@@ -219,8 +232,36 @@ pub fn report(pods: usize, ours: &ScaleRun, theirs: Option<&ScaleRun>) -> bool {
             format!("teardown / containerd's {teardown:.2}x (target <= {TEARDOWN_TARGET}x)"),
             teardown <= TEARDOWN_TARGET,
         );
+        if let Some(f) = floor {
+            floor_report(ours, t, f);
+        }
     }
     passed
+}
+
+/// Where the floor puts the build and teardown targets: `floor /
+/// containerd` is the lowest ratio a runtime on runc and these CNI plugins
+/// could reach here (informational).
+fn floor_report(ours: &ScaleRun, theirs: &ScaleRun, floor: crate::scale_floor::FloorScale) {
+    let ratio = |a: Duration, b: Duration| a.as_secs_f64() / b.as_secs_f64().max(1e-9);
+    for (what, ours, theirs, floor, target) in [
+        ("build", ours.build, theirs.build, floor.build, BUILD_TARGET),
+        (
+            "teardown",
+            ours.teardown,
+            theirs.teardown,
+            floor.teardown,
+            TEARDOWN_TARGET,
+        ),
+    ] {
+        println!(
+            "  {what}: ours / floor {:.2}x, containerd / floor {:.2}x; floor / containerd {:.2}x \
+             (the lowest reachable ratio; target <= {target}x)",
+            ratio(ours, floor),
+            ratio(theirs, floor),
+            ratio(floor, theirs)
+        );
+    }
 }
 
 /// ListContainerStats over the whole node may take at most this long.
