@@ -192,3 +192,61 @@ async fn a_hostname_the_kernel_would_refuse_is_refused_first_and_leaves_nothing(
     assert!(pins(&daemon).is_empty());
     assert!(daemon.list_pods().await.is_empty());
 }
+
+/// The monitor delivers a stop's signals itself (no `runc kill`): SIGKILL
+/// to the init of a container's own PID namespace takes every process of
+/// the namespace with it, as `runc kill --all` would.
+#[tokio::test]
+async fn stopping_a_container_with_its_own_pid_namespace_kills_all_its_processes() {
+    let daemon = Daemon::start("").await;
+    daemon.pull(BUSYBOX).await;
+    let pod = daemon.run_pod(kubelet_pod("killall"), "").await;
+    let marker = format!("{}", 1000 + std::process::id() % 1000);
+    let script = format!("sleep 7{marker} & exec sleep 8{marker}");
+    let c = daemon
+        .create_started(&pod, container_config("c", BUSYBOX, &["sh", "-c", &script]))
+        .await;
+    let running = |what: &str| {
+        std::process::Command::new("pgrep")
+            .args(["-f", what])
+            .output()
+            .map(|o| !o.stdout.is_empty())
+            .unwrap_or(false)
+    };
+    let child = format!("sleep 7{marker}");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !running(&child) {
+        assert!(Instant::now() < deadline, "the background sleep never ran");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    daemon
+        .runtime()
+        .await
+        .stop_container(cri::StopContainerRequest {
+            container_id: c.clone(),
+            timeout: 0,
+        })
+        .await
+        .unwrap();
+    let status = daemon.container_status(&c).await;
+    assert_eq!(status.state, cri::ContainerState::ContainerExited as i32);
+    assert_eq!(status.exit_code, 137);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while running(&child) {
+        assert!(Instant::now() < deadline, "{child} outlived its container");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let log = daemon.log();
+    let about_c = |l: &&str| l.contains(&c);
+    assert!(
+        log.lines()
+            .filter(about_c)
+            .any(|l| l.contains("signal delivered by the monitor")),
+        "{log}"
+    );
+    assert!(!log
+        .lines()
+        .filter(about_c)
+        .any(|l| l.contains("through the runtime")));
+    daemon.remove_pod(&pod).await;
+}

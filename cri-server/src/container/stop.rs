@@ -22,6 +22,38 @@ pub async fn stop(daemon: &Arc<Daemon>, id_or_prefix: &str, timeout_seconds: i64
     stop_locked(daemon, &id, timeout_seconds).await
 }
 
+/// Sends `signal` to the container (every process of it with `all`):
+/// through its monitor on runc, which spares a runtime process per stop,
+/// and through the runtime where the monitor cannot (gVisor, whose
+/// processes live in the sandbox; `all` for a container sharing a PID
+/// namespace).
+async fn send_signal(
+    daemon: &Arc<Daemon>,
+    container: &sandbox_core::Container,
+    runtime: &Arc<dyn oci_shim::runtime::OciRuntime>,
+    signal: i32,
+    all: bool,
+) -> Result<()> {
+    let on_runc = daemon
+        .handler(&container.runtime_handler)
+        .is_ok_and(|h| h.kind == oci_shim::runtime::RuntimeKind::Runc);
+    if on_runc && container.state == ContainerState::Running {
+        let dir = super::monitor_dir(daemon, &container.id);
+        match daemon.monitors.kill(&container.id, &dir, signal, all).await {
+            Ok(true) => {
+                tracing::debug!(container = %container.id, signal, all, "signal delivered by the monitor");
+                return Ok(());
+            }
+            Ok(false) => {}
+            Err(e) => {
+                tracing::debug!(container = %container.id, error = %e, "signal through the monitor")
+            }
+        }
+    }
+    tracing::debug!(container = %container.id, signal, all, "signal sent through the runtime");
+    Ok(runtime.kill(&container.id, signal, all).await?)
+}
+
 /// Stops container `id` (a full id) while its lock (or its pod's) is held.
 pub async fn stop_locked(daemon: &Arc<Daemon>, id: &str, timeout_seconds: i64) -> Result<()> {
     let Ok(container) = daemon.containers.get(id) else {
@@ -35,7 +67,7 @@ pub async fn stop_locked(daemon: &Arc<Daemon>, id: &str, timeout_seconds: i64) -
     let mut exit = None;
     if container.state == ContainerState::Running && timeout_seconds > 0 {
         let signal = signal_number(&container.stop_signal).unwrap_or(libc::SIGTERM);
-        if let Err(e) = runtime.kill(id, signal, false).await {
+        if let Err(e) = send_signal(daemon, &container, &runtime, signal, false).await {
             tracing::debug!(container = %id, error = %e, "stop signal");
         }
         exit = super::wait_exit(
@@ -47,7 +79,7 @@ pub async fn stop_locked(daemon: &Arc<Daemon>, id: &str, timeout_seconds: i64) -
         .await;
     }
     if exit.is_none() {
-        if let Err(e) = runtime.kill(id, libc::SIGKILL, true).await {
+        if let Err(e) = send_signal(daemon, &container, &runtime, libc::SIGKILL, true).await {
             tracing::debug!(container = %id, error = %e, "SIGKILL");
         }
         exit = super::wait_exit(daemon, id, &monitor_dir, KILL_GRACE).await;
@@ -101,9 +133,11 @@ mod verb_tests {
     use mockall::Sequence;
 
     /// A container that ignores its stop signal and dies of SIGKILL: its
-    /// monitor's wait stays pending until the kill.
+    /// monitor's wait stays pending until the kill. With `delivers` its
+    /// monitor sends the signals; without, it leaves them to the runtime.
     struct IgnoresStopSignal {
         killed: Arc<tokio::sync::Notify>,
+        delivers: bool,
     }
 
     #[async_trait::async_trait]
@@ -132,12 +166,22 @@ mod verb_tests {
             self.killed.notified().await;
             Ok(exit(128 + libc::SIGKILL))
         }
+        async fn kill(
+            &self,
+            _: &str,
+            _: &std::path::Path,
+            signal: i32,
+            _: bool,
+        ) -> oci_shim::Result<bool> {
+            if self.delivers && signal == libc::SIGKILL {
+                self.killed.notify_one();
+            }
+            Ok(self.delivers)
+        }
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn the_stop_signal_then_sigkill_when_the_grace_period_ends() {
-        let killed = Arc::new(tokio::sync::Notify::new());
-        let mut d = Doubles::new();
+    /// Doubles for a stop whose signals the runtime sends (`runc kill`).
+    fn signals_through_the_runtime(d: &mut Doubles, killed: &Arc<tokio::sync::Notify>) {
         let mut order = Sequence::new();
         d.runc
             .expect_kill()
@@ -145,7 +189,7 @@ mod verb_tests {
             .times(1)
             .in_sequence(&mut order)
             .returning(|_, _, _| Ok(()));
-        let on_kill = Arc::clone(&killed);
+        let on_kill = Arc::clone(killed);
         d.runc
             .expect_kill()
             .withf(|_, signal, all| *signal == libc::SIGKILL && *all)
@@ -155,32 +199,47 @@ mod verb_tests {
                 on_kill.notify_one();
                 Ok(())
             });
-        d.runc
-            .expect_delete()
-            .withf(|_, force| !*force)
-            .times(1)
-            .in_sequence(&mut order)
-            .returning(|_, _| Ok(()));
-        d.monitors_instead = Some(Arc::new(IgnoresStopSignal { killed }));
-        let t = d.build().await;
-        let pod = ready_pod(&t.daemon, "web");
-        let id = running_container(&t.daemon, &pod, "app");
+    }
 
-        let started = tokio::time::Instant::now();
-        stop(&t.daemon, &id, 30).await.unwrap();
-        // The whole grace period, on tokio's paused clock, then the kill.
-        assert_eq!(started.elapsed().as_secs(), 30);
-        let container = t.daemon.containers.get(&id).unwrap();
-        assert_eq!(container.state, ContainerState::Exited);
-        assert_eq!(container.exit_code, Some(137));
-        assert!(container.runtime_deleted, "deleted once it exited");
-        // Stopping again is a no-op: no signal, no wait, no delete.
-        stop(&t.daemon, &id, 30).await.unwrap();
+    #[tokio::test(start_paused = true)]
+    async fn the_stop_signal_then_sigkill_when_the_grace_period_ends() {
+        // The monitor delivers both signals (no runtime process), or says
+        // only the runtime can and `runc kill` does.
+        for delivers in [true, false] {
+            let killed = Arc::new(tokio::sync::Notify::new());
+            let mut d = Doubles::new();
+            if delivers {
+                d.runc.expect_kill().never();
+            } else {
+                signals_through_the_runtime(&mut d, &killed);
+            }
+            d.runc
+                .expect_delete()
+                .withf(|_, force| !*force)
+                .times(1)
+                .returning(|_, _| Ok(()));
+            d.monitors_instead = Some(Arc::new(IgnoresStopSignal { killed, delivers }));
+            let t = d.build().await;
+            let pod = ready_pod(&t.daemon, "web");
+            let id = running_container(&t.daemon, &pod, "app");
+
+            let started = tokio::time::Instant::now();
+            stop(&t.daemon, &id, 30).await.unwrap();
+            // The whole grace period, on tokio's paused clock, then the kill.
+            assert_eq!(started.elapsed().as_secs(), 30, "delivers: {delivers}");
+            let container = t.daemon.containers.get(&id).unwrap();
+            assert_eq!(container.state, ContainerState::Exited);
+            assert_eq!(container.exit_code, Some(137));
+            assert!(container.runtime_deleted, "deleted once it exited");
+            // Stopping again is a no-op: no signal, no wait, no delete.
+            stop(&t.daemon, &id, 30).await.unwrap();
+        }
     }
 
     #[tokio::test(flavor = "multi_thread")]
     async fn a_container_that_exits_on_its_signal_gets_no_sigkill() {
         let mut d = Doubles::new();
+        d.monitors.expect_kill().returning(|_, _, _, _| Ok(false));
         d.runc
             .expect_kill()
             .withf(|_, signal, _| *signal == libc::SIGQUIT)

@@ -111,6 +111,24 @@ impl MonitorClient {
         }
     }
 
+    /// Has the monitor send `signal` to the container's init (every
+    /// process of the container with `all`); `false` when only the runtime
+    /// can deliver it (see the `kill` request in [`super::protocol`]). An
+    /// init that already exited counts as signalled.
+    pub async fn kill(&mut self, signal: i32, all: bool) -> Result<bool> {
+        let request = Request::Kill { signal, all };
+        let reply = self.round_trip(&request.to_line()).await?;
+        match reply.as_str() {
+            "ok" => Ok(true),
+            "error needs-runtime" => Ok(false),
+            _ if ExitRecord::parse_line(&reply).is_some() => Ok(true),
+            _ => Err(Error::monitor(
+                &self.id,
+                format!("{}: {reply}", request.to_line()),
+            )),
+        }
+    }
+
     /// Makes the monitor reopen the log file (after the daemon rotated it).
     pub async fn reopen_log(&mut self) -> Result<()> {
         self.expect_ok(Request::ReopenLog).await

@@ -32,6 +32,10 @@ pub trait MonitorLauncher: Send + Sync {
     async fn exited(&self, id: &str, state_dir: &Path) -> Result<Option<ExitRecord>>;
     /// Waits for container `id` to exit, however late it is called.
     async fn wait(&self, id: &str, state_dir: &Path) -> Result<ExitRecord>;
+    /// Has container `id`'s monitor deliver `signal` (see
+    /// [`MonitorClient::kill`](super::MonitorClient::kill)): `false` when
+    /// the runtime must; an error for a monitor that is gone.
+    async fn kill(&self, id: &str, state_dir: &Path, signal: i32, all: bool) -> Result<bool>;
 }
 
 /// A monitor waiting for its bundle, from [`MonitorLauncher::prepare`].
@@ -116,6 +120,13 @@ impl MonitorLauncher for ProcessMonitors {
         match Monitor::reconnect(id, state_dir).await? {
             MonitorStatus::Running(_) => Ok(None),
             MonitorStatus::Exited(exit) => Ok(Some(exit)),
+        }
+    }
+
+    async fn kill(&self, id: &str, state_dir: &Path, signal: i32, all: bool) -> Result<bool> {
+        match Monitor::reconnect(id, state_dir).await? {
+            MonitorStatus::Exited(_) => Ok(true),
+            MonitorStatus::Running(mut client) => client.kill(signal, all).await,
         }
     }
 

@@ -20,6 +20,16 @@
 //! | `reopen_log`       | `ok` once the log file was reopened (after rotation; a capped log counts the reopened file alone), or `error <reason>` |
 //! | `resize <w> <h>`   | `ok`, or `error <reason>` when the container has no terminal |
 //! | `attach`           | `ok`, then the connection switches to attach mode (below) |
+//! | `kill <sig> <all>` | `ok` once signal `<sig>` went to the container's init, `exited ...` when it had already exited, `error needs-runtime` when only the runtime can deliver it, or `error <reason>` |
+//!
+//! `kill` spares the daemon a runtime process per stop. The monitor is the
+//! init's parent (its subreaper) and alone reaps it, so while it has not
+//! answered `exited` the pid is still the container's. With `<all>` 1 the
+//! signal must reach every process of the container (`runc kill --all`):
+//! the monitor does that only for `SIGKILL` to an init that is pid 1 of a
+//! PID namespace of its own (the kernel then kills the whole namespace);
+//! otherwise, and whenever it learns the exit from the runtime rather than
+//! from `waitpid` (runsc), it answers `error needs-runtime`.
 //!
 //! Unknown requests get `error unknown-request` and the connection stays usable.
 //! `<code>` is the exit status, `128 + signal` for a killed process (137 after
@@ -156,6 +166,13 @@ pub enum Request {
     },
     /// Switch to attach mode.
     Attach,
+    /// Send a signal to the container's init (see the module docs).
+    Kill {
+        /// The signal number.
+        signal: i32,
+        /// Whether every process of the container must get it.
+        all: bool,
+    },
 }
 
 impl Request {
@@ -168,6 +185,7 @@ impl Request {
             Request::ReopenLog => "reopen_log".into(),
             Request::Resize { width, height } => format!("resize {width} {height}"),
             Request::Attach => "attach".into(),
+            Request::Kill { signal, all } => format!("kill {signal} {}", u8::from(*all)),
         }
     }
 
@@ -183,6 +201,18 @@ impl Request {
             "resize" => Request::Resize {
                 width: words.next()?.parse().ok()?,
                 height: words.next()?.parse().ok()?,
+            },
+            "kill" => Request::Kill {
+                signal: words
+                    .next()?
+                    .parse()
+                    .ok()
+                    .filter(|s| (1..=64).contains(s))?,
+                all: match words.next()? {
+                    "0" => false,
+                    "1" => true,
+                    _ => return None,
+                },
             },
             _ => return None,
         };
@@ -210,6 +240,12 @@ mod tests {
         }
 
         #[test]
+        fn kill_round_trips(signal in 1i32..=64, all in any::<bool>()) {
+            let r = Request::Kill { signal, all };
+            prop_assert_eq!(Request::parse(&r.to_line()), Some(r));
+        }
+
+        #[test]
         fn garbage_never_panics(s in ".*") {
             let _ = Request::parse(&s);
             let _ = ExitRecord::parse_line(&s);
@@ -221,5 +257,15 @@ mod tests {
         assert_eq!(Request::parse("state now"), None);
         assert_eq!(Request::parse("wait\n"), Some(Request::Wait));
         assert_eq!(ExitRecord::parse_line("exited 1 0"), None);
+        for bad in [
+            "kill 0 0",
+            "kill 65 1",
+            "kill -9 1",
+            "kill 9 2",
+            "kill 9",
+            "kill 9 1 x",
+        ] {
+            assert_eq!(Request::parse(bad), None, "{bad}");
+        }
     }
 }

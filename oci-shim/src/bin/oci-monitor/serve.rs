@@ -485,8 +485,27 @@ impl Monitor {
                 client.attached = true;
                 "ok\n".to_owned()
             }
+            Some(Request::Kill { signal, all }) => match self.exit {
+                Some(r) => format!("{}\n", r.to_line()),
+                None => signal_init(self.container_pid, self.waiter.is_some(), signal, all),
+            },
         };
         send(&mut client.stream, &reply).is_ok()
+    }
+}
+
+/// Delivers `signal` to the container's init `pid`, which has not been
+/// reaped (so the pid is still its), or says why only the runtime can (see
+/// the `kill` request in the protocol docs).
+fn signal_init(pid: libc::pid_t, exit_from_runtime: bool, signal: i32, all: bool) -> String {
+    let whole_namespace = signal == libc::SIGKILL && sys::is_pid_namespace_init(pid);
+    if exit_from_runtime || pid <= 0 || (all && !whole_namespace) {
+        return "error needs-runtime\n".to_owned();
+    }
+    // SAFETY: kill(2) takes plain integers.
+    match sys::check(unsafe { libc::kill(pid, signal) }) {
+        Ok(_) => "ok\n".to_owned(),
+        Err(e) => format!("error {}\n", one_line(&e.to_string())),
     }
 }
 
