@@ -54,8 +54,26 @@ async fn send_signal(
     Ok(runtime.kill(&container.id, signal, all).await?)
 }
 
-/// Stops container `id` (a full id) while its lock (or its pod's) is held.
+/// Stops container `id` (a full id) while its lock (or its pod's) is held,
+/// then deletes the runtime's state of it.
 pub async fn stop_locked(daemon: &Arc<Daemon>, id: &str, timeout_seconds: i64) -> Result<()> {
+    stop_then(daemon, id, timeout_seconds, true).await
+}
+
+/// [`stop_locked`] leaving the runtime's state for a later delete
+/// (`runtime_deleted` stays false, so RemoveContainer does it at the
+/// latest): StopPodSandbox has the pod's release task do it beside the
+/// pod's CNI DEL.
+pub async fn stop_locked_keeping_state(daemon: &Arc<Daemon>, id: &str) -> Result<()> {
+    stop_then(daemon, id, 0, false).await
+}
+
+async fn stop_then(
+    daemon: &Arc<Daemon>,
+    id: &str,
+    timeout_seconds: i64,
+    delete: bool,
+) -> Result<()> {
     let Ok(container) = daemon.containers.get(id) else {
         return Ok(());
     };
@@ -86,7 +104,8 @@ pub async fn stop_locked(daemon: &Arc<Daemon>, id: &str, timeout_seconds: i64) -
     }
     match exit {
         Some(exit) => {
-            super::record_exit_then_delete(daemon, id, &exit, Some(&runtime)).await;
+            let runtime = delete.then_some(&runtime);
+            super::record_exit_then_delete(daemon, id, &exit, runtime).await;
             Ok(())
         }
         None => Err(Error::internal(

@@ -42,15 +42,24 @@ pub async fn stop_locked(daemon: &Arc<Daemon>, id: &str) -> Result<()> {
         sandbox_id_prefix: Some(id.to_string()),
         ..ContainerFilter::default()
     };
-    // All at once, as CRI-O does: each stop is mostly waiting (a runtime
-    // process, the exit), and a pod's stop should take its slowest
-    // container's time rather than the sum.
+    // All at once, as CRI-O does: each stop is mostly waiting (a signal,
+    // the exit), and a pod's stop should take its slowest container's time
+    // rather than the sum. A pod with something to release leaves its
+    // containers' runtime state to the release task, which deletes it
+    // beside the CNI DEL.
+    let release_follows = has_pins(&sandbox);
     let stops = daemon
         .containers
         .list(&filter)
         .into_iter()
         .filter(|c| c.sandbox_id == id)
-        .map(|c| async move { crate::container::stop::stop_locked(daemon, &c.id, 0).await });
+        .map(|c| async move {
+            if release_follows {
+                crate::container::stop::stop_locked_keeping_state(daemon, &c.id).await
+            } else {
+                crate::container::stop::stop_locked(daemon, &c.id, 0).await
+            }
+        });
     for stopped in futures_util::future::join_all(stops).await {
         stopped?;
     }
@@ -80,7 +89,7 @@ pub async fn stop_locked(daemon: &Arc<Daemon>, id: &str) -> Result<()> {
         s.mark_stopped(now);
         // In the same save as the stop: a crash from here on still finds
         // the release to do.
-        if s.netns_path.is_some() || s.ipc_path.is_some() || s.uts_path.is_some() {
+        if has_pins(s) {
             s.network_release_pending = true;
         }
         if let Some(infra) = s.infra_container.as_mut() {
@@ -92,4 +101,10 @@ pub async fn stop_locked(daemon: &Arc<Daemon>, id: &str) -> Result<()> {
         s.clone()
     })?;
     daemon.save_sandbox(&updated)
+}
+
+/// Whether the pod holds pinned namespaces, which its stop leaves to
+/// release (`network_release_pending`).
+fn has_pins(s: &sandbox_core::Sandbox) -> bool {
+    s.netns_path.is_some() || s.ipc_path.is_some() || s.uts_path.is_some()
 }
