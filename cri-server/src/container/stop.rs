@@ -62,8 +62,8 @@ pub async fn stop_locked(daemon: &Arc<Daemon>, id: &str, timeout_seconds: i64) -
 
 /// [`stop_locked`] leaving the runtime's state for a later delete
 /// (`runtime_deleted` stays false, so RemoveContainer does it at the
-/// latest): StopPodSandbox has the pod's release task do it beside the
-/// pod's CNI DEL.
+/// latest): StopPodSandbox leaves it to RemovePodSandbox, which runs it
+/// beside the pod's CNI DEL.
 pub async fn stop_locked_keeping_state(daemon: &Arc<Daemon>, id: &str) -> Result<()> {
     stop_then(daemon, id, 0, false).await
 }

@@ -5,26 +5,33 @@
 //! on the xtables lock). The stop records the pod stopped with
 //! `network_release_pending` set, in one durable save, and returns; a task
 //! of its own then runs the DEL, removes the namespace pins and clears the
-//! flag. Beside the DEL it deletes the runtime's state of the containers
-//! the stop left exited (`runtime_deleted` false until then, so a crash
-//! leaves that to RemoveContainer). Whatever stops it halfway, the flag is still on disk: the next
+//! flag. It holds the pod's *release* lock ([`lock_key`]), not the pod's:
+//! RemovePodSandbox removes the pod's containers (runtime delete, root
+//! filesystem, record) under the pod's lock while the DEL runs, and waits
+//! for the release lock before it removes the pod. Whatever stops it halfway, the flag is still on disk: the next
 //! RemovePodSandbox releases inline before removing anything, and the next
 //! start resumes every pending release ([`crate::restore`]). A graceful
 //! shutdown waits for the task (`in_flight::VERBS`).
 
 use crate::daemon::Daemon;
 use crate::error::{Error, Result};
-use sandbox_core::{ContainerState, Protocol, Sandbox, SandboxFilter};
+use sandbox_core::{Protocol, Sandbox, SandboxFilter};
 use std::sync::Arc;
 
-/// Releases pod `id`'s network in a task of its own, under the pod's lock.
+/// The lock a pod's release runs under, beside the pod's own.
+pub fn lock_key(id: &str) -> String {
+    format!("release:{id}")
+}
+
+/// Releases pod `id`'s network in a task of its own, under its release
+/// lock.
 pub fn release_later(daemon: &Arc<Daemon>, id: &str) {
     let daemon = Arc::clone(daemon);
     let id = id.to_string();
     let entered = crate::in_flight::VERBS.enter();
     tokio::spawn(async move {
         let _entered = entered;
-        let _guard = daemon.locks.lock(&id).await;
+        let _guard = daemon.locks.lock(&lock_key(&id)).await;
         if let Err(e) = release_locked(&daemon, &id).await {
             tracing::warn!(pod = %id, error = %e, "releasing a stopped pod's network failed; RemovePodSandbox and the next start try again");
         }
@@ -57,7 +64,7 @@ pub async fn release_conflicting(daemon: &Arc<Daemon>, sandbox: &Sandbox) {
         .map(|s| s.id.clone())
         .collect();
     for id in holders {
-        let _guard = daemon.locks.lock(&id).await;
+        let _guard = daemon.locks.lock(&lock_key(&id)).await;
         if let Err(e) = release_locked(daemon, &id).await {
             tracing::warn!(pod = %id, error = %e, "releasing a stopped pod's host ports for a new pod");
         }
@@ -65,7 +72,8 @@ pub async fn release_conflicting(daemon: &Arc<Daemon>, sandbox: &Sandbox) {
 }
 
 /// Releases pod `id`'s network if its stop left that pending (CNI DEL, the
-/// namespace pins), then records it released; the pod's lock is held.
+/// namespace pins), then records it released; the pod's release lock is
+/// held.
 pub async fn release_locked(daemon: &Arc<Daemon>, id: &str) -> Result<()> {
     let Ok(sandbox) = daemon.sandboxes.get(id) else {
         return Ok(());
@@ -74,14 +82,10 @@ pub async fn release_locked(daemon: &Arc<Daemon>, id: &str) -> Result<()> {
         return Ok(());
     }
     let started = std::time::Instant::now();
-    let detach = async {
-        if sandbox.netns_path.is_some() {
-            crate::fault::point("stop_pod_sandbox.before_cni_del");
-            super::network::teardown(daemon, &sandbox).await?;
-        }
-        Ok::<(), Error>(())
-    };
-    tokio::join!(detach, delete_exited_containers(daemon, id)).0?;
+    if sandbox.netns_path.is_some() {
+        crate::fault::point("stop_pod_sandbox.before_cni_del");
+        super::network::teardown(daemon, &sandbox).await?;
+    }
     let held: Vec<String> = [
         sandbox.netns_path.is_some().then(|| id.to_string()),
         sandbox
@@ -115,45 +119,6 @@ pub async fn release_locked(daemon: &Arc<Daemon>, id: &str) -> Result<()> {
     daemon.save_sandbox(&updated)?;
     tracing::debug!(pod = %id, elapsed = ?started.elapsed(), "pod network released");
     Ok(())
-}
-
-/// Deletes the runtime's state of pod `id`'s exited containers that still
-/// have some (StopPodSandbox leaves it here, to run beside the CNI DEL);
-/// a failed delete is left to RemoveContainer's forced one.
-async fn delete_exited_containers(daemon: &Arc<Daemon>, id: &str) {
-    let filter = sandbox_core::ContainerFilter {
-        sandbox_id_prefix: Some(id.to_string()),
-        ..Default::default()
-    };
-    let left: Vec<_> = daemon
-        .containers
-        .list(&filter)
-        .into_iter()
-        .filter(|c| c.sandbox_id == id && c.state == ContainerState::Exited && !c.runtime_deleted)
-        .collect();
-    let deletes = left.iter().map(|c| async move {
-        let runtime = daemon.runtime(&c.runtime_handler).ok()?;
-        match runtime.delete(&c.id, false).await {
-            Ok(()) => daemon
-                .containers
-                .update(&c.id, |c| {
-                    c.runtime_deleted = true;
-                    c.clone()
-                })
-                .ok(),
-            Err(e) => {
-                tracing::debug!(container = %c.id, error = %e, "delete after the pod's stop; RemoveContainer forces it");
-                None
-            }
-        }
-    });
-    for deleted in futures_util::future::join_all(deletes)
-        .await
-        .into_iter()
-        .flatten()
-    {
-        let _ = daemon.save_container(&deleted);
-    }
 }
 
 /// Every pin name pod `id` may have: network, IPC and UTS.
@@ -246,30 +211,31 @@ mod verb_tests {
     }
 
     #[tokio::test(flavor = "multi_thread")]
-    async fn the_release_task_deletes_the_stopped_containers_runtime_state() {
+    async fn removal_deletes_the_stopped_containers_beside_the_release() {
         let mut d = stoppable();
         d.monitors.expect_kill().returning(|_, _, _, _| Ok(true));
         d.network.expect_teardown().times(1).returning(|_| Ok(()));
-        let app_deleted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let counted = std::sync::Arc::clone(&app_deleted);
-        d.runc
-            .expect_delete()
-            .withf(|_, force| !*force)
-            .returning(move |_, _| {
-                counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                Ok(())
-            });
+        d.images.expect_remove_rootfs().returning(|_| Ok(()));
+        let deleted = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+        let seen = std::sync::Arc::clone(&deleted);
+        d.runc.expect_delete().returning(move |id, _| {
+            seen.lock().unwrap().push(id.to_string());
+            Ok(())
+        });
+        let app_deleted = |app: &str| deleted.lock().unwrap().iter().filter(|d| *d == app).count();
         let t = d.build().await;
         let id = networked_pod(&t.daemon, "web");
         let app = crate::testing::running_container(&t.daemon, &id, "app");
         crate::pod::stop::stop(&t.daemon, &id).await.unwrap();
-        // The stop recorded the exit; the delete is the release task's.
+        // The stop recorded the exit and left the runtime's state.
         let stopped = t.daemon.containers.get(&app).unwrap();
         assert_eq!(stopped.state, sandbox_core::ContainerState::Exited);
-        released(&t.daemon, &id).await;
-        assert!(t.daemon.containers.get(&app).unwrap().runtime_deleted);
-        assert_eq!(app_deleted.load(std::sync::atomic::Ordering::SeqCst), 1);
-        let on_disk: Vec<sandbox_core::Container> = t.daemon.container_records.load_all();
-        assert!(on_disk[0].runtime_deleted, "saved: {on_disk:?}");
+        assert!(!stopped.runtime_deleted);
+        assert_eq!(app_deleted(&app), 0);
+        crate::pod::remove::remove(&t.daemon, &id).await.unwrap();
+        assert_eq!(app_deleted(&app), 1);
+        assert!(t.daemon.containers.get(&app).is_err());
+        assert!(t.daemon.sandboxes.get(&id).is_err());
+        assert!(t.daemon.pins.list().unwrap().is_empty());
     }
 }

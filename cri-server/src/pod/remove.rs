@@ -24,18 +24,27 @@ pub async fn remove(daemon: &Arc<Daemon>, id_or_prefix: &str) -> Result<()> {
     if let Err(e) = super::stop::stop_locked(daemon, &id).await {
         tracing::warn!(pod = %id, error = %e, "stop before removal failed; removing by force");
     }
-    if let Err(e) = super::release::release_locked(daemon, &id).await {
-        tracing::warn!(pod = %id, error = %e, "network release before removal failed; removing by force");
-    }
-
+    // The network's release (CNI DEL, most of a removal) and the
+    // containers' removal touch nothing of each other's: side by side.
+    let release = async {
+        let _release = daemon.locks.lock(&super::release::lock_key(&id)).await;
+        if let Err(e) = super::release::release_locked(daemon, &id).await {
+            tracing::warn!(pod = %id, error = %e, "network release before removal failed; removing by force");
+        }
+    };
     let filter = ContainerFilter {
         sandbox_id_prefix: Some(id.clone()),
         ..ContainerFilter::default()
     };
-    for container in daemon.containers.list(&filter) {
-        if container.sandbox_id == id {
-            crate::container::remove::remove_locked(daemon, &container.id).await?;
-        }
+    let removals = daemon
+        .containers
+        .list(&filter)
+        .into_iter()
+        .filter(|c| c.sandbox_id == id)
+        .map(|c| async move { crate::container::remove::remove_locked(daemon, &c.id).await });
+    let ((), removed) = tokio::join!(release, futures_util::future::join_all(removals));
+    for r in removed {
+        r?;
     }
 
     if sandbox.infra_container.is_some() {

@@ -45,8 +45,8 @@ pub async fn stop_locked(daemon: &Arc<Daemon>, id: &str) -> Result<()> {
     // All at once, as CRI-O does: each stop is mostly waiting (a signal,
     // the exit), and a pod's stop should take its slowest container's time
     // rather than the sum. A pod with something to release leaves its
-    // containers' runtime state to the release task, which deletes it
-    // beside the CNI DEL.
+    // containers' runtime state to RemovePodSandbox (as CRI-O does), which
+    // deletes it beside the CNI DEL it waits for anyway.
     let release_follows = has_pins(&sandbox);
     let stops = daemon
         .containers
