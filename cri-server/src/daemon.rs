@@ -232,15 +232,13 @@ impl Daemon {
 
     /// Saves pod `sandbox`'s record.
     pub fn save_sandbox(&self, sandbox: &Sandbox) -> Result<()> {
-        self.sandbox_records
-            .save(&sandbox.id, sandbox)
+        off_worker(|| self.sandbox_records.save(&sandbox.id, sandbox))
             .map_err(|e| Error::internal(format!("pod {}", sandbox.id), e))
     }
 
     /// Saves container `container`'s record.
     pub fn save_container(&self, container: &Container) -> Result<()> {
-        self.container_records
-            .save(&container.id, container)
+        off_worker(|| self.container_records.save(&container.id, container))
             .map_err(|e| Error::internal(format!("container {}", container.id), e))
     }
 
@@ -253,5 +251,20 @@ impl Daemon {
             pod_sandbox_status: None,
             containers_statuses: Vec::new(),
         });
+    }
+}
+
+/// Runs `save`, which writes and fsyncs a record (milliseconds, more when
+/// the disk is busy), without holding up the tokio worker it is called
+/// on: on the daemon's multi-threaded runtime the worker's other tasks
+/// move to another thread meanwhile (`block_in_place`), instead of every
+/// call queued behind it waiting for the disk.
+fn off_worker<T>(save: impl FnOnce() -> T) -> T {
+    let multi_thread = tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+    if multi_thread {
+        tokio::task::block_in_place(save)
+    } else {
+        save()
     }
 }
