@@ -45,42 +45,57 @@ impl NetNs {
     pub fn create(dir: &PinDir, name: &str) -> Result<NetNs> {
         let pin = dir.pin_path(name)?;
         let sys = Arc::clone(dir.syscall());
-        sys.open(
+        let (fd, id) = make_pin(
+            &*sys,
             &pin,
-            OFlag::O_RDONLY | OFlag::O_CREAT | OFlag::O_EXCL,
-            Mode::from_bits_truncate(0o444),
-        )
-        .map_err(|e| match e {
-            Errno::EEXIST => Error::AlreadyExists { path: pin.clone() },
-            e => Error::sys(&pin, Op::CreatePin, e),
-        })?;
-        // The exclusive create proved any earlier pin of this name is gone, so
-        // a leftover parked marker is stale; left in place, a later
-        // retry_parked would remove this new, live namespace.
-        crate::park::unpark(&*sys, &pin)?;
+            "netns-create",
+            || pin_new_namespace(&*sys, &pin),
+            || open_pin(&*sys, &pin),
+        )?;
+        info!(pin = %pin.display(), inode = id.ino, "created network namespace");
+        Ok(NetNs {
+            sys,
+            path: pin,
+            link: None,
+            fd: Some(fd),
+            id,
+            restored: false,
+        })
+    }
+}
 
-        let pinned = on_dedicated_thread("netns-create", &pin, || pin_new_namespace(&*sys, &pin))
-            .and_then(|()| open_pin(&*sys, &pin));
-        match pinned {
-            Ok((fd, id)) => {
-                info!(pin = %pin.display(), inode = id.ino, "created network namespace");
-                Ok(NetNs {
-                    sys,
-                    path: pin,
-                    link: None,
-                    fd: Some(fd),
-                    id,
-                    restored: false,
-                })
-            }
-            Err(err) => {
-                if let Err(cleanup) = remove_pin(&*sys, &pin) {
-                    warn!(%cleanup, "could not roll back half-created namespace");
-                }
-                Err(err)
-            }
+/// Makes pin file `pin` (never over an existing one), has `unshare_and_bind`
+/// pin a fresh namespace on it from a throw-away thread, then `check`s the
+/// result; on any failure the pin is unmounted and unlinked again.
+pub(crate) fn make_pin<T>(
+    sys: &dyn Syscall,
+    pin: &Path,
+    thread: &str,
+    unshare_and_bind: impl FnOnce() -> Result<()> + Send,
+    check: impl FnOnce() -> Result<T>,
+) -> Result<T> {
+    sys.open(
+        pin,
+        OFlag::O_RDONLY | OFlag::O_CREAT | OFlag::O_EXCL,
+        Mode::from_bits_truncate(0o444),
+    )
+    .map_err(|e| match e {
+        Errno::EEXIST => Error::AlreadyExists {
+            path: pin.to_path_buf(),
+        },
+        e => Error::sys(pin, Op::CreatePin, e),
+    })?;
+    // The exclusive create proved any earlier pin of this name is gone, so
+    // a leftover parked marker is stale; left in place, a later
+    // retry_parked would remove this new, live namespace.
+    crate::park::unpark(sys, pin)?;
+    let made = on_dedicated_thread(thread, pin, unshare_and_bind).and_then(|()| check());
+    if made.is_err() {
+        if let Err(cleanup) = remove_pin(sys, pin) {
+            warn!(%cleanup, "could not roll back half-created namespace");
         }
     }
+    made
 }
 
 /// Runs on the dedicated thread: after `unshare` this thread is the only one

@@ -107,21 +107,13 @@ impl NetNs {
 
 /// Opens `pin` and checks it really is a network namespace.
 pub(crate) fn open_pin(sys: &dyn Syscall, pin: &Path) -> Result<(OwnedFd, FileId)> {
-    let fd = sys
-        .open(pin, OFlag::O_RDONLY, Mode::empty())
-        .map_err(|e| Error::sys(pin, Op::Open, e))?;
-    let fs_type = sys
-        .fs_type(fd.as_fd())
-        .map_err(|e| Error::sys(pin, Op::Inspect, e))?;
-    if fs_type != crate::syscall::NSFS_MAGIC {
+    let (fd, fs_type, ns_type) = inspect_pin(sys, pin)?;
+    let Some(ns_type) = ns_type else {
         return Err(Error::NotNetNs {
             path: pin.to_path_buf(),
             found: format!("not a namespace file: filesystem magic {fs_type:#x}"),
         });
-    }
-    let ns_type = sys
-        .ns_type(fd.as_fd())
-        .map_err(|e| Error::sys(pin, Op::Inspect, e))?;
+    };
     if ns_type != CloneFlags::CLONE_NEWNET.bits() {
         return Err(Error::NotNetNs {
             path: pin.to_path_buf(),
@@ -132,6 +124,24 @@ pub(crate) fn open_pin(sys: &dyn Syscall, pin: &Path) -> Result<(OwnedFd, FileId
         .file_id(fd.as_fd())
         .map_err(|e| Error::sys(pin, Op::Inspect, e))?;
     Ok((fd, id))
+}
+
+/// Opens `pin`: its descriptor, filesystem magic and, for a namespace
+/// file (nsfs), the namespace type.
+pub(crate) fn inspect_pin(sys: &dyn Syscall, pin: &Path) -> Result<(OwnedFd, i64, Option<i32>)> {
+    let fd = sys
+        .open(pin, OFlag::O_RDONLY, Mode::empty())
+        .map_err(|e| Error::sys(pin, Op::Open, e))?;
+    let fs_type = sys
+        .fs_type(fd.as_fd())
+        .map_err(|e| Error::sys(pin, Op::Inspect, e))?;
+    if fs_type != crate::syscall::NSFS_MAGIC {
+        return Ok((fd, fs_type, None));
+    }
+    let ns_type = sys
+        .ns_type(fd.as_fd())
+        .map_err(|e| Error::sys(pin, Op::Inspect, e))?;
+    Ok((fd, fs_type, Some(ns_type)))
 }
 
 pub(crate) fn ns_kind(ns_type: i32) -> String {

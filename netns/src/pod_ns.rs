@@ -9,19 +9,14 @@
 
 use std::path::{Path, PathBuf};
 
-use nix::errno::Errno;
-use nix::fcntl::OFlag;
 use nix::mount::MsFlags;
 use nix::sched::CloneFlags;
-use nix::sys::stat::Mode;
-use std::os::fd::AsFd;
-use tracing::{info, warn};
+
+use tracing::info;
 
 use crate::error::{Error, Op, Result};
 use crate::pin_dir::PinDir;
-use crate::remove::remove_pin;
 use crate::syscall::Syscall;
-use crate::thread::on_dedicated_thread;
 
 /// A kind of namespace a pod pins besides its network namespace.
 ///
@@ -100,32 +95,15 @@ impl PinDir {
         crate::name::validate(name)?;
         let pin = self.pin_path(&kind.pin_name(name))?;
         let sys = &**self.syscall();
-        sys.open(
+        crate::create::make_pin(
+            sys,
             &pin,
-            OFlag::O_RDONLY | OFlag::O_CREAT | OFlag::O_EXCL,
-            Mode::from_bits_truncate(0o444),
-        )
-        .map_err(|e| match e {
-            Errno::EEXIST => Error::AlreadyExists { path: pin.clone() },
-            e => Error::sys(&pin, Op::CreatePin, e),
-        })?;
-        // As for network pins: the exclusive create proved a parked marker
-        // of this name stale.
-        crate::park::unpark(sys, &pin)?;
-        let made = on_dedicated_thread("ns-pin", &pin, || pin_new(sys, kind, &pin))
-            .and_then(|()| check_kind(sys, kind, &pin));
-        match made {
-            Ok(()) => {
-                info!(pin = %pin.display(), "created {} namespace", kind.proc_name());
-                Ok(pin)
-            }
-            Err(err) => {
-                if let Err(cleanup) = remove_pin(sys, &pin) {
-                    warn!(%cleanup, "could not roll back a half-created namespace");
-                }
-                Err(err)
-            }
-        }
+            "ns-pin",
+            || pin_new(sys, kind, &pin),
+            || check_kind(sys, kind, &pin),
+        )?;
+        info!(pin = %pin.display(), "created {} namespace", kind.proc_name());
+        Ok(pin)
     }
 }
 
@@ -146,22 +124,11 @@ fn pin_new(sys: &dyn Syscall, kind: &PinnedKind, pin: &Path) -> Result<()> {
 
 /// Checks that the pin holds a namespace of `kind`.
 fn check_kind(sys: &dyn Syscall, kind: &PinnedKind, pin: &Path) -> Result<()> {
-    let fd = sys
-        .open(pin, OFlag::O_RDONLY, Mode::empty())
-        .map_err(|e| Error::sys(pin, Op::Open, e))?;
-    let fs_type = sys
-        .fs_type(fd.as_fd())
-        .map_err(|e| Error::sys(pin, Op::Inspect, e))?;
-    let ns_type = sys
-        .ns_type(fd.as_fd())
-        .map_err(|e| Error::sys(pin, Op::Inspect, e))?;
-    if fs_type == crate::syscall::NSFS_MAGIC && ns_type == kind.flag().bits() {
-        return Ok(());
-    }
-    let found = if fs_type == crate::syscall::NSFS_MAGIC {
-        format!("{} namespace", crate::netns::ns_kind(ns_type))
-    } else {
-        format!("not a namespace file: filesystem magic {fs_type:#x}")
+    let (_, fs_type, ns_type) = crate::netns::inspect_pin(sys, pin)?;
+    let found = match ns_type {
+        Some(t) if t == kind.flag().bits() => return Ok(()),
+        Some(t) => format!("{} namespace", crate::netns::ns_kind(t)),
+        None => format!("not a namespace file: filesystem magic {fs_type:#x}"),
     };
     Err(Error::WrongKind {
         path: pin.to_path_buf(),
@@ -174,6 +141,7 @@ fn check_kind(sys: &dyn Syscall, kind: &PinnedKind, pin: &Path) -> Result<()> {
 mod tests {
     use super::*;
     use crate::syscall::{Call, CallKind, RecordingSyscall};
+    use nix::errno::Errno;
     use std::sync::Arc;
 
     fn dir(ns_type: Option<i32>) -> (Arc<RecordingSyscall>, PinDir) {

@@ -591,16 +591,7 @@ mod verb_tests {
     // yields, after it has looked at the ready pod.
     #[tokio::test]
     async fn a_pod_that_starts_is_ready_until_its_infra_container_exits() {
-        let mut d = Doubles::new();
-        d.network
-            .expect_setup()
-            .times(1)
-            .returning(|_| Ok(network_status()));
-        d.monitors
-            .expect_prepare()
-            .times(1)
-            .returning(|_| Ok(launch_ok()));
-        d.monitors.expect_start().times(1).returning(|_, _| Ok(()));
+        let mut d = infra_starts();
         d.monitors
             .expect_wait()
             .times(1)
@@ -634,6 +625,22 @@ mod verb_tests {
         let pod = t.daemon.sandboxes.get(&id).unwrap();
         assert_eq!(pod.state, sandbox_core::SandboxState::NotReady);
         assert_eq!(pod.infra_container.as_ref().unwrap().exit_code, Some(137));
+    }
+
+    /// Doubles for a pod whose network comes up and whose infra container
+    /// is created and started once.
+    fn infra_starts() -> Doubles {
+        let mut d = Doubles::new();
+        d.network
+            .expect_setup()
+            .times(1)
+            .returning(|_| Ok(network_status()));
+        d.monitors
+            .expect_prepare()
+            .times(1)
+            .returning(|_| Ok(launch_ok()));
+        d.monitors.expect_start().times(1).returning(|_, _| Ok(()));
+        d
     }
 
     /// A pod as kubelet sends one by default: each container with a PID
@@ -721,16 +728,7 @@ mod verb_tests {
             ("configured", |_, d| d.drop_infra_container = false),
         ];
         for (name, change) in cases {
-            let mut d = Doubles::new();
-            d.network
-                .expect_setup()
-                .times(1)
-                .returning(|_| Ok(network_status()));
-            d.monitors
-                .expect_prepare()
-                .times(1)
-                .returning(|_| Ok(launch_ok()));
-            d.monitors.expect_start().times(1).returning(|_, _| Ok(()));
+            let mut d = infra_starts();
             d.monitors
                 .expect_wait()
                 .returning(|_, _| Ok(crate::testing::exit(0)));
