@@ -25,6 +25,35 @@ pub fn pod_config(name: &str) -> cri::PodSandboxConfig {
     }
 }
 
+/// `config` with the namespaces kubelet asks for a pod without
+/// `shareProcessNamespace`: a PID namespace per container, the pod's IPC,
+/// and the pod's network (the host's with `host_network`). CRI's zero
+/// value, which [`pod_config`], crictl and critest send, is instead a PID
+/// namespace shared by the pod, which kubelet only asks for on request.
+pub fn with_kubelet_namespaces(
+    mut config: cri::PodSandboxConfig,
+    host_network: bool,
+) -> cri::PodSandboxConfig {
+    let network = if host_network {
+        cri::NamespaceMode::Node
+    } else {
+        cri::NamespaceMode::Pod
+    };
+    config.linux = Some(cri::LinuxPodSandboxConfig {
+        security_context: Some(cri::LinuxSandboxSecurityContext {
+            namespace_options: Some(cri::NamespaceOption {
+                network: network as i32,
+                pid: cri::NamespaceMode::Container as i32,
+                ipc: cri::NamespaceMode::Pod as i32,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    config
+}
+
 /// A container config running `argv` in `image`.
 pub fn container_config(name: &str, image: &str, argv: &[&str]) -> cri::ContainerConfig {
     cri::ContainerConfig {

@@ -8,25 +8,13 @@ use cri_api::v1 as cri;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use tests::daemon::Daemon;
-use tests::fixtures::{container_config, pod_config, BUSYBOX};
+use tests::fixtures::{container_config, pod_config, with_kubelet_namespaces, BUSYBOX};
 
 /// A pod config like kubelet's for a pod without `shareProcessNamespace`.
 fn kubelet_pod(name: &str) -> cri::PodSandboxConfig {
     let mut config = pod_config(name);
     config.hostname = format!("{name}-host");
-    config.linux = Some(cri::LinuxPodSandboxConfig {
-        security_context: Some(cri::LinuxSandboxSecurityContext {
-            namespace_options: Some(cri::NamespaceOption {
-                network: cri::NamespaceMode::Pod as i32,
-                pid: cri::NamespaceMode::Container as i32,
-                ipc: cri::NamespaceMode::Pod as i32,
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
-        ..Default::default()
-    });
-    config
+    with_kubelet_namespaces(config, false)
 }
 
 fn pins(daemon: &Daemon) -> Vec<String> {

@@ -54,34 +54,13 @@ where
     Ok((r.into_inner(), took))
 }
 
-/// A pod config named `name` whose containers log under `logs`; with
-/// `host_network` the pod uses the host's network, so no CNI runs for it.
-///
-/// Its namespaces are what kubelet asks for a pod without
-/// `shareProcessNamespace`: a PID namespace per container, the pod's IPC
-/// and network (CRI's zero value, which crictl and critest send, would be a
-/// PID namespace shared by the pod, which kubelet only asks for on request).
+/// A pod config named `name` whose containers log under `logs`, with the
+/// namespaces kubelet asks for by default; with `host_network` the pod uses
+/// the host's network, so no CNI runs for it.
 pub fn pod(name: &str, logs: &Path, host_network: bool) -> cri::PodSandboxConfig {
     let mut config = pod_config(name);
     config.log_directory = logs.join(name).to_string_lossy().into_owned();
-    let network = if host_network {
-        cri::NamespaceMode::Node
-    } else {
-        cri::NamespaceMode::Pod
-    };
-    config.linux = Some(cri::LinuxPodSandboxConfig {
-        security_context: Some(cri::LinuxSandboxSecurityContext {
-            namespace_options: Some(cri::NamespaceOption {
-                network: network as i32,
-                pid: cri::NamespaceMode::Container as i32,
-                ipc: cri::NamespaceMode::Pod as i32,
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
-        ..Default::default()
-    });
-    config
+    tests::fixtures::with_kubelet_namespaces(config, host_network)
 }
 
 /// Runs pod `name` with one busybox `sleep` container through to removal,
