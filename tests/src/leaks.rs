@@ -24,9 +24,10 @@ pub fn find(daemon_dir: &Path, owners: &HashSet<String>, ever: &HashSet<String>)
             found.push(format!("mount {mount}"));
         }
     }
+    // A pod's pins: `<id>` (network), `<id>.ipc`, `<id>.uts`.
     for pin in dir_names(&daemon_dir.join("state/netns")) {
-        if leaked(&pin) {
-            found.push(format!("network namespace pin {pin}"));
+        if leaked(pin.split('.').next().unwrap_or_default()) {
+            found.push(format!("namespace pin {pin}"));
         }
     }
     // The daemon's record of each CNI attachment: one no pod owns is an

@@ -23,7 +23,7 @@ use std::future::Future;
 use std::process::ExitCode;
 use std::time::Duration;
 use tests::daemon::Daemon;
-use tests::fixtures::{container_config, pod_config, BUSYBOX};
+use tests::fixtures::{container_config, pod_config, with_kubelet_namespaces, BUSYBOX};
 use tonic::{Code, Status};
 
 /// The daemon's fault points (`cri_server::fault::POINTS`, which this crate
@@ -273,7 +273,13 @@ impl Chaos {
     /// Makes a pod with a sleeper and an exiting container, and execs in
     /// the sleeper.
     async fn pod(&mut self, name: &str, handler: &str) -> Pod {
-        let config = pod_config(name);
+        // Half as crictl and critest send them (a PID namespace shared by
+        // the pod: an infra container), half as kubelet does (none: pins).
+        let config = if self.rng.chance(2) {
+            with_kubelet_namespaces(pod_config(name), false)
+        } else {
+            pod_config(name)
+        };
         let run = cri::RunPodSandboxRequest {
             config: Some(config.clone()),
             runtime_handler: handler.into(),
