@@ -96,6 +96,7 @@ async fn stop_then(
         )
         .await;
     }
+    let started = std::time::Instant::now();
     if exit.is_none() {
         if let Err(e) = send_signal(daemon, &container, &runtime, libc::SIGKILL, true).await {
             tracing::debug!(container = %id, error = %e, "SIGKILL");
@@ -104,8 +105,10 @@ async fn stop_then(
     }
     match exit {
         Some(exit) => {
+            let exit_seen = started.elapsed();
             let runtime = delete.then_some(&runtime);
             super::record_exit_then_delete(daemon, id, &exit, runtime).await;
+            tracing::debug!(container = %id, ?exit_seen, elapsed = ?started.elapsed(), "container stopped");
             Ok(())
         }
         None => Err(Error::internal(

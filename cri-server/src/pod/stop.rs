@@ -38,6 +38,7 @@ pub async fn stop_locked(daemon: &Arc<Daemon>, id: &str) -> Result<()> {
     let Ok(sandbox) = daemon.sandboxes.get(id) else {
         return Ok(());
     };
+    let started = std::time::Instant::now();
     let filter = ContainerFilter {
         sandbox_id_prefix: Some(id.to_string()),
         ..ContainerFilter::default()
@@ -63,6 +64,7 @@ pub async fn stop_locked(daemon: &Arc<Daemon>, id: &str) -> Result<()> {
     for stopped in futures_util::future::join_all(stops).await {
         stopped?;
     }
+    let containers_stopped = started.elapsed();
 
     if sandbox.infra_container.is_some() {
         let runtime = daemon.runtime(&sandbox.runtime_handler)?;
@@ -100,7 +102,9 @@ pub async fn stop_locked(daemon: &Arc<Daemon>, id: &str) -> Result<()> {
         }
         s.clone()
     })?;
-    daemon.save_sandbox(&updated)
+    daemon.save_sandbox(&updated)?;
+    tracing::debug!(pod = %id, ?containers_stopped, elapsed = ?started.elapsed(), "pod stopped");
+    Ok(())
 }
 
 /// Whether the pod holds pinned namespaces, which its stop leaves to

@@ -87,6 +87,7 @@ impl Options {
                 "--pods" => &mut o.pods,
                 "-h" | "--help" => {
                     println!("usage: cri-bench [--iterations N] [--parallel P] [--pods M] [--peer containerd] [--scale PODS]");
+                    println!("  CRI_BENCH_KEEP_LOG=FILE keeps the daemon's debug log (per-phase timings) in FILE");
                     std::process::exit(0);
                 }
                 other => bail!("unknown argument {other:?} (see --help)"),
@@ -139,6 +140,13 @@ async fn run() -> Result<bool> {
     let status = daemon.terminate().await;
     let log_size = std::fs::metadata(daemon.dir().join("daemon.log")).map_or(0, |m| m.len());
     println!("\ndaemon exited with {status}; its debug log grew to {log_size} bytes");
+    // For looking into a run afterwards (per-phase timings are in it).
+    if let Some(keep) = std::env::var_os("CRI_BENCH_KEEP_LOG") {
+        match std::fs::copy(daemon.dir().join("daemon.log"), &keep) {
+            Ok(_) => println!("daemon log kept at {}", Path::new(&keep).display()),
+            Err(e) => eprintln!("cri-bench: keeping the daemon log: {e}"),
+        }
+    }
     // The daemon keeps its pin directory mounted after it exits; without
     // this the temporary directory could not be removed.
     let mounts = leftovers::unmount_under(daemon.dir());
