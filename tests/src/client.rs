@@ -123,6 +123,20 @@ impl Daemon {
         )
     }
 
+    /// PodSandboxStats of pod `id`.
+    pub async fn pod_stats(&self, id: &str) -> cri::PodSandboxStats {
+        self.runtime()
+            .await
+            .pod_sandbox_stats(cri::PodSandboxStatsRequest {
+                pod_sandbox_id: id.to_string(),
+            })
+            .await
+            .unwrap_or_else(|e| panic!("PodSandboxStats {id}: {e}\n{}", self.log()))
+            .into_inner()
+            .stats
+            .expect("stats")
+    }
+
     /// The status of container `id`.
     pub async fn container_status(&self, id: &str) -> cri::ContainerStatus {
         self.runtime()

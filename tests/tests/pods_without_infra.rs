@@ -113,17 +113,7 @@ async fn containers_share_the_pinned_ipc_uts_and_network_namespaces_without_an_i
         assert!(comm.starts_with("sleep"), "{comm:?}");
     }
     // The pod's network counters come through the pin.
-    let stats = daemon
-        .runtime()
-        .await
-        .pod_sandbox_stats(cri::PodSandboxStatsRequest {
-            pod_sandbox_id: pod.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .stats
-        .unwrap();
+    let stats = daemon.pod_stats(&pod).await;
     let network = stats.linux.unwrap().network.unwrap();
     assert_eq!(network.default_interface.unwrap().name, "eth0");
 

@@ -86,15 +86,7 @@ async fn stats_follow_a_busy_container_and_list_with_a_nil_filter() {
         .stats;
     assert_eq!(filtered.len(), 1);
 
-    let pod_stats = rt
-        .pod_sandbox_stats(cri::PodSandboxStatsRequest {
-            pod_sandbox_id: pod.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .stats
-        .unwrap();
+    let pod_stats = daemon.pod_stats(&pod).await;
     let linux = pod_stats.linux.unwrap();
     assert_eq!(linux.containers.len(), 4);
     assert!(value(&linux.cpu.unwrap().usage_core_nano_seconds) > 100_000_000);
