@@ -45,22 +45,18 @@ pub async fn stop_locked(daemon: &Arc<Daemon>, id: &str) -> Result<()> {
     };
     // All at once, as CRI-O does: each stop is mostly waiting (a signal,
     // the exit), and a pod's stop should take its slowest container's time
-    // rather than the sum. A pod with something to release leaves its
-    // containers' runtime state to RemovePodSandbox (as CRI-O does), which
-    // deletes it beside the CNI DEL it waits for anyway.
-    let release_follows = has_pins(&sandbox);
-    let stops = daemon
-        .containers
-        .list(&filter)
-        .into_iter()
-        .filter(|c| c.sandbox_id == id)
-        .map(|c| async move {
-            if release_follows {
+    // rather than the sum. The containers' runtime state is left to
+    // RemovePodSandbox (as CRI-O does), which deletes it beside the CNI DEL
+    // it waits for anyway.
+    let stops =
+        daemon
+            .containers
+            .list(&filter)
+            .into_iter()
+            .filter(|c| c.sandbox_id == id)
+            .map(|c| async move {
                 crate::container::stop::stop_locked_keeping_state(daemon, &c.id).await
-            } else {
-                crate::container::stop::stop_locked(daemon, &c.id, 0).await
-            }
-        });
+            });
     for stopped in futures_util::future::join_all(stops).await {
         stopped?;
     }
