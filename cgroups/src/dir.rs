@@ -7,7 +7,6 @@
 //! directory walks one name.
 
 use std::ffi::CString;
-use std::io::Read;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
@@ -20,23 +19,17 @@ impl CgroupDir {
     /// Opens `path` as a directory handle (`O_PATH`: no permission needed
     /// beyond the walk).
     pub(crate) fn open(path: &Path) -> CgroupDir {
-        let Ok(path) = CString::new(path.as_os_str().as_bytes()) else {
-            return CgroupDir(None);
-        };
-        // SAFETY: a NUL-terminated path and plain flags; the descriptor is
-        // owned below only when the call succeeded.
-        let fd = unsafe {
-            libc::open(
-                path.as_ptr(),
-                libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
-            )
-        };
-        // SAFETY: a new descriptor nothing else owns.
-        CgroupDir((fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd) }))
+        CgroupDir(open_path(libc::AT_FDCWD, path.as_os_str().as_bytes()))
     }
 
-    /// The text of file `name` in the directory, if it can be read.
+    /// The text of file `name` (a path relative to the directory), if it
+    /// can be read.
     pub(crate) fn read(&self, name: &str) -> Option<String> {
+        read_from_start(&self.open_file(name)?)
+    }
+
+    /// Opens file `name` (a path relative to the directory) for reading.
+    pub(crate) fn open_file(&self, name: &str) -> Option<std::fs::File> {
         let dir = self.0.as_ref()?;
         let name = CString::new(name).ok()?;
         // SAFETY: a valid directory descriptor and a NUL-terminated name;
@@ -48,15 +41,49 @@ impl CgroupDir {
                 libc::O_RDONLY | libc::O_CLOEXEC,
             )
         };
-        if fd < 0 {
-            return None;
-        }
         // SAFETY: a new descriptor nothing else owns.
-        let mut file = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) });
-        let mut text = String::new();
-        file.read_to_string(&mut text).ok()?;
-        Some(text)
+        (fd >= 0).then(|| std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) }))
     }
+}
+
+/// `openat(dir, path, O_PATH | O_DIRECTORY)`, owned; `None` on any error.
+fn open_path(dir: libc::c_int, path: &[u8]) -> Option<OwnedFd> {
+    let path = CString::new(path).ok()?;
+    // SAFETY: `dir` is AT_FDCWD or a descriptor the caller keeps open, the
+    // path is NUL-terminated; the result is owned only when it succeeded.
+    let fd = unsafe {
+        libc::openat(
+            dir,
+            path.as_ptr(),
+            libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
+        )
+    };
+    // SAFETY: a new descriptor nothing else owns.
+    (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// The whole text of `file`, read from offset 0 (`pread`): the kernel
+/// generates a cgroupfs file's text afresh when a read starts at 0, so a
+/// file kept open reads current values. Not `read_to_string`: its size hint
+/// costs a `statx` per file, useless on cgroupfs (every file claims 0 or
+/// 4096 bytes), while a kernel-generated file fits one page-sized read.
+pub(crate) fn read_from_start(file: &std::fs::File) -> Option<String> {
+    use std::os::unix::fs::FileExt;
+    let mut buf = vec![0u8; 4096];
+    let mut len = 0;
+    loop {
+        if len == buf.len() {
+            buf.resize(len * 2, 0);
+        }
+        match file.read_at(&mut buf[len..], len as u64) {
+            Ok(0) => break,
+            Ok(n) => len += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return None,
+        }
+    }
+    buf.truncate(len);
+    String::from_utf8(buf).ok()
 }
 
 #[cfg(test)]
@@ -72,5 +99,19 @@ mod tests {
         assert_eq!(opened.read("memory.stat"), None);
         let missing = CgroupDir::open(&dir.path().join("gone"));
         assert_eq!(missing.read("memory.current"), None);
+    }
+
+    #[test]
+    fn files_below_the_directory_read_whole_however_long() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("pod/c1")).unwrap();
+        let long = "x".repeat(10_000);
+        std::fs::write(dir.path().join("pod/c1/memory.stat"), &long).unwrap();
+        let root = CgroupDir::open(dir.path());
+        assert_eq!(
+            root.read("pod/c1/memory.stat").as_deref(),
+            Some(long.as_str())
+        );
+        assert_eq!(root.read("pod/gone/memory.stat"), None);
     }
 }

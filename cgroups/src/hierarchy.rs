@@ -37,11 +37,19 @@ impl Hierarchy {
     /// The pressure (PSI) of the cgroup at `path`: from the v2 tree, or on a
     /// hybrid host from its unified mount; unknown on pure v1.
     pub fn pressure(&self, path: &str) -> crate::Pressure {
-        let rel = path.trim_start_matches('/');
-        match self {
-            Hierarchy::V2(root) => crate::Pressure::read(&root.join(rel)),
-            Hierarchy::V1(root) => crate::Pressure::read(&root.join("unified").join(rel)),
-        }
+        self.open().pressure(path)
+    }
+
+    /// The hierarchy's mount points opened once, for reading many cgroups.
+    pub fn open(&self) -> OpenHierarchy {
+        OpenHierarchy(match self {
+            Hierarchy::V2(root) => Roots::V2(CgroupDir::open(root)),
+            Hierarchy::V1(root) => Roots::V1 {
+                memory: CgroupDir::open(&root.join("memory")),
+                cpuacct: CgroupDir::open(&root.join("cpuacct")),
+                unified: CgroupDir::open(&root.join("unified")),
+            },
+        })
     }
 
     /// The usage of the cgroup at `path` (as given to the runtime, e.g.
@@ -74,53 +82,54 @@ impl Hierarchy {
         usage
     }
 
-    /// What container stats need of the cgroup at `path` (CPU time, memory,
-    /// working set, RSS, page faults, page cache) from the fewest files:
-    /// three, where [`Hierarchy::usage`] reads up to seven. Kubelet asks
-    /// for every container's every 10–15 s, so each file counts.
+    /// What container stats need of the cgroup at `path`: see
+    /// [`OpenHierarchy::core_usage`].
     pub fn core_usage(&self, path: &str) -> CgroupUsage {
-        let rel = path.trim_start_matches('/');
-        match self {
-            Hierarchy::V2(root) => {
-                let dir = CgroupDir::open(&root.join(rel));
-                let stat = parse_key_values(dir.read("memory.stat"));
-                let memory = parse_number(dir.read("memory.current"));
-                let cpu = parse_key_values(dir.read("cpu.stat"));
-                let usec = |key: &str| cpu.get(key).map(|us| us.saturating_mul(1000));
-                CgroupUsage {
-                    cpu_ns: usec("usage_usec"),
-                    memory_bytes: memory,
-                    working_set_bytes: working_set(memory, stat.get("inactive_file")),
-                    rss_bytes: stat.get("anon").copied(),
-                    page_faults: stat.get("pgfault").copied(),
-                    major_page_faults: stat.get("pgmajfault").copied(),
-                    cpu_user_ns: usec("user_usec"),
-                    cpu_system_ns: usec("system_usec"),
-                    cache_bytes: stat.get("file").copied(),
-                    failcnt: None,
-                    local_page_faults: stat.get("pgfault").copied(),
-                    local_major_page_faults: stat.get("pgmajfault").copied(),
-                }
-            }
-            Hierarchy::V1(root) => {
-                let memory_dir = CgroupDir::open(&root.join("memory").join(rel));
-                let stat = parse_key_values(memory_dir.read("memory.stat"));
-                let memory = parse_number(memory_dir.read("memory.usage_in_bytes"));
-                CgroupUsage {
-                    cpu_ns: number(&root.join("cpuacct").join(rel).join("cpuacct.usage")),
-                    memory_bytes: memory,
-                    working_set_bytes: working_set(memory, stat.get("total_inactive_file")),
-                    rss_bytes: stat.get("total_rss").copied(),
-                    page_faults: stat.get("total_pgfault").copied(),
-                    major_page_faults: stat.get("total_pgmajfault").copied(),
-                    cpu_user_ns: None,
-                    cpu_system_ns: None,
-                    cache_bytes: stat.get("total_cache").copied(),
-                    failcnt: None,
-                    local_page_faults: stat.get("pgfault").copied(),
-                    local_major_page_faults: stat.get("pgmajfault").copied(),
-                }
-            }
+        self.open().core_usage(path)
+    }
+}
+
+/// A [`Hierarchy`] with its mount points open. Kubelet's stats poll reads
+/// hundreds of cgroups; a path walk from `/` through cgroupfs costs a
+/// lookup and a revalidation per component, so each cgroup's walk starts
+/// at its hierarchy's root instead.
+pub struct OpenHierarchy(Roots);
+
+enum Roots {
+    V2(CgroupDir),
+    V1 {
+        memory: CgroupDir,
+        cpuacct: CgroupDir,
+        unified: CgroupDir,
+    },
+}
+
+impl OpenHierarchy {
+    /// The pressure (PSI) of the cgroup at `path`: see
+    /// [`CgroupFiles::pressure`](crate::CgroupFiles::pressure).
+    pub fn pressure(&self, path: &str) -> crate::Pressure {
+        crate::CgroupFiles::new(path).pressure(self)
+    }
+
+    /// What container stats need of the cgroup at `path`: see
+    /// [`CgroupFiles::core_usage`](crate::CgroupFiles::core_usage), which
+    /// also keeps the files open for the next read.
+    pub fn core_usage(&self, path: &str) -> CgroupUsage {
+        crate::CgroupFiles::new(path).core_usage(self)
+    }
+
+    pub(crate) fn is_v2(&self) -> bool {
+        matches!(self.0, Roots::V2(_))
+    }
+
+    /// The root below which stats file `name` is found: on v1 the
+    /// controller's tree, or the unified mount for pressure files.
+    pub(crate) fn root_of(&self, name: &str) -> &CgroupDir {
+        match &self.0 {
+            Roots::V2(root) => root,
+            Roots::V1 { unified, .. } if name.ends_with(".pressure") => unified,
+            Roots::V1 { cpuacct, .. } if name.starts_with("cpuacct.") => cpuacct,
+            Roots::V1 { memory, .. } => memory,
         }
     }
 }
@@ -214,15 +223,33 @@ fn line_count(path: &Path) -> Option<u64> {
     Some(text.lines().filter(|l| !l.trim().is_empty()).count() as u64)
 }
 
-fn working_set(usage: Option<u64>, inactive_file: Option<&u64>) -> Option<u64> {
-    usage.map(|u| u.saturating_sub(inactive_file.copied().unwrap_or(0)))
+pub(crate) fn working_set(usage: Option<u64>, inactive_file: Option<u64>) -> Option<u64> {
+    usage.map(|u| u.saturating_sub(inactive_file.unwrap_or(0)))
+}
+
+/// The values of `keys` in `key value` lines, in one pass and without
+/// building a map: stats want a few of memory.stat's forty-odd keys.
+pub(crate) fn stat_values<const N: usize>(
+    text: Option<String>,
+    keys: [&str; N],
+) -> [Option<u64>; N] {
+    let mut values = [None; N];
+    for line in text.as_deref().unwrap_or_default().split('\n') {
+        let Some((key, value)) = line.split_once(' ') else {
+            continue;
+        };
+        if let Some(i) = keys.iter().position(|k| *k == key) {
+            values[i] = value.trim().parse().ok();
+        }
+    }
+    values
 }
 
 fn number(path: &Path) -> Option<u64> {
     parse_number(std::fs::read_to_string(path).ok())
 }
 
-fn parse_number(text: Option<String>) -> Option<u64> {
+pub(crate) fn parse_number(text: Option<String>) -> Option<u64> {
     text?.trim().parse().ok()
 }
 
@@ -284,6 +311,15 @@ mod tests {
         assert_eq!((core.cpu_user_ns, core.failcnt), (None, None));
         assert_eq!((full.cpu_user_ns, full.failcnt), (Some(5), Some(3)));
         assert_eq!(full.working_set_bytes, core.working_set_bytes);
+    }
+
+    #[test]
+    fn stat_values_match_whole_keys_in_one_pass() {
+        let text = "pgfault 3\ntotal_pgfault 30\nbroken\nrss x\n".to_string();
+        let [own, total, rss, absent] =
+            stat_values(Some(text), ["pgfault", "total_pgfault", "rss", "cache"]);
+        assert_eq!((own, total, rss, absent), (Some(3), Some(30), None, None));
+        assert_eq!(stat_values(None, ["pgfault"]), [None]);
     }
 
     #[test]

@@ -24,6 +24,7 @@
 pub mod cpu_rate;
 mod dir;
 pub mod driver;
+pub mod files;
 pub mod hierarchy;
 pub mod pressure;
 pub mod readings;
@@ -31,7 +32,8 @@ pub mod removal;
 
 pub use cpu_rate::CpuRates;
 pub use driver::{CgroupDriver, CgroupParentError, SCOPE_PREFIX};
-pub use hierarchy::Hierarchy;
+pub use files::{CgroupFiles, FileCache};
+pub use hierarchy::{Hierarchy, OpenHierarchy};
 pub use pressure::Pressure;
 pub use readings::{CgroupLimits, CgroupUsage, TaskCounts};
 pub use removal::RemoveError;

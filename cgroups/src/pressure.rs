@@ -44,7 +44,12 @@ impl Pressure {
     /// Reads the pressure files of the v2 cgroup directory `dir`.
     pub fn read(dir: &Path) -> Pressure {
         let dir = crate::dir::CgroupDir::open(dir);
-        let file = |name: &str| dir.read(name).and_then(|text| parse(&text));
+        Pressure::from_files(|name| dir.read(name))
+    }
+
+    /// The pressure from a v2 cgroup's files, as `read` gives them.
+    pub(crate) fn from_files(mut read: impl FnMut(&'static str) -> Option<String>) -> Pressure {
+        let mut file = |name: &'static str| read(name).and_then(|text| parse(&text));
         Pressure {
             cpu: file("cpu.pressure"),
             memory: file("memory.pressure"),

@@ -95,6 +95,8 @@ pub struct Daemon {
     pub locks: KeyedLocks,
     /// The previous CPU readings, for CPU rates in stats.
     pub cpu_rates: cgroups::CpuRates,
+    /// Each container's cgroup stats files, kept open between stats calls.
+    pub stats_files: cgroups::FileCache,
     /// Writable-layer usage figures for stats, re-measured in the
     /// background.
     pub layer_usage: Arc<crate::stats::layer_usage::LayerUsageCache>,
@@ -139,6 +141,7 @@ impl Daemon {
             monitor_binary: parts.monitor_binary,
             locks: KeyedLocks::default(),
             cpu_rates: cgroups::CpuRates::default(),
+            stats_files: cgroups::FileCache::default(),
             layer_usage: Arc::default(),
             events,
             streaming: parts.streaming,

@@ -5,6 +5,15 @@ use cri_api::v1 as cri;
 use tests::daemon::Daemon;
 use tests::fixtures::{container_config, pod_config, BUSYBOX};
 
+/// How many of the daemon's descriptors are open on cgroupfs files.
+fn cgroup_files_open(daemon: &Daemon) -> usize {
+    std::fs::read_dir(format!("/proc/{}/fd", daemon.pid()))
+        .unwrap()
+        .filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok())
+        .filter(|target| target.starts_with("/sys/fs/cgroup"))
+        .count()
+}
+
 fn value(v: &Option<cri::UInt64Value>) -> u64 {
     v.as_ref().map(|v| v.value).unwrap_or(0)
 }
@@ -13,6 +22,7 @@ fn value(v: &Option<cri::UInt64Value>) -> u64 {
 async fn stats_follow_a_busy_container_and_list_with_a_nil_filter() {
     let daemon = Daemon::start("").await;
     daemon.pull(BUSYBOX).await;
+    let before = cgroup_files_open(&daemon);
     let pod = daemon.run_pod(pod_config("stats"), "").await;
     let busy = daemon
         .create_started(
@@ -62,7 +72,12 @@ async fn stats_follow_a_busy_container_and_list_with_a_nil_filter() {
         .into_inner()
         .stats
         .unwrap();
-    // A busy loop uses most of a core.
+    // A busy loop uses most of a core: the second reading, through the
+    // files the first one left open, sees current figures.
+    assert!(
+        cgroup_files_open(&daemon) > before,
+        "stats files are kept open"
+    );
     let nano_cores = value(&second.cpu.unwrap().usage_nano_cores);
     assert!(nano_cores > 300_000_000, "{nano_cores}");
 
@@ -100,4 +115,9 @@ async fn stats_follow_a_busy_container_and_list_with_a_nil_filter() {
         .stats;
     assert_eq!(listed.len(), 1);
     daemon.remove_pod(&pod).await;
+    assert_eq!(
+        cgroup_files_open(&daemon),
+        before,
+        "removal closes kept files"
+    );
 }

@@ -49,6 +49,9 @@ pub async fn remove_locked(daemon: &Arc<Daemon>, id: &str) -> Result<()> {
     daemon.cpu_rates.forget(id);
     daemon.layer_usage.forget(id);
     let _ = daemon.containers.remove(id);
+    // After the store: a stats read that took the files keeps them only
+    // while the container is in the store (FileCache::keep).
+    daemon.stats_files.forget(id);
     daemon.emit(id, cri::ContainerEventType::ContainerDeletedEvent);
     Ok(())
 }

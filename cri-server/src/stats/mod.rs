@@ -120,8 +120,8 @@ async fn batch(
             daemon.cgroup_dir(&parent, &c.id)
         })
         .collect();
-    let readings = read_cgroups(dirs).await?;
     let ids: Vec<String> = containers.iter().map(|c| c.id.clone()).collect();
+    let readings = read_cgroups(daemon, ids.iter().cloned().zip(dirs).collect()).await?;
     let layers = daemon.layer_usage.usages(&daemon.images, &ids).await;
     Ok(containers
         .iter()
@@ -131,27 +131,40 @@ async fn batch(
         .collect())
 }
 
-/// The core usage and pressure of each cgroup of `dirs`, in order, read on
-/// as many blocking threads as there are CPUs (each with a share of at
-/// least [`MIN_SHARE`] cgroups): path walks through cgroupfs and the
-/// kernel's formatting of `memory.stat` are CPU work.
-async fn read_cgroups(dirs: Vec<String>) -> Result<Vec<(CgroupUsage, Pressure)>> {
+/// The core usage and pressure of each `(container id, cgroup)`, in
+/// order, read on as many blocking threads as there are CPUs (each with a
+/// share of at least [`MIN_SHARE`] cgroups): the kernel's work to generate
+/// the files is CPU work. Each container's files stay open in
+/// `Daemon::stats_files` for the next call.
+async fn read_cgroups(
+    daemon: &Arc<Daemon>,
+    cgroups: Vec<(String, String)>,
+) -> Result<Vec<(CgroupUsage, Pressure)>> {
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let share = dirs.len().div_ceil(cpus).max(MIN_SHARE);
-    let reads: Vec<_> = dirs
+    let share = cgroups.len().div_ceil(cpus).max(MIN_SHARE);
+    let reads: Vec<_> = cgroups
         .chunks(share)
         .map(|chunk| {
             let chunk = chunk.to_vec();
+            let daemon = Arc::clone(daemon);
             off_workers(format!("{} cgroups", chunk.len()), move || {
-                let hierarchy = Hierarchy::detect();
+                let hierarchy = Hierarchy::detect().open();
                 chunk
                     .iter()
-                    .map(|dir| (hierarchy.core_usage(dir), hierarchy.pressure(dir)))
+                    .map(|(id, dir)| {
+                        let mut files = daemon.stats_files.take(id, dir);
+                        let reading = (files.core_usage(&hierarchy), files.pressure(&hierarchy));
+                        // Removal forgets a container's files after
+                        // dropping it from the store: see FileCache::keep.
+                        let exists = || daemon.containers.get(id).is_ok();
+                        daemon.stats_files.keep(id, files, exists);
+                        reading
+                    })
                     .collect::<Vec<_>>()
             })
         })
         .collect();
-    let mut readings = Vec::with_capacity(dirs.len());
+    let mut readings = Vec::with_capacity(cgroups.len());
     for read in futures_util::future::join_all(reads).await {
         readings.extend(read?);
     }
@@ -231,7 +244,7 @@ pub async fn pod(daemon: &Arc<Daemon>, sandbox: &Sandbox) -> Result<cri::PodSand
     let netns = network::Namespace::of(sandbox).filter(|_| !sandbox.is_stopped());
     let pod_dir = pod_cgroup_dir(daemon, sandbox);
     let (total, pressure, network) = off_workers(format!("pod {}", sandbox.id), move || {
-        let hierarchy = Hierarchy::detect();
+        let hierarchy = Hierarchy::detect().open();
         let mut dirs = dirs.iter();
         let first = dirs
             .next()
