@@ -58,6 +58,8 @@ pub enum Op {
     Park,
     /// Setting the host name of a fresh UTS namespace.
     SetHostname,
+    /// Writing a new user namespace's uid or gid map.
+    WriteIdMap,
 }
 
 impl fmt::Display for Op {
@@ -79,6 +81,7 @@ impl fmt::Display for Op {
             Op::Inspect => "inspect",
             Op::Park => "park",
             Op::SetHostname => "set host name",
+            Op::WriteIdMap => "write id map",
         })
     }
 }

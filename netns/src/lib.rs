@@ -62,6 +62,7 @@
 
 mod create;
 mod error;
+mod holder;
 mod mountinfo;
 mod name;
 mod netns;
@@ -73,12 +74,14 @@ mod remove;
 mod run_in;
 pub mod syscall;
 mod thread;
+mod user_ns;
 
 pub use error::{Error, Op, Result};
 pub use netns::NetNs;
 pub use pin_dir::{Cleanup, PinDir, IPROUTE2_PIN_DIR};
 pub use pod_ns::PinnedKind;
 pub use remove::Removal;
+pub use user_ns::{id_map_text, user_pin_name, IdRange, UserPod, UserPodPins};
 
 #[cfg(test)]
 mod tests {

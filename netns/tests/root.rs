@@ -623,3 +623,65 @@ fn ipc_and_uts_pins_hold_fresh_namespaces_with_the_host_name_and_go_away() {
     assert_eq!(dir.remove("pod-u.ipc").unwrap(), Removal::Removed);
     assert!(dir.list().unwrap().is_empty());
 }
+
+#[test]
+fn a_user_pod_owns_its_namespaces_with_the_mapping_and_leaves_no_process() {
+    if !root() {
+        return;
+    }
+    let scratch = Scratch::new();
+    let dir = PinDir::prepare(scratch.path().join("pins")).unwrap();
+    let ids = vec![netns::IdRange {
+        container_id: 0,
+        host_id: 231_072,
+        length: 65_536,
+    }];
+    let pod = netns::UserPod {
+        uids: ids.clone(),
+        gids: ids,
+        network: true,
+        ipc: true,
+        uts: Some("userns-host".into()),
+    };
+    let children_before = fs::read_to_string("/proc/thread-self/children").unwrap_or_default();
+    let pins = dir.create_user_pod("pod-x", &pod).unwrap();
+    assert_eq!(
+        fs::read_to_string("/proc/thread-self/children").unwrap_or_default(),
+        children_before,
+        "the holder was reaped"
+    );
+    // As a container joins them: user namespace first, then the others,
+    // which its root may administer because the user namespace owns them.
+    let script = "cat /proc/self/uid_map /proc/self/gid_map; hostname; \
+                  cat /sys/class/net/lo/flags; ip addr add 10.9.9.9/32 dev lo && echo owned";
+    let out = Command::new("nsenter")
+        .arg(format!("--user={}", pins.user.display()))
+        .arg(format!(
+            "--net={}",
+            pins.network.as_ref().unwrap().display()
+        ))
+        .arg(format!("--uts={}", pins.uts.as_ref().unwrap().display()))
+        .arg(format!("--ipc={}", pins.ipc.as_ref().unwrap().display()))
+        .args(["sh", "-c", script])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let fields: Vec<Vec<&str>> = text
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(fields[0], ["0", "231072", "65536"], "{text}");
+    assert_eq!(fields[1], ["0", "231072", "65536"], "{text}");
+    assert_eq!(fields[2], ["userns-host"], "{text}");
+    // IFF_UP (0x1) set on lo.
+    let flags = u32::from_str_radix(fields[3][0].trim_start_matches("0x"), 16).unwrap();
+    assert_eq!(flags & 1, 1, "{text}");
+    assert!(
+        text.contains("owned"),
+        "{text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for name in ["pod-x.user", "pod-x", "pod-x.ipc", "pod-x.uts"] {
+        assert_eq!(dir.remove(name).unwrap(), Removal::Removed, "{name}");
+    }
+}

@@ -12,7 +12,7 @@ use nix::sched::CloneFlags;
 use nix::sys::socket::{socket, AddressFamily, SockFlag, SockType};
 use nix::sys::stat::Mode;
 
-use super::{FileId, Syscall};
+use super::{FileId, NsHolder, Syscall};
 
 /// [`Syscall`] backed by the running kernel.
 ///
@@ -136,6 +136,18 @@ impl Syscall for LinuxSyscall {
 
     fn set_hostname(&self, name: &str) -> nix::Result<()> {
         nix::unistd::sethostname(name)
+    }
+
+    fn spawn_ns_holder(&self, flags: CloneFlags, hostname: Option<&str>) -> nix::Result<NsHolder> {
+        crate::holder::spawn(flags, hostname)
+    }
+
+    fn write_proc(&self, pid: i32, file: &str, text: &str) -> nix::Result<()> {
+        std::fs::write(format!("/proc/{pid}/{file}"), text).map_err(errno_of)
+    }
+
+    fn end_ns_holder(&self, holder: NsHolder) {
+        crate::holder::end(holder)
     }
 }
 

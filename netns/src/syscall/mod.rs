@@ -86,4 +86,23 @@ pub trait Syscall: fmt::Debug + Send + Sync {
     /// `sethostname(2)`: the host name of the calling thread's UTS
     /// namespace.
     fn set_hostname(&self, name: &str) -> nix::Result<()>;
+    /// Starts a process in new namespaces (`clone(2)` with `flags`, which
+    /// include `CLONE_NEWUSER`: the others are then owned by the new user
+    /// namespace). The process sets `hostname` (if any) and brings `lo` up
+    /// when it has a new network namespace, then waits until
+    /// [`Syscall::end_ns_holder`]; it dies with the thread that made it.
+    fn spawn_ns_holder(&self, flags: CloneFlags, hostname: Option<&str>) -> nix::Result<NsHolder>;
+    /// Writes `text` to `/proc/<pid>/<file>` (`uid_map`, `gid_map`).
+    fn write_proc(&self, pid: i32, file: &str, text: &str) -> nix::Result<()>;
+    /// Lets the holder exit and reaps it.
+    fn end_ns_holder(&self, holder: NsHolder);
+}
+
+/// A process holding new namespaces (see [`Syscall::spawn_ns_holder`]).
+#[derive(Debug)]
+pub struct NsHolder {
+    /// Its pid: its namespaces are under `/proc/<pid>/ns/`.
+    pub pid: i32,
+    /// Writing a byte (or closing) lets it exit.
+    pub release: OwnedFd,
 }

@@ -37,6 +37,9 @@ pub enum CallKind {
     FileId,
     InterfaceUp,
     SetHostname,
+    SpawnNsHolder,
+    WriteProc,
+    EndNsHolder,
 }
 
 /// One call with its interesting arguments.
@@ -69,6 +72,16 @@ pub enum Call {
     FileId,
     InterfaceUp(String),
     SetHostname(String),
+    SpawnNsHolder {
+        flags: CloneFlags,
+        hostname: Option<String>,
+    },
+    WriteProc {
+        pid: i32,
+        file: String,
+        text: String,
+    },
+    EndNsHolder(i32),
 }
 
 impl Call {
@@ -91,6 +104,9 @@ impl Call {
             Call::FileId => CallKind::FileId,
             Call::InterfaceUp(_) => CallKind::InterfaceUp,
             Call::SetHostname(_) => CallKind::SetHostname,
+            Call::SpawnNsHolder { .. } => CallKind::SpawnNsHolder,
+            Call::WriteProc { .. } => CallKind::WriteProc,
+            Call::EndNsHolder(_) => CallKind::EndNsHolder,
         }
     }
 }
@@ -160,6 +176,9 @@ impl Default for RecordingSyscall {
 }
 
 impl RecordingSyscall {
+    /// The pid of every holder [`Syscall::spawn_ns_holder`] "starts".
+    pub const HOLDER_PID: i32 = 4242;
+
     /// A double with an empty filesystem (only `/`).
     pub fn new() -> Self {
         RecordingSyscall {
@@ -337,13 +356,19 @@ impl Syscall for RecordingSyscall {
             return Err(Errno::ENOENT);
         }
         *st.mounts.entry(target.to_path_buf()).or_default() += 1;
+        let holder_ns = format!("/proc/{}/ns", Self::HOLDER_PID);
         let kind = source
-            .and_then(|s| s.strip_prefix("/proc/thread-self/ns").ok())
+            .and_then(|s| {
+                s.strip_prefix("/proc/thread-self/ns")
+                    .or_else(|_| s.strip_prefix(&holder_ns))
+                    .ok()
+            })
             .and_then(|k| k.to_str())
             .and_then(|k| match k {
                 "ipc" => Some(libc::CLONE_NEWIPC),
                 "uts" => Some(libc::CLONE_NEWUTS),
                 "net" => Some(libc::CLONE_NEWNET),
+                "user" => Some(libc::CLONE_NEWUSER),
                 _ => None,
             });
         if let Some(kind) = kind {
@@ -486,6 +511,37 @@ impl Syscall for RecordingSyscall {
 
     fn set_hostname(&self, name: &str) -> nix::Result<()> {
         self.record(Call::SetHostname(name.to_owned())).map(drop)
+    }
+
+    /// A holder with pid [`RecordingSyscall::HOLDER_PID`]; its release
+    /// descriptor is `/dev/null`.
+    fn spawn_ns_holder(
+        &self,
+        flags: CloneFlags,
+        hostname: Option<&str>,
+    ) -> nix::Result<super::NsHolder> {
+        drop(self.record(Call::SpawnNsHolder {
+            flags,
+            hostname: hostname.map(str::to_owned),
+        })?);
+        let release = std::fs::File::open("/dev/null").map_err(|_| nix::errno::Errno::EIO)?;
+        Ok(super::NsHolder {
+            pid: Self::HOLDER_PID,
+            release: release.into(),
+        })
+    }
+
+    fn write_proc(&self, pid: i32, file: &str, text: &str) -> nix::Result<()> {
+        self.record(Call::WriteProc {
+            pid,
+            file: file.to_owned(),
+            text: text.to_owned(),
+        })
+        .map(drop)
+    }
+
+    fn end_ns_holder(&self, holder: super::NsHolder) {
+        drop(self.record(Call::EndNsHolder(holder.pid)));
     }
 }
 
