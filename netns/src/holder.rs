@@ -96,12 +96,7 @@ pub(crate) fn end(holder: NsHolder) {
     let _ = nix::unistd::write(&holder.release, &[1]);
     drop(holder.release);
     let pid = nix::unistd::Pid::from_raw(holder.pid);
-    loop {
-        match nix::sys::wait::waitpid(pid, None) {
-            Err(Errno::EINTR) => continue,
-            _ => break,
-        }
-    }
+    while let Err(Errno::EINTR) = nix::sys::wait::waitpid(pid, None) {}
 }
 
 /// The child: async-signal-safe system calls only.
