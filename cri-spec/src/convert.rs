@@ -37,6 +37,8 @@ pub fn namespace_options(options: Option<&cri::NamespaceOption>) -> NamespaceOpt
         pid: namespace_mode(o.pid),
         ipc: namespace_mode(o.ipc),
         target_id: Some(o.target_id.clone()).filter(|t| !t.is_empty()),
+        // Checked apart: see crate::user_namespace.
+        user: None,
     }
 }
 
@@ -47,7 +49,9 @@ pub fn cri_namespace_options(options: &NamespaceOptions) -> cri::NamespaceOption
         pid: cri_namespace_mode(options.pid),
         ipc: cri_namespace_mode(options.ipc),
         target_id: options.target_id.clone().unwrap_or_default(),
-        userns_options: None,
+        userns_options: Some(crate::user_namespace::cri_user_namespace(
+            options.user.as_ref(),
+        )),
     }
 }
 

@@ -56,3 +56,4 @@ pub mod seccomp;
 pub mod security;
 pub mod stop_signal;
 pub mod sysctls;
+pub mod user_namespace;

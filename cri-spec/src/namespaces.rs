@@ -2,7 +2,7 @@
 //! path), or the host's. One place for both the infra container, which
 //! makes the pod's namespaces, and the workload containers, which join them.
 
-use oci_shim::spec::{ContainerSpec, NamespaceKind, NamespaceSpec};
+use oci_shim::spec::{ContainerSpec, IdMappings, NamespaceKind, NamespaceSpec};
 use sandbox_core::{NamespaceMode, NamespaceOptions};
 use std::path::PathBuf;
 
@@ -20,6 +20,9 @@ pub struct PodNamespaces {
     pub ipc_pin: Option<PathBuf>,
     /// The pod's pinned UTS namespace, for a pod without an infra container.
     pub uts_pin: Option<PathBuf>,
+    /// The pod's pinned user namespace (its mapping is in
+    /// `options.user`); every container joins it, the infra one included.
+    pub userns_pin: Option<PathBuf>,
     /// gVisor keeps a pod's namespaces inside its sandbox: containers join
     /// them through the sandbox annotations, not by host path.
     pub on_gvisor: bool,
@@ -52,6 +55,25 @@ impl PodNamespaces {
             (false, None, None) => NamespaceSource::New,
         }
     }
+
+    /// Joins the pod's user namespace, if it has one, with its mapping.
+    fn join_user(&self, spec: &mut ContainerSpec) {
+        let (Some(pin), Some(user)) = (&self.userns_pin, &self.options.user) else {
+            set_namespace(spec, NamespaceKind::User, NamespaceSource::Host);
+            return;
+        };
+        set_namespace(spec, NamespaceKind::User, NamespaceSource::Join(pin.clone()));
+        let ranges = |ranges: &[sandbox_core::IdMapping]| {
+            ranges
+                .iter()
+                .map(|r| (r.container_id, r.host_id, r.length))
+                .collect()
+        };
+        spec.id_mappings = Some(IdMappings {
+            uids: ranges(&user.uids),
+            gids: ranges(&user.gids),
+        });
+    }
 }
 
 /// Sets the infra container's namespaces: it makes the pod's IPC, UTS and
@@ -79,10 +101,21 @@ pub fn infra_namespaces(spec: &mut ContainerSpec, pod: &PodNamespaces) {
         }
     };
     let ns = &pod.options;
+    // A pod with a user namespace had its IPC and UTS namespaces made
+    // with it (owned by it): the infra container joins those pins.
+    let own_or_pin = |mode: NamespaceMode, pin: &Option<PathBuf>| match pin {
+        Some(pin) if mode != NamespaceMode::Node => NamespaceSource::Join(pin.clone()),
+        _ => own(mode),
+    };
     set_namespace(spec, NamespaceKind::Network, pod.network());
-    set_namespace(spec, NamespaceKind::Ipc, own(ns.ipc));
+    set_namespace(spec, NamespaceKind::Ipc, own_or_pin(ns.ipc, &pod.ipc_pin));
     set_namespace(spec, NamespaceKind::Pid, own(ns.pid));
-    set_namespace(spec, NamespaceKind::Uts, own(ns.network));
+    set_namespace(
+        spec,
+        NamespaceKind::Uts,
+        own_or_pin(ns.network, &pod.uts_pin),
+    );
+    pod.join_user(spec);
 }
 
 /// Sets a workload container's namespaces: the pod's network, IPC and UTS;
@@ -132,6 +165,7 @@ pub fn container_namespaces(
         }
     };
     set_namespace(spec, NamespaceKind::Pid, pid);
+    pod.join_user(spec);
     Ok(())
 }
 
@@ -207,5 +241,54 @@ mod tests {
         // Each container has a PID namespace of its own (no pod-wide one
         // without an infra container).
         assert_eq!(path(NamespaceKind::Pid), Some(None));
+    }
+
+    #[test]
+    fn a_pod_with_a_user_namespace_has_every_container_join_it_with_the_mapping() {
+        let ids = vec![sandbox_core::IdMapping {
+            container_id: 0,
+            host_id: 65536,
+            length: 65536,
+        }];
+        let pod = PodNamespaces {
+            netns: Some("/pins/p".into()),
+            ipc_pin: Some("/pins/p.ipc".into()),
+            uts_pin: Some("/pins/p.uts".into()),
+            userns_pin: Some("/pins/p.user".into()),
+            options: NamespaceOptions {
+                user: Some(sandbox_core::UserNamespace {
+                    uids: ids.clone(),
+                    gids: ids,
+                }),
+                ..NamespaceOptions::default()
+            },
+            ..PodNamespaces::default()
+        };
+        let path = |spec: &ContainerSpec, kind| {
+            spec.namespaces
+                .iter()
+                .find(|n| n.kind == kind)
+                .and_then(|n| n.path.clone())
+        };
+        let mut infra = ContainerSpec::new("/r", ["/pause"]);
+        infra_namespaces(&mut infra, &pod);
+        let mut app = ContainerSpec::new("/r", ["/app"]);
+        container_namespaces(&mut app, &pod, &NamespaceOptions::default(), None).unwrap();
+        for spec in [&infra, &app] {
+            assert_eq!(path(spec, NamespaceKind::User), Some("/pins/p.user".into()));
+            assert_eq!(path(spec, NamespaceKind::Ipc), Some("/pins/p.ipc".into()));
+            assert_eq!(path(spec, NamespaceKind::Uts), Some("/pins/p.uts".into()));
+            let maps = spec.id_mappings.as_ref().unwrap();
+            assert_eq!(maps.uids, vec![(0, 65536, 65536)]);
+        }
+        // Without one: no user namespace, no mapping.
+        let mut plain = ContainerSpec::new("/r", ["/app"]);
+        let pod = PodNamespaces {
+            userns_pin: None,
+            ..pod
+        };
+        container_namespaces(&mut plain, &pod, &NamespaceOptions::default(), None).unwrap();
+        assert!(plain.namespaces.iter().all(|n| n.kind != NamespaceKind::User));
+        assert!(plain.id_mappings.is_none());
     }
 }

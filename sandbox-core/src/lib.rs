@@ -80,6 +80,7 @@ pub use filter::{All, ContainerFilter, Filter, SandboxFilter};
 pub use name_registrar::NameRegistrar;
 pub use prefix_index::PrefixIndex;
 pub use sandbox::{
-    NamespaceMode, NamespaceOptions, PodMetadata, PortMapping, Protocol, Sandbox, SandboxState,
+    IdMapping, NamespaceMode, NamespaceOptions, PodMetadata, PortMapping, Protocol, Sandbox,
+    SandboxState, UserNamespace,
 };
 pub use store::{ContainerStore, Record, SandboxStore, Store};

@@ -136,6 +136,55 @@ pub struct NamespaceOptions {
     /// The container whose namespace to join when a mode is
     /// [`NamespaceMode::Target`].
     pub target_id: Option<String>,
+    /// The pod's own user namespace (Kubernetes `hostUsers: false`); `None`
+    /// for the host's.
+    pub user: Option<UserNamespace>,
+}
+
+/// A pod's user namespace: which host ids its ids are.
+///
+/// # Examples
+///
+/// ```
+/// use sandbox_core::{IdMapping, UserNamespace};
+///
+/// let ids = vec![IdMapping { container_id: 0, host_id: 65536, length: 65536 }];
+/// let userns = UserNamespace { uids: ids.clone(), gids: ids };
+/// assert_eq!(userns.host_root(), Some((65536, 65536)));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct UserNamespace {
+    /// User id ranges.
+    pub uids: Vec<IdMapping>,
+    /// Group id ranges.
+    pub gids: Vec<IdMapping>,
+}
+
+impl UserNamespace {
+    /// The host uid and gid of the namespace's root, if it maps root.
+    pub fn host_root(&self) -> Option<(u32, u32)> {
+        Some((to_host(&self.uids, 0)?, to_host(&self.gids, 0)?))
+    }
+}
+
+/// The host id of `id` under `ranges`.
+fn to_host(ranges: &[IdMapping], id: u32) -> Option<u32> {
+    ranges.iter().find_map(|r| {
+        let offset = id.checked_sub(r.container_id)?;
+        (offset < r.length).then(|| r.host_id.checked_add(offset))?
+    })
+}
+
+/// One range of a user namespace's id mapping.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+pub struct IdMapping {
+    /// The first id inside the namespace.
+    pub container_id: u32,
+    /// The host id it is.
+    pub host_id: u32,
+    /// How many ids the range holds.
+    pub length: u32,
 }
 
 /// The transport protocol of a port mapping.
@@ -228,11 +277,16 @@ pub struct Sandbox {
     /// `None` for host-network pods or before the namespace exists.
     pub netns_path: Option<PathBuf>,
     /// The pinned IPC namespace its containers join, for a pod without an
-    /// infra container that has an IPC namespace of its own.
+    /// infra container (or with a user namespace) that has an IPC namespace
+    /// of its own.
     pub ipc_path: Option<PathBuf>,
     /// The pinned UTS namespace (with the pod's host name) its containers
-    /// join, for a pod without an infra container on a network of its own.
+    /// join, for a pod without an infra container (or with a user
+    /// namespace) on a network of its own.
     pub uts_path: Option<PathBuf>,
+    /// The pinned user namespace every container of the pod joins (see
+    /// [`NamespaceOptions::user`]).
+    pub userns_path: Option<PathBuf>,
     /// The pod's `/dev/shm` mount, shared by its containers.
     pub shm_path: Option<PathBuf>,
     /// The cgroup parent kubelet asked for.

@@ -164,6 +164,16 @@ pub enum DecisionError {
         /// refuses it, in one sentence.
         reason: String,
     },
+    /// A pod asks for its own user namespace and for a privilege that
+    /// defeats it (Kubernetes refuses `hostUsers: false` with these too).
+    #[error(
+        "a pod with its own user namespace (hostUsers: false) cannot also have {causes}: \
+         its root would reach the host's"
+    )]
+    UserNamespaceWithPrivilege {
+        /// The privileges asked for, joined.
+        causes: String,
+    },
     /// Under `trusted_images = "verified"`, a container's image has no
     /// signature evidence and its pod does not run in the sandbox.
     #[error(

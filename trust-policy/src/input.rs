@@ -65,6 +65,9 @@ pub struct PodTrustInput<'a> {
     pub host_pid: bool,
     /// The pod shares the host's IPC namespace.
     pub host_ipc: bool,
+    /// The pod has a user namespace of its own (`hostUsers: false`): its
+    /// root is an unprivileged host user, which the reason says.
+    pub user_namespace: bool,
 }
 
 impl<'a> PodTrustInput<'a> {
@@ -89,6 +92,7 @@ impl<'a> PodTrustInput<'a> {
             host_network: false,
             host_pid: false,
             host_ipc: false,
+            user_namespace: false,
         }
     }
 

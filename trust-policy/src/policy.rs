@@ -185,11 +185,22 @@ impl TrustPolicy {
     /// ```
     pub fn decide(&self, input: &PodTrustInput<'_>) -> Result<Decision, DecisionError> {
         let hint = input.trust_hint()?;
-        let decision = if input.runtime_handler.is_empty() {
-            self.decide_by_trust(hint, &input.privilege_causes())?
+        let causes = input.privilege_causes();
+        if input.user_namespace && !causes.is_empty() {
+            return Err(DecisionError::UserNamespaceWithPrivilege {
+                causes: join(&causes),
+            });
+        }
+        let mut decision = if input.runtime_handler.is_empty() {
+            self.decide_by_trust(hint, &causes)?
         } else {
             self.decide_explicit(input.runtime_handler, hint)?
         };
+        if input.user_namespace {
+            decision
+                .reason
+                .push_str("; in its own user namespace (hostUsers: false): not privileged");
+        }
         tracing::debug!(
             handler = %decision.handler,
             trusted = decision.trusted,

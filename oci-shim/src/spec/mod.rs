@@ -18,7 +18,8 @@ pub use pod_role::PodRole;
 
 use crate::error::{Error, Result};
 use oci_spec::runtime::{
-    LinuxBuilder, LinuxCapabilities, LinuxCapabilitiesBuilder, LinuxDevice, LinuxNamespace,
+    LinuxBuilder, LinuxCapabilities, LinuxCapabilitiesBuilder, LinuxDevice, LinuxIdMapping,
+    LinuxIdMappingBuilder, LinuxNamespace,
     LinuxNamespaceBuilder, LinuxNamespaceType, LinuxResources, LinuxSeccomp, Mount, MountBuilder,
     PosixRlimitBuilder, PosixRlimitType, Process, ProcessBuilder, RootBuilder, Spec, SpecBuilder,
     UserBuilder,
@@ -73,6 +74,18 @@ pub struct ContainerSpec {
     /// The container's place in its pod, for runtimes that group a pod in
     /// one sandbox (gVisor).
     pub pod_role: Option<PodRole>,
+    /// The id mappings of the container's user namespace (whether it makes
+    /// or joins it: runc wants them either way).
+    pub id_mappings: Option<IdMappings>,
+}
+
+/// A user namespace's uid and gid mappings.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdMappings {
+    /// `(container id, host id, length)` ranges of user ids.
+    pub uids: Vec<(u32, u32, u32)>,
+    /// The same for group ids.
+    pub gids: Vec<(u32, u32, u32)>,
 }
 
 /// The container's process.
@@ -334,8 +347,29 @@ impl ContainerSpec {
         linux.set_resources(self.resources.clone());
         linux.set_seccomp(self.seccomp.clone());
         linux.set_rootfs_propagation(rootfs_propagation.map(str::to_owned));
-        linux.set_uid_mappings(None);
-        linux.set_gid_mappings(None);
+        let oci_ranges = |ranges: &[(u32, u32, u32)]| -> Result<Vec<LinuxIdMapping>> {
+            ranges
+                .iter()
+                .map(|&(container_id, host_id, size)| {
+                    LinuxIdMappingBuilder::default()
+                        .container_id(container_id)
+                        .host_id(host_id)
+                        .size(size)
+                        .build()
+                        .map_err(spec_err)
+                })
+                .collect()
+        };
+        match &self.id_mappings {
+            Some(maps) => {
+                linux.set_uid_mappings(Some(oci_ranges(&maps.uids)?));
+                linux.set_gid_mappings(Some(oci_ranges(&maps.gids)?));
+            }
+            None => {
+                linux.set_uid_mappings(None);
+                linux.set_gid_mappings(None);
+            }
+        }
 
         let mut annotations: HashMap<String, String> = self
             .annotations

@@ -658,6 +658,7 @@ fn check_row(
         host_network: causes.contains(&PrivilegeCause::HostNetwork),
         host_pid: causes.contains(&PrivilegeCause::HostPid),
         host_ipc: causes.contains(&PrivilegeCause::HostIpc),
+        user_namespace: false,
     };
     let row = format!(
         "hint={hint:?} keys={keys:?} default={default_trust} causes={causes:?} \
@@ -860,6 +861,7 @@ proptest! {
             host_network: flags[1],
             host_pid: flags[2],
             host_ipc: flags[3],
+            user_namespace: false,
         };
         let mut hinted = HashMap::new();
         if let Some(v) = &cri_o { hinted.insert(CRIO.to_owned(), v.clone()); }
@@ -994,4 +996,38 @@ fn the_sandbox_runs_unsigned_images_under_verified() {
     let decision = policy.decide(&privileged).unwrap();
     assert_eq!(decision.handler, "runc");
     assert!(policy.admit_image(&decision, &unsigned).is_err());
+}
+
+#[test]
+fn a_user_namespace_is_named_in_the_reason_and_never_privileged() {
+    let policy = policy(
+        Some("runsc"),
+        WorkloadTrust::Trusted,
+        PrivilegedUntrusted::TrustedRuntime,
+    );
+    let annotations = HashMap::new();
+    let input = PodTrustInput {
+        user_namespace: true,
+        ..PodTrustInput::new(&annotations)
+    };
+    let decision = policy.decide(&input).unwrap();
+    assert_eq!(decision.handler, "runc");
+    assert!(decision.trusted);
+    assert!(
+        decision.reason.ends_with("in its own user namespace (hostUsers: false): not privileged"),
+        "{}",
+        decision.reason
+    );
+    for privileged in [
+        PodTrustInput { privileged: true, ..input },
+        PodTrustInput { host_network: true, ..input },
+        PodTrustInput { host_pid: true, ..input },
+    ] {
+        let err = policy.decide(&privileged).unwrap_err();
+        assert!(
+            matches!(err, DecisionError::UserNamespaceWithPrivilege { .. }),
+            "{err}"
+        );
+        assert!(err.to_string().contains("user namespace"), "{err}");
+    }
 }
