@@ -23,6 +23,20 @@ pub struct Handler {
     pub features: RuntimeFeatures,
 }
 
+impl Handler {
+    /// Whether pods with a user namespace (`hostUsers: false`) can run on
+    /// it: runc-style runtimes that say they make user namespaces (the
+    /// daemon pins the namespace and idmaps the root filesystem itself, so
+    /// the runtime needs no idmapped-mount support). Not gVisor: runsc
+    /// (2022-12) fails to start a sandbox in a user namespace here ("error
+    /// setting up chroot: error converting mounts: operation not
+    /// permitted"), and its sentry is a user-space kernel of its own anyway.
+    pub fn user_namespaces(&self) -> bool {
+        self.runtime_config.kind == oci_shim::runtime::RuntimeKind::Runc
+            && self.features.user_namespaces()
+    }
+}
+
 /// Every configured handler, by name.
 #[derive(Clone, Default)]
 pub struct HandlerSet {

@@ -64,7 +64,8 @@ async fn restore_pod(
             Err(_) => {}
         }
     }
-    for path in [&sandbox.ipc_path, &sandbox.uts_path].into_iter().flatten() {
+    let others = [&sandbox.ipc_path, &sandbox.uts_path, &sandbox.userns_path];
+    for path in others.into_iter().flatten() {
         if let Some(name) = path.file_name().and_then(|n| n.to_str()) {
             kept_pins.push(name.to_string());
         }

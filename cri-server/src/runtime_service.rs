@@ -96,9 +96,7 @@ fn runtime_handlers(handlers: &crate::handlers::HandlerSet) -> Vec<cri::RuntimeH
             name: name.clone(),
             features: Some(cri::RuntimeHandlerFeatures {
                 recursive_read_only_mounts: h.features.recursive_read_only(),
-                // Pods in user namespaces are not implemented yet, whatever
-                // the runtime could do.
-                user_namespaces: false,
+                user_namespaces: h.user_namespaces(),
             }),
         })
         .collect()

@@ -62,7 +62,11 @@ impl PodNamespaces {
             set_namespace(spec, NamespaceKind::User, NamespaceSource::Host);
             return;
         };
-        set_namespace(spec, NamespaceKind::User, NamespaceSource::Join(pin.clone()));
+        set_namespace(
+            spec,
+            NamespaceKind::User,
+            NamespaceSource::Join(pin.clone()),
+        );
         let ranges = |ranges: &[sandbox_core::IdMapping]| {
             ranges
                 .iter()
@@ -288,7 +292,10 @@ mod tests {
             ..pod
         };
         container_namespaces(&mut plain, &pod, &NamespaceOptions::default(), None).unwrap();
-        assert!(plain.namespaces.iter().all(|n| n.kind != NamespaceKind::User));
+        assert!(plain
+            .namespaces
+            .iter()
+            .all(|n| n.kind != NamespaceKind::User));
         assert!(plain.id_mappings.is_none());
     }
 }

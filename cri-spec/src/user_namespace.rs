@@ -160,8 +160,12 @@ fn ranges(
             return Err(bad("holds host id 0: the pod's root would be the host's"));
         }
         let clash = checked.iter().any(|other| {
-            overlap(other.container_id, other.length, range.container_id, range.length)
-                || overlap(other.host_id, other.length, range.host_id, range.length)
+            overlap(
+                other.container_id,
+                other.length,
+                range.container_id,
+                range.length,
+            ) || overlap(other.host_id, other.length, range.host_id, range.length)
         });
         if clash {
             return Err(bad("overlaps another range"));
@@ -177,7 +181,12 @@ fn ranges(
 
 /// Whether `[a, a + a_len)` and `[b, b + b_len)` share an id.
 fn overlap(a: u32, a_len: u32, b: u32, b_len: u32) -> bool {
-    let (a, a_len, b, b_len) = (u64::from(a), u64::from(a_len), u64::from(b), u64::from(b_len));
+    let (a, a_len, b, b_len) = (
+        u64::from(a),
+        u64::from(a_len),
+        u64::from(b),
+        u64::from(b_len),
+    );
     a < b + b_len && b < a + a_len
 }
 
@@ -211,7 +220,14 @@ mod tests {
         let userns = user_namespace(Some(&pod(vec![map(0, 65536, 65536)])))
             .unwrap()
             .unwrap();
-        assert_eq!(userns.uids, vec![IdMapping { container_id: 0, host_id: 65536, length: 65536 }]);
+        assert_eq!(
+            userns.uids,
+            vec![IdMapping {
+                container_id: 0,
+                host_id: 65536,
+                length: 65536
+            }]
+        );
         let node = cri::UserNamespace {
             mode: cri::NamespaceMode::Node as i32,
             ..Default::default()
@@ -229,13 +245,21 @@ mod tests {
             (vec![map(0, 0, 65536)], "host id 0"),
             (vec![map(0, 65536, 0)], "empty"),
             (vec![map(0, u32::MAX - 10, 65536)], "past the largest"),
-            (vec![map(0, 65536, 65536), map(100, 200_000, 10)], "overlaps"),
+            (
+                vec![map(0, 65536, 65536), map(100, 200_000, 10)],
+                "overlaps",
+            ),
             (vec![map(0, 65536, 100), map(200, 65600, 10)], "overlaps"),
             (vec![map(1, 65536, 100)], "root"),
-            ((0..341).map(|i| map(i, 100_000 + i, 1)).collect(), "at most 340"),
+            (
+                (0..341).map(|i| map(i, 100_000 + i, 1)).collect(),
+                "at most 340",
+            ),
         ];
         for (uids, expected) in cases {
-            let err = user_namespace(Some(&pod(uids.clone()))).unwrap_err().to_string();
+            let err = user_namespace(Some(&pod(uids.clone())))
+                .unwrap_err()
+                .to_string();
             assert!(err.contains(expected), "{uids:?}: {err}");
         }
         let container = cri::UserNamespace {

@@ -24,7 +24,7 @@ pub fn find(daemon_dir: &Path, owners: &HashSet<String>, ever: &HashSet<String>)
             found.push(format!("mount {mount}"));
         }
     }
-    // A pod's pins: `<id>` (network), `<id>.ipc`, `<id>.uts`.
+    // A pod's pins: `<id>` (network), `<id>.ipc`, `<id>.uts`, `<id>.user`.
     for pin in dir_names(&daemon_dir.join("state/netns")) {
         if leaked(pin.split('.').next().unwrap_or_default()) {
             found.push(format!("namespace pin {pin}"));

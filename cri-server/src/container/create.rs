@@ -290,6 +290,7 @@ async fn write_bundle(
             infra_pid: sandbox.infra_container.as_ref().and_then(|c| c.pid),
             ipc_pin: sandbox.ipc_path.clone(),
             uts_pin: sandbox.uts_path.clone(),
+            userns_pin: sandbox.userns_path.clone(),
             on_gvisor,
         },
         pod_id: &sandbox.id,

@@ -28,6 +28,19 @@ pub struct PodFiles {
     pub hosts: PathBuf,
 }
 
+impl PodFiles {
+    /// Gives the files to `uid`:`gid` on the host: a pod with a user
+    /// namespace then sees them owned by its own root, as on the host they
+    /// belong to the host's (they are the daemon's, one copy per pod, so no
+    /// idmapped mount is needed).
+    pub fn chown(&self, uid: u32, gid: u32) -> std::io::Result<()> {
+        for file in [&self.resolv_conf, &self.hostname, &self.hosts] {
+            std::os::unix::fs::chown(file, Some(uid), Some(gid))?;
+        }
+        Ok(())
+    }
+}
+
 /// The file names inside a pod directory, and where each is mounted.
 pub const MOUNTS: [(&str, &str); 3] = [
     ("resolv.conf", "/etc/resolv.conf"),

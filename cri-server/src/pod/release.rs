@@ -93,6 +93,11 @@ pub async fn release_locked(daemon: &Arc<Daemon>, id: &str) -> Result<()> {
             .is_some()
             .then(|| netns::PinnedKind::Ipc.pin_name(id)),
         sandbox.uts_path.is_some().then(|| uts_pin_name(id)),
+        // Last: the user namespace owns the others.
+        sandbox
+            .userns_path
+            .is_some()
+            .then(|| netns::user_pin_name(id)),
     ]
     .into_iter()
     .flatten()
@@ -114,6 +119,7 @@ pub async fn release_locked(daemon: &Arc<Daemon>, id: &str) -> Result<()> {
         s.netns_path = None;
         s.ipc_path = None;
         s.uts_path = None;
+        s.userns_path = None;
         s.clone()
     })?;
     daemon.save_sandbox(&updated)?;
@@ -121,12 +127,13 @@ pub async fn release_locked(daemon: &Arc<Daemon>, id: &str) -> Result<()> {
     Ok(())
 }
 
-/// Every pin name pod `id` may have: network, IPC and UTS.
-pub fn pin_names(id: &str) -> [String; 3] {
+/// Every pin name pod `id` may have: network, IPC, UTS and user.
+pub fn pin_names(id: &str) -> [String; 4] {
     [
         id.to_string(),
         netns::PinnedKind::Ipc.pin_name(id),
         uts_pin_name(id),
+        netns::user_pin_name(id),
     ]
 }
 

@@ -26,6 +26,7 @@ pub async fn run(daemon: &Arc<Daemon>, request: cri::RunPodSandboxRequest) -> Re
     sandbox.trusted = decision.trusted;
     sandbox.trust_reason = decision.reason;
     sandbox.runtime_handler = decision.handler;
+    check_user_namespace(daemon, &sandbox)?;
 
     reserve_name(daemon, &sandbox).await?;
     let _guard = daemon.locks.lock(&sandbox.id).await;
@@ -86,7 +87,14 @@ fn new_sandbox(
     }
     let linux = config.linux.clone().unwrap_or_default();
     let security = linux.security_context.clone().unwrap_or_default();
-    let namespaces = convert::namespace_options(security.namespace_options.as_ref());
+    let mut namespaces = convert::namespace_options(security.namespace_options.as_ref());
+    namespaces.user = cri_spec::user_namespace::user_namespace(
+        security
+            .namespace_options
+            .as_ref()
+            .and_then(|o| o.userns_options.as_ref()),
+    )
+    .map_err(|e| invalid(&e))?;
     let sysctls = cri_spec::sysctls::validate(
         &linux.sysctls,
         namespaces.network == NamespaceMode::Node,
@@ -130,6 +138,7 @@ fn decide_trust(
     input.host_network = namespaces.network == NamespaceMode::Node;
     input.host_pid = namespaces.pid == NamespaceMode::Node;
     input.host_ipc = namespaces.ipc == NamespaceMode::Node;
+    input.user_namespace = namespaces.user.is_some();
     let decided = daemon.policy().decide(&input);
     daemon.metrics.trust_decision(match &decided {
         Ok(d) if d.trusted => TrustOutcome::Trusted,
@@ -151,6 +160,24 @@ fn decide_trust(
         "trust decision"
     );
     Ok(decision)
+}
+
+/// Refuses a pod with a user namespace on a handler that cannot run one
+/// (kubelet checks Status first; this is for pods the trust policy sent
+/// elsewhere, and for clients that do not check).
+fn check_user_namespace(daemon: &Daemon, sandbox: &Sandbox) -> Result<()> {
+    if sandbox.namespace_options.user.is_none() {
+        return Ok(());
+    }
+    let handlers = daemon.handlers();
+    match handlers.get(&sandbox.runtime_handler) {
+        Some(h) if h.user_namespaces() => Ok(()),
+        _ => Err(Error::FailedPrecondition(format!(
+            "pod {}: runtime handler {:?} (chosen because: {}) cannot run pods with a user \
+             namespace (hostUsers: false)",
+            sandbox.name, sandbox.runtime_handler, sandbox.trust_reason
+        ))),
+    }
 }
 
 /// Reserves the pod's name. A name held by a pod that is no longer ready
@@ -201,7 +228,9 @@ async fn start(
     sysctls: std::collections::BTreeMap<String, String>,
 ) -> Result<()> {
     let host_network = sandbox.namespace_options.network == NamespaceMode::Node;
-    if !host_network {
+    if sandbox.namespace_options.user.is_some() {
+        pin_user_namespaces(daemon, sandbox).await?;
+    } else if !host_network {
         let pins = daemon.pins.clone();
         let id = sandbox.id.clone();
         let ns = tokio::task::spawn_blocking(move || NetNs::create(&pins, &id))
@@ -233,6 +262,12 @@ async fn start(
             start_infra(daemon, shared, handler, sysctls)
                 .await
                 .map(|(pid, argv)| Holder::Infra { pid, argv })
+        } else if shared.userns_path.is_some() {
+            // Pinned with the user namespace already.
+            Ok(Holder::Pins {
+                ipc: shared.ipc_path.clone(),
+                uts: shared.uts_path.clone(),
+            })
         } else {
             pin_namespaces(daemon, shared).await
         }
@@ -264,6 +299,16 @@ async fn start(
         host_network,
     )
     .map_err(|e| Error::internal(format!("pod {} files", sandbox.id), e))?;
+    if let Some((uid, gid)) = sandbox
+        .namespace_options
+        .user
+        .as_ref()
+        .and_then(|u| u.host_root())
+    {
+        files
+            .chown(uid, gid)
+            .map_err(|e| Error::internal(format!("pod {} files", sandbox.id), e))?;
+    }
     sandbox.resolv_path = Some(files.resolv_conf);
 
     let now = sandbox_core::timestamp::now();
@@ -319,6 +364,46 @@ fn needs_infra(
         || sandbox.namespace_options.pid == NamespaceMode::Pod
         || !sysctls.is_empty()
         || sandbox.privileged
+}
+
+/// Makes the pod's user namespace and, owned by it, its network, IPC and
+/// UTS namespaces, all pinned (see `netns::PinDir::create_user_pod`). The
+/// pins are recorded on the pod at once, so `undo` removes them if a later
+/// step fails.
+async fn pin_user_namespaces(daemon: &Arc<Daemon>, sandbox: &mut Sandbox) -> Result<()> {
+    let Some(user) = sandbox.namespace_options.user.clone() else {
+        return Ok(());
+    };
+    let ranges = |ranges: &[sandbox_core::IdMapping]| {
+        ranges
+            .iter()
+            .map(|r| netns::IdRange {
+                container_id: r.container_id,
+                host_id: r.host_id,
+                length: r.length,
+            })
+            .collect()
+    };
+    let options = &sandbox.namespace_options;
+    let own_network = options.network != NamespaceMode::Node;
+    let pod = netns::UserPod {
+        uids: ranges(&user.uids),
+        gids: ranges(&user.gids),
+        network: own_network,
+        ipc: options.ipc != NamespaceMode::Node,
+        uts: own_network.then(|| sandbox.hostname.clone()),
+    };
+    let pins = daemon.pins.clone();
+    let id = sandbox.id.clone();
+    let made = tokio::task::spawn_blocking(move || pins.create_user_pod(&id, &pod))
+        .await
+        .map_err(|e| Error::internal(format!("pod {}", sandbox.id), e))??;
+    sandbox.userns_path = Some(made.user);
+    sandbox.netns_path = made.network;
+    sandbox.ipc_path = made.ipc;
+    sandbox.uts_path = made.uts;
+    crate::fault::point("run_pod_sandbox.netns_pinned");
+    Ok(())
 }
 
 /// Pins the pod's own IPC and UTS namespaces (not the host's it asked
@@ -402,6 +487,9 @@ async fn write_infra_bundle(
         &PodNamespaces {
             netns: sandbox.netns_path.clone(),
             options: sandbox.namespace_options.clone(),
+            ipc_pin: sandbox.ipc_path.clone(),
+            uts_pin: sandbox.uts_path.clone(),
+            userns_pin: sandbox.userns_path.clone(),
             ..PodNamespaces::default()
         },
     );

@@ -106,5 +106,8 @@ pub async fn stop_locked(daemon: &Arc<Daemon>, id: &str) -> Result<()> {
 /// Whether the pod holds pinned namespaces, which its stop leaves to
 /// release (`network_release_pending`).
 fn has_pins(s: &sandbox_core::Sandbox) -> bool {
-    s.netns_path.is_some() || s.ipc_path.is_some() || s.uts_path.is_some()
+    s.netns_path.is_some()
+        || s.ipc_path.is_some()
+        || s.uts_path.is_some()
+        || s.userns_path.is_some()
 }

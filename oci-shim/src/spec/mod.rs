@@ -19,10 +19,9 @@ pub use pod_role::PodRole;
 use crate::error::{Error, Result};
 use oci_spec::runtime::{
     LinuxBuilder, LinuxCapabilities, LinuxCapabilitiesBuilder, LinuxDevice, LinuxIdMapping,
-    LinuxIdMappingBuilder, LinuxNamespace,
-    LinuxNamespaceBuilder, LinuxNamespaceType, LinuxResources, LinuxSeccomp, Mount, MountBuilder,
-    PosixRlimitBuilder, PosixRlimitType, Process, ProcessBuilder, RootBuilder, Spec, SpecBuilder,
-    UserBuilder,
+    LinuxIdMappingBuilder, LinuxNamespace, LinuxNamespaceBuilder, LinuxNamespaceType,
+    LinuxResources, LinuxSeccomp, Mount, MountBuilder, PosixRlimitBuilder, PosixRlimitType,
+    Process, ProcessBuilder, RootBuilder, Spec, SpecBuilder, UserBuilder,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};

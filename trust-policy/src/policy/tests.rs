@@ -1014,14 +1014,25 @@ fn a_user_namespace_is_named_in_the_reason_and_never_privileged() {
     assert_eq!(decision.handler, "runc");
     assert!(decision.trusted);
     assert!(
-        decision.reason.ends_with("in its own user namespace (hostUsers: false): not privileged"),
+        decision
+            .reason
+            .ends_with("in its own user namespace (hostUsers: false): not privileged"),
         "{}",
         decision.reason
     );
     for privileged in [
-        PodTrustInput { privileged: true, ..input },
-        PodTrustInput { host_network: true, ..input },
-        PodTrustInput { host_pid: true, ..input },
+        PodTrustInput {
+            privileged: true,
+            ..input
+        },
+        PodTrustInput {
+            host_network: true,
+            ..input
+        },
+        PodTrustInput {
+            host_pid: true,
+            ..input
+        },
     ] {
         let err = policy.decide(&privileged).unwrap_err();
         assert!(
