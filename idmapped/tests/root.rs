@@ -9,7 +9,7 @@ struct UserNs(Child);
 
 impl UserNs {
     fn new() -> UserNs {
-        let child = Command::new("unshare")
+        let mut child = Command::new("unshare")
             .args(["--user", "sleep", "60"])
             .stdin(Stdio::null())
             .spawn()
@@ -28,6 +28,8 @@ impl UserNs {
             }
             std::thread::sleep(std::time::Duration::from_millis(10));
         }
+        let _ = child.kill();
+        let _ = child.wait();
         panic!("no user namespace appeared for {pid}");
     }
 
