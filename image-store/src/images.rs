@@ -5,7 +5,7 @@
 //! [`ImageStore`] is the real thing. With the `mock` feature,
 //! `MockContainerImages` (mockall) stands in for it in other crates' tests.
 
-use crate::{Credentials, FsUsage, Image, ImageStore, Result, RootFs};
+use crate::{Credentials, FsUsage, Image, ImageStore, Result, RootFs, RootFsIdmap};
 use async_trait::async_trait;
 
 /// Images pulled, looked up and removed, and the root filesystems of the
@@ -31,6 +31,15 @@ pub trait ContainerImages: Send + Sync {
         image_id: &str,
         container_id: &str,
         readonly: bool,
+    ) -> Result<RootFs>;
+    /// [`ContainerImages::create_rootfs`] for a container in a user
+    /// namespace, its layers shown through `idmap`'s mapping.
+    async fn create_rootfs_mapped(
+        &self,
+        image_id: &str,
+        container_id: &str,
+        readonly: bool,
+        idmap: RootFsIdmap,
     ) -> Result<RootFs>;
     /// Unmounts and removes container `container_id`'s root filesystem;
     /// nothing to remove is not an error.
@@ -71,6 +80,15 @@ impl ContainerImages for ImageStore {
         readonly: bool,
     ) -> Result<RootFs> {
         ImageStore::create_rootfs(self, image_id, container_id, readonly).await
+    }
+    async fn create_rootfs_mapped(
+        &self,
+        image_id: &str,
+        container_id: &str,
+        readonly: bool,
+        idmap: RootFsIdmap,
+    ) -> Result<RootFs> {
+        ImageStore::create_rootfs_mapped(self, image_id, container_id, readonly, Some(idmap)).await
     }
     async fn remove_rootfs(&self, container_id: &str) -> Result<()> {
         ImageStore::remove_rootfs(self, container_id).await

@@ -112,5 +112,5 @@ pub use options::{
 pub use progress::MIN_PROGRESS_BYTES;
 pub use reference::{ImageReference, ReferenceError};
 pub use registries::{Endpoint, Registries, RegistriesConfig, RegistryConfig};
-pub use rootfs::RootFs;
+pub use rootfs::{RootFs, RootFsIdmap};
 pub use store::{FsUsage, ImageStore, Recheck};

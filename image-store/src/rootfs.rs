@@ -36,6 +36,20 @@ pub struct RootFs {
     pub readonly: bool,
 }
 
+/// How a root filesystem is shown to a container in a user namespace: its
+/// image layers through idmapped mounts with the namespace's mapping (so
+/// files owned by host root on disk are owned by the container's root),
+/// and its writable layer owned by the host ids the container's root is.
+/// No layer is ever chowned, and every container still shares them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RootFsIdmap {
+    /// The user namespace whose mapping applies (a pin or
+    /// `/proc/<pid>/ns/user`).
+    pub userns: PathBuf,
+    /// The host uid and gid of the container's root.
+    pub root: (u32, u32),
+}
+
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Usage {
@@ -84,6 +98,8 @@ pub(crate) struct Overlay {
     pub work: PathBuf,
     /// Mount read-only.
     pub readonly: bool,
+    /// Lower directories shown through this mapping.
+    pub idmap: Option<RootFsIdmap>,
 }
 
 /// Every kernel call root filesystems make: [`KernelMounts`] makes them;
@@ -103,7 +119,10 @@ pub(crate) struct KernelMounts;
 
 impl Mounts for KernelMounts {
     fn mount_overlay(&self, overlay: &Overlay) -> Result<(), (&'static str, nix::errno::Errno)> {
-        mount_overlay(overlay)
+        match &overlay.idmap {
+            Some(idmap) => mount_idmapped_overlay(overlay, idmap),
+            None => mount_overlay(overlay),
+        }
     }
 
     fn unmount(&self, target: &Path) -> Result<(), nix::errno::Errno> {
@@ -174,6 +193,50 @@ fn mount_overlay(overlay: &Overlay) -> Result<(), (&'static str, nix::errno::Err
         }
     }
     mount_overlay_with(overlay, false)
+}
+
+/// Where a container's idmapped lower layers are mounted while its overlay
+/// is made (beside `upper` and `work`).
+const IDMAPPED: &str = "idmapped";
+
+/// Mounts `overlay` over idmapped copies of its lower directories
+/// (overlayfs takes idmapped layers since Linux 5.19). Each layer is
+/// mounted idmapped on `<container dir>/idmapped/<n>` only until the
+/// overlay holds it: overlayfs keeps private clones of its layers, so the
+/// temporary mounts are detached again whatever happens, and nothing stays
+/// behind on any path.
+fn mount_idmapped_overlay(
+    overlay: &Overlay,
+    idmap: &RootFsIdmap,
+) -> Result<(), (&'static str, nix::errno::Errno)> {
+    let errno_of =
+        |e: &std::io::Error| nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO));
+    let dir = overlay
+        .upper
+        .parent()
+        .unwrap_or(&overlay.upper)
+        .join(IDMAPPED);
+    let mut mapped = Vec::with_capacity(overlay.lower.len());
+    let made = (|| {
+        for (i, lower) in overlay.lower.iter().enumerate() {
+            let target = dir.join(i.to_string());
+            fs::create_dir_all(&target)
+                .map_err(|e| ("create idmapped layer mount point", errno_of(&e)))?;
+            idmapped::mount(lower, &target, &idmap.userns, idmapped::Recursive::No)
+                .map_err(|e| (e.step, errno_of(&e.errno)))?;
+            mapped.push(target);
+        }
+        mount_overlay(&Overlay {
+            lower: mapped.clone(),
+            idmap: None,
+            ..overlay.clone()
+        })
+    })();
+    for target in &mapped {
+        let _ = umount2(target, MntFlags::MNT_DETACH);
+    }
+    let _ = fs::remove_dir_all(&dir);
+    made
 }
 
 /// The legacy `mount(2)` data string for `overlay`.
@@ -366,6 +429,7 @@ impl RootFsDir {
         chain: &[ChainId],
         container_id: &str,
         readonly: bool,
+        idmap: Option<&RootFsIdmap>,
     ) -> Result<RootFs> {
         let lower: Vec<PathBuf> = chain.iter().map(|c| self.layers.path(c)).collect();
         let lower = lower.as_slice();
@@ -399,7 +463,7 @@ impl RootFsDir {
         // After a reboot the directory exists with the container's upper
         // layer in it: a failed remount must not throw that away.
         let fresh = !dir.exists();
-        let made = self.prepare_and_mount(&dir, &rootfs, lower);
+        let made = self.prepare_and_mount(&dir, &rootfs, lower, idmap);
         if made.is_err() && fresh {
             // Nothing half-made stays behind, and above all no image.json
             // that would keep the image "in use" forever.
@@ -409,10 +473,26 @@ impl RootFsDir {
         Ok(rootfs)
     }
 
-    fn prepare_and_mount(&self, dir: &Path, rootfs: &RootFs, lower: &[PathBuf]) -> Result<()> {
+    fn prepare_and_mount(
+        &self,
+        dir: &Path,
+        rootfs: &RootFs,
+        lower: &[PathBuf],
+        idmap: Option<&RootFsIdmap>,
+    ) -> Result<()> {
         for sub in ["upper", "work", MOUNT] {
             let p = dir.join(sub);
             fs::create_dir_all(&p).map_err(io(&p, "create"))?;
+        }
+        if let Some(RootFsIdmap {
+            root: (uid, gid), ..
+        }) = idmap
+        {
+            // The overlay's root directory is the upper one: the
+            // container's root must own it to write at `/`.
+            let upper = dir.join("upper");
+            std::os::unix::fs::chown(&upper, Some(*uid), Some(*gid))
+                .map_err(io(&upper, "chown"))?;
         }
         let usage = serde_json::to_vec(&Usage {
             image_id: rootfs.image_id.clone(),
@@ -431,6 +511,7 @@ impl RootFsDir {
             upper: dir.join("upper"),
             work: dir.join("work"),
             readonly: rootfs.readonly,
+            idmap: idmap.cloned(),
         };
         self.check(&overlay, &rootfs.container_id)?;
         self.mounts
@@ -682,7 +763,7 @@ mod tests {
     fn layers_are_handed_to_overlayfs_top_first() {
         let (root, dir, mounts) = recorded(None);
         let lower: Vec<ChainId> = ['b', 'c', 'd'].map(|c| layer(root.path(), c)).into();
-        let rootfs = dir.create("sha256:x", &lower, "c", true).unwrap();
+        let rootfs = dir.create("sha256:x", &lower, "c", true, None).unwrap();
         let container = root.path().join("containers/c");
         let path = |c: char| root.path().join("layers").join(c.to_string().repeat(64));
         assert_eq!(
@@ -693,13 +774,16 @@ mod tests {
                 upper: container.join("upper"),
                 work: container.join("work"),
                 readonly: true,
+                idmap: None,
             })]
         );
         assert_eq!(rootfs.path, container.join("rootfs"));
         // Mounted already: no second mount.
-        dir.create("sha256:x", &lower, "c", true).unwrap();
+        dir.create("sha256:x", &lower, "c", true, None).unwrap();
         assert_eq!(mounts.calls.lock().unwrap().len(), 1);
-        let err = dir.create("sha256:other", &lower, "c", true).unwrap_err();
+        let err = dir
+            .create("sha256:other", &lower, "c", true, None)
+            .unwrap_err();
         assert!(err.to_string().contains("another image"), "{err}");
     }
 
@@ -707,7 +791,7 @@ mod tests {
     fn a_failed_mount_leaves_nothing_and_no_user() {
         let (root, dir, _mounts) = recorded(Some(nix::errno::Errno::ENODEV));
         let err = dir
-            .create("sha256:x", &[layer(root.path(), 'a')], "c", false)
+            .create("sha256:x", &[layer(root.path(), 'a')], "c", false, None)
             .unwrap_err();
         assert_eq!(
             err.to_string(),
@@ -722,7 +806,7 @@ mod tests {
     fn a_failed_remount_keeps_the_upper_layer() {
         let (root, dir, mounts) = recorded(None);
         let l = [layer(root.path(), 'a')];
-        dir.create("sha256:x", &l, "c", false).unwrap();
+        dir.create("sha256:x", &l, "c", false, None).unwrap();
         let upper_file = root.path().join("containers/c/upper/data");
         fs::write(&upper_file, b"container state").unwrap();
         // As after a reboot: nothing mounted any more, and mounting fails.
@@ -734,7 +818,7 @@ mod tests {
                 ..Default::default()
             }),
         );
-        assert!(failing.create("sha256:x", &l, "c", false).is_err());
+        assert!(failing.create("sha256:x", &l, "c", false, None).is_err());
         assert_eq!(fs::read(&upper_file).unwrap(), b"container state");
         assert_eq!(dir.users_of("sha256:x").unwrap(), ["c".to_string()]);
     }
@@ -742,7 +826,7 @@ mod tests {
     #[test]
     fn remove_unmounts_every_stacked_mount_before_deleting() {
         let (root, dir, mounts) = recorded(None);
-        dir.create("sha256:x", &[layer(root.path(), 'a')], "c", false)
+        dir.create("sha256:x", &[layer(root.path(), 'a')], "c", false, None)
             .unwrap();
         let target = root.path().join("containers/c/rootfs");
         mounts.mounted.lock().unwrap().push(target.clone());
@@ -783,7 +867,7 @@ mod tests {
     fn overlay_is_writable_stacked_and_removed() {
         let (_root, dir, lower) = setup();
         let id = format!("sha256:{}", "a".repeat(64));
-        let rootfs = dir.create(&id, &lower, "c1", false).unwrap();
+        let rootfs = dir.create(&id, &lower, "c1", false, None).unwrap();
         assert_eq!(fs::read(rootfs.path.join("base")).unwrap(), b"1");
         assert_eq!(fs::read(rootfs.path.join("shadowed")).unwrap(), b"2");
         fs::write(rootfs.path.join("new"), b"n").unwrap();
@@ -795,12 +879,99 @@ mod tests {
             "writes must go to the upper dir"
         );
         // Again: the same mount, not a second one on top.
-        assert_eq!(dir.create(&id, &lower, "c1", false).unwrap(), rootfs);
+        assert_eq!(dir.create(&id, &lower, "c1", false, None).unwrap(), rootfs);
         assert_eq!(dir.users_of(&id).unwrap(), vec!["c1".to_string()]);
         dir.remove("c1").unwrap();
         dir.remove("c1").unwrap();
         assert!(!rootfs.path.exists());
         assert!(dir.users_of(&id).unwrap().is_empty());
+    }
+
+    /// A process in a new user namespace mapping 0..65536 to 200000..;
+    /// killed and reaped on drop.
+    struct UserNs(std::process::Child);
+
+    impl UserNs {
+        fn new() -> UserNs {
+            let child = std::process::Command::new("unshare")
+                .args(["--user", "sleep", "60"])
+                .spawn()
+                .unwrap();
+            let pid = child.id();
+            let userns = UserNs(child);
+            let ns = |p: &str| fs::read_link(format!("/proc/{p}/ns/user")).ok();
+            for _ in 0..200 {
+                let comm = fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+                if comm.trim() == "sleep" && ns(&pid.to_string()) != ns("self") {
+                    for file in ["uid_map", "gid_map"] {
+                        fs::write(format!("/proc/{pid}/{file}"), "0 200000 65536\n").unwrap();
+                    }
+                    return userns;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            panic!("no user namespace for {pid}");
+        }
+    }
+
+    impl Drop for UserNs {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    #[test]
+    fn an_idmapped_overlay_belongs_to_the_mapped_root_and_copies_up_mapped() {
+        let (root, dir, lower) = setup();
+        let userns = UserNs::new();
+        let idmap = RootFsIdmap {
+            userns: format!("/proc/{}/ns/user", userns.0.id()).into(),
+            root: (200_000, 200_000),
+        };
+        let id = format!("sha256:{}", "9".repeat(64));
+        let rootfs = dir.create(&id, &lower, "u1", false, Some(&idmap)).unwrap();
+        let uid = |p: &Path| fs::metadata(p).unwrap().uid();
+        assert_eq!(uid(&rootfs.path), 200_000, "the writable root");
+        assert_eq!(uid(&rootfs.path.join("base")), 200_000, "a layer's file");
+        // Appending copies the file up: owned by the mapped root on disk.
+        fs::OpenOptions::new()
+            .append(true)
+            .open(rootfs.path.join("base"))
+            .unwrap();
+        fs::write(rootfs.path.join("base"), b"changed").unwrap();
+        let upper = root.path().join("containers/u1/upper");
+        assert_eq!(uid(&upper.join("base")), 200_000);
+        let layer = LayerStore::new(root.path()).path(&lower[0]);
+        assert_eq!(uid(&layer.join("base")), 0, "the layer is never chowned");
+        assert_eq!(fs::read(layer.join("base")).unwrap(), b"1");
+        // The temporary idmapped layer mounts are gone.
+        assert!(!root.path().join("containers/u1").join(IDMAPPED).exists());
+        let mounts = fs::read_to_string("/proc/self/mountinfo").unwrap();
+        let points: Vec<&str> = mounts
+            .lines()
+            .filter_map(|l| l.split(' ').nth(4))
+            .filter(|p| p.contains(IDMAPPED))
+            .collect();
+        assert!(points.is_empty(), "{points:?}");
+        dir.remove("u1").unwrap();
+    }
+
+    #[test]
+    fn a_bad_user_namespace_mounts_nothing_and_leaves_nothing() {
+        let (root, dir, lower) = setup();
+        let idmap = RootFsIdmap {
+            userns: "/proc/self/ns/net".into(),
+            root: (200_000, 200_000),
+        };
+        let id = format!("sha256:{}", "8".repeat(64));
+        let err = dir
+            .create(&id, &lower, "u2", false, Some(&idmap))
+            .unwrap_err();
+        assert!(err.to_string().contains("mount_setattr"), "{err}");
+        assert!(!root.path().join("containers/u2").exists());
+        let mounts = fs::read_to_string("/proc/self/mountinfo").unwrap();
+        assert!(!mounts.contains("containers/u2"), "{mounts}");
     }
 
     #[test]
@@ -819,7 +990,7 @@ mod tests {
             })
             .collect();
         let id = format!("sha256:{}", "e".repeat(64));
-        let rootfs = dir.create(&id, &lower, "deep", true).unwrap();
+        let rootfs = dir.create(&id, &lower, "deep", true, None).unwrap();
         assert_eq!(fs::read_to_string(rootfs.path.join("which")).unwrap(), "79");
         assert!(rootfs.path.join("only-0").exists());
         assert!(fs::write(rootfs.path.join("x"), b"").is_err(), "read-only");
@@ -831,7 +1002,7 @@ mod tests {
     fn readonly_rootfs_refuses_writes() {
         let (_root, dir, lower) = setup();
         let id = format!("sha256:{}", "b".repeat(64));
-        let rootfs = dir.create(&id, &lower, "ro", true).unwrap();
+        let rootfs = dir.create(&id, &lower, "ro", true, None).unwrap();
         let err = fs::write(rootfs.path.join("new"), b"n").unwrap_err();
         assert_eq!(err.raw_os_error(), Some(libc::EROFS));
         dir.remove("ro").unwrap();
@@ -847,6 +1018,7 @@ mod tests {
             upper: root.path().join("containers/c/upper"),
             work: root.path().join("containers/c/work"),
             readonly: false,
+            idmap: None,
         };
         dir.check(&overlay(good.clone()), "c").unwrap();
         let link = root.path().join("layers").join("b".repeat(64));
@@ -884,7 +1056,7 @@ mod tests {
             let mounts = Arc::new(Recording::default());
             let dir = RootFsDir::with_mounts(&root, mounts.clone());
             let err = dir
-                .create("sha256:x", &[layer(&root, 'a')], "c", false)
+                .create("sha256:x", &[layer(&root, 'a')], "c", false, None)
                 .unwrap_err();
             assert!(
                 matches!(err, Error::UnsafeMountPath { .. }),

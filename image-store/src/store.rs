@@ -38,7 +38,7 @@ use crate::options::PullOptions;
 use crate::pull;
 use crate::reference::{image_id_of, ImageReference};
 use crate::registries::Registries;
-use crate::rootfs::{RootFs, RootFsDir};
+use crate::rootfs::{RootFs, RootFsDir, RootFsIdmap};
 use futures_util::future::{BoxFuture, FutureExt, Shared};
 use std::collections::{HashMap, HashSet};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -408,6 +408,32 @@ impl ImageStore {
         container_id: &str,
         readonly: bool,
     ) -> Result<RootFs> {
+        self.create_rootfs_mapped(image_id, container_id, readonly, None)
+            .await
+    }
+
+    /// [`ImageStore::create_rootfs`] for a container in a user namespace:
+    /// with `idmap`, the image's layers are shown through its mapping (see
+    /// [`RootFsIdmap`]).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo(store: image_store::ImageStore) -> image_store::Result<()> {
+    /// use image_store::RootFsIdmap;
+    ///
+    /// let idmap = RootFsIdmap { userns: "/run/cri-server/netns/p.user".into(), root: (65536, 65536) };
+    /// let rootfs = store.create_rootfs_mapped("busybox", "c1", false, Some(idmap)).await?;
+    /// println!("runc's root.path: {}", rootfs.path.display());
+    /// # Ok(()) }
+    /// ```
+    pub async fn create_rootfs_mapped(
+        &self,
+        image_id: &str,
+        container_id: &str,
+        readonly: bool,
+        idmap: Option<RootFsIdmap>,
+    ) -> Result<RootFs> {
         // Shared with pulls, exclusive with removal: the image's layers
         // cannot be collected between the lookup and the mount.
         let _shared = self.inner.gc.read().await;
@@ -422,9 +448,13 @@ impl ImageStore {
         };
         let inner = Arc::clone(&self.inner);
         let container = container_id.to_string();
-        tokio::task::spawn_blocking(move || inner.rootfs.create(&id, &chain, &container, readonly))
-            .await
-            .map_err(|_| Error::Task("creating a root filesystem"))?
+        tokio::task::spawn_blocking(move || {
+            inner
+                .rootfs
+                .create(&id, &chain, &container, readonly, idmap.as_ref())
+        })
+        .await
+        .map_err(|_| Error::Task("creating a root filesystem"))?
     }
 
     /// Bytes and inodes the writable layer of `container_id` uses (CRI's
