@@ -232,11 +232,26 @@ fn mount_idmapped_overlay(
             ..overlay.clone()
         })
     })();
-    for target in &mapped {
-        let _ = umount2(target, MntFlags::MNT_DETACH);
-    }
-    let _ = fs::remove_dir_all(&dir);
+    detach_idmapped(&dir);
     made
+}
+
+/// Detaches every idmapped layer mount under `dir` and removes the empty
+/// mount points, never recursively: a directory still mounted must not be
+/// walked, or the walk would delete an image layer's files through it. A
+/// crash between the mounts and their detach leaves them for the
+/// container's removal, which calls this first.
+fn detach_idmapped(dir: &Path) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let target = entry.path();
+        // Stacked mounts come off one per call; EINVAL once none is left.
+        while umount2(&target, MntFlags::MNT_DETACH).is_ok() {}
+        let _ = fs::remove_dir(&target);
+    }
+    let _ = fs::remove_dir(dir);
 }
 
 /// The legacy `mount(2)` data string for `overlay`.
@@ -560,6 +575,7 @@ impl RootFsDir {
     /// Moves `dir` out of `containers/` (so it stops counting as an image
     /// user at once) and deletes it.
     fn discard(&self, dir: &Path) -> Result<()> {
+        detach_idmapped(&dir.join(IDMAPPED));
         let doomed = temp::path(&self.tmp, "removed-container");
         fs::rename(dir, &doomed).map_err(io(dir, "move out"))?;
         fs::remove_dir_all(&doomed).map_err(io(&doomed, "remove"))
@@ -955,6 +971,21 @@ mod tests {
             .collect();
         assert!(points.is_empty(), "{points:?}");
         dir.remove("u1").unwrap();
+    }
+
+    #[test]
+    fn removal_after_a_crash_mid_mount_detaches_layer_mounts_before_deleting() {
+        let (root, dir, lower) = setup();
+        let id = format!("sha256:{}", "7".repeat(64));
+        dir.create(&id, &lower, "u3", false, None).unwrap();
+        // As a crash between an idmapped layer's mount and its detach leaves it.
+        let layer = LayerStore::new(root.path()).path(&lower[0]);
+        let left = root.path().join("containers/u3").join(IDMAPPED).join("0");
+        fs::create_dir_all(&left).unwrap();
+        mount(Some(&layer), &left, None::<&str>, MsFlags::MS_BIND, None::<&str>).unwrap();
+        dir.remove("u3").unwrap();
+        assert_eq!(fs::read(layer.join("base")).unwrap(), b"1", "the layer survives");
+        assert!(!root.path().join("containers/u3").exists());
     }
 
     #[test]
