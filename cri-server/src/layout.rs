@@ -76,6 +76,18 @@ impl Layout {
         self.state.join("c").join(id)
     }
 
+    /// Where container `id`'s idmapped volumes are mounted until runc has
+    /// bound them into the container: apart from the container directory,
+    /// which is removed recursively, so no removal can walk into a volume.
+    pub fn idmapped_volumes(&self, id: &str) -> PathBuf {
+        self.idmapped_volumes_root().join(id)
+    }
+
+    /// The parent of every container's idmapped volume mounts.
+    pub fn idmapped_volumes_root(&self) -> PathBuf {
+        self.state.join("idmapped")
+    }
+
     /// The bundle inside a container or infra directory.
     pub fn bundle(dir: &Path) -> PathBuf {
         dir.join("bundle")

@@ -982,9 +982,20 @@ mod tests {
         let layer = LayerStore::new(root.path()).path(&lower[0]);
         let left = root.path().join("containers/u3").join(IDMAPPED).join("0");
         fs::create_dir_all(&left).unwrap();
-        mount(Some(&layer), &left, None::<&str>, MsFlags::MS_BIND, None::<&str>).unwrap();
+        mount(
+            Some(&layer),
+            &left,
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .unwrap();
         dir.remove("u3").unwrap();
-        assert_eq!(fs::read(layer.join("base")).unwrap(), b"1", "the layer survives");
+        assert_eq!(
+            fs::read(layer.join("base")).unwrap(),
+            b"1",
+            "the layer survives"
+        );
         assert!(!root.path().join("containers/u3").exists());
     }
 

@@ -612,10 +612,16 @@ fn usage(path: &Path, seen: &mut HashSet<(u64, u64)>, bytes: &mut u64) -> Result
     Ok(())
 }
 
-/// Makes `dir` 0700 (whatever an older daemon or a umask left).
-fn private(dir: &Path) -> Result<()> {
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-        .map_err(io(dir, "make private (0700)"))
+/// Makes `dir` private (whatever an older daemon or a umask left): 0700,
+/// except the store's root and `containers/`, which are 0711 (others may
+/// pass through, not list). A container in a user namespace runs as an
+/// unprivileged host uid, and runc resolves its root filesystem
+/// (`containers/<id>/rootfs`) as that uid; containerd's root is 0711 for
+/// the same reason. Layers, blobs and records stay 0700.
+fn private(dir: &Path, traversable: bool) -> Result<()> {
+    let mode = if traversable { 0o711 } else { 0o700 };
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode))
+        .map_err(io(dir, "make private"))
 }
 
 /// The image records and their configs. A record whose config is over the
@@ -653,7 +659,7 @@ impl Inner {
     fn open(root: PathBuf, registries: Registries) -> Result<Self> {
         for dir in std::iter::once(root.clone()).chain(DIRS.map(|sub| root.join(sub))) {
             std::fs::create_dir_all(&dir).map_err(io(&dir, "create"))?;
-            private(&dir)?;
+            private(&dir, dir == root || dir == root.join("containers"))?;
         }
         let lock_path = root.join("lock");
         let lock_file = std::fs::File::create(&lock_path).map_err(io(&lock_path, "create"))?;
@@ -1200,7 +1206,8 @@ mod tests {
     }
 
     #[test]
-    fn open_makes_every_directory_private_even_in_an_old_store() {
+    fn open_makes_every_directory_private_even_in_an_old_store_but_lets_root_filesystems_be_reached(
+    ) {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("store");
         for sub in ["blobs/sha256", "layers", "images", "containers", "tmp"] {
@@ -1214,7 +1221,12 @@ mod tests {
                 .unwrap()
                 .permissions()
                 .mode();
-            assert_eq!(mode & 0o7777, 0o700, "{sub}");
+            let expected = if matches!(sub, "" | "containers") {
+                0o711
+            } else {
+                0o700
+            };
+            assert_eq!(mode & 0o7777, expected, "{sub}");
         }
     }
 }

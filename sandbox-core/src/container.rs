@@ -135,6 +135,10 @@ pub struct Mount {
     /// Read-only all the way down: submounts of the host path too
     /// (`rro`; only with `readonly` and private propagation).
     pub recursive_read_only: bool,
+    /// Shown through the pod's user namespace mapping (kubelet set the
+    /// mount's uid and gid mappings): host root's files appear owned by
+    /// the pod's root.
+    pub idmapped: bool,
 }
 
 /// The uid, gid and supplementary groups a container's process runs with,

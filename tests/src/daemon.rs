@@ -78,6 +78,12 @@ impl Daemon {
     /// ([`test_config`]).
     pub async fn start(extra: &str) -> Daemon {
         let dir = tempfile::tempdir().expect("tempdir");
+        // Like /var/lib: containers in a user namespace run as an
+        // unprivileged host uid, which must pass through to their root
+        // filesystems.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o711))
+            .expect("chmod tempdir");
         let config_path = dir.path().join("cri-server.toml");
         std::fs::write(&config_path, test_config(dir.path(), extra)).expect("write config");
         let mut daemon = Daemon {

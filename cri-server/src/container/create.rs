@@ -69,6 +69,7 @@ pub async fn create(daemon: &Arc<Daemon>, request: cri::CreateContainerRequest) 
                 let _ = runtime.delete(&container.id, true).await;
             }
             let _ = daemon.images.remove_rootfs(&container.id).await;
+            super::idmapped_volumes::release(daemon.layout.idmapped_volumes(&container.id)).await;
             let _ = tokio::fs::remove_dir_all(daemon.layout.container_dir(&container.id)).await;
             daemon
                 .container_names
@@ -224,6 +225,8 @@ async fn build_and_create(
     )
     .await?;
     container.pid = Some(monitor.container_pid());
+    // runc has bound the idmapped volumes into the container.
+    super::idmapped_volumes::release(daemon.layout.idmapped_volumes(&container.id)).await;
     Ok(())
 }
 
@@ -246,13 +249,23 @@ async fn write_bundle(
         .as_ref()
         .and_then(|l| l.security_context.clone())
         .unwrap_or_default();
-    let rootfs = daemon
-        .images
-        // Writable underneath even for a read-only root: runc creates the
-        // mount points (/proc, /dev, volumes) first, then remounts the root
-        // read-only as `root.readonly` asks.
-        .create_rootfs(&container.image_ref, &container.id, false)
-        .await?;
+    // Writable underneath even for a read-only root: runc creates the
+    // mount points (/proc, /dev, volumes) first, then remounts the root
+    // read-only as `root.readonly` asks.
+    let rootfs = match rootfs_idmap(sandbox) {
+        Some(idmap) => {
+            daemon
+                .images
+                .create_rootfs_mapped(&container.image_ref, &container.id, false, idmap)
+                .await?
+        }
+        None => {
+            daemon
+                .images
+                .create_rootfs(&container.image_ref, &container.id, false)
+                .await?
+        }
+    };
     crate::fault::point("create_container.rootfs_mounted");
     let user = match user_to_resolve(&security, image.user.as_deref()).map_err(|e| invalid(&e))? {
         Some(user) => Some(user_of(&rootfs.path, user, container).await?),
@@ -262,7 +275,24 @@ async fn write_bundle(
         .handlers()
         .get(&sandbox.runtime_handler)
         .is_some_and(|h| h.features.recursive_read_only());
-    container.mounts = volumes(config, container, rro).await?;
+    container.mounts = volumes(
+        config,
+        container,
+        rro,
+        sandbox.namespace_options.user.as_ref(),
+    )
+    .await?;
+    let volumes = match &sandbox.userns_path {
+        Some(userns) => {
+            super::idmapped_volumes::stage(
+                daemon.layout.idmapped_volumes(&container.id),
+                userns.clone(),
+                container.mounts.clone(),
+            )
+            .await?
+        }
+        None => container.mounts.clone(),
+    };
     let on_gvisor = handler.kind == RuntimeKind::Runsc;
     let pod_dir = daemon.layout.sandbox_dir(&sandbox.id);
     let pod_files: Vec<(PathBuf, &'static str)> = crate::pod::files::MOUNTS
@@ -282,7 +312,7 @@ async fn write_bundle(
         image,
         rootfs: &rootfs.path,
         user,
-        volumes: &container.mounts,
+        volumes: &volumes,
         pod_files: &pod_files,
         pod: PodNamespaces {
             netns: sandbox.netns_path.clone(),
@@ -334,10 +364,11 @@ async fn volumes(
     config: &cri::ContainerConfig,
     container: &Container,
     recursive_read_only: bool,
+    pod_user: Option<&sandbox_core::UserNamespace>,
 ) -> Result<Vec<Mount>> {
     let mut mounts = Vec::new();
     for m in &config.mounts {
-        let mount = volume(m, recursive_read_only)
+        let mount = volume(m, recursive_read_only, pod_user)
             .map_err(|e| Error::InvalidArgument(format!("container {}: {e}", container.name)))?;
         let (host, propagation) = (mount.host_path.clone(), mount.propagation);
         tokio::task::spawn_blocking(move || {
@@ -349,6 +380,13 @@ async fn volumes(
         mounts.push(mount);
     }
     Ok(mounts)
+}
+
+/// How the root filesystem is idmapped for a pod with a user namespace.
+fn rootfs_idmap(sandbox: &Sandbox) -> Option<image_store::RootFsIdmap> {
+    let userns = sandbox.userns_path.clone()?;
+    let root = sandbox.namespace_options.user.as_ref()?.host_root()?;
+    Some(image_store::RootFsIdmap { userns, root })
 }
 
 /// Resolves `user` in the image's `/etc/passwd` and `/etc/group`, read inside
@@ -380,6 +418,11 @@ enum VolumeError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("mount {container_path:?}: {why}")]
+    Idmap {
+        container_path: String,
+        why: &'static str,
+    },
     #[error("mount {0:?}: recursive_read_only needs readonly and private propagation")]
     RecursiveReadOnlyNeedsReadOnly(String),
     /// A CRI mount feature this runtime does not offer; kubelet checks the
@@ -395,14 +438,13 @@ enum VolumeError {
 /// The CRI mount features [`volume`] refuses, and why they are absent:
 /// image volumes (KEP-4639) need an image mounted per volume, recursive
 /// read-only a runtime whose features list `rro` (Status tells kubelet per
-/// handler), id-mapped mounts come with user namespaces.
+/// handler). Id-mapped mounts are checked apart
+/// (`idmapped_volumes::wanted`).
 fn unsupported_feature(m: &cri::Mount, recursive_read_only: bool) -> Option<&'static str> {
     if m.image.as_ref().is_some_and(|i| !i.image.is_empty()) || !m.image_sub_path.is_empty() {
         Some("an image volume (image, image_sub_path)")
     } else if m.recursive_read_only && !recursive_read_only {
         Some("recursive_read_only")
-    } else if !m.uid_mappings.is_empty() || !m.gid_mappings.is_empty() {
-        Some("an id-mapped mount (uid_mappings, gid_mappings)")
     } else {
         None
     }
@@ -410,10 +452,19 @@ fn unsupported_feature(m: &cri::Mount, recursive_read_only: bool) -> Option<&'st
 
 /// A CRI volume: the host path resolved (a symlink is followed, as kubelet's
 /// hostPath volumes may be symlinks) and must exist.
-fn volume(m: &cri::Mount, recursive_read_only: bool) -> std::result::Result<Mount, VolumeError> {
+fn volume(
+    m: &cri::Mount,
+    recursive_read_only: bool,
+    pod_user: Option<&sandbox_core::UserNamespace>,
+) -> std::result::Result<Mount, VolumeError> {
     if m.container_path.is_empty() || !m.container_path.starts_with('/') {
         return Err(VolumeError::RelativeDestination(m.container_path.clone()));
     }
+    let idmapped =
+        super::idmapped_volumes::wanted(m, pod_user).map_err(|why| VolumeError::Idmap {
+            container_path: m.container_path.clone(),
+            why,
+        })?;
     if let Some(feature) = unsupported_feature(m, recursive_read_only) {
         return Err(VolumeError::Unsupported {
             container_path: m.container_path.clone(),
@@ -437,6 +488,7 @@ fn volume(m: &cri::Mount, recursive_read_only: bool) -> std::result::Result<Moun
         selinux_relabel: m.selinux_relabel,
         propagation,
         recursive_read_only: recursive_read_only_mount(m)?,
+        idmapped,
     })
 }
 
@@ -496,19 +548,19 @@ mod tests {
             (image, "image volume"),
             (sub_path, "image volume"),
             (rro, "recursive_read_only"),
-            (idmap, "id-mapped"),
+            (idmap, "pod without a user namespace"),
         ] {
-            let err = volume(&m, false).unwrap_err().to_string();
+            let err = volume(&m, false, None).unwrap_err().to_string();
             assert!(err.contains(feature) && err.contains("/data"), "{err}");
         }
-        assert!(volume(&base, false).is_ok());
+        assert!(volume(&base, false, None).is_ok());
         // With a runtime that has rro: only read-only and private.
         let rro = cri::Mount {
             recursive_read_only: true,
             readonly: true,
             ..base.clone()
         };
-        assert!(volume(&rro, true).unwrap().recursive_read_only);
+        assert!(volume(&rro, true, None).unwrap().recursive_read_only);
         let writable = cri::Mount {
             readonly: false,
             ..rro.clone()
@@ -518,7 +570,7 @@ mod tests {
             ..rro.clone()
         };
         for m in [writable, shared] {
-            let err = volume(&m, true).unwrap_err().to_string();
+            let err = volume(&m, true, None).unwrap_err().to_string();
             assert!(err.contains("needs readonly and private"), "{err}");
         }
     }
@@ -536,7 +588,7 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(
-            volume(&m, false).unwrap().host_path,
+            volume(&m, false, None).unwrap().host_path,
             target.canonicalize().unwrap()
         );
         let missing = cri::Mount {
@@ -544,7 +596,7 @@ mod tests {
             host_path: "/nonexistent/x".into(),
             ..Default::default()
         };
-        assert!(volume(&missing, false)
+        assert!(volume(&missing, false, None)
             .unwrap_err()
             .to_string()
             .contains("/nonexistent/x"));

@@ -2,10 +2,12 @@
 //! `status`, `list`, `exec_sync`, `reopen_log`, `update` (with
 //! `resources`, the CRI → OCI conversion); the security context
 //! (`security`, with `seccomp` profiles), the host side of volume
-//! `mount_propagation`; plus what they share about exits.
+//! `mount_propagation`, `idmapped_volumes` for pods with a user namespace;
+//! plus what they share about exits.
 
 pub mod create;
 pub mod exec_sync;
+pub mod idmapped_volumes;
 pub mod list;
 pub mod mount_propagation;
 pub mod remove;
