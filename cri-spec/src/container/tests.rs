@@ -283,6 +283,7 @@ fn volumes_and_pod_files_are_bind_mounted() {
         selinux_relabel: false,
         propagation: MountPropagation::HostToContainer,
         recursive_read_only: false,
+        idmapped: false,
     };
     let rro = Mount {
         container_path: "/all-ro".into(),
