@@ -478,6 +478,7 @@ mod tests {
             selinux_relabel: false,
             propagation: MountPropagation::Bidirectional,
             recursive_read_only: false,
+            idmapped: true,
         });
         c.env.push("A=b".into());
         c.mark_started(1, 10).unwrap();
