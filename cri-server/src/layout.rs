@@ -76,16 +76,17 @@ impl Layout {
         self.state.join("c").join(id)
     }
 
-    /// Where container `id`'s idmapped volumes are mounted until runc has
+    /// Where container `id`'s staged volumes (idmapped or locked read-only,
+    /// see `container::userns_volumes`) are mounted until runc has
     /// bound them into the container: apart from the container directory,
     /// which is removed recursively, so no removal can walk into a volume.
-    pub fn idmapped_volumes(&self, id: &str) -> PathBuf {
-        self.idmapped_volumes_root().join(id)
+    pub fn staged_volumes(&self, id: &str) -> PathBuf {
+        self.staged_volumes_root().join(id)
     }
 
-    /// The parent of every container's idmapped volume mounts.
-    pub fn idmapped_volumes_root(&self) -> PathBuf {
-        self.state.join("idmapped")
+    /// The parent of every container's staged volume mounts.
+    pub fn staged_volumes_root(&self) -> PathBuf {
+        self.state.join("staged-volumes")
     }
 
     /// The bundle inside a container or infra directory.

@@ -20,7 +20,7 @@ pub async fn restore(daemon: &Arc<Daemon>) {
     let recorded_containers: HashSet<String> = containers.iter().map(|c| c.id.clone()).collect();
     // Staging mounts are needed only during a CreateContainer, and no call
     // runs yet: release any a crash left before anything removes files.
-    crate::container::idmapped_volumes::release_all(daemon.layout.idmapped_volumes_root()).await;
+    crate::container::userns_volumes::release_all(daemon.layout.staged_volumes_root()).await;
     let mut kept_pins = Vec::new();
     let mut restored_pods = 0;
     for sandbox in sandboxes {

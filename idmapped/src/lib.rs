@@ -15,6 +15,12 @@
 //! makes them before `runc create` and hands runc the result as a bind
 //! source; a bind mount of an idmapped mount keeps the mapping.
 //!
+//! [`mount_with`] also makes plain read-only binds the same way. A bind
+//! made here, in the host's namespaces, and then copied into a container's
+//! mount namespace owned by a user namespace has its read-only flag
+//! *locked* by the kernel: root in that user namespace cannot remount it
+//! writable, which it can do to a read-only bind runc makes from inside.
+//!
 //! Every call here changes the mount table of the calling thread's mount
 //! namespace and blocks on the kernel: run it on a dedicated thread.
 //!
@@ -48,6 +54,7 @@ struct MountAttr {
 }
 
 const OPEN_TREE_CLONE: libc::c_uint = 1;
+const MOUNT_ATTR_RDONLY: u64 = 0x0000_0001;
 const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
 const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 4;
 
@@ -97,6 +104,23 @@ pub fn mount(
     userns: &Path,
     recursive: Recursive,
 ) -> Result<(), Error> {
+    mount_with(source, target, Some(userns), false, recursive)
+}
+
+/// Binds `source` on `target` as a detached clone: idmapped with the user
+/// namespace at `userns` if given, read-only (for every submount too, when
+/// recursive) if `readonly`.
+///
+/// # Errors
+///
+/// [`Error`] naming the step; nothing is mounted then.
+pub fn mount_with(
+    source: &Path,
+    target: &Path,
+    userns: Option<&Path>,
+    readonly: bool,
+    recursive: Recursive,
+) -> Result<(), Error> {
     let fail = |step: &'static str| {
         let errno = std::io::Error::last_os_error();
         Error {
@@ -106,12 +130,15 @@ pub fn mount(
             errno,
         }
     };
-    let userns_file = std::fs::File::open(userns).map_err(|errno| Error {
-        source_path: source.to_path_buf(),
-        target: target.to_path_buf(),
-        step: "open user namespace",
-        errno,
-    })?;
+    let userns_file = userns
+        .map(std::fs::File::open)
+        .transpose()
+        .map_err(|errno| Error {
+            source_path: source.to_path_buf(),
+            target: target.to_path_buf(),
+            step: "open user namespace",
+            errno,
+        })?;
     let invalid = |step| Error {
         source_path: source.to_path_buf(),
         target: target.to_path_buf(),
@@ -140,31 +167,41 @@ pub fn mount(
     }
     // SAFETY: open_tree returned a new descriptor nothing else owns.
     let tree = unsafe { OwnedFd::from_raw_fd(tree as i32) };
-    let attr = MountAttr {
-        attr_set: MOUNT_ATTR_IDMAP,
+    let mut attr = MountAttr {
+        attr_set: 0,
         attr_clr: 0,
         propagation: 0,
-        userns_fd: userns_file.as_raw_fd() as u64,
+        userns_fd: 0,
     };
+    if let Some(file) = &userns_file {
+        attr.attr_set |= MOUNT_ATTR_IDMAP;
+        attr.userns_fd = file.as_raw_fd() as u64;
+    }
+    if readonly {
+        attr.attr_set |= MOUNT_ATTR_RDONLY;
+    }
     let mut setattr_flags = libc::AT_EMPTY_PATH as libc::c_uint;
     if recursive == Recursive::Yes {
         setattr_flags |= libc::AT_RECURSIVE as libc::c_uint;
     }
     let empty = c"";
-    // SAFETY: a valid detached-tree descriptor, an empty path with
-    // AT_EMPTY_PATH, and a mount_attr that outlives the call, with its size.
-    let set = unsafe {
-        libc::syscall(
-            libc::SYS_mount_setattr,
-            tree.as_raw_fd(),
-            empty.as_ptr(),
-            setattr_flags,
-            &attr as *const MountAttr,
-            std::mem::size_of::<MountAttr>(),
-        )
-    };
-    if set < 0 {
-        return Err(fail("mount_setattr"));
+    if attr.attr_set != 0 {
+        // SAFETY: a valid detached-tree descriptor, an empty path with
+        // AT_EMPTY_PATH, and a mount_attr that outlives the call, with its
+        // size.
+        let set = unsafe {
+            libc::syscall(
+                libc::SYS_mount_setattr,
+                tree.as_raw_fd(),
+                empty.as_ptr(),
+                setattr_flags,
+                &attr as *const MountAttr,
+                std::mem::size_of::<MountAttr>(),
+            )
+        };
+        if set < 0 {
+            return Err(fail("mount_setattr"));
+        }
     }
     // SAFETY: valid descriptor and NUL-terminated paths.
     let moved = unsafe {

@@ -108,3 +108,40 @@ fn a_missing_source_or_namespace_fails_naming_the_step_and_mounts_nothing() {
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     assert!(!mounts.contains(target.to_str().unwrap()));
 }
+
+#[test]
+fn a_read_only_clone_is_read_only_with_its_submounts() {
+    let dir = tempfile::tempdir().unwrap();
+    let (source, target) = (dir.path().join("source"), dir.path().join("target"));
+    std::fs::create_dir_all(source.join("sub")).unwrap();
+    nix::mount::mount(
+        Some("tmpfs"),
+        &source.join("sub"),
+        Some("tmpfs"),
+        nix::mount::MsFlags::empty(),
+        None::<&str>,
+    )
+    .unwrap();
+    std::fs::create_dir(&target).unwrap();
+    idmapped::mount_with(&source, &target, None, true, idmapped::Recursive::Yes).unwrap();
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let line = mounts
+        .lines()
+        .find(|l| l.split(' ').nth(4) == target.to_str())
+        .unwrap();
+    assert!(
+        !line.contains("idmapped"),
+        "no mapping was asked for: {line}"
+    );
+    assert!(std::fs::write(target.join("file"), "x").is_err());
+    assert!(
+        std::fs::write(target.join("sub/file"), "x").is_err(),
+        "the submount too"
+    );
+    assert!(
+        std::fs::write(source.join("file"), "x").is_ok(),
+        "the source stays writable"
+    );
+    nix::mount::umount2(&target, nix::mount::MntFlags::MNT_DETACH).unwrap();
+    nix::mount::umount2(&source.join("sub"), nix::mount::MntFlags::MNT_DETACH).unwrap();
+}

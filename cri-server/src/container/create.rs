@@ -69,7 +69,7 @@ pub async fn create(daemon: &Arc<Daemon>, request: cri::CreateContainerRequest) 
                 let _ = runtime.delete(&container.id, true).await;
             }
             let _ = daemon.images.remove_rootfs(&container.id).await;
-            super::idmapped_volumes::release(daemon.layout.idmapped_volumes(&container.id)).await;
+            super::userns_volumes::release(daemon.layout.staged_volumes(&container.id)).await;
             let _ = tokio::fs::remove_dir_all(daemon.layout.container_dir(&container.id)).await;
             daemon
                 .container_names
@@ -226,7 +226,7 @@ async fn build_and_create(
     .await?;
     container.pid = Some(monitor.container_pid());
     // runc has bound the idmapped volumes into the container.
-    super::idmapped_volumes::release(daemon.layout.idmapped_volumes(&container.id)).await;
+    super::userns_volumes::release(daemon.layout.staged_volumes(&container.id)).await;
     Ok(())
 }
 
@@ -284,8 +284,8 @@ async fn write_bundle(
     .await?;
     let volumes = match &sandbox.userns_path {
         Some(userns) => {
-            super::idmapped_volumes::stage(
-                daemon.layout.idmapped_volumes(&container.id),
+            super::userns_volumes::stage(
+                daemon.layout.staged_volumes(&container.id),
                 userns.clone(),
                 container.mounts.clone(),
             )
@@ -439,7 +439,7 @@ enum VolumeError {
 /// image volumes (KEP-4639) need an image mounted per volume, recursive
 /// read-only a runtime whose features list `rro` (Status tells kubelet per
 /// handler). Id-mapped mounts are checked apart
-/// (`idmapped_volumes::wanted`).
+/// (`userns_volumes::wanted`).
 fn unsupported_feature(m: &cri::Mount, recursive_read_only: bool) -> Option<&'static str> {
     if m.image.as_ref().is_some_and(|i| !i.image.is_empty()) || !m.image_sub_path.is_empty() {
         Some("an image volume (image, image_sub_path)")
@@ -461,7 +461,7 @@ fn volume(
         return Err(VolumeError::RelativeDestination(m.container_path.clone()));
     }
     let idmapped =
-        super::idmapped_volumes::wanted(m, pod_user).map_err(|why| VolumeError::Idmap {
+        super::userns_volumes::wanted(m, pod_user).map_err(|why| VolumeError::Idmap {
             container_path: m.container_path.clone(),
             why,
         })?;

@@ -2,12 +2,11 @@
 //! `status`, `list`, `exec_sync`, `reopen_log`, `update` (with
 //! `resources`, the CRI → OCI conversion); the security context
 //! (`security`, with `seccomp` profiles), the host side of volume
-//! `mount_propagation`, `idmapped_volumes` for pods with a user namespace;
+//! `mount_propagation`, `userns_volumes` for pods with a user namespace;
 //! plus what they share about exits.
 
 pub mod create;
 pub mod exec_sync;
-pub mod idmapped_volumes;
 pub mod list;
 pub mod mount_propagation;
 pub mod remove;
@@ -16,6 +15,7 @@ pub mod start;
 pub mod status;
 pub mod stop;
 pub mod update;
+pub mod userns_volumes;
 
 use crate::daemon::Daemon;
 use crate::layout::Layout;

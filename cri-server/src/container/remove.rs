@@ -34,7 +34,7 @@ pub async fn remove_locked(daemon: &Arc<Daemon>, id: &str) -> Result<()> {
         runtime.delete(id, true).await?;
     }
     daemon.images.remove_rootfs(id).await?;
-    super::idmapped_volumes::release(daemon.layout.idmapped_volumes(id)).await;
+    super::userns_volumes::release(daemon.layout.staged_volumes(id)).await;
     let dir = daemon.layout.container_dir(id);
     match tokio::fs::remove_dir_all(&dir).await {
         Ok(()) => {}

@@ -1,13 +1,23 @@
-//! Volumes shown through the pod's user namespace mapping.
+//! Volumes of pods with a user namespace: idmapped ones, and read-only
+//! ones that must stay read-only.
 //!
 //! For a pod with a user namespace, kubelet sets `uid_mappings` and
 //! `gid_mappings` on the volumes it wants idmapped (KEP-127: the pod's own
 //! mapping), so files kubelet wrote as host root (a ConfigMap, a Secret)
 //! are owned by the pod's root inside. Debian's runc 1.1.5 cannot make
 //! idmapped mounts, so the daemon mounts each such volume idmapped under
-//! `Layout::idmapped_volumes` and hands runc that path as the bind source
+//! `Layout::staged_volumes` and hands runc that path as the bind source
 //! (a bind of an idmapped mount keeps the mapping); once runc has made the
 //! container, the staging mounts are detached.
+//!
+//! A read-only volume is staged the same way, as a read-only bind made in
+//! the host's namespaces: copied into the container's mount namespace
+//! (owned by the pod's user namespace) its read-only flag is locked, so
+//! the pod's root, which holds `CAP_SYS_ADMIN` over that mount namespace,
+//! cannot `mount -o remount,bind,rw` it, as it could a read-only bind runc
+//! made from inside. (Only with private propagation: a staged clone
+//! receives no later host mounts; a read-only volume with host-to-container
+//! propagation is left to runc.)
 //!
 //! A volume *without* mappings is bound as it is: host root's files appear
 //! owned by `nobody` and cannot be written by the pod's root, and whatever
@@ -52,12 +62,17 @@ pub fn wanted(
     Ok(true)
 }
 
-/// Mounts each idmapped volume of `mounts` under `dir`, idmapped with the
-/// user namespace at `userns`, and returns the volumes as runc is to bind
-/// them (staged sources for the idmapped ones). On failure nothing stays
-/// mounted.
+/// Whether `mount` is staged: idmapped, or read-only and private.
+fn staged(mount: &Mount) -> bool {
+    mount.idmapped || (mount.readonly && mount.propagation == MountPropagation::Private)
+}
+
+/// Mounts each staged volume of `mounts` (see [`staged`]) under `dir`,
+/// idmapped with the user namespace at `userns` when asked, read-only when
+/// asked, and returns the volumes as runc is to bind them. On failure
+/// nothing stays mounted.
 pub async fn stage(dir: PathBuf, userns: PathBuf, mounts: Vec<Mount>) -> Result<Vec<Mount>> {
-    if !mounts.iter().any(|m| m.idmapped) {
+    if !mounts.iter().any(staged) {
         return Ok(mounts);
     }
     let what = format!("idmapped volumes in {}", dir.display());
@@ -74,8 +89,7 @@ pub async fn stage(dir: PathBuf, userns: PathBuf, mounts: Vec<Mount>) -> Result<
 
 fn stage_blocking(dir: &Path, userns: &Path, mut mounts: Vec<Mount>) -> Result<Vec<Mount>> {
     std::fs::create_dir_all(dir).map_err(|e| Error::internal(dir.display(), e))?;
-    for (i, mount) in mounts.iter_mut().enumerate().filter(|(_, m)| m.idmapped) {
-        debug_assert_eq!(mount.propagation, MountPropagation::Private);
+    for (i, mount) in mounts.iter_mut().enumerate().filter(|(_, m)| staged(m)) {
         let target = dir.join(i.to_string());
         // The mount point must be of the source's kind.
         let made = if mount.host_path.is_dir() {
@@ -84,9 +98,16 @@ fn stage_blocking(dir: &Path, userns: &Path, mut mounts: Vec<Mount>) -> Result<V
             std::fs::File::create(&target).map(drop)
         };
         made.map_err(|e| Error::internal(target.display(), e))?;
-        idmapped::mount(&mount.host_path, &target, userns, idmapped::Recursive::Yes).map_err(
-            |e| Error::internal(format!("volume {}", mount.container_path.display()), e),
-        )?;
+        // Idmapped only when kubelet asked: see the module's docs.
+        let mapping = mount.idmapped.then_some(userns);
+        idmapped::mount_with(
+            &mount.host_path,
+            &target,
+            mapping,
+            mount.readonly,
+            idmapped::Recursive::Yes,
+        )
+        .map_err(|e| Error::internal(format!("volume {}", mount.container_path.display()), e))?;
         mount.host_path = target;
     }
     Ok(mounts)
