@@ -374,7 +374,7 @@ async fn status_and_refusals_per_handler_and_hostile_pods() {
             .runtime_handlers
             .iter()
             .find(|h| h.name == name)
-            .and_then(|h| h.features.clone())
+            .and_then(|h| h.features)
             .unwrap_or_default()
     };
     assert!(handler("runc").user_namespaces, "{status:?}");
