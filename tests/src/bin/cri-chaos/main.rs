@@ -23,7 +23,9 @@ use std::future::Future;
 use std::process::ExitCode;
 use std::time::Duration;
 use tests::daemon::Daemon;
-use tests::fixtures::{container_config, pod_config, with_kubelet_namespaces, BUSYBOX};
+use tests::fixtures::{
+    container_config, pod_config, with_kubelet_namespaces, with_user_namespace, BUSYBOX,
+};
 use tonic::{Code, Status};
 
 /// The daemon's fault points (`cri_server::fault::POINTS`, which this crate
@@ -274,12 +276,16 @@ impl Chaos {
     /// the sleeper.
     async fn pod(&mut self, name: &str, handler: &str) -> Pod {
         // Half as crictl and critest send them (a PID namespace shared by
-        // the pod: an infra container), half as kubelet does (none: pins).
-        let config = if self.rng.chance(2) {
+        // the pod: an infra container), half as kubelet does (none: pins);
+        // on runc, a third of either with a user namespace of its own.
+        let mut config = if self.rng.chance(2) {
             with_kubelet_namespaces(pod_config(name), false)
         } else {
             pod_config(name)
         };
+        if handler != "runsc" && self.rng.chance(3) {
+            config = with_user_namespace(config, 2_000_000);
+        }
         let run = cri::RunPodSandboxRequest {
             config: Some(config.clone()),
             runtime_handler: handler.into(),
