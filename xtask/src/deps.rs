@@ -14,22 +14,23 @@ use std::process::Command;
 const LAYERS: &[(&str, u8)] = &[
     // Foundations: no workspace dependency at all.
     ("netns", 0),
+    ("idmapped", 0),
     ("sandbox-core", 0),
     ("trust-policy", 0),
     ("cgroups", 0),
     ("cni", 0),
     ("oci-shim", 0),
-    ("image-store", 0),
     ("cri-streaming", 0),
     ("cri-api", 0),
     // Built on foundations.
     ("cri-spec", 1),
-    ("image-signature", 1),
+    ("image-store", 1),
+    ("image-signature", 2),
     // The binary that stitches them together.
-    ("cri-server", 2),
+    ("cri-server", 3),
     // Tools and tests of the whole.
-    ("xtask", 3),
-    ("tests", 3),
+    ("xtask", 4),
+    ("tests", 4),
 ];
 
 /// Checks both rules; the error lists every violation.
