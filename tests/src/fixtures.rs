@@ -56,7 +56,10 @@ pub fn with_kubelet_namespaces(
 
 /// `config` with a user namespace of its own (Kubernetes `hostUsers:
 /// false`): 65536 ids from `host_id`, as kubelet allocates them.
-pub fn with_user_namespace(mut config: cri::PodSandboxConfig, host_id: u32) -> cri::PodSandboxConfig {
+pub fn with_user_namespace(
+    mut config: cri::PodSandboxConfig,
+    host_id: u32,
+) -> cri::PodSandboxConfig {
     let mapping = vec![cri::IdMapping {
         host_id,
         container_id: 0,
@@ -64,7 +67,9 @@ pub fn with_user_namespace(mut config: cri::PodSandboxConfig, host_id: u32) -> c
     }];
     let linux = config.linux.get_or_insert_with(Default::default);
     let security = linux.security_context.get_or_insert_with(Default::default);
-    let options = security.namespace_options.get_or_insert_with(Default::default);
+    let options = security
+        .namespace_options
+        .get_or_insert_with(Default::default);
     options.userns_options = Some(cri::UserNamespace {
         mode: cri::NamespaceMode::Pod as i32,
         uids: mapping.clone(),
