@@ -67,7 +67,8 @@ fn staged(mount: &Mount) -> bool {
     mount.idmapped || (mount.readonly && mount.propagation == MountPropagation::Private)
 }
 
-/// Mounts each staged volume of `mounts` (see [`staged`]) under `dir`,
+/// Mounts each staged volume of `mounts` (idmapped, or read-only and
+/// private) under `dir`,
 /// idmapped with the user namespace at `userns` when asked, read-only when
 /// asked, and returns the volumes as runc is to bind them. On failure
 /// nothing stays mounted.

@@ -85,6 +85,14 @@ impl RuntimeHandlerConfig {
             "--log-format".to_owned(),
             "json".to_owned(),
         ];
+        if self.kind == RuntimeKind::Runsc {
+            // gVisor ignores a container's seccomp profile unless told to
+            // load it inside the sandbox; without this, a pod that asks for
+            // RuntimeDefault or a Localhost profile silently runs
+            // unconfined in its sandbox. Always on: a profile is the pod's
+            // own request, and an operator's `args` must not lose it.
+            args.push("--oci-seccomp".to_owned());
+        }
         args.extend(self.args.iter().cloned());
         args
     }
