@@ -228,7 +228,7 @@ fn apply_user(
         }
     };
     let Some(user) = resolved else {
-        spec.process.user.additional_gids = supplemental;
+        spec.process.user.additional_gids = sorted(supplemental);
         return Ok(());
     };
     let mut groups = if strict {
@@ -246,8 +246,17 @@ fn apply_user(
         Some(g) => id("run_as_group", g.value)?,
         None => user.gid,
     };
-    spec.process.user.additional_gids = groups;
+    spec.process.user.additional_gids = sorted(groups);
     Ok(())
+}
+
+/// Groups in ascending order, each once. Linux's `setgroups` sorts them
+/// anyway, so on runc `id -G` lists them sorted whatever the order given;
+/// gVisor keeps the order it is given. Sorted here, both list the same.
+fn sorted(mut groups: Vec<u32>) -> Vec<u32> {
+    groups.sort_unstable();
+    groups.dedup();
+    groups
 }
 
 /// A uid or gid from a CRI `int64`.

@@ -513,8 +513,12 @@ async fn the_images_group_memberships_join_the_supplemental_groups() {
                 .split_whitespace()
                 .map(|g| g.parse().unwrap_or_else(|_| panic!("{out}")))
                 .collect();
-            // The primary group comes first; the rest in any order.
+            // The primary group comes first, then the rest in ascending
+            // order on both handlers (issue #22: gVisor printed them in
+            // the order given, Linux sorts them).
             assert_eq!(groups.first(), Some(&1500), "{handler} {name}: {out}");
+            let rest = &groups[1..];
+            assert!(rest.windows(2).all(|w| w[0] < w[1]), "{handler} {name}: {out}");
             groups.sort();
             groups_of.push((name, groups));
         }
