@@ -518,7 +518,10 @@ async fn the_images_group_memberships_join_the_supplemental_groups() {
             // the order given, Linux sorts them).
             assert_eq!(groups.first(), Some(&1500), "{handler} {name}: {out}");
             let rest = &groups[1..];
-            assert!(rest.windows(2).all(|w| w[0] < w[1]), "{handler} {name}: {out}");
+            assert!(
+                rest.windows(2).all(|w| w[0] < w[1]),
+                "{handler} {name}: {out}"
+            );
             groups.sort();
             groups_of.push((name, groups));
         }
