@@ -20,6 +20,7 @@
 //!   check, and its reload on SIGHUP.
 //! - [`stream_backend`]: the daemon behind the `cri-streaming` server
 //!   (Exec, Attach, PortForward).
+//! - [`gvisor`]: what pods on gVisor get so they behave as on runc.
 //! - [`daemon`]: shared state, built from [`daemon::Parts`] with no I/O;
 //!   [`handlers`]: the runtime handlers in force (swapped by a reload);
 //!   [`opener`]: the real parts at start; [`restore`] and [`watch`]: records
@@ -34,6 +35,7 @@ pub mod creations;
 pub mod daemon;
 pub mod error;
 pub mod fault;
+pub mod gvisor;
 pub mod handlers;
 pub mod image_service;
 pub mod in_flight;

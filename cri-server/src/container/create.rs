@@ -346,6 +346,7 @@ async fn write_bundle(
     container.privileged = security.privileged;
     container.resources = built.resources;
     let host = if on_gvisor {
+        crate::gvisor::allow_low_ports(sandbox, &built.spec).await?;
         cri_spec::security::gvisor_limits(daemon.host)
     } else {
         daemon.host
