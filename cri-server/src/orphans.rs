@@ -11,7 +11,6 @@
 
 use crate::daemon::Daemon;
 use crate::layout::Layout;
-use oci_shim::monitor::protocol::MONITOR_PID_FILE_NAME;
 use std::collections::HashSet;
 use std::path::Path;
 use std::sync::Arc;
@@ -132,7 +131,7 @@ fn unclaimed(dir: &Path, claimed: &HashSet<String>) -> Vec<String> {
 /// and removes its directory.
 async fn remove_container(daemon: &Arc<Daemon>, id: &str, dir: &Path) {
     tracing::warn!(id, dir = %dir.display(), "removing a half-made container no record claims");
-    if let Some(pid) = monitor_pid(id, &Layout::monitor(dir)) {
+    if let Some(pid) = oci_shim::monitor::retire::running_monitor(id, &Layout::monitor(dir)) {
         // SAFETY: plain syscall; the pid was checked to be this id's monitor.
         unsafe { libc::kill(pid, libc::SIGKILL) };
     }
@@ -175,23 +174,6 @@ fn cgroup_of(id: &str, dir: &Path) -> Option<String> {
         .and_then(|name| name.to_str())
         .is_some_and(|name| name == id || name == format!("{}-{id}.scope", cgroups::SCOPE_PREFIX));
     own.then_some(path)
-}
-
-/// The pid in `monitor.pid`, if that process is still `id`'s monitor (pids
-/// are reused, and the file may be older than the last boot).
-fn monitor_pid(id: &str, monitor_dir: &Path) -> Option<i32> {
-    let pid: i32 = std::fs::read_to_string(monitor_dir.join(MONITOR_PID_FILE_NAME))
-        .ok()?
-        .trim()
-        .parse()
-        .ok()?;
-    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-    let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
-    let is_monitor = args.first().is_some_and(|a| a.ends_with(b"oci-monitor"));
-    let is_ours = args
-        .windows(2)
-        .any(|w| w[0] == b"--id" && w[1] == id.as_bytes());
-    (pid > 0 && is_monitor && is_ours).then_some(pid)
 }
 
 #[cfg(test)]
@@ -282,20 +264,5 @@ mod tests {
         let claimed: HashSet<String> = ["b".to_string()].into();
         assert_eq!(unclaimed(dir.path(), &claimed), ["a", "c"]);
         assert!(unclaimed(&dir.path().join("missing"), &claimed).is_empty());
-    }
-
-    #[test]
-    fn a_pid_file_of_another_process_is_not_a_monitor() {
-        let dir = tempfile::tempdir().unwrap();
-        // Our own pid: alive, but not an oci-monitor.
-        std::fs::write(
-            dir.path().join(MONITOR_PID_FILE_NAME),
-            format!("{}\n", std::process::id()),
-        )
-        .unwrap();
-        assert_eq!(monitor_pid("c1", dir.path()), None);
-        std::fs::write(dir.path().join(MONITOR_PID_FILE_NAME), "garbage").unwrap();
-        assert_eq!(monitor_pid("c1", dir.path()), None);
-        assert_eq!(monitor_pid("c1", &dir.path().join("missing")), None);
     }
 }

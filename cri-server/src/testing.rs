@@ -60,9 +60,13 @@ impl Doubles {
         runc.expect_name().return_const("runc".to_string());
         let mut network = MockPodNetwork::new();
         network.expect_status().returning(|| Ok(()));
+        let mut monitors = MockMonitorLauncher::new();
+        // Removals retire a monitor that outlived its container; the
+        // doubles' containers leave none.
+        monitors.expect_retire().returning(|_, _| false);
         Doubles {
             runc,
-            monitors: MockMonitorLauncher::new(),
+            monitors,
             monitors_instead: None,
             images: MockContainerImages::new(),
             network,

@@ -3,6 +3,7 @@
 
 use crate::daemon::Daemon;
 use crate::error::{Error, Result};
+use crate::layout::Layout;
 use cri_api::v1 as cri;
 use std::sync::Arc;
 
@@ -36,6 +37,8 @@ pub async fn remove_locked(daemon: &Arc<Daemon>, id: &str) -> Result<()> {
     daemon.images.remove_rootfs(id).await?;
     super::userns_volumes::release(daemon.layout.staged_volumes(id)).await;
     let dir = daemon.layout.container_dir(id);
+    // See oci_shim::monitor::retire: no monitor outlives its directory.
+    daemon.monitors.retire(id, &Layout::monitor(&dir)).await;
     match tokio::fs::remove_dir_all(&dir).await {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}

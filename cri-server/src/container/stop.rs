@@ -188,6 +188,9 @@ mod verb_tests {
             self.killed.notified().await;
             Ok(exit(128 + libc::SIGKILL))
         }
+        async fn retire(&self, _: &str, _: &std::path::Path) -> bool {
+            false
+        }
         async fn kill(
             &self,
             _: &str,

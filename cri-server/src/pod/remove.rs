@@ -4,6 +4,7 @@
 
 use crate::daemon::Daemon;
 use crate::error::{Error, Result};
+use crate::layout::Layout;
 use sandbox_core::ContainerFilter;
 use std::sync::Arc;
 
@@ -55,6 +56,9 @@ pub async fn remove(daemon: &Arc<Daemon>, id_or_prefix: &str) -> Result<()> {
     // built-in pause).
     daemon.images.remove_rootfs(&id).await?;
     let dir = daemon.layout.sandbox_dir(&id);
+    // A monitor still waiting (gVisor's sandbox slow to die after a stop
+    // gave up) would outlive its directory: see oci_shim::monitor::retire.
+    daemon.monitors.retire(&id, &Layout::monitor(&dir)).await;
     match tokio::fs::remove_dir_all(&dir).await {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}

@@ -36,6 +36,9 @@ pub trait MonitorLauncher: Send + Sync {
     /// [`MonitorClient::kill`](super::MonitorClient::kill)): `false` when
     /// the runtime must; an error for a monitor that is gone.
     async fn kill(&self, id: &str, state_dir: &Path, signal: i32, all: bool) -> Result<bool>;
+    /// Ends container `id`'s monitor if it still runs, before its
+    /// directory is removed (see [`super::retire`]); `true` if one was.
+    async fn retire(&self, id: &str, state_dir: &Path) -> bool;
 }
 
 /// A monitor waiting for its bundle, from [`MonitorLauncher::prepare`].
@@ -128,6 +131,10 @@ impl MonitorLauncher for ProcessMonitors {
             MonitorStatus::Exited(_) => Ok(true),
             MonitorStatus::Running(mut client) => client.kill(signal, all).await,
         }
+    }
+
+    async fn retire(&self, id: &str, state_dir: &Path) -> bool {
+        super::retire::retire(id, state_dir).await
     }
 
     async fn wait(&self, id: &str, state_dir: &Path) -> Result<ExitRecord> {

@@ -8,6 +8,7 @@ mod client;
 mod launcher;
 mod log_size;
 pub mod protocol;
+pub mod retire;
 mod spawn;
 
 pub use client::{AttachFrame, ContainerStatus, MonitorClient};
