@@ -153,6 +153,7 @@ async fn remove_container(daemon: &Arc<Daemon>, id: &str, dir: &Path) {
             tracing::warn!(id, cgroup = %path, error = %e, "half-made container: cgroup");
         }
     }
+    crate::container::userns_root::release(dir).await;
     if let Err(e) = daemon.images.remove_rootfs(id).await {
         tracing::warn!(id, error = %e, "half-made container: root filesystem");
     }

@@ -612,16 +612,14 @@ fn usage(path: &Path, seen: &mut HashSet<(u64, u64)>, bytes: &mut u64) -> Result
     Ok(())
 }
 
-/// Makes `dir` private (whatever an older daemon or a umask left): 0700,
-/// except the store's root and `containers/`, which are 0711 (others may
-/// pass through, not list). A container in a user namespace runs as an
-/// unprivileged host uid, and runc resolves its root filesystem
-/// (`containers/<id>/rootfs`) as that uid; containerd's root is 0711 for
-/// the same reason. Layers, blobs and records stay 0700.
-fn private(dir: &Path, traversable: bool) -> Result<()> {
-    let mode = if traversable { 0o711 } else { 0o700 };
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode))
-        .map_err(io(dir, "make private"))
+/// Makes `dir` 0700 (whatever an older daemon or a umask left). No local
+/// user may reach a layer or a mounted root filesystem (setuid binaries
+/// and device nodes from images: cf. CVE-2021-41091), not even a pod's
+/// mapped root: a container in a user namespace reaches its root
+/// filesystem through a bind the runtime makes elsewhere.
+fn private(dir: &Path) -> Result<()> {
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .map_err(io(dir, "make private (0700)"))
 }
 
 /// The image records and their configs. A record whose config is over the
@@ -659,7 +657,7 @@ impl Inner {
     fn open(root: PathBuf, registries: Registries) -> Result<Self> {
         for dir in std::iter::once(root.clone()).chain(DIRS.map(|sub| root.join(sub))) {
             std::fs::create_dir_all(&dir).map_err(io(&dir, "create"))?;
-            private(&dir, dir == root || dir == root.join("containers"))?;
+            private(&dir)?;
         }
         let lock_path = root.join("lock");
         let lock_file = std::fs::File::create(&lock_path).map_err(io(&lock_path, "create"))?;

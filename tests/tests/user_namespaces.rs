@@ -228,7 +228,47 @@ async fn root_inside_is_an_unprivileged_host_user_for_files_and_mounts() {
 
     // On the host the container's processes run as the mapped uid.
     assert_eq!(host_uid(&daemon, &c).await, HOST_ROOT);
+
+    // The mapped root reaches its root filesystem through a directory only
+    // it may pass; the image store stays root's alone (setuid binaries of
+    // images: CVE-2021-41091), and no other local user gets in either way.
+    let guard = daemon.dir().join("state/c").join(&c).join("userns-root");
+    let meta = std::fs::metadata(&guard).unwrap();
+    assert_eq!((meta.uid(), meta.mode() & 0o777), (HOST_ROOT, 0o700));
+    let store = daemon.dir().join("root/images");
+    for dir in [store.clone(), store.join("containers")] {
+        assert_eq!(
+            std::fs::metadata(&dir).unwrap().mode() & 0o777,
+            0o700,
+            "{}",
+            dir.display()
+        );
+    }
+    let as_nobody = |path: &Path| {
+        std::process::Command::new("setpriv")
+            .args([
+                "--reuid",
+                "65534",
+                "--regid",
+                "65534",
+                "--clear-groups",
+                "ls",
+            ])
+            .arg(path)
+            .output()
+            .unwrap()
+            .status
+            .success()
+    };
+    assert!(
+        !as_nobody(&guard.join("rootfs/bin")),
+        "nobody passed the guard"
+    );
+    assert!(!as_nobody(
+        &store.join("containers").join(&c).join("rootfs/bin")
+    ));
     daemon.remove_pod(&pod).await;
+    assert!(!guard.exists());
 }
 
 #[tokio::test]
@@ -473,4 +513,34 @@ async fn status_and_refusals_per_handler_and_hostile_pods() {
     let pods = daemon.list_pods().await;
     assert!(pods.is_empty(), "{pods:?}");
     assert_eq!(pins(&daemon), 0);
+}
+
+/// A pod sharing its PID namespace keeps an infra container; with
+/// `pause_image` its root filesystem comes from the image store, idmapped
+/// and bound where the mapped root reaches it, as a container's. (Here the
+/// image is busybox, whose `sh` ends at once on an empty stdin: that it
+/// ran at all, and ended well, is what is checked; a root filesystem the
+/// mapped root could not reach fails RunPodSandbox.)
+#[tokio::test]
+async fn a_pause_image_infra_container_runs_in_the_pods_user_namespace() {
+    let daemon = Daemon::start(&format!("[image]\npause_image = \"{BUSYBOX}\"\n")).await;
+    let logs = tempfile::tempdir().unwrap();
+    let pod = daemon
+        .run_pod(userns_pod("userns-pause-image", true, logs.path()), "")
+        .await;
+    let guard = daemon.dir().join("state/p").join(&pod).join("userns-root");
+    assert_eq!(std::fs::metadata(&guard).unwrap().uid(), HOST_ROOT);
+    let mut exit = None;
+    for _ in 0..100 {
+        let info = daemon.pod_status(&pod, true).await.info;
+        let record: serde_json::Value = serde_json::from_str(&info["info"]).unwrap();
+        exit = record["infra_container"]["exit_code"].as_i64();
+        if exit.is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(exit, Some(0), "the infra container ran and ended well");
+    daemon.remove_pod(&pod).await;
+    assert!(!guard.exists());
 }

@@ -68,6 +68,7 @@ pub async fn create(daemon: &Arc<Daemon>, request: cri::CreateContainerRequest) 
             if let Ok(runtime) = daemon.runtime(&container.runtime_handler) {
                 let _ = runtime.delete(&container.id, true).await;
             }
+            super::userns_root::release(&daemon.layout.container_dir(&container.id)).await;
             let _ = daemon.images.remove_rootfs(&container.id).await;
             super::userns_volumes::release(daemon.layout.staged_volumes(&container.id)).await;
             let _ = tokio::fs::remove_dir_all(daemon.layout.container_dir(&container.id)).await;
@@ -282,16 +283,19 @@ async fn write_bundle(
         sandbox.namespace_options.user.as_ref(),
     )
     .await?;
-    let volumes = match &sandbox.userns_path {
-        Some(userns) => {
+    let container_dir = daemon.layout.container_dir(&container.id);
+    let (volumes, runc_root) = match (&sandbox.userns_path, rootfs_idmap(sandbox)) {
+        (Some(userns), Some(idmap)) => (
             super::userns_volumes::stage(
                 daemon.layout.staged_volumes(&container.id),
                 userns.clone(),
+                idmap.root,
                 container.mounts.clone(),
             )
-            .await?
-        }
-        None => container.mounts.clone(),
+            .await?,
+            super::userns_root::bind(&container_dir, &rootfs.path, idmap.root).await?,
+        ),
+        _ => (container.mounts.clone(), rootfs.path.clone()),
     };
     let on_gvisor = handler.kind == RuntimeKind::Runsc;
     let pod_dir = daemon.layout.sandbox_dir(&sandbox.id);
@@ -310,7 +314,7 @@ async fn write_bundle(
     let built = cri_spec::container::build(&ContainerInputs {
         request: config,
         image,
-        rootfs: &rootfs.path,
+        rootfs: &runc_root,
         user,
         volumes: &volumes,
         pod_files: &pod_files,

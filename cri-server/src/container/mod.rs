@@ -2,7 +2,7 @@
 //! `status`, `list`, `exec_sync`, `reopen_log`, `update` (with
 //! `resources`, the CRI → OCI conversion); the security context
 //! (`security`, with `seccomp` profiles), the host side of volume
-//! `mount_propagation`, `userns_volumes` for pods with a user namespace;
+//! `mount_propagation`, `userns_volumes` and `userns_root` for pods with a user namespace;
 //! plus what they share about exits.
 
 pub mod create;
@@ -15,6 +15,7 @@ pub mod start;
 pub mod status;
 pub mod stop;
 pub mod update;
+pub mod userns_root;
 pub mod userns_volumes;
 
 use crate::daemon::Daemon;

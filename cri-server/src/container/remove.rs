@@ -34,9 +34,10 @@ pub async fn remove_locked(daemon: &Arc<Daemon>, id: &str) -> Result<()> {
         let runtime = daemon.runtime(&container.runtime_handler)?;
         runtime.delete(id, true).await?;
     }
+    let dir = daemon.layout.container_dir(id);
+    super::userns_root::release(&dir).await;
     daemon.images.remove_rootfs(id).await?;
     super::userns_volumes::release(daemon.layout.staged_volumes(id)).await;
-    let dir = daemon.layout.container_dir(id);
     // See oci_shim::monitor::retire: no monitor outlives its directory.
     daemon.monitors.retire(id, &Layout::monitor(&dir)).await;
     match tokio::fs::remove_dir_all(&dir).await {

@@ -72,13 +72,23 @@ fn staged(mount: &Mount) -> bool {
 /// idmapped with the user namespace at `userns` when asked, read-only when
 /// asked, and returns the volumes as runc is to bind them. On failure
 /// nothing stays mounted.
-pub async fn stage(dir: PathBuf, userns: PathBuf, mounts: Vec<Mount>) -> Result<Vec<Mount>> {
+///
+/// `dir` is made private to the pod's mapped root `root` (see
+/// `container::userns_root`): runc, in the user namespace, must pass
+/// through it, and no other local user may (a staged volume skips the
+/// permissions of the host directories above the volume).
+pub async fn stage(
+    dir: PathBuf,
+    userns: PathBuf,
+    root: (u32, u32),
+    mounts: Vec<Mount>,
+) -> Result<Vec<Mount>> {
     if !mounts.iter().any(staged) {
         return Ok(mounts);
     }
     let what = format!("idmapped volumes in {}", dir.display());
     tokio::task::spawn_blocking(move || {
-        let staged = stage_blocking(&dir, &userns, mounts);
+        let staged = stage_blocking(&dir, &userns, root, mounts);
         if staged.is_err() {
             release_blocking(&dir);
         }
@@ -88,8 +98,13 @@ pub async fn stage(dir: PathBuf, userns: PathBuf, mounts: Vec<Mount>) -> Result<
     .map_err(|e| Error::internal(&what, e))?
 }
 
-fn stage_blocking(dir: &Path, userns: &Path, mut mounts: Vec<Mount>) -> Result<Vec<Mount>> {
-    std::fs::create_dir_all(dir).map_err(|e| Error::internal(dir.display(), e))?;
+fn stage_blocking(
+    dir: &Path,
+    userns: &Path,
+    root: (u32, u32),
+    mut mounts: Vec<Mount>,
+) -> Result<Vec<Mount>> {
+    super::userns_root::private_to(dir, root).map_err(|e| Error::internal(dir.display(), e))?;
     for (i, mount) in mounts.iter_mut().enumerate().filter(|(_, m)| staged(m)) {
         let target = dir.join(i.to_string());
         // The mount point must be of the source's kind.

@@ -53,9 +53,10 @@ pub async fn remove(daemon: &Arc<Daemon>, id_or_prefix: &str) -> Result<()> {
         runtime.delete(&id, true).await?;
     }
     // The root of an infra container from `pause_image` (none for the
-    // built-in pause).
-    daemon.images.remove_rootfs(&id).await?;
+    // built-in pause), and its bind for a pod with a user namespace.
     let dir = daemon.layout.sandbox_dir(&id);
+    crate::container::userns_root::release(&dir).await;
+    daemon.images.remove_rootfs(&id).await?;
     // A monitor still waiting (gVisor's sandbox slow to die after a stop
     // gave up) would outlive its directory: see oci_shim::monitor::retire.
     daemon.monitors.retire(&id, &Layout::monitor(&dir)).await;

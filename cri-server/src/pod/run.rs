@@ -476,7 +476,7 @@ async fn write_infra_bundle(
 ) -> Result<Vec<String>> {
     let host_network = sandbox.namespace_options.network == NamespaceMode::Node;
     let dir = daemon.layout.sandbox_dir(&sandbox.id);
-    let (rootfs, argv) = infra_root(daemon, &sandbox.id).await?;
+    let (rootfs, argv) = infra_root(daemon, sandbox).await?;
     let mut spec = ContainerSpec::new(&rootfs, argv.clone());
     spec.root.readonly = true;
     // pause needs no privilege at all.
@@ -530,7 +530,15 @@ async fn write_infra_bundle(
 
 /// The infra container's root and command: the built-in pause program, or
 /// the configured `pause_image` (pulled when missing, mounted read-only).
-async fn infra_root(daemon: &Arc<Daemon>, id: &str) -> Result<(std::path::PathBuf, Vec<String>)> {
+///
+/// For a pod with a user namespace, a `pause_image` root is idmapped and
+/// bound where the pod's mapped root can reach it (see
+/// `container::userns_root`); the built-in one is world-readable already.
+async fn infra_root(
+    daemon: &Arc<Daemon>,
+    sandbox: &Sandbox,
+) -> Result<(std::path::PathBuf, Vec<String>)> {
+    let id = &sandbox.id;
     let image_name = &daemon.config.image.pause_image;
     if image_name.is_empty() {
         return Ok((
@@ -552,8 +560,25 @@ async fn infra_root(daemon: &Arc<Daemon>, id: &str) -> Result<(std::path::PathBu
     }
     // Writable underneath: runc creates mount points (/proc, /dev) before it
     // makes the root read-only as the spec says.
-    let rootfs = daemon.images.create_rootfs(&image.id, id, false).await?;
-    Ok((rootfs.path, argv))
+    let idmap = sandbox.userns_path.clone().zip(
+        sandbox
+            .namespace_options
+            .user
+            .as_ref()
+            .and_then(|u| u.host_root()),
+    );
+    let Some((userns, root)) = idmap else {
+        let rootfs = daemon.images.create_rootfs(&image.id, id, false).await?;
+        return Ok((rootfs.path, argv));
+    };
+    let idmap = image_store::RootFsIdmap { userns, root };
+    let rootfs = daemon
+        .images
+        .create_rootfs_mapped(&image.id, id, false, idmap)
+        .await?;
+    let dir = daemon.layout.sandbox_dir(id);
+    let bound = crate::container::userns_root::bind(&dir, &rootfs.path, root).await?;
+    Ok((bound, argv))
 }
 
 /// Undoes whatever a failed RunPodSandbox made: the infra container, the
@@ -573,6 +598,7 @@ async fn undo(daemon: &Arc<Daemon>, sandbox: &Sandbox) {
         }
     })
     .await;
+    crate::container::userns_root::release(&daemon.layout.sandbox_dir(&sandbox.id)).await;
     let _ = daemon.images.remove_rootfs(&sandbox.id).await;
     let _ = tokio::fs::remove_dir_all(daemon.layout.sandbox_dir(&sandbox.id)).await;
     daemon.pod_names.release_held(&sandbox.name, &sandbox.id);
