@@ -1,6 +1,31 @@
-//! A plain HTTP/1.1 GET on loopback, for the daemon's `/metrics` endpoint.
+//! Plain HTTP GETs: on loopback for the daemon's `/metrics` endpoint, and
+//! to servers in pods.
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// An HTTP/1.0 `GET /` to `addr` (`ip:port`), retried for up to ten
+/// seconds until something answers; the whole answer. Blocking: for a
+/// server just started in a pod.
+pub fn get_blocking(addr: &str) -> String {
+    use std::io::{Read, Write};
+    let addr: std::net::SocketAddr = addr.parse().expect("an ip:port");
+    for _ in 0..100 {
+        let timeout = std::time::Duration::from_secs(2);
+        if let Ok(mut stream) = std::net::TcpStream::connect_timeout(&addr, timeout) {
+            stream
+                .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+                .expect("read timeout");
+            let _ = stream.write_all(b"GET / HTTP/1.0\r\n\r\n");
+            let mut body = String::new();
+            let _ = stream.read_to_string(&mut body);
+            if !body.is_empty() {
+                return body;
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    panic!("nothing answered on {addr}");
+}
 
 /// A loopback port nothing listens on (bound and let go).
 pub fn free_port() -> u16 {

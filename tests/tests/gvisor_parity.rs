@@ -5,8 +5,6 @@
 //! kernel answers `uname -r` with 4.4.0).
 
 use cri_api::v1 as cri;
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::time::Duration;
 use tests::daemon::Daemon;
 use tests::fixtures::{container_config, pod_config, BUSYBOX};
@@ -46,23 +44,7 @@ async fn assert_on(daemon: &Daemon, id: &str, handler: &str) {
 }
 
 fn http_get(addr: &str) -> String {
-    for _ in 0..100 {
-        if let Ok(mut stream) =
-            TcpStream::connect_timeout(&addr.parse().unwrap(), Duration::from_secs(2))
-        {
-            stream
-                .set_read_timeout(Some(Duration::from_secs(5)))
-                .unwrap();
-            let _ = stream.write_all(b"GET / HTTP/1.0\r\n\r\n");
-            let mut body = String::new();
-            let _ = stream.read_to_string(&mut body);
-            if !body.is_empty() {
-                return body;
-            }
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    panic!("nothing answered on {addr}");
+    tests::http::get_blocking(addr)
 }
 
 /// The pod's `net.ipv4.ip_unprivileged_port_start`, read in its network

@@ -9,7 +9,9 @@ use cri_api::v1 as cri;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use tests::daemon::Daemon;
-use tests::fixtures::{container_config, pod_config, with_kubelet_namespaces, BUSYBOX};
+use tests::fixtures::{
+    container_config, pod_config, with_kubelet_namespaces, with_user_namespace, BUSYBOX,
+};
 use tonic::Code;
 
 /// The host uid (and gid) of the pods' root: an unusual range, so files
@@ -32,20 +34,27 @@ fn userns(host_id: u32) -> cri::UserNamespace {
     }
 }
 
+/// The pod's sandbox security context.
+fn security(config: &mut cri::PodSandboxConfig) -> &mut cri::LinuxSandboxSecurityContext {
+    let linux = config.linux.get_or_insert_with(Default::default);
+    linux.security_context.get_or_insert_with(Default::default)
+}
+
+/// The pod's namespace options.
+fn namespaces(config: &mut cri::PodSandboxConfig) -> &mut cri::NamespaceOption {
+    security(config)
+        .namespace_options
+        .get_or_insert_with(Default::default)
+}
+
 /// A kubelet-style pod (or one sharing its PID namespace, which keeps an
 /// infra container) with its own user namespace.
 fn userns_pod(name: &str, shared_pid: bool, logs: &Path) -> cri::PodSandboxConfig {
-    let mut config = with_kubelet_namespaces(pod_config(name), false);
+    let mut config =
+        with_user_namespace(with_kubelet_namespaces(pod_config(name), false), HOST_ROOT);
     config.log_directory = logs.display().to_string();
-    let options = config
-        .linux
-        .as_mut()
-        .and_then(|l| l.security_context.as_mut())
-        .and_then(|s| s.namespace_options.as_mut())
-        .unwrap();
-    options.userns_options = Some(userns(HOST_ROOT));
     if shared_pid {
-        options.pid = cri::NamespaceMode::Pod as i32;
+        namespaces(&mut config).pid = cri::NamespaceMode::Pod as i32;
     }
     config
 }
@@ -442,40 +451,13 @@ async fn status_and_refusals_per_handler_and_hostile_pods() {
     );
     // Privileged, or on the host's network: Kubernetes forbids it too.
     let mut privileged = userns_pod("userns-privileged", false, logs.path());
-    privileged
-        .linux
-        .as_mut()
-        .unwrap()
-        .security_context
-        .as_mut()
-        .unwrap()
-        .privileged = true;
+    security(&mut privileged).privileged = true;
     let mut host_net = userns_pod("userns-hostnet", false, logs.path());
-    host_net
-        .linux
-        .as_mut()
-        .unwrap()
-        .security_context
-        .as_mut()
-        .unwrap()
-        .namespace_options
-        .as_mut()
-        .unwrap()
-        .network = cri::NamespaceMode::Node as i32;
+    namespaces(&mut host_net).network = cri::NamespaceMode::Node as i32;
     // Hostile mappings.
     let with_mapping = |name: &str, uids: Vec<cri::IdMapping>| {
         let mut config = userns_pod(name, false, logs.path());
-        let options = config
-            .linux
-            .as_mut()
-            .unwrap()
-            .security_context
-            .as_mut()
-            .unwrap()
-            .namespace_options
-            .as_mut()
-            .unwrap();
-        options.userns_options = Some(cri::UserNamespace {
+        namespaces(&mut config).userns_options = Some(cri::UserNamespace {
             mode: cri::NamespaceMode::Pod as i32,
             gids: uids.clone(),
             uids,
