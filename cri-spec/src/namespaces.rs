@@ -47,6 +47,13 @@ impl PodNamespaces {
             _ => None,
         };
         match (self.on_gvisor, self.infra_pid, pin) {
+            // gVisor keeps every namespace of the pod inside its sandbox,
+            // but shares the PID namespace of the pod's sandbox process
+            // with a container whose spec names any path for it (a
+            // container with none gets a PID namespace of its own).
+            (true, Some(pid), _) if kind == "pid" => {
+                NamespaceSource::Join(PathBuf::from(format!("/proc/{pid}/ns/pid")))
+            }
             (true, _, _) => NamespaceSource::New,
             (false, Some(pid), _) => {
                 NamespaceSource::Join(PathBuf::from(format!("/proc/{pid}/ns/{kind}")))

@@ -263,3 +263,51 @@ async fn gvisor_limits_are_shown_beside_runcs_behaviour() {
         daemon.remove_pod(&pod).await;
     }
 }
+
+/// critest "PodPID" and "ContainerPID": with the pod's PID namespace its
+/// containers see each other's processes; with one each they do not.
+/// gVisor keeps namespaces inside its sandbox and shares a PID namespace
+/// with a container whose spec names a path for it.
+#[tokio::test]
+async fn containers_see_each_others_processes_exactly_when_the_pod_shares_pids() {
+    let daemon = daemon().await;
+    for handler in HANDLERS {
+        for shared in [true, false] {
+            let name = format!("pids-{handler}-{}", if shared { "pod" } else { "own" });
+            let mut config = pod_config(&name);
+            if !shared {
+                config = tests::fixtures::with_kubelet_namespaces(config, false);
+            }
+            let pod = daemon.run_pod(config, handler).await;
+            // Each container asks as kubelet does: the pod's PID namespace
+            // or its own.
+            let pid = if shared {
+                cri::NamespaceMode::Pod
+            } else {
+                cri::NamespaceMode::Container
+            };
+            let asking = |config: cri::ContainerConfig| {
+                with_security(
+                    config,
+                    cri::LinuxContainerSecurityContext {
+                        namespace_options: Some(cri::NamespaceOption {
+                            pid: pid as i32,
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    },
+                )
+            };
+            let marker = "sleep 777";
+            let a = container_config("a", BUSYBOX, &["sh", "-c", marker]);
+            let a = daemon.create_started(&pod, asking(a)).await;
+            let b = container_config("b", BUSYBOX, &["sleep", "600"]);
+            let b = daemon.create_started(&pod, asking(b)).await;
+            let (code, ps) = daemon.sh(&b, "ps -o args").await;
+            assert_eq!(code, 0, "{ps}");
+            assert_eq!(ps.contains(marker), shared, "{name}: {ps}");
+            assert_on(&daemon, &a, handler).await;
+            daemon.remove_pod(&pod).await;
+        }
+    }
+}

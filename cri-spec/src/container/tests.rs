@@ -271,6 +271,15 @@ fn namespaces_join_the_pod_or_follow_the_request() {
     })
     .unwrap();
     assert_eq!(ns_path(&built.spec, NamespaceKind::Ipc), Some(None));
+    // The pod's PID namespace on gVisor: any path shares the sandbox's.
+    assert_eq!(
+        ns_path(&built.spec, NamespaceKind::Pid),
+        Some(Some("/proc/7/ns/pid".into()))
+    );
+    let built = build_with(&pid_mode(M::Container), &image(&["/ep"], &[]), |i| {
+        i.pod.on_gvisor = true
+    })
+    .unwrap();
     assert_eq!(ns_path(&built.spec, NamespaceKind::Pid), Some(None));
 }
 
