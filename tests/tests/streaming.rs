@@ -514,6 +514,35 @@ fn httpd(port: u16) -> cri::ContainerConfig {
     container_config("httpd", BUSYBOX, &["sh", "-c", &script])
 }
 
+/// critest "Streaming: portforward" serves on port 80: the same on both
+/// handlers (gVisor's low ports: see cri-server/src/gvisor.rs).
+#[tokio::test]
+async fn spdy_port_forward_to_port_80_on_both_handlers() {
+    let daemon = Daemon::start("").await;
+    daemon.pull(BUSYBOX).await;
+    for handler in ["runc", "runsc"] {
+        let pod = daemon
+            .run_pod(pod_config(&format!("pf80-{handler}")), handler)
+            .await;
+        daemon.create_started(&pod, httpd(80)).await;
+        // Through the port-forward itself until httpd is up (busybox's
+        // wget inside gVisor cannot probe it: EAGAIN on its host sockets).
+        let mut bodies = Vec::new();
+        for _ in 0..50 {
+            let url = port_forward_url(&daemon, &pod, 80).await;
+            bodies = fetch_twice(&url, 80).await;
+            if bodies.iter().all(|b| b.contains("hello-pf")) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        for body in &bodies {
+            assert!(body.contains("hello-pf"), "{handler}: {bodies:?}");
+        }
+        daemon.remove_pod(&pod).await;
+    }
+}
+
 #[tokio::test]
 async fn spdy_port_forward_to_httpd_in_a_pod() {
     let pod = pod_with("pfpod", "", httpd(8080)).await;
