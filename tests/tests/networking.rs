@@ -256,21 +256,28 @@ async fn network_ready_follows_the_config_directory() {
 }
 
 /// critest "Multiple Containers": two containers of one pod each take exec,
-/// each keep their own log, and share the pod's network (localhost).
+/// each keep their own log, and share the pod's network (localhost), the
+/// server on port 80 as critest's; on both handlers.
 #[tokio::test]
 async fn multiple_containers_in_a_pod_share_its_network_and_keep_their_own_logs() {
     let daemon = daemon().await;
+    for handler in ["runc", "runsc"] {
+        multiple_containers_on(&daemon, handler).await;
+    }
+}
+
+async fn multiple_containers_on(daemon: &Daemon, handler: &str) {
     let logs = tempfile::tempdir().unwrap();
-    let mut config = pod_config("multi");
+    let mut config = pod_config(&format!("multi-{handler}"));
     config.log_directory = logs.path().to_string_lossy().into_owned();
-    let (pod, _) = run_pod(&daemon, config).await;
+    let pod = daemon.run_pod(config, handler).await;
     let mut web = container_config(
         "web",
         BUSYBOX,
         &[
             "sh",
             "-c",
-            "echo web-started; mkdir -p /www && echo served-by-neighbour > /www/index.html && exec httpd -f -p 8088 -h /www",
+            "echo web-started; mkdir -p /www && echo served-by-neighbour > /www/index.html && exec httpd -f -p 80 -h /www",
         ],
     );
     web.log_path = "web.log".into();
@@ -294,7 +301,7 @@ async fn multiple_containers_in_a_pod_share_its_network_and_keep_their_own_logs(
         answer = daemon
             .sh(
                 &client,
-                "printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 2 127.0.0.1 8088 | tail -n 1",
+                "printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 2 127.0.0.1 80 | tail -n 1",
             )
             .await;
         if answer.0 == 0 && !answer.1.is_empty() {
@@ -302,7 +309,11 @@ async fn multiple_containers_in_a_pod_share_its_network_and_keep_their_own_logs(
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert_eq!(answer, (0, "served-by-neighbour\n".to_string()));
+    assert_eq!(
+        answer,
+        (0, "served-by-neighbour\n".to_string()),
+        "{handler}"
+    );
     // Each log holds its own container's output and nothing of the other's.
     for (id, file, mine, theirs) in [
         (&web, "web.log", "web-started", "client-started"),
