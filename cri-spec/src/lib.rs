@@ -48,6 +48,7 @@ pub mod annotations;
 pub mod container;
 pub mod convert;
 pub mod devices;
+pub mod gvisor_paths;
 pub mod image_config;
 pub mod namespaces;
 pub mod resources;

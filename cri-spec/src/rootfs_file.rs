@@ -167,6 +167,58 @@ pub fn read_in_root(root: &Path, file: &Path, limit: u64) -> Result<Option<Vec<u
     }
 }
 
+/// Where `path` (as the container sees it) is on the host, resolved inside
+/// the root filesystem at `root` (every symlink resolved inside it, never
+/// on the host), and whether it is a directory; `Ok(None)` when nothing is
+/// there.
+///
+/// # Errors
+///
+/// [`FileError`] when the root cannot be opened or the lookup fails for
+/// another reason than absence.
+pub fn resolve_in_root(root: &Path, path: &Path) -> Result<Option<(PathBuf, bool)>, FileError> {
+    let name = path.display().to_string();
+    let root_fd = nix::fcntl::open(
+        root,
+        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map(owned)
+    .map_err(|errno| FileError::Root {
+        root: root.to_path_buf(),
+        errno,
+    })?;
+    let fd = match openat2(root_fd.as_raw_fd(), &relative(path), in_root(OFlag::O_PATH)) {
+        Ok(fd) => owned(fd),
+        Err(Errno::ENOENT) => return Ok(None),
+        Err(errno) => return Err(FileError::Open { file: name, errno }),
+    };
+    let stat = fstat(fd.as_raw_fd()).map_err(|errno| FileError::Open {
+        file: name.clone(),
+        errno,
+    })?;
+    let is_dir = SFlag::from_bits_truncate(stat.st_mode) & SFlag::S_IFMT == SFlag::S_IFDIR;
+    // The kernel names what the descriptor resolved to; it must be under
+    // the root (RESOLVE_IN_ROOT makes it so; checked all the same).
+    let host = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())).map_err(|e| {
+        FileError::Open {
+            file: name.clone(),
+            errno: Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
+        }
+    })?;
+    let root = std::fs::canonicalize(root).map_err(|e| FileError::Root {
+        root: root.to_path_buf(),
+        errno: Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
+    })?;
+    if !host.starts_with(&root) {
+        return Err(FileError::Open {
+            file: name,
+            errno: Errno::EXDEV,
+        });
+    }
+    Ok(Some((host, is_dir)))
+}
+
 /// The target of `rel` when `rel` itself is a symlink (so ENOENT came from
 /// what it points at, not from `rel` missing).
 fn dangling_target(root: &OwnedFd, rel: &Path) -> Option<String> {

@@ -606,14 +606,12 @@ async fn masked_and_readonly_paths_defaults_and_requested() {
                 },
             ))
             .await;
-        // gVisor (runsc 20221219) accepts but does not apply maskedPaths
-        // and readonlyPaths; only runc is checked.
-        if handler == "runc" {
-            let (_, group) = pod.exec(&custom, &["cat", "/etc/group"]).await;
-            assert!(!group.contains("root"), "{handler}: masked: {group}");
-            let (code, _) = pod.exec(&custom, &["touch", "/etc/written"]).await;
-            assert_ne!(code, 0, "{handler}: /etc is read-only");
-        }
+        // runsc ignores maskedPaths and readonlyPaths; on gVisor the daemon
+        // makes them mounts (cri_spec::gvisor_paths), so both are checked.
+        let (_, group) = pod.exec(&custom, &["cat", "/etc/group"]).await;
+        assert!(!group.contains("root"), "{handler}: masked: {group}");
+        let (code, _) = pod.exec(&custom, &["touch", "/etc/written"]).await;
+        assert_ne!(code, 0, "{handler}: /etc is read-only");
         pod.remove().await;
     }
 }

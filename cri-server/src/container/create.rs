@@ -339,6 +339,10 @@ async fn write_bundle(
             .is_some_and(|h| h.settings.privileged_without_host_devices),
     })
     .map_err(|e| invalid(&e))?;
+    let mut built = built;
+    if on_gvisor {
+        built.spec = gvisor_paths(built.spec, &rootfs.path, container).await?;
+    }
     container.working_dir = built.spec.process.cwd.clone();
     let user = &built.spec.process.user;
     container.process_user = Some(sandbox_core::ProcessUser {
@@ -385,6 +389,28 @@ async fn volumes(
         mounts.push(mount);
     }
     Ok(mounts)
+}
+
+/// `spec`'s masked and read-only paths as mounts gVisor applies (see
+/// `cri_spec::gvisor_paths`), looked up in the root filesystem on a
+/// blocking thread.
+async fn gvisor_paths(
+    mut spec: oci_shim::spec::ContainerSpec,
+    rootfs: &Path,
+    container: &Container,
+) -> Result<oci_shim::spec::ContainerSpec> {
+    let root = rootfs.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        cri_spec::gvisor_paths::as_mounts(&mut spec, &root).map(|()| spec)
+    })
+    .await
+    .map_err(|e| Error::internal(format!("container {}", container.name), e))?
+    .map_err(|e| {
+        Error::internal(
+            format!("container {} masked or read-only paths", container.name),
+            e,
+        )
+    })
 }
 
 /// How the root filesystem is idmapped for a pod with a user namespace.
