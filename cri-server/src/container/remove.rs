@@ -29,17 +29,32 @@ pub async fn remove_locked(daemon: &Arc<Daemon>, id: &str) -> Result<()> {
         tracing::warn!(container = %id, error = %e, "stop before removal failed; removing by force");
     }
     // Re-read: the stop above may just have deleted it.
-    let deleted = daemon.containers.get(id).is_ok_and(|c| c.runtime_deleted);
+    let stopped = daemon.containers.get(id).ok();
+    let deleted = stopped.as_ref().is_some_and(|c| c.runtime_deleted);
     if !deleted {
         let runtime = daemon.runtime(&container.runtime_handler)?;
         runtime.delete(id, true).await?;
     }
     let dir = daemon.layout.container_dir(id);
-    super::userns_root::release(&dir).await;
+    // Only a pod with a user namespace has these (or a pod no longer
+    // known, to be safe); others skip the blocking hops.
+    let userns = daemon
+        .sandboxes
+        .get(&container.sandbox_id)
+        .map_or(true, |s| s.userns_path.is_some());
+    if userns {
+        super::userns_root::release(&dir).await;
+    }
     daemon.images.remove_rootfs(id).await?;
-    super::userns_volumes::release(daemon.layout.staged_volumes(id)).await;
-    // See oci_shim::monitor::retire: no monitor outlives its directory.
-    daemon.monitors.retire(id, &Layout::monitor(&dir)).await;
+    if userns {
+        super::userns_volumes::release(daemon.layout.staged_volumes(id)).await;
+    }
+    // A monitor outlives its container only if the stop did not see the
+    // exit (gVisor slow to die): see oci_shim::monitor::retire.
+    let exited = stopped.is_some_and(|c| c.state == sandbox_core::ContainerState::Exited);
+    if !exited {
+        daemon.monitors.retire(id, &Layout::monitor(&dir)).await;
+    }
     match tokio::fs::remove_dir_all(&dir).await {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}

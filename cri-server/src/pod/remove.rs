@@ -55,11 +55,20 @@ pub async fn remove(daemon: &Arc<Daemon>, id_or_prefix: &str) -> Result<()> {
     // The root of an infra container from `pause_image` (none for the
     // built-in pause), and its bind for a pod with a user namespace.
     let dir = daemon.layout.sandbox_dir(&id);
-    crate::container::userns_root::release(&dir).await;
+    if sandbox.userns_path.is_some() {
+        crate::container::userns_root::release(&dir).await;
+    }
     daemon.images.remove_rootfs(&id).await?;
     // A monitor still waiting (gVisor's sandbox slow to die after a stop
     // gave up) would outlive its directory: see oci_shim::monitor::retire.
-    daemon.monitors.retire(&id, &Layout::monitor(&dir)).await;
+    let infra_exited = daemon.sandboxes.get(&id).is_ok_and(|s| {
+        s.infra_container
+            .as_ref()
+            .is_none_or(|i| i.state == sandbox_core::ContainerState::Exited)
+    });
+    if !infra_exited {
+        daemon.monitors.retire(&id, &Layout::monitor(&dir)).await;
+    }
     match tokio::fs::remove_dir_all(&dir).await {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
