@@ -104,6 +104,20 @@ fn owned(fd: std::os::fd::RawFd) -> OwnedFd {
     unsafe { OwnedFd::from_raw_fd(fd) }
 }
 
+/// The root directory, opened to resolve paths inside it.
+fn open_root(root: &Path) -> Result<OwnedFd, FileError> {
+    nix::fcntl::open(
+        root,
+        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map(owned)
+    .map_err(|errno| FileError::Root {
+        root: root.to_path_buf(),
+        errno,
+    })
+}
+
 /// `flags` resolved inside the root (openat2 refuses `O_PATH` with flags
 /// other than `O_DIRECTORY`, `O_NOFOLLOW` and `O_CLOEXEC`).
 fn in_root(flags: OFlag) -> OpenHow {
@@ -145,16 +159,7 @@ fn relative(path: &Path) -> PathBuf {
 /// ```
 pub fn read_in_root(root: &Path, file: &Path, limit: u64) -> Result<Option<Vec<u8>>, FileError> {
     let name = file.display().to_string();
-    let root_fd = nix::fcntl::open(
-        root,
-        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
-        nix::sys::stat::Mode::empty(),
-    )
-    .map(owned)
-    .map_err(|errno| FileError::Root {
-        root: root.to_path_buf(),
-        errno,
-    })?;
+    let root_fd = open_root(root)?;
     let rel = relative(file);
     let how = in_root(OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_NOCTTY);
     match openat2(root_fd.as_raw_fd(), &rel, how) {
@@ -178,16 +183,7 @@ pub fn read_in_root(root: &Path, file: &Path, limit: u64) -> Result<Option<Vec<u
 /// another reason than absence.
 pub fn resolve_in_root(root: &Path, path: &Path) -> Result<Option<(PathBuf, bool)>, FileError> {
     let name = path.display().to_string();
-    let root_fd = nix::fcntl::open(
-        root,
-        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
-        nix::sys::stat::Mode::empty(),
-    )
-    .map(owned)
-    .map_err(|errno| FileError::Root {
-        root: root.to_path_buf(),
-        errno,
-    })?;
+    let root_fd = open_root(root)?;
     let fd = match openat2(root_fd.as_raw_fd(), &relative(path), in_root(OFlag::O_PATH)) {
         Ok(fd) => owned(fd),
         Err(Errno::ENOENT) => return Ok(None),
