@@ -136,18 +136,27 @@ async fn pods_reach_each_other_by_ip_and_the_host_reaches_a_host_port() {
     daemon.remove_pod(&client).await;
 }
 
+/// critest "DNS config" and "set hostname", on both handlers.
 #[tokio::test]
 async fn dns_config_and_hostname_reach_the_container() {
     let daemon = daemon().await;
-    let mut config = pod_config("dnshost");
+    for handler in ["runc", "runsc"] {
+        dns_and_hostname_on(&daemon, handler).await;
+    }
+}
+
+async fn dns_and_hostname_on(daemon: &Daemon, handler: &str) {
+    let mut config = pod_config(&format!("dnshost-{handler}"));
     config.hostname = "my-pod-host".into();
     config.dns_config = Some(cri::DnsConfig {
         servers: vec!["10.96.0.10".into()],
         searches: vec!["e2e.svc.cluster.local".into()],
         options: vec!["ndots:5".into()],
     });
-    let (pod, ip) = run_pod(&daemon, config).await;
-    let ctr = run(&daemon, &pod, "probe", &["sleep", "600"]).await;
+    let pod = daemon.run_pod(config, handler).await;
+    let status = daemon.pod_status(&pod, false).await.status.unwrap();
+    let ip = status.network.map(|n| n.ip).filter(|ip| !ip.is_empty());
+    let ctr = run(daemon, &pod, "probe", &["sleep", "600"]).await;
     let (code, resolv) = daemon.sh(&ctr, "cat /etc/resolv.conf").await;
     assert_eq!(code, 0);
     assert!(resolv.contains("nameserver 10.96.0.10"), "{resolv}");
