@@ -153,4 +153,13 @@ mod tests {
         );
         assert_eq!(spec.mounts[2].options, ["rbind", "ro"]);
     }
+
+    #[test]
+    fn a_hostile_symlink_loop_is_an_error_not_a_hang() {
+        let root = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink("/loop", root.path().join("loop")).unwrap();
+        let mut spec = ContainerSpec::new(root.path(), ["/app"]);
+        spec.readonly_paths = vec!["/loop".into()];
+        assert!(as_mounts(&mut spec, root.path()).is_err());
+    }
 }

@@ -219,3 +219,27 @@ pub fn mount_with(
     }
     Ok(())
 }
+
+/// Detaches every mount stacked on `target` (one comes off per call) and
+/// removes the mount point, never recursively: a mount point still mounted
+/// (something held on) must not be walked, or the walk would delete the
+/// files of what is mounted there (an image layer, a host volume).
+/// Idempotent: a missing `target` is fine.
+pub fn detach(target: &Path) {
+    if let Ok(path) = CString::new(target.as_os_str().as_bytes()) {
+        // SAFETY: a NUL-terminated path and a plain flag; EINVAL once
+        // nothing is mounted there any more.
+        while unsafe { libc::umount2(path.as_ptr(), libc::MNT_DETACH) } == 0 {}
+    }
+    let _ = std::fs::remove_dir(target).or_else(|_| std::fs::remove_file(target));
+}
+
+/// [`detach`] for each entry of directory `dir`, then `dir` itself.
+pub fn detach_all(dir: &Path) {
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            detach(&entry.path());
+        }
+    }
+    let _ = std::fs::remove_dir(dir);
+}

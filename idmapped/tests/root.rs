@@ -145,3 +145,22 @@ fn a_read_only_clone_is_read_only_with_its_submounts() {
     nix::mount::umount2(&target, nix::mount::MntFlags::MNT_DETACH).unwrap();
     nix::mount::umount2(&source.join("sub"), nix::mount::MntFlags::MNT_DETACH).unwrap();
 }
+
+#[test]
+fn detach_takes_off_stacked_mounts_and_never_walks_into_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let (source, staging) = (dir.path().join("source"), dir.path().join("staging"));
+    std::fs::create_dir_all(&source).unwrap();
+    std::fs::write(source.join("precious"), "x").unwrap();
+    let target = staging.join("0");
+    std::fs::create_dir_all(&target).unwrap();
+    for _ in 0..2 {
+        idmapped::mount_with(&source, &target, None, false, idmapped::Recursive::No).unwrap();
+    }
+    idmapped::detach_all(&staging);
+    idmapped::detach_all(&staging);
+    assert!(!staging.exists());
+    assert!(source.join("precious").exists());
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mounts.contains(target.to_str().unwrap()));
+}

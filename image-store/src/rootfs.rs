@@ -236,22 +236,12 @@ fn mount_idmapped_overlay(
     made
 }
 
-/// Detaches every idmapped layer mount under `dir` and removes the empty
-/// mount points, never recursively: a directory still mounted must not be
-/// walked, or the walk would delete an image layer's files through it. A
-/// crash between the mounts and their detach leaves them for the
-/// container's removal, which calls this first.
+/// Detaches every idmapped layer mount under `dir` and removes the mount
+/// points without walking them (see [`idmapped::detach_all`]). A crash
+/// between the mounts and their detach leaves them for the container's
+/// removal, which calls this first.
 fn detach_idmapped(dir: &Path) {
-    let Ok(entries) = fs::read_dir(dir) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let target = entry.path();
-        // Stacked mounts come off one per call; EINVAL once none is left.
-        while umount2(&target, MntFlags::MNT_DETACH).is_ok() {}
-        let _ = fs::remove_dir(&target);
-    }
-    let _ = fs::remove_dir(dir);
+    idmapped::detach_all(dir);
 }
 
 /// The legacy `mount(2)` data string for `overlay`.

@@ -405,11 +405,12 @@ async fn gvisor_paths(
     })
     .await
     .map_err(|e| Error::internal(format!("container {}", container.name), e))?
+    // The image's own files (a symlink loop, say): the image's fault.
     .map_err(|e| {
-        Error::internal(
-            format!("container {} masked or read-only paths", container.name),
-            e,
-        )
+        Error::FailedPrecondition(format!(
+            "container {}: image {}: masked or read-only path: {e}",
+            container.name, container.image
+        ))
     })
 }
 

@@ -54,13 +54,7 @@ pub async fn bind(container_dir: &Path, rootfs: &Path, root: (u32, u32)) -> Resu
 /// Idempotent.
 pub async fn release(container_dir: &Path) {
     let dir = container_dir.join(DIR);
-    let _ = tokio::task::spawn_blocking(move || {
-        let target = dir.join("rootfs");
-        while nix::mount::umount2(&target, nix::mount::MntFlags::MNT_DETACH).is_ok() {}
-        let _ = std::fs::remove_dir(&target);
-        let _ = std::fs::remove_dir(&dir);
-    })
-    .await;
+    let _ = tokio::task::spawn_blocking(move || idmapped::detach_all(&dir)).await;
 }
 
 #[cfg(test)]

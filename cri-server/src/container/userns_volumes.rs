@@ -137,15 +137,7 @@ pub async fn release(dir: PathBuf) {
 }
 
 fn release_blocking(dir: &Path) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let target = entry.path();
-        while nix::mount::umount2(&target, nix::mount::MntFlags::MNT_DETACH).is_ok() {}
-        let _ = std::fs::remove_dir(&target).or_else(|_| std::fs::remove_file(&target));
-    }
-    let _ = std::fs::remove_dir(dir);
+    idmapped::detach_all(dir);
 }
 
 /// Releases every container's staging mounts under `root` (at start-up: a
