@@ -112,6 +112,7 @@ async fn restore_container(daemon: &Arc<Daemon>, mut container: Container) -> bo
     if !daemon.sandboxes.contains(&container.sandbox_id) {
         tracing::warn!(container = %container.id, pod = %container.sandbox_id, "container of an unknown pod kept for removal");
     }
+    let mut exited_while_away = false;
     if matches!(
         container.state,
         ContainerState::Running | ContainerState::Created
@@ -119,6 +120,7 @@ async fn restore_container(daemon: &Arc<Daemon>, mut container: Container) -> bo
         let dir = daemon.layout.container_dir(&container.id);
         match exited(daemon, &container, &dir).await {
             Some(exit) => {
+                exited_while_away = true;
                 let _ = container.mark_exited(
                     exit.finished_at_unix_nanos as i64,
                     exit.exit_code,
@@ -140,7 +142,16 @@ async fn restore_container(daemon: &Arc<Daemon>, mut container: Container) -> bo
         .container_names
         .reserve(&container.name, &container.id);
     let _ = daemon.save_container(&container);
-    daemon.containers.add(container).is_ok()
+    let id = container.id.clone();
+    let added = daemon.containers.add(container).is_ok();
+    if added && exited_while_away {
+        // As when the watcher sees an exit: see delete_exited_from_gvisor.
+        let daemon = Arc::clone(daemon);
+        tokio::spawn(
+            async move { crate::container::delete_exited_from_gvisor(&daemon, &id).await },
+        );
+    }
+    added
 }
 
 /// Whether created `container` was started after all: a daemon killed

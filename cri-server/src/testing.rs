@@ -27,6 +27,9 @@ use std::sync::Arc;
 pub struct Doubles {
     /// The `runc` handler's runtime.
     pub runc: MockOciRuntime,
+    /// The `runsc` (gVisor) handler's runtime, for tests of what differs on
+    /// gVisor; without it the daemon has only the `runc` handler.
+    pub runsc: Option<MockOciRuntime>,
     /// Monitor launching and exit watching.
     pub monitors: MockMonitorLauncher,
     /// A hand-written monitor double used instead of `monitors`, for what a
@@ -66,6 +69,7 @@ impl Doubles {
         monitors.expect_retire().returning(|_, _| false);
         Doubles {
             runc,
+            runsc: None,
             monitors,
             monitors_instead: None,
             images: MockContainerImages::new(),
@@ -90,17 +94,28 @@ impl Doubles {
         let netns = Arc::new(RecordingSyscall::new());
         let pins = PinDir::unmanaged_with(Arc::clone(&netns) as _, layout.netns())
             .expect("pin dir over the recording double");
-        let runc = RuntimeHandlerConfig::runc(layout.runtime_root("runc"));
-        let parts = Parts {
-            handlers: HandlerSet::new([(
-                "runc".to_string(),
+        let mut handlers = vec![(
+            "runc".to_string(),
+            Handler {
+                settings: config.runtime.handlers["runc"].clone(),
+                runtime_config: RuntimeHandlerConfig::runc(layout.runtime_root("runc")),
+                runtime: Arc::new(self.runc) as Arc<dyn OciRuntime>,
+                features: Default::default(),
+            },
+        )];
+        if let Some(runsc) = self.runsc {
+            handlers.push((
+                "runsc".to_string(),
                 Handler {
-                    settings: config.runtime.handlers["runc"].clone(),
-                    runtime_config: runc,
-                    runtime: Arc::new(self.runc) as Arc<dyn OciRuntime>,
+                    settings: config.runtime.handlers["runsc"].clone(),
+                    runtime_config: RuntimeHandlerConfig::runsc(layout.runtime_root("runsc")),
+                    runtime: Arc::new(runsc) as Arc<dyn OciRuntime>,
                     features: Default::default(),
                 },
-            )]),
+            ));
+        }
+        let parts = Parts {
+            handlers: HandlerSet::new(handlers),
             monitors: self
                 .monitors_instead
                 .unwrap_or_else(|| Arc::new(self.monitors)),

@@ -50,7 +50,7 @@ pub fn watch_container(daemon: &Arc<Daemon>, id: &str) {
     tokio::spawn(async move {
         let dir = Layout::monitor(&daemon.layout.container_dir(&id));
         match daemon.monitors.wait(&id, &dir).await {
-            Ok(exit) => crate::container::record_exit(&daemon, &id, &exit).await,
+            Ok(exit) => crate::container::record_watched_exit(&daemon, &id, &exit).await,
             Err(e) => {
                 tracing::warn!(container = %id, error = %e, "lost the monitor");
                 let _ = daemon

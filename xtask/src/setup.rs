@@ -30,6 +30,11 @@ const PACKAGES: &[(&str, &str)] = &[
         "the static binary test images and rootfs are built from",
     ),
     ("iptables", "the portmap CNI plugin"),
+    (
+        "gcc",
+        "builds the setuid program of the nonewprivs fixture image",
+    ),
+    ("libc6-dev", "the static libc that program links"),
     ("iproute2", "inspecting links and namespaces in tests"),
     ("systemd", "systemd-analyze, to verify the shipped unit"),
     (

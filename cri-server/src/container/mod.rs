@@ -116,7 +116,110 @@ pub async fn record_exit_then_delete(
     }
 }
 
+/// Whether `container` runs on a gVisor (runsc) handler.
+pub fn on_gvisor(daemon: &Daemon, container: &sandbox_core::Container) -> bool {
+    daemon
+        .handler(&container.runtime_handler)
+        .is_ok_and(|h| h.kind == oci_shim::runtime::RuntimeKind::Runsc)
+}
+
+/// Records an exit the watcher saw. A gVisor container leaves its sandbox
+/// first, so that it reads as exited only once it is gone from there.
+///
+/// gVisor (2022-12) refuses to start any new container in a sandbox that
+/// still holds an exited one ("creating process: out of memory"; found
+/// with crictl: a pod's second run-to-completion container could never
+/// start). Deleting at the exit, not at RemoveContainer, also spares
+/// kubelet's RemoveContainer runsc's 1–2 s delete. It runs under the
+/// container's lock, so a stop or a removal that got there first leaves
+/// nothing to do; a failed delete is left to RemoveContainer's forced one.
+pub async fn record_watched_exit(daemon: &Arc<Daemon>, id: &str, exit: &ExitRecord) {
+    let gvisor = daemon
+        .containers
+        .get(id)
+        .is_ok_and(|c| on_gvisor(daemon, &c));
+    if !gvisor {
+        return record_exit(daemon, id, exit).await;
+    }
+    let _guard = daemon.locks.lock(id).await;
+    let Ok(container) = daemon.containers.get(id) else {
+        return;
+    };
+    if container.state == sandbox_core::ContainerState::Exited {
+        return;
+    }
+    let runtime = daemon.runtime(&container.runtime_handler).ok();
+    record_exit_then_delete(daemon, id, exit, runtime.as_ref()).await;
+}
+
+/// The gVisor half of [`record_watched_exit`] for a container whose exit
+/// the daemon found at start-up (it exited while the daemon was down).
+pub async fn delete_exited_from_gvisor(daemon: &Arc<Daemon>, id: &str) {
+    let _guard = daemon.locks.lock(id).await;
+    let Ok(container) = daemon.containers.get(id) else {
+        return;
+    };
+    if container.runtime_deleted || !on_gvisor(daemon, &container) {
+        return;
+    }
+    let Ok(runtime) = daemon.runtime(&container.runtime_handler) else {
+        return;
+    };
+    if let Err(e) = runtime.delete(id, false).await {
+        tracing::debug!(container = %id, error = %e, "delete after exit; RemoveContainer forces it");
+        return;
+    }
+    let updated = daemon.containers.update(id, |c| {
+        c.runtime_deleted = true;
+        c.clone()
+    });
+    if let Ok(container) = updated {
+        let _ = daemon.save_container(&container);
+    }
+}
+
 /// The monitor state directory of workload container `id`.
 pub fn monitor_dir(daemon: &Daemon, id: &str) -> std::path::PathBuf {
     Layout::monitor(&daemon.layout.container_dir(id))
+}
+
+#[cfg(test)]
+mod exit_tests {
+    use super::*;
+    use crate::testing::{exit, ready_pod, running_container, Doubles};
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn an_exited_gvisor_container_leaves_its_sandbox_before_it_reads_exited() {
+        let mut d = Doubles::new();
+        let mut runsc = oci_shim::runtime::MockOciRuntime::new();
+        runsc.expect_name().return_const("runsc".to_string());
+        runsc
+            .expect_delete()
+            .withf(|_, force| !*force)
+            .times(1)
+            .returning(|_, _| Ok(()));
+        d.runsc = Some(runsc);
+        // runc's exits are only recorded: the doubles panic on a delete.
+        let t = d.build().await;
+        let pod = ready_pod(&t.daemon, "web");
+        let on_runc = running_container(&t.daemon, &pod, "runc-app");
+        let on_gvisor = running_container(&t.daemon, &pod, "gvisor-app");
+        t.daemon
+            .containers
+            .update(&on_gvisor, |c| c.runtime_handler = "runsc".into())
+            .unwrap();
+
+        for id in [&on_runc, &on_gvisor] {
+            record_watched_exit(&t.daemon, id, &exit(0)).await;
+            // A second sighting (a stop that saw it too) changes nothing.
+            record_watched_exit(&t.daemon, id, &exit(1)).await;
+        }
+
+        let records: Vec<sandbox_core::Container> = t.daemon.container_records.load_all();
+        for c in records {
+            assert_eq!(c.state, sandbox_core::ContainerState::Exited, "{}", c.name);
+            assert_eq!(c.exit_code, Some(0), "{}", c.name);
+            assert_eq!(c.runtime_deleted, c.id == on_gvisor, "{}", c.name);
+        }
+    }
 }

@@ -25,6 +25,7 @@ pub async fn start(daemon: &Arc<Daemon>, id_or_prefix: &str) -> Result<()> {
         .await
     {
         if !started_before(daemon, &container).await {
+            record_start_failure(daemon, &container, &e.to_string()).await;
             return Err(e.into());
         }
         tracing::info!(container = %id, "already started by an earlier attempt");
@@ -42,6 +43,54 @@ pub async fn start(daemon: &Arc<Daemon>, id_or_prefix: &str) -> Result<()> {
     crate::watch::watch_container(daemon, &id);
     daemon.emit(&id, cri::ContainerEventType::ContainerStartedEvent);
     Ok(())
+}
+
+/// Exit code and reason of a container whose start failed, as containerd
+/// reports them.
+const START_ERROR: (i32, &str) = (128, "StartError");
+
+/// Ends a container whose start failed, as containerd and CRI-O do: it is
+/// exited with reason `StartError` and the failure as its message, and it
+/// cannot be started again (kubelet creates a new attempt).
+///
+/// Leaving it "created" is not harmless: a gVisor sub-container whose start
+/// failed stays "created" in the sandbox with no process of its own, so no
+/// signal can ever end it and every later StopPodSandbox failed with "still
+/// running after SIGKILL". So what the runtime holds of it is deleted by
+/// force now (which also ends a runc init still waiting to exec), and a
+/// monitor still waiting for a start that never came is retired. A failed
+/// delete is left to RemoveContainer, which forces it again.
+async fn record_start_failure(
+    daemon: &Arc<Daemon>,
+    container: &sandbox_core::Container,
+    error: &str,
+) {
+    let id = &container.id;
+    let deleted = match daemon.runtime(&container.runtime_handler) {
+        Ok(runtime) => runtime.delete(id, true).await.map_err(|e| {
+            tracing::warn!(container = %id, error = %e, "deleting a container whose start failed");
+        }),
+        Err(_) => Err(()),
+    }
+    .is_ok();
+    daemon
+        .monitors
+        .retire(id, &super::monitor_dir(daemon, id))
+        .await;
+    let (code, reason) = START_ERROR;
+    let now = sandbox_core::timestamp::now();
+    let updated = daemon.containers.update(id, |c| {
+        c.runtime_deleted |= deleted;
+        c.mark_exited(now, code, reason, error)
+            .ok()
+            .map(|_| c.clone())
+    });
+    if let Ok(Some(updated)) = updated {
+        if let Err(e) = daemon.save_container(&updated) {
+            tracing::warn!(container = %id, error = %e, "saving a start failure");
+        }
+        daemon.emit(id, cri::ContainerEventType::ContainerStoppedEvent);
+    }
 }
 
 /// Whether the runtime has started `container` already though its record
@@ -120,19 +169,37 @@ mod verb_tests {
     }
 
     #[tokio::test(flavor = "multi_thread")]
-    async fn a_start_that_failed_while_still_created_is_an_error() {
+    async fn a_start_that_failed_ends_the_container_with_start_error() {
         let mut d = Doubles::new();
         refused_start(&mut d);
         runtime_says(&mut d, "created");
+        // What the runtime holds of it goes now, by force: a gVisor
+        // sub-container whose start failed can never be signalled.
+        d.runc
+            .expect_delete()
+            .withf(|_, force| *force)
+            .times(1)
+            .returning(|_, _| Ok(()));
         let t = d.build().await;
         let id = created(&t.daemon);
 
         let err = start(&t.daemon, &id).await.unwrap_err();
 
         assert!(err.to_string().contains("cannot start"), "{err}");
+        let records: Vec<sandbox_core::Container> = t.daemon.container_records.load_all();
+        let container = &records[0];
+        assert_eq!(container.state, ContainerState::Exited);
         assert_eq!(
-            t.daemon.containers.get(&id).unwrap().state,
-            ContainerState::Created
+            (container.exit_code, container.reason.as_str()),
+            (Some(128), "StartError")
         );
+        assert!(container.message.contains("cannot start"), "{container:?}");
+        assert!(container.runtime_deleted);
+        // Not startable again; stopping it is a no-op (no runtime call:
+        // the doubles would panic on one).
+        assert!(start(&t.daemon, &id).await.is_err());
+        crate::container::stop::stop(&t.daemon, &id, 10)
+            .await
+            .unwrap();
     }
 }

@@ -82,6 +82,9 @@ async fn stop_then(
     }
     let runtime = daemon.runtime(&container.runtime_handler)?;
     let monitor_dir = super::monitor_dir(daemon, id);
+    if container.state == ContainerState::Created && super::on_gvisor(daemon, &container) {
+        return stop_unstarted_in_gvisor(daemon, id, &runtime, &monitor_dir).await;
+    }
     let mut exit = None;
     if container.state == ContainerState::Running && timeout_seconds > 0 {
         let signal = signal_number(&container.stop_signal).unwrap_or(libc::SIGTERM);
@@ -116,6 +119,32 @@ async fn stop_then(
             "still running after SIGKILL",
         )),
     }
+}
+
+/// Stops a gVisor container that was created but never started. Unlike a
+/// runc init waiting to exec, it has no process at all: runsc refuses to
+/// signal it ("cannot signal container in state created") and its monitor
+/// would wait forever, so the kill-and-wait path ended in "still running
+/// after SIGKILL" and the pod could never be stopped. Deleting it from the
+/// sandbox by force is its stop; it is recorded as killed, as runc's
+/// unstarted init is.
+async fn stop_unstarted_in_gvisor(
+    daemon: &Arc<Daemon>,
+    id: &str,
+    runtime: &Arc<dyn oci_shim::runtime::OciRuntime>,
+    monitor_dir: &std::path::Path,
+) -> Result<()> {
+    runtime.delete(id, true).await?;
+    daemon.monitors.retire(id, monitor_dir).await;
+    let _ = daemon.containers.update(id, |c| c.runtime_deleted = true);
+    let exit = oci_shim::monitor::protocol::ExitRecord {
+        exit_code: 128 + libc::SIGKILL,
+        signal: libc::SIGKILL,
+        finished_at_unix_nanos: sandbox_core::timestamp::now() as u64,
+    };
+    super::record_exit(daemon, id, &exit).await;
+    tracing::debug!(container = %id, "unstarted gVisor container deleted from its sandbox");
+    Ok(())
 }
 
 /// The number of a signal named like `SIGQUIT`, `QUIT` or `3`.
@@ -259,6 +288,41 @@ mod verb_tests {
             // Stopping again is a no-op: no signal, no wait, no delete.
             stop(&t.daemon, &id, 30).await.unwrap();
         }
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn an_unstarted_gvisor_container_is_deleted_not_signalled() {
+        let mut d = Doubles::new();
+        let mut runsc = oci_shim::runtime::MockOciRuntime::new();
+        runsc.expect_name().return_const("runsc".to_string());
+        // runsc refuses to signal it and its monitor would never see an
+        // exit: no kill, no wait, one forced delete.
+        runsc.expect_kill().never();
+        d.monitors.expect_wait().never();
+        runsc
+            .expect_delete()
+            .withf(|_, force| *force)
+            .times(1)
+            .returning(|_, _| Ok(()));
+        d.runsc = Some(runsc);
+        let t = d.build().await;
+        let pod = ready_pod(&t.daemon, "web");
+        let sandbox = t.daemon.sandboxes.get(&pod).unwrap();
+        let id = sandbox_core::id::generate().unwrap();
+        let mut container = sandbox_core::Container::new(
+            id.clone(),
+            &sandbox,
+            sandbox_core::ContainerMetadata::new("app", 0),
+        );
+        container.runtime_handler = "runsc".into();
+        t.daemon.containers.add(container).unwrap();
+
+        stop(&t.daemon, &id, 30).await.unwrap();
+
+        let container = t.daemon.containers.get(&id).unwrap();
+        assert_eq!(container.state, ContainerState::Exited);
+        assert_eq!(container.exit_code, Some(137));
+        assert!(container.runtime_deleted);
     }
 
     #[tokio::test(flavor = "multi_thread")]
