@@ -152,6 +152,18 @@ impl Daemon {
             .expect("a status")
     }
 
+    /// Waits (up to 10 s) until container `id` has exited; its status then.
+    pub async fn wait_exited(&self, id: &str) -> cri::ContainerStatus {
+        for _ in 0..100 {
+            let status = self.container_status(id).await;
+            if status.state == cri::ContainerState::ContainerExited as i32 {
+                return status;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        panic!("container {id} did not exit within 10 s\n{}", self.log())
+    }
+
     /// Stops pod `id` (StopPodSandbox).
     pub async fn stop_pod(&self, id: &str) {
         self.runtime()

@@ -8,6 +8,15 @@ use std::collections::HashMap;
 /// The busybox test image.
 pub const BUSYBOX: &str = "registry.k8s.io/e2e-test-images/busybox:1.29-2";
 
+/// Both runtime handlers, for behaviours that must hold on each: runc (the
+/// trusted handler) and runsc (gVisor, the untrusted one). Conformance-style
+/// tests loop over these, so a feature is checked on gVisor as well as runc.
+pub const HANDLERS: [&str; 2] = ["runc", "runsc"];
+
+/// The image kubelet's conformance suite uses for NoNewPrivs: a setuid-root
+/// program, run as uid 1000, that prints `Effective uid: N`.
+pub const NONEWPRIVS: &str = "registry.k8s.io/e2e-test-images/nonewprivs:1.3";
+
 /// A pod config named `name` in namespace `e2e`, with a unique uid.
 pub fn pod_config(name: &str) -> cri::PodSandboxConfig {
     let uid = format!("{name}-{}", std::process::id());

@@ -7,9 +7,7 @@
 use cri_api::v1 as cri;
 use std::time::Duration;
 use tests::daemon::Daemon;
-use tests::fixtures::{container_config, pod_config, BUSYBOX};
-
-const HANDLERS: [&str; 2] = ["runc", "runsc"];
+use tests::fixtures::{container_config, pod_config, BUSYBOX, HANDLERS};
 
 /// The kernel release gVisor reports.
 const GVISOR_KERNEL: &str = "4.4.0";

@@ -1,5 +1,6 @@
-//! critest "PodSandbox" and "Container runtime ... basic operations" on runc:
-//! run, status, list, stop, remove; create, start, exec, stop, remove.
+//! critest "PodSandbox" and "Container runtime ... basic operations" on both
+//! handlers: run, status, list, stop, remove; create, start, exec, stop,
+//! remove.
 
 use cri_api::v1 as cri;
 use tests::daemon::Daemon;
@@ -20,6 +21,15 @@ async fn pull(daemon: &Daemon, image: &str) {
 
 #[tokio::test]
 async fn pod_and_container_lifecycle_on_runc() {
+    pod_and_container_lifecycle("runc").await;
+}
+
+#[tokio::test]
+async fn pod_and_container_lifecycle_on_runsc() {
+    pod_and_container_lifecycle("runsc").await;
+}
+
+async fn pod_and_container_lifecycle(handler: &str) {
     let daemon = Daemon::start("").await;
     let mut rt = daemon.runtime().await;
     pull(&daemon, BUSYBOX).await;
@@ -30,7 +40,7 @@ async fn pod_and_container_lifecycle_on_runc() {
     let pod = rt
         .run_pod_sandbox(cri::RunPodSandboxRequest {
             config: Some(pod_config.clone()),
-            runtime_handler: String::new(),
+            runtime_handler: handler.to_string(),
         })
         .await
         .unwrap_or_else(|e| panic!("RunPodSandbox: {e}\n{}", daemon.log()))
@@ -49,12 +59,9 @@ async fn pod_and_container_lifecycle_on_runc() {
     let s = status.status.unwrap();
     assert_eq!(s.id, pod);
     assert_eq!(s.state, cri::PodSandboxState::SandboxReady as i32);
-    assert_eq!(s.runtime_handler, "runc");
-    assert!(
-        status.info["trust"].contains("\"trusted\":true"),
-        "{:?}",
-        status.info
-    );
+    assert_eq!(s.runtime_handler, handler);
+    let trusted = format!("\"trusted\":{}", handler == "runc");
+    assert!(status.info["trust"].contains(&trusted), "{:?}", status.info);
 
     let listed = rt
         .list_pod_sandbox(cri::ListPodSandboxRequest {
@@ -73,7 +80,7 @@ async fn pod_and_container_lifecycle_on_runc() {
     let dup = rt
         .run_pod_sandbox(cri::RunPodSandboxRequest {
             config: Some(pod_config.clone()),
-            runtime_handler: String::new(),
+            runtime_handler: handler.to_string(),
         })
         .await
         .unwrap_err();

@@ -7,7 +7,7 @@
 
 use cri_api::v1 as cri;
 use tests::daemon::Daemon;
-use tests::fixtures::{container_config, image_spec, pod_config, BUSYBOX};
+use tests::fixtures::{container_config, image_spec, pod_config, BUSYBOX, HANDLERS, NONEWPRIVS};
 use tonic::Code;
 
 struct Pod {
@@ -550,6 +550,46 @@ async fn no_new_privs_reaches_the_process() {
                 .await;
             let value = pod.status_field(&id, "NoNewPrivs").await;
             assert_eq!(value == "1", on, "{handler} {name}: {value}");
+        }
+        pod.remove().await;
+    }
+}
+
+/// critest "NoNewPrivs": a setuid-root program run as uid 1000 gains
+/// euid 0 only when no_new_privs is off. gVisor ignores set-user-ID bits
+/// altogether (google/gvisor#212: "as if all processes had
+/// PR_SET_NO_NEW_PRIVS set"), so there it keeps euid 1000 either way: the
+/// safe side of the difference, shown here so an upgrade that changes it
+/// is noticed.
+#[tokio::test]
+async fn a_setuid_program_gains_root_only_without_no_new_privs() {
+    for handler in HANDLERS {
+        let logs = tempfile::tempdir().unwrap();
+        let pod = pod_with(&format!("setuid-{handler}"), handler, |c| {
+            c.log_directory = logs.path().to_string_lossy().into_owned();
+        })
+        .await;
+        pod.daemon.pull(NONEWPRIVS).await;
+        for (name, no_new_privs) in [("nnp-on", true), ("nnp-off", false)] {
+            let mut config = container_config(name, NONEWPRIVS, &[]);
+            config.linux = Some(cri::LinuxContainerConfig {
+                security_context: Some(cri::LinuxContainerSecurityContext {
+                    run_as_user: Some(cri::Int64Value { value: 1000 }),
+                    no_new_privs,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            });
+            let id = pod.run(config).await;
+            let status = pod.daemon.wait_exited(&id).await;
+            assert_eq!(status.exit_code, 0, "{handler} {name}: {status:?}");
+            let log = std::fs::read_to_string(logs.path().join(format!("{name}.log"))).unwrap();
+            let gains_root = !no_new_privs && handler == "runc";
+            let euid = if gains_root { 0 } else { 1000 };
+            assert!(
+                log.contains(&format!("stdout F Effective uid: {euid}")),
+                "{handler} {name}: {log}"
+            );
         }
         pod.remove().await;
     }
