@@ -313,3 +313,57 @@ async fn containers_see_each_others_processes_exactly_when_the_pod_shares_pids()
         }
     }
 }
+
+/// critest "HostPID" and "HostIpc is true": a pod in the host's PID and IPC
+/// namespaces sees the host's processes and shares its System V IPC on
+/// runc. gVisor keeps both inside its sandbox whatever the spec says, so a
+/// host-PID pod there sees only its own processes and has no
+/// `/proc/sysvipc`: the limit, shown. The host network works on both (see
+/// networking.rs).
+#[tokio::test]
+async fn host_pid_and_ipc_reach_the_host_on_runc_only() {
+    use cri::NamespaceMode::Node;
+    let daemon = daemon().await;
+    let host = cri::NamespaceOption {
+        network: Node as i32,
+        pid: Node as i32,
+        ipc: Node as i32,
+        ..Default::default()
+    };
+    // A host process a host-PID container can find by its command line.
+    let mut marker = std::process::Command::new("sleep")
+        .arg("787")
+        .spawn()
+        .unwrap();
+    for handler in HANDLERS {
+        let mut config = pod_config(&format!("hostpid-{handler}"));
+        config.linux = Some(cri::LinuxPodSandboxConfig {
+            security_context: Some(cri::LinuxSandboxSecurityContext {
+                namespace_options: Some(host.clone()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        let pod = daemon.run_pod(config, handler).await;
+        let probe = with_security(
+            container_config("probe", BUSYBOX, &["sleep", "600"]),
+            cri::LinuxContainerSecurityContext {
+                namespace_options: Some(host.clone()),
+                ..Default::default()
+            },
+        );
+        let id = daemon.create_started(&pod, probe).await;
+        let on_gvisor = handler == "runsc";
+        let (code, cmdline) = daemon
+            .sh(&id, &format!("cat /proc/{}/cmdline", marker.id()))
+            .await;
+        let sees_host = code == 0 && cmdline.starts_with("sleep\u{0}787");
+        assert_eq!(sees_host, !on_gvisor, "{handler}: {cmdline}");
+        let (code, out) = daemon.sh(&id, "test -e /proc/sysvipc/shm").await;
+        assert_eq!(code != 0, on_gvisor, "{handler}: {out}");
+        assert_on(&daemon, &id, handler).await;
+        daemon.remove_pod(&pod).await;
+    }
+    let _ = marker.kill();
+    let _ = marker.wait();
+}

@@ -1,13 +1,16 @@
 //! critest "Container Mount Propagation": a host path volume with
 //! `rprivate` sees no later host mounts, `rslave` sees them, and `rshared`
-//! also sends the container's mounts back to the host. runc only: gVisor
-//! serves volumes through its gofer and propagates no mounts.
+//! also sends the container's mounts back to the host. `rprivate` and
+//! `rslave` hold on gVisor too: its gofer reads the volume through a mount
+//! that propagates as asked. `rshared` cannot (mounts made inside gVisor
+//! stay in its sandbox, and runsc refuses the `rshared` root it needs): it
+//! is refused there at CreateContainer.
 
 use cri_api::v1 as cri;
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use std::path::{Path, PathBuf};
 use tests::daemon::Daemon;
-use tests::fixtures::{container_config, image_spec, pod_config, BUSYBOX};
+use tests::fixtures::{container_config, image_spec, pod_config, BUSYBOX, HANDLERS};
 
 /// A host directory under /tmp whose mounts (ours, the daemon's shared
 /// bind, the container's) are all detached when the test ends, even on
@@ -81,6 +84,16 @@ async fn run_with_volume(
     host: &Path,
     propagation: cri::MountPropagation,
 ) -> (String, String) {
+    run_with_volume_on(daemon, "runc", name, host, propagation).await
+}
+
+async fn run_with_volume_on(
+    daemon: &Daemon,
+    handler: &str,
+    name: &str,
+    host: &Path,
+    propagation: cri::MountPropagation,
+) -> (String, String) {
     let mut rt = daemon.runtime().await;
     let mut pod = pod_config(name);
     pod.linux = Some(cri::LinuxPodSandboxConfig {
@@ -93,7 +106,7 @@ async fn run_with_volume(
     let pod = rt
         .run_pod_sandbox(cri::RunPodSandboxRequest {
             config: Some(pod),
-            runtime_handler: "runc".into(),
+            runtime_handler: handler.into(),
         })
         .await
         .unwrap_or_else(|e| panic!("RunPodSandbox: {e}\n{}", daemon.log()))
@@ -179,11 +192,12 @@ async fn daemon() -> Daemon {
     daemon
 }
 
-/// Whether a host mount made after the container started is seen inside.
-async fn host_mount_seen_inside(propagation: cri::MountPropagation) -> bool {
+/// Whether a host mount made after the container started is seen inside,
+/// on `handler`.
+async fn host_mount_seen_inside(handler: &str, propagation: cri::MountPropagation) -> bool {
     let daemon = daemon().await;
     let host = HostDir::new();
-    let (pod, id) = run_with_volume(&daemon, "h2c", &host.path(), propagation).await;
+    let (pod, id) = run_with_volume_on(&daemon, handler, "h2c", &host.path(), propagation).await;
     host.mount_tmpfs("late");
     let (code, _) = exec(&daemon, &id, &["cat", "/mnt/vol/late/marker"]).await;
     remove_pod(&daemon, pod).await;
@@ -192,12 +206,20 @@ async fn host_mount_seen_inside(propagation: cri::MountPropagation) -> bool {
 
 #[tokio::test]
 async fn rprivate_does_not_propagate() {
-    assert!(!host_mount_seen_inside(cri::MountPropagation::PropagationPrivate).await);
+    for handler in HANDLERS {
+        let seen = host_mount_seen_inside(handler, cri::MountPropagation::PropagationPrivate).await;
+        assert!(!seen, "{handler}");
+    }
 }
 
 #[tokio::test]
 async fn rslave_propagates_from_host_to_container() {
-    assert!(host_mount_seen_inside(cri::MountPropagation::PropagationHostToContainer).await);
+    for handler in HANDLERS {
+        let seen =
+            host_mount_seen_inside(handler, cri::MountPropagation::PropagationHostToContainer)
+                .await;
+        assert!(seen, "{handler}");
+    }
 }
 
 #[tokio::test]
@@ -235,5 +257,60 @@ async fn rshared_propagates_both_ways() {
         std::fs::read_to_string(inner.join("file")).unwrap(),
         "back\n"
     );
+    remove_pod(&daemon, pod).await;
+}
+
+/// critest's `rshared` cannot hold on gVisor: a mount made inside its
+/// sandbox never reaches the host, and runsc refuses the `rshared` root
+/// propagation such a volume needs (it failed as an Internal error from
+/// `runsc create`). It is refused at CreateContainer with InvalidArgument
+/// naming the volume, fast, leaving nothing behind.
+#[tokio::test]
+async fn rshared_is_refused_on_gvisor() {
+    let daemon = daemon().await;
+    let host = HostDir::new();
+    let (pod, id) = run_with_volume_on(
+        &daemon,
+        "runsc",
+        "gvisor",
+        &host.path(),
+        cri::MountPropagation::PropagationPrivate,
+    )
+    .await;
+    let (_, release) = exec(&daemon, &id, &["uname", "-r"]).await;
+    assert_eq!(release.trim(), "4.4.0", "in gVisor");
+    let mut config = container_config("shared", BUSYBOX, &["sleep", "3600"]);
+    config.mounts = vec![cri::Mount {
+        container_path: "/mnt/shared".into(),
+        host_path: host.path().to_string_lossy().into_owned(),
+        propagation: cri::MountPropagation::PropagationBidirectional as i32,
+        ..Default::default()
+    }];
+    let started = std::time::Instant::now();
+    let err = daemon
+        .runtime()
+        .await
+        .create_container(cri::CreateContainerRequest {
+            pod_sandbox_id: pod.clone(),
+            config: Some(config),
+            sandbox_config: None,
+        })
+        .await
+        .expect_err("Bidirectional on gVisor");
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err}");
+    assert!(
+        err.message().contains("/mnt/shared") && err.message().contains("Bidirectional"),
+        "{err}"
+    );
+    assert!(started.elapsed().as_secs() < 2, "{:?}", started.elapsed());
+    let containers = daemon
+        .runtime()
+        .await
+        .list_containers(cri::ListContainersRequest { filter: None })
+        .await
+        .unwrap()
+        .into_inner()
+        .containers;
+    assert_eq!(containers.len(), 1, "only the first: {containers:?}");
     remove_pod(&daemon, pod).await;
 }

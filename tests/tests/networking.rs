@@ -5,7 +5,7 @@
 use cri_api::v1 as cri;
 use std::time::Duration;
 use tests::daemon::Daemon;
-use tests::fixtures::{container_config, pod_config, BUSYBOX};
+use tests::fixtures::{container_config, pod_config, BUSYBOX, HANDLERS};
 
 async fn daemon() -> Daemon {
     let daemon = Daemon::start("").await;
@@ -15,7 +15,16 @@ async fn daemon() -> Daemon {
 
 /// Runs a pod and returns its id and its IP, if it has one.
 async fn run_pod(daemon: &Daemon, config: cri::PodSandboxConfig) -> (String, Option<String>) {
-    let id = daemon.run_pod(config, "").await;
+    run_pod_on(daemon, config, "").await
+}
+
+/// [`run_pod`] on `handler` (`""`: the trust policy's choice).
+async fn run_pod_on(
+    daemon: &Daemon,
+    config: cri::PodSandboxConfig,
+    handler: &str,
+) -> (String, Option<String>) {
+    let id = daemon.run_pod(config, handler).await;
     let status = daemon.pod_status(&id, false).await.status.unwrap();
     let ip = status.network.map(|n| n.ip).filter(|ip| !ip.is_empty());
     (id, ip)
@@ -172,8 +181,17 @@ async fn dns_and_hostname_on(daemon: &Daemon, handler: &str) {
     daemon.remove_pod(&pod).await;
 }
 
+/// On both handlers: gVisor's `--network=host` passes the host's
+/// interfaces through, and the daemon names its sandbox after the node
+/// (gVisor's UTS namespace is its own: it said "?" before).
 #[tokio::test]
 async fn a_host_network_pod_sees_the_host_interfaces() {
+    for handler in HANDLERS {
+        a_host_network_pod_sees_the_host_interfaces_on(handler).await;
+    }
+}
+
+async fn a_host_network_pod_sees_the_host_interfaces_on(handler: &str) {
     let daemon = daemon().await;
     let mut config = pod_config("hostnet");
     config.linux = Some(cri::LinuxPodSandboxConfig {
@@ -186,7 +204,7 @@ async fn a_host_network_pod_sees_the_host_interfaces() {
         }),
         ..Default::default()
     });
-    let (pod, ip) = run_pod(&daemon, config).await;
+    let (pod, ip) = run_pod_on(&daemon, config, handler).await;
     assert_eq!(ip, None, "host-network pods get no pod IP from CNI");
     let ctr = run(&daemon, &pod, "probe", &["sleep", "600"]).await;
     // Other tests' pods add and remove host-side veths meanwhile: compare
@@ -204,11 +222,12 @@ async fn a_host_network_pod_sees_the_host_interfaces() {
     let (_, inside) = daemon.sh(&ctr, "cat /proc/net/dev").await;
     let host = steady(&std::fs::read_to_string("/proc/net/dev").unwrap());
     assert!(host.len() > 1, "the host has more than lo: {host:?}");
-    assert_eq!(steady(&inside), host);
+    assert_eq!(steady(&inside), host, "{handler}");
     let (_, hostname) = daemon.sh(&ctr, "hostname").await;
     assert_eq!(
         hostname.trim(),
-        nix::unistd::gethostname().unwrap().to_string_lossy()
+        nix::unistd::gethostname().unwrap().to_string_lossy(),
+        "{handler}"
     );
     daemon.remove_pod(&pod).await;
 }

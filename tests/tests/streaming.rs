@@ -4,7 +4,7 @@
 use cri_api::v1 as cri;
 use std::time::Duration;
 use tests::daemon::Daemon;
-use tests::fixtures::{container_config, pod_config, BUSYBOX};
+use tests::fixtures::{container_config, pod_config, BUSYBOX, HANDLERS};
 use tests::ws_client::{self, ConnectError};
 
 const V5: &str = "v5.channel.k8s.io";
@@ -520,27 +520,33 @@ fn httpd(port: u16) -> cri::ContainerConfig {
 async fn spdy_port_forward_to_port_80_on_both_handlers() {
     let daemon = Daemon::start("").await;
     daemon.pull(BUSYBOX).await;
-    for handler in ["runc", "runsc"] {
+    for handler in HANDLERS {
         let pod = daemon
             .run_pod(pod_config(&format!("pf80-{handler}")), handler)
             .await;
         daemon.create_started(&pod, httpd(80)).await;
-        // Through the port-forward itself until httpd is up (busybox's
-        // wget inside gVisor cannot probe it: EAGAIN on its host sockets).
-        let mut bodies = Vec::new();
-        for _ in 0..50 {
-            let url = port_forward_url(&daemon, &pod, 80).await;
-            bodies = fetch_twice(&url, 80).await;
-            if bodies.iter().all(|b| b.contains("hello-pf")) {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        let bodies = fetch_through_port_forward(&daemon, &pod, 80).await;
         for body in &bodies {
             assert!(body.contains("hello-pf"), "{handler}: {bodies:?}");
         }
         daemon.remove_pod(&pod).await;
     }
+}
+
+/// Two fetches of httpd's page on `port` of `pod` through a port-forward,
+/// retried until httpd is up (busybox's wget inside gVisor cannot probe it:
+/// EAGAIN on its host sockets).
+async fn fetch_through_port_forward(daemon: &Daemon, pod: &str, port: u16) -> Vec<String> {
+    let mut bodies = Vec::new();
+    for _ in 0..50 {
+        let url = port_forward_url(daemon, pod, i32::from(port)).await;
+        bodies = fetch_twice(&url, port).await;
+        if bodies.iter().all(|b| b.contains("hello-pf")) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    bodies
 }
 
 #[tokio::test]
@@ -605,10 +611,16 @@ async fn spdy_port_forward_to_httpd_in_a_pod() {
 
 #[tokio::test]
 async fn spdy_port_forward_to_a_host_network_pod() {
-    let port = 20000 + (std::process::id() % 20000) as u16;
     let daemon = Daemon::start("").await;
     daemon.pull(BUSYBOX).await;
-    let mut config = pod_config("pfhost");
+    for (i, handler) in HANDLERS.into_iter().enumerate() {
+        let port = 20000 + (std::process::id() % 20000) as u16 + i as u16;
+        port_forward_to_a_host_network_pod_on(&daemon, handler, port).await;
+    }
+}
+
+async fn port_forward_to_a_host_network_pod_on(daemon: &Daemon, handler: &str, port: u16) {
+    let mut config = pod_config(&format!("pfhost-{handler}"));
     config.linux = Some(cri::LinuxPodSandboxConfig {
         security_context: Some(cri::LinuxSandboxSecurityContext {
             namespace_options: Some(cri::NamespaceOption {
@@ -619,13 +631,11 @@ async fn spdy_port_forward_to_a_host_network_pod() {
         }),
         ..Default::default()
     });
-    let id = daemon.run_pod(config, "").await;
-    let c = daemon.create_started(&id, httpd(port)).await;
-    wait_for_httpd(&daemon, &c, port).await;
-    let url = port_forward_url(&daemon, &id, i32::from(port)).await;
-    let bodies = fetch_twice(&url, port).await;
+    let id = daemon.run_pod(config, handler).await;
+    daemon.create_started(&id, httpd(port)).await;
+    let bodies = fetch_through_port_forward(daemon, &id, port).await;
     for body in &bodies {
-        assert!(body.contains("hello-pf"), "{bodies:?}");
+        assert!(body.contains("hello-pf"), "{handler}: {bodies:?}");
     }
     daemon.remove_pod(&id).await;
 }

@@ -272,14 +272,15 @@ async fn write_bundle(
         Some(user) => Some(user_of(&rootfs.path, user, container).await?),
         None => None,
     };
-    let rro = daemon
+    let offers = daemon
         .handlers()
         .get(&sandbox.runtime_handler)
-        .is_some_and(|h| h.features.recursive_read_only());
+        .map(VolumeOffers::of)
+        .unwrap_or_default();
     container.mounts = volumes(
         config,
         container,
-        rro,
+        offers,
         sandbox.namespace_options.user.as_ref(),
     )
     .await?;
@@ -372,12 +373,12 @@ async fn write_bundle(
 async fn volumes(
     config: &cri::ContainerConfig,
     container: &Container,
-    recursive_read_only: bool,
+    offers: VolumeOffers,
     pod_user: Option<&sandbox_core::UserNamespace>,
 ) -> Result<Vec<Mount>> {
     let mut mounts = Vec::new();
     for m in &config.mounts {
-        let mount = volume(m, recursive_read_only, pod_user)
+        let mount = volume(m, offers, pod_user)
             .map_err(|e| Error::InvalidArgument(format!("container {}: {e}", container.name)))?;
         let (host, propagation) = (mount.host_path.clone(), mount.propagation);
         tokio::task::spawn_blocking(move || {
@@ -467,16 +468,43 @@ enum VolumeError {
     },
 }
 
+/// What a pod's runtime handler can do with volumes beyond a plain bind.
+#[derive(Debug, Clone, Copy, Default)]
+struct VolumeOffers {
+    /// Recursive read-only mounts: the runtime's features list `rro`.
+    recursive_read_only: bool,
+    /// Bidirectional propagation. Not on gVisor: its gofer propagates no
+    /// mount either way, and runsc refuses the `rshared` root propagation
+    /// such a volume needs ("root mount propagation option must specify
+    /// private or slave"), which surfaced as an Internal error from
+    /// `runsc create`. HostToContainer stays accepted there: runsc takes it,
+    /// and the volume shows what was mounted when the container started
+    /// (README, "runsc differences").
+    bidirectional: bool,
+}
+
+impl VolumeOffers {
+    fn of(handler: &crate::handlers::Handler) -> Self {
+        VolumeOffers {
+            recursive_read_only: handler.features.recursive_read_only(),
+            bidirectional: handler.runtime_config.kind != oci_shim::runtime::RuntimeKind::Runsc,
+        }
+    }
+}
+
 /// The CRI mount features [`volume`] refuses, and why they are absent:
 /// image volumes (KEP-4639) need an image mounted per volume, recursive
 /// read-only a runtime whose features list `rro` (Status tells kubelet per
-/// handler). Id-mapped mounts are checked apart
-/// (`userns_volumes::wanted`).
-fn unsupported_feature(m: &cri::Mount, recursive_read_only: bool) -> Option<&'static str> {
+/// handler), bidirectional propagation a runtime that propagates mounts.
+/// Id-mapped mounts are checked apart (`userns_volumes::wanted`).
+fn unsupported_feature(m: &cri::Mount, offers: VolumeOffers) -> Option<&'static str> {
+    let bidirectional = m.propagation == cri::MountPropagation::PropagationBidirectional as i32;
     if m.image.as_ref().is_some_and(|i| !i.image.is_empty()) || !m.image_sub_path.is_empty() {
         Some("an image volume (image, image_sub_path)")
-    } else if m.recursive_read_only && !recursive_read_only {
+    } else if m.recursive_read_only && !offers.recursive_read_only {
         Some("recursive_read_only")
+    } else if bidirectional && !offers.bidirectional {
+        Some("Bidirectional mount propagation")
     } else {
         None
     }
@@ -486,7 +514,7 @@ fn unsupported_feature(m: &cri::Mount, recursive_read_only: bool) -> Option<&'st
 /// hostPath volumes may be symlinks) and must exist.
 fn volume(
     m: &cri::Mount,
-    recursive_read_only: bool,
+    offers: VolumeOffers,
     pod_user: Option<&sandbox_core::UserNamespace>,
 ) -> std::result::Result<Mount, VolumeError> {
     if m.container_path.is_empty() || !m.container_path.starts_with('/') {
@@ -497,7 +525,7 @@ fn volume(
             container_path: m.container_path.clone(),
             why,
         })?;
-    if let Some(feature) = unsupported_feature(m, recursive_read_only) {
+    if let Some(feature) = unsupported_feature(m, offers) {
         return Err(VolumeError::Unsupported {
             container_path: m.container_path.clone(),
             feature,
@@ -544,6 +572,46 @@ fn recursive_read_only_mount(m: &cri::Mount) -> std::result::Result<bool, Volume
 mod tests {
     use super::*;
 
+    /// runc without `rro` in its features.
+    const PLAIN: VolumeOffers = VolumeOffers {
+        recursive_read_only: false,
+        bidirectional: true,
+    };
+    /// runc with `rro`.
+    const RRO: VolumeOffers = VolumeOffers {
+        recursive_read_only: true,
+        bidirectional: true,
+    };
+
+    #[test]
+    fn bidirectional_propagation_is_refused_on_gvisor_only() {
+        let shared = cri::Mount {
+            container_path: "/data".into(),
+            host_path: "/nonexistent/host/path".into(),
+            propagation: cri::MountPropagation::PropagationBidirectional as i32,
+            ..Default::default()
+        };
+        let gvisor = VolumeOffers {
+            recursive_read_only: false,
+            bidirectional: false,
+        };
+        let err = volume(&shared, gvisor, None).unwrap_err().to_string();
+        assert!(
+            err.contains("Bidirectional") && err.contains("/data"),
+            "{err}"
+        );
+        // Refused before the host path is looked at; on runc the missing
+        // path is what fails.
+        let err = volume(&shared, PLAIN, None).unwrap_err().to_string();
+        assert!(err.contains("/nonexistent/host/path"), "{err}");
+        let slave = cri::Mount {
+            host_path: "/etc".into(),
+            propagation: cri::MountPropagation::PropagationHostToContainer as i32,
+            ..shared
+        };
+        assert!(volume(&slave, gvisor, None).is_ok());
+    }
+
     #[test]
     fn mount_features_we_lack_are_refused_before_the_host_is_read() {
         let base = cri::Mount {
@@ -582,17 +650,17 @@ mod tests {
             (rro, "recursive_read_only"),
             (idmap, "pod without a user namespace"),
         ] {
-            let err = volume(&m, false, None).unwrap_err().to_string();
+            let err = volume(&m, PLAIN, None).unwrap_err().to_string();
             assert!(err.contains(feature) && err.contains("/data"), "{err}");
         }
-        assert!(volume(&base, false, None).is_ok());
+        assert!(volume(&base, PLAIN, None).is_ok());
         // With a runtime that has rro: only read-only and private.
         let rro = cri::Mount {
             recursive_read_only: true,
             readonly: true,
             ..base.clone()
         };
-        assert!(volume(&rro, true, None).unwrap().recursive_read_only);
+        assert!(volume(&rro, RRO, None).unwrap().recursive_read_only);
         let writable = cri::Mount {
             readonly: false,
             ..rro.clone()
@@ -602,7 +670,7 @@ mod tests {
             ..rro.clone()
         };
         for m in [writable, shared] {
-            let err = volume(&m, true, None).unwrap_err().to_string();
+            let err = volume(&m, RRO, None).unwrap_err().to_string();
             assert!(err.contains("needs readonly and private"), "{err}");
         }
     }
@@ -620,7 +688,7 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(
-            volume(&m, false, None).unwrap().host_path,
+            volume(&m, PLAIN, None).unwrap().host_path,
             target.canonicalize().unwrap()
         );
         let missing = cri::Mount {
@@ -628,7 +696,7 @@ mod tests {
             host_path: "/nonexistent/x".into(),
             ..Default::default()
         };
-        assert!(volume(&missing, false, None)
+        assert!(volume(&missing, PLAIN, None)
             .unwrap_err()
             .to_string()
             .contains("/nonexistent/x"));

@@ -284,9 +284,7 @@ async fn start(
     crate::fault::point("run_pod_sandbox.infra_started");
 
     let hostname = if host_network {
-        nix::unistd::gethostname()
-            .map(|h| h.to_string_lossy().into_owned())
-            .unwrap_or_default()
+        node_hostname()
     } else {
         sandbox.hostname.clone()
     };
@@ -467,6 +465,13 @@ async fn start_infra(
     Ok((monitor.container_pid(), argv))
 }
 
+/// The node's hostname, which host-network pods carry.
+fn node_hostname() -> String {
+    nix::unistd::gethostname()
+        .map(|h| h.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
 /// Writes the infra container's bundle and returns its command.
 async fn write_infra_bundle(
     daemon: &Arc<Daemon>,
@@ -495,6 +500,11 @@ async fn write_infra_bundle(
     );
     if !host_network && !sandbox.hostname.is_empty() {
         spec.hostname = Some(sandbox.hostname.clone());
+    } else if host_network && handler.kind == oci_shim::runtime::RuntimeKind::Runsc {
+        // gVisor's UTS namespace is always its own, named from this spec
+        // ("?" without one): a host-network pod gets the node's name, as
+        // on runc, where it shares the host's UTS namespace.
+        spec.hostname = Some(node_hostname());
     }
     // Set once in the pod's IPC and network namespaces, which its
     // containers join.
