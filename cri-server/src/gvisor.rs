@@ -13,6 +13,14 @@
 //! capability for host sockets, so from then on every container of that
 //! pod may bind low ports: the capability is pod-wide on gVisor (README,
 //! "runsc differences").
+//!
+//! Pod sysctls: runsc ignores the spec's `linux.sysctl`. The `net.*` ones
+//! still mean something: they govern the host sockets the sandbox opens in
+//! the pod's network namespace, so the daemon writes them there itself, as
+//! runc would in the namespace it joins. The IPC ones (`kernel.shm*`,
+//! `fs.mqueue.*`, ...) have no such place: gVisor implements System V IPC
+//! and message queues inside its sandbox, so they stay ignored, with a
+//! warning (README, "runsc differences").
 
 use crate::error::{Error, Result};
 use oci_shim::spec::ContainerSpec;
@@ -53,8 +61,68 @@ pub async fn allow_low_ports(sandbox: &Sandbox, spec: &ContainerSpec) -> Result<
     .map_err(|e| Error::internal(&what, e))
 }
 
+/// The `/proc/sys` path of dotted sysctl `name`, as sysctl(8) reads it: dots
+/// separate components, a slash stands for a dot inside one (an interface
+/// like `eth0.100`). Names are checked by `cri_spec::sysctls::validate`:
+/// no component is empty, `.` or `..`.
+fn proc_sys_path(name: &str) -> String {
+    let parts: Vec<String> = name.split('.').map(|p| p.replace('/', ".")).collect();
+    format!("/proc/sys/{}", parts.join("/"))
+}
+
+/// Writes the `net.*` ones of pod `sandbox`'s sysctls in its network
+/// namespace (see the module docs); nothing for a pod on the host's
+/// network (validation refused `net.*` for it). A sysctl the namespace
+/// does not have fails the pod, as it does on runc.
+pub async fn apply_network_sysctls(
+    sandbox: &Sandbox,
+    sysctls: &std::collections::BTreeMap<String, String>,
+) -> Result<()> {
+    let Some(netns) = sandbox.netns_path.clone() else {
+        return Ok(());
+    };
+    let network: Vec<(String, String)> = sysctls
+        .iter()
+        .filter(|(name, _)| name.starts_with("net."))
+        .map(|(name, value)| (name.clone(), value.clone()))
+        .collect();
+    if network.is_empty() {
+        return Ok(());
+    }
+    let what = format!("pod {} sysctls", sandbox.id);
+    let written = tokio::task::spawn_blocking(move || {
+        let ns = netns::NetNs::open(&netns)?;
+        ns.run_in(|| {
+            for (name, value) in &network {
+                std::fs::write(proc_sys_path(name), value)
+                    .map_err(|e| format!("sysctl {name}={value}: {e}"))?;
+            }
+            Ok::<(), String>(())
+        })
+    })
+    .await
+    .map_err(|e| Error::internal(&what, e))?
+    .map_err(|e| Error::internal(&what, e))?;
+    written.map_err(|e| Error::internal(&what, e))
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn sysctl_names_become_proc_sys_paths() {
+        assert_eq!(
+            super::proc_sys_path("net.ipv4.ip_local_port_range"),
+            "/proc/sys/net/ipv4/ip_local_port_range"
+        );
+        assert_eq!(
+            super::proc_sys_path("net.ipv4.conf.eth0/100.forwarding"),
+            "/proc/sys/net/ipv4/conf/eth0.100/forwarding"
+        );
+    }
+}
+
+#[cfg(test)]
+mod capability_tests {
     use super::*;
 
     #[test]

@@ -248,6 +248,10 @@ async fn start(
         options: d.options,
     });
     let infra_needed = needs_infra(daemon, sandbox, &handler, &sysctls);
+    // runsc ignores the spec's sysctls: the daemon writes the pod's network
+    // ones itself (crate::gvisor).
+    let gvisor_sysctls =
+        (handler.kind == oci_shim::runtime::RuntimeKind::Runsc).then(|| sysctls.clone());
     let shared: &Sandbox = sandbox;
     let attach = async {
         if host_network {
@@ -258,6 +262,11 @@ async fn start(
         }
     };
     let hold = async {
+        // After CNI (gVisor pods never overlap the two) and before the
+        // sandbox boots, so a sysctl the namespace lacks fails fast.
+        if let Some(sysctls) = &gvisor_sysctls {
+            crate::gvisor::apply_network_sysctls(shared, sysctls).await?;
+        }
         if infra_needed {
             start_infra(daemon, shared, handler, sysctls)
                 .await
@@ -508,8 +517,9 @@ async fn write_infra_bundle(
     }
     // Set once in the pod's IPC and network namespaces, which its
     // containers join.
-    if !sysctls.is_empty() && handler.kind == oci_shim::runtime::RuntimeKind::Runsc {
-        tracing::warn!(pod = %sandbox.name, "gVisor does not apply pod sysctls; they are ignored");
+    let ipc_sysctls = sysctls.keys().any(|k| !k.starts_with("net."));
+    if ipc_sysctls && handler.kind == oci_shim::runtime::RuntimeKind::Runsc {
+        tracing::warn!(pod = %sandbox.name, "gVisor keeps IPC inside its sandbox: the pod's IPC sysctls are ignored");
     }
     spec.sysctls = sysctls;
     if sandbox.privileged {
