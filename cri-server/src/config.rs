@@ -161,7 +161,13 @@ impl Default for RuntimeConfig {
             HandlerConfig {
                 path: PathBuf::from("/usr/bin/runsc"),
                 // gVisor's own network stack and its KVM platform do not work
-                // on this kernel; host network and ptrace do.
+                // on this kernel; host network and ptrace do. No `--net-raw`:
+                // gVisor's host network (2022-12) opens TCP, UDP and Unix
+                // sockets only, raw ones not even with it (tried: the same
+                // EAFNOSUPPORT), so it would loosen the sandbox for nothing;
+                // a container keeping NET_RAW still cannot ping (README,
+                // "runsc differences"). `--oci-seccomp` is added to every
+                // call whatever these say (RuntimeHandlerConfig::global_args).
                 args: vec!["--network=host".into(), "--platform=ptrace".into()],
                 allowed_annotations: Vec::new(),
                 timeout_seconds: default_runtime_timeout(),
