@@ -38,6 +38,12 @@ impl Pod {
         self.daemon.create_started(&self.id, config).await
     }
 
+    /// Creates (and does not start) a container that would sleep.
+    async fn create_sleeper(&self, name: &str) -> String {
+        let config = container_config(name, BUSYBOX, &["sleep", "600"]);
+        self.daemon.create(&self.id, config).await
+    }
+
     async fn exec(&self, id: &str, cmd: &[&str]) -> cri::ExecSyncResponse {
         self.daemon.exec(id, cmd).await
     }
@@ -225,16 +231,7 @@ async fn removing_a_created_container_on_both_handlers() {
     for handler in HANDLERS {
         let pod = pod_on(&format!("rmcreated-{handler}"), handler).await;
         let mut rt = pod.daemon.runtime().await;
-        let id = rt
-            .create_container(cri::CreateContainerRequest {
-                pod_sandbox_id: pod.id.clone(),
-                config: Some(container_config("never", BUSYBOX, &["sleep", "600"])),
-                sandbox_config: Some(pod_config(&format!("rmcreated-{handler}"))),
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .container_id;
+        let id = pod.create_sleeper("never").await;
         let status = pod.status(&id).await;
         assert_eq!(status.state, cri::ContainerState::ContainerCreated as i32);
         rt.remove_container(cri::RemoveContainerRequest {
@@ -263,16 +260,7 @@ async fn a_pod_with_a_never_started_container_stops_on_both_handlers() {
     for handler in HANDLERS {
         let pod = pod_on(&format!("stopcreated-{handler}"), handler).await;
         let mut rt = pod.daemon.runtime().await;
-        let id = rt
-            .create_container(cri::CreateContainerRequest {
-                pod_sandbox_id: pod.id.clone(),
-                config: Some(container_config("never", BUSYBOX, &["sleep", "600"])),
-                sandbox_config: Some(pod_config(&format!("stopcreated-{handler}"))),
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .container_id;
+        let id = pod.create_sleeper("never").await;
         let started = std::time::Instant::now();
         rt.stop_pod_sandbox(cri::StopPodSandboxRequest {
             pod_sandbox_id: pod.id.clone(),
