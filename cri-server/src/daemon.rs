@@ -110,6 +110,9 @@ pub struct Daemon {
     pub pod_creations: Arc<Creations>,
     /// CreateContainer calls in flight or unclaimed, by container.
     pub container_creations: Arc<Creations>,
+    /// Pods removed while their network release was still running: what
+    /// that release needs, until it is done (`pod::release`).
+    pub removed_pods: crate::pod::release::RemovedPods,
 }
 
 impl Daemon {
@@ -147,6 +150,7 @@ impl Daemon {
             streaming: parts.streaming,
             metrics: crate::metrics::Metrics::default(),
             pod_creations: Creations::new(grace),
+            removed_pods: Default::default(),
             container_creations: Creations::new(grace),
             config,
         })

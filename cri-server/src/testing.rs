@@ -148,6 +148,20 @@ impl Default for Doubles {
     }
 }
 
+/// Waits (at most 5 s) until every removed pod's network release has
+/// finished: RemovePodSandbox does not wait for it (`pod::release`).
+pub async fn removals_released(daemon: &Daemon) {
+    for _ in 0..500 {
+        if daemon.pins.list().unwrap_or_default().is_empty()
+            && daemon.removed_pods.list().is_empty()
+        {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("a removed pod's network was never released");
+}
+
 /// A monitor double's launch that creates the container (init pid 4242).
 pub fn launch_ok() -> Box<MockPendingLaunch> {
     let mut pending = MockPendingLaunch::new();

@@ -175,7 +175,10 @@ impl Daemon {
             .unwrap_or_else(|e| panic!("StopPodSandbox {id}: {e}\n{}", self.log()));
     }
 
-    /// Removes pod `id` with its containers.
+    /// Removes pod `id` with its containers, then waits (up to 10 s) until
+    /// its network is released too: RemovePodSandbox does not wait for the
+    /// CNI DEL its stop started, so tests that check the host afterwards
+    /// would race it.
     pub async fn remove_pod(&self, id: &str) {
         self.runtime()
             .await
@@ -184,5 +187,27 @@ impl Daemon {
             })
             .await
             .unwrap_or_else(|e| panic!("RemovePodSandbox {id}: {e}\n{}", self.log()));
+        self.wait_released(id).await;
+    }
+
+    /// Waits (up to 10 s) until pod `id`'s CNI attachment record and
+    /// namespace pins are gone.
+    pub async fn wait_released(&self, id: &str) {
+        let attachment = self.dir().join("root/cni").join(id);
+        let pins = self.dir().join("state/netns");
+        let held = || {
+            attachment.exists()
+                || std::fs::read_dir(&pins).is_ok_and(|d| {
+                    d.flatten()
+                        .any(|e| e.file_name().to_string_lossy().starts_with(id))
+                })
+        };
+        for _ in 0..100 {
+            if !held() {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        panic!("pod {id}: network not released within 10 s\n{}", self.log())
     }
 }

@@ -7,16 +7,55 @@
 //! of its own then runs the DEL, removes the namespace pins and clears the
 //! flag. It holds the pod's *release* lock ([`lock_key`]), not the pod's:
 //! RemovePodSandbox removes the pod's containers (runtime delete, root
-//! filesystem, record) under the pod's lock while the DEL runs, and waits
-//! for the release lock before it removes the pod. Whatever stops it halfway, the flag is still on disk: the next
-//! RemovePodSandbox releases inline before removing anything, and the next
-//! start resumes every pending release ([`crate::restore`]). A graceful
-//! shutdown waits for the task (`in_flight::VERBS`).
+//! filesystem, record) under the pod's lock while the DEL runs, and does
+//! not wait for it either: a pod removed with its release pending hands
+//! what the release needs to [`RemovedPods`] and goes, record and all; the
+//! release finishes from there. Whatever stops a release halfway is made
+//! good at the next start: a stopped pod's flag is still on disk and its
+//! release resumes ([`crate::restore`]); a removed pod has no record left,
+//! so its CNI attachment is one no record claims and its pins are stale,
+//! and the start-up sweep releases both ([`crate::orphans`],
+//! `PinDir::cleanup_stale`). A graceful shutdown waits for the task
+//! (`in_flight::VERBS`).
 
 use crate::daemon::Daemon;
 use crate::error::{Error, Result};
 use sandbox_core::{Protocol, Sandbox, SandboxFilter};
 use std::sync::Arc;
+
+/// Pods removed while their network release was pending, by id: the
+/// release reads the pod from here once the store no longer has it, and
+/// forgets it when done.
+#[derive(Debug, Default)]
+pub struct RemovedPods {
+    pods: std::sync::Mutex<std::collections::HashMap<String, Sandbox>>,
+}
+
+impl RemovedPods {
+    fn pods(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, Sandbox>> {
+        self.pods.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Keeps `sandbox` for its release.
+    pub fn hold(&self, sandbox: Sandbox) {
+        self.pods().insert(sandbox.id.clone(), sandbox);
+    }
+
+    /// The removed pod `id`, if its release is still to finish.
+    pub fn get(&self, id: &str) -> Option<Sandbox> {
+        self.pods().get(id).cloned()
+    }
+
+    /// Forgets pod `id`; whether it was held.
+    pub fn forget(&self, id: &str) -> bool {
+        self.pods().remove(id).is_some()
+    }
+
+    /// Every removed pod whose release is still to finish.
+    pub fn list(&self) -> Vec<Sandbox> {
+        self.pods().values().cloned().collect()
+    }
+}
 
 /// The lock a pod's release runs under, beside the pod's own.
 pub fn lock_key(id: &str) -> String {
@@ -55,10 +94,11 @@ pub async fn release_conflicting(daemon: &Arc<Daemon>, sandbox: &Sandbox) {
     if wanted.is_empty() {
         return;
     }
-    let holders: Vec<String> = daemon
-        .sandboxes
-        .list(&SandboxFilter::default())
-        .into_iter()
+    let stopped = daemon.sandboxes.list(&SandboxFilter::default());
+    let holders: Vec<String> = stopped
+        .iter()
+        .map(|s| (**s).clone())
+        .chain(daemon.removed_pods.list())
         .filter(|s| s.network_release_pending && s.id != sandbox.id)
         .filter(|s| published(s).iter().any(|p| wanted.contains(p)))
         .map(|s| s.id.clone())
@@ -75,7 +115,8 @@ pub async fn release_conflicting(daemon: &Arc<Daemon>, sandbox: &Sandbox) {
 /// namespace pins), then records it released; the pod's release lock is
 /// held.
 pub async fn release_locked(daemon: &Arc<Daemon>, id: &str) -> Result<()> {
-    let Ok(sandbox) = daemon.sandboxes.get(id) else {
+    let stored = daemon.sandboxes.get(id).ok().map(|s| (*s).clone());
+    let Some(sandbox) = stored.or_else(|| daemon.removed_pods.get(id)) else {
         return Ok(());
     };
     if !sandbox.network_release_pending {
@@ -112,6 +153,11 @@ pub async fn release_locked(daemon: &Arc<Daemon>, id: &str) -> Result<()> {
         .await
         .map_err(|e| Error::internal(format!("pod {id}"), e))??;
         tracing::debug!(pod = %id, ?removals, "namespace pins released");
+    }
+    // Removed meanwhile (or before): no record is left to update.
+    if daemon.removed_pods.forget(id) || !daemon.sandboxes.contains(id) {
+        tracing::debug!(pod = %id, elapsed = ?started.elapsed(), "removed pod's network released");
+        return Ok(());
     }
     let updated = daemon.sandboxes.update(id, |s| {
         s.network_release_pending = false;
@@ -214,7 +260,42 @@ mod verb_tests {
         let on_disk: Vec<sandbox_core::Sandbox> = t.daemon.sandbox_records.load_all();
         assert!(on_disk[0].network_release_pending);
         crate::pod::remove::remove(&t.daemon, &id).await.unwrap();
-        assert!(t.daemon.pins.list().unwrap().is_empty());
+        crate::testing::removals_released(&t.daemon).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn removal_does_not_wait_for_the_release_which_finishes_from_removed_pods() {
+        let mut d = stoppable();
+        // The DEL holds until the test lets it go.
+        let (go, held) = std::sync::mpsc::channel::<()>();
+        let held = std::sync::Mutex::new(held);
+        d.network.expect_teardown().times(1).returning(move |_| {
+            held.lock().unwrap().recv().unwrap();
+            Ok(())
+        });
+        d.runc.expect_delete().returning(|_, _| Ok(()));
+        d.images.expect_remove_rootfs().returning(|_| Ok(()));
+        let t = d.build().await;
+        let id = networked_pod(&t.daemon, "web");
+
+        crate::pod::remove::remove(&t.daemon, &id).await.unwrap();
+
+        // Gone for every caller, record and all, while its DEL still runs.
+        assert!(t.daemon.sandboxes.get(&id).is_err());
+        assert!(t
+            .daemon
+            .sandbox_records
+            .load_all::<sandbox_core::Sandbox>()
+            .is_empty());
+        let held = t
+            .daemon
+            .removed_pods
+            .get(&id)
+            .expect("held for its release");
+        assert!(held.network_release_pending);
+        assert!(!t.daemon.pins.list().unwrap().is_empty(), "pins still held");
+        go.send(()).unwrap();
+        crate::testing::removals_released(&t.daemon).await;
     }
 
     #[tokio::test(flavor = "multi_thread")]

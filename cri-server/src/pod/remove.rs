@@ -25,14 +25,8 @@ pub async fn remove(daemon: &Arc<Daemon>, id_or_prefix: &str) -> Result<()> {
     if let Err(e) = super::stop::stop_locked(daemon, &id).await {
         tracing::warn!(pod = %id, error = %e, "stop before removal failed; removing by force");
     }
-    // The network's release (CNI DEL, most of a removal) and the
-    // containers' removal touch nothing of each other's: side by side.
-    let release = async {
-        let _release = daemon.locks.lock(&super::release::lock_key(&id)).await;
-        if let Err(e) = super::release::release_locked(daemon, &id).await {
-            tracing::warn!(pod = %id, error = %e, "network release before removal failed; removing by force");
-        }
-    };
+    // The network's release (CNI DEL, most of a removal) runs in the task
+    // the stop started; removal does not wait for it (see pod::release).
     let filter = ContainerFilter {
         sandbox_id_prefix: Some(id.clone()),
         ..ContainerFilter::default()
@@ -43,8 +37,7 @@ pub async fn remove(daemon: &Arc<Daemon>, id_or_prefix: &str) -> Result<()> {
         .into_iter()
         .filter(|c| c.sandbox_id == id)
         .map(|c| async move { crate::container::remove::remove_locked(daemon, &c.id).await });
-    let ((), removed) = tokio::join!(release, futures_util::future::join_all(removals));
-    for r in removed {
+    for r in futures_util::future::join_all(removals).await {
         r?;
     }
 
@@ -75,6 +68,15 @@ pub async fn remove(daemon: &Arc<Daemon>, id_or_prefix: &str) -> Result<()> {
         Err(e) => return Err(Error::internal(dir.display(), e)),
     }
     crate::fault::point("remove_pod_sandbox.before_record_removed");
+    // A release still to run or finish reads the pod from here from now on.
+    let pending = daemon
+        .sandboxes
+        .get(&id)
+        .ok()
+        .filter(|s| s.network_release_pending);
+    if let Some(pending) = &pending {
+        daemon.removed_pods.hold((**pending).clone());
+    }
     daemon
         .sandbox_records
         .remove(&id)
@@ -82,6 +84,11 @@ pub async fn remove(daemon: &Arc<Daemon>, id_or_prefix: &str) -> Result<()> {
     daemon.pod_names.release_by_id(&id);
     daemon.pod_creations.forget_id(&id);
     let _ = daemon.sandboxes.remove(&id);
+    if pending.is_some() {
+        // Runs after the stop's task, if that one still runs (the release
+        // lock), and then finds nothing left to do; otherwise it releases.
+        super::release::release_later(daemon, &id);
+    }
     tracing::info!(pod = %sandbox.name, id = %id, "pod removed");
     Ok(())
 }
@@ -120,7 +127,9 @@ mod verb_tests {
         remove(&t.daemon, &id).await.unwrap();
         assert!(t.daemon.sandboxes.get(&id).is_err());
         assert_eq!(t.daemon.pod_names.get(&name), None);
-        assert!(t.daemon.pins.list().unwrap().is_empty());
+        // The network's release finishes after the removal, from
+        // `removed_pods`, once.
+        crate::testing::removals_released(&t.daemon).await;
         assert!(!t.daemon.layout.sandbox_dir(&id).exists());
         assert!(t
             .daemon

@@ -831,7 +831,7 @@ mod verb_tests {
 
         // Stopping releases every pin (in the background), removal the rest.
         crate::pod::remove::remove(&t.daemon, &id).await.unwrap();
-        assert!(t.daemon.pins.list().unwrap().is_empty());
+        crate::testing::removals_released(&t.daemon).await;
     }
 
     #[tokio::test(flavor = "multi_thread")]

@@ -229,7 +229,11 @@ async fn measure(daemon: &Daemon, o: &Options, scratch: &Path, floor_dir: &Path)
     passed &= parallel_report(o.parallel, &seq.0, &par.0);
     let ours_scale = match o.scale {
         0 => None,
-        n => Some(scale::run(&daemon.socket(), &logs, "ours", n, o.parallel).await?),
+        n => {
+            let (socket, attachments) = (daemon.socket(), daemon.dir().join("root/cni"));
+            let run = scale::run(&socket, &logs, "ours", n, o.parallel, Some(&attachments));
+            Some(run.await?)
+        }
     };
     let (theirs, theirs_scale) = if o.peer {
         let (theirs, scale) = peer::lifecycles(&logs, o.parallel, o.iterations, o.scale).await?;

@@ -57,7 +57,7 @@ pub async fn lifecycles(
         let samples = rounds(&socket, logs, "peer-par", parallel, iterations).await?;
         let scale = match scale_pods {
             0 => None,
-            n => Some(crate::scale::run(&socket, logs, "peer", n, parallel).await?),
+            n => Some(crate::scale::run(&socket, logs, "peer", n, parallel, None).await?),
         };
         Ok::<_, anyhow::Error>((samples, scale))
     };

@@ -31,14 +31,26 @@ pub struct ScaleRun {
     pub containers: usize,
 }
 
+/// How long a teardown may wait for a runtime's background network
+/// releases once its calls have returned.
+const RELEASE_WAIT: Duration = Duration::from_secs(120);
+
 /// Builds `pods` pods with `workers` clients, times ListContainerStats,
 /// tears everything down; `tag` names the pods.
+///
+/// `attachments` is the directory where the runtime keeps a record per CNI
+/// attachment not yet released (our `root/cni`), for a runtime that may
+/// finish a removal's CNI DEL after RemovePodSandbox returns: the teardown
+/// ends only when none is left, so work moved off the request path still
+/// counts. containerd's DEL is done by the time its StopPodSandbox
+/// returns (`None`).
 pub async fn run(
     socket: &Path,
     logs: &Path,
     tag: &str,
     pods: usize,
     workers: usize,
+    attachments: Option<&Path>,
 ) -> Result<ScaleRun> {
     let mut out = ScaleRun::default();
     let started = Instant::now();
@@ -106,6 +118,9 @@ pub async fn run(
         }
     })
     .await?;
+    if let Some(dir) = attachments {
+        wait_released(dir).await?;
+    }
     out.teardown = started.elapsed();
     for (stop, remove) in &torn {
         out.stop_pod.extend(stop);
@@ -271,3 +286,20 @@ const STOP_SPREAD_TARGET: f64 = 2.0;
 /// Our build and teardown wall times per containerd's.
 const BUILD_TARGET: f64 = 0.45;
 const TEARDOWN_TARGET: f64 = 0.3;
+
+/// Waits until `dir` (a runtime's unreleased CNI attachments) is empty.
+async fn wait_released(dir: &Path) -> Result<()> {
+    let deadline = Instant::now() + RELEASE_WAIT;
+    loop {
+        let left = std::fs::read_dir(dir).map(|d| d.count()).unwrap_or(0);
+        if left == 0 {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "{left} CNI attachments still unreleased in {} after {RELEASE_WAIT:?}",
+            dir.display()
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
