@@ -266,7 +266,7 @@ impl Daemon {
 /// on: on the daemon's multi-threaded runtime the worker's other tasks
 /// move to another thread meanwhile (`block_in_place`), instead of every
 /// call queued behind it waiting for the disk.
-fn off_worker<T>(save: impl FnOnce() -> T) -> T {
+pub(crate) fn off_worker<T>(save: impl FnOnce() -> T) -> T {
     let multi_thread = tokio::runtime::Handle::try_current()
         .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
     if multi_thread {

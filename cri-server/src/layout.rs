@@ -89,6 +89,12 @@ impl Layout {
         self.state.join("staged-volumes")
     }
 
+    /// Where removed container and pod directories wait to be deleted in
+    /// the background (`crate::discard`); emptied at start-up.
+    pub fn removed(&self) -> PathBuf {
+        self.state.join("removed")
+    }
+
     /// The bundle inside a container or infra directory.
     pub fn bundle(dir: &Path) -> PathBuf {
         dir.join("bundle")

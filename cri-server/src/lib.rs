@@ -25,7 +25,8 @@
 //!   [`handlers`]: the runtime handlers in force (swapped by a reload);
 //!   [`opener`]: the real parts at start; [`restore`] and [`watch`]: records
 //!   back after a restart, exits followed; [`records`] and [`layout`]: what
-//!   lives where on disk; [`pause`]: the built-in infra process.
+//!   lives where on disk, [`discard`]: removed directories deleted off the
+//!   request path; [`pause`]: the built-in infra process.
 
 #![warn(missing_docs)]
 
@@ -33,6 +34,7 @@ pub mod config;
 pub mod container;
 pub mod creations;
 pub mod daemon;
+pub mod discard;
 pub mod error;
 pub mod fault;
 pub mod gvisor;

@@ -21,6 +21,7 @@ pub async fn restore(daemon: &Arc<Daemon>) {
     // Staging mounts are needed only during a CreateContainer, and no call
     // runs yet: release any a crash left before anything removes files.
     crate::container::userns_volumes::release_all(daemon.layout.staged_volumes_root()).await;
+    crate::discard::sweep(&daemon.layout);
     let mut kept_pins = Vec::new();
     let mut restored_pods = 0;
     for sandbox in sandboxes {

@@ -565,10 +565,17 @@ impl RootFsDir {
     /// Moves `dir` out of `containers/` (so it stops counting as an image
     /// user at once) and deletes it.
     fn discard(&self, dir: &Path) -> Result<()> {
+        let doomed = self.move_out(dir)?;
+        fs::remove_dir_all(&doomed).map_err(io(&doomed, "remove"))
+    }
+
+    /// Moves container directory `dir` into `tmp/`, its idmapped layer
+    /// mounts detached first; returns where it went.
+    fn move_out(&self, dir: &Path) -> Result<PathBuf> {
         detach_idmapped(&dir.join(IDMAPPED));
         let doomed = temp::path(&self.tmp, "removed-container");
         fs::rename(dir, &doomed).map_err(io(dir, "move out"))?;
-        fs::remove_dir_all(&doomed).map_err(io(&doomed, "remove"))
+        Ok(doomed)
     }
 
     /// The recorded root filesystem of `container_id`, if any.
@@ -629,11 +636,24 @@ impl RootFsDir {
 
     /// Unmounts and deletes the root filesystem of `container_id`; absent is
     /// fine.
+    #[cfg(test)]
     pub(crate) fn remove(&self, container_id: &str) -> Result<()> {
+        match self.take_out(container_id)? {
+            Some(doomed) => fs::remove_dir_all(&doomed).map_err(io(&doomed, "remove")),
+            None => Ok(()),
+        }
+    }
+
+    /// [`RootFsDir::remove`] up to the point where the container no longer
+    /// has a root filesystem: unmounted and moved out of `containers/` into
+    /// `tmp/` (which [`crate::ImageStore::open`] empties). Returns where it
+    /// went, for the caller to delete when it likes; `None` if there was
+    /// nothing.
+    pub(crate) fn take_out(&self, container_id: &str) -> Result<Option<PathBuf>> {
         check_container_id(container_id)?;
         let dir = self.dir.join(container_id);
         if !dir.exists() {
-            return Ok(());
+            return Ok(None);
         }
         let mountpoint = dir.join(MOUNT);
         // Stacked mounts (a create raced with another) come off one by one.
@@ -648,7 +668,7 @@ impl RootFsDir {
         }
         // Out of containers/ first: a crash mid-way must not leave a
         // half-deleted container that still counts as an image user.
-        self.discard(&dir)
+        self.move_out(&dir).map(Some)
     }
 
     /// Every container that has a root filesystem here, mounted or not.

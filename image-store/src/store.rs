@@ -520,14 +520,26 @@ impl ImageStore {
             .map_err(|_| Error::Task("listing root filesystems"))?
     }
 
-    /// Unmounts and deletes the root filesystem of `container_id`; absent is
-    /// Ok.
+    /// Unmounts the root filesystem of `container_id` and takes it out of
+    /// the store; its files are deleted in the background. Absent is Ok.
     pub async fn remove_rootfs(&self, container_id: &str) -> Result<()> {
         let inner = Arc::clone(&self.inner);
         let container = container_id.to_string();
-        tokio::task::spawn_blocking(move || inner.rootfs.remove(&container))
+        let taken = tokio::task::spawn_blocking(move || inner.rootfs.take_out(&container))
             .await
-            .map_err(|_| Error::Task("removing a root filesystem"))?
+            .map_err(|_| Error::Task("removing a root filesystem"))??;
+        // Unmounted and out of containers/: the root filesystem is gone for
+        // every reader. Its files are deleted on a blocking thread nobody
+        // waits for (most of a removal's time under load); a crash first
+        // leaves them in tmp/, which `open` empties.
+        if let Some(doomed) = taken {
+            tokio::task::spawn_blocking(move || {
+                if let Err(e) = std::fs::remove_dir_all(&doomed) {
+                    tracing::warn!(path = %doomed.display(), error = %e, "deleting a removed root filesystem");
+                }
+            });
+        }
+        Ok(())
     }
 }
 

@@ -55,11 +55,7 @@ pub async fn remove_locked(daemon: &Arc<Daemon>, id: &str) -> Result<()> {
     if !exited {
         daemon.monitors.retire(id, &Layout::monitor(&dir)).await;
     }
-    match tokio::fs::remove_dir_all(&dir).await {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(Error::internal(dir.display(), e)),
-    }
+    crate::discard::discard(&daemon.layout, &dir).map_err(|e| Error::internal(dir.display(), e))?;
     daemon
         .container_records
         .remove(id)

@@ -62,11 +62,7 @@ pub async fn remove(daemon: &Arc<Daemon>, id_or_prefix: &str) -> Result<()> {
     if !infra_exited {
         daemon.monitors.retire(&id, &Layout::monitor(&dir)).await;
     }
-    match tokio::fs::remove_dir_all(&dir).await {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(Error::internal(dir.display(), e)),
-    }
+    crate::discard::discard(&daemon.layout, &dir).map_err(|e| Error::internal(dir.display(), e))?;
     crate::fault::point("remove_pod_sandbox.before_record_removed");
     // A release still to run or finish reads the pod from here from now on.
     let pending = daemon
