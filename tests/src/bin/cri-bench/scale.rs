@@ -39,10 +39,10 @@ const RELEASE_WAIT: Duration = Duration::from_secs(120);
 /// tears everything down; `tag` names the pods.
 ///
 /// `attachments` is the directory where the runtime keeps a record per CNI
-/// attachment not yet released (our `root/cni`), for a runtime that may
-/// finish a removal's CNI DEL after RemovePodSandbox returns: the teardown
-/// ends only when none is left, so work moved off the request path still
-/// counts. containerd's DEL is done by the time its StopPodSandbox
+/// attachment not yet released (our `root/cni`, by pod id), for a runtime
+/// that may finish a removal's CNI DEL after RemovePodSandbox returns: the
+/// teardown ends only when none of these pods' is left, so work moved off
+/// the request path still counts. containerd's DEL is done by the time its StopPodSandbox
 /// returns (`None`).
 pub async fn run(
     socket: &Path,
@@ -99,6 +99,7 @@ pub async fn run(
     list_stats(socket, &mut out).await?;
     let started = Instant::now();
     let count = ids.len();
+    let torn_ids = std::sync::Arc::clone(&ids);
     let torn = in_parallel(socket, workers, count, move |mut rt, i| {
         let id = ids[i].clone();
         async move {
@@ -119,7 +120,7 @@ pub async fn run(
     })
     .await?;
     if let Some(dir) = attachments {
-        wait_released(dir).await?;
+        wait_released(dir, &torn_ids).await?;
     }
     out.teardown = started.elapsed();
     for (stop, remove) in &torn {
@@ -287,11 +288,12 @@ const STOP_SPREAD_TARGET: f64 = 2.0;
 const BUILD_TARGET: f64 = 0.45;
 const TEARDOWN_TARGET: f64 = 0.3;
 
-/// Waits until `dir` (a runtime's unreleased CNI attachments) is empty.
-async fn wait_released(dir: &Path) -> Result<()> {
+/// Waits until `dir` (a runtime's unreleased CNI attachments, one entry
+/// per pod id) holds none of `ids`.
+async fn wait_released(dir: &Path, ids: &[String]) -> Result<()> {
     let deadline = Instant::now() + RELEASE_WAIT;
     loop {
-        let left = std::fs::read_dir(dir).map(|d| d.count()).unwrap_or(0);
+        let left = ids.iter().filter(|id| dir.join(id).exists()).count();
         if left == 0 {
             return Ok(());
         }
