@@ -28,6 +28,7 @@ pub async fn remove_locked(daemon: &Arc<Daemon>, id: &str) -> Result<()> {
     if let Err(e) = super::stop::stop_locked(daemon, id, 0).await {
         tracing::warn!(container = %id, error = %e, "stop before removal failed; removing by force");
     }
+    let started = std::time::Instant::now();
     // Re-read: the stop above may just have deleted it.
     let stopped = daemon.containers.get(id).ok();
     let deleted = stopped.as_ref().is_some_and(|c| c.runtime_deleted);
@@ -45,7 +46,9 @@ pub async fn remove_locked(daemon: &Arc<Daemon>, id: &str) -> Result<()> {
     if userns {
         super::userns_root::release(&dir).await;
     }
+    let runtime_done = started.elapsed();
     daemon.images.remove_rootfs(id).await?;
+    let rootfs_done = started.elapsed();
     if userns {
         super::userns_volumes::release(daemon.layout.staged_volumes(id)).await;
     }
@@ -69,6 +72,8 @@ pub async fn remove_locked(daemon: &Arc<Daemon>, id: &str) -> Result<()> {
     // while the container is in the store (FileCache::keep).
     daemon.stats_files.forget(id);
     daemon.emit(id, cri::ContainerEventType::ContainerDeletedEvent);
+    // Per-phase timings, for where a removal's time goes under load.
+    tracing::debug!(container = %id, ?runtime_done, ?rootfs_done, elapsed = ?started.elapsed(), "container removed");
     Ok(())
 }
 
