@@ -112,7 +112,7 @@ pub struct Daemon {
     pub container_creations: Arc<Creations>,
     /// Pods removed while their network release was still running: what
     /// that release needs, until it is done (`pod::release`).
-    pub removed_pods: crate::pod::release::RemovedPods,
+    pub removed_pods: crate::pod::removed::RemovedPods,
 }
 
 impl Daemon {

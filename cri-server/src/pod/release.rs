@@ -9,7 +9,7 @@
 //! RemovePodSandbox removes the pod's containers (runtime delete, root
 //! filesystem, record) under the pod's lock while the DEL runs, and does
 //! not wait for it either: a pod removed with its release pending hands
-//! what the release needs to [`RemovedPods`] and goes, record and all; the
+//! what the release needs to [`super::removed::RemovedPods`] and goes, record and all; the
 //! release finishes from there. Whatever stops a release halfway is made
 //! good at the next start: a stopped pod's flag is still on disk and its
 //! release resumes ([`crate::restore`]); a removed pod has no record left,
@@ -22,40 +22,6 @@ use crate::daemon::Daemon;
 use crate::error::{Error, Result};
 use sandbox_core::{Protocol, Sandbox, SandboxFilter};
 use std::sync::Arc;
-
-/// Pods removed while their network release was pending, by id: the
-/// release reads the pod from here once the store no longer has it, and
-/// forgets it when done.
-#[derive(Debug, Default)]
-pub struct RemovedPods {
-    pods: std::sync::Mutex<std::collections::HashMap<String, Sandbox>>,
-}
-
-impl RemovedPods {
-    fn pods(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, Sandbox>> {
-        self.pods.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Keeps `sandbox` for its release.
-    pub fn hold(&self, sandbox: Sandbox) {
-        self.pods().insert(sandbox.id.clone(), sandbox);
-    }
-
-    /// The removed pod `id`, if its release is still to finish.
-    pub fn get(&self, id: &str) -> Option<Sandbox> {
-        self.pods().get(id).cloned()
-    }
-
-    /// Forgets pod `id`; whether it was held.
-    pub fn forget(&self, id: &str) -> bool {
-        self.pods().remove(id).is_some()
-    }
-
-    /// Every removed pod whose release is still to finish.
-    pub fn list(&self) -> Vec<Sandbox> {
-        self.pods().values().cloned().collect()
-    }
-}
 
 /// The lock a pod's release runs under, beside the pod's own.
 pub fn lock_key(id: &str) -> String {
