@@ -367,3 +367,49 @@ async fn host_pid_and_ipc_reach_the_host_on_runc_only() {
     let _ = marker.kill();
     let _ = marker.wait();
 }
+
+/// runsc (2022-12) now and then leaves a container's cgroup behind when
+/// `runsc delete` removes it while the container's last processes are
+/// still leaving it (the chaos test found one). RemoveContainer removes
+/// what it left: here a cgroup made again by hand where runsc had one.
+#[tokio::test]
+async fn a_cgroup_runsc_leaves_behind_goes_with_the_container() {
+    let daemon = daemon().await;
+    let pod = daemon.run_pod(pod_config("cgroup-left"), "runsc").await;
+    let id = daemon
+        .create_started(&pod, container_config("done", BUSYBOX, &["true"]))
+        .await;
+    daemon.wait_exited(&id).await;
+    let bundle = daemon
+        .dir()
+        .join("state/c")
+        .join(&id)
+        .join("bundle/config.json");
+    let spec: serde_json::Value = serde_json::from_slice(&std::fs::read(&bundle).unwrap()).unwrap();
+    let path = spec["linux"]["cgroupsPath"].as_str().unwrap().to_string();
+    assert!(path.ends_with(&id), "{path}");
+    let left: Vec<std::path::PathBuf> = ["memory", "pids"]
+        .iter()
+        .map(|h| {
+            std::path::Path::new("/sys/fs/cgroup")
+                .join(h)
+                .join(path.trim_start_matches('/'))
+        })
+        .collect();
+    for dir in &left {
+        let _ = std::fs::create_dir_all(dir);
+        assert!(dir.is_dir(), "{}", dir.display());
+    }
+    daemon
+        .runtime()
+        .await
+        .remove_container(cri::RemoveContainerRequest {
+            container_id: id.clone(),
+        })
+        .await
+        .unwrap();
+    for dir in &left {
+        assert!(!dir.exists(), "{} left", dir.display());
+    }
+    daemon.remove_pod(&pod).await;
+}

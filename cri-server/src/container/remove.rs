@@ -37,6 +37,9 @@ pub async fn remove_locked(daemon: &Arc<Daemon>, id: &str) -> Result<()> {
         runtime.delete(id, true).await?;
     }
     let dir = daemon.layout.container_dir(id);
+    if super::on_gvisor(daemon, &container) {
+        crate::orphans::remove_leftover_cgroup(id, &dir).await;
+    }
     // Only a pod with a user namespace has these (or a pod no longer
     // known, to be safe); others skip the blocking hops.
     let userns = daemon

@@ -41,13 +41,19 @@ pub async fn remove(daemon: &Arc<Daemon>, id_or_prefix: &str) -> Result<()> {
         r?;
     }
 
+    let dir = daemon.layout.sandbox_dir(&id);
     if sandbox.infra_container.is_some() {
         let runtime = daemon.runtime(&sandbox.runtime_handler)?;
         runtime.delete(&id, true).await?;
+        let on_gvisor = daemon
+            .handler(&sandbox.runtime_handler)
+            .is_ok_and(|h| h.kind == oci_shim::runtime::RuntimeKind::Runsc);
+        if on_gvisor {
+            crate::orphans::remove_leftover_cgroup(&id, &dir).await;
+        }
     }
     // The root of an infra container from `pause_image` (none for the
     // built-in pause), and its bind for a pod with a user namespace.
-    let dir = daemon.layout.sandbox_dir(&id);
     if sandbox.userns_path.is_some() {
         crate::container::userns_root::release(&dir).await;
     }
