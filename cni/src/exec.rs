@@ -55,8 +55,6 @@ pub struct Invocation {
     pub ifname: String,
     /// `CNI_ARGS` pairs, joined as `K=V;K=V`.
     pub args: Vec<(String, String)>,
-    /// The plugin process's `nice` value; 0 keeps the caller's.
-    pub nice: i32,
 }
 
 /// Finds and runs plugin binaries.
@@ -73,7 +71,6 @@ pub struct Invocation {
 ///     netns: String::new(),
 ///     ifname: "eth0".into(),
 ///     args: vec![],
-///     nice: 0,
 /// };
 /// let conf = serde_json::json!({"cniVersion":"1.0.0","name":"n","type":"loopback"});
 /// exec.run("loopback", &inv, &conf).await?;
@@ -167,18 +164,6 @@ impl PluginExec {
             // undoes (bridge's masquerading chain once its interface is
             // gone). Only the deadline below kills it.
             .kill_on_drop(false);
-        if inv.nice != 0 {
-            let nice = inv.nice;
-            // SAFETY: setpriority is async-signal-safe and touches only the
-            // child, between fork and exec.
-            unsafe {
-                cmd.pre_exec(move || {
-                    // A priority that cannot be lowered still runs the plugin.
-                    libc::setpriority(libc::PRIO_PROCESS, 0, nice);
-                    Ok(())
-                });
-            }
-        }
         let mut child = spawn_retrying(&mut cmd).await.map_err(spawn_err)?;
         let pid = child.id();
         let deadline = tokio::time::Instant::now() + self.timeout;
@@ -347,7 +332,6 @@ mod tests {
             netns: String::new(),
             ifname: "eth0".into(),
             args: vec![],
-            nice: 0,
         }
     }
 

@@ -48,7 +48,6 @@ pub use manager::{CniManager, CniManagerConfig};
 pub use network::MockPodNetwork;
 pub use network::{
     Bandwidth, Dns, NetworkStatus, PodNetwork, PodNetworkRequest, PortMapping, Protocol,
-    BACKGROUND_NICE,
 };
 pub use result::{CniResult, Interface, IpConfig};
 pub use runtime_config::runtime_config_for;

@@ -129,11 +129,6 @@ impl CniManager {
             netns,
             ifname: pod.ifname.clone(),
             args: cni_args(pod),
-            nice: if pod.background {
-                crate::network::BACKGROUND_NICE
-            } else {
-                0
-            },
         };
         let mut prev = prev_result.cloned();
         let plugins: Vec<_> = if command == CniCommand::Del {
@@ -313,7 +308,6 @@ impl PodNetwork for CniManager {
         // since ADD); a caller that no longer knows it (empty path) gets the
         // recorded one, so the pod's interface is still removed.
         let mut request = request;
-        request.background = pod.background;
         if !pod.netns_path.as_os_str().is_empty() {
             request.netns_path = pod.netns_path.clone();
         }

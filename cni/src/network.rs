@@ -92,17 +92,7 @@ pub struct PodNetworkRequest {
     pub dns: Option<Dns>,
     /// Traffic shaping (the `bandwidth` capability).
     pub bandwidth: Option<Bandwidth>,
-    /// Runs the plugins at a lower CPU priority ([`BACKGROUND_NICE`]): for a
-    /// DEL nobody waits for, such as a stopped pod's release, so that on a
-    /// busy node the work callers wait for goes first. Not cached with the
-    /// attachment: each call says how it is run.
-    #[serde(skip)]
-    pub background: bool,
 }
-
-/// The `nice` value of plugins run for a [`PodNetworkRequest::background`]
-/// request.
-pub const BACKGROUND_NICE: i32 = 10;
 
 impl PodNetworkRequest {
     /// A request for `container_id` in `netns_path` on `eth0`, with no pod
@@ -118,7 +108,6 @@ impl PodNetworkRequest {
             port_mappings: Vec::new(),
             dns: None,
             bandwidth: None,
-            background: false,
         }
     }
 }

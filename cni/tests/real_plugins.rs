@@ -672,39 +672,3 @@ async fn dual_stack_pod_reports_both_addresses() {
         "recorded netns used for DEL: {links}"
     );
 }
-
-#[tokio::test]
-async fn a_background_del_runs_its_plugins_at_a_lower_priority() {
-    let w = World::new();
-    let out = w.fake_dir().join("nice-seen");
-    // Field 19 of /proc/PID/stat is the process's nice value.
-    w.fake_plugin(
-        "nicety",
-        &format!(
-            "[ \"$CNI_COMMAND\" = DEL ] && cut -d' ' -f19 /proc/$$/stat >> {}\nexit 0",
-            out.display()
-        ),
-    );
-    w.write_conf(
-        &serde_json::json!({"cniVersion":"1.0.0","name":w.network,"plugins":[{"type":"nicety"}]})
-            .to_string(),
-    );
-    let m = w.manager(Duration::from_secs(10));
-    let ns = Netns::new("nicety");
-    let mut request = pod(&format!("nice{}", w.n), &ns);
-    request.background = true;
-    m.teardown(&request).await.unwrap();
-    request.background = false;
-    m.teardown(&request).await.unwrap();
-    let seen: Vec<i32> = std::fs::read_to_string(&out)
-        .unwrap()
-        .lines()
-        .map(|l| l.trim().parse().unwrap())
-        .collect();
-    let ours = unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) };
-    assert_eq!(
-        seen,
-        [(ours + cni::BACKGROUND_NICE).min(19), ours],
-        "background, then foreground"
-    );
-}

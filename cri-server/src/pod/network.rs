@@ -54,16 +54,12 @@ pub async fn setup(
     Ok(status.ips)
 }
 
-/// Detaches the pod (CNI DEL); idempotent. `background` when nobody waits
-/// for it: its plugins then run at a lower CPU priority, so the calls
-/// kubelet waits for go first on a busy node.
-pub async fn teardown(daemon: &Arc<Daemon>, sandbox: &Sandbox, background: bool) -> Result<()> {
+/// Detaches the pod (CNI DEL); idempotent.
+pub async fn teardown(daemon: &Arc<Daemon>, sandbox: &Sandbox) -> Result<()> {
     let started = std::time::Instant::now();
-    let mut request = request(sandbox, None);
-    request.background = background;
     daemon
         .network
-        .teardown(&request)
+        .teardown(&request(sandbox, None))
         .await
         .map_err(|e| Error::internal(format!("pod {} network", sandbox.id), e))?;
     tracing::info!(pod = %sandbox.id, elapsed = ?started.elapsed(), "CNI DEL");

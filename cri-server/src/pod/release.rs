@@ -23,17 +23,6 @@ use crate::error::{Error, Result};
 use sandbox_core::{Protocol, Sandbox, SandboxFilter};
 use std::sync::Arc;
 
-/// Who waits for a release: decides the CNI plugins' CPU priority.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Waiting {
-    /// A call in progress (a new pod wants the old one's host ports).
-    Caller,
-    /// Nobody: the task a stop or a removal started. Its plugins run at a
-    /// lower CPU priority ([`cni::BACKGROUND_NICE`]), so that on a busy node
-    /// the pods being started and stopped go first.
-    Nobody,
-}
-
 /// The lock a pod's release runs under, beside the pod's own.
 pub fn lock_key(id: &str) -> String {
     format!("release:{id}")
@@ -48,7 +37,7 @@ pub fn release_later(daemon: &Arc<Daemon>, id: &str) {
     tokio::spawn(async move {
         let _entered = entered;
         let _guard = daemon.locks.lock(&lock_key(&id)).await;
-        if let Err(e) = release_locked(&daemon, &id, Waiting::Nobody).await {
+        if let Err(e) = release_locked(&daemon, &id).await {
             tracing::warn!(pod = %id, error = %e, "releasing a stopped pod's network failed; RemovePodSandbox and the next start try again");
         }
     });
@@ -82,7 +71,7 @@ pub async fn release_conflicting(daemon: &Arc<Daemon>, sandbox: &Sandbox) {
         .collect();
     for id in holders {
         let _guard = daemon.locks.lock(&lock_key(&id)).await;
-        if let Err(e) = release_locked(daemon, &id, Waiting::Caller).await {
+        if let Err(e) = release_locked(daemon, &id).await {
             tracing::warn!(pod = %id, error = %e, "releasing a stopped pod's host ports for a new pod");
         }
     }
@@ -91,7 +80,7 @@ pub async fn release_conflicting(daemon: &Arc<Daemon>, sandbox: &Sandbox) {
 /// Releases pod `id`'s network if its stop left that pending (CNI DEL, the
 /// namespace pins), then records it released; the pod's release lock is
 /// held.
-pub async fn release_locked(daemon: &Arc<Daemon>, id: &str, waiting: Waiting) -> Result<()> {
+pub async fn release_locked(daemon: &Arc<Daemon>, id: &str) -> Result<()> {
     let stored = daemon.sandboxes.get(id).ok().map(|s| (*s).clone());
     let Some(sandbox) = stored.or_else(|| daemon.removed_pods.get(id)) else {
         return Ok(());
@@ -102,7 +91,7 @@ pub async fn release_locked(daemon: &Arc<Daemon>, id: &str, waiting: Waiting) ->
     let started = std::time::Instant::now();
     if sandbox.netns_path.is_some() {
         crate::fault::point("stop_pod_sandbox.before_cni_del");
-        super::network::teardown(daemon, &sandbox, waiting == Waiting::Nobody).await?;
+        super::network::teardown(daemon, &sandbox).await?;
     }
     let held: Vec<String> = [
         sandbox.netns_path.is_some().then(|| id.to_string()),

@@ -608,7 +608,7 @@ async fn undo(daemon: &Arc<Daemon>, sandbox: &Sandbox) {
         let _ = runtime.delete(&sandbox.id, true).await;
     }
     if sandbox.netns_path.is_some() {
-        let _ = super::network::teardown(daemon, sandbox, false).await;
+        let _ = super::network::teardown(daemon, sandbox).await;
     }
     let pins = daemon.pins.clone();
     let id = sandbox.id.clone();
