@@ -38,6 +38,24 @@ impl Pod {
         self.daemon.create_started(&self.id, config).await
     }
 
+    /// RemoveContainer, after which ContainerStatus says NotFound.
+    async fn remove_container(&self, id: &str, handler: &str) {
+        let mut rt = self.daemon.runtime().await;
+        rt.remove_container(cri::RemoveContainerRequest {
+            container_id: id.to_string(),
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{handler}: {e}\n{}", self.daemon.log()));
+        let gone = rt
+            .container_status(cri::ContainerStatusRequest {
+                container_id: id.to_string(),
+                verbose: false,
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(gone.code(), Code::NotFound, "{handler}");
+    }
+
     /// Creates (and does not start) a container that would sleep.
     async fn create_sleeper(&self, name: &str) -> String {
         let config = container_config(name, BUSYBOX, &["sleep", "600"]);
@@ -197,25 +215,7 @@ async fn removing_a_running_container_stops_it_first_on(handler: &str) {
     let id = pod
         .run(container_config("sleeper", BUSYBOX, &["sleep", "600"]))
         .await;
-    pod.daemon
-        .runtime()
-        .await
-        .remove_container(cri::RemoveContainerRequest {
-            container_id: id.clone(),
-        })
-        .await
-        .unwrap();
-    let err = pod
-        .daemon
-        .runtime()
-        .await
-        .container_status(cri::ContainerStatusRequest {
-            container_id: id.clone(),
-            verbose: false,
-        })
-        .await
-        .unwrap_err();
-    assert_eq!(err.code(), Code::NotFound);
+    pod.remove_container(&id, handler).await;
     // Removing it again is fine.
     pod.daemon
         .runtime()
@@ -230,23 +230,10 @@ async fn removing_a_running_container_stops_it_first_on(handler: &str) {
 async fn removing_a_created_container_on_both_handlers() {
     for handler in HANDLERS {
         let pod = pod_on(&format!("rmcreated-{handler}"), handler).await;
-        let mut rt = pod.daemon.runtime().await;
         let id = pod.create_sleeper("never").await;
         let status = pod.status(&id).await;
         assert_eq!(status.state, cri::ContainerState::ContainerCreated as i32);
-        rt.remove_container(cri::RemoveContainerRequest {
-            container_id: id.clone(),
-        })
-        .await
-        .unwrap_or_else(|e| panic!("{handler}: {e}\n{}", pod.daemon.log()));
-        let gone = rt
-            .container_status(cri::ContainerStatusRequest {
-                container_id: id,
-                verbose: false,
-            })
-            .await
-            .unwrap_err();
-        assert_eq!(gone.code(), Code::NotFound, "{handler}");
+        pod.remove_container(&id, handler).await;
         pod.remove().await;
     }
 }
