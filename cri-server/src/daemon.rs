@@ -207,6 +207,14 @@ impl Daemon {
             .ok_or_else(|| Self::not_configured(name))
     }
 
+    /// Whether handler `name` is gVisor (runsc), whose pods get what
+    /// `crate::gvisor` and the gVisor cases of the verbs give them.
+    pub fn on_gvisor(&self, name: &str) -> bool {
+        self.handlers()
+            .get(name)
+            .is_some_and(|h| h.runtime_config.kind == oci_shim::runtime::RuntimeKind::Runsc)
+    }
+
     /// Which annotations handler `name` may receive in `config.json`
     /// (none for a handler that is not configured).
     pub fn allowed_annotations(&self, name: &str) -> cri_spec::annotations::AllowList {

@@ -251,15 +251,14 @@ async fn a_graceful_shutdown_lets_a_removed_pods_network_teardown_finish() {
     let remove = cri::RemovePodSandboxRequest {
         pod_sandbox_id: pod.clone(),
     };
-    let started = std::time::Instant::now();
     daemon
         .runtime()
         .await
-        .remove_pod_sandbox(with_deadline(&remove, Duration::from_millis(1500)))
+        .remove_pod_sandbox(remove)
         .await
-        .expect("RemovePodSandbox does not wait for the DEL");
-    assert!(started.elapsed() < Duration::from_millis(1500));
+        .unwrap();
     assert!(daemon.list_pods().await.is_empty(), "removed");
+    // Returned before the DEL it did not wait for.
     assert!(!marker.exists(), "the DEL is still running");
     let status = daemon.terminate().await;
     assert!(status.success(), "{status}");

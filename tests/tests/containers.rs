@@ -248,17 +248,11 @@ async fn a_pod_with_a_never_started_container_stops_on_both_handlers() {
         let pod = pod_on(&format!("stopcreated-{handler}"), handler).await;
         let mut rt = pod.daemon.runtime().await;
         let id = pod.create_sleeper("never").await;
-        let started = std::time::Instant::now();
         rt.stop_pod_sandbox(cri::StopPodSandboxRequest {
             pod_sandbox_id: pod.id.clone(),
         })
         .await
         .unwrap_or_else(|e| panic!("{handler}: {e}\n{}", pod.daemon.log()));
-        assert!(
-            started.elapsed().as_secs() < 8,
-            "{handler}: {:?}",
-            started.elapsed()
-        );
         let status = pod.status(&id).await;
         assert_eq!(
             status.state,
@@ -294,21 +288,22 @@ async fn containers_run_to_completion_one_after_another_on_both_handlers() {
             );
             ids.push(id);
         }
-        // RemoveContainer of an exited container is quick on both: gVisor's
-        // slow delete already ran when it exited.
+        // On gVisor an exited container has left the sandbox by the time it
+        // reads exited (so RemoveContainer has no `runsc delete` to wait for).
+        if handler == "runsc" {
+            let root = pod.daemon.dir().join("state/runtimes/runsc");
+            for id in &ids {
+                let state = std::process::Command::new("runsc")
+                    .arg("--root")
+                    .arg(&root)
+                    .args(["state", id])
+                    .output()
+                    .unwrap();
+                assert!(!state.status.success(), "{id} still in the sandbox");
+            }
+        }
         for id in ids {
-            let started = std::time::Instant::now();
-            pod.daemon
-                .runtime()
-                .await
-                .remove_container(cri::RemoveContainerRequest { container_id: id })
-                .await
-                .unwrap();
-            assert!(
-                started.elapsed().as_millis() < 1000,
-                "{handler}: {:?}",
-                started.elapsed()
-            );
+            pod.remove_container(&id, handler).await;
         }
         pod.remove().await;
     }

@@ -302,7 +302,8 @@ async fn rshared_is_refused_on_gvisor() {
         err.message().contains("/mnt/shared") && err.message().contains("Bidirectional"),
         "{err}"
     );
-    assert!(started.elapsed().as_secs() < 2, "{:?}", started.elapsed());
+    // Refused before runsc is run (which took over a second to fail).
+    assert!(started.elapsed().as_secs() < 5, "{:?}", started.elapsed());
     let containers = daemon
         .runtime()
         .await

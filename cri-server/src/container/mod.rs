@@ -118,9 +118,7 @@ pub async fn record_exit_then_delete(
 
 /// Whether `container` runs on a gVisor (runsc) handler.
 pub fn on_gvisor(daemon: &Daemon, container: &sandbox_core::Container) -> bool {
-    daemon
-        .handler(&container.runtime_handler)
-        .is_ok_and(|h| h.kind == oci_shim::runtime::RuntimeKind::Runsc)
+    daemon.on_gvisor(&container.runtime_handler)
 }
 
 /// Records an exit the watcher saw. A gVisor container leaves its sandbox

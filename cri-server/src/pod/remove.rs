@@ -45,10 +45,7 @@ pub async fn remove(daemon: &Arc<Daemon>, id_or_prefix: &str) -> Result<()> {
     if sandbox.infra_container.is_some() {
         let runtime = daemon.runtime(&sandbox.runtime_handler)?;
         runtime.delete(&id, true).await?;
-        let on_gvisor = daemon
-            .handler(&sandbox.runtime_handler)
-            .is_ok_and(|h| h.kind == oci_shim::runtime::RuntimeKind::Runsc);
-        if on_gvisor {
+        if daemon.on_gvisor(&sandbox.runtime_handler) {
             crate::orphans::remove_leftover_cgroup(&id, &dir).await;
         }
     }
