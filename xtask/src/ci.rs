@@ -14,6 +14,9 @@ use std::process::Command;
 /// end-to-end test, the Debian package's install test, and a short chaos
 /// run.
 pub fn run(root: &Path) -> Result<()> {
+    // A clean clone builds once: incremental caches would only add gigabytes
+    // to CI's disk. Set before any thread starts; every cargo below inherits it.
+    std::env::set_var("CARGO_INCREMENTAL", "0");
     setup::run()?;
     grpc_python::install(root)?;
     let cargo = || {

@@ -122,6 +122,8 @@ pub fn build(root: &Path, profile: Profile) -> Result<PathBuf> {
             .arg(&stage)
             .arg(&deb),
     )?;
+    // The staging tree is a second copy of everything in the .deb.
+    fs::remove_dir_all(&stage)?;
     eprintln!("deb: {}", deb.display());
     Ok(deb)
 }
@@ -155,6 +157,12 @@ fn stage_files(root: &Path, binaries: &Path, stage: &Path) -> Result<()> {
     fs::create_dir_all(&bin)?;
     for name in ["cri-server", "oci-monitor"] {
         copy(&binaries.join(name), &bin.join(name), 0o755)?;
+        // As dh_strip does: a package ships no debug sections.
+        exec(
+            Command::new("strip")
+                .arg("--strip-debug")
+                .arg(bin.join(name)),
+        )?;
     }
     let daemon = bin.join("cri-server");
     let unit = stage.join("lib/systemd/system");

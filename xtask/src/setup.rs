@@ -35,6 +35,7 @@ const PACKAGES: &[(&str, &str)] = &[
         "builds the setuid program of the nonewprivs fixture image",
     ),
     ("libc6-dev", "the static libc that program links"),
+    ("binutils", "strip, for the Debian package's binaries"),
     ("iproute2", "inspecting links and namespaces in tests"),
     ("systemd", "systemd-analyze, to verify the shipped unit"),
     (
