@@ -37,6 +37,10 @@ pub struct Config {
     pub root: PathBuf,
     /// Runtime state that does not survive a reboot: bundles, monitors, netns pins.
     pub state: PathBuf,
+    /// Mount a tmpfs on `state` when it is not on one already and is empty
+    /// (or left by an earlier boot): its files are per boot, and created
+    /// and deleted with every container. See `cri_server::state_dir`.
+    pub state_tmpfs: bool,
     /// The log level or tracing filter (`info`, `debug`,
     /// `info,cri_server::pod=debug`); empty: `--log-level`, else `info`.
     /// Reloadable, so a node can be made to say more without a restart.
@@ -61,6 +65,7 @@ impl Default for Config {
             socket: PathBuf::from("/run/cri-server/cri-server.sock"),
             root: PathBuf::from("/var/lib/cri-server"),
             state: PathBuf::from("/run/cri-server"),
+            state_tmpfs: true,
             log_level: String::new(),
             runtime: RuntimeConfig::default(),
             image: ImageConfig::default(),

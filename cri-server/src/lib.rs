@@ -60,6 +60,7 @@ pub mod runtime_service;
 pub mod server;
 pub mod signatures;
 pub mod socket;
+pub mod state_dir;
 pub mod stats;
 pub mod stream_backend;
 pub mod systemd;

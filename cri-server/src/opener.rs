@@ -28,7 +28,8 @@ pub struct StartError {
 }
 
 impl StartError {
-    fn new(what: impl std::fmt::Display, cause: impl std::fmt::Display) -> StartError {
+    /// `what` could not be done, because of `cause`.
+    pub fn new(what: impl std::fmt::Display, cause: impl std::fmt::Display) -> StartError {
         StartError {
             what: what.to_string(),
             cause: cause.to_string(),

@@ -64,6 +64,14 @@ pub async fn serve(
     };
     // Before the socket too: nothing to clean up if it fails.
     let tracing = Tracing::start(&config.tracing)?;
+    // Before the socket, which may live under `state` (the default does).
+    match crate::state_dir::prepare(&config.state, config.state_tmpfs) {
+        Ok(crate::state_dir::StateDir::Disk(why)) => {
+            tracing::info!(state = %config.state.display(), why, "state stays on disk")
+        }
+        Ok(kind) => tracing::debug!(state = %config.state.display(), ?kind, "state on a tmpfs"),
+        Err(e) => return Err(StartError::new(config.state.display(), e).into()),
+    }
     let listener = socket::bind(&config.socket).await?;
     let opened = match crate::opener::open(config.clone()).await {
         Ok(opened) => opened,

@@ -347,12 +347,15 @@ impl Drop for Daemon {
     }
 }
 
-/// Unmounts the pin directory of a daemon that kept its state under `dir`
-/// (`state/netns`): the daemon's private mount of its own, kept on purpose
-/// across daemon restarts, which would keep a test's directory from going.
-/// For tests that run the daemon themselves, once it has exited.
+/// Unmounts the pin directory (`state/netns`) and the state tmpfs
+/// (`state`) of a daemon that kept its state under `dir`: the daemon's
+/// mounts of its own, kept on purpose across daemon restarts, which would
+/// keep a test's directory from going. For tests that run the daemon
+/// themselves, once it has exited.
 pub fn unmount_pin_dir(dir: &Path) {
-    let _ = nix::mount::umount2(&dir.join("state/netns"), nix::mount::MntFlags::MNT_DETACH);
+    for mount in ["state/netns", "state"] {
+        let _ = nix::mount::umount2(&dir.join(mount), nix::mount::MntFlags::MNT_DETACH);
+    }
 }
 
 /// Starts the daemon on `config_path` expecting it to refuse to start:

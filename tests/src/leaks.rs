@@ -83,18 +83,27 @@ pub fn monitors(daemon_dir: &Path) -> Vec<(String, String)> {
         .collect()
 }
 
-/// Mount points under `daemon_dir`, but for the pin directory's own private
-/// mount, which lives as long as the daemon.
+/// Mount points under `daemon_dir`, but for the daemon's own: the pin
+/// directory's private mount and the state tmpfs, which live as long as
+/// the daemon.
 pub fn mounts(daemon_dir: &Path) -> Vec<String> {
-    let pin_dir = daemon_dir.join("state/netns").display().to_string();
+    let own = daemon_mounts(daemon_dir);
     let dir = daemon_dir.display().to_string();
     std::fs::read_to_string("/proc/self/mountinfo")
         .unwrap_or_default()
         .lines()
         .filter_map(|l| l.split_whitespace().nth(4))
-        .filter(|mount_point| mount_point.starts_with(&dir) && **mount_point != *pin_dir)
+        .filter(|mount_point| {
+            mount_point.starts_with(&dir) && !own.iter().any(|o| o == mount_point)
+        })
         .map(str::to_string)
         .collect()
+}
+
+/// The mounts a daemon with its directories under `daemon_dir` keeps for
+/// its lifetime: the state tmpfs and the pin directory.
+pub fn daemon_mounts(daemon_dir: &Path) -> [String; 2] {
+    ["state", "state/netns"].map(|m| daemon_dir.join(m).display().to_string())
 }
 
 fn dir_names(dir: &Path) -> Vec<String> {

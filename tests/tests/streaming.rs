@@ -852,5 +852,5 @@ fn an_unusable_tls_key_refuses_to_start_naming_the_file() {
         !dir.path().join("cri.sock").exists(),
         "no socket left behind"
     );
-    let _ = nix::mount::umount(&dir.path().join("state/netns"));
+    tests::daemon::unmount_pin_dir(dir.path());
 }

@@ -344,10 +344,11 @@ async fn containers_share_the_pods_user_namespace_through_exec_logs_stats_and_a_
     assert_eq!(pins(&daemon), 0);
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     let root = daemon.dir().display().to_string();
+    let own = tests::leaks::daemon_mounts(daemon.dir());
     let left: Vec<&str> = mounts
         .lines()
         .filter_map(|l| l.split(' ').nth(4))
-        .filter(|point| point.starts_with(&root) && !point.ends_with("/state/netns"))
+        .filter(|point| point.starts_with(&root) && !own.iter().any(|o| o == point))
         .collect();
     assert!(left.is_empty(), "{left:?}");
 }
