@@ -93,15 +93,19 @@ fn on_tmpfs(dir: &Path) -> io::Result<bool> {
 }
 
 /// A private tmpfs, so that the mounts made under it (pins, staged
-/// volumes) never propagate to the host's other mount namespaces.
+/// volumes) never propagate to the host's other mount namespaces. It takes
+/// the directory's own mode: a user-namespaced pod's root, an unprivileged
+/// host user, must pass through `state` to its root filesystem.
 fn mount_tmpfs(dir: &Path) -> io::Result<()> {
     use nix::mount::{mount, MsFlags};
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(dir)?.permissions().mode() & 0o7777;
     mount(
         Some("tmpfs"),
         dir,
         Some("tmpfs"),
         MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
-        Some("mode=0700"),
+        Some(format!("mode={mode:o}").as_str()),
     )
     .map_err(io::Error::from)?;
     mount(

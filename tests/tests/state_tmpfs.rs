@@ -68,6 +68,11 @@ fn a_fresh_state_goes_on_a_tmpfs_that_a_restart_keeps() {
     assert!(!on_tmpfs(dir.path()), "the test needs /tmp on disk");
     serve_once(dir.path(), "");
     assert!(on_tmpfs(&state), "state is not on a tmpfs");
+    // The directory's mode, not a stricter one: a user-namespaced pod's
+    // root passes through `state` to its root filesystem.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&state).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o755, "{mode:o}");
     let marker = std::fs::read_to_string(state.join("boot-id")).unwrap();
     assert_eq!(marker.trim(), boot_id());
     // The pin directory and the default files live in it.
