@@ -43,6 +43,19 @@ pub enum ServeError {
     Tracing(#[from] TracingError),
 }
 
+/// Puts `state` where [`crate::state_dir`] says, logging where it went.
+fn prepare_state(config: &Config) -> Result<crate::state_dir::StateDir, StartError> {
+    let prepared = crate::state_dir::prepare(&config.state, config.state_tmpfs)
+        .map_err(|e| StartError::new(config.state.display(), e))?;
+    match &prepared {
+        crate::state_dir::StateDir::Disk(why) => {
+            tracing::info!(state = %config.state.display(), why, "state stays on disk")
+        }
+        kind => tracing::debug!(state = %config.state.display(), ?kind, "state on a tmpfs"),
+    }
+    Ok(prepared)
+}
+
 /// Serves the RuntimeService and ImageService on `config.socket`, and the
 /// daemon's metrics on `config.metrics.address` when one is set; a span of
 /// each call goes to `config.tracing.endpoint` when one is set.
@@ -65,20 +78,23 @@ pub async fn serve(
     // Before the socket too: nothing to clean up if it fails.
     let tracing = Tracing::start(&config.tracing)?;
     // Before the socket, which may live under `state` (the default does).
-    match crate::state_dir::prepare(&config.state, config.state_tmpfs) {
-        Ok(crate::state_dir::StateDir::Disk(why)) => {
-            tracing::info!(state = %config.state.display(), why, "state stays on disk")
+    let state = prepare_state(&config)?;
+    // A start that fails takes back the tmpfs it mounted: nothing lived in it.
+    let undo = || crate::state_dir::undo(&config.state, &state);
+    let listener = match socket::bind(&config.socket).await {
+        Ok(listener) => listener,
+        Err(e) => {
+            undo();
+            return Err(e.into());
         }
-        Ok(kind) => tracing::debug!(state = %config.state.display(), ?kind, "state on a tmpfs"),
-        Err(e) => return Err(StartError::new(config.state.display(), e).into()),
-    }
-    let listener = socket::bind(&config.socket).await?;
+    };
     let opened = match crate::opener::open(config.clone()).await {
         Ok(opened) => opened,
         Err(e) => {
             // Nothing serves it: a socket left behind would look like a
             // crashed daemon's.
             let _ = std::fs::remove_file(&config.socket);
+            undo();
             return Err(e.into());
         }
     };

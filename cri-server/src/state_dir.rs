@@ -81,6 +81,18 @@ pub fn prepare(state: &Path, enabled: bool) -> io::Result<StateDir> {
     Ok(decided)
 }
 
+/// Takes back what [`prepare`] mounted, for a start that fails before it
+/// serves: the tmpfs was empty or covered a dead boot's state, so nothing
+/// running lives in it. The detach takes the mounts made under it (the pin
+/// directory) along.
+pub fn undo(state: &Path, prepared: &StateDir) {
+    if *prepared == StateDir::Mounted {
+        if let Err(e) = nix::mount::umount2(state, nix::mount::MntFlags::MNT_DETACH) {
+            tracing::warn!(state = %state.display(), error = %e, "unmounting the state tmpfs of a failed start");
+        }
+    }
+}
+
 fn current_boot() -> io::Result<String> {
     Ok(std::fs::read_to_string("/proc/sys/kernel/random/boot_id")?
         .trim()

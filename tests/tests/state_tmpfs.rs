@@ -40,6 +40,26 @@ fn serve_once(dir: &Path, extra: &str) -> String {
     log
 }
 
+/// A temporary directory for a daemon's files whose mounts go with it,
+/// even when an assertion fails first.
+struct DaemonDir(tempfile::TempDir);
+
+impl DaemonDir {
+    fn new() -> DaemonDir {
+        DaemonDir(tempfile::tempdir().unwrap())
+    }
+
+    fn path(&self) -> &Path {
+        self.0.path()
+    }
+}
+
+impl Drop for DaemonDir {
+    fn drop(&mut self) {
+        tests::daemon::unmount_pin_dir(self.0.path());
+    }
+}
+
 fn on_tmpfs(path: &Path) -> bool {
     nix::sys::statfs::statfs(path).unwrap().filesystem_type() == nix::sys::statfs::TMPFS_MAGIC
 }
@@ -63,7 +83,7 @@ fn boot_id() -> String {
 
 #[test]
 fn a_fresh_state_goes_on_a_tmpfs_that_a_restart_keeps() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = DaemonDir::new();
     let state = dir.path().join("state");
     assert!(!on_tmpfs(dir.path()), "the test needs /tmp on disk");
     serve_once(dir.path(), "");
@@ -85,7 +105,7 @@ fn a_fresh_state_goes_on_a_tmpfs_that_a_restart_keeps() {
 
 #[test]
 fn a_state_of_this_boot_already_on_disk_stays_there() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = DaemonDir::new();
     let state = dir.path().join("state");
     // State of a daemon from before the upgrade, its containers perhaps
     // still running: never hidden. (A file the start-up sweep leaves be.)
@@ -103,7 +123,7 @@ fn a_state_of_this_boot_already_on_disk_stays_there() {
 
 #[test]
 fn a_state_left_by_an_earlier_boot_is_covered_not_deleted() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = DaemonDir::new();
     let state = dir.path().join("state");
     std::fs::create_dir_all(&state).unwrap();
     std::fs::write(state.join("dead"), "").unwrap();
@@ -120,11 +140,32 @@ fn a_state_left_by_an_earlier_boot_is_covered_not_deleted() {
 
 #[test]
 fn state_tmpfs_off_keeps_state_on_disk() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = DaemonDir::new();
     let state = dir.path().join("state");
     let log = serve_once(dir.path(), "state_tmpfs = false");
     assert!(!on_tmpfs(&state));
     assert_eq!(mounts_on(&state), 0);
     assert!(log.contains("state_tmpfs is off"), "{log}");
     tests::daemon::unmount_pin_dir(dir.path());
+}
+
+#[tokio::test]
+async fn a_start_that_fails_leaves_no_tmpfs_behind() {
+    let dir = DaemonDir::new();
+    let state = dir.path().join("state");
+    // Refused in the middle of the start, after `state` was prepared.
+    let auth = dir.path().join("auth.json");
+    std::fs::write(
+        &auth,
+        "{\"auths\": {\"r.example\": {\"auth\": \"not base64\"}}}",
+    )
+    .unwrap();
+    let config = dir.path().join("cri.toml");
+    let extra = format!("[image]\nauth_file = {:?}\n", auth.display().to_string());
+    std::fs::write(&config, tests::daemon::test_config(dir.path(), &extra)).unwrap();
+    let (status, stderr) = tests::daemon::refused_start(&config, "a malformed auth file").await;
+    assert!(!status.success());
+    assert!(stderr.contains("image.auth_file"), "{stderr}");
+    assert_eq!(mounts_on(&state), 0, "the failed start left its tmpfs");
+    assert!(!on_tmpfs(&state));
 }
