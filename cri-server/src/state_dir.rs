@@ -16,9 +16,12 @@
 //! `boot-id` marker names an earlier boot (what is under it is dead; it is
 //! hidden, not deleted). A non-empty `state` of this boot without a tmpfs
 //! belongs to a running daemon or to containers still running from before
-//! an upgrade: it stays on disk, and the marker written now lets the next
-//! boot mount the tmpfs. The mount outlives the daemon (like the pin
-//! directory), so a restart finds its state.
+//! an upgrade: it stays on disk. The marker is written only into a
+//! directory known to be the daemon's own (empty at first use, a tmpfs, or
+//! marked already), never into one that merely exists: a `state` set to a
+//! shared directory by mistake must not be covered at the next boot. The
+//! mount outlives the daemon (like the pin directory), so a restart finds
+//! its state.
 
 use std::io;
 use std::path::Path;
@@ -57,27 +60,29 @@ fn decide(f: Facts) -> StateDir {
     } else if f.empty || f.stale {
         StateDir::Mounted
     } else {
-        StateDir::Disk("not empty and of this boot: a daemon or containers from before may still use it; the tmpfs comes after the next reboot")
+        StateDir::Disk("not empty and not marked by an earlier boot: a daemon or containers from before may still use it")
     }
 }
 
 /// Creates `state` and, when `enabled`, puts it on a tmpfs as the module
-/// says; then records this boot in it.
+/// says; then records this boot in it if it is the daemon's own.
 pub fn prepare(state: &Path, enabled: bool) -> io::Result<StateDir> {
     std::fs::create_dir_all(state)?;
     let boot = current_boot()?;
+    let marked = std::fs::read_to_string(state.join(BOOT_MARKER)).ok();
     let facts = Facts {
         enabled,
         on_tmpfs: on_tmpfs(state)?,
         empty: std::fs::read_dir(state)?.next().is_none(),
-        stale: std::fs::read_to_string(state.join(BOOT_MARKER))
-            .is_ok_and(|marked| marked.trim() != boot),
+        stale: marked.as_ref().is_some_and(|m| m.trim() != boot),
     };
     let decided = decide(facts);
     if decided == StateDir::Mounted {
         mount_tmpfs(state)?;
     }
-    write_marker(state, &boot)?;
+    if facts.on_tmpfs || facts.empty || marked.is_some() || decided == StateDir::Mounted {
+        write_marker(state, &boot)?;
+    }
     Ok(decided)
 }
 

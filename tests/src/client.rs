@@ -175,6 +175,18 @@ impl Daemon {
             .unwrap_or_else(|e| panic!("StopPodSandbox {id}: {e}\n{}", self.log()));
     }
 
+    /// Removes container `id`, failing the test with the daemon's log if
+    /// RemoveContainer fails.
+    pub async fn remove_container(&self, id: &str) {
+        self.runtime()
+            .await
+            .remove_container(cri::RemoveContainerRequest {
+                container_id: id.to_string(),
+            })
+            .await
+            .unwrap_or_else(|e| panic!("RemoveContainer {id}: {e}\n{}", self.log()));
+    }
+
     /// Removes pod `id` with its containers, then waits (up to 10 s) until
     /// its network is released too: RemovePodSandbox does not wait for the
     /// CNI DEL its stop started, so tests that check the host afterwards

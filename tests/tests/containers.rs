@@ -40,12 +40,8 @@ impl Pod {
 
     /// RemoveContainer, after which ContainerStatus says NotFound.
     async fn remove_container(&self, id: &str, handler: &str) {
+        self.daemon.remove_container(id).await;
         let mut rt = self.daemon.runtime().await;
-        rt.remove_container(cri::RemoveContainerRequest {
-            container_id: id.to_string(),
-        })
-        .await
-        .unwrap_or_else(|e| panic!("{handler}: {e}\n{}", self.daemon.log()));
         let gone = rt
             .container_status(cri::ContainerStatusRequest {
                 container_id: id.to_string(),
@@ -217,12 +213,7 @@ async fn removing_a_running_container_stops_it_first_on(handler: &str) {
         .await;
     pod.remove_container(&id, handler).await;
     // Removing it again is fine.
-    pod.daemon
-        .runtime()
-        .await
-        .remove_container(cri::RemoveContainerRequest { container_id: id })
-        .await
-        .unwrap();
+    pod.daemon.remove_container(&id).await;
     pod.remove().await;
 }
 

@@ -400,14 +400,7 @@ async fn a_cgroup_runsc_leaves_behind_goes_with_the_container() {
         let _ = std::fs::create_dir_all(dir);
         assert!(dir.is_dir(), "{}", dir.display());
     }
-    daemon
-        .runtime()
-        .await
-        .remove_container(cri::RemoveContainerRequest {
-            container_id: id.clone(),
-        })
-        .await
-        .unwrap();
+    daemon.remove_container(&id).await;
     for dir in &left {
         assert!(!dir.exists(), "{} left", dir.display());
     }
