@@ -7,7 +7,8 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 use tonic::transport::{Channel, Endpoint, Uri};
 
-/// A running daemon; killed (SIGKILL) and its directories removed on drop.
+/// A running daemon. On drop its pods are removed and their networks
+/// released, then it is killed (SIGKILL) and its directories removed.
 pub struct Daemon {
     child: Option<Child>,
     dir: tempfile::TempDir,
@@ -334,10 +335,66 @@ fn remove_all_pods(socket: PathBuf) {
     let _ = std::thread::spawn(work).join();
 }
 
+/// How long dropping a daemon waits for its pods' CNI releases.
+const RELEASE_GRACE: Duration = Duration::from_secs(20);
+
+impl Daemon {
+    /// Pods whose CNI attachment the daemon has not yet released (its
+    /// `root/cni` records): their IP allocations and iptables rules are
+    /// host-wide and outlive the test's directory.
+    fn unreleased(&self) -> usize {
+        std::fs::read_dir(self.dir.path().join("root/cni")).map_or(0, |d| d.count())
+    }
+
+    /// Starts a daemon a test left dead again, from a thread of its own (Drop
+    /// may run inside the test's runtime), so that its start-up sweep
+    /// releases what the dead one had not. A daemon that cannot start is
+    /// left alone.
+    fn revive_for_cleanup(&mut self) {
+        self.fault = None;
+        std::thread::scope(|scope| {
+            let revived = scope
+                .spawn(|| {
+                    tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .map(|runtime| runtime.block_on(self.spawn()))
+                })
+                .join();
+            if !matches!(revived, Ok(Ok(()))) {
+                eprintln!("daemon harness: could not restart the daemon to release its pods");
+            }
+        });
+    }
+
+    /// Waits (at most [`RELEASE_GRACE`]) until every removed pod's CNI
+    /// attachment is released: RemovePodSandbox leaves the DEL to a
+    /// background task, which a SIGKILL would cut short, leaking the pod's
+    /// address and iptables chain on the machine for good (the test's
+    /// directory, where a restart would find them, goes with it).
+    fn wait_all_released(&self) {
+        let deadline = Instant::now() + RELEASE_GRACE;
+        while self.unreleased() > 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if self.unreleased() > 0 {
+            eprintln!(
+                "daemon harness: {} CNI attachments not released within {RELEASE_GRACE:?}",
+                self.unreleased()
+            );
+        }
+    }
+}
+
 impl Drop for Daemon {
     fn drop(&mut self) {
+        if self.has_exited() && self.unreleased() > 0 {
+            self.reap();
+            self.revive_for_cleanup();
+        }
         if self.child.is_some() {
             remove_all_pods(self.socket());
+            self.wait_all_released();
         }
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();

@@ -12,7 +12,7 @@ use std::process::Command;
 /// Runs setup (with the tests' Python gRPC client), `cargo fmt --check`,
 /// clippy with warnings denied, rustdoc with warnings denied, every unit and
 /// end-to-end test, the Debian package's install test, and a short chaos
-/// run.
+/// run; then checks that no pod's network was left on the machine.
 pub fn run(root: &Path) -> Result<()> {
     // A clean clone builds once: incremental caches would only add gigabytes
     // to CI's disk. Set before any thread starts; every cargo below inherits it.
@@ -43,6 +43,7 @@ pub fn run(root: &Path) -> Result<()> {
     // The end-to-end tests run the workspace's binaries (the daemon, the
     // monitor) from target/debug, which `cargo test` alone does not build.
     exec(cargo().args(["build", "--workspace", "--bins"]))?;
+    let network_before = crate::host_leaks::Snapshot::take()?;
     exec(cargo().args(["test", "--workspace"]))?;
     verb_tests_unprivileged(root)?;
     // The package, from the debug binaries just tested: builds, installs
@@ -52,7 +53,8 @@ pub fn run(root: &Path) -> Result<()> {
     // be replayed with `cargo xtask chaos --seed S`); the long runs are
     // `cargo xtask chaos`.
     crate::chaos::run(root, CHAOS_CYCLES_IN_CI, None, None)?;
-    Ok(())
+    // Every pod any test or chaos cycle made has had its network released.
+    crate::host_leaks::Snapshot::take()?.check_nothing_new_since(&network_before)
 }
 
 /// Chaos cycles CI runs: about ten seconds each, with a kill and restart in

@@ -12,6 +12,7 @@ mod deb;
 mod deps;
 mod fixtures;
 mod grpc_python;
+mod host_leaks;
 mod run;
 mod setup;
 
