@@ -93,6 +93,8 @@ pub struct Daemon {
     pub monitor_binary: PathBuf,
     /// Per-pod and per-container request serialisation.
     pub locks: KeyedLocks,
+    /// The exits the containers' watchers have seen, for stops to wait on.
+    pub exits: crate::exits::Exits,
     /// The previous CPU readings, for CPU rates in stats.
     pub cpu_rates: cgroups::CpuRates,
     /// Each container's cgroup stats files, kept open between stats calls.
@@ -143,6 +145,7 @@ impl Daemon {
             pause_rootfs: parts.pause_rootfs,
             monitor_binary: parts.monitor_binary,
             locks: KeyedLocks::default(),
+            exits: crate::exits::Exits::default(),
             cpu_rates: cgroups::CpuRates::default(),
             stats_files: cgroups::FileCache::default(),
             layer_usage: Arc::default(),

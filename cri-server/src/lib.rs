@@ -36,6 +36,7 @@ pub mod creations;
 pub mod daemon;
 pub mod discard;
 pub mod error;
+pub mod exits;
 pub mod fault;
 pub mod gvisor;
 pub mod handlers;

@@ -47,11 +47,17 @@ async fn infra_exited(daemon: &Daemon, id: &str, exit: Option<ExitRecord>) {
 pub fn watch_container(daemon: &Arc<Daemon>, id: &str) {
     let daemon = Arc::clone(daemon);
     let id = id.to_string();
+    // Registered before the task runs: a stop right after a start finds it.
+    let publisher = daemon.exits.watch(&id);
     tokio::spawn(async move {
         let dir = Layout::monitor(&daemon.layout.container_dir(&id));
         match daemon.monitors.wait(&id, &dir).await {
-            Ok(exit) => crate::container::record_watched_exit(&daemon, &id, &exit).await,
+            Ok(exit) => {
+                publisher.publish(Some(exit));
+                crate::container::record_watched_exit(&daemon, &id, &exit).await
+            }
             Err(e) => {
+                publisher.publish(None);
                 tracing::warn!(container = %id, error = %e, "lost the monitor");
                 let _ = daemon
                     .containers

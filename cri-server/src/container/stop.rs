@@ -3,6 +3,7 @@
 
 use crate::daemon::Daemon;
 use crate::error::{Error, Result};
+use oci_shim::monitor::protocol::ExitRecord;
 use sandbox_core::ContainerState;
 use std::sync::Arc;
 use std::time::Duration;
@@ -85,33 +86,36 @@ async fn stop_then(
     if container.state == ContainerState::Created && super::on_gvisor(daemon, &container) {
         return stop_unstarted_in_gvisor(daemon, id, &runtime, &monitor_dir).await;
     }
+    // Before any signal, so that no exit its watcher sees is missed.
+    let mut exits = daemon.exits.subscribe(id);
     let mut exit = None;
     if container.state == ContainerState::Running && timeout_seconds > 0 {
         let signal = signal_number(&container.stop_signal).unwrap_or(libc::SIGTERM);
         if let Err(e) = send_signal(daemon, &container, &runtime, signal, false).await {
             tracing::debug!(container = %id, error = %e, "stop signal");
         }
-        exit = super::wait_exit(
-            daemon,
-            id,
-            &monitor_dir,
-            Duration::from_secs(timeout_seconds as u64),
-        )
-        .await;
+        let grace = Duration::from_secs(timeout_seconds as u64);
+        exit = wait_stopped(daemon, id, &monitor_dir, exits.as_mut(), grace).await;
     }
     let started = std::time::Instant::now();
+    let killed_at = std::time::SystemTime::now();
     if exit.is_none() {
         if let Err(e) = send_signal(daemon, &container, &runtime, libc::SIGKILL, true).await {
             tracing::debug!(container = %id, error = %e, "SIGKILL");
         }
-        exit = super::wait_exit(daemon, id, &monitor_dir, KILL_GRACE).await;
+        exit = wait_stopped(daemon, id, &monitor_dir, exits.as_mut(), KILL_GRACE).await;
     }
     match exit {
         Some(exit) => {
             let exit_seen = started.elapsed();
+            // The monitor stamps the exit when it reaps the init: the wait
+            // splits into the kill's delivery and the dying (up to the
+            // reap) and the report (from the reap to the daemon).
+            let reaped = std::time::UNIX_EPOCH + Duration::from_nanos(exit.finished_at_unix_nanos);
+            let to_reap = reaped.duration_since(killed_at).unwrap_or_default();
             let runtime = delete.then_some(&runtime);
             super::record_exit_then_delete(daemon, id, &exit, runtime).await;
-            tracing::debug!(container = %id, ?exit_seen, elapsed = ?started.elapsed(), "container stopped");
+            tracing::debug!(container = %id, ?exit_seen, ?to_reap, elapsed = ?started.elapsed(), "container stopped");
             Ok(())
         }
         None => Err(Error::internal(
@@ -119,6 +123,27 @@ async fn stop_then(
             "still running after SIGKILL",
         )),
     }
+}
+
+/// Waits (at most `limit`) for container `id` to exit: through its
+/// watcher when one follows it (`exits`, see [`crate::exits`]), else, or
+/// when the watcher lost the monitor, by asking the monitor.
+async fn wait_stopped(
+    daemon: &Daemon,
+    id: &str,
+    monitor_dir: &std::path::Path,
+    exits: Option<&mut tokio::sync::watch::Receiver<Option<ExitRecord>>>,
+    limit: Duration,
+) -> Option<ExitRecord> {
+    use crate::exits::Waited;
+    if let Some(receiver) = exits {
+        match crate::exits::wait(receiver, limit).await {
+            Waited::Exited(exit) => return Some(exit),
+            Waited::TimedOut => return None,
+            Waited::NoWatcher => {}
+        }
+    }
+    super::wait_exit(daemon, id, monitor_dir, limit).await
 }
 
 /// Stops a gVisor container that was created but never started. Unlike a
@@ -360,5 +385,68 @@ mod verb_tests {
         assert_eq!(container.exit_code, Some(0));
         assert_eq!(container.reason, "Completed");
         assert!(!container.runtime_deleted);
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_watched_container_stops_on_its_watchers_word() {
+        // The watcher's connection already waits on the monitor: the stop
+        // asks the monitor to kill, and opens no wait of its own.
+        let mut d = Doubles::new();
+        d.monitors.expect_wait().never();
+        d.runc.expect_kill().never();
+        d.runc.expect_delete().times(1).returning(|_, _| Ok(()));
+        let (killed, heard) = tokio::sync::oneshot::channel();
+        let killed = std::sync::Mutex::new(Some(killed));
+        d.monitors
+            .expect_kill()
+            .withf(|_, _, signal, all| *signal == libc::SIGKILL && *all)
+            .times(1)
+            .returning(move |_, _, _, _| {
+                if let Some(k) = killed.lock().unwrap().take() {
+                    let _ = k.send(());
+                }
+                Ok(true)
+            });
+        let t = d.build().await;
+        let pod = ready_pod(&t.daemon, "web");
+        let id = running_container(&t.daemon, &pod, "app");
+        let publisher = t.daemon.exits.watch(&id);
+        tokio::spawn(async move {
+            if heard.await.is_ok() {
+                publisher.publish(Some(exit(128 + libc::SIGKILL)));
+            }
+        });
+
+        stop(&t.daemon, &id, 0).await.unwrap();
+        let container = t.daemon.containers.get(&id).unwrap();
+        assert_eq!(container.state, ContainerState::Exited);
+        assert_eq!(container.exit_code, Some(137));
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_watcher_that_lost_the_monitor_leaves_the_stop_to_ask_it() {
+        let mut d = Doubles::new();
+        d.monitors
+            .expect_kill()
+            .times(1)
+            .returning(|_, _, _, _| Ok(true));
+        d.monitors
+            .expect_wait()
+            .times(1)
+            .returning(|_, _| Ok(exit(128 + libc::SIGKILL)));
+        d.runc.expect_delete().times(1).returning(|_, _| Ok(()));
+        let t = d.build().await;
+        let pod = ready_pod(&t.daemon, "web");
+        let id = running_container(&t.daemon, &pod, "app");
+        let publisher = t.daemon.exits.watch(&id);
+        let stopping = {
+            let daemon = Arc::clone(&t.daemon);
+            let id = id.clone();
+            tokio::spawn(async move { stop(&daemon, &id, 0).await })
+        };
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        publisher.publish(None);
+        stopping.await.unwrap().unwrap();
+        assert_eq!(t.daemon.containers.get(&id).unwrap().exit_code, Some(137));
     }
 }
