@@ -82,6 +82,7 @@ pub mod metadata;
 mod node_file;
 pub mod oci;
 mod options;
+mod overlay_paths;
 pub mod platform;
 mod progress;
 mod pull;

@@ -15,6 +15,7 @@
 use crate::error::{io, Error, Result};
 use crate::layer_store::{ChainId, LayerStore};
 use crate::metadata::write_atomic;
+use crate::overlay_paths;
 use crate::temp;
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use serde::{Deserialize, Serialize};
@@ -119,10 +120,17 @@ pub(crate) struct KernelMounts;
 
 impl Mounts for KernelMounts {
     fn mount_overlay(&self, overlay: &Overlay) -> Result<(), (&'static str, nix::errno::Errno)> {
-        match &overlay.idmap {
+        // From the container's directory, so the options can be relative
+        // (see `overlay_paths`).
+        let dir = overlay.upper.parent().unwrap_or(Path::new("/"));
+        overlay_paths::in_directory(dir, || match &overlay.idmap {
             Some(idmap) => mount_idmapped_overlay(overlay, idmap),
             None => mount_overlay(overlay),
-        }
+        })
+        .map_err(|e| {
+            let errno = nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(libc::EAGAIN));
+            ("start the mounting thread", errno)
+        })?
     }
 
     fn unmount(&self, target: &Path) -> Result<(), nix::errno::Errno> {
@@ -267,6 +275,7 @@ fn mount_overlay_with(
     overlay: &Overlay,
     volatile: bool,
 ) -> Result<(), (&'static str, nix::errno::Errno)> {
+    let overlay = &overlay_paths::shortened(overlay);
     let options = mount_data(overlay, volatile);
     if options.len() > MAX_MOUNT_DATA {
         return new_api::mount_overlay(overlay, volatile);
@@ -1048,6 +1057,39 @@ mod tests {
         assert!(fs::write(rootfs.path.join("x"), b"").is_err(), "read-only");
         dir.remove("deep").unwrap();
         assert!(!rootfs.path.exists());
+    }
+
+    #[test]
+    fn mount_table_lines_name_layers_relative_to_the_container() {
+        let (root, dir, lower) = setup();
+        let id = format!("sha256:{}", "f".repeat(64));
+        let rootfs = dir.create(&id, &lower, "short", false, None).unwrap();
+        let mounts = fs::read_to_string("/proc/self/mountinfo").unwrap();
+        let target = rootfs.path.to_str().unwrap();
+        let line = mounts
+            .lines()
+            .find(|l| l.split(' ').nth(4) == Some(target))
+            .unwrap_or_else(|| panic!("{target} not in {mounts}"));
+        let layers = LayerStore::new(root.path());
+        let layer = |c: &ChainId| {
+            let path = layers.path(c);
+            format!(
+                "../../layers/{}",
+                path.file_name().unwrap().to_str().unwrap()
+            )
+        };
+        let expected = format!(
+            "lowerdir={}:{},upperdir=upper,workdir=work",
+            layer(&lower[1]),
+            layer(&lower[0])
+        );
+        assert!(line.contains(&expected), "{line}");
+        assert!(
+            !line.contains(root.path().join("layers").to_str().unwrap()),
+            "{line}"
+        );
+        assert_eq!(fs::read(rootfs.path.join("shadowed")).unwrap(), b"2");
+        dir.remove("short").unwrap();
     }
 
     #[test]
