@@ -51,6 +51,9 @@ pub struct Parts {
     pub pause_rootfs: PathBuf,
     /// The per-container monitor executable.
     pub monitor_binary: PathBuf,
+    /// Where root filesystems are mounted, as a mount of its own that a
+    /// runtime's `create` can run without; `None` where it is not one.
+    pub rootfs_tree: Option<image_store::RootFsTree>,
     /// The Exec/Attach/PortForward streaming server and its tokens.
     pub streaming: cri_streaming::StreamingServer,
 }
@@ -91,6 +94,9 @@ pub struct Daemon {
     pub pause_rootfs: PathBuf,
     /// The per-container monitor executable.
     pub monitor_binary: PathBuf,
+    /// Where root filesystems are mounted, as a mount of its own that a
+    /// runtime's `create` can run without; `None` where it is not one.
+    pub rootfs_tree: Option<image_store::RootFsTree>,
     /// Per-pod and per-container request serialisation.
     pub locks: KeyedLocks,
     /// The exits the containers' watchers have seen, for stops to wait on.
@@ -144,6 +150,7 @@ impl Daemon {
             host: parts.host,
             pause_rootfs: parts.pause_rootfs,
             monitor_binary: parts.monitor_binary,
+            rootfs_tree: parts.rootfs_tree,
             locks: KeyedLocks::default(),
             exits: crate::exits::Exits::default(),
             cpu_rates: cgroups::CpuRates::default(),

@@ -100,6 +100,11 @@ async fn parts(config: &Config, images: image_store::ImageStore) -> Result<Parts
     let mut cni_config = cni::CniManagerConfig::new(&config.network.conf_dir, layout.cni_cache());
     cni_config.plugin_dirs = config.network.plugin_dirs.clone();
     let network = cni::CniManager::new(cni_config).map_err(|e| StartError::new("CNI", e))?;
+    // A node without it only runs runtimes with more mounts in view.
+    let rootfs_tree = images.isolate_root_filesystems().await.unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "root filesystems stay in every runtime's view");
+        None
+    });
     Ok(Parts {
         handlers,
         monitors: Arc::new(ProcessMonitors),
@@ -115,6 +120,7 @@ async fn parts(config: &Config, images: image_store::ImageStore) -> Result<Parts
             .map_err(|e| StartError::new("reading the daemon's capabilities", e))?,
         pause_rootfs,
         monitor_binary,
+        rootfs_tree,
         streaming: cri_streaming::StreamingServer::bind(&config.streaming.server_config())
             .await
             .map_err(|e| StartError::new("streaming server", e))?,

@@ -127,6 +127,7 @@ impl Doubles {
             host: oci_shim::spec::HostLimits::of_current_process().expect("host limits"),
             pause_rootfs: dir.path().join("pause"),
             monitor_binary: dir.path().join("oci-monitor"),
+            rootfs_tree: None,
             streaming: cri_streaming::StreamingServer::bind(
                 &crate::config::StreamingConfig::default().server_config(),
             )

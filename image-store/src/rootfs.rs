@@ -68,7 +68,13 @@ pub(crate) struct RootFsDir {
 }
 
 const USAGE: &str = "image.json";
-const MOUNT: &str = "rootfs";
+/// The temporary directory of root filesystems: inside `containers/`,
+/// since renames cannot cross into it once it is a mount of its own
+/// (`rootfs_tree`), and dot-named, so never taken for a container.
+pub(crate) const CONTAINERS_TMP: &str = "containers/.tmp";
+
+/// A root filesystem's mount point in its container's directory.
+pub(crate) const MOUNT: &str = "rootfs";
 
 /// Container ids become directory names: keep them to a safe alphabet.
 pub(crate) fn check_container_id(id: &str) -> Result<()> {
@@ -428,10 +434,15 @@ impl RootFsDir {
     pub(crate) fn with_mounts(root: &Path, mounts: Arc<dyn Mounts>) -> Self {
         Self {
             dir: root.join("containers"),
-            tmp: root.join("tmp"),
+            tmp: root.join(CONTAINERS_TMP),
             layers: LayerStore::new(root),
             mounts,
         }
+    }
+
+    /// The directory holding every container's directory.
+    pub(crate) fn dir(&self) -> &Path {
+        &self.dir
     }
 
     /// Creates (or, after a reboot, remounts) the root filesystem of
@@ -578,7 +589,7 @@ impl RootFsDir {
         fs::remove_dir_all(&doomed).map_err(io(&doomed, "remove"))
     }
 
-    /// Moves container directory `dir` into `tmp/`, its idmapped layer
+    /// Moves container directory `dir` into `containers/.tmp/`, its idmapped layer
     /// mounts detached first; returns where it went.
     fn move_out(&self, dir: &Path) -> Result<PathBuf> {
         detach_idmapped(&dir.join(IDMAPPED));
@@ -783,7 +794,7 @@ mod tests {
         fail_mount: Option<nix::errno::Errno>,
     ) -> (tempfile::TempDir, RootFsDir, Arc<Recording>) {
         let root = tempfile::tempdir().unwrap();
-        for d in ["containers", "tmp", "layers"] {
+        for d in ["containers", "tmp", CONTAINERS_TMP, "layers"] {
             fs::create_dir_all(root.path().join(d)).unwrap();
         }
         let mounts = Arc::new(Recording {
@@ -834,7 +845,12 @@ mod tests {
         );
         assert!(!root.path().join("containers/c").exists());
         assert!(dir.users_of("sha256:x").unwrap().is_empty());
-        assert_eq!(fs::read_dir(root.path().join("tmp")).unwrap().count(), 0);
+        assert_eq!(
+            fs::read_dir(root.path().join(CONTAINERS_TMP))
+                .unwrap()
+                .count(),
+            0
+        );
     }
 
     #[test]
@@ -886,7 +902,7 @@ mod tests {
 
     fn setup() -> (tempfile::TempDir, RootFsDir, Vec<ChainId>) {
         let root = tempfile::tempdir().unwrap();
-        for d in ["containers", "tmp"] {
+        for d in ["containers", "tmp", CONTAINERS_TMP] {
             fs::create_dir_all(root.path().join(d)).unwrap();
         }
         let lower = vec![layer(root.path(), '1'), layer(root.path(), '2')];
@@ -1060,6 +1076,23 @@ mod tests {
     }
 
     #[test]
+    fn root_filesystems_come_and_go_inside_a_containers_mount_of_its_own() {
+        let (root, dir, lower) = setup();
+        let tree = crate::rootfs_tree::isolate(&root.path().join("containers"))
+            .unwrap()
+            .unwrap();
+        // Records and removals rename within `containers/`: a rename
+        // across its mount would fail (EXDEV).
+        let id = format!("sha256:{}", "c".repeat(64));
+        let rootfs = dir.create(&id, &lower, "c1", false, None).unwrap();
+        assert_eq!(rootfs.path, tree.mount_point("c1"));
+        assert_eq!(dir.users_of(&id).unwrap(), ["c1".to_string()]);
+        dir.remove("c1").unwrap();
+        assert!(!rootfs.path.exists());
+        umount2(tree.dir(), MntFlags::MNT_DETACH).unwrap();
+    }
+
+    #[test]
     fn mount_table_lines_name_layers_relative_to_the_container() {
         let (root, dir, lower) = setup();
         let id = format!("sha256:{}", "f".repeat(64));
@@ -1144,7 +1177,7 @@ mod tests {
         for name in ["a,upperdir=x", "a:b", "a\\b", "a\nb"] {
             let parent = tempfile::tempdir().unwrap();
             let root = parent.path().join(name);
-            for d in ["containers", "tmp", "layers"] {
+            for d in ["containers", "tmp", CONTAINERS_TMP, "layers"] {
                 fs::create_dir_all(root.join(d)).unwrap();
             }
             let mounts = Arc::new(Recording::default());

@@ -39,6 +39,7 @@ use crate::pull;
 use crate::reference::{image_id_of, ImageReference};
 use crate::registries::Registries;
 use crate::rootfs::{RootFs, RootFsDir, RootFsIdmap};
+use crate::rootfs_tree::RootFsTree;
 use futures_util::future::{BoxFuture, FutureExt, Shared};
 use std::collections::{HashMap, HashSet};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -56,7 +57,7 @@ type SharedPull = Shared<BoxFuture<'static, std::result::Result<Image, Arc<Error
 type PullKey = (String, [u8; 32], u64);
 
 /// The store's directories, all made 0700 at open.
-const DIRS: [&str; 7] = [
+const DIRS: [&str; 8] = [
     "blobs",
     "blobs/sha256",
     "blobs/sha512",
@@ -64,7 +65,13 @@ const DIRS: [&str; 7] = [
     "images",
     "containers",
     "tmp",
+    crate::rootfs::CONTAINERS_TMP,
 ];
+
+/// Where interrupted operations leave their temporary files: emptied at
+/// open. Root filesystems have their own, inside `containers/`, which may
+/// be a mount of its own that no rename crosses ([`RootFsTree`]).
+const TMP_DIRS: [&str; 2] = ["tmp", crate::rootfs::CONTAINERS_TMP];
 
 /// Bytes and inodes the store uses, for CRI's `ImageFsInfo`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -457,6 +464,25 @@ impl ImageStore {
         .map_err(|_| Error::Task("creating a root filesystem"))?
     }
 
+    /// Makes `containers/`, where every root filesystem is mounted, a
+    /// private mount of its own (see [`RootFsTree`]); `None` where root
+    /// filesystems mounted before are already below it. Idempotent.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo(store: image_store::ImageStore) -> image_store::Result<()> {
+    /// let tree = store.isolate_root_filesystems().await?;
+    /// println!("{:?}", tree.map(|t| t.mount_point("c1")));
+    /// # Ok(()) }
+    /// ```
+    pub async fn isolate_root_filesystems(&self) -> Result<Option<RootFsTree>> {
+        let dir = self.inner.rootfs.dir().to_path_buf();
+        tokio::task::spawn_blocking(move || crate::rootfs_tree::isolate(&dir))
+            .await
+            .map_err(|_| Error::Task("isolating the root filesystems"))?
+    }
+
     /// Bytes and inodes the writable layer of `container_id` uses (CRI's
     /// `writable_layer` stats); `None` when it has no root filesystem.
     ///
@@ -680,9 +706,13 @@ impl Inner {
                 },
                 other => io(&lock_path, "lock")(other.into()),
             })?;
-        let tmp = root.join("tmp");
-        for entry in std::fs::read_dir(&tmp).map_err(io(&tmp, "list"))? {
-            let path = entry.map_err(io(&tmp, "list"))?.path();
+        let leftovers = TMP_DIRS.iter().map(|t| root.join(t)).map(|tmp| {
+            let entries = std::fs::read_dir(&tmp).map_err(io(&tmp, "list"))?;
+            entries
+                .map(|e| e.map(|e| e.path()).map_err(io(&tmp, "list")))
+                .collect::<Result<Vec<PathBuf>>>()
+        });
+        for path in leftovers.collect::<Result<Vec<_>>>()?.into_iter().flatten() {
             tracing::info!(path = %path.display(), "removing leftover of an interrupted operation");
             let removed = if path.is_dir() && !path.is_symlink() {
                 std::fs::remove_dir_all(&path)

@@ -404,13 +404,14 @@ impl Drop for Daemon {
     }
 }
 
-/// Unmounts the pin directory (`state/netns`) and the state tmpfs
-/// (`state`) of a daemon that kept its state under `dir`: the daemon's
-/// mounts of its own, kept on purpose across daemon restarts, which would
-/// keep a test's directory from going. For tests that run the daemon
-/// themselves, once it has exited.
+/// Unmounts the pin directory (`state/netns`), the state tmpfs (`state`)
+/// and the root filesystems' private mount (`root/images/containers`) of a
+/// daemon that kept its state under `dir`: the daemon's mounts of its own,
+/// kept on purpose across daemon restarts, which would keep a test's
+/// directory from going. For tests that run the daemon themselves, once it
+/// has exited.
 pub fn unmount_pin_dir(dir: &Path) {
-    for mount in ["state/netns", "state"] {
+    for mount in ["state/netns", "state", "root/images/containers"] {
         let _ = nix::mount::umount2(&dir.join(mount), nix::mount::MntFlags::MNT_DETACH);
     }
 }

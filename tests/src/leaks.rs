@@ -83,9 +83,8 @@ pub fn monitors(daemon_dir: &Path) -> Vec<(String, String)> {
         .collect()
 }
 
-/// Mount points under `daemon_dir`, but for the daemon's own: the pin
-/// directory's private mount and the state tmpfs, which live as long as
-/// the daemon.
+/// Mount points under `daemon_dir`, but for the daemon's own
+/// ([`daemon_mounts`]), which live as long as the daemon.
 pub fn mounts(daemon_dir: &Path) -> Vec<String> {
     let own = daemon_mounts(daemon_dir);
     let dir = daemon_dir.display().to_string();
@@ -101,9 +100,11 @@ pub fn mounts(daemon_dir: &Path) -> Vec<String> {
 }
 
 /// The mounts a daemon with its directories under `daemon_dir` keeps for
-/// its lifetime: the state tmpfs and the pin directory.
-pub fn daemon_mounts(daemon_dir: &Path) -> [String; 2] {
-    ["state", "state/netns"].map(|m| daemon_dir.join(m).display().to_string())
+/// its lifetime: the state tmpfs, the pin directory and the directory of
+/// root filesystems.
+pub fn daemon_mounts(daemon_dir: &Path) -> [String; 3] {
+    ["state", "state/netns", "root/images/containers"]
+        .map(|m| daemon_dir.join(m).display().to_string())
 }
 
 fn dir_names(dir: &Path) -> Vec<String> {

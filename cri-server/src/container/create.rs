@@ -216,6 +216,8 @@ async fn build_and_create(
     monitor_config.stdin = config.stdin;
     monitor_config.stdin_once = config.stdin_once;
     monitor_config.log_size_max = daemon.config.runtime.log_size_max();
+    monitor_config.runtime_view =
+        super::runtime_view::for_container(daemon, sandbox, config, handler.kind, &container.id);
     // The monitor starts up (exec, detach, socket) on the other core while
     // the root filesystem is mounted and the bundle written: both sit on
     // every container's start-up path.

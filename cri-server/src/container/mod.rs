@@ -11,6 +11,7 @@ pub mod list;
 pub mod mount_propagation;
 pub mod remove;
 pub mod reopen_log;
+pub mod runtime_view;
 pub mod start;
 pub mod status;
 pub mod stop;

@@ -9,6 +9,7 @@ mod launcher;
 mod log_size;
 pub mod protocol;
 pub mod retire;
+mod runtime_view;
 mod spawn;
 
 pub use client::{AttachFrame, ContainerStatus, MonitorClient};
@@ -16,5 +17,6 @@ pub use launcher::{launch_alongside, MonitorLauncher, PendingLaunch, ProcessMoni
 #[cfg(any(test, feature = "mock"))]
 pub use launcher::{MockMonitorLauncher, MockPendingLaunch};
 pub use log_size::{LogSizeMax, LogSizeMaxTooSmall};
+pub use runtime_view::RuntimeView;
 pub(crate) use spawn::monitor_beside_current_exe;
 pub use spawn::{Monitor, MonitorConfig, MonitorStatus, PendingMonitor};

@@ -51,6 +51,9 @@ pub struct MonitorConfig {
     pub log_size_max: Option<LogSizeMax>,
     /// Path of the `oci-monitor` binary.
     pub monitor_binary: PathBuf,
+    /// What of the host's mount table the runtime's `create` sees; the
+    /// default is all of it.
+    pub runtime_view: super::RuntimeView,
 }
 
 impl MonitorConfig {
@@ -75,6 +78,7 @@ impl MonitorConfig {
             stdin_once: false,
             log_size_max: None,
             monitor_binary,
+            runtime_view: super::RuntimeView::default(),
         }
     }
 
@@ -113,6 +117,7 @@ impl MonitorConfig {
                 args.push(flag.into());
             }
         }
+        args.extend(self.runtime_view.monitor_args());
         args
     }
 }

@@ -21,11 +21,15 @@ pub struct Args {
     pub terminal: bool,
     pub stdin: bool,
     pub stdin_once: bool,
+    /// Mount trees the runtime's `create` runs without (`mount_view`).
+    pub hide_mounts: Vec<PathBuf>,
+    /// Paths below them the container uses, put back for `create`.
+    pub keep_mounts: Vec<PathBuf>,
 }
 
 pub const USAGE: &str = "usage: oci-monitor --id ID --bundle DIR --state-dir DIR --log-path FILE \
 --runtime PATH [--runtime-arg ARG]... [--runtime-timeout SECONDS] [--log-size-max BYTES] \
-[--terminal] [--stdin] [--stdin-once]";
+[--terminal] [--stdin] [--stdin-once] [--hide-mounts DIR]... [--keep-mount PATH]...";
 
 impl Args {
     pub fn parse(mut argv: impl Iterator<Item = String>) -> Result<Args, Failure> {
@@ -43,6 +47,8 @@ impl Args {
             terminal: false,
             stdin: false,
             stdin_once: false,
+            hide_mounts: Vec::new(),
+            keep_mounts: Vec::new(),
         };
         while let Some(flag) = argv.next() {
             let mut value = || {
@@ -72,6 +78,8 @@ impl Args {
                 "--terminal" => args.terminal = true,
                 "--stdin" => args.stdin = true,
                 "--stdin-once" => args.stdin_once = true,
+                "--hide-mounts" => args.hide_mounts.push(value()?.into()),
+                "--keep-mount" => args.keep_mounts.push(value()?.into()),
                 other => return Err(Failure::Usage(format!("unknown argument {other:?}"))),
             }
         }
@@ -104,6 +112,21 @@ mod tests {
         assert_eq!(a.runtime_args, ["--root", "/x"]);
         assert!(a.stdin && a.stdin_once && !a.terminal);
         assert_eq!(a.log_size_max, None);
+        assert!(a.hide_mounts.is_empty());
+    }
+
+    #[test]
+    fn runtime_view() {
+        let a = parse(
+            "--id c1 --bundle /b --state-dir /s --log-path /l --runtime /r \
+             --hide-mounts /pins --hide-mounts /roots --keep-mount /pins/p --keep-mount /roots/c1",
+        )
+        .unwrap();
+        assert_eq!(a.hide_mounts, [PathBuf::from("/pins"), "/roots".into()]);
+        assert_eq!(
+            a.keep_mounts,
+            [PathBuf::from("/pins/p"), "/roots/c1".into()]
+        );
     }
 
     #[test]

@@ -2,6 +2,7 @@
 
 use crate::args::Args;
 use crate::failure::Failure;
+use crate::mount_view::MountView;
 use crate::sys;
 use oci_shim::monitor::protocol::{CONSOLE_SOCKET_NAME, PID_FILE_NAME};
 use std::io::{self, Read};
@@ -72,6 +73,40 @@ fn dup(fd: &OwnedFd) -> Result<OwnedFd, Failure> {
     fd.try_clone().map_err(Failure::sys("dup"))
 }
 
+/// Spawns the runtime in the view the daemon asked for, or, if that view
+/// cannot be made, in the host's (slower, never wrong).
+fn spawn_in_view(cmd: &mut Command, args: &Args) -> Result<std::process::Child, Failure> {
+    let view = MountView::new(&args.hide_mounts, &args.keep_mounts);
+    let in_view = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(view.is_some()));
+    let enter = std::sync::Arc::clone(&in_view);
+    // SAFETY: between fork and exec only sigprocmask and the view's system
+    // calls (`MountView::enter`); the flag is read, not locked.
+    unsafe {
+        cmd.pre_exec(move || {
+            sys::unblock_signals()?;
+            match &view {
+                Some(view) if enter.load(std::sync::atomic::Ordering::Relaxed) => view.enter(),
+                _ => Ok(()),
+            }
+        });
+    }
+    let spawned = cmd.spawn();
+    let spawned = match spawned {
+        Err(e) if in_view.swap(false, std::sync::atomic::Ordering::Relaxed) => {
+            eprintln!(
+                "oci-monitor {}: runtime view: {e}; creating with the host's mount table",
+                args.id
+            );
+            cmd.spawn()
+        }
+        other => other,
+    };
+    spawned.map_err(|source| Failure::Spawn {
+        runtime: args.runtime.clone(),
+        source,
+    })
+}
+
 /// What the runtime left once `create` returned.
 struct Created {
     status: libc::c_int,
@@ -106,14 +141,7 @@ pub fn create(args: &Args) -> Result<(libc::pid_t, ContainerIo), Failure> {
         }
     }
     cmd.arg(&args.id).stderr(Stdio::from(err_w));
-    // SAFETY: only async-signal-safe calls (sigprocmask) between fork and exec.
-    unsafe {
-        cmd.pre_exec(sys::unblock_signals);
-    }
-    let child = cmd.spawn().map_err(|source| Failure::Spawn {
-        runtime: args.runtime.clone(),
-        source,
-    })?;
+    let child = spawn_in_view(&mut cmd, args)?;
     // Drop our copies of the child's ends (the Command held them) so EOF
     // arrives when the container closes them.
     drop(cmd);

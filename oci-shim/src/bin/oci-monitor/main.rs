@@ -14,6 +14,7 @@ mod console;
 mod create;
 mod cri_log;
 mod failure;
+mod mount_view;
 mod reap;
 mod runtime_wait;
 mod serve;
