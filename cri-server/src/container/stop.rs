@@ -42,7 +42,7 @@ async fn send_signal(
         let dir = super::monitor_dir(daemon, &container.id);
         match daemon.monitors.kill(&container.id, &dir, signal, all).await {
             Ok(true) => {
-                tracing::debug!(container = %container.id, signal, all, "signal delivered by the monitor");
+                tracing::debug!(container = %container.id, signal, all, "signal delivered");
                 return Ok(());
             }
             Ok(false) => {}

@@ -127,6 +127,9 @@ impl MonitorLauncher for ProcessMonitors {
     }
 
     async fn kill(&self, id: &str, state_dir: &Path, signal: i32, all: bool) -> Result<bool> {
+        if super::direct_kill::kill_init(state_dir, signal, all) {
+            return Ok(true);
+        }
         match Monitor::reconnect(id, state_dir).await? {
             MonitorStatus::Exited(_) => Ok(true),
             MonitorStatus::Running(mut client) => client.kill(signal, all).await,

@@ -5,6 +5,7 @@
 //! state-directory layout are in [`protocol`].
 
 mod client;
+mod direct_kill;
 mod launcher;
 mod log_size;
 pub mod protocol;
@@ -13,6 +14,7 @@ mod runtime_view;
 mod spawn;
 
 pub use client::{AttachFrame, ContainerStatus, MonitorClient};
+pub use direct_kill::is_namespace_init;
 pub use launcher::{launch_alongside, MonitorLauncher, PendingLaunch, ProcessMonitors};
 #[cfg(any(test, feature = "mock"))]
 pub use launcher::{MockMonitorLauncher, MockPendingLaunch};

@@ -141,28 +141,16 @@ pub fn pidfd_open(pid: libc::pid_t) -> Option<std::os::fd::OwnedFd> {
     (fd >= 0).then(|| unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as RawFd) })
 }
 
-/// Sets a terminal's window size.
 /// Whether `pid` is pid 1 of a PID namespace of its own (the last `NSpid`
 /// of `/proc/<pid>/status` is 1, below at least one outer namespace).
 pub fn is_pid_namespace_init(pid: libc::pid_t) -> bool {
     let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
         return false;
     };
-    nspid_is_namespace_init(&status)
+    oci_shim::monitor::is_namespace_init(&status)
 }
 
-/// [`is_pid_namespace_init`] on the text of a status file.
-pub fn nspid_is_namespace_init(status: &str) -> bool {
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("NSpid:"))
-        .map(|ids| {
-            let ids: Vec<&str> = ids.split_whitespace().collect();
-            ids.len() >= 2 && ids.last() == Some(&"1")
-        })
-        .unwrap_or(false)
-}
-
+/// Sets a terminal's window size.
 pub fn resize_terminal(fd: RawFd, width: u16, height: u16) -> io::Result<()> {
     let ws = libc::winsize {
         ws_row: height,
@@ -192,13 +180,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_pid_1_of_an_inner_namespace_is_a_namespace_init() {
-        assert!(nspid_is_namespace_init("Name:\tsleep\nNSpid:\t4242\t1\n"));
-        assert!(nspid_is_namespace_init("NSpid:\t10\t5\t1\n"));
-        // The host's init, a container process that is not pid 1, no line.
-        assert!(!nspid_is_namespace_init("NSpid:\t1\n"));
-        assert!(!nspid_is_namespace_init("NSpid:\t4242\t7\n"));
-        assert!(!nspid_is_namespace_init("Name:\tx\n"));
+    fn this_process_is_no_namespace_init() {
         // This test runs in the host's (or its runner's) namespace.
         assert!(!is_pid_namespace_init(std::process::id() as libc::pid_t));
     }
