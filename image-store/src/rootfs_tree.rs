@@ -51,7 +51,10 @@ pub(crate) fn isolate(dir: &Path) -> Result<Option<RootFsTree>> {
     let dir = dir.canonicalize().map_err(io(dir, "resolve"))?;
     let table = std::fs::read_to_string("/proc/self/mountinfo")
         .map_err(io("/proc/self/mountinfo", "read"))?;
-    let points: Vec<PathBuf> = table.lines().filter_map(mount_point).collect();
+    let points: Vec<PathBuf> = netns::mountinfo::parse(&table)
+        .into_iter()
+        .map(|m| m.mount_point)
+        .collect();
     let mounted = points.contains(&dir);
     if !mounted && points.iter().any(|p| p.starts_with(&dir)) {
         tracing::info!(
@@ -83,51 +86,18 @@ pub(crate) fn isolate(dir: &Path) -> Result<Option<RootFsTree>> {
     Ok(Some(RootFsTree { dir }))
 }
 
-/// The mount point of a `/proc/self/mountinfo` line, its octal escapes
-/// (`\040` for a space) decoded.
-fn mount_point(line: &str) -> Option<PathBuf> {
-    use std::os::unix::ffi::OsStringExt;
-    let field = line.split(' ').nth(4)?;
-    let bytes = field.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let octal = bytes
-            .get(i + 1..i + 4)
-            .filter(|d| d.iter().all(|b| (b'0'..=b'7').contains(b)));
-        match (bytes[i], octal) {
-            (b'\\', Some(d)) => {
-                out.push((d[0] - b'0') << 6 | (d[1] - b'0') << 3 | (d[2] - b'0'));
-                i += 4;
-            }
-            (b, _) => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    Some(PathBuf::from(std::ffi::OsString::from_vec(out)))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn mount_points_are_decoded() {
-        let line = "51 27 0:41 / /a\\040b/c rw,relatime - overlay overlay rw";
-        assert_eq!(mount_point(line), Some(PathBuf::from("/a b/c")));
-        assert_eq!(mount_point("1 2 3"), None);
-        assert_eq!(mount_point("1 2 3 / /x\\04"), Some(PathBuf::from("/x\\04")));
-    }
-
-    fn mounted_at(dir: &Path) -> usize {
+    /// The mount table's lines for mounts at `dir`.
+    fn mount_lines(dir: &Path) -> Vec<String> {
         let table = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-        table
-            .lines()
-            .filter_map(mount_point)
-            .filter(|p| p == dir)
-            .count()
+        let at_dir = |l: &&str| {
+            let mounts = netns::mountinfo::parse(l);
+            mounts.first().is_some_and(|m| m.mount_point == dir)
+        };
+        table.lines().filter(at_dir).map(str::to_string).collect()
     }
 
     #[test]
@@ -140,13 +110,9 @@ mod tests {
         assert_eq!(tree.mount_point("c1"), dir.join("c1/rootfs"));
         // A restarted daemon finds it mounted and mounts nothing more.
         assert_eq!(isolate(&dir).unwrap(), Some(tree));
-        assert_eq!(mounted_at(&dir), 1);
-        let table = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-        let line = table
-            .lines()
-            .find(|l| mount_point(l).as_deref() == Some(dir.as_path()))
-            .unwrap();
-        assert!(!line.contains("shared:"), "private: {line}");
+        let lines = mount_lines(&dir);
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        assert!(!lines[0].contains("shared:"), "private: {lines:?}");
         nix::mount::umount2(&dir, nix::mount::MntFlags::MNT_DETACH).unwrap();
     }
 
@@ -165,7 +131,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(isolate(&dir).unwrap(), None);
-        assert_eq!(mounted_at(&dir.canonicalize().unwrap()), 0);
+        assert!(mount_lines(&dir.canonicalize().unwrap()).is_empty());
         nix::mount::umount2(&below, nix::mount::MntFlags::MNT_DETACH).unwrap();
     }
 }

@@ -63,7 +63,7 @@
 mod create;
 mod error;
 mod holder;
-mod mountinfo;
+pub mod mountinfo;
 mod name;
 mod netns;
 mod open;

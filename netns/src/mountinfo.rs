@@ -1,5 +1,6 @@
 //! Just enough of `/proc/self/mountinfo` to answer "is this directory a mount
-//! point, and does it propagate?".
+//! point, and does it propagate?" (also what `image-store` asks of the
+//! directory of root filesystems).
 //!
 //! Format (proc(5)): `id parent major:minor root mount-point options
 //! [optional-fields...] - fstype source super-options`, where paths escape
@@ -11,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 /// One mount, reduced to what the pin directory needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct MountEntry {
+pub struct MountEntry {
     /// Where it is mounted, unescaped.
     pub mount_point: PathBuf,
     /// True if it has a `shared:` or `master:` tag, i.e. mount events cross
@@ -21,7 +22,16 @@ pub(crate) struct MountEntry {
 
 /// Parses every well-formed line; malformed lines are skipped because one odd
 /// line must not hide the others (the kernel never writes them anyway).
-pub(crate) fn parse(text: &str) -> Vec<MountEntry> {
+///
+/// # Examples
+///
+/// ```
+/// let table = "44 43 0:4 net:[1] /run/a\\040b rw shared:2 - nsfs nsfs rw\n";
+/// let mounts = netns::mountinfo::parse(table);
+/// assert_eq!(mounts[0].mount_point, std::path::Path::new("/run/a b"));
+/// assert!(mounts[0].propagates);
+/// ```
+pub fn parse(text: &str) -> Vec<MountEntry> {
     // Not `lines()`: it would also eat a trailing '\r', which the kernel does
     // not escape in paths.
     text.split('\n').filter_map(parse_line).collect()
