@@ -53,6 +53,12 @@ pub fn watch_container(daemon: &Arc<Daemon>, id: &str) {
         let dir = Layout::monitor(&daemon.layout.container_dir(&id));
         match daemon.monitors.wait(&id, &dir).await {
             Ok(exit) => {
+                // Splits a stop's wait for the exit: the monitor's reap to
+                // here (its wake-up, its report, ours), here to the stop.
+                let reaped = std::time::UNIX_EPOCH
+                    + std::time::Duration::from_nanos(exit.finished_at_unix_nanos);
+                let since_reap = reaped.elapsed().unwrap_or_default();
+                tracing::debug!(container = %id, ?since_reap, "exit reached the watcher");
                 publisher.publish(Some(exit));
                 crate::container::record_watched_exit(&daemon, &id, &exit).await
             }
