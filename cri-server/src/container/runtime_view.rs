@@ -7,7 +7,7 @@ use cri_api::v1 as cri;
 use oci_shim::monitor::RuntimeView;
 use oci_shim::runtime::RuntimeKind;
 use sandbox_core::Sandbox;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 /// The view for container `id` of `sandbox` created from `config` on a
 /// runtime of `kind`. The host's whole table (the default) where the
@@ -37,12 +37,12 @@ pub fn for_container(
         hide.push(tree.dir().to_path_buf());
         keep.push(tree.mount_point(id));
     }
-    // A volume from below a hidden tree (odd, but a pod may ask) is put
-    // back too, as the runtime will resolve it.
-    let volumes = config.mounts.iter().map(|m| {
-        let given = Path::new(&m.host_path);
-        std::fs::canonicalize(given).unwrap_or_else(|_| given.to_path_buf())
-    });
+    // A volume named below a hidden tree (odd, but a pod may ask) is put
+    // back too. Compared as written, not resolved: CreateContainer
+    // resolves volumes once, beside the monitor's start. One that reaches
+    // a hidden tree only through a symlink finds the empty entry beneath
+    // it in the view: less than the host has, never more.
+    let volumes = config.mounts.iter().map(|m| PathBuf::from(&m.host_path));
     keep.extend(volumes.filter(|v| hide.iter().any(|h| v.starts_with(h))));
     keep.retain(|k| hide.iter().any(|h| k.starts_with(h)));
     RuntimeView { hide, keep }
@@ -52,6 +52,7 @@ pub fn for_container(
 mod tests {
     use super::*;
     use crate::testing::Doubles;
+    use std::path::Path;
 
     fn pod(pins: &Path) -> Sandbox {
         Sandbox {
