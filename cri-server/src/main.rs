@@ -154,6 +154,7 @@ fn init_logs(cli: &Cli) -> Result<Handle<EnvFilter, Registry>, String> {
 fn run(config: Config, sources: ConfigSources, log_level: LogLevel) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .on_thread_park(prompt_wake_ups)
         .build()
     {
         Ok(runtime) => runtime,
@@ -162,6 +163,23 @@ fn run(config: Config, sources: ConfigSources, log_level: LogLevel) -> ExitCode 
     match runtime.block_on(cri_server::server::serve(config, sources, log_level)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(e.to_string()),
+    }
+}
+
+/// Asks, once per worker thread, for the short scheduler slice of
+/// [`oci_shim::latency`]: request handling is short bursts between waits,
+/// and a verb's latency is a chain of its tasks' wake-ups. Only workers
+/// park, so the blocking pool (a pull's decompression) keeps the default
+/// slice; what a worker starts does not inherit it.
+fn prompt_wake_ups() {
+    thread_local! {
+        static ASKED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    }
+    if ASKED.replace(true) {
+        return;
+    }
+    if let Err(e) = oci_shim::latency::request_slice(oci_shim::latency::WAKE_UP_SLICE) {
+        tracing::debug!(error = %e, "asking for a short scheduler slice");
     }
 }
 

@@ -77,6 +77,7 @@
 pub mod bundle;
 pub mod cgroup_warmup;
 mod error;
+pub mod latency;
 pub mod monitor;
 pub mod runtime;
 pub mod spec;

@@ -62,6 +62,9 @@ fn main() {
     }
     // Do not pin whatever directory (or mount) the daemon ran in.
     let _ = std::env::set_current_dir("/");
+    // Mostly asleep, and the container's exit waits on its wake-up; what
+    // it starts (the runtime, the container) does not inherit the slice.
+    let _ = oci_shim::latency::request_slice(oci_shim::latency::WAKE_UP_SLICE);
     let code = match run(&args) {
         Ok(()) => 0,
         Err(reason) => {
