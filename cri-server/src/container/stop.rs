@@ -58,70 +58,158 @@ async fn send_signal(
 /// Stops container `id` (a full id) while its lock (or its pod's) is held,
 /// then deletes the runtime's state of it.
 pub async fn stop_locked(daemon: &Arc<Daemon>, id: &str, timeout_seconds: i64) -> Result<()> {
-    stop_then(daemon, id, timeout_seconds, true).await
+    match begin(daemon, id, timeout_seconds).await? {
+        Some(stopping) => stopping.finish(daemon, timeout_seconds, true).await,
+        None => Ok(()),
+    }
 }
 
-/// [`stop_locked`] leaving the runtime's state for a later delete
+/// Kills every container of `ids` at once (each held by its pod's lock),
+/// then waits for them all, leaving their runtime state for a later delete
 /// (`runtime_deleted` stays false, so RemoveContainer does it at the
 /// latest): StopPodSandbox leaves it to RemovePodSandbox, which runs it
-/// beside the pod's CNI DEL.
-pub async fn stop_locked_keeping_state(daemon: &Arc<Daemon>, id: &str) -> Result<()> {
-    stop_then(daemon, id, 0, false).await
+/// beside the pod's CNI DEL. Every signal goes out before any wait, so a
+/// pod's second container never waits for the first one's bookkeeping
+/// (on a busy node, a preempted worker held it back by up to 9 ms).
+pub async fn kill_all_keeping_state(daemon: &Arc<Daemon>, ids: &[String]) -> Result<()> {
+    // One container that cannot be stopped (its handler gone from the
+    // configuration) does not keep the others running: the first error is
+    // returned once every other container is stopped.
+    let mut first_error = None;
+    let mut killed = Vec::with_capacity(ids.len());
+    for id in ids {
+        match begin(daemon, id, 0).await {
+            Ok(Some(stopping)) => killed.push(stopping),
+            Ok(None) => {}
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    let waits = killed.into_iter().map(|s| s.finish(daemon, 0, false));
+    for stopped in futures_util::future::join_all(waits).await {
+        if let Err(e) = stopped {
+            first_error.get_or_insert(e);
+        }
+    }
+    first_error.map_or(Ok(()), Err)
 }
 
-async fn stop_then(
-    daemon: &Arc<Daemon>,
-    id: &str,
-    timeout_seconds: i64,
-    delete: bool,
-) -> Result<()> {
+/// A container whose stop has sent its first signal.
+struct Stopping {
+    container: sandbox_core::Container,
+    runtime: Arc<dyn oci_shim::runtime::OciRuntime>,
+    monitor_dir: std::path::PathBuf,
+    /// Subscribed before any signal, so that no exit its watcher sees is
+    /// missed.
+    exits: Option<tokio::sync::watch::Receiver<Option<ExitRecord>>>,
+    /// When SIGKILL went out, if it already has (no grace period).
+    killed: Option<Killed>,
+}
+
+/// When a SIGKILL was sent: the stop's clock and the wall clock the
+/// monitor's reap stamp is compared with.
+#[derive(Clone, Copy)]
+struct Killed {
+    started: std::time::Instant,
+    at: std::time::SystemTime,
+}
+
+/// Sends container `id` its stop signal, or SIGKILL at once without a
+/// grace period; `None` when there is nothing (left) to stop.
+async fn begin(daemon: &Arc<Daemon>, id: &str, timeout_seconds: i64) -> Result<Option<Stopping>> {
     let Ok(container) = daemon.containers.get(id) else {
-        return Ok(());
+        return Ok(None);
     };
     if container.state != ContainerState::Running && container.state != ContainerState::Created {
-        return Ok(());
+        return Ok(None);
     }
     let runtime = daemon.runtime(&container.runtime_handler)?;
     let monitor_dir = super::monitor_dir(daemon, id);
     if container.state == ContainerState::Created && super::on_gvisor(daemon, &container) {
-        return stop_unstarted_in_gvisor(daemon, id, &runtime, &monitor_dir).await;
+        stop_unstarted_in_gvisor(daemon, id, &runtime, &monitor_dir).await?;
+        return Ok(None);
     }
-    // Before any signal, so that no exit its watcher sees is missed.
-    let mut exits = daemon.exits.subscribe(id);
-    let mut exit = None;
-    if container.state == ContainerState::Running && timeout_seconds > 0 {
-        let signal = signal_number(&container.stop_signal).unwrap_or(libc::SIGTERM);
-        if let Err(e) = send_signal(daemon, &container, &runtime, signal, false).await {
+    let exits = daemon.exits.subscribe(id);
+    let mut stopping = Stopping {
+        container: (*container).clone(),
+        runtime,
+        monitor_dir,
+        exits,
+        killed: None,
+    };
+    if stopping.container.state == ContainerState::Running && timeout_seconds > 0 {
+        let signal = signal_number(&stopping.container.stop_signal).unwrap_or(libc::SIGTERM);
+        if let Err(e) = stopping.signal(daemon, signal, false).await {
             tracing::debug!(container = %id, error = %e, "stop signal");
         }
-        let grace = Duration::from_secs(timeout_seconds as u64);
-        exit = wait_stopped(daemon, id, &monitor_dir, exits.as_mut(), grace).await;
+    } else {
+        stopping.kill(daemon).await;
     }
-    let started = std::time::Instant::now();
-    let killed_at = std::time::SystemTime::now();
-    if exit.is_none() {
-        if let Err(e) = send_signal(daemon, &container, &runtime, libc::SIGKILL, true).await {
-            tracing::debug!(container = %id, error = %e, "SIGKILL");
-        }
-        exit = wait_stopped(daemon, id, &monitor_dir, exits.as_mut(), KILL_GRACE).await;
+    Ok(Some(stopping))
+}
+
+impl Stopping {
+    async fn signal(&self, daemon: &Arc<Daemon>, signal: i32, all: bool) -> Result<()> {
+        send_signal(daemon, &self.container, &self.runtime, signal, all).await
     }
-    match exit {
-        Some(exit) => {
-            let exit_seen = started.elapsed();
-            // The monitor stamps the exit when it reaps the init: the wait
-            // splits into the kill's delivery and the dying (up to the
-            // reap) and the report (from the reap to the daemon).
-            let reaped = std::time::UNIX_EPOCH + Duration::from_nanos(exit.finished_at_unix_nanos);
-            let to_reap = reaped.duration_since(killed_at).unwrap_or_default();
-            let runtime = delete.then_some(&runtime);
-            super::record_exit_then_delete(daemon, id, &exit, runtime).await;
-            tracing::debug!(container = %id, ?exit_seen, ?to_reap, elapsed = ?started.elapsed(), "container stopped");
-            Ok(())
+
+    async fn kill(&mut self, daemon: &Arc<Daemon>) {
+        let killed = Killed {
+            started: std::time::Instant::now(),
+            at: std::time::SystemTime::now(),
+        };
+        self.killed = Some(killed);
+        if let Err(e) = self.signal(daemon, libc::SIGKILL, true).await {
+            tracing::debug!(container = %self.container.id, error = %e, "SIGKILL");
         }
-        None => Err(Error::internal(
-            format!("container {id}"),
-            "still running after SIGKILL",
-        )),
+    }
+
+    async fn wait(&mut self, daemon: &Daemon, limit: Duration) -> Option<ExitRecord> {
+        let id = &self.container.id;
+        wait_stopped(daemon, id, &self.monitor_dir, self.exits.as_mut(), limit).await
+    }
+
+    /// Waits out the grace period (SIGKILL after it), then records the
+    /// exit (and deletes the runtime's state with `delete`).
+    async fn finish(
+        mut self,
+        daemon: &Arc<Daemon>,
+        timeout_seconds: i64,
+        delete: bool,
+    ) -> Result<()> {
+        let id = self.container.id.clone();
+        let mut exit = None;
+        if self.killed.is_none() {
+            let grace = Duration::from_secs(timeout_seconds.max(0) as u64);
+            exit = self.wait(daemon, grace).await;
+            if exit.is_none() {
+                self.kill(daemon).await;
+            }
+        }
+        if exit.is_none() {
+            exit = self.wait(daemon, KILL_GRACE).await;
+        }
+        let Some(exit) = exit else {
+            return Err(Error::internal(
+                format!("container {id}"),
+                "still running after SIGKILL",
+            ));
+        };
+        let killed = self.killed.unwrap_or(Killed {
+            started: std::time::Instant::now(),
+            at: std::time::SystemTime::now(),
+        });
+        let exit_seen = killed.started.elapsed();
+        // The monitor stamps the exit when it reaps the init: the wait
+        // splits into the kill's delivery and the dying (up to the reap)
+        // and the report (from the reap to the daemon).
+        let reaped = std::time::UNIX_EPOCH + Duration::from_nanos(exit.finished_at_unix_nanos);
+        let to_reap = reaped.duration_since(killed.at).unwrap_or_default();
+        let runtime = delete.then_some(&self.runtime);
+        super::record_exit_then_delete(daemon, &id, &exit, runtime).await;
+        tracing::debug!(container = %id, ?exit_seen, ?to_reap, elapsed = ?killed.started.elapsed(), "container stopped");
+        Ok(())
     }
 }
 
@@ -448,5 +536,100 @@ mod verb_tests {
         publisher.publish(None);
         stopping.await.unwrap().unwrap();
         assert_eq!(t.daemon.containers.get(&id).unwrap().exit_code, Some(137));
+    }
+
+    /// A monitor double that notes each kill and each wait, by container,
+    /// and reports every container killed at once.
+    #[derive(Default)]
+    struct Journal(std::sync::Mutex<Vec<String>>);
+
+    #[async_trait::async_trait]
+    impl oci_shim::monitor::MonitorLauncher for Journal {
+        async fn prepare(
+            &self,
+            _: &oci_shim::monitor::MonitorConfig,
+        ) -> oci_shim::Result<Box<dyn oci_shim::monitor::PendingLaunch>> {
+            unreachable!("no container is created here")
+        }
+        async fn start(&self, _: &str, _: &std::path::Path) -> oci_shim::Result<()> {
+            unreachable!("no container is started here")
+        }
+        async fn exited(
+            &self,
+            _: &str,
+            _: &std::path::Path,
+        ) -> oci_shim::Result<Option<oci_shim::monitor::protocol::ExitRecord>> {
+            Ok(None)
+        }
+        async fn wait(
+            &self,
+            id: &str,
+            _: &std::path::Path,
+        ) -> oci_shim::Result<oci_shim::monitor::protocol::ExitRecord> {
+            self.0.lock().unwrap().push(format!("wait {id}"));
+            Ok(exit(128 + libc::SIGKILL))
+        }
+        async fn retire(&self, _: &str, _: &std::path::Path) -> bool {
+            false
+        }
+        async fn kill(
+            &self,
+            id: &str,
+            _: &std::path::Path,
+            _: i32,
+            _: bool,
+        ) -> oci_shim::Result<bool> {
+            self.0.lock().unwrap().push(format!("kill {id}"));
+            Ok(true)
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_pods_containers_are_all_killed_before_any_wait() {
+        let journal = Arc::new(Journal::default());
+        let mut d = Doubles::new();
+        d.runc.expect_kill().never();
+        d.runc.expect_delete().never();
+        d.monitors_instead = Some(Arc::clone(&journal) as _);
+        let t = d.build().await;
+        let pod = ready_pod(&t.daemon, "web");
+        let ids: Vec<String> = ["a", "b", "c"]
+            .iter()
+            .map(|name| running_container(&t.daemon, &pod, name))
+            .collect();
+
+        kill_all_keeping_state(&t.daemon, &ids).await.unwrap();
+
+        let events = journal.0.lock().unwrap().clone();
+        let kills: Vec<String> = ids.iter().map(|id| format!("kill {id}")).collect();
+        assert_eq!(events[..3], kills[..], "every kill first: {events:?}");
+        assert_eq!(events.len(), 6, "then one wait each: {events:?}");
+        for id in &ids {
+            let container = t.daemon.containers.get(id).unwrap();
+            assert_eq!(container.state, ContainerState::Exited);
+            assert!(!container.runtime_deleted, "left to RemovePodSandbox");
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_container_that_cannot_be_stopped_does_not_keep_the_others_running() {
+        let journal = Arc::new(Journal::default());
+        let mut d = Doubles::new();
+        d.monitors_instead = Some(Arc::clone(&journal) as _);
+        let t = d.build().await;
+        let pod = ready_pod(&t.daemon, "web");
+        let lost = running_container(&t.daemon, &pod, "lost");
+        let _ = t.daemon.containers.update(&lost, |c| {
+            c.runtime_handler = "removed-from-the-config".into();
+        });
+        let app = running_container(&t.daemon, &pod, "app");
+
+        let stopped = kill_all_keeping_state(&t.daemon, &[lost.clone(), app.clone()]).await;
+
+        assert!(stopped.is_err(), "the lost handler is reported");
+        let app = t.daemon.containers.get(&app).unwrap();
+        assert_eq!(app.state, ContainerState::Exited, "the other one stopped");
+        let events = journal.0.lock().unwrap().clone();
+        assert!(!events.iter().any(|e| e.contains(&lost)), "{events:?}");
     }
 }

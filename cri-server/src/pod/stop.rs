@@ -48,18 +48,14 @@ pub async fn stop_locked(daemon: &Arc<Daemon>, id: &str) -> Result<()> {
     // rather than the sum. The containers' runtime state is left to
     // RemovePodSandbox (as CRI-O does), which deletes it beside the CNI DEL
     // it waits for anyway.
-    let stops =
-        daemon
-            .containers
-            .list(&filter)
-            .into_iter()
-            .filter(|c| c.sandbox_id == id)
-            .map(|c| async move {
-                crate::container::stop::stop_locked_keeping_state(daemon, &c.id).await
-            });
-    for stopped in futures_util::future::join_all(stops).await {
-        stopped?;
-    }
+    let ids: Vec<String> = daemon
+        .containers
+        .list(&filter)
+        .into_iter()
+        .filter(|c| c.sandbox_id == id)
+        .map(|c| c.id.clone())
+        .collect();
+    crate::container::stop::kill_all_keeping_state(daemon, &ids).await?;
     let containers_stopped = started.elapsed();
 
     if sandbox.infra_container.is_some() {
