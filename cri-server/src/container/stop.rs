@@ -296,12 +296,17 @@ mod verb_tests {
     use crate::testing::{exit, ready_pod, running_container, Doubles};
     use mockall::Sequence;
 
-    /// A container that ignores its stop signal and dies of SIGKILL: its
-    /// monitor's wait stays pending until the kill. With `delivers` its
-    /// monitor sends the signals; without, it leaves them to the runtime.
+    /// A monitor double that notes each kill and each wait, by container.
+    /// Its container ignores the stop signal and dies of SIGKILL: the wait
+    /// stays pending until the kill, or returns at once with
+    /// `dies_at_once`. With `delivers` it sends the signals; without, it
+    /// leaves them to the runtime.
+    #[derive(Default)]
     struct IgnoresStopSignal {
         killed: Arc<tokio::sync::Notify>,
         delivers: bool,
+        dies_at_once: bool,
+        journal: std::sync::Mutex<Vec<String>>,
     }
 
     #[async_trait::async_trait]
@@ -324,10 +329,13 @@ mod verb_tests {
         }
         async fn wait(
             &self,
-            _: &str,
+            id: &str,
             _: &std::path::Path,
         ) -> oci_shim::Result<oci_shim::monitor::protocol::ExitRecord> {
-            self.killed.notified().await;
+            self.journal.lock().unwrap().push(format!("wait {id}"));
+            if !self.dies_at_once {
+                self.killed.notified().await;
+            }
             Ok(exit(128 + libc::SIGKILL))
         }
         async fn retire(&self, _: &str, _: &std::path::Path) -> bool {
@@ -335,11 +343,12 @@ mod verb_tests {
         }
         async fn kill(
             &self,
-            _: &str,
+            id: &str,
             _: &std::path::Path,
             signal: i32,
             _: bool,
         ) -> oci_shim::Result<bool> {
+            self.journal.lock().unwrap().push(format!("kill {id}"));
             if self.delivers && signal == libc::SIGKILL {
                 self.killed.notify_one();
             }
@@ -385,7 +394,11 @@ mod verb_tests {
                 .withf(|_, force| !*force)
                 .times(1)
                 .returning(|_, _| Ok(()));
-            d.monitors_instead = Some(Arc::new(IgnoresStopSignal { killed, delivers }));
+            d.monitors_instead = Some(Arc::new(IgnoresStopSignal {
+                killed,
+                delivers,
+                ..IgnoresStopSignal::default()
+            }));
             let t = d.build().await;
             let pod = ready_pod(&t.daemon, "web");
             let id = running_container(&t.daemon, &pod, "app");
@@ -538,55 +551,18 @@ mod verb_tests {
         assert_eq!(t.daemon.containers.get(&id).unwrap().exit_code, Some(137));
     }
 
-    /// A monitor double that notes each kill and each wait, by container,
-    /// and reports every container killed at once.
-    #[derive(Default)]
-    struct Journal(std::sync::Mutex<Vec<String>>);
-
-    #[async_trait::async_trait]
-    impl oci_shim::monitor::MonitorLauncher for Journal {
-        async fn prepare(
-            &self,
-            _: &oci_shim::monitor::MonitorConfig,
-        ) -> oci_shim::Result<Box<dyn oci_shim::monitor::PendingLaunch>> {
-            unreachable!("no container is created here")
-        }
-        async fn start(&self, _: &str, _: &std::path::Path) -> oci_shim::Result<()> {
-            unreachable!("no container is started here")
-        }
-        async fn exited(
-            &self,
-            _: &str,
-            _: &std::path::Path,
-        ) -> oci_shim::Result<Option<oci_shim::monitor::protocol::ExitRecord>> {
-            Ok(None)
-        }
-        async fn wait(
-            &self,
-            id: &str,
-            _: &std::path::Path,
-        ) -> oci_shim::Result<oci_shim::monitor::protocol::ExitRecord> {
-            self.0.lock().unwrap().push(format!("wait {id}"));
-            Ok(exit(128 + libc::SIGKILL))
-        }
-        async fn retire(&self, _: &str, _: &std::path::Path) -> bool {
-            false
-        }
-        async fn kill(
-            &self,
-            id: &str,
-            _: &std::path::Path,
-            _: i32,
-            _: bool,
-        ) -> oci_shim::Result<bool> {
-            self.0.lock().unwrap().push(format!("kill {id}"));
-            Ok(true)
-        }
+    /// Containers that die at once of a SIGKILL their monitors deliver.
+    fn dying_at_once() -> Arc<IgnoresStopSignal> {
+        Arc::new(IgnoresStopSignal {
+            delivers: true,
+            dies_at_once: true,
+            ..IgnoresStopSignal::default()
+        })
     }
 
     #[tokio::test(flavor = "multi_thread")]
     async fn a_pods_containers_are_all_killed_before_any_wait() {
-        let journal = Arc::new(Journal::default());
+        let journal = dying_at_once();
         let mut d = Doubles::new();
         d.runc.expect_kill().never();
         d.runc.expect_delete().never();
@@ -600,7 +576,7 @@ mod verb_tests {
 
         kill_all_keeping_state(&t.daemon, &ids).await.unwrap();
 
-        let events = journal.0.lock().unwrap().clone();
+        let events = journal.journal.lock().unwrap().clone();
         let kills: Vec<String> = ids.iter().map(|id| format!("kill {id}")).collect();
         assert_eq!(events[..3], kills[..], "every kill first: {events:?}");
         assert_eq!(events.len(), 6, "then one wait each: {events:?}");
@@ -613,7 +589,7 @@ mod verb_tests {
 
     #[tokio::test(flavor = "multi_thread")]
     async fn a_container_that_cannot_be_stopped_does_not_keep_the_others_running() {
-        let journal = Arc::new(Journal::default());
+        let journal = dying_at_once();
         let mut d = Doubles::new();
         d.monitors_instead = Some(Arc::clone(&journal) as _);
         let t = d.build().await;
@@ -629,7 +605,7 @@ mod verb_tests {
         assert!(stopped.is_err(), "the lost handler is reported");
         let app = t.daemon.containers.get(&app).unwrap();
         assert_eq!(app.state, ContainerState::Exited, "the other one stopped");
-        let events = journal.0.lock().unwrap().clone();
+        let events = journal.journal.lock().unwrap().clone();
         assert!(!events.iter().any(|e| e.contains(&lost)), "{events:?}");
     }
 }
