@@ -21,8 +21,10 @@
 //!
 //! `SCHED_FLAG_RESET_ON_FORK` comes with it, so that nothing the thread
 //! starts (runtimes, plugins, containers, other threads) inherits the
-//! slice. Kernels older than 6.12 ignore the slice; the call then changes
-//! nothing.
+//! slice. The flag also resets a negative nice value in what the thread
+//! starts: under a daemon an operator runs at, say, nice -5, a monitor
+//! starts `runc create`, and so its container, at nice 0. Kernels older
+//! than 6.12 ignore the slice; the call then changes nothing.
 
 use std::io;
 use std::time::Duration;
