@@ -97,7 +97,7 @@ pub async fn kill_all_keeping_state(daemon: &Arc<Daemon>, ids: &[String]) -> Res
 
 /// A container whose stop has sent its first signal.
 struct Stopping {
-    container: sandbox_core::Container,
+    container: Arc<sandbox_core::Container>,
     runtime: Arc<dyn oci_shim::runtime::OciRuntime>,
     monitor_dir: std::path::PathBuf,
     /// Subscribed before any signal, so that no exit its watcher sees is
@@ -132,7 +132,7 @@ async fn begin(daemon: &Arc<Daemon>, id: &str, timeout_seconds: i64) -> Result<O
     }
     let exits = daemon.exits.subscribe(id);
     let mut stopping = Stopping {
-        container: (*container).clone(),
+        container,
         runtime,
         monitor_dir,
         exits,
