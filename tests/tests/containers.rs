@@ -217,6 +217,92 @@ async fn removing_a_running_container_stops_it_first_on(handler: &str) {
     pod.remove().await;
 }
 
+/// A stopped runc container is deleted without runc when that is only
+/// removing its cgroups and runtime state (`oci_shim`'s `stopped_runc`);
+/// either way, removal must leave what `runc delete` leaves: no cgroup
+/// named after the container in any hierarchy, no runtime state. Both
+/// ways are checked: containers owning their PID namespace (deleted
+/// in-process), and containers sharing their pod's (runc deletes them,
+/// killing what is left in the cgroup). One of each pair is stopped
+/// first, one removed while running.
+#[tokio::test]
+async fn removal_leaves_no_cgroup_and_no_runtime_state() {
+    for shared_pid in [false, true] {
+        let daemon = Daemon::start("").await;
+        daemon.pull(BUSYBOX).await;
+        let config = pod_config(&format!("rmclean-{shared_pid}"));
+        // CRI's zero value shares the pod's PID namespace; kubelet's
+        // default gives each container its own.
+        let config = match shared_pid {
+            true => config,
+            false => tests::fixtures::with_kubelet_namespaces(config, false),
+        };
+        let pod = daemon.run_pod(config, "runc").await;
+        let sleeper = |name| container_config(name, BUSYBOX, &["sleep", "600"]);
+        let stopped = daemon.create_started(&pod, sleeper("stopped")).await;
+        let running = daemon.create_started(&pod, sleeper("running")).await;
+        for id in [&stopped, &running] {
+            assert!(!cgroups_named(id).is_empty(), "no cgroup found for {id}");
+        }
+        daemon
+            .runtime()
+            .await
+            .stop_container(cri::StopContainerRequest {
+                container_id: stopped.clone(),
+                timeout: 0,
+            })
+            .await
+            .unwrap_or_else(|e| panic!("StopContainer: {e}\n{}", daemon.log()));
+        for id in [&stopped, &running] {
+            daemon.remove_container(id).await;
+            assert_eq!(
+                cgroups_named(id),
+                Vec::<std::path::PathBuf>::new(),
+                "shared pid: {shared_pid}"
+            );
+            let state = daemon.dir().join("state/runtimes/runc").join(id);
+            assert!(!state.exists(), "{} is left", state.display());
+        }
+        let log = daemon.log();
+        let through_runc = log
+            .lines()
+            .filter(|l| l.contains("deleting through the runtime"))
+            .collect::<Vec<_>>();
+        if shared_pid {
+            assert_eq!(through_runc.len(), 2, "{through_runc:#?}");
+            assert!(through_runc
+                .iter()
+                .all(|l| l.contains("shares a PID namespace")));
+        } else {
+            assert_eq!(through_runc, Vec::<&str>::new());
+        }
+        daemon.remove_pod(&pod).await;
+    }
+}
+
+/// Every cgroup directory, in any hierarchy, whose name holds `id`.
+fn cgroups_named(id: &str) -> Vec<std::path::PathBuf> {
+    fn walk(dir: &std::path::Path, id: &str, depth: usize, found: &mut Vec<std::path::PathBuf>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if !entry.file_type().is_ok_and(|t| t.is_dir()) {
+                continue;
+            }
+            if entry.file_name().to_string_lossy().contains(id) {
+                found.push(path);
+            } else if depth > 0 {
+                walk(&path, id, depth - 1, found);
+            }
+        }
+    }
+    let mut found = Vec::new();
+    walk(std::path::Path::new("/sys/fs/cgroup"), id, 4, &mut found);
+    found
+}
+
 #[tokio::test]
 async fn removing_a_created_container_on_both_handlers() {
     for handler in HANDLERS {

@@ -1,11 +1,30 @@
 //! `delete`.
 
-use super::CliRuntime;
+use super::stopped_runc::{self, Outcome};
+use super::{CliRuntime, RuntimeKind};
 use crate::error::{Error, Result};
+use std::path::Path;
 
 impl CliRuntime {
     /// Deletes the container; a container the runtime does not know counts as deleted.
+    ///
+    /// A runc container whose init has exited is deleted without starting
+    /// runc when that is only removing its cgroups and state directory
+    /// ([`stopped_runc`]); anything more is runc's.
     pub(super) async fn delete_container(&self, id: &str, force: bool) -> Result<()> {
+        if self.config.kind == RuntimeKind::Runc {
+            let (root, owned_id) = (self.config.root.clone(), id.to_owned());
+            let outcome = super::cli::blocking(move || {
+                stopped_runc::delete(&root, &owned_id, Path::new(stopped_runc::CGROUP_ROOT))
+            })
+            .await;
+            match outcome {
+                Outcome::Deleted => return Ok(()),
+                Outcome::Declined(why) => {
+                    tracing::debug!(container = %id, why, "deleting through the runtime")
+                }
+            }
+        }
         let mut args = vec!["delete"];
         if force {
             args.push("--force");

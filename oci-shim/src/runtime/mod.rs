@@ -20,6 +20,7 @@ mod process_tree;
 mod resume;
 mod start;
 mod state;
+mod stopped_runc;
 mod update;
 
 pub use cli::{read_runtime_log, CliRuntime};
