@@ -217,9 +217,10 @@ async fn removing_a_running_container_stops_it_first_on(handler: &str) {
     pod.remove().await;
 }
 
-/// A stopped runc container is deleted without runc when that is only
-/// removing its cgroups and runtime state (`oci_shim`'s `stopped_runc`);
-/// either way, removal must leave what `runc delete` leaves: no cgroup
+/// A created runc container is started, and a stopped one deleted,
+/// without runc when that is all runc would do (`oci_shim`'s
+/// `created_runc` and `stopped_runc`). Either way, removal must leave
+/// what `runc delete` leaves: no cgroup
 /// named after the container in any hierarchy, no runtime state. Both
 /// ways are checked: containers owning their PID namespace (deleted
 /// in-process), and containers sharing their pod's (runc deletes them,
@@ -243,6 +244,14 @@ async fn removal_leaves_no_cgroup_and_no_runtime_state() {
         let running = daemon.create_started(&pod, sleeper("running")).await;
         for id in [&stopped, &running] {
             assert!(!cgroups_named(id).is_empty(), "no cgroup found for {id}");
+            // Started by its monitor through runc's exec fifo, not by
+            // `runc start` (`oci_shim`'s `created_runc`).
+            let monitor_log = daemon.dir().join("state/c").join(id).join("monitor.log");
+            let diagnostics = std::fs::read_to_string(monitor_log).unwrap_or_default();
+            assert!(
+                !diagnostics.contains("through the runtime"),
+                "{diagnostics}"
+            );
         }
         daemon
             .runtime()

@@ -7,6 +7,7 @@
 
 pub(crate) mod cli;
 mod create;
+pub mod created_runc;
 mod delete;
 mod exec;
 mod exec_stream;
@@ -18,6 +19,7 @@ mod list;
 mod pause;
 mod process_tree;
 mod resume;
+mod runc_state;
 mod start;
 mod state;
 mod stopped_runc;

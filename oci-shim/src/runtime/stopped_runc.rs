@@ -18,8 +18,7 @@
 //! before every check has passed, and a cgroup that would not go is left
 //! for runc's own retries).
 
-use serde::Deserialize;
-use std::collections::BTreeMap;
+use super::runc_state::{is_empty, State};
 use std::io;
 use std::path::{Component, Path};
 
@@ -35,63 +34,19 @@ pub(super) enum Outcome {
     Declined(&'static str),
 }
 
-/// The parts of runc's `state.json` (libcontainer's `State`) that decide
-/// whether a delete is only two removals.
-#[derive(Deserialize)]
-struct State {
-    init_process_pid: i32,
-    init_process_start: u64,
-    #[serde(default)]
-    cgroup_paths: BTreeMap<String, String>,
-    #[serde(default)]
-    intel_rdt_path: Option<String>,
-    config: Config,
-}
-
-#[derive(Deserialize)]
-struct Config {
-    #[serde(default)]
-    cgroups: Option<Cgroups>,
-    #[serde(default, rename = "Hooks")]
-    hooks: Option<BTreeMap<String, serde_json::Value>>,
-    #[serde(default)]
-    namespaces: Vec<Namespace>,
-    /// Network devices moved into the container (newer runc), which its
-    /// delete moves back.
-    #[serde(default, rename = "netDevices")]
-    net_devices: Option<serde_json::Value>,
-}
-
-#[derive(Deserialize)]
-struct Cgroups {
-    #[serde(default)]
-    systemd: bool,
-}
-
-#[derive(Deserialize)]
-struct Namespace {
-    #[serde(rename = "type")]
-    kind: String,
-    #[serde(default)]
-    path: String,
-}
-
 /// Deletes stopped container `id` of the runc whose `--root` is `root`, as
 /// `runc delete` would, when that is only removing its cgroups (under
 /// `cgroup_root`) and its state directory. Blocking: cgroup removals wait
 /// for the kernel.
 pub(super) fn delete(root: &Path, id: &str, cgroup_root: &Path) -> Outcome {
     let dir = root.join(id);
-    let Ok(text) = std::fs::read(dir.join("state.json")) else {
-        return Outcome::Declined("no state.json");
-    };
-    let Ok(state) = serde_json::from_slice::<State>(&text) else {
-        return Outcome::Declined("a state.json of another shape");
+    let Some(state) = State::load(root, id) else {
+        return Outcome::Declined("no state.json of the expected shape");
     };
     if let Err(reason) = only_removals(&state, id, cgroup_root) {
         return Outcome::Declined(reason);
     }
-    if init_alive(state.init_process_pid, state.init_process_start) {
+    if state.init_alive() {
         return Outcome::Declined("its init has not exited");
     }
     // The deepest first, though a container's own cgroups have no
@@ -124,12 +79,7 @@ fn only_removals(state: &State, id: &str, cgroup_root: &Path) -> Result<(), &'st
     {
         return Err("it has an Intel RDT group");
     }
-    let has_poststop = config
-        .hooks
-        .as_ref()
-        .and_then(|h| h.get("poststop"))
-        .is_some_and(|v| !is_empty(v));
-    if has_poststop {
+    if config.has_hooks("poststop") {
         return Err("it has poststop hooks");
     }
     if config.net_devices.as_ref().is_some_and(|d| !is_empty(d)) {
@@ -154,15 +104,6 @@ fn only_removals(state: &State, id: &str, cgroup_root: &Path) -> Result<(), &'st
     Ok(())
 }
 
-fn is_empty(value: &serde_json::Value) -> bool {
-    match value {
-        serde_json::Value::Null => true,
-        serde_json::Value::Object(m) => m.is_empty(),
-        serde_json::Value::Array(a) => a.is_empty(),
-        _ => false,
-    }
-}
-
 /// A path this module may remove: below `cgroup_root` and a hierarchy,
 /// without `..`, and named after the container (its last component holds
 /// `id`), so a damaged state file cannot point it at another cgroup.
@@ -178,23 +119,6 @@ fn is_own_cgroup(path: &Path, id: &str, cgroup_root: &Path) -> bool {
         .and_then(|n| n.to_str())
         .is_some_and(|n| n.contains(id));
     plain && below.components().count() >= 2 && named
-}
-
-/// Whether process `pid` started at `start` (clock ticks after boot, as in
-/// `/proc/<pid>/stat`) still exists, running or not yet reaped: a pid
-/// with another start time is a recycled one.
-fn init_alive(pid: i32, start: u64) -> bool {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return false;
-    };
-    start_time(&stat) == Some(start)
-}
-
-/// Field 22 of a `/proc/<pid>/stat` line, counted after the command name,
-/// which may hold spaces and parentheses.
-fn start_time(stat: &str) -> Option<u64> {
-    let after_comm = &stat[stat.rfind(')')? + 1..];
-    after_comm.split_whitespace().nth(19)?.parse().ok()
 }
 
 #[cfg(test)]
@@ -279,7 +203,7 @@ mod tests {
     #[test]
     fn a_live_init_is_left_to_runc() {
         let me = std::fs::read_to_string("/proc/self/stat").unwrap();
-        let start = start_time(&me).unwrap();
+        let start = super::super::runc_state::start_time(&me).unwrap();
         let f = Fixture::new(|s, _| {
             s["init_process_pid"] = json!(std::process::id());
             s["init_process_start"] = json!(start);
@@ -383,14 +307,7 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         assert_eq!(
             delete(root.path(), ID, Path::new(CGROUP_ROOT)),
-            Outcome::Declined("no state.json")
+            Outcome::Declined("no state.json of the expected shape")
         );
-    }
-
-    #[test]
-    fn start_time_reads_past_a_command_with_spaces() {
-        let stat = "42 (a) b) S 1 42 42 0 -1 4194560 100 0 0 0 0 0 0 0 20 0 1 0 777 1000 10";
-        assert_eq!(start_time(stat), Some(777));
-        assert_eq!(start_time("garbage"), None);
     }
 }

@@ -153,6 +153,9 @@ fn run(args: &args::Args) -> Result<(), Failure> {
         args: args.runtime_args.clone(),
         id: args.id.clone(),
         timeout: args.runtime_timeout,
+        runc_root: (!foreign)
+            .then(|| serve::StartCommand::root_in(&args.runtime_args))
+            .flatten(),
     };
     let mut monitor = serve::Monitor::new(pid, log, io, listener, sigchld, args.stdin_once, start);
     if foreign {

@@ -56,11 +56,57 @@ pub struct StartCommand {
     pub id: String,
     /// How long `start` may take before it is killed.
     pub timeout: std::time::Duration,
+    /// The runc root (`--root`) of a container whose init is our child:
+    /// then the start is tried without runc first
+    /// (`oci_shim::runtime::created_runc`).
+    pub runc_root: Option<std::path::PathBuf>,
 }
 
 impl StartCommand {
-    /// Runs `start`, handing the container the held stdio if there is any.
+    /// The runtime's `--root` among `args`: the last one, in either form,
+    /// as runc's flag parsing takes it.
+    pub fn root_in(args: &[String]) -> Option<std::path::PathBuf> {
+        let mut root = None;
+        let mut args = args.iter();
+        while let Some(arg) = args.next() {
+            if arg == "--root" {
+                root = args.next().map(std::path::PathBuf::from);
+            } else if let Some(value) = arg.strip_prefix("--root=") {
+                root = Some(value.into());
+            }
+        }
+        root
+    }
+
+    /// Starts the container: in-process when runc's start would do no
+    /// more, else through the runtime's `start`, handing the container the
+    /// held stdio if there is any.
     fn run(&self, held: Option<[OwnedFd; 3]>) -> Result<(), Failure> {
+        use oci_shim::runtime::created_runc::{start, Outcome};
+        if let (None, Some(root)) = (&held, &self.runc_root) {
+            match start(root, &self.id, self.timeout) {
+                Ok(Outcome::Started) => return Ok(()),
+                Ok(Outcome::Declined(why)) => {
+                    eprintln!(
+                        "oci-monitor {}: starting through the runtime: {why}",
+                        self.id
+                    )
+                }
+                Err(e) => {
+                    return Err(Failure::Runtime {
+                        verb: "start",
+                        how: e.to_string(),
+                        stderr: String::new(),
+                    })
+                }
+            }
+        }
+        self.run_runtime(held)
+    }
+
+    /// Runs the runtime's `start`, handing the container the held stdio if
+    /// there is any.
+    fn run_runtime(&self, held: Option<[OwnedFd; 3]>) -> Result<(), Failure> {
         use std::process::{Command, Stdio};
         let mut cmd = Command::new(&self.runtime);
         cmd.args(&self.args).arg("start").arg(&self.id);
@@ -547,4 +593,19 @@ fn write_all_timeout(stream: &mut UnixStream, mut data: &[u8]) -> io::Result<()>
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::StartCommand;
+
+    #[test]
+    fn the_runtime_root_is_the_last_one_given() {
+        let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let root = |a: &[&str]| StartCommand::root_in(&args(a));
+        assert_eq!(root(&["--root", "/a", "--log", "x"]), Some("/a".into()));
+        assert_eq!(root(&["--root", "/a", "--root=/b"]), Some("/b".into()));
+        assert_eq!(root(&["--log", "x"]), None);
+        assert_eq!(root(&["--root"]), None);
+    }
 }
