@@ -175,6 +175,19 @@ impl Daemon {
             .unwrap_or_else(|e| panic!("StopPodSandbox {id}: {e}\n{}", self.log()));
     }
 
+    /// Stops container `id` with `timeout` seconds for its stop signal,
+    /// failing the test with the daemon's log if StopContainer fails.
+    pub async fn stop_container(&self, id: &str, timeout: i64) {
+        self.runtime()
+            .await
+            .stop_container(cri::StopContainerRequest {
+                container_id: id.to_string(),
+                timeout,
+            })
+            .await
+            .unwrap_or_else(|e| panic!("StopContainer {id}: {e}\n{}", self.log()));
+    }
+
     /// Removes container `id`, failing the test with the daemon's log if
     /// RemoveContainer fails.
     pub async fn remove_container(&self, id: &str) {

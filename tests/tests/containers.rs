@@ -253,15 +253,7 @@ async fn removal_leaves_no_cgroup_and_no_runtime_state() {
                 "{diagnostics}"
             );
         }
-        daemon
-            .runtime()
-            .await
-            .stop_container(cri::StopContainerRequest {
-                container_id: stopped.clone(),
-                timeout: 0,
-            })
-            .await
-            .unwrap_or_else(|e| panic!("StopContainer: {e}\n{}", daemon.log()));
+        daemon.stop_container(&stopped, 0).await;
         for id in [&stopped, &running] {
             daemon.remove_container(id).await;
             assert_eq!(
@@ -555,15 +547,7 @@ async fn a_container_past_its_memory_limit_is_oom_killed() {
     let other = pod
         .run(container_config("killed", BUSYBOX, &["sleep", "600"]))
         .await;
-    pod.daemon
-        .runtime()
-        .await
-        .stop_container(cri::StopContainerRequest {
-            container_id: other.clone(),
-            timeout: 0,
-        })
-        .await
-        .unwrap();
+    pod.daemon.stop_container(&other, 0).await;
     let killed = pod.status(&other).await;
     assert_eq!((killed.exit_code, killed.reason.as_str()), (137, "Error"));
     pod.remove().await;

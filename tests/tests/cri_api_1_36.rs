@@ -169,15 +169,7 @@ async fn stop_signal_from_the_request_stops_the_container() {
     assert_eq!(status.stop_signal, cri::Signal::Sigusr1 as i32);
 
     let started = std::time::Instant::now();
-    daemon
-        .runtime()
-        .await
-        .stop_container(cri::StopContainerRequest {
-            container_id: id.clone(),
-            timeout: 30,
-        })
-        .await
-        .unwrap();
+    daemon.stop_container(&id, 30).await;
     // SIGTERM would have waited out the 30 s grace period and SIGKILLed.
     assert!(started.elapsed().as_secs() < 10, "{:?}", started.elapsed());
     let status = daemon.container_status(&id).await;

@@ -198,15 +198,7 @@ async fn stopping_a_container_with_its_own_pid_namespace_kills_all_its_processes
         assert!(Instant::now() < deadline, "the background sleep never ran");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    daemon
-        .runtime()
-        .await
-        .stop_container(cri::StopContainerRequest {
-            container_id: c.clone(),
-            timeout: 0,
-        })
-        .await
-        .unwrap();
+    daemon.stop_container(&c, 0).await;
     let status = daemon.container_status(&c).await;
     assert_eq!(status.state, cri::ContainerState::ContainerExited as i32);
     assert_eq!(status.exit_code, 137);

@@ -83,15 +83,7 @@ async fn restart_case(handler: &str) {
     // The running container still answers, and stop/remove work.
     let out = daemon.exec(&long, &["echo", "alive"]).await;
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "alive");
-    daemon
-        .runtime()
-        .await
-        .stop_container(cri::StopContainerRequest {
-            container_id: long.clone(),
-            timeout: 1,
-        })
-        .await
-        .unwrap();
+    daemon.stop_container(&long, 1).await;
     assert_eq!(
         daemon.container_status(&long).await.state,
         cri::ContainerState::ContainerExited as i32
