@@ -121,6 +121,9 @@ pub struct Daemon {
     /// Pods removed while their network release was still running: what
     /// that release needs, until it is done (`pod::release`).
     pub removed_pods: crate::pod::removed::RemovedPods,
+    /// Background network releases that may run at once
+    /// (`pod::release::release_later`).
+    pub background_releases: tokio::sync::Semaphore,
 }
 
 impl Daemon {
@@ -158,6 +161,9 @@ impl Daemon {
             layer_usage: Arc::default(),
             events,
             streaming: parts.streaming,
+            background_releases: tokio::sync::Semaphore::new(
+                crate::pod::release::parallel_releases(),
+            ),
             metrics: crate::metrics::Metrics::default(),
             pod_creations: Creations::new(grace),
             removed_pods: Default::default(),
