@@ -18,10 +18,10 @@
 //! `PinDir::cleanup_stale`). A graceful shutdown waits for the task
 //! (`in_flight::VERBS`).
 //!
-//! At most [`parallel_releases`] of these tasks run their DEL at once; the
-//! rest wait for a turn before they take the release lock, so a release
-//! that a new pod's host ports need ([`release_conflicting`]) is never
-//! stuck behind the queue.
+//! At most [`parallel_releases`](crate::daemon::parallel_releases) of
+//! these tasks run their DEL at once; the rest wait for a turn before
+//! they take the release lock, so a release that a new pod's host ports
+//! need ([`release_conflicting`]) is never stuck behind the queue.
 
 use crate::daemon::Daemon;
 use crate::error::{Error, Result};
@@ -33,21 +33,9 @@ pub fn lock_key(id: &str) -> String {
     format!("release:{id}")
 }
 
-/// How many background releases run at once per CPU. A DEL is mostly
-/// waiting (plugin start-up, the xtables lock), so a few per CPU keep the
-/// CPUs busy; unbounded, a node-wide teardown had about a hundred queued
-/// at once, and every stop beside them waited in that run queue. At 110
-/// pods, 4 clients, 2 CPUs, in four interleaved pairs against unbounded:
-/// StopPodSandbox p50 21–31 → 11–16 ms, the teardown 4.6–5.2 → 4.0–4.3 s.
-const RELEASES_PER_CPU: usize = 4;
-
-/// How many background releases may run their DEL at once here.
-pub fn parallel_releases() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get()) * RELEASES_PER_CPU
-}
-
 /// Releases pod `id`'s network in a task of its own, under its release
-/// lock, once one of the [`parallel_releases`] turns is free.
+/// lock, once one of the [`parallel_releases`](crate::daemon::parallel_releases)
+/// turns is free.
 pub fn release_later(daemon: &Arc<Daemon>, id: &str) {
     let daemon = Arc::clone(daemon);
     let id = id.to_string();
@@ -289,7 +277,7 @@ mod verb_tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn background_releases_take_turns() {
         use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
-        let slots = super::parallel_releases();
+        let slots = crate::daemon::parallel_releases();
         let mut d = stoppable();
         let (running, most) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
         let gate = Gate::default();
