@@ -127,10 +127,14 @@ fn read_until_closed(
     state: &State,
     timeout: Duration,
 ) -> Result<Vec<u8>, Waited> {
-    let deadline = Instant::now() + timeout;
+    // A timeout too large to add (from a configuration) is no deadline.
+    let deadline = Instant::now().checked_add(timeout);
     let mut data = Vec::new();
     loop {
-        let wait = LIVENESS_CHECK.min(deadline.saturating_duration_since(Instant::now()));
+        let left = deadline.map_or(LIVENESS_CHECK, |d| {
+            d.saturating_duration_since(Instant::now())
+        });
+        let wait = LIVENESS_CHECK.min(left);
         let mut fds = [libc::pollfd {
             fd: reader.as_raw_fd(),
             events: libc::POLLIN,
@@ -156,7 +160,7 @@ fn read_until_closed(
         if !state.init_alive() {
             return Err(Waited::InitDied);
         }
-        if Instant::now() >= deadline {
+        if deadline.is_some_and(|d| Instant::now() >= d) {
             return Err(Waited::TimedOut);
         }
     }

@@ -17,18 +17,21 @@
 use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
-/// The parent pid in a `/proc/PID/stat` line (the field after the
-/// parenthesised command name, which may itself contain `)` and spaces).
+/// The fields of a `/proc/PID/stat` line after the parenthesised command
+/// name, which may itself contain `)` and spaces: the state (field 3)
+/// comes first.
+pub(crate) fn fields_after_comm(stat: &str) -> Option<std::str::SplitAsciiWhitespace<'_>> {
+    Some(stat[stat.rfind(')')? + 1..].split_ascii_whitespace())
+}
+
+/// The parent pid in a `/proc/PID/stat` line.
 pub(crate) fn parse_ppid(stat: &str) -> Option<i32> {
-    let after = &stat[stat.rfind(')')? + 1..];
-    let mut fields = after.split_ascii_whitespace();
-    let _state = fields.next()?;
-    fields.next()?.parse().ok()
+    fields_after_comm(stat)?.nth(1)?.parse().ok()
 }
 
 /// The state letter in a `/proc/PID/stat` line (`R`, `S`, `Z`...).
 pub(crate) fn parse_state(stat: &str) -> Option<char> {
-    stat[stat.rfind(')')? + 1..].trim_start().chars().next()
+    fields_after_comm(stat)?.next()?.chars().next()
 }
 
 /// The kernel calls tree killing makes, behind a trait so the order of

@@ -97,11 +97,12 @@ fn process_started_at(pid: i32, start: u64) -> bool {
     start_time(&stat) == Some(start)
 }
 
-/// Field 22 of a `/proc/<pid>/stat` line, counted after the command name,
-/// which may hold spaces and parentheses.
+/// The start time (field 22) of a `/proc/<pid>/stat` line.
 pub(super) fn start_time(stat: &str) -> Option<u64> {
-    let after_comm = &stat[stat.rfind(')')? + 1..];
-    after_comm.split_whitespace().nth(19)?.parse().ok()
+    super::process_tree::fields_after_comm(stat)?
+        .nth(19)?
+        .parse()
+        .ok()
 }
 
 #[cfg(test)]
