@@ -129,6 +129,7 @@ impl CniManager {
             netns,
             ifname: pod.ifname.clone(),
             args: cni_args(pod),
+            priority: pod.priority,
         };
         let mut prev = prev_result.cloned();
         let plugins: Vec<_> = if command == CniCommand::Del {

@@ -54,12 +54,18 @@ pub async fn setup(
     Ok(status.ips)
 }
 
-/// Detaches the pod (CNI DEL); idempotent.
-pub async fn teardown(daemon: &Arc<Daemon>, sandbox: &Sandbox) -> Result<()> {
+/// Detaches the pod (CNI DEL), its plugins at `priority`; idempotent.
+pub async fn teardown(
+    daemon: &Arc<Daemon>,
+    sandbox: &Sandbox,
+    priority: cni::Priority,
+) -> Result<()> {
     let started = std::time::Instant::now();
+    let mut request = request(sandbox, None);
+    request.priority = priority;
     daemon
         .network
-        .teardown(&request(sandbox, None))
+        .teardown(&request)
         .await
         .map_err(|e| Error::internal(format!("pod {} network", sandbox.id), e))?;
     tracing::info!(pod = %sandbox.id, elapsed = ?started.elapsed(), "CNI DEL");

@@ -22,6 +22,13 @@
 //! these tasks run their DEL at once; the rest wait for a turn before
 //! they take the release lock, so a release that a new pod's host ports
 //! need ([`release_conflicting`]) is never stuck behind the queue.
+//!
+//! Their plugins run at [`cni::Priority::Background`]: nobody waits for
+//! them, and on a busy node the processes of the stops and starts that a
+//! client does wait for (the monitors reaping and reporting, the daemon's
+//! threads) come first. A release a caller waits for
+//! ([`release_conflicting`], a failed RunPodSandbox's undoing) runs at the
+//! daemon's priority.
 
 use crate::daemon::Daemon;
 use crate::error::{Error, Result};
@@ -44,7 +51,7 @@ pub fn release_later(daemon: &Arc<Daemon>, id: &str) {
         let _entered = entered;
         let _permit = daemon.background_releases.acquire().await;
         let _guard = daemon.locks.lock(&lock_key(&id)).await;
-        if let Err(e) = release_locked(&daemon, &id).await {
+        if let Err(e) = release_locked(&daemon, &id, cni::Priority::Background).await {
             tracing::warn!(pod = %id, error = %e, "releasing a stopped pod's network failed; RemovePodSandbox and the next start try again");
         }
     });
@@ -78,16 +85,16 @@ pub async fn release_conflicting(daemon: &Arc<Daemon>, sandbox: &Sandbox) {
         .collect();
     for id in holders {
         let _guard = daemon.locks.lock(&lock_key(&id)).await;
-        if let Err(e) = release_locked(daemon, &id).await {
+        if let Err(e) = release_locked(daemon, &id, cni::Priority::Normal).await {
             tracing::warn!(pod = %id, error = %e, "releasing a stopped pod's host ports for a new pod");
         }
     }
 }
 
-/// Releases pod `id`'s network if its stop left that pending (CNI DEL, the
-/// namespace pins), then records it released; the pod's release lock is
-/// held.
-pub async fn release_locked(daemon: &Arc<Daemon>, id: &str) -> Result<()> {
+/// Releases pod `id`'s network if its stop left that pending (CNI DEL, its
+/// plugins at `priority`; the namespace pins), then records it released;
+/// the pod's release lock is held.
+pub async fn release_locked(daemon: &Arc<Daemon>, id: &str, priority: cni::Priority) -> Result<()> {
     let stored = daemon.sandboxes.get(id).ok().map(|s| (*s).clone());
     let Some(sandbox) = stored.or_else(|| daemon.removed_pods.get(id)) else {
         return Ok(());
@@ -98,7 +105,7 @@ pub async fn release_locked(daemon: &Arc<Daemon>, id: &str) -> Result<()> {
     let started = std::time::Instant::now();
     if sandbox.netns_path.is_some() {
         crate::fault::point("stop_pod_sandbox.before_cni_del");
-        super::network::teardown(daemon, &sandbox).await?;
+        super::network::teardown(daemon, &sandbox, priority).await?;
     }
     let held: Vec<String> = [
         sandbox.netns_path.is_some().then(|| id.to_string()),
@@ -194,7 +201,12 @@ mod verb_tests {
     #[tokio::test(flavor = "multi_thread")]
     async fn a_stop_records_the_release_and_a_task_runs_the_del_once() {
         let mut d = stoppable();
-        d.network.expect_teardown().times(1).returning(|_| Ok(()));
+        // Nobody waits for it: its plugins run behind the requests'.
+        d.network
+            .expect_teardown()
+            .withf(|r| r.priority == cni::Priority::Background)
+            .times(1)
+            .returning(|_| Ok(()));
         let t = d.build().await;
         let id = networked_pod(&t.daemon, "web");
         crate::pod::stop::stop(&t.daemon, &id).await.unwrap();
@@ -339,6 +351,48 @@ mod verb_tests {
         fn drop(&mut self) {
             self.open();
         }
+    }
+
+    /// A new pod publishing a stopped pod's host port has the old pod's
+    /// release run first, at the caller's priority: RunPodSandbox waits
+    /// for it.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_new_pods_host_port_releases_the_stopped_holder_first() {
+        let mut d = Doubles::new();
+        d.network
+            .expect_teardown()
+            .withf(|r| r.priority == cni::Priority::Normal && r.pod_name == "old")
+            .times(1)
+            .returning(|_| Ok(()));
+        let t = d.build().await;
+        let port = |s: &mut sandbox_core::Sandbox| {
+            s.port_mappings = vec![sandbox_core::PortMapping {
+                protocol: sandbox_core::Protocol::Tcp,
+                container_port: 80,
+                host_port: 8080,
+                host_ip: String::new(),
+            }];
+        };
+        let old = networked_pod(&t.daemon, "old");
+        // Stopped with its release pending, and no task to run it.
+        let old_pod = t
+            .daemon
+            .sandboxes
+            .update(&old, |s| {
+                port(s);
+                s.state = sandbox_core::SandboxState::NotReady;
+                s.network_release_pending = true;
+                s.clone()
+            })
+            .unwrap();
+        let mut new_pod = old_pod.clone();
+        new_pod.id = "new".into();
+
+        super::release_conflicting(&t.daemon, &new_pod).await;
+
+        let old_pod = t.daemon.sandboxes.get(&old).unwrap();
+        assert!(!old_pod.network_release_pending);
+        assert_eq!(old_pod.netns_path, None);
     }
 
     #[tokio::test(flavor = "multi_thread")]
