@@ -79,7 +79,8 @@ pub async fn stop_locked(daemon: &Arc<Daemon>, id: &str) -> Result<()> {
     }
 
     let now = sandbox_core::timestamp::now();
-    let updated = daemon.sandboxes.update(id, |s| {
+    let changed = daemon.sandboxes.update(id, |s| {
+        let before = s.clone();
         s.mark_stopped(now);
         // In the same save as the stop: a crash from here on still finds
         // the release to do.
@@ -92,10 +93,20 @@ pub async fn stop_locked(daemon: &Arc<Daemon>, id: &str) -> Result<()> {
             }
             infra.state = sandbox_core::ContainerState::Exited;
         }
-        s.clone()
+        (*s != before).then(|| (before, s.clone()))
     })?;
-    daemon.save_sandbox(&updated)?;
-    tracing::debug!(pod = %id, ?containers_stopped, elapsed = ?started.elapsed(), "pod stopped");
+    // A pod stopped before (RemovePodSandbox stops it again, kubelet
+    // repeats StopPodSandbox) has nothing new to make durable: no fsync.
+    let saved = changed.is_some();
+    if let Some((before, updated)) = changed {
+        if let Err(e) = daemon.save_sandbox(&updated) {
+            // Memory never holds a stop the disk does not: the retry this
+            // error asks for finds the change again, and saves it.
+            let _ = daemon.sandboxes.update(id, |s| *s = before);
+            return Err(e);
+        }
+    }
+    tracing::debug!(pod = %id, ?containers_stopped, saved, elapsed = ?started.elapsed(), "pod stopped");
     Ok(())
 }
 
@@ -106,4 +117,59 @@ fn has_pins(s: &sandbox_core::Sandbox) -> bool {
         || s.ipc_path.is_some()
         || s.uts_path.is_some()
         || s.userns_path.is_some()
+}
+
+#[cfg(test)]
+mod verb_tests {
+    use crate::testing::{networked_pod, Doubles};
+    use std::os::unix::fs::MetadataExt;
+
+    /// The inode of pod `id`'s record: every save writes a new file.
+    fn record_inode(daemon: &crate::daemon::Daemon, id: &str) -> u64 {
+        let path = daemon.layout.sandbox_records().join(format!("{id}.json"));
+        std::fs::metadata(path).expect("the pod's record").ino()
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn stopping_a_stopped_pod_writes_nothing() {
+        let mut d = Doubles::new();
+        d.network.expect_teardown().returning(|_| Ok(()));
+        let t = d.build().await;
+        let id = networked_pod(&t.daemon, "web");
+        t.daemon
+            .sandboxes
+            .update(&id, |s| s.infra_container = None)
+            .unwrap();
+        super::stop_locked(&t.daemon, &id).await.unwrap();
+        let first = record_inode(&t.daemon, &id);
+        let stopped = t.daemon.sandboxes.get(&id).unwrap();
+        assert!(stopped.is_stopped() && stopped.network_release_pending);
+
+        super::stop_locked(&t.daemon, &id).await.unwrap();
+        assert_eq!(record_inode(&t.daemon, &id), first, "saved again");
+        assert_eq!(*t.daemon.sandboxes.get(&id).unwrap(), *stopped);
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_stop_whose_save_failed_is_saved_by_the_retry() {
+        let mut d = Doubles::new();
+        d.network.expect_teardown().returning(|_| Ok(()));
+        let t = d.build().await;
+        let id = networked_pod(&t.daemon, "web");
+        t.daemon
+            .sandboxes
+            .update(&id, |s| s.infra_container = None)
+            .unwrap();
+        let records = t.daemon.layout.sandbox_records();
+        std::fs::remove_dir_all(&records).unwrap();
+
+        super::stop_locked(&t.daemon, &id).await.unwrap_err();
+        let pod = t.daemon.sandboxes.get(&id).unwrap();
+        assert!(!pod.is_stopped(), "memory is not ahead of the disk");
+
+        std::fs::create_dir_all(&records).unwrap();
+        super::stop_locked(&t.daemon, &id).await.unwrap();
+        let on_disk: Vec<sandbox_core::Sandbox> = t.daemon.sandbox_records.load_all();
+        assert!(on_disk[0].is_stopped() && on_disk[0].network_release_pending);
+    }
 }
