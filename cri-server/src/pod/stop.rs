@@ -130,8 +130,8 @@ mod verb_tests {
         std::fs::metadata(path).expect("the pod's record").ino()
     }
 
-    #[tokio::test(flavor = "multi_thread")]
-    async fn stopping_a_stopped_pod_writes_nothing() {
+    /// A networked pod with no infra container (nothing to kill).
+    async fn pod_without_infra() -> (crate::testing::TestDaemon, String) {
         let mut d = Doubles::new();
         d.network.expect_teardown().returning(|_| Ok(()));
         let t = d.build().await;
@@ -140,6 +140,12 @@ mod verb_tests {
             .sandboxes
             .update(&id, |s| s.infra_container = None)
             .unwrap();
+        (t, id)
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn stopping_a_stopped_pod_writes_nothing() {
+        let (t, id) = pod_without_infra().await;
         super::stop_locked(&t.daemon, &id).await.unwrap();
         let first = record_inode(&t.daemon, &id);
         let stopped = t.daemon.sandboxes.get(&id).unwrap();
@@ -152,14 +158,7 @@ mod verb_tests {
 
     #[tokio::test(flavor = "multi_thread")]
     async fn a_stop_whose_save_failed_is_saved_by_the_retry() {
-        let mut d = Doubles::new();
-        d.network.expect_teardown().returning(|_| Ok(()));
-        let t = d.build().await;
-        let id = networked_pod(&t.daemon, "web");
-        t.daemon
-            .sandboxes
-            .update(&id, |s| s.infra_container = None)
-            .unwrap();
+        let (t, id) = pod_without_infra().await;
         let records = t.daemon.layout.sandbox_records();
         std::fs::remove_dir_all(&records).unwrap();
 
