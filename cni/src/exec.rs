@@ -42,28 +42,6 @@ impl CniCommand {
     }
 }
 
-/// How urgently a plugin runs: the CPU priority of the plugin and of
-/// everything it starts (`iptables`, helpers).
-///
-/// On a busy node a detach nobody waits for (a stopped pod's CNI DEL, run
-/// after StopPodSandbox has returned) competes for the CPU with the
-/// requests a client does wait for: the processes that stop and start
-/// containers and the daemon's own threads. Run in the background, the
-/// plugin still does all its work, only after theirs.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum Priority {
-    /// The daemon's own priority: a caller waits for the result.
-    #[default]
-    Normal,
-    /// [`BACKGROUND_NICENESS`] steps below the daemon's priority.
-    Background,
-}
-
-/// How much nicer than the daemon a [`Priority::Background`] plugin runs:
-/// at 10 the scheduler gives a busy plugin about a tenth of the CPU time
-/// of a busy process at the daemon's niceness, and all of what is left.
-pub const BACKGROUND_NICENESS: i32 = 10;
-
 /// The per-call part of a plugin's environment.
 #[derive(Debug, Clone)]
 pub struct Invocation {
@@ -77,8 +55,6 @@ pub struct Invocation {
     pub ifname: String,
     /// `CNI_ARGS` pairs, joined as `K=V;K=V`.
     pub args: Vec<(String, String)>,
-    /// The plugin's CPU priority.
-    pub priority: Priority,
 }
 
 /// Finds and runs plugin binaries.
@@ -95,7 +71,6 @@ pub struct Invocation {
 ///     netns: String::new(),
 ///     ifname: "eth0".into(),
 ///     args: vec![],
-///     priority: cni::exec::Priority::Background,
 /// };
 /// let conf = serde_json::json!({"cniVersion":"1.0.0","name":"n","type":"loopback"});
 /// exec.run("loopback", &inv, &conf).await?;
@@ -189,12 +164,6 @@ impl PluginExec {
             // undoes (bridge's masquerading chain once its interface is
             // gone). Only the deadline below kills it.
             .kill_on_drop(false);
-        if inv.priority == Priority::Background {
-            // SAFETY: runs in the child between fork and exec, where only
-            // async-signal-safe calls may be made; `lower_priority` makes
-            // two system calls and touches no memory the parent shares.
-            unsafe { cmd.pre_exec(lower_priority) };
-        }
         let mut child = spawn_retrying(&mut cmd).await.map_err(spawn_err)?;
         let pid = child.id();
         let deadline = tokio::time::Instant::now() + self.timeout;
@@ -219,22 +188,6 @@ impl PluginExec {
         let status = status.map_err(spawn_err)?;
         interpret(plugin, inv, status, &stdout, &stderr)
     }
-}
-
-/// Makes the calling process [`BACKGROUND_NICENESS`] nicer than it is.
-/// Never fails the spawn: a plugin at the daemon's priority still does its
-/// work (and raising one's niceness is always allowed).
-fn lower_priority() -> std::io::Result<()> {
-    // SAFETY: getpriority and setpriority only read their arguments; errno
-    // is this thread's own.
-    unsafe {
-        *libc::__errno_location() = 0;
-        let current = libc::getpriority(libc::PRIO_PROCESS, 0);
-        if current != -1 || *libc::__errno_location() == 0 {
-            libc::setpriority(libc::PRIO_PROCESS, 0, current + BACKGROUND_NICENESS);
-        }
-    }
-    Ok(())
 }
 
 /// Spawns `cmd`, retrying briefly on ETXTBSY: the binary is being replaced
@@ -379,7 +332,6 @@ mod tests {
             netns: String::new(),
             ifname: "eth0".into(),
             args: vec![],
-            priority: Priority::Normal,
         }
     }
 
@@ -473,42 +425,6 @@ mod tests {
         assert!(e("failed to find plugin: Link not found").is_already_gone());
         assert!(e("open /x: no such file or directory").is_already_gone());
         assert!(!e("permission denied").is_already_gone());
-    }
-
-    /// The niceness a plugin (and a process it starts) ran at, for each
-    /// priority: a script writes what `nice` prints from a child shell.
-    #[tokio::test]
-    async fn a_background_plugin_and_its_children_run_nicer() {
-        use std::os::unix::fs::PermissionsExt;
-        let dir = tempfile::tempdir().unwrap();
-        let plugin = dir.path().join("report");
-        let report = dir.path().join("niceness");
-        let script = format!("#!/bin/sh\nsh -c nice > {}\n", report.display());
-        std::fs::write(&plugin, script).unwrap();
-        std::fs::set_permissions(&plugin, std::fs::Permissions::from_mode(0o755)).unwrap();
-        let exec = PluginExec::new([dir.path()], DEFAULT_TIMEOUT);
-        let conf = serde_json::json!({"cniVersion": "1.0.0", "name": "n", "type": "report"});
-        let ran_at = |report: &Path| -> i32 {
-            let text = std::fs::read_to_string(report).unwrap();
-            text.trim().parse().unwrap()
-        };
-        // SAFETY: getpriority reads its arguments only.
-        let ours = unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) };
-
-        let mut call = inv(CniCommand::Del);
-        exec.run("report", &call, &conf).await.unwrap();
-        assert_eq!(
-            ran_at(&report),
-            ours,
-            "a normal plugin runs at our niceness"
-        );
-
-        call.priority = Priority::Background;
-        exec.run("report", &call, &conf).await.unwrap();
-        assert_eq!(ran_at(&report), (ours + BACKGROUND_NICENESS).min(19));
-        // SAFETY: as above.
-        let after = unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) };
-        assert_eq!(after, ours, "only the plugin became nicer, not us");
     }
 
     proptest::proptest! {

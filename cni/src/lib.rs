@@ -42,7 +42,6 @@ pub mod runtime_config;
 
 pub use config::{default_conflist, NetworkConfigList, PluginConfig};
 pub use error::{Error, NotReadyReason, Result};
-pub use exec::Priority;
 pub use loader::{ConfigLoader, ConfigWatcher};
 pub use manager::{CniManager, CniManagerConfig};
 #[cfg(any(test, feature = "mock"))]

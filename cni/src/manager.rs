@@ -129,7 +129,6 @@ impl CniManager {
             netns,
             ifname: pod.ifname.clone(),
             args: cni_args(pod),
-            priority: pod.priority,
         };
         let mut prev = prev_result.cloned();
         let plugins: Vec<_> = if command == CniCommand::Del {
@@ -309,8 +308,6 @@ impl PodNetwork for CniManager {
         // since ADD); a caller that no longer knows it (empty path) gets the
         // recorded one, so the pod's interface is still removed.
         let mut request = request;
-        // How urgent this DEL is belongs to this caller, not to the ADD.
-        request.priority = pod.priority;
         if !pod.netns_path.as_os_str().is_empty() {
             request.netns_path = pod.netns_path.clone();
         }
@@ -435,47 +432,5 @@ mod tests {
         ));
         assert_eq!(m.attachment("c1", "eth0").await.unwrap(), None);
         assert_eq!(m.status().unwrap_err().reason, "NoNetworkConfig");
-    }
-
-    /// A DEL runs at its caller's priority, also when the attachment it
-    /// undoes comes from the cache (whose request was the ADD's).
-    #[tokio::test]
-    async fn a_cached_attachment_is_torn_down_at_the_callers_priority() {
-        use std::os::unix::fs::PermissionsExt;
-        let dir = tempfile::tempdir().unwrap();
-        let (conf, plugins) = (dir.path().join("conf"), dir.path().join("bin"));
-        std::fs::create_dir_all(&conf).unwrap();
-        std::fs::create_dir_all(&plugins).unwrap();
-        let conflist = r#"{"cniVersion":"1.0.0","name":"n","plugins":[{"type":"report"}]}"#;
-        std::fs::write(conf.join("10-n.conflist"), conflist).unwrap();
-        let report = dir.path().join("del-niceness");
-        let script = format!(
-            "#!/bin/sh\ncat >/dev/null\nif [ \"$CNI_COMMAND\" = DEL ]; then nice > {}; exit 0; fi\n\
-             echo '{{\"cniVersion\":\"1.0.0\",\"ips\":[{{\"address\":\"10.1.2.3/24\"}}]}}'\n",
-            report.display()
-        );
-        std::fs::write(plugins.join("report"), script).unwrap();
-        std::fs::set_permissions(
-            plugins.join("report"),
-            std::fs::Permissions::from_mode(0o755),
-        )
-        .unwrap();
-        let mut cfg = CniManagerConfig::new(&conf, dir.path().join("cache"));
-        cfg.plugin_dirs = vec![plugins];
-        cfg.watch_interval = None;
-        let m = CniManager::new(cfg).unwrap();
-        let mut pod = PodNetworkRequest::new("c1", dir.path());
-        m.setup(&pod).await.unwrap();
-
-        pod.priority = crate::Priority::Background;
-        m.teardown(&pod).await.unwrap();
-        let ran_at: i32 = std::fs::read_to_string(&report)
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap();
-        // SAFETY: getpriority reads its arguments only.
-        let ours = unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) };
-        assert_eq!(ran_at, (ours + crate::exec::BACKGROUND_NICENESS).min(19));
     }
 }

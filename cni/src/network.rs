@@ -6,7 +6,6 @@
 //! is the implementation that runs them.
 
 use crate::error::{NotReadyReason, Result};
-use crate::exec::Priority;
 use crate::result::CniResult;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -93,10 +92,6 @@ pub struct PodNetworkRequest {
     pub dns: Option<Dns>,
     /// Traffic shaping (the `bandwidth` capability).
     pub bandwidth: Option<Bandwidth>,
-    /// The plugins' CPU priority for this call; not part of what is
-    /// cached (a later DEL of the same attachment chooses its own).
-    #[serde(skip)]
-    pub priority: Priority,
 }
 
 impl PodNetworkRequest {
@@ -113,7 +108,6 @@ impl PodNetworkRequest {
             port_mappings: Vec::new(),
             dns: None,
             bandwidth: None,
-            priority: Priority::Normal,
         }
     }
 }

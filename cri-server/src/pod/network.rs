@@ -54,18 +54,12 @@ pub async fn setup(
     Ok(status.ips)
 }
 
-/// Detaches the pod (CNI DEL), its plugins at `priority`; idempotent.
-pub async fn teardown(
-    daemon: &Arc<Daemon>,
-    sandbox: &Sandbox,
-    priority: cni::Priority,
-) -> Result<()> {
+/// Detaches the pod (CNI DEL); idempotent.
+pub async fn teardown(daemon: &Arc<Daemon>, sandbox: &Sandbox) -> Result<()> {
     let started = std::time::Instant::now();
-    let mut request = request(sandbox, None);
-    request.priority = priority;
     daemon
         .network
-        .teardown(&request)
+        .teardown(&request(sandbox, None))
         .await
         .map_err(|e| Error::internal(format!("pod {} network", sandbox.id), e))?;
     tracing::info!(pod = %sandbox.id, elapsed = ?started.elapsed(), "CNI DEL");

@@ -22,13 +22,6 @@
 //! these tasks run their DEL at once; the rest wait for a turn before
 //! they take the release lock, so a release that a new pod's host ports
 //! need ([`release_conflicting`]) is never stuck behind the queue.
-//!
-//! Their plugins run at [`cni::Priority::Background`]: nobody waits for
-//! them, and on a busy node the processes of the stops and starts that a
-//! client does wait for (the monitors reaping and reporting, the daemon's
-//! threads) come first. A release a caller waits for
-//! ([`release_conflicting`], a failed RunPodSandbox's undoing) runs at the
-//! daemon's priority.
 
 use crate::daemon::Daemon;
 use crate::error::{Error, Result};
@@ -51,7 +44,7 @@ pub fn release_later(daemon: &Arc<Daemon>, id: &str) {
         let _entered = entered;
         let _permit = daemon.background_releases.acquire().await;
         let _guard = daemon.locks.lock(&lock_key(&id)).await;
-        if let Err(e) = release_locked(&daemon, &id, cni::Priority::Background).await {
+        if let Err(e) = release_locked(&daemon, &id).await {
             tracing::warn!(pod = %id, error = %e, "releasing a stopped pod's network failed; RemovePodSandbox and the next start try again");
         }
     });
@@ -85,16 +78,16 @@ pub async fn release_conflicting(daemon: &Arc<Daemon>, sandbox: &Sandbox) {
         .collect();
     for id in holders {
         let _guard = daemon.locks.lock(&lock_key(&id)).await;
-        if let Err(e) = release_locked(daemon, &id, cni::Priority::Normal).await {
+        if let Err(e) = release_locked(daemon, &id).await {
             tracing::warn!(pod = %id, error = %e, "releasing a stopped pod's host ports for a new pod");
         }
     }
 }
 
-/// Releases pod `id`'s network if its stop left that pending (CNI DEL, its
-/// plugins at `priority`; the namespace pins), then records it released;
-/// the pod's release lock is held.
-pub async fn release_locked(daemon: &Arc<Daemon>, id: &str, priority: cni::Priority) -> Result<()> {
+/// Releases pod `id`'s network if its stop left that pending (CNI DEL, the
+/// namespace pins), then records it released; the pod's release lock is
+/// held.
+pub async fn release_locked(daemon: &Arc<Daemon>, id: &str) -> Result<()> {
     let stored = daemon.sandboxes.get(id).ok().map(|s| (*s).clone());
     let Some(sandbox) = stored.or_else(|| daemon.removed_pods.get(id)) else {
         return Ok(());
@@ -105,7 +98,7 @@ pub async fn release_locked(daemon: &Arc<Daemon>, id: &str, priority: cni::Prior
     let started = std::time::Instant::now();
     if sandbox.netns_path.is_some() {
         crate::fault::point("stop_pod_sandbox.before_cni_del");
-        super::network::teardown(daemon, &sandbox, priority).await?;
+        super::network::teardown(daemon, &sandbox).await?;
     }
     let held: Vec<String> = [
         sandbox.netns_path.is_some().then(|| id.to_string()),
@@ -201,12 +194,7 @@ mod verb_tests {
     #[tokio::test(flavor = "multi_thread")]
     async fn a_stop_records_the_release_and_a_task_runs_the_del_once() {
         let mut d = stoppable();
-        // Nobody waits for it: its plugins run behind the requests'.
-        d.network
-            .expect_teardown()
-            .withf(|r| r.priority == cni::Priority::Background)
-            .times(1)
-            .returning(|_| Ok(()));
+        d.network.expect_teardown().times(1).returning(|_| Ok(()));
         let t = d.build().await;
         let id = networked_pod(&t.daemon, "web");
         crate::pod::stop::stop(&t.daemon, &id).await.unwrap();
@@ -354,14 +342,13 @@ mod verb_tests {
     }
 
     /// A new pod publishing a stopped pod's host port has the old pod's
-    /// release run first, at the caller's priority: RunPodSandbox waits
-    /// for it.
+    /// release run first, before its RunPodSandbox goes on.
     #[tokio::test(flavor = "multi_thread")]
     async fn a_new_pods_host_port_releases_the_stopped_holder_first() {
         let mut d = Doubles::new();
         d.network
             .expect_teardown()
-            .withf(|r| r.priority == cni::Priority::Normal && r.pod_name == "old")
+            .withf(|r| r.pod_name == "old")
             .times(1)
             .returning(|_| Ok(()));
         let t = d.build().await;

@@ -608,7 +608,7 @@ async fn undo(daemon: &Arc<Daemon>, sandbox: &Sandbox) {
         let _ = runtime.delete(&sandbox.id, true).await;
     }
     if sandbox.netns_path.is_some() {
-        let _ = super::network::teardown(daemon, sandbox, cni::Priority::Normal).await;
+        let _ = super::network::teardown(daemon, sandbox).await;
     }
     let pins = daemon.pins.clone();
     let id = sandbox.id.clone();
@@ -667,12 +667,7 @@ mod verb_tests {
             .expect_setup()
             .times(1)
             .returning(|_| Err(bridge_failure()));
-        // The caller waits for the undoing: no lower priority.
-        d.network
-            .expect_teardown()
-            .withf(|r| r.priority == cni::Priority::Normal)
-            .times(1)
-            .returning(|_| Ok(()));
+        d.network.expect_teardown().times(1).returning(|_| Ok(()));
         // On runc the infra container starts beside the ADD, so it is made
         // and must be deleted again.
         d.monitors
