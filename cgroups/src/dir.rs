@@ -62,28 +62,64 @@ fn open_path(dir: libc::c_int, path: &[u8]) -> Option<OwnedFd> {
     (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-/// The whole text of `file`, read from offset 0 (`pread`): the kernel
-/// generates a cgroupfs file's text afresh when a read starts at 0, so a
-/// file kept open reads current values. Not `read_to_string`: its size hint
-/// costs a `statx` per file, useless on cgroupfs (every file claims 0 or
-/// 4096 bytes), while a kernel-generated file fits one page-sized read.
+/// The whole text of `file`, read from offset 0: see [`with_text`].
 pub(crate) fn read_from_start(file: &std::fs::File) -> Option<String> {
+    with_text(file, str::to_owned)
+}
+
+/// Reads the whole text of `file` from offset 0 (`pread`) into this
+/// thread's buffer and hands it to `use_text`; `None` if it cannot be read
+/// or is not UTF-8.
+///
+/// From offset 0 because the kernel generates a cgroupfs file's text afresh
+/// when a read starts there, so a file kept open reads current values. Not
+/// `read_to_string`: its size hint costs a `statx` per file, useless on
+/// cgroupfs (every file claims 0 or 4096 bytes), and its final read, the
+/// one that returns 0, is a system call more per file. A node-wide stats
+/// call reads over a thousand files, so the buffer is one per thread, not
+/// one allocated and zeroed per file, and a read that returns less than it
+/// asked for ends the text: cgroupfs files are the kernel's `seq_file`s,
+/// which fill every read up to the size asked until their text ends (as
+/// does a regular file).
+pub(crate) fn with_text<R>(file: &std::fs::File, use_text: impl FnOnce(&str) -> R) -> Option<R> {
+    thread_local! {
+        static BUFFER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    BUFFER.with(|buffer| match buffer.try_borrow_mut() {
+        Ok(mut buffer) => text_in(file, &mut buffer, use_text),
+        // Only a `use_text` that reads another file gets here.
+        Err(_) => text_in(file, &mut Vec::new(), use_text),
+    })
+}
+
+/// The first read's size, and the buffer's to begin with: a page, which
+/// every file stats read fits.
+const FIRST_READ: usize = 4096;
+
+fn text_in<R>(
+    file: &std::fs::File,
+    buffer: &mut Vec<u8>,
+    use_text: impl FnOnce(&str) -> R,
+) -> Option<R> {
     use std::os::unix::fs::FileExt;
-    let mut buf = vec![0u8; 4096];
+    if buffer.len() < FIRST_READ {
+        buffer.resize(FIRST_READ, 0);
+    }
     let mut len = 0;
     loop {
-        if len == buf.len() {
-            buf.resize(len * 2, 0);
-        }
-        match file.read_at(&mut buf[len..], len as u64) {
-            Ok(0) => break,
-            Ok(n) => len += n,
+        match file.read_at(&mut buffer[len..], len as u64) {
+            Ok(n) => {
+                len += n;
+                if len < buffer.len() {
+                    break;
+                }
+                buffer.resize(len * 2, 0);
+            }
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(_) => return None,
         }
     }
-    buf.truncate(len);
-    String::from_utf8(buf).ok()
+    std::str::from_utf8(&buffer[..len]).ok().map(use_text)
 }
 
 #[cfg(test)]
@@ -113,5 +149,20 @@ mod tests {
             Some(long.as_str())
         );
         assert_eq!(root.read("pod/gone/memory.stat"), None);
+    }
+
+    #[test]
+    fn a_text_of_exactly_the_buffers_size_reads_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let page = "y".repeat(FIRST_READ);
+        std::fs::write(dir.path().join("memory.stat"), &page).unwrap();
+        let root = CgroupDir::open(dir.path());
+        assert_eq!(root.read("memory.stat").as_deref(), Some(page.as_str()));
+        let file = root.open_file("memory.stat").unwrap();
+        let nested = with_text(&file, |outer| {
+            // A reader inside a reader gets a buffer of its own.
+            (outer.len(), read_from_start(&file).map(|inner| inner.len()))
+        });
+        assert_eq!(nested, Some((FIRST_READ, Some(FIRST_READ))));
     }
 }

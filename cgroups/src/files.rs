@@ -9,9 +9,9 @@
 //! paid. The price is an open descriptor per file and the kernel's buffer
 //! for it (a page) for as long as the cgroup is watched.
 
-use crate::dir::read_from_start;
+use crate::dir::with_text;
 use crate::hierarchy::{parse_number, stat_values, working_set, OpenHierarchy};
-use crate::{CgroupUsage, Pressure};
+use crate::{pressure, CgroupUsage, Pressure};
 use std::collections::HashMap;
 use std::fs::File;
 use std::sync::Mutex;
@@ -57,22 +57,25 @@ impl CgroupFiles {
         if hierarchy.is_v2() {
             return self.core_usage_v2(hierarchy);
         }
-        let [inactive_file, rss, pgfault, pgmajfault, cache, own_pgfault, own_pgmajfault] =
-            stat_values(
-                self.read(hierarchy, "memory.stat"),
-                [
-                    "total_inactive_file",
-                    "total_rss",
-                    "total_pgfault",
-                    "total_pgmajfault",
-                    "total_cache",
-                    "pgfault",
-                    "pgmajfault",
-                ],
-            );
-        let usage = parse_number(self.read(hierarchy, "memory.usage_in_bytes"));
+        let [inactive_file, rss, pgfault, pgmajfault, cache, own_pgfault, own_pgmajfault] = self
+            .read(hierarchy, "memory.stat", |text| {
+                stat_values(
+                    text,
+                    [
+                        "total_inactive_file",
+                        "total_rss",
+                        "total_pgfault",
+                        "total_pgmajfault",
+                        "total_cache",
+                        "pgfault",
+                        "pgmajfault",
+                    ],
+                )
+            })
+            .unwrap_or_default();
+        let usage = self.number(hierarchy, "memory.usage_in_bytes");
         CgroupUsage {
-            cpu_ns: parse_number(self.read(hierarchy, "cpuacct.usage")),
+            cpu_ns: self.number(hierarchy, "cpuacct.usage"),
             memory_bytes: usage,
             working_set_bytes: working_set(usage, inactive_file),
             rss_bytes: rss,
@@ -86,16 +89,21 @@ impl CgroupFiles {
     }
 
     fn core_usage_v2(&mut self, hierarchy: &OpenHierarchy) -> CgroupUsage {
-        let [inactive_file, anon, pgfault, pgmajfault, file] = stat_values(
-            self.read(hierarchy, "memory.stat"),
-            ["inactive_file", "anon", "pgfault", "pgmajfault", "file"],
-        );
-        let memory = parse_number(self.read(hierarchy, "memory.current"));
-        let [usage, user, system] = stat_values(
-            self.read(hierarchy, "cpu.stat"),
-            ["usage_usec", "user_usec", "system_usec"],
-        )
-        .map(|us| us.map(|us| us.saturating_mul(1000)));
+        let [inactive_file, anon, pgfault, pgmajfault, file] = self
+            .read(hierarchy, "memory.stat", |text| {
+                stat_values(
+                    text,
+                    ["inactive_file", "anon", "pgfault", "pgmajfault", "file"],
+                )
+            })
+            .unwrap_or_default();
+        let memory = self.number(hierarchy, "memory.current");
+        let [usage, user, system] = self
+            .read(hierarchy, "cpu.stat", |text| {
+                stat_values(text, ["usage_usec", "user_usec", "system_usec"])
+            })
+            .unwrap_or_default()
+            .map(|us| us.map(|us| us.saturating_mul(1000)));
         CgroupUsage {
             cpu_ns: usage,
             memory_bytes: memory,
@@ -115,26 +123,36 @@ impl CgroupFiles {
     /// The cgroup's pressure (PSI): from the v2 tree, or on a hybrid host
     /// from its unified mount; unknown on pure v1.
     pub fn pressure(&mut self, hierarchy: &OpenHierarchy) -> Pressure {
-        Pressure::from_files(|name| self.read(hierarchy, name))
+        Pressure::from_files(|name| self.read(hierarchy, name, pressure::parse).flatten())
     }
 
-    /// The text of file `name`: read again when kept open, else opened
-    /// (and kept) now. A file that fails to read (its cgroup was removed:
-    /// ENODEV) is dropped, and opened afresh next time.
-    fn read(&mut self, hierarchy: &OpenHierarchy, name: &'static str) -> Option<String> {
+    /// The number file `name` holds.
+    fn number(&mut self, hierarchy: &OpenHierarchy, name: &'static str) -> Option<u64> {
+        self.read(hierarchy, name, parse_number).flatten()
+    }
+
+    /// What `parse` makes of file `name`'s text: read again when kept
+    /// open, else opened (and kept) now. A file that fails to read (its
+    /// cgroup was removed: ENODEV) is dropped, and opened afresh next time.
+    fn read<R>(
+        &mut self,
+        hierarchy: &OpenHierarchy,
+        name: &'static str,
+        parse: impl FnOnce(&str) -> R,
+    ) -> Option<R> {
         if let Some(i) = self.open.iter().position(|(n, _)| *n == name) {
-            let text = read_from_start(&self.open[i].1);
-            if text.is_none() {
+            let parsed = with_text(&self.open[i].1, parse);
+            if parsed.is_none() {
                 self.open.swap_remove(i);
             }
-            return text;
+            return parsed;
         }
         let file = hierarchy
             .root_of(name)
             .open_file(&format!("{}/{name}", self.rel))?;
-        let text = read_from_start(&file)?;
+        let parsed = with_text(&file, parse)?;
         self.open.push((name, file));
-        Some(text)
+        Some(parsed)
     }
 }
 

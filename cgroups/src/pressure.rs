@@ -44,12 +44,12 @@ impl Pressure {
     /// Reads the pressure files of the v2 cgroup directory `dir`.
     pub fn read(dir: &Path) -> Pressure {
         let dir = crate::dir::CgroupDir::open(dir);
-        Pressure::from_files(|name| dir.read(name))
+        Pressure::from_files(|name| dir.read(name).as_deref().and_then(parse))
     }
 
-    /// The pressure from a v2 cgroup's files, as `read` gives them.
-    pub(crate) fn from_files(mut read: impl FnMut(&'static str) -> Option<String>) -> Pressure {
-        let mut file = |name: &'static str| read(name).and_then(|text| parse(&text));
+    /// The pressure from a v2 cgroup's files, each as `file` reads and
+    /// [`parse`]s it.
+    pub(crate) fn from_files(mut file: impl FnMut(&'static str) -> Option<PsiStats>) -> Pressure {
         Pressure {
             cpu: file("cpu.pressure"),
             memory: file("memory.pressure"),

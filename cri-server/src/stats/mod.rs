@@ -132,43 +132,60 @@ async fn batch(
 }
 
 /// The core usage and pressure of each `(container id, cgroup)`, in
-/// order, read on as many blocking threads as there are CPUs (each with a
-/// share of at least [`MIN_SHARE`] cgroups): the kernel's work to generate
-/// the files is CPU work. Each container's files stay open in
-/// `Daemon::stats_files` for the next call.
+/// order, read on as many threads as there are CPUs (each with a share of
+/// at least [`MIN_SHARE`] cgroups): the kernel's work to generate the
+/// files is CPU work. The first share is read on this thread (under
+/// `block_in_place`), the others on the blocking pool: a hand-off fewer,
+/// and no second thread woken while the first still runs, which the
+/// scheduler could queue behind it on one CPU for milliseconds while the
+/// other CPU idles.
 async fn read_cgroups(
     daemon: &Arc<Daemon>,
     cgroups: Vec<(String, String)>,
 ) -> Result<Vec<(CgroupUsage, Pressure)>> {
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let share = cgroups.len().div_ceil(cpus).max(MIN_SHARE);
-    let reads: Vec<_> = cgroups
-        .chunks(share)
+    let share = cgroups.len().div_ceil(cpus()).max(MIN_SHARE);
+    let mut chunks = cgroups.chunks(share).map(<[_]>::to_vec);
+    let first = chunks.next().unwrap_or_default();
+    let others: Vec<_> = chunks
         .map(|chunk| {
-            let chunk = chunk.to_vec();
             let daemon = Arc::clone(daemon);
-            off_workers(format!("{} cgroups", chunk.len()), move || {
-                let hierarchy = Hierarchy::detect().open();
-                chunk
-                    .iter()
-                    .map(|(id, dir)| {
-                        let mut files = daemon.stats_files.take(id, dir);
-                        let reading = (files.core_usage(&hierarchy), files.pressure(&hierarchy));
-                        // Removal forgets a container's files after
-                        // dropping it from the store: see FileCache::keep.
-                        let exists = || daemon.containers.get(id).is_ok();
-                        daemon.stats_files.keep(id, files, exists);
-                        reading
-                    })
-                    .collect::<Vec<_>>()
-            })
+            tokio::task::spawn_blocking(move || read_chunk(&daemon, &chunk))
         })
         .collect();
-    let mut readings = Vec::with_capacity(cgroups.len());
-    for read in futures_util::future::join_all(reads).await {
-        readings.extend(read?);
+    let mut readings = crate::daemon::off_worker(|| read_chunk(daemon, &first));
+    for other in others {
+        let chunk = other
+            .await
+            .map_err(|e| Error::internal("cgroups", format!("reading stats: {e}")))?;
+        readings.extend(chunk);
     }
     Ok(readings)
+}
+
+/// The readings of `chunk`, each container's files kept open in
+/// `Daemon::stats_files` for the next call.
+fn read_chunk(daemon: &Daemon, chunk: &[(String, String)]) -> Vec<(CgroupUsage, Pressure)> {
+    let hierarchy = Hierarchy::detect().open();
+    chunk
+        .iter()
+        .map(|(id, dir)| {
+            let mut files = daemon.stats_files.take(id, dir);
+            let reading = (files.core_usage(&hierarchy), files.pressure(&hierarchy));
+            // Removal forgets a container's files after dropping it from
+            // the store: see FileCache::keep.
+            daemon
+                .stats_files
+                .keep(id, files, || daemon.containers.contains(id));
+            reading
+        })
+        .collect()
+}
+
+/// The CPUs this process may use, asked once: the standard library asks
+/// the cgroup's quota files every time.
+fn cpus() -> usize {
+    static CPUS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *CPUS.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
 
 /// The fewest cgroups worth a thread of their own.
