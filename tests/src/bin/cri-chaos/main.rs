@@ -28,6 +28,10 @@ use tests::fixtures::{
 };
 use tonic::{Code, Status};
 
+/// The longest a call may go unanswered: far beyond any verb's own time,
+/// pulls included, on this harness's small images.
+const CALL_LIMIT: Duration = Duration::from_secs(120);
+
 /// The daemon's fault points (`cri_server::fault::POINTS`, which this crate
 /// cannot import: it does not depend on the daemon's library).
 const FAULT_POINTS: &[&str] = &[
@@ -229,15 +233,32 @@ impl Chaos {
         Fut: Future<Output = Result<T, Status>>,
     {
         for _ in 0..50 {
-            let Ok(channel) = tests::daemon::try_channel(&self.daemon.socket()).await else {
+            let socket = self.daemon.socket();
+            let attempt = async {
+                let channel = tests::daemon::try_channel(&socket).await.ok()?;
+                let clients = (
+                    cri::runtime_service_client::RuntimeServiceClient::new(channel.clone()),
+                    cri::image_service_client::ImageServiceClient::new(channel),
+                );
+                Some(call(clients).await)
+            };
+            let answer = match tokio::time::timeout(CALL_LIMIT, attempt).await {
+                Ok(answer) => answer,
+                // A daemon killed under a call left the client waiting with
+                // no connection (seen once in CI: the run hung until its
+                // limit). A dead daemon is revived; a live one that never
+                // answered is what this harness looks for.
+                Err(_) if self.daemon.has_exited() => None,
+                Err(_) => {
+                    self.violate(format!("a call got no answer in {CALL_LIMIT:?}"));
+                    return Err(String::new());
+                }
+            };
+            let Some(answer) = answer else {
                 self.revive().await;
                 continue;
             };
-            let clients = (
-                cri::runtime_service_client::RuntimeServiceClient::new(channel.clone()),
-                cri::image_service_client::ImageServiceClient::new(channel),
-            );
-            match call(clients).await {
+            match answer {
                 Ok(value) => return Ok(value),
                 Err(status) if status.code() == Code::AlreadyExists => {
                     return Err(status.message().to_string())
