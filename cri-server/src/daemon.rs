@@ -294,7 +294,15 @@ const RELEASES_PER_CPU: usize = 4;
 
 /// How many background releases may run their DEL at once here.
 pub fn parallel_releases() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get()) * RELEASES_PER_CPU
+    cpus() * RELEASES_PER_CPU
+}
+
+/// The CPUs this process may use, asked once: the standard library reads
+/// the cgroup's quota files every time it is asked, and stats ask on
+/// every call.
+pub fn cpus() -> usize {
+    static CPUS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *CPUS.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
 
 /// Runs `save`, which writes and fsyncs a record (milliseconds, more when

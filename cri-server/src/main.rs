@@ -178,7 +178,7 @@ fn run(config: Config, sources: ConfigSources, log_level: LogLevel) -> ExitCode 
 /// 4–11 ms. The extra workers cost a thread each and idle when there
 /// is nothing to do.
 fn worker_threads() -> usize {
-    2 * std::thread::available_parallelism().map_or(1, |n| n.get())
+    2 * cri_server::daemon::cpus()
 }
 
 /// Asks, once per worker thread, for the short scheduler slice of

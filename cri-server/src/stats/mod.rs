@@ -143,7 +143,7 @@ async fn read_cgroups(
     daemon: &Arc<Daemon>,
     cgroups: Vec<(String, String)>,
 ) -> Result<Vec<(CgroupUsage, Pressure)>> {
-    let share = cgroups.len().div_ceil(cpus()).max(MIN_SHARE);
+    let share = cgroups.len().div_ceil(crate::daemon::cpus()).max(MIN_SHARE);
     let mut chunks = cgroups.chunks(share).map(<[_]>::to_vec);
     let first = chunks.next().unwrap_or_default();
     let others: Vec<_> = chunks
@@ -179,13 +179,6 @@ fn read_chunk(daemon: &Daemon, chunk: &[(String, String)]) -> Vec<(CgroupUsage, 
             reading
         })
         .collect()
-}
-
-/// The CPUs this process may use, asked once: the standard library asks
-/// the cgroup's quota files every time.
-fn cpus() -> usize {
-    static CPUS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    *CPUS.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
 
 /// The fewest cgroups worth a thread of their own.
