@@ -271,6 +271,23 @@ impl Daemon {
             .map_err(|e| Error::internal(format!("container {}", container.id), e))
     }
 
+    /// Starts saving pod `sandbox`'s record on the blocking pool and
+    /// returns its result to await: the caller's task goes on meanwhile
+    /// (StopPodSandbox kills and waits beside it), and its worker is never
+    /// handed off as with [`Daemon::save_sandbox`].
+    pub fn spawn_save_sandbox(
+        self: &Arc<Self>,
+        sandbox: Sandbox,
+    ) -> impl std::future::Future<Output = Result<()>> {
+        let daemon = Arc::clone(self);
+        pooled(move || {
+            daemon
+                .sandbox_records
+                .save(&sandbox.id, &sandbox)
+                .map_err(|e| Error::internal(format!("pod {}", sandbox.id), e))
+        })
+    }
+
     /// Sends a container event to GetContainerEvents subscribers.
     pub fn emit(&self, container_id: &str, kind: cri::ContainerEventType) {
         let _ = self.events.send(cri::ContainerEventResponse {
@@ -303,6 +320,18 @@ pub fn parallel_releases() -> usize {
 pub fn cpus() -> usize {
     static CPUS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
     *CPUS.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
+/// Runs `job` on the blocking pool from now on; the future is its result.
+fn pooled<T: Send + 'static>(
+    job: impl FnOnce() -> Result<T> + Send + 'static,
+) -> impl std::future::Future<Output = Result<T>> {
+    let running = tokio::task::spawn_blocking(job);
+    async move {
+        running
+            .await
+            .map_err(|e| Error::internal("a record's save", e.to_string()))?
+    }
 }
 
 /// Runs `save`, which writes and fsyncs a record (milliseconds, more when

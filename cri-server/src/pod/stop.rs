@@ -53,7 +53,7 @@ pub async fn stop_locked(daemon: &Arc<Daemon>, id: &str) -> Result<()> {
     mark_stopped(&mut planned, stopped_at);
     // A pod stopped before (RemovePodSandbox stops it again, kubelet
     // repeats StopPodSandbox) has nothing new to make durable: no fsync.
-    let early = (planned != *sandbox).then(|| save_in_background(daemon, planned.clone()));
+    let early = (planned != *sandbox).then(|| daemon.spawn_save_sandbox(planned.clone()));
     let stopped = stop_containers(daemon, id, &sandbox).await;
     let containers_stopped = started.elapsed();
     let early_saved = match early {
@@ -142,20 +142,6 @@ fn mark_stopped(s: &mut Sandbox, at: i64) {
             infra.finished_at = Some(at);
         }
         infra.state = sandbox_core::ContainerState::Exited;
-    }
-}
-
-/// Saves `sandbox`'s record on the blocking pool, beside the caller.
-fn save_in_background(
-    daemon: &Arc<Daemon>,
-    sandbox: Sandbox,
-) -> impl std::future::Future<Output = Result<()>> {
-    let daemon = Arc::clone(daemon);
-    let saving = tokio::task::spawn_blocking(move || daemon.save_sandbox(&sandbox));
-    async move {
-        saving
-            .await
-            .map_err(|e| Error::internal("a pod record's save", e.to_string()))?
     }
 }
 
@@ -288,6 +274,10 @@ mod verb_tests {
             *stopped,
             "one save, the same record"
         );
+        // The container's exit is on disk too by the time the stop returns.
+        let containers: Vec<sandbox_core::Container> = t.daemon.container_records.load_all();
+        let app = containers.iter().find(|c| c.id == app).unwrap();
+        assert_eq!(app.state, sandbox_core::ContainerState::Exited);
     }
 
     #[tokio::test(flavor = "multi_thread")]
