@@ -280,12 +280,15 @@ impl Daemon {
         sandbox: Sandbox,
     ) -> impl std::future::Future<Output = Result<()>> {
         let daemon = Arc::clone(self);
-        pooled(move || {
-            daemon
-                .sandbox_records
-                .save(&sandbox.id, &sandbox)
-                .map_err(|e| Error::internal(format!("pod {}", sandbox.id), e))
-        })
+        let id = sandbox.id.clone();
+        let saving =
+            tokio::task::spawn_blocking(move || daemon.sandbox_records.save(&sandbox.id, &sandbox));
+        async move {
+            match saving.await {
+                Ok(saved) => saved.map_err(|e| Error::internal(format!("pod {id}"), e)),
+                Err(e) => Err(Error::internal(format!("pod {id}"), e.to_string())),
+            }
+        }
     }
 
     /// Sends a container event to GetContainerEvents subscribers.
@@ -320,18 +323,6 @@ pub fn parallel_releases() -> usize {
 pub fn cpus() -> usize {
     static CPUS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
     *CPUS.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
-}
-
-/// Runs `job` on the blocking pool from now on; the future is its result.
-fn pooled<T: Send + 'static>(
-    job: impl FnOnce() -> Result<T> + Send + 'static,
-) -> impl std::future::Future<Output = Result<T>> {
-    let running = tokio::task::spawn_blocking(job);
-    async move {
-        running
-            .await
-            .map_err(|e| Error::internal("a record's save", e.to_string()))?
-    }
 }
 
 /// Runs `save`, which writes and fsyncs a record (milliseconds, more when

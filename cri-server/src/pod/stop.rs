@@ -50,7 +50,7 @@ pub async fn stop_locked(daemon: &Arc<Daemon>, id: &str) -> Result<()> {
     let started = std::time::Instant::now();
     let stopped_at = sandbox_core::timestamp::now();
     let mut planned = (*sandbox).clone();
-    mark_stopped(&mut planned, stopped_at);
+    record_stop(&mut planned, stopped_at);
     // A pod stopped before (RemovePodSandbox stops it again, kubelet
     // repeats StopPodSandbox) has nothing new to make durable: no fsync.
     let early = (planned != *sandbox).then(|| daemon.spawn_save_sandbox(planned.clone()));
@@ -68,7 +68,7 @@ pub async fn stop_locked(daemon: &Arc<Daemon>, id: &str) -> Result<()> {
     }
     let changed = daemon.sandboxes.update(id, |s| {
         let before = s.clone();
-        mark_stopped(s, stopped_at);
+        record_stop(s, stopped_at);
         (*s != before).then(|| (before, s.clone()))
     })?;
     let saved = changed.is_some();
@@ -132,7 +132,7 @@ async fn stop_containers(daemon: &Arc<Daemon>, id: &str, sandbox: &Sandbox) -> R
 
 /// Records `s` stopped at `at`, with its release to do (in the same save
 /// as the stop, so a crash from then on still finds it).
-fn mark_stopped(s: &mut Sandbox, at: i64) {
+fn record_stop(s: &mut Sandbox, at: i64) {
     s.mark_stopped(at);
     if has_pins(s) {
         s.network_release_pending = true;
