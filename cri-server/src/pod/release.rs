@@ -10,7 +10,10 @@
 //! filesystem, record) under the pod's lock while the DEL runs, and does
 //! not wait for it either: a pod removed with its release pending hands
 //! what the release needs to [`super::removed::RemovedPods`] and goes, record and all; the
-//! release finishes from there. Whatever stops a release halfway is made
+//! release finishes from there. Only the release's last step, recording
+//! it done, takes the pod's lock too (release lock, then pod lock; nothing
+//! takes them the other way round), so that it and a removal's hand-over
+//! never interleave. Whatever stops a release halfway is made
 //! good at the next start: a stopped pod's flag is still on disk and its
 //! release resumes ([`crate::restore`]); a removed pod has no record left,
 //! so its CNI attachment is one no record claims and its pins are stale,
@@ -127,6 +130,12 @@ pub async fn release_locked(daemon: &Arc<Daemon>, id: &str) -> Result<()> {
         .map_err(|e| Error::internal(format!("pod {id}"), e))??;
         tracing::debug!(pod = %id, ?removals, "namespace pins released");
     }
+    // Under the pod's lock, which RemovePodSandbox holds from reading the
+    // flag to removing the record: a removal between this check and the
+    // save below handed a still-pending release to `removed_pods`, whose
+    // task ran the DEL again, or removed the record before this save
+    // wrote it back, a removed pod that came back at the next start.
+    let _pod = daemon.locks.lock(id).await;
     // Removed meanwhile (or before): no record is left to update.
     if daemon.removed_pods.forget(id) || !daemon.sandboxes.contains(id) {
         tracing::debug!(pod = %id, elapsed = ?started.elapsed(), "removed pod's network released");
@@ -179,11 +188,16 @@ mod verb_tests {
         d
     }
 
-    /// Waits (at most 5 s) until the pod's release is no longer pending.
+    /// Waits (at most 5 s) until the pod's release is no longer pending,
+    /// in memory and on disk: the release updates memory, then saves.
     async fn released(daemon: &crate::daemon::Daemon, id: &str) -> sandbox_core::Sandbox {
         for _ in 0..500 {
             let pod = daemon.sandboxes.get(id).unwrap();
-            if !pod.network_release_pending {
+            let records: Vec<sandbox_core::Sandbox> = daemon.sandbox_records.load_all();
+            let saved = records
+                .iter()
+                .any(|s| s.id == id && !s.network_release_pending);
+            if !pod.network_release_pending && saved {
                 return (*pod).clone();
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
@@ -202,8 +216,6 @@ mod verb_tests {
         assert!(pod.is_stopped());
         assert_eq!(pod.netns_path, None, "nothing left to release");
         assert!(t.daemon.pins.list().unwrap().is_empty());
-        let on_disk: Vec<sandbox_core::Sandbox> = t.daemon.sandbox_records.load_all();
-        assert!(!on_disk[0].network_release_pending, "{on_disk:?}");
         // Stopping again has no DEL to run (teardown is expected once).
         crate::pod::stop::stop(&t.daemon, &id).await.unwrap();
         assert!(!t.daemon.sandboxes.get(&id).unwrap().network_release_pending);
@@ -272,6 +284,52 @@ mod verb_tests {
         crate::testing::removals_released(&t.daemon).await;
     }
 
+    /// The release records itself done under the pod's lock, which a
+    /// removal holds from reading the flag to deleting the record: a
+    /// removal in between handed a pending release on (a second DEL), or
+    /// deleted the record that the release then saved back.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_release_records_its_end_under_the_pods_lock() {
+        let mut d = stoppable();
+        let (go, held) = std::sync::mpsc::channel::<()>();
+        let held = std::sync::Mutex::new(held);
+        d.network.expect_teardown().times(1).returning(move |_| {
+            tokio::task::block_in_place(|| held.lock().unwrap().recv().unwrap());
+            Ok(())
+        });
+        d.runc.expect_delete().returning(|_, _| Ok(()));
+        d.images.expect_remove_rootfs().returning(|_| Ok(()));
+        let t = d.build().await;
+        let id = networked_pod(&t.daemon, "web");
+        crate::pod::stop::stop(&t.daemon, &id).await.unwrap();
+        let pod_lock = t.daemon.locks.lock(&id).await;
+        go.send(()).unwrap();
+        for _ in 0..500 {
+            if t.daemon.pins.list().unwrap().is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(t.daemon.pins.list().unwrap().is_empty(), "the DEL ran");
+        let pod = t.daemon.sandboxes.get(&id).unwrap();
+        assert!(
+            pod.network_release_pending,
+            "recorded without the pod's lock"
+        );
+
+        let removing = {
+            let (daemon, id) = (Arc::clone(&t.daemon), id.clone());
+            tokio::spawn(async move { crate::pod::remove::remove(&daemon, &id).await })
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        drop(pod_lock);
+        removing.await.unwrap().unwrap();
+        crate::testing::removals_released(&t.daemon).await;
+        let on_disk: Vec<sandbox_core::Sandbox> = t.daemon.sandbox_records.load_all();
+        assert!(on_disk.is_empty(), "{on_disk:?}");
+    }
+
     /// However many pods stop at once, no more than `parallel_releases`
     /// DELs run at a time, and the others run when turns free up.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -281,17 +339,24 @@ mod verb_tests {
         let mut d = stoppable();
         let (running, most) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
         let gate = Gate::default();
-        // One expectation per DEL: mockall runs one expectation's answers
-        // one at a time.
-        for _ in 0..slots + 3 {
+        // One expectation per pod: mockall runs one expectation's answers
+        // one at a time, and concurrent calls may pick the same unsaturated
+        // expectation unless each matches only its own pod.
+        for i in 0..slots + 3 {
             let (r, m, g) = (running.clone(), most.clone(), gate.clone());
-            d.network.expect_teardown().times(1).returning(move |_| {
-                m.fetch_max(r.fetch_add(1, SeqCst) + 1, SeqCst);
-                // Off the worker, whose queued tasks go on meanwhile.
-                tokio::task::block_in_place(|| g.wait());
-                r.fetch_sub(1, SeqCst);
-                Ok(())
-            });
+            let name = format!("web{i}");
+            let own = move |r: &cni::PodNetworkRequest| r.pod_name == name;
+            d.network
+                .expect_teardown()
+                .withf(own)
+                .times(1)
+                .returning(move |_| {
+                    m.fetch_max(r.fetch_add(1, SeqCst) + 1, SeqCst);
+                    // Off the worker, whose queued tasks go on meanwhile.
+                    tokio::task::block_in_place(|| g.wait());
+                    r.fetch_sub(1, SeqCst);
+                    Ok(())
+                });
         }
         let t = d.build().await;
         // Opened however the test ends, so that no held DEL outlives it.
