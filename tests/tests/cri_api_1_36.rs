@@ -160,11 +160,26 @@ async fn stop_signal_from_the_request_stops_the_container() {
         &[
             "sh",
             "-c",
-            "trap '' TERM; trap 'exit 42' USR1; while :; do sleep 0.1; done",
+            "trap '' TERM; trap 'exit 42' USR1; touch /tmp/trapped; while :; do sleep 0.1; done",
         ],
     );
     config.stop_signal = cri::Signal::Sigusr1 as i32;
     let id = daemon.create_started(&pod, config).await;
+    // A signal sent before the shell installs its trap kills it (status 138),
+    // which says nothing about the stop signal: wait for the trap first.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while daemon
+        .exec(&id, &["test", "-f", "/tmp/trapped"])
+        .await
+        .exit_code
+        != 0
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the shell never set its traps"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     let status = daemon.container_status(&id).await;
     assert_eq!(status.stop_signal, cri::Signal::Sigusr1 as i32);
 
