@@ -17,7 +17,8 @@ use tokio::sync::watch;
 
 type Board = HashMap<String, watch::Sender<Option<ExitRecord>>>;
 
-/// Container id → the exit its watcher saw (`None` until then).
+/// Container id (a pod's id for its infra container) → the exit its
+/// watcher saw (`None` until then).
 #[derive(Default)]
 pub struct Exits(Arc<Mutex<Board>>);
 

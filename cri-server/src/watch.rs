@@ -8,14 +8,18 @@ use sandbox_core::{ContainerState, SandboxState};
 use std::sync::Arc;
 
 /// Watches pod `id`'s infra container: when it dies, the pod is no longer
-/// ready.
+/// ready. Its exit is published ([`crate::exits`], under the pod's id) for
+/// the pod's stop, which holds the pod's lock while it waits.
 pub fn watch_infra(daemon: &Arc<Daemon>, id: &str) {
     let daemon = Arc::clone(daemon);
     let id = id.to_string();
+    // Registered before the task runs: a stop right after the start finds it.
+    let publisher = daemon.exits.watch(&id);
     tokio::spawn(async move {
         let dir = Layout::monitor(&daemon.layout.sandbox_dir(&id));
-        let exit = daemon.monitors.wait(&id, &dir).await;
-        infra_exited(&daemon, &id, exit.ok()).await;
+        let exit = daemon.monitors.wait(&id, &dir).await.ok();
+        publisher.publish(exit);
+        infra_exited(&daemon, &id, exit).await;
     });
 }
 

@@ -216,7 +216,7 @@ impl Stopping {
 /// Waits (at most `limit`) for container `id` to exit: through its
 /// watcher when one follows it (`exits`, see [`crate::exits`]), else, or
 /// when the watcher lost the monitor, by asking the monitor.
-async fn wait_stopped(
+pub(crate) async fn wait_stopped(
     daemon: &Daemon,
     id: &str,
     monitor_dir: &std::path::Path,

@@ -182,8 +182,7 @@ mod verb_tests {
     /// running: it is killed and reaped.
     fn stoppable() -> Doubles {
         let mut d = Doubles::new();
-        d.monitors.expect_exited().returning(|_, _| Ok(None));
-        d.runc.expect_kill().returning(|_, _, _| Ok(()));
+        d.monitors.expect_kill().returning(|_, _, _, _| Ok(true));
         d.monitors.expect_wait().returning(|_, _| Ok(exit(137)));
         d
     }

@@ -101,14 +101,10 @@ mod verb_tests {
     async fn removing_twice_succeeds_and_undoes_each_resource_once() {
         let mut d = Doubles::new();
         d.monitors
-            .expect_exited()
-            .times(1)
-            .returning(|_, _| Ok(None));
-        d.runc
             .expect_kill()
-            .withf(|_, signal, _| *signal == libc::SIGKILL)
+            .withf(|_, _, signal, _| *signal == libc::SIGKILL)
             .times(1)
-            .returning(|_, _, _| Ok(()));
+            .returning(|_, _, _, _| Ok(true));
         d.monitors
             .expect_wait()
             .times(1)

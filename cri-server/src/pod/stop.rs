@@ -112,22 +112,59 @@ async fn stop_containers(daemon: &Arc<Daemon>, id: &str, sandbox: &Sandbox) -> R
     if sandbox.infra_container.is_none() {
         return Ok(());
     }
-    let runtime = daemon.runtime(&sandbox.runtime_handler)?;
+    let killed = std::time::Instant::now();
     let dir = Layout::monitor(&daemon.layout.sandbox_dir(id));
-    if crate::container::has_exited(daemon, id, &dir).await {
+    // Subscribed before the kill, so that no exit its watcher sees is
+    // missed.
+    let mut exits = daemon.exits.subscribe(id);
+    if !kill_infra(daemon, id, sandbox, &dir).await? {
         return Ok(());
     }
-    // pause holds nothing worth a grace period.
-    if let Err(e) = runtime.kill(id, libc::SIGKILL, false).await {
-        tracing::debug!(pod = %id, error = %e, "killing the infra container");
-    }
-    match crate::container::wait_exit(daemon, id, &dir, INFRA_EXIT_TIMEOUT).await {
+    let waited =
+        crate::container::stop::wait_stopped(daemon, id, &dir, exits.as_mut(), INFRA_EXIT_TIMEOUT)
+            .await;
+    tracing::debug!(pod = %id, elapsed = ?killed.elapsed(), "infra container stopped");
+    match waited {
         Some(_) => Ok(()),
         None => Err(Error::internal(
             format!("pod {id}"),
             "the infra container did not exit after SIGKILL",
         )),
     }
+}
+
+/// SIGKILLs pod `id`'s infra container (pause holds nothing worth a grace
+/// period); `false` when it had exited already. On runc it goes straight
+/// to the init through its pidfd, as a container's stop does: the
+/// runtime's `kill` was a `runc` process (its Go runtime starting, a
+/// vfork on an async worker) and the check before it a connection to the
+/// monitor, both after the pod's last container had exited.
+async fn kill_infra(
+    daemon: &Arc<Daemon>,
+    id: &str,
+    sandbox: &Sandbox,
+    dir: &std::path::Path,
+) -> Result<bool> {
+    let on_runc = daemon
+        .handler(&sandbox.runtime_handler)
+        .is_ok_and(|h| h.kind == oci_shim::runtime::RuntimeKind::Runc);
+    if on_runc {
+        match daemon.monitors.kill(id, dir, libc::SIGKILL, false).await {
+            Ok(true) => return Ok(true),
+            Ok(false) => {}
+            Err(e) => {
+                tracing::debug!(pod = %id, error = %e, "killing the infra container through its monitor")
+            }
+        }
+    }
+    let runtime = daemon.runtime(&sandbox.runtime_handler)?;
+    if crate::container::has_exited(daemon, id, dir).await {
+        return Ok(false);
+    }
+    if let Err(e) = runtime.kill(id, libc::SIGKILL, false).await {
+        tracing::debug!(pod = %id, error = %e, "killing the infra container");
+    }
+    Ok(true)
 }
 
 /// Records `s` stopped at `at`, with its release to do (in the same save
@@ -296,5 +333,68 @@ mod verb_tests {
         assert!(!t.daemon.sandboxes.get(&pod).unwrap().is_stopped());
         let record = on_disk(&t.daemon, &pod);
         assert!(!record.is_stopped() && !record.network_release_pending);
+    }
+
+    /// On runc the infra container is killed through its pidfd (the
+    /// monitors' `kill`), never by a `runc kill` process, and the stop
+    /// takes its exit from the infra's watcher.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn the_infra_is_killed_directly_and_its_exit_comes_from_its_watcher() {
+        let mut d = Doubles::new();
+        let (killed, heard) = std::sync::mpsc::channel::<()>();
+        let killed = std::sync::Mutex::new(killed);
+        d.monitors
+            .expect_kill()
+            .withf(|_, _, signal, _| *signal == libc::SIGKILL)
+            .times(1)
+            .returning(move |_, _, _, _| {
+                let _ = killed.lock().unwrap().send(());
+                Ok(true)
+            });
+        d.runc.expect_kill().never();
+        d.monitors.expect_exited().never();
+        d.monitors.expect_wait().never();
+        d.network.expect_teardown().returning(|_| Ok(()));
+        let t = d.build().await;
+        let pod = networked_pod(&t.daemon, "web");
+        let publisher = t.daemon.exits.watch(&pod);
+        let stopping = {
+            let (daemon, pod) = (std::sync::Arc::clone(&t.daemon), pod.clone());
+            tokio::spawn(async move { super::stop_locked(&daemon, &pod).await })
+        };
+        tokio::task::spawn_blocking(move || heard.recv_timeout(Duration::from_secs(10)))
+            .await
+            .unwrap()
+            .expect("the infra killed");
+        publisher.publish(Some(exit(128 + libc::SIGKILL)));
+        stopping.await.unwrap().unwrap();
+        assert!(t.daemon.sandboxes.get(&pod).unwrap().is_stopped());
+    }
+
+    /// When its monitor cannot signal it, the infra container is killed
+    /// through the runtime, unless its monitor says it has exited.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn an_infra_the_monitor_cannot_signal_is_killed_through_the_runtime() {
+        for exited in [false, true] {
+            let mut d = Doubles::new();
+            d.monitors.expect_kill().returning(|_, _, _, _| Ok(false));
+            d.monitors
+                .expect_exited()
+                .times(1)
+                .returning(move |_, _| Ok(exited.then(|| exit(0))));
+            d.runc
+                .expect_kill()
+                .times(usize::from(!exited))
+                .returning(|_, _, _| Ok(()));
+            d.monitors
+                .expect_wait()
+                .times(usize::from(!exited))
+                .returning(|_, _| Ok(exit(137)));
+            d.network.expect_teardown().returning(|_| Ok(()));
+            let t = d.build().await;
+            let pod = networked_pod(&t.daemon, "web");
+            super::stop_locked(&t.daemon, &pod).await.unwrap();
+            assert!(t.daemon.sandboxes.get(&pod).unwrap().is_stopped());
+        }
     }
 }
