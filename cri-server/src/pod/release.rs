@@ -187,6 +187,21 @@ mod verb_tests {
         d
     }
 
+    /// Makes the pod's one CNI DEL hold until the returned sender is used,
+    /// so that a test can act while the release is in flight; the removal's
+    /// runtime and image calls succeed.
+    fn hold_the_del(d: &mut Doubles) -> std::sync::mpsc::Sender<()> {
+        let (go, held) = std::sync::mpsc::channel::<()>();
+        let held = std::sync::Mutex::new(held);
+        d.network.expect_teardown().times(1).returning(move |_| {
+            tokio::task::block_in_place(|| held.lock().unwrap().recv().unwrap());
+            Ok(())
+        });
+        d.runc.expect_delete().returning(|_, _| Ok(()));
+        d.images.expect_remove_rootfs().returning(|_| Ok(()));
+        go
+    }
+
     /// Waits (at most 5 s) until the pod's release is no longer pending,
     /// in memory and on disk: the release updates memory, then saves.
     async fn released(daemon: &crate::daemon::Daemon, id: &str) -> sandbox_core::Sandbox {
@@ -251,15 +266,7 @@ mod verb_tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn removal_does_not_wait_for_the_release_which_finishes_from_removed_pods() {
         let mut d = stoppable();
-        // The DEL holds until the test lets it go.
-        let (go, held) = std::sync::mpsc::channel::<()>();
-        let held = std::sync::Mutex::new(held);
-        d.network.expect_teardown().times(1).returning(move |_| {
-            held.lock().unwrap().recv().unwrap();
-            Ok(())
-        });
-        d.runc.expect_delete().returning(|_, _| Ok(()));
-        d.images.expect_remove_rootfs().returning(|_| Ok(()));
+        let go = hold_the_del(&mut d);
         let t = d.build().await;
         let id = networked_pod(&t.daemon, "web");
 
@@ -290,14 +297,7 @@ mod verb_tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_release_records_its_end_under_the_pods_lock() {
         let mut d = stoppable();
-        let (go, held) = std::sync::mpsc::channel::<()>();
-        let held = std::sync::Mutex::new(held);
-        d.network.expect_teardown().times(1).returning(move |_| {
-            tokio::task::block_in_place(|| held.lock().unwrap().recv().unwrap());
-            Ok(())
-        });
-        d.runc.expect_delete().returning(|_, _| Ok(()));
-        d.images.expect_remove_rootfs().returning(|_| Ok(()));
+        let go = hold_the_del(&mut d);
         let t = d.build().await;
         let id = networked_pod(&t.daemon, "web");
         crate::pod::stop::stop(&t.daemon, &id).await.unwrap();
@@ -449,7 +449,6 @@ mod verb_tests {
     #[tokio::test(flavor = "multi_thread")]
     async fn removal_deletes_the_stopped_containers_beside_the_release() {
         let mut d = stoppable();
-        d.monitors.expect_kill().returning(|_, _, _, _| Ok(true));
         d.network.expect_teardown().times(1).returning(|_| Ok(()));
         d.images.expect_remove_rootfs().returning(|_| Ok(()));
         let deleted = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
