@@ -157,8 +157,12 @@ async fn network_sysctls_govern_the_pods_sockets_on_both_handlers() {
     for handler in HANDLERS {
         let config = with_sysctls(&format!("ports-{handler}"), &wanted);
         let pod = daemon.run_pod(config, handler).await;
+        // Tried again, a second apart, until one attempt connects: on a busy
+        // node gVisor's httpd can take longer than a second to listen, and a
+        // refused attempt leaves no socket to look at.
         let script = "mkdir -p /www && echo hi > /www/index.html && httpd -p 8080 -h /www \
-            && sleep 1 && echo | nc 127.0.0.1 8080; sleep 600";
+            && for i in 1 2 3 4 5 6 7 8 9 10; do sleep 1; echo | nc 127.0.0.1 8080 && break; \
+            done; sleep 600";
         daemon
             .create_started(
                 &pod,
@@ -168,7 +172,7 @@ async fn network_sysctls_govern_the_pods_sockets_on_both_handlers() {
         let pin = daemon.dir().join("state/netns").join(&pod);
         let mut sockets = String::new();
         let mut source_port = None;
-        for _ in 0..50 {
+        for _ in 0..200 {
             let out = std::process::Command::new("nsenter")
                 .arg(format!("--net={}", pin.display()))
                 .args(["ss", "-tanH"])
