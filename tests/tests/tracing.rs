@@ -344,9 +344,11 @@ async fn a_collector_that_never_answers_slows_no_call_and_fills_no_memory() {
     let slowest = slowest_image_status(&daemon, &name, 6000).await;
     let grown = rss_kib(pid).saturating_sub(full);
     assert!(slowest < second, "a call took {slowest:?}");
-    // Kept, 6000 more such spans would be over 20 MiB.
+    // Kept, 6000 more such spans would be over 20 MiB. The allocator's
+    // per-thread arenas alone grew by 8.4 MiB once on a loaded CI machine,
+    // so the bound sits between that and the kept case.
     assert!(
-        grown < 8192,
+        grown < 14 * 1024,
         "RSS grew by {grown} KiB over 6000 dropped spans"
     );
     let slowest = slowest_version(&daemon, 300).await;
