@@ -35,24 +35,47 @@ async fn send_signal(
     signal: i32,
     all: bool,
 ) -> Result<()> {
-    let on_runc = daemon
-        .handler(&container.runtime_handler)
-        .is_ok_and(|h| h.kind == oci_shim::runtime::RuntimeKind::Runc);
-    if on_runc && container.state == ContainerState::Running {
+    if container.state == ContainerState::Running {
         let dir = super::monitor_dir(daemon, &container.id);
-        match daemon.monitors.kill(&container.id, &dir, signal, all).await {
-            Ok(true) => {
-                tracing::debug!(container = %container.id, signal, all, "signal delivered");
-                return Ok(());
-            }
-            Ok(false) => {}
-            Err(e) => {
-                tracing::debug!(container = %container.id, error = %e, "signal through the monitor")
-            }
+        let handler = &container.runtime_handler;
+        if kill_through_monitor(daemon, &container.id, handler, &dir, signal, all).await {
+            return Ok(());
         }
     }
     tracing::debug!(container = %container.id, signal, all, "signal sent through the runtime");
     Ok(runtime.kill(&container.id, signal, all).await?)
+}
+
+/// Sends `signal` to `id`'s init (every process of it with `all`) through
+/// its monitor when `handler` is a runc handler; `false` when the caller
+/// must go through the runtime instead: gVisor (its processes live in the
+/// sandbox), a monitor that cannot deliver it, or one that cannot be
+/// reached. Shared by a container's stop and its pod's infra kill.
+pub(crate) async fn kill_through_monitor(
+    daemon: &Arc<Daemon>,
+    id: &str,
+    handler: &str,
+    dir: &std::path::Path,
+    signal: i32,
+    all: bool,
+) -> bool {
+    let on_runc = daemon
+        .handler(handler)
+        .is_ok_and(|h| h.kind == oci_shim::runtime::RuntimeKind::Runc);
+    if !on_runc {
+        return false;
+    }
+    match daemon.monitors.kill(id, dir, signal, all).await {
+        Ok(true) => {
+            tracing::debug!(%id, signal, all, "signal delivered");
+            true
+        }
+        Ok(false) => false,
+        Err(e) => {
+            tracing::debug!(%id, error = %e, "signal through the monitor");
+            false
+        }
+    }
 }
 
 /// Stops container `id` (a full id) while its lock (or its pod's) is held,

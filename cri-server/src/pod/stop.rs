@@ -145,17 +145,17 @@ async fn kill_infra(
     sandbox: &Sandbox,
     dir: &std::path::Path,
 ) -> Result<bool> {
-    let on_runc = daemon
-        .handler(&sandbox.runtime_handler)
-        .is_ok_and(|h| h.kind == oci_shim::runtime::RuntimeKind::Runc);
-    if on_runc {
-        match daemon.monitors.kill(id, dir, libc::SIGKILL, false).await {
-            Ok(true) => return Ok(true),
-            Ok(false) => {}
-            Err(e) => {
-                tracing::debug!(pod = %id, error = %e, "killing the infra container through its monitor")
-            }
-        }
+    let handler = &sandbox.runtime_handler;
+    let through_monitor = crate::container::stop::kill_through_monitor(
+        daemon,
+        id,
+        handler,
+        dir,
+        libc::SIGKILL,
+        false,
+    );
+    if through_monitor.await {
+        return Ok(true);
     }
     let runtime = daemon.runtime(&sandbox.runtime_handler)?;
     if crate::container::has_exited(daemon, id, dir).await {
