@@ -124,6 +124,9 @@ pub struct Daemon {
     /// Turns for background network releases, [`parallel_releases`] of
     /// them (`pod::release::release_later`).
     pub background_releases: tokio::sync::Semaphore,
+    /// RunPodSandbox and StopPodSandbox calls in flight, beside which
+    /// background releases run one at a time (`pod::release::release_later`).
+    pub pod_calls: crate::quiet::Quiet,
 }
 
 impl Daemon {
@@ -162,6 +165,7 @@ impl Daemon {
             events,
             streaming: parts.streaming,
             background_releases: tokio::sync::Semaphore::new(parallel_releases()),
+            pod_calls: crate::quiet::Quiet::new(POD_CALLS_QUIET),
             metrics: crate::metrics::Metrics::default(),
             pod_creations: Creations::new(grace),
             removed_pods: Default::default(),
@@ -271,6 +275,31 @@ impl Daemon {
             .map_err(|e| Error::internal(format!("container {}", container.id), e))
     }
 
+    /// Saves container `container`'s record on the blocking pool, over the
+    /// record on disk only (`Ok(false)` once it was removed): for an exit
+    /// recorded while a stop, and the removal its caller may send next,
+    /// go on without it. Awaiting it yields the worker rather than handing
+    /// it off (`block_in_place`), so that the stop the exit just woke, in
+    /// the worker's next-task slot, runs at once and not after the fsync.
+    pub fn save_existing_container(
+        self: &Arc<Self>,
+        container: Container,
+    ) -> impl std::future::Future<Output = Result<bool>> {
+        let daemon = Arc::clone(self);
+        let id = container.id.clone();
+        let saving = tokio::task::spawn_blocking(move || {
+            daemon
+                .container_records
+                .save_existing(&container.id, &container)
+        });
+        async move {
+            match saving.await {
+                Ok(saved) => saved.map_err(|e| Error::internal(format!("container {id}"), e)),
+                Err(e) => Err(Error::internal(format!("container {id}"), e.to_string())),
+            }
+        }
+    }
+
     /// Starts saving pod `sandbox`'s record on the blocking pool and
     /// returns its result to await: the caller's task goes on meanwhile
     /// (StopPodSandbox kills and waits beside it), and its worker is never
@@ -311,6 +340,12 @@ impl Daemon {
 /// pods, 4 clients, 2 CPUs, in four interleaved pairs against unbounded:
 /// StopPodSandbox p50 21–31 → 11–16 ms, the teardown 4.6–5.2 → 4.0–4.3 s.
 const RELEASES_PER_CPU: usize = 4;
+
+/// How long after the last RunPodSandbox or StopPodSandbox the daemon
+/// counts as quiet, with every background release turn open: longer than
+/// the gap between one pod's calls and the next one's when kubelet starts
+/// or stops many.
+const POD_CALLS_QUIET: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// How many background releases may run their DEL at once here.
 pub fn parallel_releases() -> usize {

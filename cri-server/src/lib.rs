@@ -53,6 +53,7 @@ pub mod orphans;
 pub mod otel;
 pub mod pause;
 pub mod pod;
+pub mod quiet;
 pub mod records;
 pub mod registries;
 pub mod reload;

@@ -82,13 +82,36 @@ impl RecordDir {
         self.dir.join(format!(".{id}.spare"))
     }
 
+    /// The lock that serialises record `id`'s saves and its removal.
+    fn lock_of(&self, id: &str) -> std::sync::Arc<std::sync::Mutex<()>> {
+        let mut locks = self.locks.lock().unwrap_or_else(|e| e.into_inner());
+        std::sync::Arc::clone(locks.entry(id.to_string()).or_default())
+    }
+
     /// Writes `record` as `<id>.json`, replacing any older version atomically.
     pub fn save<T: Serialize>(&self, id: &str, record: &T) -> Result<(), RecordError> {
-        let lock = {
-            let mut locks = self.locks.lock().unwrap_or_else(|e| e.into_inner());
-            std::sync::Arc::clone(locks.entry(id.to_string()).or_default())
-        };
+        let lock = self.lock_of(id);
         let _held = lock.lock().unwrap_or_else(|e| e.into_inner());
+        self.save_locked(id, record)
+    }
+
+    /// Like [`RecordDir::save`], but only over a record that is still
+    /// there: `Ok(false)`, nothing written, once [`RecordDir::remove`] has
+    /// run. For a save that may come after its object was removed (a
+    /// container's exit recorded off the path of the stop, whose caller
+    /// may remove the container meanwhile), which must not bring the
+    /// record back.
+    pub fn save_existing<T: Serialize>(&self, id: &str, record: &T) -> Result<bool, RecordError> {
+        let lock = self.lock_of(id);
+        let _held = lock.lock().unwrap_or_else(|e| e.into_inner());
+        if !self.path(id).exists() {
+            return Ok(false);
+        }
+        self.save_locked(id, record).map(|()| true)
+    }
+
+    /// [`RecordDir::save`] with record `id`'s lock held.
+    fn save_locked<T: Serialize>(&self, id: &str, record: &T) -> Result<(), RecordError> {
         let path = self.path(id);
         let err = |op: &'static str| {
             let path = path.clone();
@@ -142,6 +165,10 @@ impl RecordDir {
 
     /// Deletes `<id>.json`, then its spare; absent is fine.
     pub fn remove(&self, id: &str) -> Result<(), RecordError> {
+        // Under the record's lock, so that a save in progress finishes
+        // first and a `save_existing` after finds nothing to overwrite.
+        let lock = self.lock_of(id);
+        let _held = lock.lock().unwrap_or_else(|e| e.into_inner());
         self.locks
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -362,6 +389,21 @@ mod tests {
         records.remove("a").unwrap();
         records.remove("a").unwrap();
         assert_eq!(records.load_all::<Vec<i32>>(), vec![vec![5]]);
+    }
+
+    #[test]
+    fn a_save_over_an_existing_record_never_brings_a_removed_one_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let records = RecordDir::open(dir.path()).unwrap();
+        assert!(!records.save_existing("a", &vec![1]).unwrap());
+        assert!(records.load_all::<Vec<i32>>().is_empty());
+        records.save("a", &vec![1]).unwrap();
+        assert!(records.save_existing("a", &vec![2]).unwrap());
+        assert_eq!(records.load_all::<Vec<i32>>(), vec![vec![2]]);
+        records.remove("a").unwrap();
+        assert!(!records.save_existing("a", &vec![3]).unwrap());
+        assert!(records.load_all::<Vec<i32>>().is_empty());
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
     }
 
     #[test]

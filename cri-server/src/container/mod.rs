@@ -112,8 +112,12 @@ pub async fn record_exit_then_delete(
     });
     if let Ok(Some(container)) = changed {
         tracing::info!(container = %id, code = exit.exit_code, "container exited");
-        let _ = daemon.save_container(&container);
         daemon.emit(id, cri::ContainerEventType::ContainerStoppedEvent);
+        if let Err(e) = daemon.save_existing_container(container).await {
+            // Memory has the exit; the monitor's `exit.json` gives it
+            // again to a restart that finds the record still running.
+            tracing::warn!(container = %id, error = %e, "saving a container's exit");
+        }
     }
 }
 

@@ -22,9 +22,11 @@
 //! (`in_flight::VERBS`).
 //!
 //! At most [`parallel_releases`](crate::daemon::parallel_releases) of
-//! these tasks run their DEL at once; the rest wait for a turn before
-//! they take the release lock, so a release that a new pod's host ports
-//! need ([`release_conflicting`]) is never stuck behind the queue.
+//! these tasks run their DEL at once, and only one while RunPodSandbox or
+//! StopPodSandbox calls are in flight ([`crate::quiet`]); the rest wait
+//! for a turn before they take the release lock, so a release that a new
+//! pod's host ports need ([`release_conflicting`]) is never stuck behind
+//! the queue.
 
 use crate::daemon::Daemon;
 use crate::error::{Error, Result};
@@ -38,7 +40,8 @@ pub fn lock_key(id: &str) -> String {
 
 /// Releases pod `id`'s network in a task of its own, under its release
 /// lock, once one of the [`parallel_releases`](crate::daemon::parallel_releases)
-/// turns is free.
+/// turns is free and the pod calls in flight leave it a turn
+/// ([`crate::quiet::Quiet::turn`]).
 pub fn release_later(daemon: &Arc<Daemon>, id: &str) {
     let daemon = Arc::clone(daemon);
     let id = id.to_string();
@@ -46,6 +49,7 @@ pub fn release_later(daemon: &Arc<Daemon>, id: &str) {
     tokio::spawn(async move {
         let _entered = entered;
         let _permit = daemon.background_releases.acquire().await;
+        let _turn = daemon.pod_calls.turn().await;
         let _guard = daemon.locks.lock(&lock_key(&id)).await;
         if let Err(e) = release_locked(&daemon, &id).await {
             tracing::warn!(pod = %id, error = %e, "releasing a stopped pod's network failed; RemovePodSandbox and the next start try again");
@@ -379,6 +383,55 @@ mod verb_tests {
             released(&t.daemon, id).await;
         }
         assert_eq!(most.load(SeqCst), slots);
+    }
+
+    /// While a pod call is in flight, background DELs run one at a time;
+    /// once it has ended (and a quiet moment passed) every turn is open.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn background_releases_run_one_at_a_time_beside_pod_calls() {
+        use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+        let slots = crate::daemon::parallel_releases();
+        let mut d = stoppable();
+        let running = Arc::new(AtomicUsize::new(0));
+        let gate = Gate::default();
+        for i in 0..slots + 1 {
+            let (r, g) = (running.clone(), gate.clone());
+            let name = format!("web{i}");
+            let own = move |r: &cni::PodNetworkRequest| r.pod_name == name;
+            d.network
+                .expect_teardown()
+                .withf(own)
+                .times(1)
+                .returning(move |_| {
+                    r.fetch_add(1, SeqCst);
+                    tokio::task::block_in_place(|| g.wait());
+                    r.fetch_sub(1, SeqCst);
+                    Ok(())
+                });
+        }
+        let t = d.build().await;
+        let _open_at_end = gate.clone();
+        let pods: Vec<String> = (0..slots + 1)
+            .map(|i| networked_pod(&t.daemon, &format!("web{i}")))
+            .collect();
+        let call = t.daemon.pod_calls.enter();
+        for id in &pods {
+            crate::pod::stop::stop(&t.daemon, id).await.unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(running.load(SeqCst), 1, "one DEL beside the call");
+        drop(call);
+        for _ in 0..500 {
+            if running.load(SeqCst) == slots {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(running.load(SeqCst), slots, "every turn open once quiet");
+        gate.open();
+        for id in &pods {
+            released(&t.daemon, id).await;
+        }
     }
 
     /// Holds DELs until opened (or dropped: the last clone opens it).

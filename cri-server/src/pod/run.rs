@@ -18,6 +18,7 @@ use trust_policy::PodTrustInput;
 
 /// Runs a pod sandbox and returns its id.
 pub async fn run(daemon: &Arc<Daemon>, request: cri::RunPodSandboxRequest) -> Result<String> {
+    let _busy = daemon.pod_calls.enter();
     let config = request
         .config
         .ok_or_else(|| Error::InvalidArgument("RunPodSandbox: config is required".into()))?;

@@ -15,6 +15,7 @@ const INFRA_EXIT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Stops pod `id_or_prefix`.
 pub async fn stop(daemon: &Arc<Daemon>, id_or_prefix: &str) -> Result<()> {
+    let _busy = daemon.pod_calls.enter();
     let id = match daemon.sandboxes.resolve(id_or_prefix) {
         Ok(id) => id,
         Err(sandbox_core::Error::NotFound { .. }) => return Ok(()),
