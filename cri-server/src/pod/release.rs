@@ -333,102 +333,108 @@ mod verb_tests {
         assert!(on_disk.is_empty(), "{on_disk:?}");
     }
 
+    /// DELs that hold until their gate opens, counted while they run.
+    struct HeldDels {
+        running: Arc<std::sync::atomic::AtomicUsize>,
+        most: Arc<std::sync::atomic::AtomicUsize>,
+        gate: Gate,
+    }
+
+    impl HeldDels {
+        /// Expects one DEL for each of pods `web0`..`web{pods - 1}`.
+        fn expect(d: &mut Doubles, pods: usize) -> HeldDels {
+            use std::sync::atomic::Ordering::SeqCst;
+            let held = HeldDels {
+                running: Default::default(),
+                most: Default::default(),
+                gate: Gate::default(),
+            };
+            // One expectation per pod: mockall runs one expectation's
+            // answers one at a time, and concurrent calls may pick the same
+            // unsaturated expectation unless each matches only its own pod.
+            for i in 0..pods {
+                let (r, m, g) = (held.running.clone(), held.most.clone(), held.gate.clone());
+                let name = format!("web{i}");
+                let own = move |r: &cni::PodNetworkRequest| r.pod_name == name;
+                d.network
+                    .expect_teardown()
+                    .withf(own)
+                    .times(1)
+                    .returning(move |_| {
+                        m.fetch_max(r.fetch_add(1, SeqCst) + 1, SeqCst);
+                        // Off the worker, whose queued tasks go on meanwhile.
+                        tokio::task::block_in_place(|| g.wait());
+                        r.fetch_sub(1, SeqCst);
+                        Ok(())
+                    });
+            }
+            held
+        }
+
+        fn running(&self) -> usize {
+            self.running.load(std::sync::atomic::Ordering::SeqCst)
+        }
+
+        /// Waits (at most 5 s) for `n` DELs to be running.
+        async fn until_running(&self, n: usize) {
+            for _ in 0..500 {
+                if self.running() == n {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+
+    /// Pods `web0`..`web{n - 1}`, networked, stopped.
+    async fn stopped_pods(daemon: &Arc<crate::daemon::Daemon>, n: usize) -> Vec<String> {
+        let pods: Vec<String> = (0..n)
+            .map(|i| networked_pod(daemon, &format!("web{i}")))
+            .collect();
+        for id in &pods {
+            crate::pod::stop::stop(daemon, id).await.unwrap();
+        }
+        pods
+    }
+
     /// However many pods stop at once, no more than `parallel_releases`
     /// DELs run at a time, and the others run when turns free up.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn background_releases_take_turns() {
-        use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
         let slots = crate::daemon::parallel_releases();
         let mut d = stoppable();
-        let (running, most) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
-        let gate = Gate::default();
-        // One expectation per pod: mockall runs one expectation's answers
-        // one at a time, and concurrent calls may pick the same unsaturated
-        // expectation unless each matches only its own pod.
-        for i in 0..slots + 3 {
-            let (r, m, g) = (running.clone(), most.clone(), gate.clone());
-            let name = format!("web{i}");
-            let own = move |r: &cni::PodNetworkRequest| r.pod_name == name;
-            d.network
-                .expect_teardown()
-                .withf(own)
-                .times(1)
-                .returning(move |_| {
-                    m.fetch_max(r.fetch_add(1, SeqCst) + 1, SeqCst);
-                    // Off the worker, whose queued tasks go on meanwhile.
-                    tokio::task::block_in_place(|| g.wait());
-                    r.fetch_sub(1, SeqCst);
-                    Ok(())
-                });
-        }
+        let held = HeldDels::expect(&mut d, slots + 3);
         let t = d.build().await;
         // Opened however the test ends, so that no held DEL outlives it.
-        let _open_at_end = gate.clone();
-        let pods: Vec<String> = (0..slots + 3)
-            .map(|i| networked_pod(&t.daemon, &format!("web{i}")))
-            .collect();
-        for id in &pods {
-            crate::pod::stop::stop(&t.daemon, id).await.unwrap();
-        }
-        for _ in 0..500 {
-            if running.load(SeqCst) == slots {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        let _open_at_end = held.gate.clone();
+        let pods = stopped_pods(&t.daemon, slots + 3).await;
+        held.until_running(slots).await;
         tokio::time::sleep(Duration::from_millis(200)).await;
-        assert_eq!(running.load(SeqCst), slots, "every turn taken, no more");
-        gate.open();
+        assert_eq!(held.running(), slots, "every turn taken, no more");
+        held.gate.open();
         for id in &pods {
             released(&t.daemon, id).await;
         }
-        assert_eq!(most.load(SeqCst), slots);
+        assert_eq!(held.most.load(std::sync::atomic::Ordering::SeqCst), slots);
     }
 
     /// While a pod call is in flight, background DELs run one at a time;
     /// once it has ended (and a quiet moment passed) every turn is open.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn background_releases_run_one_at_a_time_beside_pod_calls() {
-        use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
         let slots = crate::daemon::parallel_releases();
         let mut d = stoppable();
-        let running = Arc::new(AtomicUsize::new(0));
-        let gate = Gate::default();
-        for i in 0..slots + 1 {
-            let (r, g) = (running.clone(), gate.clone());
-            let name = format!("web{i}");
-            let own = move |r: &cni::PodNetworkRequest| r.pod_name == name;
-            d.network
-                .expect_teardown()
-                .withf(own)
-                .times(1)
-                .returning(move |_| {
-                    r.fetch_add(1, SeqCst);
-                    tokio::task::block_in_place(|| g.wait());
-                    r.fetch_sub(1, SeqCst);
-                    Ok(())
-                });
-        }
+        let held = HeldDels::expect(&mut d, slots + 1);
         let t = d.build().await;
-        let _open_at_end = gate.clone();
-        let pods: Vec<String> = (0..slots + 1)
-            .map(|i| networked_pod(&t.daemon, &format!("web{i}")))
-            .collect();
+        let _open_at_end = held.gate.clone();
         let call = t.daemon.pod_calls.enter();
-        for id in &pods {
-            crate::pod::stop::stop(&t.daemon, id).await.unwrap();
-        }
+        let pods = stopped_pods(&t.daemon, slots + 1).await;
         tokio::time::sleep(Duration::from_millis(300)).await;
-        assert_eq!(running.load(SeqCst), 1, "one DEL beside the call");
+        assert_eq!(held.running(), 1, "one DEL beside the call");
         drop(call);
-        for _ in 0..500 {
-            if running.load(SeqCst) == slots {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        assert_eq!(running.load(SeqCst), slots, "every turn open once quiet");
-        gate.open();
+        held.until_running(slots).await;
+        assert_eq!(held.running(), slots, "every turn open once quiet");
+        held.gate.open();
         for id in &pods {
             released(&t.daemon, id).await;
         }
