@@ -30,6 +30,8 @@ pub struct Quiet {
     after: Duration,
     /// The single turn while it is not.
     busy_turn: tokio::sync::Semaphore,
+    /// Woken when the last call in flight ends, so waiters need not poll.
+    idle: tokio::sync::Notify,
 }
 
 /// A background job's turn: the busy turn's permit, or none when it was
@@ -40,6 +42,16 @@ pub type Turn<'a> = Option<tokio::sync::SemaphorePermit<'a>>;
 struct State {
     in_flight: usize,
     last_end: Option<tokio::time::Instant>,
+}
+
+/// Where a waiter stands.
+enum Wait {
+    /// Quiet now.
+    Quiet,
+    /// Calls are in flight: until the last one ends.
+    Calls,
+    /// The last call ended too recently: for this long.
+    Calm(Duration),
 }
 
 /// One call in flight; dropping it ends the call.
@@ -56,6 +68,7 @@ impl Quiet {
             state: Mutex::default(),
             after,
             busy_turn: tokio::sync::Semaphore::new(1),
+            idle: tokio::sync::Notify::new(),
         }
     }
 
@@ -65,7 +78,7 @@ impl Quiet {
     pub async fn turn(&self) -> Turn<'_> {
         tokio::select! {
             biased;
-            _ = self.wait(self.after, Duration::MAX) => None,
+            () = self.wait() => None,
             permit = self.busy_turn.acquire() => permit.ok(),
         }
     }
@@ -77,46 +90,45 @@ impl Quiet {
     /// ```
     /// let quiet = cri_server::quiet::Quiet::new(std::time::Duration::ZERO);
     /// let busy = quiet.enter();
-    /// assert!(!quiet.is_quiet_for(std::time::Duration::ZERO));
+    /// assert!(!quiet.is_quiet());
     /// drop(busy);
-    /// assert!(quiet.is_quiet_for(std::time::Duration::ZERO));
+    /// assert!(quiet.is_quiet());
     /// ```
     pub fn enter(&self) -> Busy<'_> {
         self.lock().in_flight += 1;
         Busy { quiet: self }
     }
 
-    /// Whether no call is in flight and none has ended within `quiet`.
-    pub fn is_quiet_for(&self, quiet: Duration) -> bool {
-        self.left(quiet).is_none()
+    /// Whether no call is in flight and none has ended within the quiet
+    /// period.
+    pub fn is_quiet(&self) -> bool {
+        matches!(self.stand(), Wait::Quiet)
     }
 
-    /// How long to wait before asking again whether it is quiet for
-    /// `quiet`; `None` when it is.
-    fn left(&self, quiet: Duration) -> Option<Duration> {
+    fn stand(&self) -> Wait {
         let state = self.lock();
         if state.in_flight > 0 {
-            return Some(quiet.max(Duration::from_millis(1)));
+            return Wait::Calls;
         }
-        let since = state.last_end?.elapsed();
-        (since < quiet).then(|| quiet - since)
+        match state.last_end.map(|end| end.elapsed()) {
+            Some(since) if since < self.after => Wait::Calm(self.after - since),
+            _ => Wait::Quiet,
+        }
     }
 
-    /// Waits until no call has been in flight for `quiet`, or `limit` has
-    /// passed; `true` when it was quiet.
-    pub async fn wait(&self, quiet: Duration, limit: Duration) -> bool {
-        let deadline = tokio::time::Instant::now()
-            .checked_add(limit)
-            .unwrap_or_else(far_future);
+    /// Waits until no call has been in flight for the quiet period.
+    pub async fn wait(&self) {
         loop {
-            let Some(left) = self.left(quiet) else {
-                return true;
-            };
-            let now = tokio::time::Instant::now();
-            if now >= deadline {
-                return false;
+            // Registered before the state is read, so a last call ending in
+            // between still wakes this waiter.
+            let idle = self.idle.notified();
+            tokio::pin!(idle);
+            idle.as_mut().enable();
+            match self.stand() {
+                Wait::Quiet => return,
+                Wait::Calls => idle.await,
+                Wait::Calm(left) => tokio::time::sleep(left).await,
             }
-            tokio::time::sleep_until((now + left).min(deadline)).await;
         }
     }
 
@@ -126,16 +138,14 @@ impl Quiet {
     }
 }
 
-/// An instant no wait reaches (about 30 years on).
-fn far_future() -> tokio::time::Instant {
-    tokio::time::Instant::now() + Duration::from_secs(86400 * 365 * 30)
-}
-
 impl Drop for Busy<'_> {
     fn drop(&mut self) {
         let mut state = self.quiet.lock();
         state.in_flight = state.in_flight.saturating_sub(1);
         state.last_end = Some(tokio::time::Instant::now());
+        if state.in_flight == 0 {
+            self.quiet.idle.notify_waiters();
+        }
     }
 }
 
@@ -145,7 +155,8 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn waits_for_the_calls_in_flight_and_a_quiet_moment_after() {
-        let quiet = std::sync::Arc::new(Quiet::new(Duration::ZERO));
+        let calm = Duration::from_millis(50);
+        let quiet = std::sync::Arc::new(Quiet::new(calm));
         let q = std::sync::Arc::clone(&quiet);
         let busy_for = Duration::from_millis(300);
         let call = tokio::spawn(async move {
@@ -154,35 +165,33 @@ mod tests {
         });
         tokio::task::yield_now().await;
         let started = tokio::time::Instant::now();
-        let calm = Duration::from_millis(50);
-        assert!(quiet.wait(calm, Duration::from_secs(10)).await);
-        assert!(
-            started.elapsed() >= busy_for + calm,
-            "{:?}",
-            started.elapsed()
-        );
+        quiet.wait().await;
+        assert_eq!(started.elapsed(), busy_for + calm);
         call.await.unwrap();
     }
 
     #[tokio::test(start_paused = true)]
-    async fn gives_up_at_its_limit() {
-        let quiet = Quiet::new(Duration::ZERO);
-        let _busy = quiet.enter();
+    async fn a_call_starting_in_the_calm_restarts_the_wait() {
+        let calm = Duration::from_millis(50);
+        let quiet = std::sync::Arc::new(Quiet::new(calm));
+        drop(quiet.enter());
+        let q = std::sync::Arc::clone(&quiet);
+        let call = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            let _busy = q.enter();
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        });
         let started = tokio::time::Instant::now();
-        let limit = Duration::from_secs(2);
-        assert!(!quiet.wait(Duration::from_millis(50), limit).await);
-        assert_eq!(started.elapsed(), limit);
+        quiet.wait().await;
+        assert_eq!(started.elapsed(), Duration::from_millis(120) + calm);
+        call.await.unwrap();
     }
 
     #[tokio::test(start_paused = true)]
     async fn without_calls_it_does_not_wait() {
-        let quiet = Quiet::new(Duration::ZERO);
+        let quiet = Quiet::new(Duration::from_secs(1));
         let started = tokio::time::Instant::now();
-        assert!(
-            quiet
-                .wait(Duration::from_secs(1), Duration::from_secs(5))
-                .await
-        );
+        quiet.wait().await;
         assert_eq!(started.elapsed(), Duration::ZERO);
     }
 
