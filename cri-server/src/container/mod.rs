@@ -77,6 +77,50 @@ pub async fn record_exit_then_delete(
     exit: &ExitRecord,
     runtime: Option<&Arc<dyn oci_shim::runtime::OciRuntime>>,
 ) {
+    if let Some(container) = mark_exit_then_delete(daemon, id, exit, runtime).await {
+        save_exit(daemon, container).await;
+    }
+}
+
+/// [`record_exit`] for StopPodSandbox, which does not wait for the saves:
+/// the container is exited in memory (and announced) on return, and its
+/// record is saved behind the stop. A stop that recorded the exit before
+/// the watcher did waited for its fsync, 3–5 ms of the slowest pod stops
+/// at 110 pods. Nothing is lost to a crash meanwhile: the monitor's
+/// `exit.json` gives the exit to the restart that finds the record still
+/// running, and the save writes only over a record still on disk, so a
+/// pod removed before it lands stays removed.
+pub async fn record_exit_behind(daemon: &Arc<Daemon>, id: &str, exit: &ExitRecord) {
+    if let Some(container) = mark_exit_then_delete(daemon, id, exit, None).await {
+        tokio::spawn(save_exit(daemon, container));
+    }
+}
+
+/// Saves a container's recorded exit, warning when it cannot.
+fn save_exit(
+    daemon: &Arc<Daemon>,
+    container: sandbox_core::Container,
+) -> impl std::future::Future<Output = ()> + Send + 'static {
+    let id = container.id.clone();
+    let saving = daemon.save_existing_container(container);
+    async move {
+        if let Err(e) = saving.await {
+            // Memory has the exit; the monitor's `exit.json` gives it
+            // again to a restart that finds the record still running.
+            tracing::warn!(container = %id, error = %e, "saving a container's exit");
+        }
+    }
+}
+
+/// Marks container `id` exited in memory (after deleting its runtime
+/// state when `runtime` is given) and announces it; the container to
+/// save, or `None` when it was marked before.
+async fn mark_exit_then_delete(
+    daemon: &Arc<Daemon>,
+    id: &str,
+    exit: &ExitRecord,
+    runtime: Option<&Arc<dyn oci_shim::runtime::OciRuntime>>,
+) -> Option<sandbox_core::Container> {
     let at = exit.finished_at_unix_nanos as i64;
     // The cgroup outlives the process until the runtime deletes the
     // container, so the OOM killer's count can still be read here.
@@ -110,15 +154,10 @@ pub async fn record_exit_then_delete(
         .ok()
         .map(|_| c.clone())
     });
-    if let Ok(Some(container)) = changed {
-        tracing::info!(container = %id, code = exit.exit_code, "container exited");
-        daemon.emit(id, cri::ContainerEventType::ContainerStoppedEvent);
-        if let Err(e) = daemon.save_existing_container(container).await {
-            // Memory has the exit; the monitor's `exit.json` gives it
-            // again to a restart that finds the record still running.
-            tracing::warn!(container = %id, error = %e, "saving a container's exit");
-        }
-    }
+    let container = changed.ok().flatten()?;
+    tracing::info!(container = %id, code = exit.exit_code, "container exited");
+    daemon.emit(id, cri::ContainerEventType::ContainerStoppedEvent);
+    Some(container)
 }
 
 /// Whether `container` runs on a gVisor (runsc) handler.

@@ -312,10 +312,24 @@ mod verb_tests {
             *stopped,
             "one save, the same record"
         );
-        // The container's exit is on disk too by the time the stop returns.
-        let containers: Vec<sandbox_core::Container> = t.daemon.container_records.load_all();
-        let app = containers.iter().find(|c| c.id == app).unwrap();
-        assert_eq!(app.state, sandbox_core::ContainerState::Exited);
+        // The container is exited in memory by the time the stop returns;
+        // its record follows behind the stop (the monitor's `exit.json`
+        // covers a crash meanwhile).
+        let exited = sandbox_core::ContainerState::Exited;
+        assert_eq!(t.daemon.containers.get(&app).unwrap().state, exited);
+        let record_exited = async {
+            loop {
+                let containers: Vec<sandbox_core::Container> =
+                    t.daemon.container_records.load_all();
+                if containers.iter().any(|c| c.id == app && c.state == exited) {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), record_exited)
+            .await
+            .expect("the container's exit saved");
     }
 
     #[tokio::test(flavor = "multi_thread")]
