@@ -320,6 +320,26 @@ impl Daemon {
         }
     }
 
+    /// Deletes the record of `kind` `id` (a full id) on the blocking pool:
+    /// the caller's worker runs other tasks meanwhile instead of waiting on
+    /// the unlinks, or being handed off to a thread that must first get a
+    /// CPU.
+    pub async fn remove_record(self: &Arc<Self>, kind: RecordKind, id: &str) -> Result<()> {
+        let object = match kind {
+            RecordKind::Pod => format!("pod {id}"),
+            RecordKind::Container => format!("container {id}"),
+        };
+        let (daemon, id) = (Arc::clone(self), id.to_string());
+        let removing = tokio::task::spawn_blocking(move || match kind {
+            RecordKind::Pod => daemon.sandbox_records.remove(&id),
+            RecordKind::Container => daemon.container_records.remove(&id),
+        });
+        match removing.await {
+            Ok(removed) => removed.map_err(|e| Error::internal(object, e)),
+            Err(e) => Err(Error::internal(object, e.to_string())),
+        }
+    }
+
     /// Sends a container event to GetContainerEvents subscribers.
     pub fn emit(&self, container_id: &str, kind: cri::ContainerEventType) {
         let _ = self.events.send(cri::ContainerEventResponse {
@@ -330,6 +350,15 @@ impl Daemon {
             containers_statuses: Vec::new(),
         });
     }
+}
+
+/// Which records a record's id is among.
+#[derive(Debug, Clone, Copy)]
+pub enum RecordKind {
+    /// Pods' records.
+    Pod,
+    /// Containers' records.
+    Container,
 }
 
 /// How many background network releases (`pod::release`) run at once

@@ -61,11 +61,12 @@ pub async fn remove_locked(daemon: &Arc<Daemon>, id: &str) -> Result<()> {
     if !exited {
         daemon.monitors.retire(id, &Layout::monitor(&dir)).await;
     }
-    crate::discard::discard(&daemon.layout, &dir).map_err(|e| Error::internal(dir.display(), e))?;
+    crate::discard::discard(&daemon.layout, &dir)
+        .await
+        .map_err(|e| Error::internal(dir.display(), e))?;
     daemon
-        .container_records
-        .remove(id)
-        .map_err(|e| Error::internal(format!("container {id}"), e))?;
+        .remove_record(crate::daemon::RecordKind::Container, id)
+        .await?;
     daemon.container_names.release_by_id(id);
     daemon.container_creations.forget_id(id);
     daemon.cpu_rates.forget(id);

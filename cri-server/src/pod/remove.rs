@@ -2,7 +2,7 @@
 //! container, its directories, its name and its record. Idempotent: removing
 //! a removed pod succeeds.
 
-use crate::daemon::Daemon;
+use crate::daemon::{Daemon, RecordKind};
 use crate::error::{Error, Result};
 use crate::layout::Layout;
 use sandbox_core::ContainerFilter;
@@ -65,7 +65,9 @@ pub async fn remove(daemon: &Arc<Daemon>, id_or_prefix: &str) -> Result<()> {
     if !infra_exited {
         daemon.monitors.retire(&id, &Layout::monitor(&dir)).await;
     }
-    crate::discard::discard(&daemon.layout, &dir).map_err(|e| Error::internal(dir.display(), e))?;
+    crate::discard::discard(&daemon.layout, &dir)
+        .await
+        .map_err(|e| Error::internal(dir.display(), e))?;
     crate::fault::point("remove_pod_sandbox.before_record_removed");
     // A release still to run or finish reads the pod from here from now on.
     let pending = daemon
@@ -76,10 +78,7 @@ pub async fn remove(daemon: &Arc<Daemon>, id_or_prefix: &str) -> Result<()> {
     if let Some(pending) = &pending {
         daemon.removed_pods.hold((**pending).clone());
     }
-    daemon
-        .sandbox_records
-        .remove(&id)
-        .map_err(|e| Error::internal(format!("pod {id}"), e))?;
+    daemon.remove_record(RecordKind::Pod, &id).await?;
     daemon.pod_names.release_by_id(&id);
     daemon.pod_creations.forget_id(&id);
     let _ = daemon.sandboxes.remove(&id);
