@@ -124,7 +124,15 @@ async fn mark_exit_then_delete(
     let at = exit.finished_at_unix_nanos as i64;
     // The cgroup outlives the process until the runtime deletes the
     // container, so the OOM killer's count can still be read here.
-    let oom_killed = exit.exit_code == 128 + libc::SIGKILL && oom_kills(daemon, id).await > 0;
+    let oom_killed = exit.exit_code == 128 + libc::SIGKILL
+        && daemon.containers.get(id).is_ok_and(|c| {
+            let parent = daemon
+                .sandboxes
+                .get(&c.sandbox_id)
+                .map(|s| s.cgroup_parent.clone())
+                .unwrap_or_default();
+            cgroups::Hierarchy::detect().oom_kills(&daemon.cgroup_dir(&parent, id)) > 0
+        });
     let deleted = match runtime {
         Some(runtime) => match runtime.delete(id, false).await {
             Ok(()) => true,
@@ -150,25 +158,6 @@ async fn mark_exit_then_delete(
     tracing::info!(container = %id, code = exit.exit_code, "container exited");
     daemon.emit(id, cri::ContainerEventType::ContainerStoppedEvent);
     Some(container)
-}
-
-/// How many times the OOM killer struck in container `id`'s cgroup. Read on
-/// the blocking pool: a cgroup file's lookup waits behind the cgroup
-/// removals of other pods' teardowns, and the worker it ran on held the
-/// exits and stops queued on it meanwhile.
-async fn oom_kills(daemon: &Arc<Daemon>, id: &str) -> u64 {
-    let Ok(container) = daemon.containers.get(id) else {
-        return 0;
-    };
-    let parent = daemon
-        .sandboxes
-        .get(&container.sandbox_id)
-        .map(|s| s.cgroup_parent.clone())
-        .unwrap_or_default();
-    let dir = daemon.cgroup_dir(&parent, id);
-    tokio::task::spawn_blocking(move || cgroups::Hierarchy::detect().oom_kills(&dir))
-        .await
-        .unwrap_or(0)
 }
 
 /// Whether `container` runs on a gVisor (runsc) handler.
