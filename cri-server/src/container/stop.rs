@@ -598,6 +598,18 @@ mod verb_tests {
         })
     }
 
+    /// A daemon whose containers die at once of the kill their monitor
+    /// delivers, its pod, and the monitors' journal.
+    async fn pod_on_dying_monitors() -> (crate::testing::TestDaemon, String, Arc<IgnoresStopSignal>)
+    {
+        let journal = dying_at_once();
+        let mut d = Doubles::new();
+        d.monitors_instead = Some(Arc::clone(&journal) as _);
+        let t = d.build().await;
+        let pod = ready_pod(&t.daemon, "web");
+        (t, pod, journal)
+    }
+
     #[tokio::test(flavor = "multi_thread")]
     async fn a_pods_containers_are_all_killed_before_any_wait() {
         let journal = dying_at_once();
@@ -659,11 +671,7 @@ mod verb_tests {
 
     #[tokio::test(flavor = "multi_thread")]
     async fn a_pods_container_exits_are_saved_behind_the_stop() {
-        let journal = dying_at_once();
-        let mut d = Doubles::new();
-        d.monitors_instead = Some(Arc::clone(&journal) as _);
-        let t = d.build().await;
-        let pod = ready_pod(&t.daemon, "web");
+        let (t, pod, _) = pod_on_dying_monitors().await;
         let id = running_container(&t.daemon, &pod, "app");
 
         kill_all_keeping_state(&t.daemon, std::slice::from_ref(&id))
@@ -691,11 +699,7 @@ mod verb_tests {
 
     #[tokio::test(flavor = "multi_thread")]
     async fn a_container_that_cannot_be_stopped_does_not_keep_the_others_running() {
-        let journal = dying_at_once();
-        let mut d = Doubles::new();
-        d.monitors_instead = Some(Arc::clone(&journal) as _);
-        let t = d.build().await;
-        let pod = ready_pod(&t.daemon, "web");
+        let (t, pod, journal) = pod_on_dying_monitors().await;
         let lost = running_container(&t.daemon, &pod, "lost");
         let _ = t.daemon.containers.update(&lost, |c| {
             c.runtime_handler = "removed-from-the-config".into();
