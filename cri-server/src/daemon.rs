@@ -286,18 +286,12 @@ impl Daemon {
         container: Container,
     ) -> impl std::future::Future<Output = Result<bool>> {
         let daemon = Arc::clone(self);
-        let id = container.id.clone();
-        let saving = tokio::task::spawn_blocking(move || {
+        let object = format!("container {}", container.id);
+        on_blocking_pool(object, move || {
             daemon
                 .container_records
                 .save_existing(&container.id, &container)
-        });
-        async move {
-            match saving.await {
-                Ok(saved) => saved.map_err(|e| Error::internal(format!("container {id}"), e)),
-                Err(e) => Err(Error::internal(format!("container {id}"), e.to_string())),
-            }
-        }
+        })
     }
 
     /// Starts saving pod `sandbox`'s record on the blocking pool and
@@ -309,15 +303,10 @@ impl Daemon {
         sandbox: Sandbox,
     ) -> impl std::future::Future<Output = Result<()>> {
         let daemon = Arc::clone(self);
-        let id = sandbox.id.clone();
-        let saving =
-            tokio::task::spawn_blocking(move || daemon.sandbox_records.save(&sandbox.id, &sandbox));
-        async move {
-            match saving.await {
-                Ok(saved) => saved.map_err(|e| Error::internal(format!("pod {id}"), e)),
-                Err(e) => Err(Error::internal(format!("pod {id}"), e.to_string())),
-            }
-        }
+        let object = format!("pod {}", sandbox.id);
+        on_blocking_pool(object, move || {
+            daemon.sandbox_records.save(&sandbox.id, &sandbox)
+        })
     }
 
     /// Deletes the record of `kind` `id` (a full id) on the blocking pool:
@@ -330,14 +319,11 @@ impl Daemon {
             RecordKind::Container => format!("container {id}"),
         };
         let (daemon, id) = (Arc::clone(self), id.to_string());
-        let removing = tokio::task::spawn_blocking(move || match kind {
+        on_blocking_pool(object, move || match kind {
             RecordKind::Pod => daemon.sandbox_records.remove(&id),
             RecordKind::Container => daemon.container_records.remove(&id),
-        });
-        match removing.await {
-            Ok(removed) => removed.map_err(|e| Error::internal(object, e)),
-            Err(e) => Err(Error::internal(object, e.to_string())),
-        }
+        })
+        .await
     }
 
     /// Sends a container event to GetContainerEvents subscribers.
@@ -349,6 +335,22 @@ impl Daemon {
             pod_sandbox_status: None,
             containers_statuses: Vec::new(),
         });
+    }
+}
+
+/// Starts `work` on a record of `object` on the blocking pool at once and
+/// returns its result to await: the caller's worker polls other tasks
+/// meanwhile, and is never handed off as under [`off_worker`].
+fn on_blocking_pool<T: Send + 'static>(
+    object: String,
+    work: impl FnOnce() -> std::result::Result<T, crate::records::RecordError> + Send + 'static,
+) -> impl std::future::Future<Output = Result<T>> {
+    let running = tokio::task::spawn_blocking(work);
+    async move {
+        match running.await {
+            Ok(done) => done.map_err(|e| Error::internal(&object, e)),
+            Err(e) => Err(Error::internal(&object, e)),
+        }
     }
 }
 
