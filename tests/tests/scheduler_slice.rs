@@ -71,7 +71,15 @@ async fn the_daemon_and_the_monitors_wake_promptly_and_the_containers_are_left_a
     assert_eq!(monitor[0].1, Some(SHORT), "the monitor: {monitor:?}");
     // Reset on fork: the runtime the monitor started, and so the
     // container, got the kernel's default.
-    let init = threads(pid_in("container.pid"));
+    // StartContainer returns once runc started the init, which may still
+    // be runc's own multi-threaded `init` a moment before its exec.
+    let init_pid = pid_in("container.pid");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut init = threads(init_pid);
+    while init.iter().any(|(name, _)| name != "sleep") && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        init = threads(init_pid);
+    }
     assert!(
         init.iter()
             .all(|(_, slice)| slice.is_some() && *slice != Some(SHORT)),
