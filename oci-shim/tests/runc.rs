@@ -152,6 +152,54 @@ async fn exit_codes_zero_one_and_sigkill() {
         .all(|c| c.id != killed));
 }
 
+/// The monitor holds the container's mount namespace from create until it
+/// has reported the exit, so that the namespace's teardown (every mount
+/// of the container unmounted) is not on the way from a kill to the exit
+/// a stop waits for.
+#[tokio::test]
+async fn the_monitor_holds_the_mount_namespace_until_the_exit_is_reported() {
+    let h = Harness::runc();
+    let id = h.id("mntns");
+    let m = h
+        .spawn(&id, &h.spec(&id, &["sleep", "1000"]))
+        .await
+        .unwrap();
+    h.runtime.start(&id).await.unwrap();
+    let ns = |pid: i32| std::fs::read_link(format!("/proc/{pid}/ns/mnt")).unwrap();
+    let container = ns(m.container_pid());
+    assert_ne!(
+        container,
+        ns(std::process::id() as i32),
+        "runc made no mount namespace"
+    );
+    let held = |pid: i32| {
+        std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .map(|fds| {
+                fds.flatten()
+                    .filter_map(|fd| std::fs::read_link(fd.path()).ok())
+                    .collect::<Vec<_>>()
+            })
+            .unwrap_or_default()
+    };
+    assert!(
+        held(m.monitor_pid()).contains(&container),
+        "{:?} not among the monitor's descriptors {:?}",
+        container,
+        held(m.monitor_pid())
+    );
+    h.runtime.kill(&id, libc::SIGKILL, false).await.unwrap();
+    let exit = m.wait().await.unwrap();
+    assert_eq!(exit.signal, 9);
+    // The monitor lets it go once the exit is out, and leaves.
+    assert!(
+        eventually(Duration::from_secs(5), || (!alive(m.monitor_pid()))
+            .then_some(()))
+        .await
+        .is_some()
+    );
+    h.runtime.delete(&id, false).await.unwrap();
+}
+
 #[tokio::test]
 async fn reopen_log_after_rotation() {
     let h = Harness::runc();
