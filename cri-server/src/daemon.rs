@@ -125,8 +125,9 @@ pub struct Daemon {
     /// them (`pod::release::release_later`).
     pub background_releases: tokio::sync::Semaphore,
     /// RunPodSandbox and StopPodSandbox calls in flight, beside which
-    /// background releases run one at a time (`pod::release::release_later`).
-    pub pod_calls: crate::quiet::Quiet,
+    /// background releases (`pod::release::release_later`) and deletions
+    /// (`discard`) run one at a time.
+    pub pod_calls: Arc<crate::quiet::Quiet>,
 }
 
 impl Daemon {
@@ -165,7 +166,7 @@ impl Daemon {
             events,
             streaming: parts.streaming,
             background_releases: tokio::sync::Semaphore::new(parallel_releases()),
-            pod_calls: crate::quiet::Quiet::new(POD_CALLS_QUIET),
+            pod_calls: Arc::new(crate::quiet::Quiet::new(POD_CALLS_QUIET)),
             metrics: crate::metrics::Metrics::default(),
             pod_creations: Creations::new(grace),
             removed_pods: Default::default(),

@@ -67,6 +67,10 @@ pub async fn open(config: Config) -> Result<Opened, StartError> {
     let parts = parts(&config, images.clone()).await?;
     let daemon =
         Arc::new(Daemon::new(config, parts).map_err(|e| StartError::new("configuration", e))?);
+    let quiet = Arc::clone(&daemon.pod_calls);
+    images.set_deleter(Arc::new(move |doomed| {
+        crate::discard::delete_in_turn(&quiet, doomed)
+    }));
     let counts = daemon.metrics.signatures.clone();
     let signatures = Signatures::install(&daemon.config.image, policy, images, counts);
     crate::restore::restore(&daemon).await;

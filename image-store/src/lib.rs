@@ -116,4 +116,4 @@ pub use reference::{ImageReference, ReferenceError};
 pub use registries::{Endpoint, Registries, RegistriesConfig, RegistryConfig};
 pub use rootfs::{RootFs, RootFsIdmap};
 pub use rootfs_tree::RootFsTree;
-pub use store::{FsUsage, ImageStore, Recheck};
+pub use store::{Deleter, FsUsage, ImageStore, Recheck};

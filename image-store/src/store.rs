@@ -135,7 +135,14 @@ struct Inner {
     /// Layers being fetched, and (chain id, blob) pairs verified, shared by
     /// every pull.
     flights: Flights,
+    /// Deletes removed root filesystems' files; a blocking task when unset.
+    deleter: Mutex<Option<Deleter>>,
 }
+
+/// Deletes the files of a removed root filesystem, already moved into the
+/// store's `tmp/` (which [`ImageStore::open`] empties), when its owner
+/// likes: see [`ImageStore::set_deleter`].
+pub type Deleter = Arc<dyn Fn(PathBuf) + Send + Sync>;
 
 /// What [`ImageStore::recheck_evidence`] did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -555,17 +562,46 @@ impl ImageStore {
             .await
             .map_err(|_| Error::Task("removing a root filesystem"))??;
         // Unmounted and out of containers/: the root filesystem is gone for
-        // every reader. Its files are deleted on a blocking thread nobody
-        // waits for (most of a removal's time under load); a crash first
-        // leaves them in tmp/, which `open` empties.
-        if let Some(doomed) = taken {
-            tokio::task::spawn_blocking(move || {
-                if let Err(e) = std::fs::remove_dir_all(&doomed) {
-                    tracing::warn!(path = %doomed.display(), error = %e, "deleting a removed root filesystem");
-                }
-            });
+        // every reader. Its files are deleted off the caller's path (most of
+        // a removal's time under load); a crash first leaves them in tmp/,
+        // which `open` empties.
+        let Some(doomed) = taken else {
+            return Ok(());
+        };
+        let deleter = lock(&self.inner.deleter).clone();
+        match deleter {
+            Some(delete) => delete(doomed),
+            None => {
+                tokio::task::spawn_blocking(move || {
+                    if let Err(e) = std::fs::remove_dir_all(&doomed) {
+                        tracing::warn!(path = %doomed.display(), error = %e, "deleting a removed root filesystem");
+                    }
+                });
+            }
         }
         Ok(())
+    }
+
+    /// Hands the files of every root filesystem removed from now on to
+    /// `deleter` instead of a blocking task started at once, so that their
+    /// deletion can wait for a moment that suits the caller (a runtime
+    /// daemon defers it while pods start and stop).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo() -> image_store::Result<()> {
+    /// use image_store::{ImageStore, Registries};
+    /// use std::sync::Arc;
+    ///
+    /// let store = ImageStore::open("/var/lib/cri-server/images", Registries::default()).await?;
+    /// store.set_deleter(Arc::new(|doomed| {
+    ///     std::thread::spawn(move || std::fs::remove_dir_all(doomed));
+    /// }));
+    /// # Ok(()) }
+    /// ```
+    pub fn set_deleter(&self, deleter: Deleter) {
+        *lock(&self.inner.deleter) = Some(deleter);
     }
 }
 
@@ -747,6 +783,7 @@ impl Inner {
             pull_options: PullOptions::default(),
             check: Mutex::new(CheckSlot::default()),
             flights,
+            deleter: Mutex::new(None),
         };
         inner.collect_garbage()?;
         Ok(inner)

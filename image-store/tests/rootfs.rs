@@ -133,3 +133,35 @@ async fn writable_root_filesystems_are_volatile() {
     assert!(line.contains("volatile"), "{line}");
     store.remove_rootfs("ctr-volatile").await.unwrap();
 }
+
+#[tokio::test]
+async fn a_removed_rootfs_goes_to_the_deleter_its_owner_set() {
+    let (dir, store) = store().await;
+    let image = store.pull(BUSYBOX, None).await.unwrap();
+    let handed = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = std::sync::Arc::clone(&handed);
+    store.set_deleter(std::sync::Arc::new(move |doomed| {
+        seen.lock().unwrap().push(doomed)
+    }));
+    let rootfs = store
+        .create_rootfs(&image.id, "ctr-deferred", false)
+        .await
+        .unwrap();
+    fs::write(rootfs.path.join("written"), b"w").unwrap();
+    store.remove_rootfs("ctr-deferred").await.unwrap();
+
+    // Gone for every reader at once; its files wait for the deleter.
+    assert!(!rootfs.path.exists());
+    assert_eq!(store.rootfs("ctr-deferred").await.unwrap(), None);
+    let handed = handed.lock().unwrap().clone();
+    assert_eq!(handed.len(), 1, "{handed:?}");
+    assert!(
+        handed[0].starts_with(dir.path()),
+        "{handed:?} outside the store"
+    );
+    assert!(handed[0].exists(), "deleted before the deleter ran");
+    fs::remove_dir_all(&handed[0]).unwrap();
+    // Nothing handed over for a root filesystem that is not there.
+    store.remove_rootfs("ctr-deferred").await.unwrap();
+    store.remove(BUSYBOX).await.unwrap();
+}

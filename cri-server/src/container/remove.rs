@@ -61,7 +61,7 @@ pub async fn remove_locked(daemon: &Arc<Daemon>, id: &str) -> Result<()> {
     if !exited {
         daemon.monitors.retire(id, &Layout::monitor(&dir)).await;
     }
-    crate::discard::discard(&daemon.layout, &dir)
+    crate::discard::discard(&daemon.layout, &daemon.pod_calls, &dir)
         .await
         .map_err(|e| Error::internal(dir.display(), e))?;
     daemon

@@ -49,7 +49,10 @@ pub fn release_later(daemon: &Arc<Daemon>, id: &str) {
     tokio::spawn(async move {
         let _entered = entered;
         let _permit = daemon.background_releases.acquire().await;
-        let _turn = daemon.pod_calls.turn().await;
+        let _turn = daemon
+            .pod_calls
+            .turn(crate::quiet::Lane::NetworkRelease)
+            .await;
         let _guard = daemon.locks.lock(&lock_key(&id)).await;
         if let Err(e) = release_locked(&daemon, &id).await {
             tracing::warn!(pod = %id, error = %e, "releasing a stopped pod's network failed; RemovePodSandbox and the next start try again");

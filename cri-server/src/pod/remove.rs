@@ -65,7 +65,7 @@ pub async fn remove(daemon: &Arc<Daemon>, id_or_prefix: &str) -> Result<()> {
     if !infra_exited {
         daemon.monitors.retire(&id, &Layout::monitor(&dir)).await;
     }
-    crate::discard::discard(&daemon.layout, &dir)
+    crate::discard::discard(&daemon.layout, &daemon.pod_calls, &dir)
         .await
         .map_err(|e| Error::internal(dir.display(), e))?;
     crate::fault::point("remove_pod_sandbox.before_record_removed");
