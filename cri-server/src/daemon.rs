@@ -56,6 +56,9 @@ pub struct Parts {
     pub rootfs_tree: Option<image_store::RootFsTree>,
     /// The Exec/Attach/PortForward streaming server and its tokens.
     pub streaming: cri_streaming::StreamingServer,
+    /// RunPodSandbox and StopPodSandbox calls in flight: made before the
+    /// daemon, since the handlers' runtimes take turns with them too.
+    pub pod_calls: Arc<crate::quiet::Quiet>,
 }
 
 /// Everything request handlers share.
@@ -125,8 +128,9 @@ pub struct Daemon {
     /// them (`pod::release::release_later`).
     pub background_releases: tokio::sync::Semaphore,
     /// RunPodSandbox and StopPodSandbox calls in flight, beside which
-    /// background releases (`pod::release::release_later`) and deletions
-    /// (`discard`) run one at a time.
+    /// background releases (`pod::release::release_later`), deletions
+    /// (`discard`) and cgroup removals (`opener::retirement`) run one at a
+    /// time.
     pub pod_calls: Arc<crate::quiet::Quiet>,
 }
 
@@ -166,7 +170,7 @@ impl Daemon {
             events,
             streaming: parts.streaming,
             background_releases: tokio::sync::Semaphore::new(parallel_releases()),
-            pod_calls: Arc::new(crate::quiet::Quiet::new(POD_CALLS_QUIET)),
+            pod_calls: parts.pod_calls,
             metrics: crate::metrics::Metrics::default(),
             pod_creations: Creations::new(grace),
             removed_pods: Default::default(),
@@ -377,7 +381,7 @@ const RELEASES_PER_CPU: usize = 4;
 /// counts as quiet, with every background release turn open: longer than
 /// the gap between one pod's calls and the next one's when kubelet starts
 /// or stops many.
-const POD_CALLS_QUIET: std::time::Duration = std::time::Duration::from_millis(50);
+pub const POD_CALLS_QUIET: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// How many background releases may run their DEL at once here.
 pub fn parallel_releases() -> usize {

@@ -67,12 +67,8 @@ pub async fn discard(layout: &Layout, quiet: &Arc<Quiet>, dir: &Path) -> std::io
 /// are. Nobody waits for it; what a crash leaves is in a directory the
 /// next start empties (`removed/` here, the image store's `tmp/`).
 pub fn delete_in_turn(quiet: &Arc<Quiet>, doomed: PathBuf) {
-    let quiet = Arc::clone(quiet);
-    tokio::spawn(async move {
-        let _turn = quiet.turn(Lane::Deletion).await;
-        let path = doomed.clone();
-        let deleted = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(&path)).await;
-        if let Ok(Err(e)) = deleted {
+    quiet.run_in_turn(Lane::Deletion, move || {
+        if let Err(e) = std::fs::remove_dir_all(&doomed) {
             tracing::warn!(path = %doomed.display(), error = %e, "deleting a removed directory; the next start retries");
         }
     });

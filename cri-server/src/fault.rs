@@ -16,6 +16,7 @@ pub const POINTS: &[&str] = &[
     "start_container.started",
     "stop_pod_sandbox.before_cni_del",
     "remove_pod_sandbox.before_record_removed",
+    "runtime_delete.cgroups_owed",
     "pull_image.started",
 ];
 

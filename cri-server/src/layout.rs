@@ -66,6 +66,13 @@ impl Layout {
         self.state.join("runtimes").join(handler)
     }
 
+    /// Where handler `name`'s deleted runc containers keep their state
+    /// until their cgroups are removed (`oci_shim::runtime::Retirement`);
+    /// what a killed daemon leaves there is finished at the next start.
+    pub fn retired_runtime_state(&self, handler: &str) -> PathBuf {
+        self.state.join("retired").join(handler)
+    }
+
     /// The directory of pod `id`'s infra container.
     pub fn sandbox_dir(&self, id: &str) -> PathBuf {
         self.state.join("p").join(id)

@@ -6,13 +6,15 @@ use crate::config::{Config, HandlerConfig};
 use crate::daemon::{Daemon, Parts};
 use crate::handlers::{Handler, HandlerSet};
 use crate::layout::Layout;
+use crate::quiet::Quiet;
 use crate::records::RecordDir;
 use crate::signatures::Signatures;
 use cgroups::CgroupDriver;
 use netns::PinDir;
 use oci_shim::monitor::ProcessMonitors;
 use oci_shim::runtime::{
-    CliRuntime, OciRuntime, RuntimeFeatures, RuntimeHandlerConfig, RuntimeKind,
+    Background, CliRuntime, OciRuntime, Retirement, RuntimeFeatures, RuntimeHandlerConfig,
+    RuntimeKind,
 };
 use oci_shim::spec::HostLimits;
 use std::collections::BTreeMap;
@@ -64,17 +66,50 @@ pub async fn open(config: Config) -> Result<Opened, StartError> {
     let policy = crate::signatures::load_policy(&config.image)
         .map_err(|e| StartError::new("image.signature_policy", e))?;
     let images = image_store(&config).await?;
-    let parts = parts(&config, images.clone()).await?;
-    let daemon =
-        Arc::new(Daemon::new(config, parts).map_err(|e| StartError::new("configuration", e))?);
-    let quiet = Arc::clone(&daemon.pod_calls);
+    let pod_calls = Arc::new(Quiet::new(crate::daemon::POD_CALLS_QUIET));
+    let quiet = Arc::clone(&pod_calls);
     images.set_deleter(Arc::new(move |doomed| {
         crate::discard::delete_in_turn(&quiet, doomed)
     }));
+    let parts = parts(&config, images.clone(), pod_calls).await?;
+    let daemon =
+        Arc::new(Daemon::new(config, parts).map_err(|e| StartError::new("configuration", e))?);
     let counts = daemon.metrics.signatures.clone();
     let signatures = Signatures::install(&daemon.config.image, policy, images, counts);
     crate::restore::restore(&daemon).await;
+    finish_retirements(&daemon);
     Ok(Opened { daemon, signatures })
+}
+
+/// Hands the cgroup removals a killed daemon still owed back to the
+/// background.
+fn finish_retirements(daemon: &Daemon) {
+    for name in daemon.config.runtime.handlers.keys() {
+        let dir = daemon.layout.retired_runtime_state(name);
+        let owed = Retirement::new(dir, cgroup_removals(&daemon.pod_calls)).sweep();
+        if owed > 0 {
+            tracing::info!(handler = %name, containers = owed, "removing the cgroups of containers deleted before the last stop");
+        }
+    }
+}
+
+/// Where handler `name`'s deleted runc containers wait for the removal of
+/// their cgroups, which takes turns with `pod_calls`.
+pub fn retirement(layout: &Layout, name: &str, pod_calls: &Arc<Quiet>) -> Retirement {
+    let removals = cgroup_removals(pod_calls);
+    let background: Background = Arc::new(move |job| {
+        // The container's runc state has moved aside; its cgroups are owed.
+        crate::fault::point("runtime_delete.cgroups_owed");
+        removals(job)
+    });
+    Retirement::new(layout.retired_runtime_state(name), background)
+}
+
+/// Runs cgroup removals in their lane's turns
+/// ([`crate::quiet::Lane::CgroupRemoval`]).
+fn cgroup_removals(pod_calls: &Arc<Quiet>) -> Background {
+    let quiet = Arc::clone(pod_calls);
+    Arc::new(move |job| quiet.run_in_turn(crate::quiet::Lane::CgroupRemoval, job))
 }
 
 /// The image store, with the configured registries (their TLS files and
@@ -95,10 +130,14 @@ async fn image_store(config: &Config) -> Result<image_store::ImageStore, StartEr
 
 /// The real parts: files, processes and sockets of this machine, around
 /// the image store `images`.
-async fn parts(config: &Config, images: image_store::ImageStore) -> Result<Parts, StartError> {
+async fn parts(
+    config: &Config,
+    images: image_store::ImageStore,
+    pod_calls: Arc<Quiet>,
+) -> Result<Parts, StartError> {
     let layout = Layout::new(&config.root, &config.state);
     let monitor_binary = monitor_binary()?;
-    let handlers = handler_set(config, &layout, &monitor_binary).await;
+    let handlers = handler_set(config, &layout, &monitor_binary, &pod_calls).await;
     let pause_rootfs = crate::pause::install(&layout.pause_rootfs())
         .map_err(|e| StartError::new(layout.pause_rootfs().display(), e))?;
     let mut cni_config = cni::CniManagerConfig::new(&config.network.conf_dir, layout.cni_cache());
@@ -128,18 +167,26 @@ async fn parts(config: &Config, images: image_store::ImageStore) -> Result<Parts
         streaming: cri_streaming::StreamingServer::bind(&config.streaming.server_config())
             .await
             .map_err(|e| StartError::new("streaming server", e))?,
+        pod_calls,
     })
 }
 
 /// The handlers of `config`, each with its runtime driver and what the
 /// runtime says it can do (asked of all at once: a start or a reload waits
-/// for the slowest only).
-pub async fn handler_set(config: &Config, layout: &Layout, monitor_binary: &Path) -> HandlerSet {
+/// for the slowest only). Deleted runc containers' cgroups are removed in
+/// turns with `pod_calls` ([`retirement`]).
+pub async fn handler_set(
+    config: &Config,
+    layout: &Layout,
+    monitor_binary: &Path,
+    pod_calls: &Arc<Quiet>,
+) -> HandlerSet {
     let probes = handlers(config, layout)
         .into_iter()
         .map(|(name, runtime_config)| async move {
-            let runtime =
-                CliRuntime::new(runtime_config.clone()).with_monitor_binary(monitor_binary);
+            let runtime = CliRuntime::new(runtime_config.clone())
+                .with_monitor_binary(monitor_binary)
+                .with_retirement(retirement(layout, &name, pod_calls));
             let features = runtime.features().await.unwrap_or_else(|error| {
             tracing::info!(%error, "runtime features unknown: none of the optional ones assumed");
             RuntimeFeatures::default()

@@ -220,7 +220,14 @@ impl Reloader {
     async fn handler_set(&self, new: &Config) -> crate::handlers::HandlerSet {
         let mut config = new.clone();
         config.runtime.cgroup_driver = self.started.runtime.cgroup_driver;
-        crate::opener::handler_set(&config, &self.daemon.layout, &self.daemon.monitor_binary).await
+        let daemon = &self.daemon;
+        crate::opener::handler_set(
+            &config,
+            &daemon.layout,
+            &daemon.monitor_binary,
+            &daemon.pod_calls,
+        )
+        .await
     }
 }
 

@@ -133,6 +133,7 @@ impl Doubles {
             )
             .await
             .expect("streaming server on 127.0.0.1:0"),
+            pod_calls: Arc::new(crate::quiet::Quiet::new(crate::daemon::POD_CALLS_QUIET)),
         };
         let daemon = Daemon::new(config, parts).expect("a daemon of doubles");
         TestDaemon {

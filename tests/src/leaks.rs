@@ -1,6 +1,7 @@
 //! What a daemon left on the machine, read from the kernel and the runtimes
 //! rather than from the daemon: monitors, mounts, network namespace pins,
-//! runtime containers, cgroups, IP allocations and iptables rules. Used by
+//! runtime containers (and deleted ones whose cgroups are still owed),
+//! cgroups, IP allocations and iptables rules. Used by
 //! the chaos test and the cancellation tests to prove nothing leaks.
 
 use std::collections::HashSet;
@@ -43,6 +44,13 @@ pub fn find(daemon_dir: &Path, owners: &HashSet<String>, ever: &HashSet<String>)
             if leaked(&id) {
                 found.push(format!("{handler} container {id}"));
             }
+        }
+        // Deleted containers whose cgroups are still owed: finished in the
+        // background, so only a check that never settles sees one.
+        for id in dir_names(&daemon_dir.join("state/retired").join(handler)) {
+            found.push(format!(
+                "{handler} container {id}: deleted, cgroups not removed"
+            ));
         }
     }
     for id in ever

@@ -22,3 +22,16 @@ pub mod spdy_client;
 pub mod ws_client;
 
 pub use daemon::Daemon;
+
+/// Waits (at most 10 s) until `check` holds, else panics with `what`: for
+/// what the daemon finishes after its calls return (network releases,
+/// cgroup removals, monitors' exits).
+pub async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    for _ in 0..500 {
+        if check() {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    panic!("{what}");
+}

@@ -5,6 +5,7 @@
 use cri_api::v1 as cri;
 use std::time::Duration;
 use tests::daemon::Daemon;
+use tests::eventually;
 use tests::fixtures::{container_config, pod_config, BUSYBOX};
 
 /// `message` with a `grpc-timeout` of `deadline`, as kubelet sends every call.
@@ -12,17 +13,6 @@ fn with_deadline<T: Clone>(message: &T, deadline: Duration) -> tonic::Request<T>
     let mut request = tonic::Request::new(message.clone());
     request.set_timeout(deadline);
     request
-}
-
-/// Waits (at most 10 s) until `check` holds.
-async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
-    for _ in 0..500 {
-        if check() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("{what}");
 }
 
 #[tokio::test]

@@ -102,9 +102,8 @@ async fn restart_case(handler: &str) {
     assert!(!state.join("p").join(&pod).exists());
     assert_eq!(processes_mentioning(&long), 0);
     assert_eq!(processes_mentioning(&pod), 0);
-    assert!(!std::path::Path::new("/sys/fs/cgroup/memory/cri-server")
-        .join(&long)
-        .exists());
+    let cgroup = std::path::Path::new("/sys/fs/cgroup/memory/cri-server").join(&long);
+    tests::eventually("the cgroup left", || !cgroup.exists()).await;
 }
 
 #[tokio::test]
@@ -175,12 +174,8 @@ async fn half_made_pods_and_containers_are_removed_at_restart() {
         );
         let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
         assert!(!mounts.contains(id.as_str()), "{id}: mount left");
-        assert!(
-            !std::path::Path::new("/sys/fs/cgroup/memory/cri-server")
-                .join(id)
-                .exists(),
-            "{id}: cgroup left"
-        );
+        let cgroup = std::path::Path::new("/sys/fs/cgroup/memory/cri-server").join(id);
+        tests::eventually(&format!("{id}: cgroup left"), || !cgroup.exists()).await;
     }
     assert!(!reserved(&half_pod), "the IP reservation is released");
     assert!(
@@ -189,4 +184,45 @@ async fn half_made_pods_and_containers_are_removed_at_restart() {
     );
     daemon.remove_pod(&kept_pod).await;
     assert_eq!(processes_mentioning(&kept), 0);
+}
+
+/// A daemon killed after a delete moved a stopped container's runc state
+/// aside (`oci_shim::runtime::retired_runc`) but before the background removed
+/// its cgroups leaves them owed: the next start removes them.
+#[tokio::test]
+async fn cgroups_a_killed_daemon_still_owed_are_removed_at_the_next_start() {
+    let mut daemon = Daemon::start("").await;
+    daemon.pull(BUSYBOX).await;
+    let pod = daemon.run_pod(pod_config("owed-cgroups"), "runc").await;
+    let id = daemon
+        .create_started(&pod, container_config("gone", BUSYBOX, &["sleep", "600"]))
+        .await;
+    daemon.kill9();
+    // The container ends while nobody watches; its runc state stays.
+    let pid_file = daemon.dir().join("state/c").join(&id).join("container.pid");
+    let pid = std::fs::read_to_string(&pid_file).unwrap();
+    let proc_dir = std::path::PathBuf::from(format!("/proc/{}", pid.trim()));
+    let killed = std::process::Command::new("kill")
+        .args(["-9", pid.trim()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    tests::eventually("the init reaped by its monitor", || !proc_dir.exists()).await;
+    // What a kill between a delete's move and the removal leaves (the
+    // chaos test reaches the same spot through the daemon's fault point
+    // `runtime_delete.cgroups_owed`).
+    let retired = daemon.dir().join("state/retired/runc");
+    std::fs::create_dir_all(&retired).unwrap();
+    let runc_state = daemon.dir().join("state/runtimes/runc").join(&id);
+    std::fs::rename(&runc_state, retired.join(&id)).unwrap();
+    let cgroup = std::path::Path::new("/sys/fs/cgroup/memory/cri-server").join(&id);
+    assert!(cgroup.is_dir(), "{} is not there", cgroup.display());
+
+    daemon.restart().await;
+    tests::eventually("the owed cgroup removed", || !cgroup.exists()).await;
+    tests::eventually("the retired state removed", || !retired.join(&id).exists()).await;
+    assert!(daemon.log().contains("deleted before the last stop"));
+    // The container itself is still listed, exited, and removable.
+    daemon.remove_container(&id).await;
+    daemon.remove_pod(&pod).await;
 }

@@ -31,6 +31,9 @@ pub struct CliRuntime {
     pub(super) config: RuntimeHandlerConfig,
     /// The `oci-monitor` binary, whose `reap` mode every exec runs under.
     pub(super) monitor_binary: PathBuf,
+    /// Where deleted runc containers wait for their cgroups' removal, if
+    /// anywhere (else deletes remove them at once).
+    pub(super) retirement: Option<super::Retirement>,
 }
 
 impl CliRuntime {
@@ -40,6 +43,7 @@ impl CliRuntime {
         CliRuntime {
             config,
             monitor_binary: crate::monitor::monitor_beside_current_exe(),
+            retirement: None,
         }
     }
 
@@ -57,6 +61,13 @@ impl CliRuntime {
     /// ```
     pub fn with_monitor_binary(mut self, path: impl Into<PathBuf>) -> Self {
         self.monitor_binary = path.into();
+        self
+    }
+
+    /// Removes a deleted runc container's cgroups after its delete
+    /// returns, through `retirement` (see [`super::retired_runc`]).
+    pub fn with_retirement(mut self, retirement: super::Retirement) -> Self {
+        self.retirement = Some(retirement);
         self
     }
 

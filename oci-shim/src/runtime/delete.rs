@@ -10,16 +10,28 @@ impl CliRuntime {
     ///
     /// A runc container whose init has exited is deleted without starting
     /// runc when that is only removing its cgroups and state directory
-    /// ([`stopped_runc`]); anything more is runc's.
+    /// ([`stopped_runc`]); anything more is runc's. With a
+    /// [`Retirement`](super::Retirement), those cgroups are removed after
+    /// this returns.
     pub(super) async fn delete_container(&self, id: &str, force: bool) -> Result<()> {
         if self.config.kind == RuntimeKind::Runc {
             let (root, owned_id) = (self.config.root.clone(), id.to_owned());
+            let retirement = self.retirement.clone();
             let outcome = super::cli::blocking(move || {
-                stopped_runc::delete(&root, &owned_id, Path::new(stopped_runc::CGROUP_ROOT))
+                let cgroup_root = retirement
+                    .as_ref()
+                    .map_or(Path::new(stopped_runc::CGROUP_ROOT), |r| r.cgroup_root());
+                stopped_runc::delete(&root, &owned_id, cgroup_root, retirement.as_ref())
             })
             .await;
             match outcome {
                 Outcome::Deleted => return Ok(()),
+                Outcome::Retired(retired) => {
+                    if let Some(retirement) = &self.retirement {
+                        retirement.hand_over(retired);
+                    }
+                    return Ok(());
+                }
                 Outcome::Declined(why) => {
                     tracing::debug!(container = %id, why, "deleting through the runtime")
                 }

@@ -19,6 +19,7 @@ mod list;
 mod pause;
 mod process_tree;
 mod resume;
+pub mod retired_runc;
 mod runc_state;
 mod start;
 mod state;
@@ -30,6 +31,7 @@ pub use exec::{ExecSyncResult, EXEC_OUTPUT_CAP};
 pub use exec_stream::{ExecReader, ExecSession, ExecStreamOptions, ExecWriter};
 pub use features::{FeaturesError, LinuxFeatures, RuntimeFeatures};
 pub use handler::{RuntimeHandlerConfig, RuntimeKind, DEFAULT_RUNTIME_TIMEOUT};
+pub use retired_runc::{Background, BlockingJob, RetireError, Retirement};
 pub use state::{ContainerState, ContainerStatus};
 
 use crate::error::Result;

@@ -17,7 +17,13 @@
 //! runs `runc delete`, which finds the same state (nothing is removed
 //! before every check has passed, and a cgroup that would not go is left
 //! for runc's own retries).
+//!
+//! With a [`Retirement`], the cgroups' removal moves off the caller's path:
+//! the state directory is moved into the retirement directory instead of
+//! deleted, and the removal handed to its background (see
+//! [`super::retired_runc`]).
 
+use super::retired_runc::Retirement;
 use super::runc_state::{is_empty, State};
 use std::io;
 use std::path::{Component, Path};
@@ -30,15 +36,24 @@ pub(super) const CGROUP_ROOT: &str = "/sys/fs/cgroup";
 pub(super) enum Outcome {
     /// The container's cgroups and state directory are gone.
     Deleted,
+    /// The container's state directory moved to this place in the
+    /// retirement directory; its cgroups are still to be removed.
+    Retired(std::path::PathBuf),
     /// Nothing was removed: runc must delete the container, for this reason.
     Declined(&'static str),
 }
 
 /// Deletes stopped container `id` of the runc whose `--root` is `root`, as
 /// `runc delete` would, when that is only removing its cgroups (under
-/// `cgroup_root`) and its state directory. Blocking: cgroup removals wait
-/// for the kernel.
-pub(super) fn delete(root: &Path, id: &str, cgroup_root: &Path) -> Outcome {
+/// `cgroup_root`) and its state directory; with a `retirement`, by moving
+/// the state directory there, the cgroups left for later. Blocking: cgroup
+/// removals wait for the kernel.
+pub(super) fn delete(
+    root: &Path,
+    id: &str,
+    cgroup_root: &Path,
+    retirement: Option<&Retirement>,
+) -> Outcome {
     let dir = root.join(id);
     let Some(state) = State::load(root, id) else {
         return Outcome::Declined("no state.json of the expected shape");
@@ -48,6 +63,9 @@ pub(super) fn delete(root: &Path, id: &str, cgroup_root: &Path) -> Outcome {
     }
     if state.init_alive() {
         return Outcome::Declined("its init has not exited");
+    }
+    if let Some(retired) = retirement.and_then(|r| r.take(root, id)) {
+        return Outcome::Retired(retired);
     }
     // The deepest first, though a container's own cgroups have no
     // children: runc would remove those too, so one makes this decline.
@@ -107,7 +125,7 @@ fn only_removals(state: &State, id: &str, cgroup_root: &Path) -> Result<(), &'st
 /// A path this module may remove: below `cgroup_root` and a hierarchy,
 /// without `..`, and named after the container (its last component holds
 /// `id`), so a damaged state file cannot point it at another cgroup.
-fn is_own_cgroup(path: &Path, id: &str, cgroup_root: &Path) -> bool {
+pub(super) fn is_own_cgroup(path: &Path, id: &str, cgroup_root: &Path) -> bool {
     let Ok(below) = path.strip_prefix(cgroup_root) else {
         return false;
     };
@@ -122,21 +140,21 @@ fn is_own_cgroup(path: &Path, id: &str, cgroup_root: &Path) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use serde_json::json;
 
-    const ID: &str = "c0ffee";
+    pub(in crate::runtime) const ID: &str = "c0ffee";
 
     /// A runc root holding container `ID` with `state`, and a fake cgroup
     /// root holding the container's cgroup in two hierarchies.
-    struct Fixture {
-        root: tempfile::TempDir,
-        cgroups: tempfile::TempDir,
+    pub(in crate::runtime) struct Fixture {
+        pub root: tempfile::TempDir,
+        pub cgroups: tempfile::TempDir,
     }
 
     impl Fixture {
-        fn new(edit: impl FnOnce(&mut serde_json::Value, &Path)) -> Fixture {
+        pub fn new(edit: impl FnOnce(&mut serde_json::Value, &Path)) -> Fixture {
             let root = tempfile::tempdir().unwrap();
             let cgroups = tempfile::tempdir().unwrap();
             let mut paths = serde_json::Map::new();
@@ -166,12 +184,17 @@ mod tests {
             Fixture { root, cgroups }
         }
 
-        fn delete(&self) -> Outcome {
-            delete(self.root.path(), ID, self.cgroups.path())
+        pub fn delete(&self) -> Outcome {
+            delete(self.root.path(), ID, self.cgroups.path(), None)
+        }
+
+        /// The container's cgroup in `hierarchy`.
+        pub fn cgroup(&self, hierarchy: &str) -> std::path::PathBuf {
+            self.cgroups.path().join(hierarchy).join("pods").join(ID)
         }
 
         /// Whether nothing was removed.
-        fn untouched(&self) -> bool {
+        pub fn untouched(&self) -> bool {
             self.root.path().join(ID).join("state.json").is_file()
                 && ["memory", "pids"]
                     .iter()
@@ -306,7 +329,7 @@ mod tests {
     fn missing_state_is_declined() {
         let root = tempfile::tempdir().unwrap();
         assert_eq!(
-            delete(root.path(), ID, Path::new(CGROUP_ROOT)),
+            delete(root.path(), ID, Path::new(CGROUP_ROOT), None),
             Outcome::Declined("no state.json of the expected shape")
         );
     }

@@ -230,8 +230,12 @@ async fn measure(daemon: &Daemon, o: &Options, scratch: &Path, floor_dir: &Path)
     let ours_scale = match o.scale {
         0 => None,
         n => {
-            let (socket, attachments) = (daemon.socket(), daemon.dir().join("root/cni"));
-            let run = scale::run(&socket, &logs, "ours", n, o.parallel, Some(&attachments));
+            let owed = scale::Owed {
+                attachments: daemon.dir().join("root/cni"),
+                retired: daemon.dir().join("state/retired/runc"),
+            };
+            let socket = daemon.socket();
+            let run = scale::run(&socket, &logs, "ours", n, o.parallel, Some(&owed));
             Some(run.await?)
         }
     };

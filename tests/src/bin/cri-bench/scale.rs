@@ -31,26 +31,35 @@ pub struct ScaleRun {
     pub containers: usize,
 }
 
+/// Where a runtime records the teardown's work it finishes after its
+/// calls return.
+pub struct Owed {
+    /// A record per CNI attachment not yet released, by pod id (our
+    /// `root/cni`): a removal's CNI DEL may run after RemovePodSandbox.
+    pub attachments: std::path::PathBuf,
+    /// A directory per deleted container whose cgroups are not yet removed
+    /// (our `state/retired/runc`).
+    pub retired: std::path::PathBuf,
+}
+
 /// How long a teardown may wait for a runtime's background network
-/// releases once its calls have returned.
+/// releases and cgroup removals once its calls have returned.
 const RELEASE_WAIT: Duration = Duration::from_secs(120);
 
 /// Builds `pods` pods with `workers` clients, times ListContainerStats,
 /// tears everything down; `tag` names the pods.
 ///
-/// `attachments` is the directory where the runtime keeps a record per CNI
-/// attachment not yet released (our `root/cni`, by pod id), for a runtime
-/// that may finish a removal's CNI DEL after RemovePodSandbox returns: the
-/// teardown ends only when none of these pods' is left, so work moved off
-/// the request path still counts. containerd's DEL is done by the time its StopPodSandbox
-/// returns (`None`).
+/// `owed` names where a runtime that finishes work after its calls return
+/// records that work, so that the teardown ends only when it is done and
+/// work moved off the request path still counts. containerd's is done by
+/// the time its calls return (`None`).
 pub async fn run(
     socket: &Path,
     logs: &Path,
     tag: &str,
     pods: usize,
     workers: usize,
-    attachments: Option<&Path>,
+    owed: Option<&Owed>,
 ) -> Result<ScaleRun> {
     let mut out = ScaleRun::default();
     let started = Instant::now();
@@ -119,8 +128,9 @@ pub async fn run(
         }
     })
     .await?;
-    if let Some(dir) = attachments {
-        wait_released(dir, &torn_ids).await?;
+    if let Some(owed) = owed {
+        wait_released(&owed.attachments, &torn_ids).await?;
+        wait_released(&owed.retired, &[]).await?;
     }
     out.teardown = started.elapsed();
     for (stop, remove) in &torn {
@@ -288,18 +298,22 @@ const STOP_SPREAD_TARGET: f64 = 2.0;
 const BUILD_TARGET: f64 = 0.45;
 const TEARDOWN_TARGET: f64 = 0.3;
 
-/// Waits until `dir` (a runtime's unreleased CNI attachments, one entry
-/// per pod id) holds none of `ids`.
+/// Waits until `dir` (a runtime's record of work owed, one entry per pod
+/// or container id) holds none of `ids`, or nothing at all when `ids` is
+/// empty.
 async fn wait_released(dir: &Path, ids: &[String]) -> Result<()> {
     let deadline = Instant::now() + RELEASE_WAIT;
     loop {
-        let left = ids.iter().filter(|id| dir.join(id).exists()).count();
+        let left = match ids {
+            [] => std::fs::read_dir(dir).map_or(0, |d| d.count()),
+            ids => ids.iter().filter(|id| dir.join(id).exists()).count(),
+        };
         if left == 0 {
             return Ok(());
         }
         anyhow::ensure!(
             Instant::now() < deadline,
-            "{left} CNI attachments still unreleased in {} after {RELEASE_WAIT:?}",
+            "{left} entries of owed work still in {} after {RELEASE_WAIT:?}",
             dir.display()
         );
         tokio::time::sleep(Duration::from_millis(5)).await;
