@@ -70,7 +70,12 @@ impl Layout {
     /// until their cgroups are removed (`oci_shim::runtime::Retirement`);
     /// what a killed daemon leaves there is finished at the next start.
     pub fn retired_runtime_state(&self, handler: &str) -> PathBuf {
-        self.state.join("retired").join(handler)
+        self.retired_runtime_states().join(handler)
+    }
+
+    /// The parent of every handler's [`Layout::retired_runtime_state`].
+    pub fn retired_runtime_states(&self) -> PathBuf {
+        self.state.join("retired")
     }
 
     /// The directory of pod `id`'s infra container.

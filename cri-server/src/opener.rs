@@ -82,13 +82,15 @@ pub async fn open(config: Config) -> Result<Opened, StartError> {
 }
 
 /// Hands the cgroup removals a killed daemon still owed back to the
-/// background.
+/// background: every handler's, including one a reload has since dropped.
 fn finish_retirements(daemon: &Daemon) {
-    for name in daemon.config.runtime.handlers.keys() {
-        let dir = daemon.layout.retired_runtime_state(name);
-        let owed = Retirement::new(dir, cgroup_removals(&daemon.pod_calls)).sweep();
+    let Ok(handlers) = std::fs::read_dir(daemon.layout.retired_runtime_states()) else {
+        return;
+    };
+    for dir in handlers.flatten().map(|e| e.path()) {
+        let owed = Retirement::new(&dir, cgroup_removals(&daemon.pod_calls)).sweep();
         if owed > 0 {
-            tracing::info!(handler = %name, containers = owed, "removing the cgroups of containers deleted before the last stop");
+            tracing::info!(dir = %dir.display(), containers = owed, "removing the cgroups of containers deleted before the last stop");
         }
     }
 }

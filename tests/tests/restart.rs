@@ -211,7 +211,9 @@ async fn cgroups_a_killed_daemon_still_owed_are_removed_at_the_next_start() {
     // What a kill between a delete's move and the removal leaves (the
     // chaos test reaches the same spot through the daemon's fault point
     // `runtime_delete.cgroups_owed`).
-    let retired = daemon.dir().join("state/retired/runc");
+    // Under a handler no longer configured (a reload dropped it): swept
+    // all the same.
+    let retired = daemon.dir().join("state/retired/dropped-handler");
     std::fs::create_dir_all(&retired).unwrap();
     let runc_state = daemon.dir().join("state/runtimes/runc").join(&id);
     std::fs::rename(&runc_state, retired.join(&id)).unwrap();
