@@ -122,7 +122,7 @@ mod tests {
         let call = quiet.enter();
         // The busy turn is taken: the deletion has to wait for it.
         let held = quiet.turn(Lane::Deletion).await;
-        assert!(held.is_some());
+        assert!(held.is_busy());
         delete_in_turn(&quiet, first.clone());
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
         assert!(

@@ -37,13 +37,28 @@ pub struct Quiet {
     after: Duration,
     /// Each lane's single turn while it is not.
     busy_turns: [tokio::sync::Semaphore; LANES],
+    /// How many of a lane's jobs may run at once, quiet or not.
+    widths: [tokio::sync::Semaphore; LANES],
     /// Woken when the last call in flight ends, so waiters need not poll.
     idle: tokio::sync::Notify,
 }
 
-/// A background job's turn: its lane's busy turn, or none when it was
-/// quiet.
-pub type Turn<'a> = Option<tokio::sync::SemaphorePermit<'a>>;
+/// A background job's turn: holding it is running.
+#[derive(Debug)]
+pub struct Turn<'a> {
+    /// The lane's single busy turn, when pod calls were in flight.
+    busy: Option<tokio::sync::SemaphorePermit<'a>>,
+    /// A place within the lane's width.
+    _place: Option<tokio::sync::SemaphorePermit<'a>>,
+}
+
+impl Turn<'_> {
+    /// Whether this is the lane's single busy turn, taken while pod calls
+    /// were in flight (rather than a place beside others in the quiet).
+    pub fn is_busy(&self) -> bool {
+        self.busy.is_some()
+    }
+}
 
 /// Kinds of background work, each with its own single turn while pod calls
 /// are in flight.
@@ -51,7 +66,13 @@ pub type Turn<'a> = Option<tokio::sync::SemaphorePermit<'a>>;
 pub enum Lane {
     /// A stopped pod's network release (CNI DEL).
     NetworkRelease = 0,
-    /// Deleting a removed directory's files.
+    /// Deleting a removed directory's files: one per CPU at most, even
+    /// when it is quiet. Unbounded, the deletions a teardown had queued
+    /// all started at its first quiet moment, each on a blocking thread of
+    /// its own (dozens at 110 pods), and their last `rmdir`s, all in the
+    /// same parent, queued on that directory's lock: the kernel's waiters
+    /// spin while they can, and a profile found both CPUs spinning there
+    /// at once for milliseconds.
     Deletion = 1,
     /// Removing a deleted container's cgroups: it waits for quiet, up to
     /// [`CGROUP_REMOVAL_PATIENCE`], and runs one at a time even then.
@@ -96,29 +117,48 @@ pub struct Busy<'a> {
 impl Quiet {
     /// A tracker under which it is quiet `after` the last call ended.
     pub fn new(after: Duration) -> Quiet {
+        let cpus = std::thread::available_parallelism().map_or(1, usize::from);
         Quiet {
             state: Mutex::default(),
             after,
             busy_turns: std::array::from_fn(|_| tokio::sync::Semaphore::new(1)),
+            widths: std::array::from_fn(|lane| {
+                tokio::sync::Semaphore::new(match lane {
+                    l if l == Lane::Deletion as usize => cpus,
+                    // Releases have their own bound
+                    // (`daemon::parallel_releases`); cgroup removals take
+                    // their single turn even when it is quiet.
+                    _ => tokio::sync::Semaphore::MAX_PERMITS,
+                })
+            }),
             idle: tokio::sync::Notify::new(),
         }
     }
 
     /// Waits for a background job's turn in `lane`: at once when it is
     /// quiet, otherwise the lane's single busy turn (or quiet, whichever
-    /// comes first). Holding the turn is running. A cgroup removal waits
-    /// for quiet first, at most [`CGROUP_REMOVAL_PATIENCE`], then for its
-    /// lane's single turn, quiet or not: the kernel serialises cgroup
-    /// removals anyway.
+    /// comes first), then a place within the lane's width. Holding the
+    /// turn is running. A cgroup removal waits for quiet first, at most
+    /// [`CGROUP_REMOVAL_PATIENCE`], then for its lane's single turn, quiet
+    /// or not: the kernel serialises cgroup removals anyway.
     pub async fn turn(&self, lane: Lane) -> Turn<'_> {
-        if lane == Lane::CgroupRemoval {
+        let lane = lane as usize;
+        let busy = if lane == Lane::CgroupRemoval as usize {
             let _ = tokio::time::timeout(CGROUP_REMOVAL_PATIENCE, self.wait()).await;
-            return self.busy_turns[lane as usize].acquire().await.ok();
-        }
-        tokio::select! {
-            biased;
-            () = self.wait() => None,
-            permit = self.busy_turns[lane as usize].acquire() => permit.ok(),
+            self.busy_turns[lane].acquire().await.ok()
+        } else {
+            tokio::select! {
+                biased;
+                () = self.wait() => None,
+                permit = self.busy_turns[lane].acquire() => permit.ok(),
+            }
+        };
+        // Semaphores here are never closed: `ok()` only drops the `Err`
+        // that cannot happen.
+        let place = self.widths[lane].acquire().await.ok();
+        Turn {
+            busy,
+            _place: place,
         }
     }
 
@@ -250,17 +290,20 @@ mod tests {
     async fn busy_jobs_take_turns_and_quiet_ones_all_run() {
         let quiet = Quiet::new(Duration::from_millis(50));
         let first = quiet.turn(Lane::NetworkRelease).await;
-        assert!(first.is_none(), "quiet: no turn needed");
+        assert!(!first.is_busy(), "quiet: no busy turn needed");
         let busy = quiet.enter();
         let one = quiet.turn(Lane::NetworkRelease).await;
-        assert!(one.is_some());
+        assert!(one.is_busy());
         let two = quiet.turn(Lane::NetworkRelease);
         tokio::pin!(two);
         let waited = tokio::time::timeout(Duration::from_secs(1), &mut two).await;
         assert!(waited.is_err(), "a second job waits while the call runs");
         drop(busy);
         let started = tokio::time::Instant::now();
-        assert!(two.await.is_none(), "quiet again: it runs beside the first");
+        assert!(
+            !two.await.is_busy(),
+            "quiet again: it runs beside the first"
+        );
         assert_eq!(started.elapsed(), Duration::from_millis(50));
         drop(one);
     }
@@ -272,7 +315,7 @@ mod tests {
         let started = tokio::time::Instant::now();
         let first = quiet.turn(Lane::CgroupRemoval).await;
         assert_eq!(started.elapsed(), CGROUP_REMOVAL_PATIENCE, "never quiet");
-        assert!(first.is_some());
+        assert!(first.is_busy());
         let q = Arc::clone(&quiet);
         let second = tokio::spawn(async move {
             let _turn = q.turn(Lane::CgroupRemoval).await;
@@ -293,15 +336,41 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn deletions_in_the_quiet_run_one_per_cpu_at_most() {
+        let quiet = Quiet::new(Duration::from_millis(50));
+        let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+        let mut running = Vec::new();
+        for _ in 0..cpus {
+            let turn = tokio::time::timeout(Duration::from_secs(1), quiet.turn(Lane::Deletion))
+                .await
+                .expect("quiet: a place is free");
+            assert!(!turn.is_busy());
+            running.push(turn);
+        }
+        let next = quiet.turn(Lane::Deletion);
+        tokio::pin!(next);
+        let waited = tokio::time::timeout(Duration::from_secs(1), &mut next).await;
+        assert!(waited.is_err(), "one deletion per CPU, even in the quiet");
+        running.pop();
+        let freed = tokio::time::timeout(Duration::from_secs(1), next).await;
+        assert!(freed.is_ok(), "a place freed is taken at once");
+        // Releases are bounded elsewhere: any number run in the quiet.
+        let mut releases = Vec::new();
+        for _ in 0..cpus * 8 {
+            releases.push(quiet.turn(Lane::NetworkRelease).await);
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn each_lane_has_its_own_busy_turn() {
         let quiet = Quiet::new(Duration::from_millis(50));
         let _busy = quiet.enter();
         let release = quiet.turn(Lane::NetworkRelease).await;
-        assert!(release.is_some());
+        assert!(release.is_busy());
         let deletion = tokio::time::timeout(Duration::from_secs(1), quiet.turn(Lane::Deletion))
             .await
             .expect("a deletion does not wait for a release's turn");
-        assert!(deletion.is_some());
+        assert!(deletion.is_busy());
         let second = tokio::time::timeout(Duration::from_secs(1), quiet.turn(Lane::Deletion)).await;
         assert!(second.is_err(), "one deletion at a time while busy");
     }
