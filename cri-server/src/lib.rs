@@ -27,6 +27,8 @@
 //!   back after a restart, exits followed; [`records`] and [`layout`]: what
 //!   lives where on disk, [`discard`]: removed directories deleted off the
 //!   request path; [`pause`]: the built-in infra process.
+//! - [`quiet`]: background work that yields to the pod calls; [`turns`]:
+//!   work a caller waits on (CNI ADD) a few at a time.
 
 #![warn(missing_docs)]
 
@@ -68,4 +70,5 @@ pub mod stream_backend;
 pub mod systemd;
 #[cfg(test)]
 pub mod testing;
+pub mod turns;
 pub mod watch;

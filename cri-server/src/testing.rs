@@ -39,6 +39,9 @@ pub struct Doubles {
     pub images: MockContainerImages,
     /// The pod network.
     pub network: MockPodNetwork,
+    /// A hand-written network double used instead of `network`, for what a
+    /// mock cannot do (an ADD that takes time without holding a thread).
+    pub network_instead: Option<Arc<dyn cni::PodNetwork>>,
     /// `[runtime] trusted_images` of the daemon's configuration.
     pub trusted_images: trust_policy::TrustedImages,
     /// `[runtime] drop_infra_container` of the daemon's configuration.
@@ -74,6 +77,7 @@ impl Doubles {
             monitors_instead: None,
             images: MockContainerImages::new(),
             network,
+            network_instead: None,
             trusted_images: trust_policy::TrustedImages::Any,
             drop_infra_container: true,
         }
@@ -123,7 +127,9 @@ impl Doubles {
             sandbox_records: RecordDir::open(layout.sandbox_records()).expect("records"),
             container_records: RecordDir::open(layout.container_records()).expect("records"),
             images: Arc::new(self.images),
-            network: Arc::new(self.network),
+            network: self
+                .network_instead
+                .unwrap_or_else(|| Arc::new(self.network)),
             host: oci_shim::spec::HostLimits::of_current_process().expect("host limits"),
             pause_rootfs: dir.path().join("pause"),
             monitor_binary: dir.path().join("oci-monitor"),

@@ -32,7 +32,8 @@ pub fn request(sandbox: &Sandbox, dns: Option<cni::Dns>) -> cni::PodNetworkReque
     request
 }
 
-/// Attaches the pod (CNI ADD); returns its IPs.
+/// Attaches the pod (CNI ADD) once one of the daemon's network setup
+/// turns is free ([`crate::turns`]); returns its IPs.
 pub async fn setup(
     daemon: &Arc<Daemon>,
     sandbox: &Sandbox,
@@ -45,12 +46,13 @@ pub async fn setup(
         )));
     }
     let started = std::time::Instant::now();
-    let status = daemon
-        .network
-        .setup(&request(sandbox, dns))
-        .await
-        .map_err(|e| Error::internal(format!("pod {} network", sandbox.id), e))?;
-    tracing::info!(pod = %sandbox.id, ips = ?status.ips, elapsed = ?started.elapsed(), "CNI ADD");
+    let request = request(sandbox, dns);
+    let (status, waited) = daemon
+        .network_setups
+        .run(daemon.network.setup(&request))
+        .await;
+    let status = status.map_err(|e| Error::internal(format!("pod {} network", sandbox.id), e))?;
+    tracing::info!(pod = %sandbox.id, ips = ?status.ips, elapsed = ?started.elapsed(), ?waited, "CNI ADD");
     Ok(status.ips)
 }
 

@@ -835,6 +835,70 @@ mod verb_tests {
         crate::testing::removals_released(&t.daemon).await;
     }
 
+    /// A network whose ADDs take 50 ms each and count how many run at once.
+    #[derive(Default)]
+    struct CountingNetwork {
+        now: std::sync::atomic::AtomicUsize,
+        most: std::sync::atomic::AtomicUsize,
+        added: std::sync::atomic::AtomicUsize,
+    }
+
+    #[async_trait::async_trait]
+    impl cni::PodNetwork for CountingNetwork {
+        async fn setup(&self, _: &cni::PodNetworkRequest) -> cni::Result<cni::NetworkStatus> {
+            use std::sync::atomic::Ordering::SeqCst;
+            self.most
+                .fetch_max(self.now.fetch_add(1, SeqCst) + 1, SeqCst);
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            self.now.fetch_sub(1, SeqCst);
+            self.added.fetch_add(1, SeqCst);
+            Ok(network_status())
+        }
+        async fn teardown(&self, _: &cni::PodNetworkRequest) -> cni::Result<()> {
+            Ok(())
+        }
+        async fn check(&self, _: &cni::PodNetworkRequest) -> cni::Result<()> {
+            Ok(())
+        }
+        async fn attachment(&self, _: &str, _: &str) -> cni::Result<Option<cni::NetworkStatus>> {
+            Ok(None)
+        }
+        async fn attached(&self) -> cni::Result<Vec<String>> {
+            Ok(Vec::new())
+        }
+        fn status(&self) -> std::result::Result<(), cni::NotReadyReason> {
+            Ok(())
+        }
+    }
+
+    /// More pods than CPUs starting at once attach their networks one per
+    /// CPU at a time (`crate::turns`), and every one of them starts.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn pods_starting_together_attach_their_networks_one_per_cpu_at_a_time() {
+        use std::sync::atomic::Ordering::SeqCst;
+        let cpus = crate::daemon::cpus();
+        let pods = cpus + 2;
+        let network = Arc::new(CountingNetwork::default());
+        let mut d = Doubles::new();
+        d.network_instead = Some(Arc::clone(&network) as _);
+        let t = Arc::new(d.build().await);
+        let runs: Vec<_> = (0..pods)
+            .map(|i| {
+                let t = Arc::clone(&t);
+                tokio::spawn(async move { run(&t.daemon, own_pid_pod(&format!("p{i}"))).await })
+            })
+            .collect();
+        for r in runs {
+            r.await.unwrap().expect("every pod starts");
+        }
+        assert_eq!(network.added.load(SeqCst), pods);
+        assert_eq!(
+            network.most.load(SeqCst),
+            cpus,
+            "one ADD per CPU at once, no more"
+        );
+    }
+
     #[tokio::test(flavor = "multi_thread")]
     async fn shared_pid_sysctls_privilege_or_the_config_keep_the_infra_container() {
         type Change = fn(&mut cri::RunPodSandboxRequest, &mut Doubles);

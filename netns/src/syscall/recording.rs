@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::ffi::OsString;
-use std::os::fd::{BorrowedFd, OwnedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 use std::thread::ThreadId;
@@ -137,8 +137,11 @@ struct State {
     /// The kind of namespace bound onto each pin, from the bind's
     /// `/proc/thread-self/ns/<kind>` source.
     pinned_types: BTreeMap<PathBuf, i32>,
-    /// The file the last `open` opened: what `ns_type` answers for.
-    last_open: Option<PathBuf>,
+    /// The file each descriptor `open` returned was opened from: what
+    /// `ns_type` answers for. Keyed by descriptor, not "the last file
+    /// opened", so that pins made on several threads at once are told
+    /// apart.
+    opened: BTreeMap<RawFd, PathBuf>,
     file_id: FileId,
 }
 
@@ -194,7 +197,7 @@ impl RecordingSyscall {
                 ns_type: libc::CLONE_NEWNET,
                 ns_type_forced: false,
                 pinned_types: BTreeMap::new(),
-                last_open: None,
+                opened: BTreeMap::new(),
                 file_id: FileId {
                     dev: 4,
                     ino: 4026532000,
@@ -428,9 +431,11 @@ impl Syscall for RecordingSyscall {
         } else if !exists(&st, &target) {
             return Err(Errno::ENOENT);
         }
-        st.last_open = Some(target);
-        drop(st);
-        dev_null()
+        // The descriptor is open while the caller holds it, so its number
+        // names this file until it is closed and handed out again.
+        let fd = dev_null()?;
+        st.opened.insert(fd.as_raw_fd(), target);
+        Ok(fd)
     }
 
     fn create_dir_all(&self, path: &Path) -> nix::Result<()> {
@@ -491,9 +496,10 @@ impl Syscall for RecordingSyscall {
         self.record(Call::FsType).map(|st| st.fs_type)
     }
 
-    fn ns_type(&self, _fd: BorrowedFd<'_>) -> nix::Result<i32> {
+    fn ns_type(&self, fd: BorrowedFd<'_>) -> nix::Result<i32> {
         self.record(Call::NsType).map(|st| {
-            let pinned = st.last_open.as_ref().and_then(|p| st.pinned_types.get(p));
+            let opened = st.opened.get(&fd.as_raw_fd());
+            let pinned = opened.and_then(|p| st.pinned_types.get(p));
             match pinned {
                 Some(kind) if !st.ns_type_forced => *kind,
                 _ => st.ns_type,
