@@ -88,6 +88,18 @@ mod tests {
         started
     }
 
+    /// A caller of `turns` in a task of its own, whose work takes `took`;
+    /// it has asked for its place when this returns.
+    async fn caller(
+        turns: &Arc<Turns>,
+        took: Duration,
+    ) -> tokio::task::JoinHandle<(tokio::time::Instant, Duration)> {
+        let turns = Arc::clone(turns);
+        let task = tokio::spawn(async move { turns.run(work(took)).await });
+        tokio::task::yield_now().await;
+        task
+    }
+
     #[tokio::test(start_paused = true)]
     async fn no_more_than_the_width_run_at_once_and_the_rest_follow_in_order() {
         let turns = Arc::new(Turns::new(2, LIMIT));
@@ -95,10 +107,7 @@ mod tests {
         let took = Duration::from_millis(40);
         let mut callers = Vec::new();
         for _ in 0..5 {
-            let turns = Arc::clone(&turns);
-            callers.push(tokio::spawn(async move { turns.run(work(took)).await }));
-            // Callers come in this order.
-            tokio::task::yield_now().await;
+            callers.push(caller(&turns, took).await);
         }
         let mut starts = Vec::new();
         for caller in callers {
@@ -120,11 +129,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn work_that_outlasts_the_limit_gives_up_its_place_and_still_ends() {
         let turns = Arc::new(Turns::new(1, LIMIT));
-        let hung = {
-            let turns = Arc::clone(&turns);
-            tokio::spawn(async move { turns.run(work(Duration::from_secs(60))).await })
-        };
-        tokio::task::yield_now().await;
+        let hung = caller(&turns, Duration::from_secs(60)).await;
         let (_, waited) = turns.run(work(Duration::from_millis(10))).await;
         assert_eq!(waited, LIMIT, "held up once, by the limit");
         let (started, waited) = hung.await.unwrap();
@@ -139,11 +144,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_caller_that_gives_up_while_waiting_leaves_the_queue() {
         let turns = Arc::new(Turns::new(1, LIMIT));
-        let first = {
-            let turns = Arc::clone(&turns);
-            tokio::spawn(async move { turns.run(work(Duration::from_millis(100))).await })
-        };
-        tokio::task::yield_now().await;
+        let first = caller(&turns, Duration::from_millis(100)).await;
         let gave_up =
             tokio::time::timeout(Duration::from_millis(10), turns.run(work(Duration::ZERO))).await;
         assert!(gave_up.is_err(), "the only place was taken");
